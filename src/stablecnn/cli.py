@@ -1,0 +1,40 @@
+"""The ``stablecnn`` command line: ``stablecnn train | predict | evaluate | data | plot | bench``.
+
+Each command lives in the module that owns its concern and registers itself here through a
+``add_parser(subparsers)`` function that sets ``func`` on its parser; this module only wires them
+together and turns the project's errors into a one-line message and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stablecnn.errors import StableCNNError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stablecnn.data import cli as data_cli
+
+    parser = argparse.ArgumentParser(
+        prog="stablecnn",
+        description="A numerically stable CNN library in NumPy: train, predict, evaluate.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    data_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StableCNNError as exc:
+        print(f"stablecnn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The layer contract every stablecnn layer follows.
+
+A layer holds its parameters in ``params`` (name -> array) and the matching gradients in
+``grads``, allocated once: ``backward`` overwrites the gradient arrays in place, so the
+``(name, param, grad)`` triples a model hands its optimizer stay valid for the whole run.
+``forward(x, training)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient for
+the input. Public shapes are PyTorch's: NCHW activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stablecnn.errors import ShapeError
+
+
+class Layer:
+    """Base class: parameter bookkeeping, shape inference and dtype checks."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    # -- the contract -------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Write the parameter gradients into ``grads``; return dL/dx.
+
+        ``need_input_grad=False`` lets the first layer of a model skip the input gradient, which
+        nobody reads (PyTorch skips it the same way); it then returns ``None``.
+        """
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one example's output (no batch axis) for one example's input shape."""
+        return tuple(input_shape)
+
+    __call__ = forward
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _add_param(self, name: str, value: np.ndarray) -> None:
+        self.params[name] = value
+        self.grads[name] = np.zeros_like(value)
+
+    @property
+    def dtype(self):
+        """The parameters' dtype, or ``None`` for a layer without parameters."""
+        for p in self.params.values():
+            return p.dtype
+        return None
+
+    def astype(self, dtype) -> "Layer":
+        """Cast parameters (and gradients) to ``dtype`` in place of the old arrays; returns self."""
+        for name in list(self.params):
+            self._add_param(name, self.params[name].astype(dtype))
+        return self
+
+    def _check_input(self, x: np.ndarray, ndim: int) -> None:
+        if x.ndim != ndim:
+            raise ShapeError(
+                f"{self!r} expects a {ndim}-D input, got shape {x.shape}"
+            )
+        dtype = self.dtype
+        if dtype is not None and x.dtype != dtype:
+            raise TypeError(
+                f"{self!r} holds {dtype} parameters but got a {x.dtype} input; "
+                f"cast one to the other (Sequential.forward casts inputs to the model's dtype)"
+            )
+        self.output_shape(x.shape[1:])  # raises ShapeError when the input does not fit
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    """Turn an int or a pair of ints into a pair of positive ints, or raise ValueError."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        out = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(out) < 1:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return out

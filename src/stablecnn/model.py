@@ -1,0 +1,155 @@
+"""Sequential: a stack of layers run one after the other."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stablecnn.errors import ShapeError
+from stablecnn.layers.base import Layer
+from stablecnn.losses import softmax
+
+
+class Sequential:
+    """A model that applies its layers in order.
+
+    Parameters are named ``"<layer index>.<param>"`` (``"0.weight"``, ``"0.bias"``, ...), as in
+    PyTorch's ``nn.Sequential``. Inputs are cast to the model's dtype, so a float64 model never
+    computes in float32.
+
+    Args:
+        *layers: the layers, first to last.
+        input_shape: optional shape of one example, e.g. ``(1, 28, 28)``; when given, the layers
+            are checked to fit it at once and :meth:`summary` needs no argument.
+
+    Example:
+        >>> model = Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 26 * 26, 10),
+        ...                    input_shape=(1, 28, 28))
+        >>> model.forward(np.zeros((2, 1, 28, 28), np.float32)).shape
+        (2, 10)
+    """
+
+    def __init__(self, *layers: Layer, input_shape: tuple[int, ...] | None = None):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} must be a stablecnn Layer, got {type(layer).__name__}")
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        self.layers = list(layers)
+        dtypes = {layer.dtype for layer in self.layers if layer.dtype is not None}
+        if len(dtypes) > 1:
+            raise TypeError(f"all layers must share one dtype, got {sorted(map(str, dtypes))}")
+        self.dtype = np.dtype(dtypes.pop() if dtypes else np.float32)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        if self.input_shape is not None:
+            self.shapes(self.input_shape)
+
+    # -- shapes ---------------------------------------------------------------------------------
+    def shapes(self, input_shape) -> list[tuple[int, ...]]:
+        """Output shape (without the batch axis) after each layer, for one example's shape."""
+        shapes, shape = [], tuple(input_shape)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ShapeError as exc:
+                raise ShapeError(
+                    f"model input {tuple(input_shape)}: layer {i} ({layer!r}) does not fit its "
+                    f"input {shape}: {exc}"
+                ) from None
+            shapes.append(shape)
+        return shapes
+
+    # -- the passes -----------------------------------------------------------------------------
+    def forward(self, x, training: bool = True) -> np.ndarray:
+        """Run ``x`` (N, *input_shape) through every layer; ``training`` keeps what backward needs."""
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        if x.ndim < 2:
+            raise ShapeError(f"the model expects a batch (N, ...), got shape {x.shape}")
+        shape = x.shape[1:]
+        if shape != getattr(self, "_checked_shape", None):
+            self.shapes(shape)  # raise a ShapeError naming the layer before any work is done
+            self._checked_shape = shape
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Back-propagate dL/doutput; fills every layer's ``grads`` and returns dL/dinput.
+
+        ``need_input_grad=False`` skips the first layer's input gradient, which training never
+        reads (for Model 1 that saves a whole 10x10 col2im), and returns ``None``.
+        """
+        first = self.layers[0]
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout, need_input_grad=need_input_grad or layer is not first)
+        return dout
+
+    # -- parameters -----------------------------------------------------------------------------
+    def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(name, param, grad)`` triples; the arrays are the layers' own, updated in place."""
+        return [(f"{i}.{key}", layer.params[key], layer.grads[key])
+                for i, layer in enumerate(self.layers) for key in layer.params]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{name: param}`` for every parameter (the arrays themselves, not copies)."""
+        return {name: param for name, param, _ in self.parameters()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters in place, checking names, shapes and dtypes."""
+        own = self.state_dict()
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(f"state does not match the model: missing {missing}, unexpected {extra}")
+        for name, param in own.items():
+            value = np.asarray(state[name])
+            if value.shape != param.shape:
+                raise ShapeError(f"parameter {name!r}: expected shape {param.shape}, got {value.shape}")
+            if not np.issubdtype(value.dtype, np.floating):
+                raise TypeError(f"parameter {name!r}: expected floating values, got {value.dtype}")
+            param[...] = value
+
+    @property
+    def num_params(self) -> int:
+        return sum(layer.num_params for layer in self.layers)
+
+    # -- inference ------------------------------------------------------------------------------
+    def predict_proba(self, x, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities (N, K), computed ``batch_size`` examples at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        x = np.asarray(x)
+        out = [softmax(self.forward(x[i : i + batch_size], training=False))
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), self.dtype)
+
+    def predict(self, x, batch_size: int = 1000) -> np.ndarray:
+        """Predicted class indices (N,)."""
+        x = np.asarray(x)
+        out = [self.forward(x[i : i + batch_size], training=False).argmax(axis=1)
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.intp)
+
+    # -- description ----------------------------------------------------------------------------
+    def summary(self, input_shape=None) -> str:
+        """A table of each layer, its output shape and its parameter count."""
+        input_shape = input_shape or self.input_shape
+        if input_shape is None:
+            raise ValueError("summary needs an input_shape (the model was built without one)")
+        shapes = self.shapes(input_shape)
+        rows = [("#", "layer", "output shape", "params"), ("", "input", str(tuple(input_shape)), "")]
+        rows += [(str(i), repr(layer), str(shape), f"{layer.num_params:,}")
+                 for i, (layer, shape) in enumerate(zip(self.layers, shapes))]
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(cell.ljust(w) if c < 3 else cell.rjust(w)
+                           for c, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_params:,} ({self.dtype})")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        body = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{body}\n)"
