@@ -1,0 +1,115 @@
+"""Where datasets are cached, and how files get there without ever being half-written.
+
+Layout: ``<cache>/<dataset>/<standard raw file name>``, uncompressed, e.g.
+``~/.cache/stablecnn/mnist/train-images-idx3-ubyte``. The cache root is ``$STABLECNN_DATA`` when
+set, else ``~/.cache/stablecnn``.
+
+Every write goes to a temporary file in the destination folder and is renamed over the final name
+only once complete and flushed (``os.replace`` is atomic within one file system). Two runs fetching
+at once each write their own temporary file and the last rename wins, with identical verified
+bytes; a run killed mid-write leaves only a ``.*.tmp`` file, which no reader looks at and a later
+fetch sweeps away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from stablecnn.errors import DataError
+
+ENV_VAR = "STABLECNN_DATA"
+_TMP_SUFFIX = ".tmp"
+STALE_SECONDS = 3600.0  # a temporary file this old belongs to a run that died
+
+
+class ChecksumError(DataError):
+    """A file's bytes do not match their pinned SHA-256 digest."""
+
+
+def default_cache_dir() -> Path:
+    """The cache root: ``$STABLECNN_DATA`` if set and non-empty, else ``~/.cache/stablecnn``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "stablecnn"
+
+
+def dataset_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The folder holding dataset ``name`` under ``cache_dir`` (default: :func:`default_cache_dir`)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / name
+
+
+def warn(message: str) -> None:
+    """Report a recoverable problem on stderr (the run goes on)."""
+    print(f"stablecnn: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator:
+    """Open a temporary file beside ``path``; on a clean exit, flush it and rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+
+    Yields:
+        A binary file object to write to.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def check_digest(parts: Iterable, expected: str, what: str) -> None:
+    """Raise :class:`ChecksumError` unless the SHA-256 of the concatenated ``parts`` is ``expected``.
+
+    Args:
+        parts: bytes-like objects (bytes, bytearray, contiguous NumPy arrays), hashed in order.
+        expected: the pinned hex digest.
+        what: names the data in the message (a path, or "file X from source Y").
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    got = h.hexdigest()
+    if got != expected:
+        raise ChecksumError(f"{what}: SHA-256 is {got}, expected the pinned {expected}")
+
+
+def store_verified(path: Path, parts: list, expected: str, what: str) -> None:
+    """Check ``parts`` against ``expected``, then write them to ``path`` atomically.
+
+    Nothing is written when the digest does not match, so the cache only ever receives bytes
+    already proven canonical.
+    """
+    check_digest(parts, expected, what)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(path) as f:
+        for part in parts:
+            f.write(part)
+
+
+def remove_stale_temps(folder: Path, max_age: float = STALE_SECONDS) -> None:
+    """Delete temporary files left in ``folder`` by runs that died more than ``max_age`` s ago."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for entry in folder.glob(f".*{_TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            if now - entry.stat().st_mtime > max_age:
+                entry.unlink()

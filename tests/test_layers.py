@@ -1,0 +1,201 @@
+"""Layers against their naive definitions and against finite differences (float64)."""
+
+import numpy as np
+import pytest
+
+import naive
+from gradcheck import numerical_grad, rel_error
+from stablecnn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ShapeError
+from stablecnn.layers.conv import resolve_padding
+
+CONV_CASES = [
+    # (N, C, H, W), F, kernel, stride, padding
+    ((2, 1, 7, 7), 3, 3, 1, 0),
+    ((2, 2, 7, 9), 3, (3, 2), 1, 0),  # non-square input and kernel
+    ((1, 3, 8, 6), 2, (2, 3), (2, 1), 1),  # stride per axis, padding
+    ((2, 2, 9, 7), 2, 3, 2, (1, 2)),
+    ((2, 2, 6, 5), 2, (4, 3), 1, "same"),  # even kernel: asymmetric "same"
+    ((1, 1, 5, 5), 1, 5, 1, "valid"),  # 1x1 output
+]
+
+
+def _params(layer):
+    return layer.params["weight"], layer.params["bias"]
+
+
+@pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
+def test_conv_matches_naive_definition(shape, f, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
+    x = rng.standard_normal(shape)
+    w, b = _params(conv)
+    expected = naive.conv2d(x, w, b, conv.stride, conv.padding)
+    out = conv.forward(x)
+    assert out.shape == expected.shape == (shape[0], *conv.output_shape(shape[1:]))
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
+def test_conv_gradients_match_finite_differences(shape, f, kernel, stride, padding):
+    rng = np.random.default_rng(1)
+    conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
+    conv.params["bias"][...] = rng.standard_normal(f)
+    x = rng.standard_normal(shape)
+    out_shape = conv.forward(x).shape
+    dout = rng.standard_normal(out_shape)
+
+    def f_loss():
+        return float(np.sum(conv.forward(x) * dout))
+
+    conv.forward(x)
+    dx = conv.backward(dout)
+    analytic = {"x": dx, "weight": conv.grads["weight"].copy(), "bias": conv.grads["bias"].copy()}
+    numeric = {"x": numerical_grad(f_loss, x)}
+    for name in ("weight", "bias"):
+        numeric[name] = numerical_grad(f_loss, conv.params[name])
+    for name in analytic:
+        assert rel_error(analytic[name], numeric[name]) < 1e-7, name
+
+
+def test_conv_backward_can_skip_the_input_gradient():
+    rng = np.random.default_rng(2)
+    conv = Conv2d(1, 2, 3, rng=rng, dtype=np.float64)
+    x = rng.standard_normal((2, 1, 6, 6))
+    dout = rng.standard_normal((2, 2, 4, 4))
+    conv.forward(x)
+    conv.backward(dout)
+    gw = conv.grads["weight"].copy()
+    conv.forward(x)
+    assert conv.backward(dout, need_input_grad=False) is None
+    np.testing.assert_array_equal(conv.grads["weight"], gw)
+
+
+POOL_CASES = [
+    ((2, 3, 6, 6), 2, None),
+    ((2, 2, 7, 5), 2, 1),  # overlapping, non-square
+    ((1, 2, 9, 8), (3, 2), (2, 1)),
+    ((2, 1, 6, 7), 3, 3),
+]
+
+
+@pytest.mark.parametrize("shape,kernel,stride", POOL_CASES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_maxpool_matches_naive_definition_including_ties(shape, kernel, stride, ties):
+    rng = np.random.default_rng(3)
+    pool = MaxPool2d(kernel, stride)
+    x = rng.integers(0, 3, shape).astype(np.float64) if ties else rng.standard_normal(shape)
+    out = pool.forward(x)
+    expected, route = naive.maxpool2d(x, pool.kernel_size, pool.stride)
+    np.testing.assert_array_equal(out, expected)
+    dout = rng.standard_normal(out.shape)
+    np.testing.assert_allclose(pool.backward(dout), naive.maxpool2d_backward(dout, route, x.shape),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_maxpool_tie_goes_to_first_maximum_in_row_major_order():
+    x = np.array([[[[1.0, 5.0], [5.0, 5.0]]]])
+    pool = MaxPool2d(2)
+    pool.forward(x)
+    np.testing.assert_array_equal(pool.backward(np.ones((1, 1, 1, 1))), [[[[0, 1], [0, 0]]]])
+
+
+@pytest.mark.parametrize("shape,kernel,stride", POOL_CASES)
+def test_maxpool_gradient_matches_finite_differences(shape, kernel, stride):
+    rng = np.random.default_rng(4)
+    # distinct values spaced far apart keep every window's maximum clear of the step h (no kink)
+    x = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64) * 0.1
+    pool = MaxPool2d(kernel, stride)
+    dout = rng.standard_normal(pool.forward(x).shape)
+    dx = pool.backward(dout)
+    numeric = numerical_grad(lambda: float(np.sum(pool.forward(x) * dout)), x)
+    assert rel_error(dx, numeric) < 1e-7
+
+
+def test_linear_relu_flatten_gradients_match_finite_differences():
+    rng = np.random.default_rng(5)
+    flat, lin, relu = Flatten(), Linear(12, 5, rng=rng, dtype=np.float64), ReLU()
+    lin.params["bias"][...] = rng.standard_normal(5)
+    x = rng.standard_normal((3, 2, 2, 3))
+    dout = rng.standard_normal((3, 5))
+
+    def run():
+        return relu.forward(lin.forward(flat.forward(x)))
+
+    # keep the ReLU inputs away from 0 so finite differences never straddle the kink
+    pre = lin.forward(flat.forward(x))
+    assert np.min(np.abs(pre)) > 1e-4
+
+    run()
+    dx = flat.backward(lin.backward(relu.backward(dout)))
+    analytic = {"x": dx, "weight": lin.grads["weight"].copy(), "bias": lin.grads["bias"].copy()}
+    f = lambda: float(np.sum(run() * dout))  # noqa: E731
+    numeric = {"x": numerical_grad(f, x), "weight": numerical_grad(f, lin.params["weight"]),
+               "bias": numerical_grad(f, lin.params["bias"])}
+    for name in analytic:
+        assert rel_error(analytic[name], numeric[name]) < 1e-7, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_layer_keeps_the_input_dtype(dtype):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 2, 8, 7)).astype(dtype)
+    conv, pool, relu, flat = Conv2d(2, 3, 3, rng=rng, dtype=dtype), MaxPool2d(2, 1), ReLU(), Flatten()
+    lin = Linear(3 * 5 * 4, 4, rng=rng, dtype=dtype)
+    out = lin.forward(flat.forward(pool.forward(relu.forward(conv.forward(x)))))
+    assert out.dtype == dtype
+    dx = conv.backward(relu.backward(pool.backward(flat.backward(lin.backward(np.ones_like(out))))))
+    assert dx.dtype == dtype
+    for layer in (conv, lin):
+        assert all(g.dtype == dtype for g in layer.grads.values())
+
+
+def test_layers_refuse_a_mismatched_dtype_instead_of_computing_in_another():
+    conv = Conv2d(1, 2, 3, dtype=np.float64)
+    with pytest.raises(TypeError, match="float64.*float32"):
+        conv.forward(np.zeros((1, 1, 5, 5), np.float32))
+
+
+def test_gradients_are_written_in_place():
+    rng = np.random.default_rng(7)
+    conv = Conv2d(1, 2, 3, rng=rng)
+    grad = conv.grads["weight"]
+    for _ in range(2):
+        conv.forward(rng.standard_normal((2, 1, 5, 5)).astype(np.float32))
+        conv.backward(np.ones((2, 2, 3, 3), np.float32))
+    assert conv.grads["weight"] is grad and np.any(grad != 0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels"),
+    (dict(in_channels=1, out_channels=2, kernel_size=(3, 0)), "kernel_size"),
+    (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0), "stride"),
+    (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1), "padding"),
+    (dict(in_channels=1, out_channels=2, kernel_size=3, padding="full"), "padding"),
+    (dict(in_channels=1, out_channels=2, kernel_size=3, stride=2, padding="same"), "stride 1"),
+])
+def test_conv_constructor_rejects_bad_arguments_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Conv2d(**kwargs)
+
+
+def test_shape_errors_name_the_layer_and_the_shapes():
+    with pytest.raises(ShapeError, match=r"Conv2d\(1, 2.*3x3.*5x5"):
+        Conv2d(1, 2, 5).forward(np.zeros((1, 1, 3, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"\(N, 3, H, W\).*\(N, 1, 8, 8\)"):
+        Conv2d(3, 2, 5).forward(np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(ShapeError, match=r"\(N, 10\).*\(N, 9\)"):
+        Linear(10, 2).forward(np.zeros((1, 9), np.float32))
+
+
+def test_same_padding_keeps_the_size_for_odd_and_even_kernels():
+    assert resolve_padding("same", (3, 4), (1, 1)) == ((1, 1), (1, 2))
+    conv = Conv2d(1, 1, (3, 4), padding="same")
+    assert conv.output_shape((1, 7, 6)) == (1, 7, 6)
+
+
+def test_reprs_read_like_the_architecture():
+    assert repr(Conv2d(1, 32, 10)) == "Conv2d(1, 32, kernel_size=(10, 10))"
+    assert repr(Conv2d(1, 2, 3, stride=2, padding=1)) == \
+        "Conv2d(1, 2, kernel_size=(3, 3), stride=(2, 2), padding=1)"
+    assert repr(MaxPool2d(2, 1)) == "MaxPool2d(kernel_size=(2, 2), stride=(1, 1))"
+    assert repr(Linear(3, 4)) == "Linear(in_features=3, out_features=4)"
