@@ -9,7 +9,7 @@ and ``out * prod(kernel)``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -99,3 +99,24 @@ class GlorotUniform:
         fan_in, fan_out = fans(shape)
         a = math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-a, a, shape).astype(dtype)
+
+
+INITIALIZERS = {cls.__name__: cls for cls in (TruncatedNormal, Constant, HeNormal, HeUniform,
+                                              GlorotNormal, GlorotUniform)}
+
+
+def to_config(initializer) -> dict:
+    """``{"type": "TruncatedNormal", "std": 0.1, ...}``: a plain description of an initialiser."""
+    return {"type": type(initializer).__name__, **asdict(initializer)}
+
+
+def from_config(config: dict):
+    """Build an initialiser from :func:`to_config`'s output; unknown names raise ValueError."""
+    config = dict(config)
+    name = config.pop("type", None)
+    if name not in INITIALIZERS:
+        raise ValueError(f"unknown initialiser {name!r}; known: {', '.join(sorted(INITIALIZERS))}")
+    try:
+        return INITIALIZERS[name](**config)
+    except TypeError as exc:
+        raise ValueError(f"initialiser {name}: {exc}") from None

@@ -87,6 +87,27 @@ class Sequential:
             dout = layer.backward(dout, need_input_grad=need_input_grad or layer is not first)
         return dout
 
+    # -- architecture as data ---------------------------------------------------------------------
+    def config(self) -> dict:
+        """The architecture as plain data (JSON-ready): input shape and each layer's config."""
+        return {"input_shape": list(self.input_shape) if self.input_shape else None,
+                "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, seed: int | None = 0, dtype=np.float32) -> "Sequential":
+        """Build a model from :meth:`config`'s output, drawing initial weights from ``seed``."""
+        from stablecnn.layers import from_config as layer_from_config
+
+        rng = np.random.default_rng(seed)
+        layers = []
+        for i, layer_config in enumerate(config["layers"]):
+            try:
+                layers.append(layer_from_config(layer_config, rng=rng, dtype=dtype))
+            except ValueError as exc:
+                raise type(exc)(f"layer {i}: {exc}") from None
+        shape = config.get("input_shape")
+        return cls(*layers, input_shape=tuple(shape) if shape else None)
+
     # -- parameters -----------------------------------------------------------------------------
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, param, grad)`` triples; the arrays are the layers' own, updated in place."""

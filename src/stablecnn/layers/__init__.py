@@ -1,5 +1,12 @@
 """Layers: one module per family, all following the contract in :mod:`stablecnn.layers.base`."""
 
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from stablecnn import init as initializers
 from stablecnn.layers.activations import ReLU
 from stablecnn.layers.base import Layer
 from stablecnn.layers.conv import Conv2d
@@ -7,4 +14,34 @@ from stablecnn.layers.dense import Linear
 from stablecnn.layers.pool import MaxPool2d
 from stablecnn.layers.reshape import Flatten
 
-__all__ = ["Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten"]
+LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (Conv2d, MaxPool2d, Linear, ReLU, Flatten)}
+
+
+def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.float32) -> Layer:
+    """Build a layer from ``{"type": name, **constructor arguments}``.
+
+    ``weight_init`` and ``bias_init`` may be given as initialiser configs
+    (``{"type": "TruncatedNormal", "std": 0.1}``). Unknown types, unknown or missing arguments
+    raise ``ValueError`` naming the layer type.
+    """
+    config = dict(config)
+    name = config.pop("type", None)
+    if name not in LAYERS:
+        raise ValueError(f"unknown layer type {name!r}; known: {', '.join(sorted(LAYERS))}")
+    cls = LAYERS[name]
+    for key in ("weight_init", "bias_init"):
+        if isinstance(config.get(key), dict):
+            config[key] = initializers.from_config(config[key])
+    accepted = inspect.signature(cls.__init__).parameters
+    if "rng" in accepted:
+        config.update(rng=rng, dtype=dtype)
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name}: unknown argument(s) {unknown}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    except TypeError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+__all__ = ["Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten", "LAYERS", "from_config"]

@@ -37,6 +37,13 @@ class Layer:
         """Shape of one example's output (no batch axis) for one example's input shape."""
         return tuple(input_shape)
 
+    def config(self) -> dict:
+        """The constructor arguments as plain data: ``{"type": "Conv2d", "in_channels": 1, ...}``.
+
+        Together with the weights this rebuilds the layer (see :func:`stablecnn.layers.from_config`).
+        """
+        return {"type": type(self).__name__}
+
     __call__ = forward
 
     # -- helpers ------------------------------------------------------------------------------

@@ -163,6 +163,12 @@ class Conv2d(Layer):
         self._add_param("bias", np.asarray(bias_init((self.out_channels,), rng, dtype), dtype=dtype))
         self._cache = None
 
+    def config(self):
+        padding = self.padding_arg
+        return {"type": "Conv2d", "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(padding) if isinstance(padding, (tuple, list)) else padding}
+
     def output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ShapeError(

@@ -46,6 +46,9 @@ class Linear(Layer):
         self._add_param("bias", np.asarray(bias_init((self.out_features,), rng, dtype), dtype=dtype))
         self._x = None
 
+    def config(self):
+        return {"type": "Linear", "in_features": self.in_features, "out_features": self.out_features}
+
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
             raise ShapeError(

@@ -77,6 +77,9 @@ class MaxPool2d(Layer):
             raise ValueError(f"kernel_size {self.kernel_size} is too large (at most 255 cells)")
         self._cache = None
 
+    def config(self):
+        return {"type": "MaxPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ShapeError(f"{self!r} expects (N, C, H, W) inputs, got (N, {input_shape})")
