@@ -14,6 +14,7 @@ from stablecnn.errors import StableCNNError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from stablecnn import commands
     from stablecnn.data import cli as data_cli
 
     parser = argparse.ArgumentParser(
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    commands.add_parsers(sub)
     data_cli.add_parser(sub)
     return parser
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except StableCNNError as exc:
+    except (StableCNNError, ValueError) as exc:
         print(f"stablecnn: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,149 @@
+"""Checkpoints: safe ``.npz`` files written atomically and read without pickle.
+
+A checkpoint holds, as plain arrays:
+
+- ``param/<name>``: every model parameter under its stable name (``param/0.weight``, ...);
+- ``optim/<name>.<slot>`` and ``optim/steps``: the optimizer state;
+- ``history/<series>``: the training history (per-step and per-epoch series);
+- ``meta``: one JSON string with the architecture, dtype, normalisation, training config,
+  progress (epoch, step) and the format version.
+
+It is written to a temporary file in the same folder, flushed to disk, then renamed over the old
+one, so a crash (even SIGKILL) mid-write leaves the previous checkpoint intact. It is read with
+``allow_pickle=False``: a file holding object arrays is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stablecnn.errors import CheckpointError
+from stablecnn.model import Sequential
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, as Python objects."""
+
+    meta: dict
+    params: dict[str, np.ndarray]
+    optim: dict[str, np.ndarray] = field(default_factory=dict)
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def build_model(self) -> Sequential:
+        """The model with these weights (checked against the stored architecture)."""
+        try:
+            model = Sequential.from_config(self.meta["model"], seed=0, dtype=np.dtype(self.meta["dtype"]))
+            model.load_state_dict(self.params)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.meta.get('path', 'checkpoint')}: weights do not fit the "
+                                  f"stored architecture: {exc}") from None
+        return model
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    On any failure (a full disk, a read-only folder, an exception in ``write``) the temporary
+    file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def save(path, model: Sequential, meta: dict, optim_state: dict | None = None,
+         history: dict | None = None) -> None:
+    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable."""
+    meta = {**meta, "format": FORMAT_VERSION, "model": model.config(), "dtype": str(model.dtype)}
+    arrays = {"meta": np.array(json.dumps(meta))}
+    arrays.update({f"param/{k}": v for k, v in model.state_dict().items()})
+    arrays.update({f"optim/{k}": np.asarray(v) for k, v in (optim_state or {}).items()})
+    arrays.update({f"history/{k}": np.asarray(v) for k, v in (history or {}).items()})
+    try:
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    except OSError as exc:
+        raise CheckpointError(f"could not write checkpoint {path}: {exc.strerror or exc}") from exc
+
+
+def load(path) -> Checkpoint:
+    """Read a checkpoint, refusing anything that is not plain numeric/string arrays."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {}
+            for key in data.files:
+                arrays[key] = data[key]
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except ValueError as exc:  # object arrays need pickle: refused
+        raise CheckpointError(f"{path}: refused, it holds pickled objects ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})") from None
+    if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
+        raise CheckpointError(f"{path}: not a stablecnn checkpoint (no 'meta' record)")
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: corrupt 'meta' record ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}"
+                              if isinstance(meta, dict) else f"{path}: corrupt 'meta' record")
+    meta["path"] = str(path)
+    groups: dict[str, dict] = {"param": {}, "optim": {}, "history": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition("/")
+        if group not in groups or not name:
+            raise CheckpointError(f"{path}: unexpected array {key!r}")
+        if value.dtype.kind not in "fiub":
+            raise CheckpointError(f"{path}: array {key!r} has unsupported dtype {value.dtype}")
+        groups[group][name] = value
+    ckpt = Checkpoint(meta=meta, params=groups["param"], optim=groups["optim"],
+                      history=groups["history"])
+    for name, value in ckpt.params.items():
+        if value.dtype != np.dtype(meta.get("dtype", "float32")):
+            raise CheckpointError(f"{path}: parameter {name!r} is {value.dtype}, "
+                                  f"the checkpoint says {meta.get('dtype')}")
+    return ckpt
+
+
+def load_model(path) -> tuple[Sequential, Checkpoint]:
+    """The model stored in a checkpoint, and the checkpoint itself."""
+    ckpt = load(path)
+    return ckpt.build_model(), ckpt

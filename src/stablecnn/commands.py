@@ -1,0 +1,151 @@
+"""``stablecnn train | evaluate | summary``: the commands over the training loop."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stablecnn import checkpoint as ckpt_io
+from stablecnn import zoo
+from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train a model (default: Model 1 on full MNIST)",
+                       description="Train a model and write a run directory with the checkpoint, "
+                                   "train_log.txt, metrics.csv and plots.")
+    p.add_argument("--model", default="md1", help="architecture name (default md1)")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--epochs", type=_positive_int, help="epochs (default 5)")
+    p.add_argument("--batch-size", type=_positive_int, help="images per batch (default 100)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01)")
+    p.add_argument("--train-size", type=_positive_int,
+                   help="use the first N training images (default: all)")
+    p.add_argument("--normalization", choices=["original", "unit"],
+                   help="'original': subtract int(mean), divide by int(std) of the training "
+                        "images used (default); 'unit': scale to [0, 1]")
+    p.add_argument("--seed", type=int, help="seed for the weights and the shuffles (default 0)")
+    p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
+    p.add_argument("--recipe", choices=["original"],
+                   help="'original': the original recipe exactly (first 20,000 images, "
+                        "int mean/std, 5 epochs of 100, Adagrad 0.01)")
+    p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<dataset>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its checkpoint (--epochs may extend it)")
+    p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy, loss, per-class accuracy, confusion matrix",
+                       description="Evaluate a checkpoint on its dataset's test set.")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"],
+                   help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("summary", help="print a model's layers, shapes and parameter counts")
+    p.add_argument("model", help="architecture name, or a checkpoint")
+    p.set_defaults(func=cmd_summary)
+
+
+def _config_from_args(args) -> TrainConfig:
+    given = {k: v for k, v in dict(
+        model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, train_size=args.train_size, normalization=args.normalization,
+        seed=args.seed, dtype=args.dtype).items() if v is not None}
+    if args.recipe == "original":
+        return TrainConfig.original_recipe(**given)
+    return TrainConfig(**given)
+
+
+def cmd_train(args) -> int:
+    if args.resume is not None:
+        config, ckpt = resume_checkpoint(args.resume)
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        run_dir = args.resume
+    else:
+        config, ckpt = _config_from_args(args), None
+        run_dir = args.out or Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        train, test = load_data(config, data_dir=args.data_dir)
+        trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt)
+        print(f"run directory: {run_dir}")
+        t0 = time.perf_counter()
+        try:
+            last = trainer.fit()
+        except Interrupted as exc:
+            print(f"\n{exc}", file=sys.stderr)
+            return 130
+        seconds = time.perf_counter() - t0
+        print(f"test accuracy {100 * last['test_acc']:.2f}%, test loss {last['test_loss']:.4f} "
+              f"({seconds:.1f} s this session); checkpoint {trainer.checkpoint_path}")
+        if not args.no_plots:
+            _plots(run_dir)
+    return 0
+
+
+def _plots(run_dir: Path) -> None:
+    try:
+        from stablecnn import plots
+    except ImportError:  # plotting is optional for the training itself
+        return
+    plots.plot_run(run_dir)
+
+
+def cmd_evaluate(args) -> int:
+    from stablecnn.data import Normalizer, load_dataset
+    from stablecnn.metrics import evaluate
+
+    model, ckpt = ckpt_io.load_model(args.checkpoint)
+    dataset = args.dataset or ckpt.meta.get("train", {}).get("dataset", "mnist")
+    images, labels = load_dataset(dataset, "test", data_dir=args.data_dir)
+    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
+        else Normalizer.original(images)
+    result = evaluate(model, images, labels, normalizer)
+    print(f"{dataset} test set, {len(labels)} images: accuracy {100 * result.accuracy:.2f}%, "
+          f"loss {result.loss:.4f}")
+    print("per-class accuracy: " + ", ".join(f"{k}: {100 * a:.1f}%"
+                                           for k, a in enumerate(result.per_class_accuracy)))
+    print("confusion matrix (rows: true class, columns: predicted):")
+    width = max(4, len(str(result.confusion.max())) + 1)
+    print("    " + "".join(f"{k:>{width}}" for k in range(result.confusion.shape[1])))
+    for k, row in enumerate(result.confusion):
+        print(f"{k:>4}" + "".join(f"{v:>{width}}" for v in row))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    if Path(args.model).exists():
+        model, _ = ckpt_io.load_model(args.model)
+    else:
+        model = zoo.build(args.model)
+    print(repr(model))
+    print(model.summary(model.input_shape))
+    return 0

@@ -1,0 +1,344 @@
+"""The training loop: data -> batches -> forward -> loss -> backward -> step -> callbacks.
+
+A run lives in a run directory: ``checkpoint.npz`` (written atomically at the end of every epoch,
+and on Ctrl-C at the last completed step), ``train_log.txt``, ``metrics.csv`` and the plots.
+
+Resuming is exact: the order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``, a pure
+function of the seed and the epoch, so a run resumed from a checkpoint at (epoch, step) replays
+the same batches and ends with weights bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stablecnn import checkpoint as ckpt_io
+from stablecnn import zoo
+from stablecnn.callbacks import Callback, MetricsCSV, Progress, TextLog
+from stablecnn.errors import StableCNNError, TrainingError
+from stablecnn.losses import SoftmaxCrossEntropy
+from stablecnn.metrics import evaluate
+from stablecnn.optim import Adagrad
+
+OPTIMIZERS = {"adagrad": Adagrad}
+NORMALIZATIONS = ("original", "unit")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in its checkpoints).
+
+    ``train_size`` takes the first N training images (the original recipe used 20,000);
+    ``normalization="original"`` subtracts int(mean) and divides by int(std) of those images.
+    """
+
+    model: str = "md1"
+    dataset: str = "mnist"
+    epochs: int = 5
+    batch_size: int = 100
+    lr: float = 0.01
+    optimizer: str = "adagrad"
+    train_size: int | None = None
+    normalization: str = "original"
+    seed: int = 0
+    dtype: str = "float32"
+    eval_batch_size: int = 1000
+
+    def __post_init__(self):
+        def bad(what, value, rule):
+            raise ValueError(f"{what} must be {rule}, got {value!r}")
+
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                bad(name, value, "a positive integer")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            bad("lr", self.lr, "a positive finite number")
+        if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size < 1):
+            bad("train_size", self.train_size, "a positive integer or None")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", self.optimizer, f"one of {sorted(OPTIMIZERS)}")
+        if self.normalization not in NORMALIZATIONS:
+            bad("normalization", self.normalization, f"one of {list(NORMALIZATIONS)}")
+        if self.dtype not in ("float32", "float64"):
+            bad("dtype", self.dtype, "'float32' or 'float64'")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            bad("seed", self.seed, "a non-negative integer")
+
+    @classmethod
+    def original_recipe(cls, **overrides) -> "TrainConfig":
+        """The original Model 1 recipe: first 20,000 images, int mean/std, 5 x 100, Adagrad 0.01."""
+        base = dict(model="md1", dataset="mnist", epochs=5, batch_size=100, lr=0.01,
+                    optimizer="adagrad", train_size=20_000, normalization="original")
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class RunLock:
+    """An exclusive lock on a run directory: a second run on the same directory is refused."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid) and pid != os.getpid():
+                    raise TrainingError(f"run directory {self.path.parent} is in use by process "
+                                        f"{pid}; use another --out directory") from None
+                self.path.unlink(missing_ok=True)  # stale lock from a dead run
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return
+        raise TrainingError(f"could not lock run directory {self.path.parent}")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Interrupted(StableCNNError):
+    """Training stopped on Ctrl-C after saving a resumable checkpoint."""
+
+
+STEP_SERIES = ("epoch", "step", "global_step", "loss", "acc", "lr", "seconds")
+EPOCH_SERIES = ("epoch", "global_step", "seconds", "test_acc", "test_loss")
+
+
+class Trainer:
+    """Trains a model on uint8 images, checkpointing into ``run_dir``.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        run_dir: the run directory (created if missing).
+        train_data, test_data: ``(images uint8 (N, H, W), labels uint8 (N,))`` pairs.
+        callbacks: extra callbacks (the text log, metrics file and progress bar are always on).
+        checkpoint: a loaded checkpoint to resume from (see :func:`resume`).
+        echo: also print the log lines to stdout.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir, train_data, test_data, callbacks=(),
+                 checkpoint: ckpt_io.Checkpoint | None = None, echo: bool = True,
+                 progress: bool = True):
+        from stablecnn.data import Normalizer
+
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        images, labels = train_data
+        if config.train_size is not None:
+            if config.train_size > len(images):
+                raise ValueError(f"train_size {config.train_size} exceeds the {len(images)} "
+                                 f"training images of {config.dataset}")
+            images, labels = images[: config.train_size], labels[: config.train_size]
+        self.images, self.labels = images, labels
+        self.test_images, self.test_labels = test_data
+        self.num_train = len(images)
+        self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
+        self.loss_fn = SoftmaxCrossEntropy()
+        self.history = {**{f"step_{k}": [] for k in STEP_SERIES},
+                        **{f"epoch_{k}": [] for k in EPOCH_SERIES}}
+        if checkpoint is None:
+            self.model = zoo.build(config.model, seed=config.seed, dtype=np.dtype(config.dtype))
+            self.normalizer = (Normalizer.original(images) if config.normalization == "original"
+                               else Normalizer.unit())
+            self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), lr=config.lr)
+            self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        else:
+            self.model = checkpoint.build_model()
+            self.normalizer = Normalizer.from_dict(checkpoint.meta["normalizer"])
+            self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), lr=config.lr)
+            self.optimizer.load_state_dict(checkpoint.optim)
+            progress_ = checkpoint.meta["progress"]
+            self.epoch, self.step_in_epoch = progress_["epoch"], progress_["step"]
+            self.global_step = progress_["global_step"]
+            for key in self.history:
+                self.history[key] = checkpoint.history.get(key, np.zeros(0)).tolist()
+        self.callbacks: list[Callback] = [TextLog(self.run_dir / "train_log.txt", echo=echo),
+                                          MetricsCSV(self.run_dir / "metrics.csv")]
+        if progress:
+            self.callbacks.append(Progress())
+        self.callbacks.extend(callbacks)
+        self._interrupt = False
+        self._t0 = time.perf_counter()
+        self._steps_this_session = 0
+
+    # -- history views --------------------------------------------------------------------------
+    def history_steps(self):
+        h = self.history
+        return [{k: h[f"step_{k}"][i] for k in STEP_SERIES} for i in range(len(h["step_loss"]))]
+
+    def history_epochs(self):
+        h = self.history
+        return [{k: h[f"epoch_{k}"][i] for k in EPOCH_SERIES} for i in range(len(h["epoch_test_acc"]))]
+
+    def eta_seconds(self) -> float:
+        if not self._steps_this_session:
+            return 0.0
+        per_step = (time.perf_counter() - self._t0) / self._steps_this_session
+        left = self.config.epochs * self.steps_per_epoch - self.global_step
+        return per_step * max(left, 0)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.npz"
+
+    def save_checkpoint(self) -> None:
+        meta = {"train": self.config.to_dict(), "normalizer": self.normalizer.to_dict(),
+                "progress": {"epoch": self.epoch, "step": self.step_in_epoch,
+                             "global_step": self.global_step}}
+        history = {k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
+                   for k, v in self.history.items()}
+        ckpt_io.save(self.checkpoint_path, self.model, meta, self.optimizer.state_dict(), history)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The shuffled order of epoch ``epoch``: a pure function of (seed, epoch)."""
+        return np.random.default_rng([self.config.seed, epoch]).permutation(self.num_train)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One forward, backward and optimizer step; returns (loss, batch accuracy)."""
+        logits = self.model.forward(x, training=True)
+        loss = float(self.loss_fn.forward(logits, y))
+        if not math.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+                f"(global step {self.global_step + 1}); training stopped. The last good checkpoint "
+                f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
+                f"try a lower learning rate")
+        acc = float(np.mean(logits.argmax(axis=1) == y))
+        self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        self.optimizer.step()
+        return loss, acc
+
+    def _on_sigint(self, signum, frame):
+        if self._interrupt:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._interrupt = True
+
+    def fit(self) -> dict:
+        """Train to ``config.epochs``; returns the last epoch's record. Raises
+        :class:`Interrupted` on Ctrl-C (after saving) and :class:`TrainingError` on NaN."""
+        config = self.config
+        old_handler = None
+        if _in_main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+            last = self.history_epochs()[-1] if self.history_epochs() else None
+            while self.epoch < config.epochs:
+                last = self._run_epoch()
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+            return last
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def _run_epoch(self) -> dict:
+        config, epoch = self.config, self.epoch
+        order = self.epoch_order(epoch)
+        t_epoch = time.perf_counter()
+        dtype = self.model.dtype
+        for s in range(self.step_in_epoch, self.steps_per_epoch):
+            t = time.perf_counter()
+            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+            x = self.normalizer(self.images[idx], dtype=dtype)
+            y = self.labels[idx].astype(np.intp)
+            loss, acc = self.train_step(x, y)
+            self.step_in_epoch, self.global_step = s + 1, self.global_step + 1
+            self._steps_this_session += 1
+            record = {"epoch": epoch, "step": s + 1, "global_step": self.global_step, "loss": loss,
+                      "acc": acc, "lr": self.optimizer.lr, "seconds": time.perf_counter() - t}
+            for k in STEP_SERIES:
+                self.history[f"step_{k}"].append(record[k])
+            for cb in self.callbacks:
+                cb.on_step(self, record)
+            if self._interrupt:
+                self.save_checkpoint()
+                raise Interrupted(
+                    f"interrupted at epoch {epoch + 1}, step {s + 1}; checkpoint saved to "
+                    f"{self.checkpoint_path}. Resume with: stablecnn train --resume {self.run_dir}")
+        result = evaluate(self.model, self.test_images, self.test_labels, self.normalizer,
+                          config.eval_batch_size)
+        self.epoch, self.step_in_epoch = epoch + 1, 0
+        record = {"epoch": epoch, "global_step": self.global_step,
+                  "seconds": time.perf_counter() - t_epoch, "test_acc": result.accuracy,
+                  "test_loss": result.loss}
+        for k in EPOCH_SERIES:
+            self.history[f"epoch_{k}"].append(record[k])
+        self.save_checkpoint()
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+        return record
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def load_data(config: TrainConfig, data_dir=None, quiet=False):
+    """The (train, test) pairs of ``config.dataset``, through the data sources."""
+    from stablecnn.data import load_dataset
+
+    train = load_dataset(config.dataset, "train", data_dir=data_dir, quiet=quiet)
+    test = load_dataset(config.dataset, "test", data_dir=data_dir, quiet=quiet)
+    return train, test
+
+
+def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
+    """The config and checkpoint to resume the run in ``run_dir`` from."""
+    ckpt = ckpt_io.load(Path(run_dir) / "checkpoint.npz")
+    try:
+        config = TrainConfig.from_dict(ckpt.meta["train"])
+        ckpt.meta["progress"], ckpt.meta["normalizer"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ckpt_io.CheckpointError(f"{ckpt.meta['path']}: not a resumable training checkpoint "
+                                      f"({exc})") from None
+    return config, ckpt
