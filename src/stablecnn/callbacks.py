@@ -130,8 +130,9 @@ class Progress(Callback):
         self.bar.set_postfix(loss=f"{step['loss']:.4f}", acc=f"{100 * step['acc']:.1f}%")
 
     def on_epoch_end(self, trainer, epoch):
+        self.on_train_end(trainer)
+
+    def on_train_end(self, trainer):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-    on_train_end = on_epoch_end

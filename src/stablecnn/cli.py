@@ -14,7 +14,7 @@ from stablecnn.errors import StableCNNError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stablecnn import commands
+    from stablecnn import commands, plots, predict
     from stablecnn.data import cli as data_cli
 
     parser = argparse.ArgumentParser(
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     commands.add_parsers(sub)
+    predict.add_parser(sub)
+    plots.add_parser(sub)
     data_cli.add_parser(sub)
     return parser
 

@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
         run_dir = args.out or Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        train, test = load_data(config, data_dir=args.data_dir)
+        train, test = load_data(config.dataset, data_dir=args.data_dir)
         trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt)
         print(f"run directory: {run_dir}")
         t0 = time.perf_counter()
@@ -107,25 +107,20 @@ def cmd_train(args) -> int:
         print(f"test accuracy {100 * last['test_acc']:.2f}%, test loss {last['test_loss']:.4f} "
               f"({seconds:.1f} s this session); checkpoint {trainer.checkpoint_path}")
         if not args.no_plots:
-            _plots(run_dir)
+            from stablecnn import plots
+
+            paths = plots.plot_run(run_dir, (trainer.test_images, trainer.test_labels))
+            print("plots: " + ", ".join(str(p) for p in paths))
     return 0
 
 
-def _plots(run_dir: Path) -> None:
-    try:
-        from stablecnn import plots
-    except ImportError:  # plotting is optional for the training itself
-        return
-    plots.plot_run(run_dir)
-
-
 def cmd_evaluate(args) -> int:
-    from stablecnn.data import Normalizer, load_dataset
+    from stablecnn.data import Normalizer
     from stablecnn.metrics import evaluate
 
     model, ckpt = ckpt_io.load_model(args.checkpoint)
     dataset = args.dataset or ckpt.meta.get("train", {}).get("dataset", "mnist")
-    images, labels = load_dataset(dataset, "test", data_dir=args.data_dir)
+    images, labels = load_data(dataset, data_dir=args.data_dir, splits=("test",))[0]
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
         else Normalizer.original(images)
     result = evaluate(model, images, labels, normalizer)

@@ -323,13 +323,11 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def load_data(config: TrainConfig, data_dir=None, quiet=False):
-    """The (train, test) pairs of ``config.dataset``, through the data sources."""
+def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False):
+    """``[(images, labels), ...]`` for each split of ``dataset``, through the data sources."""
     from stablecnn.data import load_dataset
 
-    train = load_dataset(config.dataset, "train", data_dir=data_dir, quiet=quiet)
-    test = load_dataset(config.dataset, "test", data_dir=data_dir, quiet=quiet)
-    return train, test
+    return [load_dataset(dataset, split, data_dir=data_dir, quiet=quiet) for split in splits]
 
 
 def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:

@@ -22,15 +22,12 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from stablecnn.errors import DataError
+from stablecnn.data.errors import ChecksumError
 
 ENV_VAR = "STABLECNN_DATA"
 _TMP_SUFFIX = ".tmp"
 STALE_SECONDS = 3600.0  # a temporary file this old belongs to a run that died
-
-
-class ChecksumError(DataError):
-    """A file's bytes do not match their pinned SHA-256 digest."""
+FILE_MODE = 0o644  # permissions of every file written
 
 
 def default_cache_dir() -> Path:
@@ -42,7 +39,7 @@ def default_cache_dir() -> Path:
 
 
 def dataset_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The folder holding dataset ``name`` under ``cache_dir`` (default: :func:`default_cache_dir`)."""
+    """The folder of dataset ``name`` under ``cache_dir`` (default: :func:`default_cache_dir`)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / name
 
@@ -64,6 +61,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a cache is for every reader
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -76,7 +74,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator:
 
 
 def check_digest(parts: Iterable, expected: str, what: str) -> None:
-    """Raise :class:`ChecksumError` unless the SHA-256 of the concatenated ``parts`` is ``expected``.
+    """Raise :class:`ChecksumError` unless the SHA-256 of the joined ``parts`` is ``expected``.
 
     Args:
         parts: bytes-like objects (bytes, bytearray, contiguous NumPy arrays), hashed in order.

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.data.cache import atomic_writer
+from stablecnn.data.errors import IdxError
 from stablecnn.errors import DataError
 
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
@@ -36,10 +37,6 @@ _NDIM = {IMAGE_MAGIC: 3, LABEL_MAGIC: 1}
 _MAGIC_BY_NDIM = {3: IMAGE_MAGIC, 1: LABEL_MAGIC}
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20  # bytes read per call while streaming a payload
-
-
-class IdxError(DataError):
-    """An IDX file is malformed: wrong magic, bad dimensions, truncated or trailing bytes."""
 
 
 def _open(path: Path):
@@ -121,7 +118,7 @@ def _parse_stream(stream, path: Path, image_shape, num_classes) -> tuple[np.ndar
     buf = bytearray()
     _read_up_to(stream, buf, 4)
     if len(buf) < 4:
-        raise IdxError(f"{path}: truncated header: {len(buf)} byte(s), an IDX file needs at least 8")
+        raise IdxError(f"{path}: truncated header: {len(buf)} byte(s), no room for a magic number")
     (magic,) = struct.unpack(">I", buf[:4])
     if magic not in _NDIM:
         raise IdxError(f"{path}: {_describe_magic(magic)}")
@@ -130,7 +127,8 @@ def _parse_stream(stream, path: Path, image_shape, num_classes) -> tuple[np.ndar
     _read_up_to(stream, buf, header_len)
     if len(buf) < header_len:
         raise IdxError(
-            f"{path}: truncated header: {len(buf)} bytes, {header_len} needed for {ndim} dimension(s)"
+            f"{path}: truncated header: {len(buf)} bytes, {header_len} needed for "
+            f"{ndim} dimension(s)"
         )
     dims = struct.unpack(f">{ndim}I", buf[4:header_len])
     kind = "images" if ndim == 3 else "labels"
@@ -156,13 +154,11 @@ def _parse_stream(stream, path: Path, image_shape, num_classes) -> tuple[np.ndar
         raise IdxError(f"{path}: {extra} trailing byte(s) after the {expected}-byte payload")
     digest = hashlib.sha256(buf).hexdigest()
     array = np.frombuffer(buf, dtype=np.uint8, offset=header_len).reshape(dims)  # view, no copy
-    if ndim == 1 and num_classes is not None and array.size:
-        top = int(array.max())
-        if top >= num_classes:
-            where = int(np.argmax(array >= num_classes))
-            raise IdxError(
-                f"{path}: label {top} at index {where} is above {num_classes - 1}"
-            )
+    if ndim == 1 and num_classes is not None and array.size and array.max() >= num_classes:
+        where = int(np.argmax(array >= num_classes))  # the first one
+        raise IdxError(
+            f"{path}: label {array[where]} at index {where} is above {num_classes - 1}"
+        )
     return array, digest
 
 

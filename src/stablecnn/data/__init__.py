@@ -1,0 +1,46 @@
+"""Datasets for stablecnn: IDX files, sources with pinned checksums, and batching.
+
+- :mod:`~stablecnn.data.idx`: read and write IDX files (raw or gzip), with strict checks.
+- :mod:`~stablecnn.data.specs`: the datasets (MNIST, Fashion-MNIST), their pinned SHA-256 digests,
+  mirrors and offline fallbacks.
+- :mod:`~stablecnn.data.datasets`: :func:`load_dataset` goes through the sources in order
+  (``data_dir`` -> cache -> mirrors -> offline fallback), fetching into the cache.
+- :mod:`~stablecnn.data.batching`: :class:`Normalizer`, :func:`iterate_batches`, :func:`subset`.
+- :mod:`~stablecnn.data.cli`: ``stablecnn data fetch | info | verify``.
+
+Example:
+    >>> from stablecnn.data import load_dataset, Normalizer, iterate_batches
+    >>> x, y = load_dataset("mnist", "train")  # doctest: +SKIP
+    >>> norm = Normalizer.original(x[:20000])  # doctest: +SKIP
+    >>> rng = np.random.default_rng(0)  # doctest: +SKIP
+    >>> for xb, yb in iterate_batches(x, y, 64, rng, norm): ...  # doctest: +SKIP
+"""
+
+from stablecnn.data.batching import ORIGINAL_SUBSET, Normalizer, iterate_batches, subset
+from stablecnn.data.cache import default_cache_dir
+from stablecnn.data.datasets import FileStatus, fetch_dataset, load_dataset, verify_dataset
+from stablecnn.data.errors import ChecksumError, IdxError, SourceError
+from stablecnn.data.idx import read_idx, read_idx_with_digest, write_idx
+from stablecnn.data.specs import SPECS, get_spec
+
+DATASETS = tuple(SPECS)
+
+__all__ = [
+    "DATASETS",
+    "ORIGINAL_SUBSET",
+    "ChecksumError",
+    "FileStatus",
+    "IdxError",
+    "Normalizer",
+    "SourceError",
+    "default_cache_dir",
+    "fetch_dataset",
+    "get_spec",
+    "iterate_batches",
+    "load_dataset",
+    "read_idx",
+    "read_idx_with_digest",
+    "subset",
+    "verify_dataset",
+    "write_idx",
+]

@@ -1,0 +1,186 @@
+"""Batches for training and evaluation: seeded shuffle, subset, normalisation one batch at a time.
+
+The dataset stays as uint8 (60,000 x 28 x 28 MNIST images are 47 MB); only the batch being used
+is turned into floats, so no float64 (or float32) copy of the whole dataset is ever built.
+
+How the original recipe batches: it trains on the first 20,000 training images (see
+:func:`subset`), normalises them with the integer part of their mean and standard deviation (see
+:meth:`Normalizer.original`) and reshuffles the training set at the start of every epoch.
+Here the shuffle of an epoch is ``rng.permutation(N)`` of a seeded ``numpy.random.Generator``
+passed by the caller, so a given seed gives the same batches on every run; calling
+:func:`iterate_batches` once per epoch with the same generator gives a new order each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from stablecnn.errors import DataError
+
+ORIGINAL_SUBSET = 20_000  # training images the original recipe uses
+_KINDS = ("original", "unit")
+_STATS_CHUNK = 1 << 16  # pixels per step for statistics (bincount makes an intp copy of each)
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Turns a uint8 image batch into a float batch with a channel axis.
+
+    ``kind="original"``: ``x' = (x - mean) / std`` with the integer mean and std of the training
+    images used, as the original computed them. ``kind="unit"``: ``x' = x / 255``, into [0, 1].
+
+    Attributes:
+        mean: subtracted from every pixel (0 for "unit").
+        std: every pixel is divided by it (255 for "unit").
+        kind: "original" or "unit".
+
+    Shape:
+        input (B, H, W) or (B, 1, H, W) uint8 -> output (B, 1, H, W) in ``dtype``.
+
+    Example:
+        >>> norm = Normalizer.original(train_images)  # doctest: +SKIP
+        >>> norm(train_images[:64]).shape  # doctest: +SKIP
+        (64, 1, 28, 28)
+    """
+
+    mean: float
+    std: float
+    kind: str = "original"
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise DataError(f"Normalizer kind must be one of {_KINDS}, got {self.kind!r}")
+        if not (math.isfinite(self.std) and self.std > 0 and math.isfinite(self.mean)):
+            raise DataError(f"Normalizer needs a finite mean and a positive std, got "
+                            f"mean={self.mean!r}, std={self.std!r}")
+
+    @classmethod
+    def original(cls, images: np.ndarray) -> Normalizer:
+        """The original's normalisation: ``int(images.mean())`` and ``int(images.std())``.
+
+        Computed exactly from a histogram of pixel values, built chunk by chunk, so no float copy
+        of the images is made. With S1 = sum(x), S2 = sum(x^2) over n pixels (exact integers)::
+
+            mean = S1 / n                          (as NumPy: float64 sum, then one division)
+            std  = sqrt(n * S2 - S1^2) / n         int(std) = isqrt(n * S2 - S1^2) // n
+
+        ``int(std)`` is thus the exact floor; NumPy's float64 std agrees with it unless the true
+        std lies within about 1e-13 of an integer.
+
+        Args:
+            images: uint8 array of any shape, e.g. (N, 28, 28).
+        """
+        if images.dtype != np.uint8:
+            raise DataError(f"Normalizer.original takes uint8 images, got {images.dtype}")
+        if images.size == 0:
+            raise DataError("Normalizer.original needs at least one image")
+        flat = images.reshape(-1)  # a view when contiguous
+        counts = np.zeros(256, dtype=np.int64)
+        for start in range(0, flat.size, _STATS_CHUNK):
+            counts += np.bincount(flat[start:start + _STATS_CHUNK], minlength=256)
+        values = range(256)
+        n = int(flat.size)
+        s1 = sum(v * int(c) for v, c in zip(values, counts, strict=True))
+        s2 = sum(v * v * int(c) for v, c in zip(values, counts, strict=True))
+        mean = int(float(s1) / n)  # s1 < 2**53, so float(s1) is exact, as NumPy's float64 sum is
+        std = math.isqrt(n * s2 - s1 * s1) // n
+        if std == 0:
+            raise DataError("Normalizer.original: int(std) of the images is 0 (they are constant)")
+        return cls(float(mean), float(std), "original")
+
+    @classmethod
+    def unit(cls) -> Normalizer:
+        """Plain scaling into [0, 1]: ``x / 255``."""
+        return cls(0.0, 255.0, "unit")
+
+    def __call__(self, batch: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Normalise one batch.
+
+        Args:
+            batch: uint8 (B, H, W) or (B, 1, H, W).
+            dtype: float dtype of the result (float32 by default; float64 only when asked).
+
+        Returns:
+            (B, 1, H, W) array of ``dtype``.
+        """
+        if batch.ndim == 3:
+            batch = batch[:, None]  # (B, 1, H, W), a view
+        if batch.ndim != 4 or batch.shape[1] != 1:
+            raise DataError(f"expected a batch (B, H, W) or (B, 1, H, W), got {batch.shape}")
+        scalar = np.dtype(dtype).type
+        if np.dtype(dtype).kind != "f":
+            raise DataError(f"normalised batches must have a float dtype, got {np.dtype(dtype)}")
+        out = batch.astype(dtype)  # the only copy: (B, 1, H, W)
+        if self.mean:
+            out -= scalar(self.mean)
+        out /= scalar(self.std)
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain values for a checkpoint: ``{"kind": str, "mean": float, "std": float}``."""
+        return {"kind": self.kind, "mean": float(self.mean), "std": float(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Normalizer:
+        """Inverse of :meth:`to_dict` (accepts NumPy scalars as loaded from a ``.npz``)."""
+        try:
+            return cls(float(data["mean"]), float(data["std"]), str(data["kind"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"not a normalizer description: {data!r} ({exc})") from None
+
+
+def subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` images and labels (views, no copy), as the original takes its 20,000.
+
+    ``n=None`` keeps everything; ``n`` larger than the dataset is an error.
+    """
+    if len(images) != len(labels):
+        raise DataError(f"{len(images)} images but {len(labels)} labels")
+    if n is None:
+        return images, labels
+    if not 0 < n <= len(images):
+        raise DataError(f"subset size must be in 1..{len(images)}, got {n}")
+    return images[:n], labels[:n]
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None,
+    normalizer: Normalizer,
+    dtype=np.float32,
+    drop_last: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One epoch of normalised batches.
+
+    Args:
+        images: uint8 (N, H, W).
+        labels: integer (N,).
+        batch_size: images per batch (the last one may be smaller unless ``drop_last``).
+        rng: shuffles the order with ``rng.permutation(N)``; ``None`` keeps the file order.
+        normalizer: turns each uint8 batch into floats.
+        dtype: float dtype of the batches.
+        drop_last: skip a final batch smaller than ``batch_size``.
+
+    Yields:
+        ``(x, y)``: x of ``dtype`` (B, 1, H, W), y int64 (B,).
+    """
+    if batch_size < 1:
+        raise DataError(f"batch_size must be positive, got {batch_size}")
+    n = len(images)
+    if len(labels) != n:
+        raise DataError(f"{n} images but {len(labels)} labels")
+    order = rng.permutation(n) if rng is not None else None  # (N,) indices of this epoch
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            xb, yb = images[start:start + batch_size], labels[start:start + batch_size]
+        else:
+            idx = order[start:start + batch_size]  # (B,)
+            xb, yb = images[idx], labels[idx]  # uint8 copies of one batch only
+        yield normalizer(xb, dtype=dtype), yb.astype(np.int64)

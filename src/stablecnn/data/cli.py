@@ -1,0 +1,128 @@
+"""``stablecnn data fetch | info | verify [mnist|fashion-mnist]``.
+
+- fetch: put the canonical files in the cache, showing progress and which source served each.
+- info: sizes, class counts and where the files are (nothing is fetched).
+- verify: re-check the SHA-256 of every file; exit status 1 if any fails.
+
+Without a dataset name each action covers every dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from stablecnn.data.cache import dataset_cache_dir
+from stablecnn.data.datasets import fetch_dataset, verify_dataset
+from stablecnn.data.sources import locate, read_verified
+from stablecnn.data.specs import SPECS, SPLITS, get_spec
+from stablecnn.errors import DataError
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``data`` command and its actions on the CLI's ``subparsers``."""
+    parser = subparsers.add_parser(
+        "data", help="fetch, describe and verify the datasets",
+        description="Get MNIST and Fashion-MNIST from several sources, all checked byte for byte "
+        "against pinned SHA-256 digests.",
+    )
+    actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
+    actions.required = True
+    for name, func, text in (
+        ("fetch", cmd_fetch,
+         "put the canonical files in the cache, from the first source that works"),
+        ("info", cmd_info, "print sizes, class counts and where the files are"),
+        ("verify", cmd_verify, "re-check the SHA-256 digest of every file"),
+    ):
+        sub = actions.add_parser(name, help=text, description=text)
+        sub.add_argument("dataset", nargs="?", choices=list(SPECS), help="default: every dataset")
+        sub.add_argument("--data-dir", help="a folder holding the four IDX files (raw or .gz)")
+        sub.add_argument("--cache-dir", help="the cache root (default: $STABLECNN_DATA, else "
+                         "~/.cache/stablecnn)")
+        if name == "fetch":
+            sub.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+        sub.set_defaults(func=func)
+    return parser
+
+
+def _names(args) -> list[str]:
+    return [args.dataset] if args.dataset else list(SPECS)
+
+
+def cmd_fetch(args) -> int:
+    """``stablecnn data fetch``: returns 0 when every dataset asked for is in the cache."""
+    status = EXIT_OK
+    for name in _names(args):
+        start = time.perf_counter()
+        try:
+            served = fetch_dataset(name, args.data_dir, args.cache_dir, quiet=args.quiet)
+        except DataError as exc:
+            print(f"stablecnn: error: {exc}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        folder = dataset_cache_dir(name, args.cache_dir)
+        print(f"{name}: {folder}")
+        for raw_name, source in served.items():
+            size = (folder / raw_name).stat().st_size
+            print(f"  {raw_name:<26} {size:>10,d} bytes  sha256 ok  <- {source}")
+        print(f"{name}: done in {time.perf_counter() - start:.1f} s")
+    return status
+
+
+def cmd_info(args) -> int:
+    """``stablecnn data info``: returns 1 when a dataset asked for is not available."""
+    status = EXIT_OK
+    for name in _names(args):
+        spec = get_spec(name)
+        folder = args.data_dir or dataset_cache_dir(name, args.cache_dir)
+        print(f"{name}: {spec.description}")
+        print(f"  files in: {folder}")
+        for split in SPLITS:
+            im_spec, lb_spec = spec.split_files(split)
+            im_path, lb_path = locate(folder, im_spec), locate(folder, lb_spec)
+            if im_path is None or lb_path is None:
+                print(f"  {split}: not fetched (run: stablecnn data fetch {name})")
+                status = EXIT_FAILED
+                continue
+            try:
+                labels = read_verified(lb_path, lb_spec, spec)
+            except DataError as exc:
+                print(f"  {split}: {exc}")
+                status = EXIT_FAILED
+                continue
+            rows, cols = spec.image_shape
+            im_size, lb_size = im_path.stat().st_size, lb_path.stat().st_size
+            print(f"  {split}: {labels.size} images {rows}x{cols}, uint8")
+            print(f"    {im_path.name} ({im_size:,d} bytes), {lb_path.name} ({lb_size:,d} bytes)")
+            counts = np.bincount(labels, minlength=len(spec.classes))
+            per_class = ", ".join(f"{c}: {n}" for c, n in zip(spec.classes, counts, strict=False))
+            print(f"    classes: {per_class}")
+    return status
+
+
+def cmd_verify(args) -> int:
+    """``stablecnn data verify``: 1 when a file fails its digest or a named dataset is missing.
+
+    Without a dataset name, datasets of which no file is present are reported as not fetched and
+    do not fail the check.
+    """
+    status = EXIT_OK
+    for name in _names(args):
+        results = verify_dataset(name, args.data_dir, args.cache_dir)
+        where = args.data_dir or dataset_cache_dir(name, args.cache_dir)
+        if not args.dataset and all(r.detail == "missing" for r in results):
+            print(f"{name}: not fetched ({where})")
+            continue
+        print(f"{name}: {where}")
+        for r in results:
+            print(f"  {r.raw_name:<26} {'ok' if r.ok else 'FAILED: ' + r.detail}")
+            if not r.ok:
+                status = EXIT_FAILED
+    print("all files match their pinned SHA-256 digests" if status == EXIT_OK
+          else "some files are missing or do not match their pinned SHA-256 digests")
+    return status

