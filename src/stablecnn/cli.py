@@ -14,7 +14,7 @@ from stablecnn.errors import StableCNNError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stablecnn import commands, plots, predict
+    from stablecnn import commands, legacy, plots, predict
     from stablecnn.data import cli as data_cli
 
     parser = argparse.ArgumentParser(
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parsers(sub)
     predict.add_parser(sub)
     plots.add_parser(sub)
+    legacy.add_parser(sub)
     data_cli.add_parser(sub)
     return parser
 
