@@ -87,6 +87,9 @@ class SoftmaxCrossEntropy:
         grad = np.exp(logp)  # softmax; each entry in [0, 1]
         grad[np.arange(n), labels] -= 1
         grad /= n
+        # Flush subnormal entries (|g| < 1.2e-38 in float32) to zero: they change nothing a float
+        # can hold, but every matrix product they flow through runs 10-30x slower on x86.
+        grad[np.abs(grad) < np.finfo(grad.dtype).tiny] = 0
         return grad
 
     def __repr__(self):

@@ -30,7 +30,7 @@ class ReLU(Layer):
         out, self._out = self._out, None
         if not need_input_grad:
             return None
-        return np.where(out > 0, dout, 0).astype(dout.dtype, copy=False)
+        return np.multiply(dout, out > 0, dtype=dout.dtype)
 
     def __repr__(self):
         return "ReLU()"

@@ -64,23 +64,27 @@ def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> 
     return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kernel[0] * kernel[1], n * ho * wo)
 
 
-def col2im(dcols, x_shape, kernel, stride, padding: Padding) -> np.ndarray:
-    """Adjoint of :func:`im2col`: sum the window gradients back onto the input (N, C, H, W).
+def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
+    """dL/dx from ``dmat`` = dL/dout as (F, N*Ho*Wo): the adjoint of im2col, one offset at a time.
 
-    One strided slice-add per kernel offset (kH*kW of them), each covering the whole batch.
+    For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, N*Ho*Wo) is the gradient of the
+    input pixels that offset touched; it is added onto that strided window of the input. Working
+    per offset keeps each product small enough to stay in cache, instead of building the whole
+    (C*kH*kW, N*Ho*Wo) matrix of window gradients first.
     """
-    n, c, h, w = x_shape
+    n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
-    kh, kw = kernel
+    f, _, kh, kw = w.shape
     sh, sw = stride
-    hp, wp = h + pt + pb, w + pl + pr
+    hp, wp = h + pt + pb, w_ + pl + pr
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    dcols = dcols.reshape(c, kh, kw, n, ho, wo)
-    dxp = np.zeros((c, n, hp, wp), dtype=dcols.dtype)  # channel-major, like dcols
+    w_offsets = w.transpose(2, 3, 1, 0)  # (kH, kW, C, F): w_offsets[i, j] is (C, F)
+    dxp = np.zeros((c, n, hp, wp), dtype=dmat.dtype)  # channel-major, like dmat
     for i in range(kh):
         for j in range(kw):
-            dxp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += dcols[:, i, j]
-    return dxp[:, :, pt : pt + h, pl : pl + w].transpose(1, 0, 2, 3)
+            window = dxp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+            window += (w_offsets[i, j] @ dmat).reshape(c, n, ho, wo)
+    return dxp[:, :, pt : pt + h, pl : pl + w_].transpose(1, 0, 2, 3)
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0))):
@@ -105,7 +109,7 @@ def conv2d_backward(dout, cols, x_shape, w, stride=(1, 1), padding: Padding = ((
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
 
     With ``D = dout`` as (F, N*Ho*Wo): ``dw = D @ cols.T``, ``db = D.sum(1)``, and the input
-    gradient is ``col2im(w.T @ D)``.
+    gradient is the adjoint of im2col applied to ``w.T @ D`` (see :func:`conv2d_input_grad`).
     """
     f = w.shape[0]
     dmat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*Ho*Wo); free for our own outputs
@@ -113,7 +117,7 @@ def conv2d_backward(dout, cols, x_shape, w, stride=(1, 1), padding: Padding = ((
     db = dmat.sum(axis=1)
     dx = None
     if need_input_grad:
-        dx = col2im(w.reshape(f, -1).T @ dmat, x_shape, w.shape[2:], stride, padding)
+        dx = conv2d_input_grad(dmat, w, x_shape, stride, padding)
     return dx, dw, db
 
 

@@ -25,31 +25,39 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2)):
     """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``.
 
     Returns ``(out, argmax)``: out (N, C, Ho, Wo) and, per output, the row-major index
-    ``p * kW + q`` of the first maximum in its window (uint8), which backward needs.
+    ``p * kW + q`` of the first maximum in its window (uint8), which backward needs. Both keep
+    the input's memory layout, so every pass below walks memory in order.
     """
     kh, kw = kernel
     ho = (x.shape[2] - kh) // stride[0] + 1
     wo = (x.shape[3] - kw) // stride[1] + 1
-    out = _window(x, 0, 0, stride, (ho, wo)).copy(order="K")  # keep the input's memory layout
-    argmax = np.zeros(out.shape, dtype=np.uint8)
+    out = _window(x, 0, 0, stride, (ho, wo)).copy(order="K")
+    argmax = np.zeros_like(out, dtype=np.uint8)
+    better = np.empty_like(out, dtype=bool)
+    index = np.empty_like(argmax)
     for k in range(1, kh * kw):
         candidate = _window(x, k // kw, k % kw, stride, (ho, wo))
-        better = candidate > out  # strict: an equal value later in the window never wins
-        np.copyto(out, candidate, where=better)
-        argmax[better] = k
+        np.greater(candidate, out, out=better)  # strict: a later equal value never wins
+        np.maximum(out, candidate, out=out)
+        # offsets come in increasing order, so "k where better, else keep" is a running maximum
+        np.multiply(better, np.uint8(k), out=index)
+        np.maximum(argmax, index, out=argmax)
     return out, argmax
 
 
-def maxpool2d_backward(dout, argmax, x_shape, kernel=(2, 2), stride=(2, 2)):
+def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2)):
     """Route each output gradient to the input position that held its window's maximum.
 
-    Overlapping windows (stride < kernel) can route several gradients to one input: they add.
+    ``x_like`` is the forward input (only its shape, dtype and layout are used). Overlapping
+    windows (stride < kernel) can route several gradients to one input: they add.
     """
     kh, kw = kernel
     ho, wo = dout.shape[2:]
-    dx = np.zeros(x_shape, dtype=dout.dtype)
+    dx = np.zeros_like(x_like, dtype=dout.dtype)
+    routed = np.empty_like(dout)
     for k in range(kh * kw):
-        _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += np.where(argmax == k, dout, 0)
+        np.multiply(dout, argmax == k, out=routed)
+        _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += routed
     return dx
 
 
@@ -92,17 +100,17 @@ class MaxPool2d(Layer):
     def forward(self, x, training=True):
         self._check_input(x, 4)
         out, argmax = maxpool2d_forward(x, self.kernel_size, self.stride)
-        self._cache = (argmax, x.shape) if training else None
+        self._cache = (argmax, x) if training else None  # x is the previous layer's output
         return out
 
     def backward(self, dout, need_input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        argmax, x_shape = self._cache
+        argmax, x = self._cache
         self._cache = None
         if not need_input_grad:
             return None
-        return maxpool2d_backward(dout, argmax, x_shape, self.kernel_size, self.stride)
+        return maxpool2d_backward(dout, argmax, x, self.kernel_size, self.stride)
 
     def __repr__(self):
         k, s = self.kernel_size, self.stride
