@@ -199,3 +199,40 @@ def test_reprs_read_like_the_architecture():
         "Conv2d(1, 2, kernel_size=(3, 3), stride=(2, 2), padding=1)"
     assert repr(MaxPool2d(2, 1)) == "MaxPool2d(kernel_size=(2, 2), stride=(1, 1))"
     assert repr(Linear(3, 4)) == "Linear(in_features=3, out_features=4)"
+
+
+ROWS_CASES = [
+    # stride 1 in height (the rows kernel's condition), other things varied
+    ((2, 16, 7, 9), 3, (3, 4), (1, 2), 1),
+    ((2, 8, 6, 6), 2, (2, 3), 1, "same"),
+    ((1, 32, 9, 8), 4, 5, 1, 0),
+]
+
+
+@pytest.mark.parametrize("shape,f,kernel,stride,padding", ROWS_CASES + [
+    c for c in CONV_CASES if (c[3] if isinstance(c[3], tuple) else (c[3], c[3]))[0] == 1])
+def test_rows_and_im2col_kernels_agree_with_the_naive_definition(shape, f, kernel, stride, padding):
+    from stablecnn.layers.conv import conv2d_backward, conv2d_forward
+
+    rng = np.random.default_rng(8)
+    conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
+    w, b = conv.params["weight"], rng.standard_normal(f)
+    x = rng.standard_normal(shape)
+    expected = naive.conv2d(x, w, b, conv.stride, conv.padding)
+    results = {}
+    for rows in (False, True):
+        out, cache = conv2d_forward(x, w, b, conv.stride, conv.padding, rows=rows)
+        assert cache[0] == ("rows" if rows else "im2col")
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        dout = np.random.default_rng(9).standard_normal(out.shape)
+        results[rows] = conv2d_backward(dout, cache, x.shape, w, conv.stride, conv.padding)
+    for got, want in zip(results[True], results[False]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():
+    from stablecnn.layers.conv import use_rows_kernel
+
+    assert use_rows_kernel(32, (5, 5), (1, 1))  # Model 1's second conv
+    assert not use_rows_kernel(1, (10, 10), (1, 1))  # its first: too thin, im2col is faster
+    assert not use_rows_kernel(32, (5, 5), (2, 1))

@@ -35,6 +35,7 @@ class Optimizer:
         self.lr = float(lr)
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
         self.steps = 0
+        self._workspace: dict[int, np.ndarray] = {}
 
     def step(self) -> None:
         """Apply one update to every parameter from its current gradient."""
@@ -44,6 +45,17 @@ class Optimizer:
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
+
+    def workspace(self, param: np.ndarray) -> np.ndarray:
+        """A scratch array shaped like ``param``, kept between steps (not part of the state).
+
+        Reusing it saves allocating (and page-faulting) a parameter-sized temporary every step:
+        for Model 1's 11 MB dense weight that is measurable.
+        """
+        work = self._workspace.get(id(param))
+        if work is None:
+            work = self._workspace[id(param)] = np.empty_like(param)
+        return work
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -111,10 +123,11 @@ class Adagrad(Optimizer):
         return ("sum_sq",)
 
     def update(self, param, grad, state):
-        sum_sq = state["sum_sq"]
-        sum_sq += grad * grad
-        step = np.add(sum_sq, self.eps)  # one temporary, reused below
-        np.sqrt(step, out=step)
-        np.divide(grad, step, out=step)
-        step *= param.dtype.type(self.lr)
-        param -= step
+        sum_sq, work = state["sum_sq"], self.workspace(param)
+        np.multiply(grad, grad, out=work)
+        sum_sq += work
+        np.add(sum_sq, param.dtype.type(self.eps), out=work)
+        np.sqrt(work, out=work)
+        np.divide(grad, work, out=work)
+        work *= param.dtype.type(self.lr)
+        param -= work
