@@ -206,7 +206,8 @@ def test_sigint_in_a_real_process_leaves_a_resumable_checkpoint(tmp_path):
     assert not (run / ".lock").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "summary", "predict", "plot", "data"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "summary", "predict", "plot", "data",
+                                     "export-pickle", "import-pickle"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

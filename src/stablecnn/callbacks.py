@@ -31,15 +31,18 @@ class TextLog(Callback):
     """Appends readable lines to ``train_log.txt`` (and, when ``echo``, to stdout).
 
     Per-step lines are written ``lines_per_epoch`` times an epoch; every epoch gets a summary.
+    ``echo_steps=False`` keeps the per-step lines out of stdout (a progress bar shows them).
     """
 
-    def __init__(self, path: Path, echo: bool = False, lines_per_epoch: int = 10):
+    def __init__(self, path: Path, echo: bool = False, lines_per_epoch: int = 10,
+                 echo_steps: bool = True):
         self.path, self.echo, self.lines_per_epoch = Path(path), echo, lines_per_epoch
+        self.echo_steps = echo_steps
 
-    def write(self, line: str) -> None:
+    def write(self, line: str, echo: bool = True) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
-        if self.echo:
+        if self.echo and echo:
             print(line, flush=True)
 
     def on_train_begin(self, trainer):
@@ -55,7 +58,7 @@ class TextLog(Callback):
             self.write(f"epoch {step['epoch'] + 1}/{trainer.config.epochs} "
                        f"step {step['step']}/{trainer.steps_per_epoch}: loss {step['loss']:.4f}, "
                        f"batch acc {100 * step['acc']:.1f}%, "
-                       f"eta {format_seconds(trainer.eta_seconds())}")
+                       f"eta {format_seconds(trainer.eta_seconds())}", echo=self.echo_steps)
 
     def on_epoch_end(self, trainer, epoch):
         self.write(f"epoch {epoch['epoch'] + 1}/{trainer.config.epochs} done in "
@@ -117,7 +120,7 @@ class Progress(Callback):
     def _open(self, trainer, epoch):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.step_in_epoch,
+        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.step_in_epoch - 1,
                         desc=f"epoch {epoch + 1}/{trainer.config.epochs}", unit="batch",
                         file=self.stream, dynamic_ncols=True, leave=True)
 
@@ -126,11 +129,11 @@ class Progress(Callback):
             return
         if self.bar is None:
             self._open(trainer, step["epoch"])
+        self.bar.set_postfix(loss=f"{step['loss']:.4f}", acc=f"{100 * step['acc']:.1f}%",
+                             refresh=False)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{step['loss']:.4f}", acc=f"{100 * step['acc']:.1f}%")
-
-    def on_epoch_end(self, trainer, epoch):
-        self.on_train_end(trainer)
+        if step["step"] == trainer.steps_per_epoch:  # close before the evaluation's log line
+            self.on_train_end(trainer)
 
     def on_train_end(self, trainer):
         if self.bar is not None:

@@ -196,10 +196,13 @@ class Trainer:
             self.global_step = progress_["global_step"]
             for key in self.history:
                 self.history[key] = checkpoint.history.get(key, np.zeros(0)).tolist()
-        self.callbacks: list[Callback] = [TextLog(self.run_dir / "train_log.txt", echo=echo),
-                                          MetricsCSV(self.run_dir / "metrics.csv")]
-        if progress:
-            self.callbacks.append(Progress())
+        bar = Progress() if progress else None
+        self.callbacks: list[Callback] = [
+            TextLog(self.run_dir / "train_log.txt", echo=echo,
+                    echo_steps=not (bar is not None and bar.active)),  # the bar shows the steps
+            MetricsCSV(self.run_dir / "metrics.csv")]
+        if bar is not None:
+            self.callbacks.append(bar)
         self.callbacks.extend(callbacks)
         self._interrupt = False
         self._t0 = time.perf_counter()
