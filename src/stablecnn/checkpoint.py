@@ -2,7 +2,8 @@
 
 A checkpoint holds, as plain arrays:
 
-- ``param/<name>``: every model parameter under its stable name (``param/0.weight``, ...);
+- ``param/<name>``: every model parameter and buffer under its stable name (``param/0.weight``,
+  ``param/1.running_mean``, ...);
 - ``optim/<name>.<slot>`` and ``optim/steps``: the optimizer state;
 - ``history/<series>``: the training history (per-step and per-epoch series);
 - ``meta``: one JSON string with the architecture, dtype, normalisation, training config,
@@ -137,7 +138,8 @@ def load(path) -> Checkpoint:
     ckpt = Checkpoint(meta=meta, params=groups["param"], optim=groups["optim"],
                       history=groups["history"])
     for name, value in ckpt.params.items():
-        if value.dtype != np.dtype(meta.get("dtype", "float32")):
+        # integer buffers (counters such as BatchNorm's num_batches_tracked) keep their own dtype
+        if value.dtype.kind == "f" and value.dtype != np.dtype(meta.get("dtype", "float32")):
             raise CheckpointError(f"{path}: parameter {name!r} is {value.dtype}, "
                                   f"the checkpoint says {meta.get('dtype')}")
     return ckpt

@@ -115,22 +115,39 @@ class Sequential:
                 for i, layer in enumerate(self.layers) for key in layer.params]
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """``{name: param}`` for every parameter (the arrays themselves, not copies)."""
-        return {name: param for name, param, _ in self.parameters()}
+        """``{name: array}`` for every parameter and buffer (the arrays themselves, not copies).
+
+        Buffers (non-trainable state such as BatchNorm's ``running_mean``) are named like
+        parameters, ``"<layer index>.<buffer>"``, and follow their layer's parameters.
+        """
+        state = {}
+        for i, layer in enumerate(self.layers):
+            state.update({f"{i}.{key}": value for key, value in layer.params.items()})
+            state.update({f"{i}.{key}": value for key, value in layer.buffers.items()})
+        return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters in place, checking names, shapes and dtypes."""
+        """Copy arrays into the parameters and buffers in place, checking names, shapes and dtypes.
+
+        Parameters and floating buffers take floating values; integer buffers (counters) take
+        integer values.
+        """
         own = self.state_dict()
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or extra:
             raise ValueError(f"state does not match the model: missing {missing}, unexpected {extra}")
-        for name, param in own.items():
+        params = {name for name, _, _ in self.parameters()}
+        for name, target in own.items():
+            what = "parameter" if name in params else "buffer"
             value = np.asarray(state[name])
-            if value.shape != param.shape:
-                raise ShapeError(f"parameter {name!r}: expected shape {param.shape}, got {value.shape}")
-            if not np.issubdtype(value.dtype, np.floating):
-                raise TypeError(f"parameter {name!r}: expected floating values, got {value.dtype}")
-            param[...] = value
+            if value.shape != target.shape:
+                raise ShapeError(f"{what} {name!r}: expected shape {target.shape}, got {value.shape}")
+            if np.issubdtype(target.dtype, np.floating):
+                if not np.issubdtype(value.dtype, np.floating):
+                    raise TypeError(f"{what} {name!r}: expected floating values, got {value.dtype}")
+            elif not np.issubdtype(value.dtype, np.integer):
+                raise TypeError(f"{what} {name!r}: expected integer values, got {value.dtype}")
+            target[...] = value
 
     @property
     def num_params(self) -> int:

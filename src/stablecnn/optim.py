@@ -1,15 +1,41 @@
-"""Optimizers.
+"""Optimizers and gradient clipping.
 
 An optimizer owns a list of ``(name, param, grad)`` triples (``model.parameters()``) and updates
 each ``param`` in place from its ``grad`` in :meth:`Optimizer.step`. A subclass writes only its
 update rule in :meth:`Optimizer.update`; its per-parameter state lives in ``self.state[name]``,
 keyed by the same stable names as the parameters, in the parameter's dtype, so a checkpoint can
-save and restore it exactly.
+save and restore it exactly. Gradients belong to the model: an update reads them and never
+writes them (weight decay's ``g + wd * p`` goes into a scratch array).
+
+The rules follow ``torch.optim`` (single-tensor versions) line by line, except Adagrad's epsilon,
+which sits inside the square root as in the original Model 1 code. ``lr`` may be changed between
+steps (``opt.lr = schedule.lr_at(opt.steps, base_lr)``); everything an update reads besides
+the hyperparameters is in ``state`` and ``steps``, so ``load_state_dict`` resumes a run exactly.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import numpy as np
+
+
+def _number(name: str, value, low: float = 0.0, high: float = math.inf, *, low_open=False,
+            high_open=True) -> float:
+    """``float(value)``, checked to lie in the interval; ValueError naming the value otherwise."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    below = x <= low if low_open else x < low
+    above = x >= high if high_open else x > high
+    if not math.isfinite(x) or below or above:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return x
 
 
 class Optimizer:
@@ -18,7 +44,8 @@ class Optimizer:
     Args:
         params: iterable of ``(name, param, grad)`` triples; ``param`` and ``grad`` are arrays
             that stay the same objects for the whole run (backward overwrites ``grad``).
-        lr: learning rate, > 0.
+        lr: learning rate, > 0. It may be set to any finite value >= 0 between steps (a
+            schedule may reach 0).
     """
 
     hyperparameters: tuple[str, ...] = ("lr",)
@@ -30,12 +57,26 @@ class Optimizer:
         names = [name for name, _, _ in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"parameter names must be unique, got {names}")
-        if not np.isfinite(lr) or lr <= 0:
+        if isinstance(lr, (bool, np.bool_)) or not np.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
-        self.lr = float(lr)
+        self.lr = lr
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
         self.steps = 0
-        self._workspace: dict[int, np.ndarray] = {}
+        self._workspace: dict[tuple[int, int], np.ndarray] = {}
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        try:
+            ok = not isinstance(value, (bool, np.bool_)) and math.isfinite(value) and value >= 0
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"learning rate must be a non-negative finite number, got {value!r}")
+        self._lr = float(value)
 
     def step(self) -> None:
         """Apply one update to every parameter from its current gradient."""
@@ -44,18 +85,29 @@ class Optimizer:
         self.steps += 1
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Update ``param`` in place from ``grad``; ``self.steps`` is the number of steps done."""
         raise NotImplementedError
 
-    def workspace(self, param: np.ndarray) -> np.ndarray:
-        """A scratch array shaped like ``param``, kept between steps (not part of the state).
+    def workspace(self, param: np.ndarray, which: int = 0) -> np.ndarray:
+        """Scratch array number ``which`` shaped like ``param``, kept between steps (not state).
 
         Reusing it saves allocating (and page-faulting) a parameter-sized temporary every step:
         for Model 1's 11 MB dense weight that is measurable.
         """
-        work = self._workspace.get(id(param))
+        key = (id(param), which)
+        work = self._workspace.get(key)
         if work is None:
-            work = self._workspace[id(param)] = np.empty_like(param)
+            work = self._workspace[key] = np.empty_like(param)
         return work
+
+    def _with_l2(self, param: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """``grad + weight_decay * param`` in scratch array 1 (``grad`` itself when no decay)."""
+        if not self.weight_decay:
+            return grad
+        out = self.workspace(param, 1)
+        np.multiply(param, param.dtype.type(self.weight_decay), out=out)
+        out += grad
+        return out
 
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -86,36 +138,270 @@ class Optimizer:
         """The state slots this optimizer keeps per parameter (for checking a loaded state)."""
         return ()
 
+    def _init_state(self) -> None:
+        """Zero every slot of :meth:`_state_keys` for every parameter, in the parameter's dtype."""
+        for name, param, _ in self.params:
+            for slot in self._state_keys():
+                self.state[name][slot] = np.zeros_like(param)
+
+    def config(self) -> dict:
+        """``{"name": "sgd", "lr": ..., ...}``: plain data that :func:`build_optimizer` accepts."""
+        name = next((key for key, cls in OPTIMIZERS.items() if cls is type(self)), type(self).__name__)
+        values = {h: getattr(self, h) for h in self.hyperparameters}
+        return {"name": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
+
     def __repr__(self):
         args = ", ".join(f"{h}={getattr(self, h)!r}" for h in self.hyperparameters)
         return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, with optional momentum, Nesterov momentum and L2 decay.
+
+    .. math::
+        g \leftarrow g + \lambda p, \qquad
+        b \leftarrow \mu b + (1 - \tau) g \ (b = g \text{ at the first step}), \qquad
+        p \leftarrow p - \text{lr} \cdot (g + \mu b \text{ if Nesterov else } b)
+
+    As ``torch.optim.SGD``: the momentum buffer starts as the first gradient (not as
+    ``(1 - dampening) * g``); without momentum the update is ``p -= lr * g``.
+
+    Args:
+        params: ``model.parameters()``.
+        lr: learning rate.
+        momentum: :math:`\mu` in [0, 1), default 0 (plain SGD, no state).
+        dampening: :math:`\tau` in [0, 1], default 0.
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0), default False.
+        weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
+
+    Example:
+        >>> opt = SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)  # doctest: +SKIP
+    """
+
+    hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum = _number("momentum", momentum, 0.0, 1.0)
+        self.dampening = _number("dampening", dampening, 0.0, 1.0, high_open=False)
+        self.weight_decay = _number("weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening 0, got "
+                             f"momentum={momentum!r}, dampening={dampening!r}")
+        self._init_state()
+
+    def _state_keys(self):
+        return ("momentum_buffer",) if self.momentum else ()
+
+    def update(self, param, grad, state):
+        dt, work = param.dtype.type, self.workspace(param)
+        g = self._with_l2(param, grad)
+        if self.momentum:
+            buf = state["momentum_buffer"]
+            if self.steps == 0:
+                buf[...] = g
+            else:
+                buf *= dt(self.momentum)
+                if self.dampening:
+                    np.multiply(g, dt(1.0 - self.dampening), out=work)
+                    buf += work
+                else:
+                    buf += g
+            if self.nesterov:
+                np.multiply(buf, dt(self.momentum), out=work)
+                work += g
+                g = work
+            else:
+                g = buf
+        np.multiply(g, dt(self.lr), out=work)
+        param -= work
+
+
+class Adam(Optimizer):
+    r"""Adam, with L2 weight decay added to the gradient (as ``torch.optim.Adam``).
+
+    .. math::
+        g \leftarrow g + \lambda p, \quad m \leftarrow \beta_1 m + (1 - \beta_1) g, \quad
+        v \leftarrow \beta_2 v + (1 - \beta_2) g^2, \\
+        p \leftarrow p - \frac{\text{lr}}{1 - \beta_1^t} \cdot
+            \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+    ``t`` is the step number counted from 1 (``self.steps + 1``), saved in checkpoints as
+    ``"steps"``, so a resumed run applies the same bias corrections.
+
+    Args:
+        params: ``model.parameters()``.
+        lr: learning rate, default 1e-3.
+        betas: :math:`(\beta_1, \beta_2)`, each in [0, 1), default (0.9, 0.999).
+        eps: > 0, added to the root of :math:`v`, default 1e-8 (> 0 so an entry whose gradient
+            has always been 0 gets a 0 update, not 0 / 0).
+        weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
+    """
+
+    hyperparameters = ("lr", "betas", "eps", "weight_decay")
+    decoupled = False  # AdamW: decay the parameter directly instead of adding to the gradient
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        try:
+            beta1, beta2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        self.betas = (_number("beta1", beta1, 0.0, 1.0), _number("beta2", beta2, 0.0, 1.0))
+        self.eps = _number("eps", eps, low_open=True)
+        self.weight_decay = _number("weight_decay", weight_decay)
+        self._init_state()
+
+    def _state_keys(self):
+        return ("exp_avg", "exp_avg_sq")
+
+    def update(self, param, grad, state):
+        dt, work = param.dtype.type, self.workspace(param)
+        (beta1, beta2), t = self.betas, self.steps + 1
+        if self.decoupled:
+            if self.weight_decay:
+                param *= dt(1.0 - self.lr * self.weight_decay)
+            g = grad
+        else:
+            g = self._with_l2(param, grad)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        np.subtract(g, m, out=work)  # m += (1 - beta1) (g - m): torch's lerp
+        work *= dt(1.0 - beta1)
+        m += work
+        v *= dt(beta2)
+        np.multiply(g, g, out=work)
+        work *= dt(1.0 - beta2)
+        v += work
+        step_size = self.lr / (1.0 - beta1 ** t)
+        np.sqrt(v, out=work)
+        work /= dt(math.sqrt(1.0 - beta2 ** t))
+        work += dt(self.eps)
+        np.divide(m, work, out=work)
+        work *= dt(step_size)
+        param -= work
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``.
+
+    Before the Adam update (which then sees the plain gradient):
+    :math:`p \leftarrow p \cdot (1 - \text{lr} \cdot \lambda)`.
+
+    Args:
+        params, lr, betas, eps: as :class:`Adam`.
+        weight_decay: :math:`\lambda` >= 0, default 1e-2.
+    """
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    r"""RMSProp, as ``torch.optim.RMSprop``.
+
+    .. math::
+        g \leftarrow g + \lambda p, \quad s \leftarrow \alpha s + (1 - \alpha) g^2, \quad
+        d = \sqrt{s - \bar g^2} + \epsilon \text{ (centered) or } \sqrt{s} + \epsilon, \\
+        b \leftarrow \mu b + g / d, \quad p \leftarrow p - \text{lr} \cdot b
+        \quad (\text{without momentum: } p \leftarrow p - \text{lr} \cdot g / d)
+
+    where the centered form also keeps :math:`\bar g \leftarrow \alpha \bar g + (1 - \alpha) g`.
+    One intended difference: the centered variance :math:`s - \bar g^2`, never negative in exact
+    arithmetic, is clamped at 0 before the root, so rounding cannot make it NaN.
+
+    Args:
+        params: ``model.parameters()``.
+        lr: learning rate, default 1e-2.
+        alpha: smoothing constant in [0, 1), default 0.99.
+        eps: > 0, added to the root, default 1e-8.
+        momentum: :math:`\mu` in [0, 1), default 0.
+        centered: normalise by the variance instead of the second moment, default False.
+        weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
+    """
+
+    hyperparameters = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay")
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.alpha = _number("alpha", alpha, 0.0, 1.0)
+        self.eps = _number("eps", eps, low_open=True)
+        self.momentum = _number("momentum", momentum, 0.0, 1.0)
+        self.centered = bool(centered)
+        self.weight_decay = _number("weight_decay", weight_decay)
+        self._init_state()
+
+    def _state_keys(self):
+        return (("square_avg",) + (("grad_avg",) if self.centered else ())
+                + (("momentum_buffer",) if self.momentum else ()))
+
+    def update(self, param, grad, state):
+        dt, work = param.dtype.type, self.workspace(param)
+        g = self._with_l2(param, grad)
+        square_avg = state["square_avg"]
+        square_avg *= dt(self.alpha)
+        np.multiply(g, g, out=work)
+        work *= dt(1.0 - self.alpha)
+        square_avg += work
+        if self.centered:
+            grad_avg = state["grad_avg"]
+            np.subtract(g, grad_avg, out=work)  # torch's lerp
+            work *= dt(1.0 - self.alpha)
+            grad_avg += work
+            np.multiply(grad_avg, grad_avg, out=work)
+            np.subtract(square_avg, work, out=work)
+            np.maximum(work, 0, out=work)
+            np.sqrt(work, out=work)
+        else:
+            np.sqrt(square_avg, out=work)
+        work += dt(self.eps)
+        np.divide(g, work, out=work)
+        if self.momentum:
+            buf = state["momentum_buffer"]
+            buf *= dt(self.momentum)
+            buf += work
+            np.multiply(buf, dt(self.lr), out=work)
+        else:
+            work *= dt(self.lr)
+        param -= work
 
 
 class Adagrad(Optimizer):
     r"""Adagrad, as the original Model 1 code used it.
 
     .. math::
-        G \leftarrow G + g \odot g, \qquad p \leftarrow p - \text{lr} \cdot g / \sqrt{G + \epsilon}
+        g \leftarrow g + \lambda p, \qquad G \leftarrow G + g \odot g, \qquad
+        p \leftarrow p - \text{lr} \cdot g / \sqrt{G + \epsilon}
 
-    The epsilon sits inside the square root, as in the original (PyTorch adds it outside).
+    The epsilon sits inside the square root, as in the original (PyTorch adds it outside). The
+    optional L2 term is added to the gradient as ``torch.optim.Adagrad`` does; with the default
+    ``weight_decay=0`` the rule is exactly the original's.
 
     Args:
         params: ``model.parameters()``.
         lr: learning rate, default 0.01.
         eps: added to the accumulated squares before the square root, default 1e-6.
+        weight_decay: L2 coefficient :math:`\lambda` >= 0, default 0.
 
     Example:
         >>> opt = Adagrad(model.parameters(), lr=0.01)          # doctest: +SKIP
         >>> loss.forward(model.forward(x), y); model.backward(loss.backward()); opt.step()  # doctest: +SKIP
     """
 
-    hyperparameters = ("lr", "eps")
+    hyperparameters = ("lr", "eps", "weight_decay")
 
-    def __init__(self, params, lr: float = 0.01, eps: float = 1e-6):
+    def __init__(self, params, lr: float = 0.01, eps: float = 1e-6, weight_decay: float = 0.0):
         super().__init__(params, lr)
         if not np.isfinite(eps) or eps < 0:
             raise ValueError(f"eps must be a non-negative finite number, got {eps!r}")
         self.eps = float(eps)
+        self.weight_decay = _number("weight_decay", weight_decay)
         for name, param, _ in self.params:
             self.state[name]["sum_sq"] = np.zeros_like(param)
 
@@ -124,6 +410,7 @@ class Adagrad(Optimizer):
 
     def update(self, param, grad, state):
         sum_sq, work = state["sum_sq"], self.workspace(param)
+        grad = self._with_l2(param, grad)
         np.multiply(grad, grad, out=work)
         sum_sq += work
         np.add(sum_sq, param.dtype.type(self.eps), out=work)
@@ -131,3 +418,98 @@ class Adagrad(Optimizer):
         np.divide(grad, work, out=work)
         work *= param.dtype.type(self.lr)
         param -= work
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "adagrad": Adagrad, "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
+}
+
+
+def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Optimizer:
+    """The optimizer ``name`` (a key of :data:`OPTIMIZERS`) over ``params``.
+
+    ``lr=None`` and keyword arguments set to ``None`` mean "not given": the optimizer's default
+    applies, so a command line can pass every flag it has. An unknown name or an argument the
+    optimizer does not take raises ValueError listing what is accepted.
+
+    Example:
+        >>> build_optimizer("sgd", model.parameters(), 0.05, momentum=0.9, eps=None)  # doctest: +SKIP
+    """
+    key = str(name).lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    cls = OPTIMIZERS[key]
+    signature = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in signature if p not in ("self", "params")]
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if lr is not None:
+        kwargs["lr"] = lr
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"optimizer {key!r} does not take {', '.join(unknown)}; "
+                         f"it takes {', '.join(accepted)}")
+    if "lr" not in kwargs and signature["lr"].default is inspect.Parameter.empty:
+        raise ValueError(f"optimizer {key!r} needs a learning rate (lr)")
+    return cls(params, **kwargs)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    r"""Scale all gradients together so their global L2 norm is at most ``max_norm``.
+
+    .. math::
+        \|g\| = \sqrt{\textstyle\sum_i \sum_j g_{ij}^2}, \qquad
+        g \leftarrow g \cdot \frac{\text{max\_norm}}{\|g\| + 10^{-6}} \text{ if that factor is } < 1
+
+    as ``torch.nn.utils.clip_grad_norm_``. The sum of squares is accumulated in float64 (float32
+    gradients are widened a block at a time; float64 gradients are rescaled by their largest
+    entry when the plain sum would overflow or underflow), so a float32 gradient of norm 1e30 is
+    clipped correctly where a float32 sum of squares would overflow to inf. A non-finite norm
+    (a NaN or inf gradient) is returned without touching the gradients: torch would multiply
+    them by 0 or NaN; the trainer stops on it instead.
+
+    Args:
+        params: ``(name, param, grad)`` triples (``model.parameters()``) or gradient arrays.
+        max_norm: the largest allowed norm, > 0.
+
+    Returns:
+        The global norm before clipping, as a Python float.
+    """
+    max_norm = _number("max_norm", max_norm, low_open=True)
+    grads = [item[2] if isinstance(item, tuple) else item for item in params]
+    parts = [_scaled_sum_squares(g) for g in grads]  # (scale, sum of (g / scale)^2)
+    top = max((scale for scale, _ in parts), default=1.0)
+    total = top * math.sqrt(math.fsum(ssq * (scale / top) ** 2 for scale, ssq in parts))
+    if not math.isfinite(total):
+        return total
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in grads:
+            g *= g.dtype.type(coef)
+    return total
+
+
+_BLOCK = 1 << 16  # float64 widening block: 512 KiB, fits in cache
+
+
+def _scaled_sum_squares(grad: np.ndarray) -> tuple[float, float]:
+    """``(scale, sum((grad / scale)**2))`` in float64, without overflow or a full-size temporary.
+
+    float32 squares always fit in float64 (scale 1, widened a block at a time); float64 ones are
+    rescaled by the largest entry only when the plain sum overflows or underflows.
+    """
+    flat = grad.reshape(-1)
+    if flat.dtype == np.float64:
+        with np.errstate(over="ignore", under="ignore"):
+            s = float(np.dot(flat, flat))
+        if (s == math.inf or s < 1e-280) and np.isfinite(flat).all():
+            scale = float(np.max(np.abs(flat)))
+            if scale > 0:
+                return scale, float(np.dot(flat / scale, flat / scale))
+        return 1.0, s
+    buf = np.empty(min(flat.size, _BLOCK), np.float64)
+    s = 0.0
+    for i in range(0, flat.size, _BLOCK):
+        block = buf[: min(_BLOCK, flat.size - i)]
+        block[...] = flat[i : i + _BLOCK]
+        s += float(np.dot(block, block))
+    return 1.0, s

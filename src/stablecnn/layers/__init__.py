@@ -7,14 +7,20 @@ import inspect
 import numpy as np
 
 from stablecnn import init as initializers
-from stablecnn.layers.activations import ReLU
+from stablecnn.layers.activations import LeakyReLU, ReLU
+from stablecnn.layers.avgpool import AvgPool2d, GlobalAvgPool2d
 from stablecnn.layers.base import Layer
 from stablecnn.layers.conv import Conv2d
 from stablecnn.layers.dense import Linear
+from stablecnn.layers.dropout import Dropout
+from stablecnn.layers.norm import BatchNorm1d, BatchNorm2d
 from stablecnn.layers.pool import MaxPool2d
 from stablecnn.layers.reshape import Flatten
 
-LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (Conv2d, MaxPool2d, Linear, ReLU, Flatten)}
+LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
+    Conv2d, MaxPool2d, Linear, ReLU, Flatten,
+    AvgPool2d, GlobalAvgPool2d, BatchNorm1d, BatchNorm2d, Dropout, LeakyReLU,
+)}
 
 
 def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.float32) -> Layer:
@@ -33,8 +39,12 @@ def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.f
         if isinstance(config.get(key), dict):
             config[key] = initializers.from_config(config[key])
     accepted = inspect.signature(cls.__init__).parameters
+    # each only where the constructor takes it: Dropout draws its seed from rng but has no dtype,
+    # BatchNorm has a dtype but draws nothing
     if "rng" in accepted:
-        config.update(rng=rng, dtype=dtype)
+        config["rng"] = rng
+    if "dtype" in accepted:
+        config["dtype"] = dtype
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise ValueError(f"{name}: unknown argument(s) {unknown}")
@@ -44,4 +54,6 @@ def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.f
         raise ValueError(f"{name}: {exc}") from None
 
 
-__all__ = ["Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten", "LAYERS", "from_config"]
+__all__ = ["Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten", "AvgPool2d",
+           "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "LeakyReLU", "LAYERS",
+           "from_config"]

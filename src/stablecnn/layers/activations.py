@@ -34,3 +34,48 @@ class ReLU(Layer):
 
     def __repr__(self):
         return "ReLU()"
+
+
+class LeakyReLU(Layer):
+    r"""``leaky_relu(x) = x if x > 0 else negative_slope * x``.
+
+    The derivative is 1 where ``x > 0`` and ``negative_slope`` elsewhere (at exactly 0 too, as in
+    PyTorch), so ``dx = where(x > 0, dout, negative_slope * dout)``.
+
+    Args:
+        negative_slope: the slope for ``x <= 0``, default 0.01 (PyTorch's).
+
+    Shape: any; output has the input's shape and dtype.
+
+    Example:
+        >>> LeakyReLU(0.1).forward(np.array([-2.0, 0.0, 3.0]))
+        array([-0.2,  0. ,  3. ])
+    """
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        if (not isinstance(negative_slope, (int, float, np.integer, np.floating))
+                or isinstance(negative_slope, bool) or not np.isfinite(negative_slope)):
+            raise ValueError(f"negative_slope must be a finite number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+        self._positive = None
+
+    def config(self):
+        return {"type": "LeakyReLU", "negative_slope": self.negative_slope}
+
+    def forward(self, x, training=True):
+        positive = x > 0
+        out = np.where(positive, x, x * x.dtype.type(self.negative_slope))
+        self._positive = positive if training else None
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        if self._positive is None:
+            raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
+        positive, self._positive = self._positive, None
+        if not need_input_grad:
+            return None
+        return np.where(positive, dout, dout * dout.dtype.type(self.negative_slope))
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.negative_slope})"

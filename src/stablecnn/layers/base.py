@@ -3,6 +3,8 @@
 A layer holds its parameters in ``params`` (name -> array) and the matching gradients in
 ``grads``, allocated once: ``backward`` overwrites the gradient arrays in place, so the
 ``(name, param, grad)`` triples a model hands its optimizer stay valid for the whole run.
+Non-trainable state (BatchNorm's running statistics, Dropout's mask counter) lives in ``buffers``
+(name -> array): saved and restored with the parameters, never seen by an optimizer.
 ``forward(x, training)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient for
 the input. Public shapes are PyTorch's: NCHW activations.
 """
@@ -20,6 +22,7 @@ class Layer:
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
 
     # -- the contract -------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
@@ -59,9 +62,15 @@ class Layer:
         return None
 
     def astype(self, dtype) -> "Layer":
-        """Cast parameters (and gradients) to ``dtype`` in place of the old arrays; returns self."""
+        """Cast parameters (and gradients) to ``dtype`` in place of the old arrays; returns self.
+
+        Floating buffers are cast too; integer buffers (counters) keep their integer dtype.
+        """
         for name in list(self.params):
             self._add_param(name, self.params[name].astype(dtype))
+        for name, buf in self.buffers.items():
+            if np.issubdtype(buf.dtype, np.floating):
+                self.buffers[name] = buf.astype(dtype)
         return self
 
     def _check_input(self, x: np.ndarray, ndim: int) -> None:

@@ -1,0 +1,247 @@
+"""Reference twins for the deeper-model layers: AvgPool2d, GlobalAvgPool2d, BatchNorm1d/2d,
+Dropout and LeakyReLU against PyTorch, in float32 and float64.
+
+Same method and tolerances as :mod:`test_torch_reference` (whose helpers this reuses): copy our
+parameters into the PyTorch twin, run both on the same input and upstream gradient, compare the
+output and every gradient. BatchNorm also compares the running statistics after several training
+calls and the evaluation output. Dropout cannot share masks (the generators differ), so its twin
+checks what must agree: p = 0 and evaluation are the identity, kept values are scaled by
+``1 / (1 - p)`` exactly as PyTorch scales them, the kept fraction is 1 - p within sampling error,
+and the gradient uses the forward's mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0")
+F = torch.nn.functional
+
+from stablecnn import (  # noqa: E402  (after the importorskip on purpose)
+    AvgPool2d, BatchNorm1d, BatchNorm2d, Dropout, GlobalAvgPool2d, LeakyReLU,
+)
+from test_torch_reference import (  # noqa: E402
+    DTYPES, RTOL, TORCH_DTYPE, _one_torch_thread, assert_close, assert_dtype, ids, normal, tensor,
+    to_numpy,
+)
+
+__all__ = ["_one_torch_thread"]  # the autouse fixture: one torch thread here too
+DTYPE_IDS = ["f32", "f64"]
+
+
+# -- AvgPool2d ----------------------------------------------------------------------------------
+# (id, N, C, H, W, kernel, stride, padding); H != W and kH != kW wherever possible
+AVG_CASES = [
+    ("k2-default-stride", 2, 3, 8, 6, 2, None, 0),
+    ("k2-s1-overlap", 2, 3, 7, 5, 2, 1, 0),
+    ("nonsquare-k-and-s", 1, 2, 9, 7, (3, 2), (2, 1), 0),
+    ("k3-s2-pad1-leftover", 2, 2, 10, 9, 3, 2, 1),
+    ("pad-pair", 2, 2, 7, 8, (2, 4), (1, 3), (1, 2)),
+    ("stride-gt-kernel", 2, 2, 7, 8, 2, 3, 0),
+    ("batch1-kernel-is-input", 1, 4, 5, 3, (5, 3), 1, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", AVG_CASES, ids=ids(AVG_CASES))
+def test_avgpool2d_matches_torch(case, dtype):
+    _, n, c, h, w, kernel, stride, padding = case
+    layer = AvgPool2d(kernel, stride, padding)
+    x = normal((n, c, h, w), dtype, seed=1)
+    out = layer.forward(x)
+    dout = normal(out.shape, dtype, seed=2)
+    dx = layer.backward(dout)
+
+    xt = tensor(x, True)
+    ref = F.avg_pool2d(xt, kernel, stride, padding, count_include_pad=True)
+    ref.backward(tensor(dout))
+    assert_dtype(out, dtype, "avgpool output")
+    assert_dtype(dx, dtype, "avgpool dx")
+    assert_close(out, ref, "avgpool output")
+    assert_close(dx, xt.grad, "avgpool dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 4, 1, 6), (3, 2, 1, 1)], ids=str)
+def test_global_avgpool2d_matches_torch(shape, dtype):
+    layer = GlobalAvgPool2d()
+    x = normal(shape, dtype, seed=3)
+    out = layer.forward(x)
+    dout = normal(out.shape, dtype, seed=4)
+    dx = layer.backward(dout)
+
+    xt = tensor(x, True)
+    ref = F.adaptive_avg_pool2d(xt, 1).flatten(1)
+    ref.backward(tensor(dout))
+    assert_dtype(out, dtype, "global avgpool output")
+    assert_dtype(dx, dtype, "global avgpool dx")
+    assert_close(out, ref, "global avgpool output")
+    assert_close(dx, xt.grad, "global avgpool dx")
+
+
+# -- LeakyReLU ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("slope", [0.01, 0.3], ids=str)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (6, 7)], ids=["4d", "2d"])
+def test_leaky_relu_matches_torch(shape, slope, dtype):
+    # integers in [-2, 2]: many exact zeros, where both libraries take the slope as the derivative
+    x = np.random.default_rng(0).integers(-2, 3, shape).astype(dtype)
+    x.flat[::3] = normal(x.size, dtype, seed=1).flat[::3]
+    layer = LeakyReLU(slope)
+    out = layer.forward(x)
+    dout = normal(shape, dtype, seed=2)
+    dx = layer.backward(dout)
+
+    xt = tensor(x, True)
+    ref = F.leaky_relu(xt, slope)
+    ref.backward(tensor(dout))
+    assert_dtype(out, dtype, "leaky_relu output")
+    assert_dtype(dx, dtype, "leaky_relu dx")
+    assert_close(out, ref, "leaky_relu output")
+    assert_close(dx, xt.grad, "leaky_relu dx")
+    assert repr(layer) == repr(torch.nn.LeakyReLU(slope))
+
+
+# -- BatchNorm ----------------------------------------------------------------------------------
+# (id, class, input shape)
+BN_CASES = [
+    ("2d-nonsquare", BatchNorm2d, (4, 3, 7, 5)),
+    ("2d-batch1", BatchNorm2d, (1, 2, 6, 3)),
+    ("2d-1x1-maps", BatchNorm2d, (5, 4, 1, 1)),
+    ("2d-wide", BatchNorm2d, (8, 16, 9, 11)),
+    ("1d-features", BatchNorm1d, (6, 5)),
+    ("1d-batch2", BatchNorm1d, (2, 3)),
+    ("1d-sequences", BatchNorm1d, (3, 4, 7)),
+]
+TORCH_BN = {BatchNorm1d: torch.nn.BatchNorm1d, BatchNorm2d: torch.nn.BatchNorm2d}
+
+
+def _twins(cls, c, dtype, momentum=0.1, eps=1e-5):
+    ours = cls(c, eps=eps, momentum=momentum, dtype=dtype)
+    ours.params["weight"][...] = np.random.default_rng(5).uniform(0.5, 1.5, c)
+    ours.params["bias"][...] = normal(c, dtype, seed=6)
+    ref = TORCH_BN[cls](c, eps=eps, momentum=momentum, dtype=TORCH_DTYPE[np.dtype(dtype)])
+    with torch.no_grad():
+        ref.weight.copy_(tensor(ours.params["weight"]))
+        ref.bias.copy_(tensor(ours.params["bias"]))
+    return ours, ref
+
+
+def _dx_slack(x, dout, gamma, eps):
+    """Room for rounding in ``dx = gamma / std * (g - mean g - x_hat mean(g x_hat))``: the size of
+    the terms, not of their difference, sets the rounding error (with N = 2, x_hat = +-1 and the
+    terms cancel to ~0, so only this slack makes a float32 comparison meaningful)."""
+    rtol = RTOL[np.dtype(dout.dtype)]
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    x, g = x.astype(np.float64), dout.astype(np.float64)
+    inv_std = 1 / np.sqrt(x.var(axes, keepdims=True) + eps)
+    x_hat = (x - x.mean(axes, keepdims=True)) * inv_std
+    terms = (np.abs(g) + np.abs(g.mean(axes, keepdims=True))
+             + np.abs(x_hat) * np.abs((g * x_hat).mean(axes, keepdims=True)))
+    return rtol * np.abs(gamma.astype(np.float64)).reshape(shape) * inv_std * terms
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", BN_CASES, ids=ids(BN_CASES))
+def test_batchnorm_matches_torch(case, dtype):
+    _, cls, shape = case
+    ours, ref = _twins(cls, shape[1], dtype)
+    assert repr(ref).startswith(repr(ours)[:-1] + ","), (repr(ours), repr(ref))  # ours omits the flags
+
+    # three training calls on shifted, scaled data: outputs, all gradients, running statistics
+    for step in range(3):
+        x = normal(shape, dtype, seed=10 + step, scale=step + 1.0) + dtype(step)
+        out = ours.forward(x)
+        dout = normal(shape, dtype, seed=20 + step)
+        dx = ours.backward(dout)
+        ref.zero_grad()
+        xt = tensor(x, True)
+        ref_out = ref(xt)
+        ref_out.backward(tensor(dout))
+        tag = f"{cls.__name__} step {step}"
+        for a, what in ((out, "output"), (dx, "dx"), (ours.grads["weight"], "dweight"),
+                        (ours.grads["bias"], "dbias")):
+            assert_dtype(a, dtype, f"{tag} {what}")
+        assert_close(out, ref_out, f"{tag} output")
+        assert_close(dx, xt.grad, f"{tag} dx",
+                     slack=_dx_slack(x, dout, ours.params["weight"], ours.eps))
+        assert_close(ours.grads["weight"], ref.weight.grad, f"{tag} dweight")
+        assert_close(ours.grads["bias"], ref.bias.grad, f"{tag} dbias")
+        assert_close(ours.buffers["running_mean"], ref.running_mean, f"{tag} running_mean")
+        assert_close(ours.buffers["running_var"], ref.running_var, f"{tag} running_var")
+        assert int(ours.buffers["num_batches_tracked"]) == int(ref.num_batches_tracked)
+
+    # evaluation: the running statistics, any batch size (here one example too)
+    ref.eval()
+    for n in (shape[0], 1):
+        x = normal((n, *shape[1:]), dtype, seed=30 + n, scale=2.0)
+        with torch.no_grad():
+            assert_close(ours.forward(x, training=False), ref(tensor(x)), f"{cls.__name__} eval (N={n})")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_batchnorm_other_momentum_and_eps_match_torch(dtype):
+    ours, ref = _twins(BatchNorm2d, 3, dtype, momentum=0.3, eps=1e-2)
+    for step in range(2):
+        x = normal((2, 3, 4, 6), dtype, seed=40 + step, scale=0.2)  # small variance: eps matters
+        assert_close(ours.forward(x), ref(tensor(x)), f"step {step} output")
+    assert_close(ours.buffers["running_var"], ref.running_var, "running_var")
+    ref.eval()
+    with torch.no_grad():
+        assert_close(ours.forward(x, training=False), ref(tensor(x)), "eval output")
+
+
+def test_batchnorm1d_refuses_a_batch_of_one_in_training_like_torch():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm1d(3)(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        BatchNorm1d(3).forward(np.zeros((1, 3), np.float32))
+
+
+# -- Dropout ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_dropout_with_p0_and_at_evaluation_is_the_identity_like_torch(dtype):
+    x = normal((3, 4, 5, 2), dtype, seed=7)
+    dout = normal(x.shape, dtype, seed=8)
+    for p, training in ((0.0, True), (0.5, False)):
+        layer = Dropout(p, rng=np.random.default_rng(0))
+        out = layer.forward(x, training=training)
+        xt = tensor(x, True)
+        ref = F.dropout(xt, p, training=training)
+        assert_close(out, ref, f"dropout p={p} training={training} output")
+        if training:
+            ref.backward(tensor(dout))
+            assert_close(layer.backward(dout), xt.grad, f"dropout p={p} dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8], ids=str)
+def test_dropout_scaling_and_mask_statistics_match_torch(p, dtype):
+    shape = (64, 8, 12, 10)  # 61,440 units
+    x = np.random.default_rng(9).uniform(0.5, 2.0, shape).astype(dtype)  # no zeros to confuse
+    dout = normal(shape, dtype, seed=10)
+    layer = Dropout(p, rng=np.random.default_rng(1))
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    torch.manual_seed(0)
+    xt = tensor(x, True)
+    ref = F.dropout(xt, p, training=True)
+    ref.backward(tensor(dout))
+
+    sigma = np.sqrt(p * (1 - p) / x.size)
+    for name, result, grad in (("ours", out, dx), ("torch", to_numpy(ref), to_numpy(xt.grad))):
+        kept = result != 0
+        assert abs(kept.mean() - (1 - p)) < 5 * sigma, f"{name}: kept {kept.mean():.4f}, p={p}"
+        # the gradient flows through exactly the kept units, with the same scale
+        np.testing.assert_array_equal(grad != 0, kept, err_msg=f"{name}: gradient mask")
+        assert_close(grad[kept], dout[kept] * (result[kept] / x[kept]), f"{name} dx scale")
+    # kept values: x / (1 - p), scaled as PyTorch scales them
+    ours_scale = out[out != 0] / x[out != 0]
+    ref_scale = to_numpy(ref)[to_numpy(ref) != 0] / x[to_numpy(ref) != 0]
+    assert_close(ours_scale, np.full_like(ours_scale, 1 / (1 - p)), "our scale vs 1/(1-p)")
+    assert_close(ours_scale[: ref_scale.size].mean(keepdims=True),
+                 ref_scale.mean(keepdims=True), "our scale vs torch's")
+    assert_dtype(out, dtype, "dropout output")
+    assert_dtype(dx, dtype, "dropout dx")
