@@ -213,3 +213,25 @@ def test_every_command_has_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: stablecnn " + command in capsys.readouterr().out
+
+
+def test_other_optimizers_schedules_and_clipping_train_and_resume_bit_identically(tmp_path, data):
+    cfg = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="cosine",
+               warmup_steps=3, clip=5.0, normalization="unit")
+    last = trainer(tmp_path / "full", data, config(**cfg)).fit()
+    assert np.isfinite(last["test_loss"])
+    lrs = checkpoint.load(tmp_path / "full").history["step_lr"]
+    assert lrs[0] < lrs[3] and lrs[-1] < lrs[3]  # warm-up, then the cosine decays
+    with pytest.raises(Interrupted):
+        trainer(tmp_path / "cut", data, config(**cfg), callbacks=[InterruptAt(8)]).fit()
+    cfg_r, ckpt = resume_checkpoint(tmp_path / "cut")
+    assert cfg_r.optimizer == "sgd" and cfg_r.clip == 5.0
+    trainer(tmp_path / "cut", data, cfg_r, checkpoint=ckpt).fit()
+    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    for name in full:
+        np.testing.assert_array_equal(full[name], cut[name], err_msg=name)
+
+
+def test_an_optimizer_argument_it_does_not_take_is_refused_by_name(tmp_path, data):
+    with pytest.raises(ValueError, match="momentum"):
+        trainer(tmp_path, data, config(optimizer="adam", momentum=0.9))

@@ -11,6 +11,7 @@ import numpy as np
 
 from stablecnn import checkpoint as ckpt_io
 from stablecnn import zoo
+from stablecnn.optim import OPTIMIZERS
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
 
 
@@ -43,6 +44,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--epochs", type=_positive_int, help="epochs (default 5)")
     p.add_argument("--batch-size", type=_positive_int, help="images per batch (default 100)")
     p.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01)")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adagrad")
+    p.add_argument("--momentum", type=float, help="momentum (sgd, rmsprop)")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay (decoupled for adamw)")
+    p.add_argument("--schedule", choices=["constant", "step", "cosine"],
+                   help="learning rate per step (default constant); step: x0.1 every "
+                        "--step-epochs epochs")
+    p.add_argument("--step-epochs", type=_positive_int, help="epochs between step decays")
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
+    p.add_argument("--clip", type=_positive_float, help="clip gradients to this global L2 norm")
     p.add_argument("--train-size", type=_positive_int,
                    help="use the first N training images (default: all)")
     p.add_argument("--normalization", choices=["original", "unit"],
@@ -76,7 +86,10 @@ def add_parsers(sub) -> None:
 def _config_from_args(args) -> TrainConfig:
     given = {k: v for k, v in dict(
         model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, train_size=args.train_size, normalization=args.normalization,
+        lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=args.schedule, step_epochs=args.step_epochs,
+        warmup_steps=args.warmup_steps, clip=args.clip,
+        train_size=args.train_size, normalization=args.normalization,
         seed=args.seed, dtype=args.dtype).items() if v is not None}
     if args.recipe == "original":
         return TrainConfig.original_recipe(**given)

@@ -26,10 +26,11 @@ from stablecnn.callbacks import Callback, MetricsCSV, Progress, TextLog
 from stablecnn.errors import StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
-from stablecnn.optim import Adagrad
+from stablecnn.optim import OPTIMIZERS, build_optimizer, clip_grad_norm
+from stablecnn.schedules import build_schedule
 
-OPTIMIZERS = {"adagrad": Adagrad}
 NORMALIZATIONS = ("original", "unit")
+SCHEDULES = ("constant", "step", "cosine")
 
 
 @dataclass
@@ -46,6 +47,12 @@ class TrainConfig:
     batch_size: int = 100
     lr: float = 0.01
     optimizer: str = "adagrad"
+    momentum: float | None = None  # sgd and rmsprop only
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # learning rate per step: constant, step (x0.1 every step_epochs), cosine
+    step_epochs: int = 1
+    warmup_steps: int = 0
+    clip: float | None = None  # clip gradients to this global L2 norm
     train_size: int | None = None
     normalization: str = "original"
     seed: int = 0
@@ -66,6 +73,17 @@ class TrainConfig:
             bad("train_size", self.train_size, "a positive integer or None")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", self.optimizer, f"one of {sorted(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", self.schedule, f"one of {list(SCHEDULES)}")
+        if not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
+            bad("weight_decay", self.weight_decay, "a number >= 0")
+        if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
+            bad("clip", self.clip, "a positive number or None")
+        for name in ("step_epochs",):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                bad(name, getattr(self, name), "a positive integer")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            bad("warmup_steps", self.warmup_steps, "a non-negative integer")
         if self.normalization not in NORMALIZATIONS:
             bad("normalization", self.normalization, f"one of {list(NORMALIZATIONS)}")
         if self.dtype not in ("float32", "float64"):
@@ -184,13 +202,17 @@ class Trainer:
             self.model = zoo.build(config.model, seed=config.seed, dtype=np.dtype(config.dtype))
             self.normalizer = (Normalizer.original(images) if config.normalization == "original"
                                else Normalizer.unit())
-            self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), lr=config.lr)
+            self.optimizer = self._build_optimizer()
             self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         else:
             self.model = checkpoint.build_model()
             self.normalizer = Normalizer.from_dict(checkpoint.meta["normalizer"])
-            self.optimizer = OPTIMIZERS[config.optimizer](self.model.parameters(), lr=config.lr)
-            self.optimizer.load_state_dict(checkpoint.optim)
+            self.optimizer = self._build_optimizer()
+            try:
+                self.optimizer.load_state_dict(checkpoint.optim)
+            except ValueError as exc:
+                raise ckpt_io.CheckpointError(f"{checkpoint.meta['path']}: optimizer state does "
+                                              f"not fit {config.optimizer}: {exc}") from None
             progress_ = checkpoint.meta["progress"]
             self.epoch, self.step_in_epoch = progress_["epoch"], progress_["step"]
             self.global_step = progress_["global_step"]
@@ -207,6 +229,15 @@ class Trainer:
         self._interrupt = False
         self._t0 = time.perf_counter()
         self._steps_this_session = 0
+
+    def _build_optimizer(self):
+        c = self.config
+        optimizer = build_optimizer(c.optimizer, self.model.parameters(), lr=c.lr,
+                                    momentum=c.momentum, weight_decay=c.weight_decay or None)
+        self.schedule = build_schedule(
+            c.schedule, total_steps=c.epochs * self.steps_per_epoch,
+            step_size=c.step_epochs * self.steps_per_epoch, warmup_steps=c.warmup_steps)
+        return optimizer
 
     # -- history views --------------------------------------------------------------------------
     def history_steps(self):
@@ -254,6 +285,15 @@ class Trainer:
                 f"try a lower learning rate")
         acc = float(np.mean(logits.argmax(axis=1) == y))
         self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        if self.config.clip is not None:
+            norm = clip_grad_norm(self.model.parameters(), self.config.clip)
+            if not math.isfinite(norm):
+                raise TrainingError(
+                    f"gradient norm became {norm} at epoch {self.epoch + 1}, step "
+                    f"{self.step_in_epoch + 1} (global step {self.global_step + 1}); training "
+                    f"stopped before the update. The last good checkpoint is "
+                    f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}")
+        self.schedule.apply(self.optimizer, self.config.lr)
         self.optimizer.step()
         return loss, acc
 
