@@ -22,17 +22,10 @@ import sys
 from pathlib import Path
 
 from stablecnn import legacy
+from stablecnn.argtypes import positive_int
 from stablecnn.errors import StableCNNError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("mode", type=int, choices=[0, 1], help="1: train, 0: predict the test set")
-    p.add_argument("--epochs", type=_positive_int, help="epochs to train (default 5)")
-    p.add_argument("--images", type=_positive_int, default=20_000,
+    p.add_argument("--epochs", type=positive_int, help="epochs to train (default 5)")
+    p.add_argument("--images", type=positive_int, default=20_000,
                    help="train on the first N training images (default 20000)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed for the weights and shuffles (default 0)")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, rel_error
-from stablecnn import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
+from stablecnn import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
                        GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential,
                        ShapeError, checkpoint)
 from stablecnn.layers import LAYERS, from_config

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, rel_error
-from stablecnn import (Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, ShapeError,
+from stablecnn import (Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
                        SoftmaxCrossEntropy, init, zoo)
 
 

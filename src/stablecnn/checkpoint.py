@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +43,19 @@ class Checkpoint:
 
     def build_model(self) -> Sequential:
         """The model with these weights (checked against the stored architecture)."""
+        where = self.meta.get("path", "checkpoint")
+        dtype = self.meta.get("dtype")
+        if dtype not in ("float32", "float64"):
+            raise CheckpointError(f"{where}: the model dtype {dtype!r} is not 'float32' or 'float64'")
         try:
-            model = Sequential.from_config(self.meta["model"], seed=0, dtype=np.dtype(self.meta["dtype"]))
+            model = Sequential.from_config(self.meta["model"], seed=0, dtype=np.dtype(dtype))
             model.load_state_dict(self.params)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{self.meta.get('path', 'checkpoint')}: weights do not fit the "
-                                  f"stored architecture: {exc}") from None
+            raise CheckpointError(f"{where}: weights do not fit the stored architecture: "
+                                  f"{exc}") from None
+        except MemoryError:  # a forged architecture asking for huge layers
+            raise CheckpointError(f"{where}: the stored architecture is too large to build in "
+                                  f"memory") from None
         return model
 
 
@@ -107,21 +115,34 @@ def load(path) -> Checkpoint:
     if path.is_dir():
         path = path / "checkpoint.npz"
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise CheckpointError(f"{path}: a single .npy array, not a .npz checkpoint")
+        with data:
             arrays = {}
             for key in data.files:
                 arrays[key] = data[key]
+                if not isinstance(arrays[key], np.ndarray):  # a zip member that is not .npy
+                    raise CheckpointError(f"{path}: member {key!r} is not a .npy array")
+    except CheckpointError:
+        raise
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise CheckpointError(f"{path}: refused, it holds pickled objects ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays need pickle: refused, never unpickled
+            raise CheckpointError(f"{path}: refused, it holds pickled objects; nothing was "
+                                  f"unpickled ({exc})") from None
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})") from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, MemoryError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz checkpoint "
+                              f"({exc or type(exc).__name__})") from None
     if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
         raise CheckpointError(f"{path}: not a stablecnn checkpoint (no 'meta' record)")
     try:
         meta = json.loads(str(arrays.pop("meta")))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: corrupt 'meta' record ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}"

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from stablecnn import checkpoint as ckpt_io
 from stablecnn import zoo
+from stablecnn.argtypes import positive_float, positive_int
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
 
 
 def add_parsers(sub) -> None:
@@ -41,19 +24,19 @@ def add_parsers(sub) -> None:
                                    "train_log.txt, metrics.csv and plots.")
     p.add_argument("--model", default="md1", help="architecture name (default md1)")
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
-    p.add_argument("--epochs", type=_positive_int, help="epochs (default 5)")
-    p.add_argument("--batch-size", type=_positive_int, help="images per batch (default 100)")
-    p.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default 5)")
+    p.add_argument("--batch-size", type=positive_int, help="images per batch (default 100)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default 0.01)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adagrad")
     p.add_argument("--momentum", type=float, help="momentum (sgd, rmsprop)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay (decoupled for adamw)")
     p.add_argument("--schedule", choices=["constant", "step", "cosine"],
                    help="learning rate per step (default constant); step: x0.1 every "
                         "--step-epochs epochs")
-    p.add_argument("--step-epochs", type=_positive_int, help="epochs between step decays")
+    p.add_argument("--step-epochs", type=positive_int, help="epochs between step decays")
     p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
-    p.add_argument("--clip", type=_positive_float, help="clip gradients to this global L2 norm")
-    p.add_argument("--train-size", type=_positive_int,
+    p.add_argument("--clip", type=positive_float, help="clip gradients to this global L2 norm")
+    p.add_argument("--train-size", type=positive_int,
                    help="use the first N training images (default: all)")
     p.add_argument("--normalization", choices=["original", "unit"],
                    help="'original': subtract int(mean), divide by int(std) of the training "

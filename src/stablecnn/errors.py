@@ -23,3 +23,10 @@ class TrainingError(StableCNNError):
 
 class ShapeError(StableCNNError, ValueError):
     """An array's shape does not fit a layer or the model."""
+
+
+class ModelFileError(StableCNNError, ValueError):
+    """A model file (TOML or JSON architecture) cannot be read or does not describe a valid model.
+
+    The message names the file and, where it applies, the layer (index and type) and the line.
+    """

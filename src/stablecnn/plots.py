@@ -361,7 +361,6 @@ def plot_mistakes(images, labels, predictions, path, max_images=36, class_names=
         return _save(fig, path)
     _, h, w = images.shape
     cols = min(n, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / cols)
     gap, band = max(2, w // 7), round(0.3 * h)  # the band above each image holds its label
     image = mosaic(images[shown].astype(np.float64), cols, gap, band)
     inches = 1.3 / (w + gap)  # per image pixel: 1.3 inches per column

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stablecnn.argtypes import positive_int
 from stablecnn.errors import DataError
 
 MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height must not exceed this
@@ -307,7 +308,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "Exit status 1 when any file failed (the others are still predicted).")
     parser.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or .npy arrays")
-    parser.add_argument("--top", type=_positive_int, default=3, metavar="K",
+    parser.add_argument("--top", type=positive_int, default=3, metavar="K",
                         help="how many of the most probable classes to show (default 3)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per image and line on stdout (a failed file gives "
@@ -316,14 +317,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def class_names(dataset: str | None, num_classes: int) -> list[str]:

@@ -98,18 +98,33 @@ def copy_from_folder(
 
 
 def _download(url: str, target, quiet: bool, timeout: float) -> str:
-    """Stream ``url`` into the binary file ``target`` with a progress bar; return its SHA-256."""
+    """Stream ``url`` into the binary file ``target`` with a progress bar; return its SHA-256.
+
+    Raises:
+        SourceError: the server sent something that is not gzip data (a captive portal's or an
+            error page's HTML, served with status 200), named with its content type.
+        socket.timeout: no byte arrived for ``timeout`` seconds (a stalled download).
+    """
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     digest = hashlib.sha256()
     with urllib.request.urlopen(request, timeout=timeout) as response:
         total = response.length  # None when the server sends no Content-Length
         name = url.rsplit("/", 1)[-1]
+        head = b""
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"  {name}", disable=quiet,
                   file=sys.stderr, leave=False) as bar:
             while chunk := response.read(_CHUNK):
+                if len(head) < 2:
+                    head += chunk[: 2 - len(head)]
+                    if len(head) == 2 and head != b"\x1f\x8b":
+                        kind = response.headers.get("Content-Type") or "unknown content type"
+                        raise SourceError(f"{url}: the server sent {kind}, not gzip data "
+                                          f"(it starts with {chunk[:16]!r})")
                 target.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
+    if len(head) < 2:
+        raise SourceError(f"{url}: the server sent {len(head)} byte(s), not a gzip file")
     return digest.hexdigest()
 
 
@@ -154,7 +169,8 @@ def fetch_from_mirrors(
                 reason = getattr(exc, "reason", exc)
                 failures.append(f"{host}: unreachable ({reason})")
             except (OSError, DataError) as exc:
-                failures.append(f"{url}: {exc}")
+                text = str(exc)
+                failures.append(text if text.startswith(url) else f"{url}: {text}")
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)

@@ -12,21 +12,6 @@ from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer, pair
 
 
-def _non_negative_pair(value, name: str) -> tuple[int, int]:
-    """An int or a pair of ints, each >= 0, as a pair; else ValueError naming ``value``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        out = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
-    ):
-        out = (int(value[0]), int(value[1]))
-    else:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(out) < 0:
-        raise ValueError(f"{name} must be non-negative, got {value!r}")
-    return out
-
-
 def _window(x, i, j, stride, out_hw):
     """The (N, C, Ho, Wo) view of ``x`` at kernel offset (i, j)."""
     (sh, sw), (ho, wo) = stride, out_hw
@@ -104,7 +89,7 @@ class AvgPool2d(Layer):
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self.padding = _non_negative_pair(padding, "padding")
+        self.padding = pair(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"padding must be at most half the kernel size {self.kernel_size}, "
                              f"got {padding!r}")

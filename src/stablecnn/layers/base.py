@@ -91,8 +91,8 @@ class Layer:
         return sum(p.size for p in self.params.values())
 
 
-def pair(value, name: str) -> tuple[int, int]:
-    """Turn an int or a pair of ints into a pair of positive ints, or raise ValueError."""
+def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
+    """Turn an int or a pair of ints, each >= ``minimum``, into a pair, or raise ValueError."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         out = (int(value), int(value))
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
@@ -101,6 +101,7 @@ def pair(value, name: str) -> tuple[int, int]:
         out = (int(value[0]), int(value[1]))
     else:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(out) < 1:
-        raise ValueError(f"{name} must be positive, got {value!r}")
+    if min(out) < minimum:
+        rule = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
     return out
