@@ -115,6 +115,15 @@ def load(path) -> Checkpoint:
     if path.is_dir():
         path = path / "checkpoint.npz"
     try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            if head.startswith(b"\x80"):  # pickle protocol 2 and later
+                raise CheckpointError(f"{path}: refused: a Python pickle, which is never "
+                                      f"unpickled here (a pickle in the original Model 1 layout "
+                                      f"converts with `stablecnn import-pickle`)")
+            raise CheckpointError(f"{path}: not a readable .npz checkpoint ("
+                                  + (f"it starts with {head!r})" if head else "empty, 0 bytes)"))
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
             raise CheckpointError(f"{path}: a single .npy array, not a .npz checkpoint")
@@ -148,6 +157,9 @@ def load(path) -> Checkpoint:
         raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}"
                               if isinstance(meta, dict) else f"{path}: corrupt 'meta' record")
     meta["path"] = str(path)
+    if meta.get("dtype") not in ("float32", "float64"):
+        raise CheckpointError(f"{path}: the model dtype {meta.get('dtype')!r} is not 'float32' "
+                              f"or 'float64'")
     groups: dict[str, dict] = {"param": {}, "optim": {}, "history": {}}
     for key, value in arrays.items():
         group, _, name = key.partition("/")

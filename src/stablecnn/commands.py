@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
 
 
 from stablecnn import checkpoint as ckpt_io
-from stablecnn import zoo
+from stablecnn import modelfile, zoo
 from stablecnn.argtypes import positive_float, positive_int
+from stablecnn.data.augment import Augment
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
 
@@ -22,7 +24,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a model (default: Model 1 on full MNIST)",
                        description="Train a model and write a run directory with the checkpoint, "
                                    "train_log.txt, metrics.csv and plots.")
-    p.add_argument("--model", default="md1", help="architecture name (default md1)")
+    p.add_argument("--model", default="md1",
+                   help=f"a built-in architecture ({', '.join(zoo.names())}; default md1) or a "
+                        f".toml/.json model file")
     p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
     p.add_argument("--epochs", type=positive_int, help="epochs (default 5)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default 100)")
@@ -41,6 +45,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--normalization", choices=["original", "unit"],
                    help="'original': subtract int(mean), divide by int(std) of the training "
                         "images used (default); 'unit': scale to [0, 1]")
+    p.add_argument("--augment", nargs="?", const="2,10", type=_augment, metavar="SHIFT,DEGREES",
+                   help="augment the training batches: random shifts up to SHIFT pixels and "
+                        "rotations up to DEGREES (default when given: 2,10; off when absent)")
     p.add_argument("--seed", type=int, help="seed for the weights and the shuffles (default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
     p.add_argument("--recipe", choices=["original"],
@@ -62,7 +69,8 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("summary", help="print a model's layers, shapes and parameter counts")
-    p.add_argument("model", help="architecture name, or a checkpoint")
+    p.add_argument("model", help="a built-in architecture name, a .toml/.json model file, or "
+                                 "a checkpoint")
     p.set_defaults(func=cmd_summary)
 
 
@@ -73,10 +81,17 @@ def _config_from_args(args) -> TrainConfig:
         weight_decay=args.weight_decay, schedule=args.schedule, step_epochs=args.step_epochs,
         warmup_steps=args.warmup_steps, clip=args.clip,
         train_size=args.train_size, normalization=args.normalization,
-        seed=args.seed, dtype=args.dtype).items() if v is not None}
+        seed=args.seed, dtype=args.dtype, augment=args.augment).items() if v is not None}
     if args.recipe == "original":
         return TrainConfig.original_recipe(**given)
     return TrainConfig(**given)
+
+
+def _augment(text: str) -> dict:
+    try:
+        return Augment.parse(text).to_dict()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_train(args) -> int:
@@ -87,7 +102,9 @@ def cmd_train(args) -> int:
         run_dir = args.resume
     else:
         config, ckpt = _config_from_args(args), None
-        run_dir = args.out or Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        modelfile.model_config(config.model, num_classes=10)  # a bad model file fails here
+        name = Path(config.model).stem if modelfile.is_model_path(config.model) else config.model
+        run_dir = args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         train, test = load_data(config.dataset, data_dir=args.data_dir)
@@ -133,10 +150,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    if Path(args.model).exists():
-        model, _ = ckpt_io.load_model(args.model)
+    path = Path(args.model)
+    if modelfile.is_model_path(path) or not (path.exists() or path.suffix == ".npz"):
+        model = modelfile.resolve_model(args.model)  # a model file or a built-in name
     else:
-        model = zoo.build(args.model)
+        model, _ = ckpt_io.load_model(args.model)
     print(repr(model))
     print(model.summary(model.input_shape))
     return 0

@@ -565,7 +565,10 @@ def add_parser(subparsers) -> None:
 
 def cmd_export_pickle(args) -> int:
     model, ckpt = ckpt_io.load_model(args.checkpoint)
-    items = to_original(model, ckpt.optim, ckpt.history)
+    try:
+        items = to_original(model, ckpt.optim, ckpt.history)
+    except CheckpointError as exc:  # name the checkpoint that is not a Model 1
+        raise CheckpointError(f"{ckpt.meta['path']}: {exc}") from None
     save_original(args.out, items)
     print(f"wrote {args.out} (original layout, {len(items[8])} batches of history)")
     return 0

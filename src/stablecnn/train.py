@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn import checkpoint as ckpt_io
-from stablecnn import zoo
 from stablecnn.callbacks import Callback, MetricsCSV, Progress, TextLog
+from stablecnn.data.augment import Augment
 from stablecnn.errors import StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
+from stablecnn.modelfile import resolve_model
 from stablecnn.optim import OPTIMIZERS, build_optimizer, clip_grad_norm
 from stablecnn.schedules import build_schedule
 
@@ -58,6 +59,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     eval_batch_size: int = 1000
+    augment: dict | None = None  # Augment.to_dict(), e.g. {"max_shift": 2, "max_degrees": 10.0}
 
     def __post_init__(self):
         def bad(what, value, rule):
@@ -90,6 +92,8 @@ class TrainConfig:
             bad("dtype", self.dtype, "'float32' or 'float64'")
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", self.seed, "a non-negative integer")
+        if self.augment is not None:
+            Augment.from_dict(self.augment)  # raises ValueError naming the bad value
 
     @classmethod
     def original_recipe(cls, **overrides) -> "TrainConfig":
@@ -199,7 +203,7 @@ class Trainer:
         self.history = {**{f"step_{k}": [] for k in STEP_SERIES},
                         **{f"epoch_{k}": [] for k in EPOCH_SERIES}}
         if checkpoint is None:
-            self.model = zoo.build(config.model, seed=config.seed, dtype=np.dtype(config.dtype))
+            self.model = resolve_model(config.model, seed=config.seed, dtype=np.dtype(config.dtype))
             self.normalizer = (Normalizer.original(images) if config.normalization == "original"
                                else Normalizer.unit())
             self.optimizer = self._build_optimizer()
@@ -218,6 +222,7 @@ class Trainer:
             self.global_step = progress_["global_step"]
             for key in self.history:
                 self.history[key] = checkpoint.history.get(key, np.zeros(0)).tolist()
+        self.augment = Augment.from_dict(config.augment) if config.augment else None
         bar = Progress() if progress else None
         self.callbacks: list[Callback] = [
             TextLog(self.run_dir / "train_log.txt", echo=echo,
@@ -330,7 +335,10 @@ class Trainer:
         for s in range(self.step_in_epoch, self.steps_per_epoch):
             t = time.perf_counter()
             idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-            x = self.normalizer(self.images[idx], dtype=dtype)
+            images = self.images[idx]  # (B, H, W) uint8
+            if self.augment is not None:  # a generator per batch, so a resumed run replays it
+                images = self.augment(images, np.random.default_rng([config.seed, epoch, s, 1]))
+            x = self.normalizer(images, dtype=dtype)
             y = self.labels[idx].astype(np.intp)
             loss, acc = self.train_step(x, y)
             self.step_in_epoch, self.global_step = s + 1, self.global_step + 1

@@ -1,5 +1,10 @@
 """Named architectures, each a plain config that :meth:`Sequential.from_config` builds.
 
+``md1`` is written here in Python (the original interface and the pickle layout depend on it, and
+it needs no TOML reader); every other built-in is a model file shipped in ``stablecnn/models/``
+(``md2.toml``, ...), read by :mod:`stablecnn.modelfile`. ``models/md1.toml`` is md1 as a file, a
+starting point for your own; a test keeps the two equal.
+
 ``md1`` is Model 1 of the original code: two overlapping-pool conv stages and a 1024-unit dense
 layer, truncated-normal weights (std 0.1, cut at 2 std) and biases 0.1::
 
@@ -10,9 +15,12 @@ layer, truncated-normal weights (std 0.1, cut at 2 std) and biases 0.1::
 from __future__ import annotations
 
 import copy
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
+from stablecnn import modelfile
 from stablecnn.model import Sequential
 
 _W = {"weight_init": {"type": "TruncatedNormal", "std": 0.1, "mean": 0.0, "cut": 2.0},
@@ -34,14 +42,30 @@ MD1 = {
     ],
 }
 
-MODELS: dict[str, dict] = {"md1": MD1}
+MODELS: dict[str, dict] = {"md1": MD1}  # built in Python; the rest are files (see model_files)
+
+
+def model_files() -> dict[str, Path]:
+    """``{name: path}`` of the model files shipped in ``stablecnn/models/``."""
+    folder = resources.files("stablecnn") / "models"
+    if not folder.is_dir():
+        return {}
+    return {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".toml")}
+
+
+def names() -> list[str]:
+    """Every built-in architecture name, sorted."""
+    return sorted(set(MODELS) | set(model_files()))
 
 
 def config(name: str) -> dict:
-    """A copy of the named architecture's config."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    return copy.deepcopy(MODELS[name])
+    """A copy of the named architecture's config (a shipped model file is read and checked)."""
+    if name in MODELS:
+        return copy.deepcopy(MODELS[name])
+    files = model_files()
+    if name not in files:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
+    return modelfile.load_model_file(files[name])
 
 
 def build(name: str, seed: int = 0, dtype=np.float32) -> Sequential:

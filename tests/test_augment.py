@@ -1,0 +1,119 @@
+"""Data augmentation: shifts and small rotations of uint8 batches, seeded and vectorised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stablecnn.data.augment import Augment, augment_batch, shift_rotate
+from stablecnn.errors import DataError
+
+
+def batch(b=5, h=9, w=9, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (b, h, w), dtype=np.uint8)
+
+
+def naive_shift(image, dy, dx):
+    """Move the content down by dy and right by dx, filling with 0 (one image, plain loops)."""
+    h, w = image.shape
+    out = np.zeros_like(image)
+    for y in range(h):
+        for x in range(w):
+            if 0 <= y - dy < h and 0 <= x - dx < w:
+                out[y, x] = image[y - dy, x - dx]
+    return out
+
+
+@pytest.mark.parametrize("h, w", [(9, 9), (6, 11)])
+def test_shift_moves_pixels_unchanged_with_zero_fill(h, w):
+    images = batch(4, h, w)
+    shifts = np.array([[0, 0], [1, 2], [-2, 1], [3, -3]])
+    out = shift_rotate(images, shifts, np.zeros(4))
+    assert out.dtype == np.uint8 and out.shape == images.shape
+    for k, (dy, dx) in enumerate(shifts):
+        np.testing.assert_array_equal(out[k], naive_shift(images[k], dy, dx))
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_quarter_turns_match_rot90(size):
+    images = batch(3, size, size)
+    for turns in (1, 2, 3, -1):
+        out = shift_rotate(images, np.zeros((3, 2)), np.full(3, 90.0 * turns))
+        np.testing.assert_array_equal(out, np.rot90(images, turns, axes=(1, 2)))
+
+
+def test_a_small_rotation_turns_a_bar_about_the_centre():
+    image = np.zeros((1, 21, 21), np.uint8)
+    image[0, 10, :] = 255  # a horizontal bar through the centre
+    out = shift_rotate(image, np.zeros((1, 2)), np.array([10.0]))[0]
+    assert out[10, 10] == 255  # the centre stays
+    # counter-clockwise: the right end rises (smaller row), the left end drops
+    rows = np.arange(21)
+    right = (rows * out[:, 18]).sum() / out[:, 18].sum()
+    left = (rows * out[:, 2]).sum() / out[:, 2].sum()
+    assert right == pytest.approx(10 - 8 * np.tan(np.deg2rad(10)), abs=0.3)
+    assert left == pytest.approx(10 + 8 * np.tan(np.deg2rad(10)), abs=0.3)
+
+
+def test_augment_batch_is_seeded_and_leaves_its_input_alone():
+    images = batch(16, 28, 28)
+    before = images.copy()
+    a = augment_batch(images, np.random.default_rng([0, 1, 2, 1]))
+    b = augment_batch(images, np.random.default_rng([0, 1, 2, 1]))
+    c = augment_batch(images, np.random.default_rng([0, 1, 3, 1]))
+    np.testing.assert_array_equal(images, before)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert a.dtype == np.uint8 and a.shape == images.shape
+    # each image gets its own draw: same image, different results
+    same = np.repeat(images[:1], 16, axis=0)
+    out = augment_batch(same, np.random.default_rng(0))
+    assert len({o.tobytes() for o in out}) > 8
+
+
+def test_augment_batch_draws_within_its_bounds():
+    # a single bright pixel at the centre: a shift moves it by at most max_shift, a rotation
+    # about the centre does not move it
+    images = np.zeros((200, 15, 15), np.uint8)
+    images[:, 7, 7] = 255
+    out = augment_batch(images, np.random.default_rng(1), max_shift=2, max_degrees=0)
+    ys, xs = np.nonzero(out.max(axis=0))
+    assert ys.min() == 5 and ys.max() == 9 and xs.min() == 5 and xs.max() == 9
+    assert (out.reshape(200, -1).max(axis=1) == 255).all()  # integer shifts: no blur
+    unchanged = augment_batch(images, np.random.default_rng(1), max_shift=0, max_degrees=0)
+    np.testing.assert_array_equal(unchanged, images)
+
+
+def test_rotation_keeps_the_ink_roughly():
+    images = np.zeros((50, 28, 28), np.uint8)
+    images[:, 8:20, 12:16] = 200  # a stroke well inside the frame
+    out = augment_batch(images, np.random.default_rng(2), max_shift=2, max_degrees=10)
+    ink = out.reshape(50, -1).sum(axis=1) / images.reshape(50, -1).sum(axis=1)
+    assert np.all(np.abs(ink - 1) < 0.05)
+
+
+def test_bad_batches_are_refused():
+    with pytest.raises(DataError, match="uint8"):
+        augment_batch(np.zeros((2, 4, 4), np.float32), np.random.default_rng(0))
+    with pytest.raises(DataError, match=r"\(B, H, W\)"):
+        augment_batch(np.zeros((2, 1, 4, 4), np.uint8), np.random.default_rng(0))
+
+
+def test_augment_config_round_trips_and_checks_its_values():
+    aug = Augment(3, 15)
+    assert aug == Augment.from_dict(aug.to_dict())
+    assert aug.to_dict() == {"max_shift": 3, "max_degrees": 15.0}
+    assert Augment.from_dict({"max_shift": np.int64(3), "max_degrees": np.float64(15)}) == aug
+    assert Augment.parse("3,15") == aug
+    images = batch(4, 10, 10)
+    np.testing.assert_array_equal(aug(images, np.random.default_rng(5)),
+                                  augment_batch(images, np.random.default_rng(5), 3, 15))
+    for bad in (dict(max_shift=-1), dict(max_shift=1.5), dict(max_degrees=200),
+                dict(max_degrees=float("nan"))):
+        with pytest.raises(ValueError):
+            Augment(**bad)
+    for bad in ({"max_shift": 2}, {"max_shift": 2.5, "max_degrees": 1}):
+        with pytest.raises(ValueError, match="not an augmentation"):
+            Augment.from_dict(bad)
+    with pytest.raises(ValueError, match="SHIFT,DEGREES"):
+        Augment.parse("2")
