@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StableCNNError, ValueError) as exc:
         print(f"stablecnn: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk or a read-only folder under the logs, the plots, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"stablecnn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

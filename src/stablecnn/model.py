@@ -98,6 +98,8 @@ class Sequential:
         """Build a model from :meth:`config`'s output, drawing initial weights from ``seed``."""
         from stablecnn.layers import from_config as layer_from_config
 
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"a model config needs a 'layers' list, got {str(config)[:80]}")
         rng = np.random.default_rng(seed)
         layers = []
         for i, layer_config in enumerate(config["layers"]):
@@ -106,6 +108,9 @@ class Sequential:
             except ValueError as exc:
                 raise type(exc)(f"layer {i}: {exc}") from None
         shape = config.get("input_shape")
+        if shape is not None and not (isinstance(shape, (list, tuple))
+                                      and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ValueError(f"input_shape must be a list of positive ints, got {shape!r}")
         return cls(*layers, input_shape=tuple(shape) if shape else None)
 
     # -- parameters -----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import numpy as np
 from stablecnn import checkpoint as ckpt_io
 from stablecnn.callbacks import Callback, MetricsCSV, Progress, TextLog
 from stablecnn.data.augment import Augment
-from stablecnn.errors import StableCNNError, TrainingError
+from stablecnn.errors import DataError, ShapeError, StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
 from stablecnn.modelfile import resolve_model
@@ -123,20 +123,26 @@ class RunLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _alive(pid) and pid != os.getpid():
-                    raise TrainingError(f"run directory {self.path.parent} is in use by process "
-                                        f"{pid}; use another --out directory") from None
-                self.path.unlink(missing_ok=True)  # stale lock from a dead run
+                self._clear_stale()  # raises while a live process holds the lock
                 continue
+            except OSError as exc:  # read-only, full disk, --out that is a file, ...
+                raise TrainingError(f"cannot write in run directory {self.path.parent}: "
+                                    f"{exc.strerror or exc}") from None
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             self.held = True
             return
         raise TrainingError(f"could not lock run directory {self.path.parent}")
+
+    def _clear_stale(self) -> None:
+        try:
+            pid = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid and _alive(pid) and pid != os.getpid():
+            raise TrainingError(f"run directory {self.path.parent} is in use by process "
+                                f"{pid}; use another --out directory")
+        self.path.unlink(missing_ok=True)  # a stale lock from a dead run
 
     def release(self) -> None:
         if self.held:
@@ -195,8 +201,10 @@ class Trainer:
                 raise ValueError(f"train_size {config.train_size} exceeds the {len(images)} "
                                  f"training images of {config.dataset}")
             images, labels = images[: config.train_size], labels[: config.train_size]
-        self.images, self.labels = images, labels
         self.test_images, self.test_labels = test_data
+        for what, x, y in (("training", images, labels), ("test", *test_data)):
+            _check_split(what, x, y)
+        self.images, self.labels = images, labels
         self.num_train = len(images)
         self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
         self.loss_fn = SoftmaxCrossEntropy()
@@ -224,6 +232,11 @@ class Trainer:
                 self.history[key] = checkpoint.history.get(key, np.zeros(0)).tolist()
         self.augment = Augment.from_dict(config.augment) if config.augment else None
         bar = Progress() if progress else None
+        for what, x in (("training", images), ("test", self.test_images)):
+            try:  # both splits must fit the model before a single step is spent
+                self.model.shapes((1, *x.shape[1:]))
+            except ShapeError as exc:
+                raise ShapeError(f"{what} images: {exc}") from None
         self.callbacks: list[Callback] = [
             TextLog(self.run_dir / "train_log.txt", echo=echo,
                     echo_steps=not (bar is not None and bar.active)),  # the bar shows the steps
@@ -368,6 +381,24 @@ class Trainer:
         return record
 
 
+def _check_split(what: str, images, labels, num_classes: int = 10) -> None:
+    """uint8 images (N, H, W) and integer labels (N,) in [0, num_classes), or a DataError."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise DataError(f"{what} images must be uint8 (N, H, W) as the datasets hold them "
+                        f"(no NaN or Inf possible), got {images.dtype} {images.shape}")
+    if (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
+            or len(labels) != len(images)):
+        raise DataError(f"{what} labels must be {len(images)} integers, got {labels.dtype} "
+                        f"{labels.shape}")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise DataError(f"{what} label {labels[bad[0]]} at index {bad[0]} is outside "
+                        f"[0, {num_classes})")
+    if len(images) == 0:
+        raise DataError(f"the {what} set is empty")
+
+
 def _in_main_thread() -> bool:
     import threading
 
@@ -383,11 +414,21 @@ def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False
 
 def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
     """The config and checkpoint to resume the run in ``run_dir`` from."""
+    from stablecnn.data import Normalizer
+
     ckpt = ckpt_io.load(Path(run_dir) / "checkpoint.npz")
     try:
-        config = TrainConfig.from_dict(ckpt.meta["train"])
-        ckpt.meta["progress"], ckpt.meta["normalizer"]
-    except (KeyError, TypeError, ValueError) as exc:
+        train, progress = ckpt.meta["train"], ckpt.meta["progress"]
+        if not isinstance(train, dict) or not isinstance(progress, dict):
+            raise ValueError("its 'train' and 'progress' records must be mappings")
+        config = TrainConfig.from_dict(train)
+        counts = [progress.get(k) for k in ("epoch", "step", "global_step")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise ValueError(f"progress {progress} must hold epoch, step and global_step >= 0")
+        if counts[2] < counts[1]:
+            raise ValueError(f"progress {progress}: global_step is below step")
+        Normalizer.from_dict(ckpt.meta["normalizer"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ckpt_io.CheckpointError(f"{ckpt.meta['path']}: not a resumable training checkpoint "
                                       f"({exc})") from None
     return config, ckpt

@@ -146,9 +146,6 @@ def test_output_directory_read_only(epoch1_run, kit, reference, monkeypatch):
     kit.assert_bit_exact(kit.resume_to_end(epoch1_run), reference)
 
 
-@pytest.mark.xfail(strict=True, reason="train.py RunLock.acquire and cli.main let OSError "
-                   "(EACCES/EROFS/ENOSPC, an --out that is a file) escape as a traceback with "
-                   "exit status 1 instead of one line and exit status 2")
 def test_output_directory_read_only_cli(tmp_path, kit, monkeypatch, capsys, toy_cli):
     run = tmp_path / "readonly"
     run.mkdir()

@@ -18,7 +18,6 @@ import struct
 import zipfile
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -182,8 +181,6 @@ def unexpected_exceptions(search, *given_args, **given_kwargs) -> list[str]:
     return sorted(found.values())
 
 
-@pytest.mark.xfail(strict=True, reason="model.py: Sequential.from_config raises KeyError('layers') "
-                   "for a mapping without 'layers' (e.g. {}), not ValueError/TypeError")
 def test_property_model_file_parser():
     def parse(config):
         try:
@@ -200,10 +197,6 @@ PROGRESS = st.fixed_dictionaries({}, optional={
     "global_step": JSON | st.integers(-2, 20)}) | JSON
 
 
-@pytest.mark.xfail(strict=True, reason="train.py: resume_checkpoint accepts a 'train' record "
-                   "that is not a mapping (AttributeError) and any 'progress' record (wrong types "
-                   "and negative or out-of-range steps reach Trainer and fail there with "
-                   "TypeError/ValueError, or are silently used)")
 def test_property_resume_record(tmp_path):
     def resume(train, progress):
         from stablecnn.train import TrainConfig, resume_checkpoint
