@@ -139,7 +139,7 @@ def test_summary_command_takes_a_model_file(tmp_path, capsys):
 
 
 def test_unknown_builtin_name():
-    with pytest.raises(ValueError, match="md1, md2"):
+    with pytest.raises(ValueError, match="md1, md1he, md2"):
         zoo.build("md9")
     with pytest.raises(ModelFileError, match="not a built-in"):
         modelfile.resolve_model("md9")
@@ -278,3 +278,12 @@ def test_errors_are_stablecnn_value_errors(tmp_path):
         modelfile.load_model_file(write(tmp_path, "input_shape = [1, 28, 28]\n"))
     with pytest.raises(ValueError):
         modelfile.load_model_file(write(tmp_path, "input_shape = [1, 28, 28]\n"))
+
+
+def test_md1he_is_model_1s_architecture_with_he_init():
+    md1, md1he = zoo.build("md1"), zoo.build("md1he")
+    assert md1.shapes((1, 28, 28)) == md1he.shapes((1, 28, 28))
+    assert [repr(a) for a in md1.layers] == [repr(b) for b in md1he.layers]
+    w = md1he.state_dict()["7.weight"]  # fan-in 2704: He std sqrt(2/2704) = 0.0272
+    assert abs(float(w.std()) - (2 / 2704) ** 0.5) < 0.001
+    assert all(not md1he.state_dict()[k].any() for k in md1he.state_dict() if k.endswith("bias"))
