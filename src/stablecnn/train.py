@@ -131,6 +131,10 @@ class RunLock:
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             self.held = True
+            # a checkpoint write killed mid-way (SIGKILL) leaves its temporary file; the lock
+            # holder is the only writer, so what is there now is garbage
+            for stale in self.path.parent.glob(".checkpoint.npz.*.tmp"):
+                stale.unlink(missing_ok=True)
             return
         raise TrainingError(f"could not lock run directory {self.path.parent}")
 
@@ -293,8 +297,9 @@ class Trainer:
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """One forward, backward and optimizer step; returns (loss, batch accuracy)."""
-        logits = self.model.forward(x, training=True)
-        loss = float(self.loss_fn.forward(logits, y))
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below
+            logits = self.model.forward(x, training=True)
+            loss = float(self.loss_fn.forward(logits, y))
         if not math.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "

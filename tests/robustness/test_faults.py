@@ -72,6 +72,7 @@ def test_sigkill_while_writing_a_checkpoint(tmp_path, kit, reference):
     assert ckpt.meta["progress"] == {"epoch": 1, "step": 0, "global_step": 3}
     with RunLock(run) as lock:  # the dead run's lock is taken over, not a refusal
         assert lock.held
+        assert kit.temp_files(run) == []  # and the new holder clears the dead write's temp file
     kit.assert_bit_exact(kit.resume_to_end(run), reference)
 
 
