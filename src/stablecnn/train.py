@@ -187,7 +187,7 @@ class Trainer:
         run_dir: the run directory (created if missing).
         train_data, test_data: ``(images uint8 (N, H, W), labels uint8 (N,))`` pairs.
         callbacks: extra callbacks (the text log, metrics file and progress bar are always on).
-        checkpoint: a loaded checkpoint to resume from (see :func:`resume`).
+        checkpoint: a loaded checkpoint to resume from (see :func:`resume_checkpoint`).
         echo: also print the log lines to stdout.
     """
 
