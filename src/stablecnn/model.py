@@ -80,7 +80,7 @@ class Sequential:
         """Back-propagate dL/doutput; fills every layer's ``grads`` and returns dL/dinput.
 
         ``need_input_grad=False`` skips the first layer's input gradient, which training never
-        reads (for Model 1 that saves a whole 10x10 col2im), and returns ``None``.
+        reads (for Model 1 that saves the first conv's whole input gradient), and returns ``None``.
         """
         first = self.layers[0]
         for layer in reversed(self.layers):
