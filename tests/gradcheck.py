@@ -3,20 +3,27 @@
 import numpy as np
 
 
-def numerical_grad(f, x, h=1e-6):
-    """d f() / d x by centered differences, perturbing ``x`` in place one entry at a time."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        idx = it.multi_index
-        old = x[idx]
-        x[idx] = old + h
+def numerical_grad_at(f, x, indices, h=1e-6):
+    """d f() / d x at the flat ``indices`` of ``x`` by centered differences (x changed in place,
+    then restored)."""
+    if not x.flags.c_contiguous:
+        raise ValueError("numerical_grad_at perturbs x through a flat view: x must be C-contiguous")
+    flat = x.reshape(-1)
+    grad = np.empty(len(indices))
+    for k, i in enumerate(indices):
+        old = flat[i]
+        flat[i] = old + h
         fp = f()
-        x[idx] = old - h
+        flat[i] = old - h
         fm = f()
-        x[idx] = old
-        grad[idx] = (fp - fm) / (2 * h)
+        flat[i] = old
+        grad[k] = (fp - fm) / (2 * h)
     return grad
+
+
+def numerical_grad(f, x, h=1e-6):
+    """d f() / d x for every entry of ``x``."""
+    return numerical_grad_at(f, x, range(x.size), h).reshape(x.shape)
 
 
 def rel_error(a, b):
