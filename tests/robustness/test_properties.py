@@ -6,7 +6,8 @@ result, never another exception (hypothesis).
 - the checkpoint loaders: arbitrary bytes, arbitrary zip members, arbitrary ``meta`` records
   (``checkpoint.load_model``), and arbitrary bytes to the original-pickle loader;
 - the model-file parser (``Sequential.from_config``, what checkpoints and model files feed):
-  arbitrary JSON-like data.
+  arbitrary JSON-like data; and the model-file reader (``modelfile.load_model_file``) on
+  arbitrary and near-valid TOML/JSON text.
 """
 
 from __future__ import annotations
@@ -218,3 +219,27 @@ def test_property_resume_record(tmp_path):
         assert p["global_step"] >= p["step"]
 
     assert unexpected_exceptions(resume, train=JSON, progress=PROGRESS) == []
+
+
+TOML_PIECES = st.sampled_from([
+    '[[layers]]\n', 'type = "Conv2d"\n', 'type = "Linear"\n', 'type = "Nope"\n',
+    "in_channels = 1\n", "out_channels = 4\n", "kernel_size = 3\n", "in_features = 10\n",
+    "out_features = 2\n", "input_shape = [1, 8, 8]\n", 'input_shape = "x"\n', "stride = 0\n",
+    'padding = "same"\n', "weight_init = { type = \"HeNormal\" }\n", "= broken\n", "[x\n",
+    'type = "Flatten"\n', 'type = "ReLU"\n', "kernel_size = [3, 2]\n", "name = 7\n"])
+
+
+@FUZZ
+@given(pieces=st.lists(TOML_PIECES, max_size=14), noise=st.binary(max_size=40),
+       suffix=st.sampled_from([".toml", ".json"]))
+def test_property_model_file_reader(tmp_path, pieces, noise, suffix):
+    """The model-file reader itself (TOML or JSON text, then the layer configs): arbitrary and
+    near-valid files give ModelFileError (a StableCNNError) or a config that builds."""
+    from stablecnn.modelfile import load_model_file
+
+    path = write(tmp_path / f"model{suffix}", "".join(pieces).encode() + noise)
+    try:
+        config = load_model_file(path)
+    except StableCNNError:
+        return
+    assert isinstance(Sequential.from_config(config), Sequential)
