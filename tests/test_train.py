@@ -235,3 +235,22 @@ def test_other_optimizers_schedules_and_clipping_train_and_resume_bit_identicall
 def test_an_optimizer_argument_it_does_not_take_is_refused_by_name(tmp_path, data):
     with pytest.raises(ValueError, match="momentum"):
         trainer(tmp_path, data, config(optimizer="adam", momentum=0.9))
+
+
+def test_cli_trains_on_your_own_idx_files_with_no_verify(tmp_path, data, capsys):
+    from stablecnn.data import write_idx
+
+    (xtr, ytr), (xte, yte) = data
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name, arr in (("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
+                      ("t10k-images-idx3-ubyte.gz", xte), ("t10k-labels-idx1-ubyte.gz", yte)):
+        write_idx(folder / name, arr)
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(folder), "--no-verify", "--epochs", "1",
+                 "--batch-size", "60", "--out", str(run), "--no-plots"]) == 0
+    assert "240 images" in (run / "train_log.txt").read_text()  # ours, not MNIST's 60,000
+    assert main(["evaluate", str(run), "--data-dir", str(folder), "--no-verify"]) == 0
+    assert "100 images" in capsys.readouterr().out
+    assert main(["train", "--no-verify", "--out", str(tmp_path / "x")]) == 2
+    assert "--no-verify applies to --data-dir" in capsys.readouterr().err

@@ -54,6 +54,9 @@ def add_parsers(sub) -> None:
                    help="'original': the original recipe exactly (first 20,000 images, "
                         "int mean/std, 5 epochs of 100, Adagrad 0.01)")
     p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    p.add_argument("--no-verify", action="store_true",
+                   help="with --data-dir: use your own IDX files there (structure checked, "
+                        "not the canonical SHA-256 digests)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<dataset>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint (--epochs may extend it)")
@@ -66,6 +69,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"],
                    help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    p.add_argument("--no-verify", action="store_true",
+                   help="with --data-dir: use your own IDX files there (structure checked, "
+                        "not the canonical SHA-256 digests)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("summary", help="print a model's layers, shapes and parameter counts")
@@ -95,6 +101,8 @@ def _augment(text: str) -> dict:
 
 
 def cmd_train(args) -> int:
+    if args.no_verify and args.data_dir is None:
+        raise ValueError("--no-verify applies to --data-dir: name the folder of your IDX files")
     if args.resume is not None:
         config, ckpt = resume_checkpoint(args.resume)
         if args.epochs is not None:
@@ -107,7 +115,8 @@ def cmd_train(args) -> int:
         run_dir = args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        train, test = load_data(config.dataset, data_dir=args.data_dir)
+        train, test = load_data(config.dataset, data_dir=args.data_dir,
+                                verify=not args.no_verify)
         trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt)
         print(f"run directory: {run_dir}")
         t0 = time.perf_counter()
@@ -133,7 +142,8 @@ def cmd_evaluate(args) -> int:
 
     model, ckpt = ckpt_io.load_model(args.checkpoint)
     dataset = args.dataset or ckpt.meta.get("train", {}).get("dataset", "mnist")
-    images, labels = load_data(dataset, data_dir=args.data_dir, splits=("test",))[0]
+    images, labels = load_data(dataset, data_dir=args.data_dir, splits=("test",),
+                               verify=not args.no_verify)[0]
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
         else Normalizer.original(images)
     result = evaluate(model, images, labels, normalizer)

@@ -410,11 +410,16 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False):
-    """``[(images, labels), ...]`` for each split of ``dataset``, through the data sources."""
+def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
+    """``[(images, labels), ...]`` for each split of ``dataset``, through the data sources.
+
+    ``verify=False`` (with ``data_dir``) reads your own IDX files there, checked for structure
+    but not against the canonical digests.
+    """
     from stablecnn.data import load_dataset
 
-    return [load_dataset(dataset, split, data_dir=data_dir, quiet=quiet) for split in splits]
+    return [load_dataset(dataset, split, data_dir=data_dir, quiet=quiet, verify=verify)
+            for split in splits]
 
 
 def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
