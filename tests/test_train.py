@@ -34,7 +34,7 @@ def data():
 @pytest.fixture
 def toy_data(monkeypatch, data):
     """Serve the toy data to the CLI in place of the real (digest-pinned) datasets."""
-    def fake_load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False):
+    def fake_load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
         return [data[0] if split == "train" else data[1] for split in splits]
 
     monkeypatch.setattr("stablecnn.commands.load_data", fake_load_data)

@@ -55,7 +55,7 @@ def serve_toy_data() -> None:
     """Make the CLI (in this process) train on the toy data instead of the real datasets."""
     import stablecnn.commands
 
-    def load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False):
+    def load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
         return [TRAIN if split == "train" else TEST for split in splits]
 
     stablecnn.commands.load_data = load_data
@@ -135,8 +135,8 @@ def toy_cli(monkeypatch):
     import stablecnn.commands
 
     monkeypatch.setattr(stablecnn.commands, "load_data",
-                        lambda dataset, data_dir=None, splits=("train", "test"), quiet=False:
-                        [TRAIN if s == "train" else TEST for s in splits])
+                        lambda dataset, data_dir=None, splits=("train", "test"), quiet=False,
+                        verify=True: [TRAIN if s == "train" else TEST for s in splits])
 
 
 # -- the CLI in a real process ------------------------------------------------------------------------
