@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stablecnn import runtime
 from stablecnn.errors import StableCNNError
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    runtime.keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except (StableCNNError, ValueError) as exc:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn import checkpoint as ckpt_io
+from stablecnn import runtime
 from stablecnn.callbacks import Callback, MetricsCSV, Progress, TextLog
 from stablecnn.data.augment import Augment
 from stablecnn.errors import DataError, ShapeError, StableCNNError, TrainingError
@@ -196,6 +197,7 @@ class Trainer:
                  progress: bool = True):
         from stablecnn.data import Normalizer
 
+        runtime.keep_freed_memory()  # a quarter of a step's time is page faults otherwise
         self.config = config
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,15 @@ Two forward kernels compute the same thing; the layer picks the faster one for i
 - **im2col** (any stride): the input windows are copied once into a matrix ``cols`` of shape
   ``(C*kH*kW, N*Ho*Wo)`` and the convolution is one product with the ``(F, C*kH*kW)`` weights.
 - **rows** (row stride 1, deep enough windows): only the kW horizontal taps are copied, into
-  ``rows`` of shape ``(C*kW, N*Hp*Wo)`` over *every* padded input row. Kernel row ``i`` then
-  reads the same matrix shifted by ``i`` image rows, which is a contiguous column slice, so the
-  convolution is kH products with no further copy. Outputs whose window would run past the
-  bottom of an image are computed and dropped (Hp/Ho times the work), in exchange for a copy kH
-  times smaller than im2col's: for Model 1's second conv, 16 MB instead of 63 MB.
+  ``taps`` of shape ``(C*kW, N*Hp*Wo)`` over *every* padded input row. Kernel row ``i`` reads
+  the same matrix shifted by ``i`` image rows, a contiguous column slice, so the convolution is
+  one product of the ``(kH*F, C*kW)`` stacked kernel rows with ``taps`` and a sum of kH shifted
+  row blocks of the result. Outputs whose window would run past the bottom of an image are
+  computed and dropped (Hp/Ho times the work), in exchange for a copy kH times smaller than
+  im2col's (for Model 1's second conv, 16 MB instead of 63 MB) and a product kH times wider
+  than F, which BLAS runs near its peak where F alone (16) would starve it. The backward pass
+  stacks ``dout`` kH times, shifted, and gets the weight gradient and the taps' gradient from
+  one product each.
 
 Both return the output as an NCHW *view* of a channel-major ``(F, N, ...)`` buffer, so the
 backward pass gets ``dout`` back in the layout it needs without a transpose copy.
@@ -110,6 +114,27 @@ def row_windows(xp: np.ndarray, kw: int, sw: int) -> np.ndarray:
     return taps.transpose(1, 4, 0, 2, 3).reshape(c * kw, n * hp * wo)
 
 
+def row_windows_adjoint(dtaps: np.ndarray, x_shape, sw: int, padding: Padding) -> np.ndarray:
+    """dL/dx from ``dtaps`` (C, kW, N, Hp, Wo), the gradient of :func:`row_windows`' output.
+
+    Tap j of output column w read padded column ``w*sW + j``, so each tap's gradient is added
+    onto that strided slice. Returns an NCHW view of a channel-major buffer.
+    """
+    n, c, h, w_ = x_shape
+    (pt, pb), (pl, pr) = padding
+    kw, hp, wo = dtaps.shape[1], dtaps.shape[3], dtaps.shape[4]
+    dxp = np.zeros((c, n, hp, w_ + pl + pr), dtype=dtaps.dtype)
+    for j in range(kw):
+        dxp[:, :, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
+    return dxp[:, :, pt : pt + h, pl : pl + w_].transpose(1, 0, 2, 3)
+
+
+def stacked_rows(w: np.ndarray) -> np.ndarray:
+    """The weights (F, C, kH, kW) as (kH*F, C*kW): block i is kernel row i, laid out like taps."""
+    f, c, kh, kw = w.shape
+    return w.transpose(2, 0, 1, 3).reshape(kh * f, c * kw)
+
+
 def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
@@ -132,15 +157,16 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
         out += b[:, None]
         return out.reshape(f, n, ho, wo).transpose(1, 0, 2, 3), ("im2col", cols)
     taps = row_windows(xp, kw, stride[1])  # (C*kW, N*Hp*Wo)
-    w_rows = w.transpose(2, 0, 1, 3).reshape(kh, f, c * kw)  # kernel row i -> (F, C*kW)
     total = n * hp * wo
     valid = total - (kh - 1) * wo  # the last kH-1 rows of the last image have no full window
+    # One product for all kH kernel rows (kH*F output rows keep the product wide), then kernel
+    # row i's block, read i image rows further on, is added in.
+    partial = stacked_rows(w) @ taps  # (kH*F, N*Hp*Wo)
     out = np.empty((f, total), dtype=x.dtype)  # an output for every padded input row
-    np.matmul(w_rows[0], taps[:, :valid], out=out[:, :valid])
+    np.add(partial[:f, :valid], b[:, None], out=out[:, :valid])
     for i in range(1, kh):
-        out[:, :valid] += w_rows[i] @ taps[:, i * wo : i * wo + valid]  # shifted by i rows
+        out[:, :valid] += partial[i * f : (i + 1) * f, i * wo : i * wo + valid]
     out[:, valid:] = 0
-    out += b[:, None]
     return out.reshape(f, n, hp, wo)[:, :, :ho, :].transpose(1, 0, 2, 3), ("rows", taps)
 
 
@@ -148,9 +174,10 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
                     need_input_grad=True):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
 
-    With ``D = dout`` as (F, N*Ho*Wo): ``db = D.sum(1)``; ``dw = D @ cols.T`` for im2col, and
-    for rows one product per kernel row against the shifted ``rows`` matrix; the input gradient
-    is the adjoint of the window copy applied to ``w.T @ D`` (see :func:`conv2d_input_grad`).
+    With ``D = dout`` as (F, N*Ho*Wo): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
+    input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
+    :func:`conv2d_input_grad`). rows: ``S`` (kH*F, N*Hp*Wo) stacks D shifted down by 0..kH-1
+    rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S`` (see :func:`row_windows_adjoint`).
     """
     kind, saved = cache
     f, c, kh, kw = w.shape
@@ -159,18 +186,22 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     db = dmat.sum(axis=1)
     if kind == "im2col":
         dw = (dmat @ saved.T).reshape(w.shape)
-    else:
-        hp = x_shape[2] + padding[0][0] + padding[0][1]
-        dfull = np.zeros((f, n, hp, wo), dtype=dout.dtype)  # dout on every padded row, 0 below
-        dfull[:, :, :ho] = dmat.reshape(f, n, ho, wo)
-        dfull = dfull.reshape(f, -1)
-        valid = dfull.shape[1] - (kh - 1) * wo
-        dw_rows = np.empty((kh, f, c * kw), dtype=dout.dtype)
-        for i in range(kh):
-            np.matmul(dfull[:, :valid], saved[:, i * wo : i * wo + valid].T, out=dw_rows[i])
-        dw = dw_rows.reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
-    dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
-    return dx, dw, db
+        dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
+        return dx, dw, db
+    # rows: shifted[i] is dout placed i padded rows down, so that one product with the rows
+    # matrix gives every kernel row's weight gradient, and one with the weights every row tap's
+    # input gradient.
+    hp = x_shape[2] + padding[0][0] + padding[0][1]
+    shifted = np.zeros((kh, f, n, hp, wo), dtype=dout.dtype)
+    dgrid = dmat.reshape(f, n, ho, wo)
+    for i in range(kh):
+        shifted[i, :, :, i : i + ho] = dgrid
+    shifted = shifted.reshape(kh * f, n * hp * wo)
+    dw = (shifted @ saved.T).reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
+    if not need_input_grad:
+        return None, dw, db
+    dtaps = (stacked_rows(w).T @ shifted).reshape(c, kw, n, hp, wo)
+    return row_windows_adjoint(dtaps, x_shape, stride[1], padding), dw, db
 
 
 class Conv2d(Layer):
