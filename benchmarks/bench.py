@@ -118,10 +118,10 @@ def peak_rss_mb() -> float:
 def stablecnn_worker(args) -> dict:
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from stablecnn import runtime
+    from stablecnn import parallel, runtime
 
-    threadpool_limits(limits=args.threads)
-    keep_freed = runtime.keep_freed_memory()  # what Trainer and the CLI do
+    runtime.configure(threads=args.threads)  # what Trainer and the CLI do: BLAS on 1 thread,
+    keep_freed = runtime.keep_freed_memory()  # stablecnn's own pool of args.threads
     model = zoo.build(args.model, seed=args.seed)
     loss, opt = SoftmaxCrossEntropy(), Adagrad(model.parameters(), lr=LR, eps=EPS)
 
@@ -134,6 +134,7 @@ def stablecnn_worker(args) -> dict:
         model.forward(x, training=False)
 
     return run_worker(args, train_step, infer_step, {
+        "stablecnn_threads": parallel.get_num_threads(),
         "blas_threads": [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"],
         "keep_freed_memory": keep_freed,
     })

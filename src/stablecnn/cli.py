@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    runtime.keep_freed_memory()
+    runtime.configure()  # STABLECNN_NUM_THREADS or every CPU; see stablecnn.runtime
     try:
         return int(args.func(args) or 0)
     except (StableCNNError, ValueError) as exc:

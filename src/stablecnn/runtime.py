@@ -1,4 +1,8 @@
-"""Process-wide settings that decide how fast NumPy can train: the memory allocator.
+"""Process-wide settings that decide how fast NumPy can train: threads and the allocator.
+
+:func:`configure` is what :class:`~stablecnn.train.Trainer`, the command line and the benchmark
+call: :func:`keep_freed_memory` below, and :func:`stablecnn.parallel.set_num_threads` with the
+default thread count unless the program chose one already.
 
 A training step of Model 1 allocates and frees about a hundred arrays of 0.1 to 20 MB. glibc's
 ``malloc`` serves every block above its mmap threshold (128 KiB at start, raised only by what it
@@ -23,7 +27,7 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["keep_freed_memory", "MMAP_THRESHOLD"]
+__all__ = ["configure", "keep_freed_memory", "MMAP_THRESHOLD"]
 
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -68,3 +72,14 @@ def keep_freed_memory() -> bool:
     ok = mallopt(_M_TRIM_THRESHOLD, min(_TRIM_THRESHOLD, 2**31 - 1)) == 1 and ok
     _applied = ok
     return ok
+
+
+def configure(threads: int | None = None) -> None:
+    """Keep freed memory for reuse and run stablecnn on ``threads`` threads (default: the
+    number already set by :func:`stablecnn.parallel.set_num_threads`, else
+    :func:`stablecnn.parallel.default_num_threads`)."""
+    from stablecnn import parallel
+
+    keep_freed_memory()
+    if threads is not None or not parallel.configured():
+        parallel.set_num_threads(parallel.default_num_threads() if threads is None else threads)

@@ -197,7 +197,7 @@ class Trainer:
                  progress: bool = True):
         from stablecnn.data import Normalizer
 
-        runtime.keep_freed_memory()  # a quarter of a step's time is page faults otherwise
+        runtime.configure()  # threads, and freed memory kept (page faults cost a quarter otherwise)
         self.config = config
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)

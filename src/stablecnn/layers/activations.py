@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stablecnn import parallel
 from stablecnn.layers.base import Layer
 
 
@@ -20,7 +21,8 @@ class ReLU(Layer):
         self._out = None
 
     def forward(self, x, training=True):
-        out = np.maximum(x, 0)
+        out = np.empty_like(x, order="K")
+        parallel.split(lambda x, out: np.maximum(x, 0, out=out), x, out)
         self._out = out if training else None
         return out
 
@@ -30,7 +32,10 @@ class ReLU(Layer):
         out, self._out = self._out, None
         if not need_input_grad:
             return None
-        return np.multiply(dout, out > 0, dtype=dout.dtype)
+        dx = np.empty_like(out, dtype=dout.dtype)  # the layout of the forward output
+        parallel.split(lambda dout, out, dx: np.multiply(dout, out > 0, out=dx), dout, out, dx,
+                       axis=parallel.outer_axis(dx))
+        return dx
 
     def __repr__(self):
         return "ReLU()"

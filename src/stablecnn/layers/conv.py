@@ -25,8 +25,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stablecnn import init as initializers
+from stablecnn import parallel
 from stablecnn.errors import ShapeError
-from stablecnn.layers.base import Layer, pair
+from stablecnn.layers.base import Layer, fresh, pair
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -67,12 +68,22 @@ def _pad(x: np.ndarray, padding: Padding) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), *padding))
 
 
-def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+           scratch=fresh, name="cols") -> np.ndarray:
     """Copy the windows of the padded input ``xp`` (N, C, Hp, Wp) into (C*kH*kW, N*Ho*Wo)."""
     n, c = xp.shape[:2]
     windows = sliding_window_view(xp, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
     ho, wo = windows.shape[2:4]  # windows: (N, C, Ho, Wo, kH, kW), a view
-    return windows.transpose(1, 4, 5, 0, 2, 3).reshape(c * kernel[0] * kernel[1], n * ho * wo)
+    windows = windows.transpose(1, 4, 0, 2, 3, 5)  # (C, kH, N, Ho, Wo, kW)
+    cols = scratch(name, (c, kernel[0], kernel[1], n, ho, wo), xp.dtype)
+
+    def copy(src, dst):  # per thread, a span of (C*kH) kernel rows
+        for ci in range(src.shape[0]):
+            for i in range(src.shape[1]):
+                dst[ci, i] = src[ci, i].transpose(3, 0, 1, 2)
+
+    parallel.split(copy, windows, cols, axis=0 if c > 1 else 1)
+    return cols.reshape(c * kernel[0] * kernel[1], n * ho * wo)
 
 
 def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
@@ -89,12 +100,17 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     sh, sw = stride
     hp, wp = h + pt + pb, w_ + pl + pr
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    w_offsets = w.transpose(2, 3, 1, 0)  # (kH, kW, C, F): w_offsets[i, j] is (C, F)
-    dxp = np.zeros((c, n, hp, wp), dtype=dmat.dtype)  # channel-major, like dmat
-    for i in range(kh):
-        for j in range(kw):
-            window = dxp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-            window += (w_offsets[i, j] @ dmat).reshape(c, n, ho, wo)
+    w_offsets = w.transpose(1, 2, 3, 0)  # (C, kH, kW, F): w_offsets[:, i, j] is (C, F)
+    dxp = np.empty((c, n, hp, wp), dtype=dmat.dtype)  # channel-major, like dmat
+
+    def accumulate(w_span, dxp_span):  # per thread, a span of input channels
+        dxp_span[...] = 0
+        for i in range(kh):
+            for j in range(kw):
+                window = dxp_span[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+                window += (w_span[:, i, j] @ dmat).reshape(-1, n, ho, wo)
+
+    parallel.split(accumulate, w_offsets, dxp, axis=0)
     return dxp[:, :, pt : pt + h, pl : pl + w_].transpose(1, 0, 2, 3)
 
 
@@ -106,12 +122,18 @@ def use_rows_kernel(in_channels: int, kernel_size, stride) -> bool:
     return stride[0] == 1 and in_channels * kernel_size[1] >= ROWS_MIN_DEPTH
 
 
-def row_windows(xp: np.ndarray, kw: int, sw: int) -> np.ndarray:
+def row_windows(xp: np.ndarray, kw: int, sw: int, scratch=fresh, name="taps") -> np.ndarray:
     """Copy the kW horizontal taps of every padded row: (N, C, Hp, Wp) -> (C*kW, N*Hp*Wo)."""
     n, c, hp, _ = xp.shape
     taps = sliding_window_view(xp, kw, axis=3)[:, :, :, ::sw, :]  # (N, C, Hp, Wo, kW), a view
     wo = taps.shape[3]
-    return taps.transpose(1, 4, 0, 2, 3).reshape(c * kw, n * hp * wo)
+    out = scratch(name, (c, kw, n, hp, wo), xp.dtype)
+
+    def copy(src, dst):  # per thread, a span of channels
+        np.copyto(dst, src)
+
+    parallel.split(copy, taps.transpose(1, 4, 0, 2, 3), out, axis=0)
+    return out.reshape(c * kw, n * hp * wo)
 
 
 def row_windows_adjoint(dtaps: np.ndarray, x_shape, sw: int, padding: Padding) -> np.ndarray:
@@ -123,9 +145,14 @@ def row_windows_adjoint(dtaps: np.ndarray, x_shape, sw: int, padding: Padding) -
     n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
     kw, hp, wo = dtaps.shape[1], dtaps.shape[3], dtaps.shape[4]
-    dxp = np.zeros((c, n, hp, w_ + pl + pr), dtype=dtaps.dtype)
-    for j in range(kw):
-        dxp[:, :, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
+    dxp = np.empty((c, n, hp, w_ + pl + pr), dtype=dtaps.dtype)
+
+    def add_taps(dtaps, dxp):  # per thread, a span of channels
+        dxp[...] = 0
+        for j in range(kw):
+            dxp[:, :, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
+
+    parallel.split(add_taps, dtaps, dxp, axis=0)
     return dxp[:, :, pt : pt + h, pl : pl + w_].transpose(1, 0, 2, 3)
 
 
@@ -135,13 +162,16 @@ def stacked_rows(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 0, 1, 3).reshape(kh * f, c * kw)
 
 
-def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None):
+def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None,
+                   scratch=fresh, saved_name="saved"):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
     ``out[n, f, i, j] = b[f] + sum_{c,p,q} w[f, c, p, q] * xpad[n, c, i*sH + p, j*sW + q]``
 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
-    (N, F, Ho, Wo) and what :func:`conv2d_backward` needs.
+    (N, F, Ho, Wo) and what :func:`conv2d_backward` needs. ``scratch`` (a
+    :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays; the window matrix kept
+    for the backward pass is taken under ``saved_name``.
     """
     n = x.shape[0]
     f, c, kh, kw = w.shape
@@ -152,26 +182,31 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     if rows is None:
         rows = use_rows_kernel(c, (kh, kw), stride)
     if not rows:
-        cols = im2col(xp, (kh, kw), stride)  # (C*kH*kW, N*Ho*Wo)
-        out = w.reshape(f, -1) @ cols  # (F, N*Ho*Wo)
+        cols = im2col(xp, (kh, kw), stride, scratch, saved_name)  # (C*kH*kW, N*Ho*Wo)
+        out = parallel.matmul(w.reshape(f, -1), cols)  # (F, N*Ho*Wo)
         out += b[:, None]
         return out.reshape(f, n, ho, wo).transpose(1, 0, 2, 3), ("im2col", cols)
-    taps = row_windows(xp, kw, stride[1])  # (C*kW, N*Hp*Wo)
+    taps = row_windows(xp, kw, stride[1], scratch, saved_name)  # (C*kW, N*Hp*Wo)
     total = n * hp * wo
     valid = total - (kh - 1) * wo  # the last kH-1 rows of the last image have no full window
     # One product for all kH kernel rows (kH*F output rows keep the product wide), then kernel
     # row i's block, read i image rows further on, is added in.
-    partial = stacked_rows(w) @ taps  # (kH*F, N*Hp*Wo)
+    partial = parallel.matmul(stacked_rows(w), taps, out=scratch("partial", (kh * f, total), x.dtype))
+    partial = partial.reshape(kh, f, total)  # (kH, F, N*Hp*Wo)
     out = np.empty((f, total), dtype=x.dtype)  # an output for every padded input row
-    np.add(partial[:f, :valid], b[:, None], out=out[:, :valid])
-    for i in range(1, kh):
-        out[:, :valid] += partial[i * f : (i + 1) * f, i * wo : i * wo + valid]
-    out[:, valid:] = 0
+
+    def add_rows(partial, b, out):  # per thread, a span of filters; partial is (F, kH, ...)
+        np.add(partial[:, 0, :valid], b[:, None], out=out[:, :valid])
+        for i in range(1, kh):
+            out[:, :valid] += partial[:, i, i * wo : i * wo + valid]
+        out[:, valid:] = 0
+
+    parallel.split(add_rows, partial.transpose(1, 0, 2), b, out, axis=0)
     return out.reshape(f, n, hp, wo)[:, :, :ho, :].transpose(1, 0, 2, 3), ("rows", taps)
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
-                    need_input_grad=True):
+                    need_input_grad=True, scratch=fresh):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
 
     With ``D = dout`` as (F, N*Ho*Wo): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
@@ -185,22 +220,29 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     dmat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*Ho*Wo); free for our own outputs
     db = dmat.sum(axis=1)
     if kind == "im2col":
-        dw = (dmat @ saved.T).reshape(w.shape)
+        dw = parallel.matmul(dmat, saved.T).reshape(w.shape)
         dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
         return dx, dw, db
     # rows: shifted[i] is dout placed i padded rows down, so that one product with the rows
     # matrix gives every kernel row's weight gradient, and one with the weights every row tap's
     # input gradient.
     hp = x_shape[2] + padding[0][0] + padding[0][1]
-    shifted = np.zeros((kh, f, n, hp, wo), dtype=dout.dtype)
-    dgrid = dmat.reshape(f, n, ho, wo)
-    for i in range(kh):
-        shifted[i, :, :, i : i + ho] = dgrid
+    shifted = scratch("shifted", (kh, f, n, hp, wo), dout.dtype)
+
+    def place(dgrid, shifted):  # per thread, a span of images: (n, F, Ho, Wo), (n, kH, F, ...)
+        shifted[...] = 0
+        for i in range(kh):
+            shifted[:, i, :, i : i + ho] = dgrid
+
+    parallel.split(place, dmat.reshape(f, n, ho, wo).transpose(1, 0, 2, 3),
+                   shifted.transpose(2, 0, 1, 3, 4), axis=0)
     shifted = shifted.reshape(kh * f, n * hp * wo)
-    dw = (shifted @ saved.T).reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
+    dw = parallel.matmul(shifted, saved.T).reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
     if not need_input_grad:
         return None, dw, db
-    dtaps = (stacked_rows(w).T @ shifted).reshape(c, kw, n, hp, wo)
+    dtaps = parallel.matmul(stacked_rows(w).T, shifted,
+                            out=scratch("dtaps", (c * kw, n * hp * wo), dout.dtype))
+    dtaps = dtaps.reshape(c, kw, n, hp, wo)
     return row_windows_adjoint(dtaps, x_shape, stride[1], padding), dw, db
 
 
@@ -275,8 +317,10 @@ class Conv2d(Layer):
 
     def forward(self, x, training=True):
         self._check_input(x, 4)
-        out, cache = conv2d_forward(x, self.params["weight"], self.params["bias"],
-                                    self.stride, self.padding)
+        # inference allocates afresh: a pending training cache stays intact, and an evaluation
+        # at a large batch leaves no large arrays behind
+        out, cache = conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride,
+                                    self.padding, scratch=self.scratch if training else fresh)
         self._cache = (cache, x.shape) if training else None
         return out
 
@@ -285,7 +329,7 @@ class Conv2d(Layer):
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, x_shape = self._cache
         dx, dw, db = conv2d_backward(dout, cache, x_shape, self.params["weight"], self.stride,
-                                     self.padding, need_input_grad)
+                                     self.padding, need_input_grad, scratch=self.scratch)
         self.grads["weight"][...] = dw
         self.grads["bias"][...] = db
         self._cache = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn import init as initializers
+from stablecnn import parallel
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer
 
@@ -60,17 +61,17 @@ class Linear(Layer):
     def forward(self, x, training=True):
         self._check_input(x, 2)
         self._x = x if training else None
-        out = x @ self.params["weight"].T  # (N, out)
+        out = parallel.matmul(x, self.params["weight"].T)  # (N, out)
         out += self.params["bias"]
         return out
 
     def backward(self, dout, need_input_grad=True):
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        np.matmul(dout.T, self._x, out=self.grads["weight"])
+        parallel.matmul(dout.T, self._x, out=self.grads["weight"])
         np.sum(dout, axis=0, out=self.grads["bias"])
         self._x = None
-        return dout @ self.params["weight"] if need_input_grad else None
+        return parallel.matmul(dout, self.params["weight"]) if need_input_grad else None
 
     def __repr__(self):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stablecnn import parallel
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer, pair
 
@@ -21,27 +22,44 @@ def _window(x, i, j, stride, out_hw):
     return x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
 
 
-def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2)):
+def batch_or_channel(x) -> int:
+    """Axis 0 or 1, whichever is outermost in memory (and longer than 1): the axis to split
+    across threads, since windows never cross it."""
+    return max((0, 1), key=lambda i: (x.shape[i] > 1, abs(x.strides[i])))
+
+
+def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True):
     """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``.
 
     Returns ``(out, argmax)``: out (N, C, Ho, Wo) and, per output, the row-major index
-    ``p * kW + q`` of the first maximum in its window (uint8), which backward needs. Both keep
-    the input's memory layout, so every pass below walks memory in order.
+    ``p * kW + q`` of the first maximum in its window (uint8), which backward needs (None when
+    not ``with_argmax``). Both keep the input's memory layout, so every pass below walks memory
+    in order; spans of the outermost of the batch and channel axes run on separate threads.
     """
     kh, kw = kernel
     ho = (x.shape[2] - kh) // stride[0] + 1
     wo = (x.shape[3] - kw) // stride[1] + 1
-    out = _window(x, 0, 0, stride, (ho, wo)).copy(order="K")
-    argmax = np.zeros_like(out, dtype=np.uint8)
-    better = np.empty_like(out, dtype=bool)
-    index = np.empty_like(argmax)
-    for k in range(1, kh * kw):
-        candidate = _window(x, k // kw, k % kw, stride, (ho, wo))
-        np.greater(candidate, out, out=better)  # strict: a later equal value never wins
-        np.maximum(out, candidate, out=out)
-        # offsets come in increasing order, so "k where better, else keep" is a running maximum
-        np.multiply(better, np.uint8(k), out=index)
-        np.maximum(argmax, index, out=argmax)
+    out = np.empty_like(_window(x, 0, 0, stride, (ho, wo)), order="K")
+    argmax = np.empty_like(out, dtype=np.uint8) if with_argmax else None
+
+    def pool(x, out, argmax):
+        out[...] = _window(x, 0, 0, stride, (ho, wo))
+        if argmax is None:
+            for k in range(1, kh * kw):
+                np.maximum(out, _window(x, k // kw, k % kw, stride, (ho, wo)), out=out)
+            return
+        argmax[...] = 0
+        better = np.empty_like(out, dtype=bool)
+        index = np.empty_like(argmax)
+        for k in range(1, kh * kw):
+            candidate = _window(x, k // kw, k % kw, stride, (ho, wo))
+            np.greater(candidate, out, out=better)  # strict: a later equal value never wins
+            np.maximum(out, candidate, out=out)
+            # offsets come in increasing order, so "k where better, else keep" is a running max
+            np.multiply(better, np.uint8(k), out=index)
+            np.maximum(argmax, index, out=argmax)
+
+    parallel.split(pool, x, out, argmax, axis=batch_or_channel(out))
     return out, argmax
 
 
@@ -53,11 +71,18 @@ def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2)):
     """
     kh, kw = kernel
     ho, wo = dout.shape[2:]
-    dx = np.zeros_like(x_like, dtype=dout.dtype)
-    routed = np.empty_like(dout)
-    for k in range(kh * kw):
-        np.multiply(dout, argmax == k, out=routed)
-        _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += routed
+    dx = np.empty_like(x_like, dtype=dout.dtype)
+
+    def route(dout, argmax, dx):
+        dx[...] = 0
+        chosen = np.empty_like(argmax, dtype=bool)
+        routed = np.empty_like(dout)
+        for k in range(kh * kw):
+            np.equal(argmax, k, out=chosen)
+            np.multiply(dout, chosen, out=routed)
+            _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += routed
+
+    parallel.split(route, dout, argmax, dx, axis=batch_or_channel(dx))
     return dx
 
 
@@ -99,7 +124,7 @@ class MaxPool2d(Layer):
 
     def forward(self, x, training=True):
         self._check_input(x, 4)
-        out, argmax = maxpool2d_forward(x, self.kernel_size, self.stride)
+        out, argmax = maxpool2d_forward(x, self.kernel_size, self.stride, with_argmax=training)
         self._cache = (argmax, x) if training else None  # x is the previous layer's output
         return out
 

@@ -1,0 +1,183 @@
+"""stablecnn's own threads: element-wise kernels and matrix products split across cores.
+
+A NumPy ufunc or copy runs on one core, and in a training step of Model 1 a third of the time is
+such memory-bound passes (max-pool, the window copies of the convolutions, the optimizer
+update). NumPy releases the GIL inside those loops and inside BLAS, so splitting an array into
+one span per thread and running the spans on a small pool uses every core for them too.
+
+Multi-threaded BLAS does not mix with that: its idle workers spin between products and take the
+cores our spans need (a max-pool span ran at half speed beside them). So when stablecnn runs on
+n > 1 threads it sets BLAS to one thread and splits each large product into n column (or row)
+blocks itself: measured on 2 cores, as fast as two BLAS threads on every Model 1 product.
+
+Until :func:`set_num_threads` is called everything runs in the calling thread and NumPy's BLAS
+keeps its own setting, so importing stablecnn changes nothing. :class:`~stablecnn.train.Trainer`,
+the command line and the benchmark call ``set_num_threads(default_num_threads())``; the default
+is the CPUs this process may use, or ``STABLECNN_NUM_THREADS``.
+
+Only element-wise work and whole blocks of products are split: every element is computed by the
+same code as in one piece, so results are bit-identical for any thread count (reductions, such
+as a bias gradient's sum, are never split).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
+           "for_each_span", "split", "outer_axis", "matmul", "MIN_SPAN", "MIN_BLOCK"]
+
+MIN_SPAN = 1 << 15  # elements per thread below which a split costs more than it saves (~10 us)
+
+_state = threading.local()  # .busy: this thread is running a span, so nested calls run inline
+_lock = threading.Lock()
+_threads = 1
+_configured = False  # set_num_threads was called
+_pool: ThreadPoolExecutor | None = None
+
+
+def default_num_threads() -> int:
+    """``STABLECNN_NUM_THREADS`` if set, else the number of CPUs this process may run on."""
+    value = os.environ.get("STABLECNN_NUM_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"STABLECNN_NUM_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """The number of threads stablecnn runs on (1 until :func:`set_num_threads`)."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Run stablecnn on exactly ``n`` threads: NumPy's BLAS is set to one thread (through
+    threadpoolctl, for the whole process) and stablecnn splits products and element-wise work
+    across its own ``n`` (see the module doc)."""
+    global _threads, _pool, _configured
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
+    with _lock:
+        _threads, _configured = n, True
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def configured() -> bool:
+    """Whether :func:`set_num_threads` has been called in this process."""
+    return _configured
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(get_num_threads() - 1, 1),
+                                       thread_name_prefix="stablecnn")
+        return _pool
+
+
+def spans(total: int, min_span: int = MIN_SPAN) -> list[tuple[int, int]]:
+    """Split ``range(total)`` into at most :func:`get_num_threads` near-equal ``(start, stop)``
+    spans of at least ``min_span`` items each (one span when the work is small)."""
+    parts = max(1, min(get_num_threads(), total // max(min_span, 1)))
+    if getattr(_state, "busy", False):
+        parts = 1
+    bounds = [total * i // parts for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _guarded(task: Callable[[], object]):
+    _state.busy = True
+    try:
+        return task()
+    finally:
+        _state.busy = False
+
+
+def run(tasks: list[Callable[[], object]]) -> list:
+    """Call every task (the first in this thread, the rest on the pool); return their results.
+
+    All tasks finish before this returns, even if one raises; the first exception is re-raised.
+    """
+    if len(tasks) <= 1 or getattr(_state, "busy", False):
+        return [task() for task in tasks]
+    futures = [_executor().submit(_guarded, task) for task in tasks[1:]]
+    error = None
+    try:
+        first = [_guarded(tasks[0])]
+    except BaseException as exc:  # still wait for the others: they write into shared arrays
+        error, first = exc, []
+    results = []
+    for future in futures:
+        try:
+            results.append(future.result())
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+    return first + results
+
+
+def for_each_span(total: int, fn: Callable[[int, int], object], min_span: int = MIN_SPAN) -> None:
+    """``fn(start, stop)`` over the :func:`spans` of ``range(total)``, in parallel."""
+    run([lambda a=a, b=b: fn(a, b) for a, b in spans(total, min_span)])
+
+
+def outer_axis(x: np.ndarray) -> int:
+    """The axis with the largest stride among those longer than 1: spans along it are the most
+    contiguous blocks of memory (0 for a 0-d or 1-element array)."""
+    axes = [i for i in range(x.ndim) if x.shape[i] > 1]
+    return max(axes, key=lambda i: abs(x.strides[i])) if axes else 0
+
+
+def split(fn: Callable[..., object], *arrays: np.ndarray | None, axis: int | None = None) -> None:
+    """``fn(*blocks)`` over spans of same-shaped ``arrays`` along ``axis`` (default: the
+    :func:`outer_axis` of the first), one span per thread. ``None`` entries pass through.
+
+    For element-wise work only: ``fn`` must compute each block from the same blocks of the
+    inputs, so the result does not depend on where the spans fall.
+    """
+    first = arrays[0]
+    if first.ndim == 0:
+        fn(*arrays)
+        return
+    axis = outer_axis(first) if axis is None else axis
+    per_item = first.size // max(first.shape[axis], 1)
+
+    def on_span(a, b):
+        index = (slice(None),) * axis + (slice(a, b),)
+        fn(*(None if arr is None else arr[index] for arr in arrays))
+
+    for_each_span(first.shape[axis], on_span, min_span=max(1, MIN_SPAN // max(per_item, 1)))
+
+
+MIN_BLOCK = 32  # rows or columns of a product per thread, below which it is not split
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` for 2-D arrays, in column blocks of ``b`` (or row blocks of ``a`` when ``a`` has
+    more rows than ``b`` has columns), one block per thread, each a single-threaded BLAS call."""
+    m, n = a.shape[0], b.shape[1]
+    if out is None:
+        out = np.empty((m, n), dtype=np.result_type(a, b))
+    if _threads == 1 or max(m, n) < 2 * MIN_BLOCK or getattr(_state, "busy", False):
+        return np.matmul(a, b, out=out)
+    if n >= m:
+        for_each_span(n, lambda s, e: np.matmul(a, b[:, s:e], out=out[:, s:e]), MIN_BLOCK)
+    else:
+        for_each_span(m, lambda s, e: np.matmul(a[s:e], b, out=out[s:e]), MIN_BLOCK)
+    return out

@@ -1,0 +1,172 @@
+"""stablecnn.parallel: spans, the pool, split products, and thread-count-independent results."""
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from stablecnn import SGD, Adagrad, Adam, RMSprop, parallel, zoo
+from stablecnn.layers import Conv2d, Linear, MaxPool2d, ReLU
+from stablecnn.losses import SoftmaxCrossEntropy
+
+
+def blas_threads():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.fixture
+def threads():
+    """``threads(n)`` sets stablecnn's thread count; the test's end restores 1 and BLAS."""
+    original = blas_threads()
+    yield parallel.set_num_threads
+    parallel.set_num_threads(1)
+    if original:
+        threadpool_limits(limits=original[0], user_api="blas")
+
+
+@pytest.mark.parametrize("total", [0, 1, 5, 2**15, 2**16 + 3, 10**6 + 1])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_spans_cover_the_range_once(threads, total, n):
+    threads(n)
+    spans = parallel.spans(total, min_span=1000)
+    assert spans[0][0] == 0 and spans[-1][1] == total
+    assert all(a < b or total == 0 for a, b in spans)
+    assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    assert len(spans) == max(1, min(n, total // 1000))
+
+
+def test_run_waits_for_every_task_and_reraises(threads):
+    threads(2)
+    done = []
+
+    def fail():
+        raise KeyError("boom")
+
+    def slow():
+        threading.Event().wait(0.05)
+        done.append(True)
+
+    with pytest.raises(KeyError, match="boom"):
+        parallel.run([fail, slow])
+    assert done == [True]  # the other span finished before the error came out
+
+
+def test_nested_spans_run_inline(threads):
+    threads(2)
+    seen = []
+
+    def outer(a, b):
+        seen.append(len(parallel.spans(10**6, 1)))  # inside a span: one span, no deadlock
+
+    parallel.for_each_span(4, outer, min_span=1)
+    assert seen == [1, 1]
+
+
+def test_set_num_threads_rejects_bad_counts_and_sets_blas_to_one(threads):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="positive int"):
+            parallel.set_num_threads(bad)
+    threads(2)
+    assert parallel.get_num_threads() == 2
+    assert set(blas_threads()) <= {1}
+
+
+def test_default_num_threads_env(monkeypatch):
+    monkeypatch.setenv("STABLECNN_NUM_THREADS", "3")
+    assert parallel.default_num_threads() == 3
+    monkeypatch.setenv("STABLECNN_NUM_THREADS", "zero")
+    with pytest.raises(ValueError, match="STABLECNN_NUM_THREADS"):
+        parallel.default_num_threads()
+
+
+@pytest.mark.parametrize("shape", [(100, 2704, 1024), (1024, 100, 300), (3, 7, 5), (300, 40, 64)])
+def test_split_matmul_matches_one_product(threads, shape):
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    expected = a @ b
+    threads(3)
+    np.testing.assert_allclose(parallel.matmul(a, b), expected, rtol=1e-5, atol=1e-4)
+    out = np.full((m, n), np.nan, np.float32)
+    assert parallel.matmul(a.T.copy().T, b, out=out) is out
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-4)
+
+
+def run_layer(layer, x, dout_seed=1):
+    out = layer.forward(x)
+    dout = np.random.default_rng(dout_seed).standard_normal(out.shape).astype(x.dtype)
+    dx = layer.backward(dout)
+    return [out, dx, *(g.copy() for g in layer.grads.values())]
+
+
+LAYERS = [
+    ("conv rows", lambda: Conv2d(32, 16, 5, rng=np.random.default_rng(0)), (20, 32, 18, 18)),
+    ("conv rows same", lambda: Conv2d(24, 8, 3, padding="same", rng=np.random.default_rng(0)),
+     (6, 24, 11, 9)),
+    ("conv im2col", lambda: Conv2d(1, 32, 10, rng=np.random.default_rng(0)), (30, 1, 28, 28)),
+    ("conv im2col strided", lambda: Conv2d(3, 8, (3, 2), stride=(2, 3), padding=1,
+                                          rng=np.random.default_rng(0)), (9, 3, 17, 15)),
+    ("pool overlapping", lambda: MaxPool2d(2, stride=1), (40, 32, 19, 19)),
+    ("pool one image", lambda: MaxPool2d(3, stride=2), (1, 64, 23, 20)),
+    ("relu", ReLU, (64, 32, 19, 19)),
+    ("linear", lambda: Linear(2704, 1024, rng=np.random.default_rng(0)), (100, 2704)),
+]
+
+
+@pytest.mark.parametrize("name, make, shape", LAYERS, ids=[row[0] for row in LAYERS])
+def test_layers_agree_across_thread_counts(threads, name, make, shape):
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    if name.startswith("pool"):
+        x = np.round(x, 1)  # ties: the first maximum must win on every thread
+    threads(1)
+    one = run_layer(make(), x)
+    for n in (2, 3):
+        threads(n)
+        many = run_layer(make(), x)
+        for a, b in zip(one, many):
+            if name.startswith(("conv", "linear")):  # split products: BLAS blocks may round apart
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+            else:
+                np.testing.assert_array_equal(b, a)
+
+
+@pytest.mark.parametrize("make", [lambda p: Adagrad(p, lr=0.01), lambda p: Adam(p, lr=1e-3),
+                                  lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True,
+                                                weight_decay=1e-4),
+                                  lambda p: RMSprop(p, lr=1e-3, centered=True, momentum=0.5)],
+                         ids=["adagrad", "adam", "sgd", "rmsprop"])
+def test_optimizer_spans_are_bit_identical(threads, make):
+    """The update of a large parameter in spans equals the update in one piece, bit for bit."""
+    results = []
+    for n in (1, 2, 3):
+        threads(n)
+        rng = np.random.default_rng(0)
+        param = rng.standard_normal(3 * parallel.MIN_SPAN + 7).astype(np.float32)
+        grad = np.zeros_like(param)
+        opt = make([("w", param, grad)])
+        for _ in range(3):
+            grad[...] = rng.standard_normal(param.shape)
+            opt.step()
+        results.append((param.copy(), {k: v.copy() for k, v in opt.state_dict().items()}))
+    for param, state in results[1:]:
+        np.testing.assert_array_equal(param, results[0][0])
+        for key in state:
+            np.testing.assert_array_equal(state[key], results[0][1][key])
+
+
+def test_model1_training_step_agrees_across_thread_counts(threads):
+    x = np.random.default_rng(0).random((50, 1, 28, 28), dtype=np.float32)
+    y = np.arange(50) % 10
+    params = []
+    for n in (1, 2):
+        threads(n)
+        model, loss = zoo.build("md1", seed=0), SoftmaxCrossEntropy()
+        opt = Adagrad(model.parameters(), lr=0.01)
+        for _ in range(2):
+            loss.forward(model.forward(x), y)
+            model.backward(loss.backward(), need_input_grad=False)
+            opt.step()
+        params.append(model.state_dict())
+    for key, value in params[0].items():
+        np.testing.assert_allclose(params[1][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
