@@ -73,6 +73,8 @@ def test_conv_backward_can_skip_the_input_gradient():
 POOL_CASES = [
     ((2, 3, 6, 6), 2, None),
     ((2, 2, 7, 5), 2, 1),  # overlapping, non-square
+    ((2, 3, 7, 8), 2, (1, 2)),  # the separable 2x2 kernel with per-axis strides
+    ((2, 2, 9, 6), 2, (3, 1)),
     ((1, 2, 9, 8), (3, 2), (2, 1)),
     ((2, 1, 6, 7), 3, 3),
 ]
@@ -90,6 +92,65 @@ def test_maxpool_matches_naive_definition_including_ties(shape, kernel, stride, 
     dout = rng.standard_normal(out.shape)
     np.testing.assert_allclose(pool.backward(dout), naive.maxpool2d_backward(dout, route, x.shape),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel-major", "one image", "one channel"])
+def test_flat_2x2_pool_equals_the_general_kernel(layout):
+    from stablecnn.layers.pool import (contiguous_order, maxpool2d_backward, maxpool2d_forward,
+                                       maxpool2x2_flat_backward, maxpool2x2_flat_forward)
+
+    rng = np.random.default_rng(9)
+    shape = {"one image": (1, 6, 7, 9), "one channel": (6, 1, 9, 7)}.get(layout, (5, 4, 11, 10))
+    x = rng.integers(0, 3, shape).astype(np.float32)  # ties in most windows
+    if layout == "channel-major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    order = contiguous_order(x)
+    assert order is not None
+    out, argmax = maxpool2d_forward(x, (2, 2), (1, 1))
+    out2, choice = maxpool2x2_flat_forward(x, order)
+    np.testing.assert_array_equal(out2, out)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx = maxpool2d_backward(dout, argmax, x, (2, 2), (1, 1))
+    dx2 = maxpool2x2_flat_backward(dout, choice)
+    assert dx2.shape == x.shape and np.argsort(dx2.strides).tolist() == np.argsort(x.strides).tolist()
+    np.testing.assert_array_equal(dx2 != 0, dx != 0)  # the same cells get gradient
+    np.testing.assert_allclose(dx2, dx, rtol=1e-6, atol=1e-6)  # added in another order
+
+
+def test_flat_pool_is_not_used_on_strided_inputs():
+    from stablecnn.layers.pool import contiguous_order
+
+    x = np.zeros((4, 3, 10, 12), np.float32)
+    assert contiguous_order(x) == [0, 1, 2, 3]
+    assert contiguous_order(x.transpose(1, 0, 2, 3)) == [1, 0, 2, 3]
+    assert contiguous_order(x[:, :, :, :6]) is None  # rows not contiguous with each other
+    assert contiguous_order(x[:, :, ::2]) is None
+    assert contiguous_order(x.transpose(0, 1, 3, 2)) is None  # W is not innermost
+    pool = MaxPool2d(2, 1)  # and the layer still pools them right
+    y = np.random.default_rng(0).standard_normal((4, 3, 10, 12))[:, :, :, :6]
+    np.testing.assert_array_equal(pool.forward(y), naive.maxpool2d(y, (2, 2), (1, 1))[0])
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (3, 1)])
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+def test_separable_2x2_pool_equals_the_general_kernel(stride, layout):
+    from stablecnn.layers.pool import (maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward,
+                                       maxpool2x2_forward)
+
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 3, (5, 4, 11, 10)).astype(np.float32)  # ties in most windows
+    if layout == "channel-major":
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    out, argmax = maxpool2d_forward(x, (2, 2), stride)
+    out2, choice = maxpool2x2_forward(x, stride)
+    np.testing.assert_array_equal(out2, out)
+    assert out2.strides == out.strides  # the input's layout is kept
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx = maxpool2d_backward(dout, argmax, x, (2, 2), stride)
+    dx2 = maxpool2x2_backward(dout, choice, x, stride)
+    np.testing.assert_array_equal(dx2 != 0, dx != 0)  # the same cells get gradient
+    # where overlapping windows meet, the two kernels add their shares in another order
+    np.testing.assert_allclose(dx2, dx, rtol=1e-6, atol=1e-6)
 
 
 def test_maxpool_tie_goes_to_first_maximum_in_row_major_order():

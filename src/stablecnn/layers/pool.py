@@ -1,7 +1,15 @@
 """Max pooling.
 
-The kernels loop over the kH*kW offsets of the window (4 for Model 1's 2x2 pools), each step one
-vectorised comparison over the whole batch: no loop over images, channels or pixels.
+Two kernels, both vectorised over the whole batch (no loop over images, channels or pixels):
+
+- 2x2 windows (Model 1's pools, any stride) are separable: the larger of each column pair, then
+  the larger of the two rows' winners. Two comparisons and two maxima in all, and two boolean
+  choices (right column won; bottom row won) are all the backward pass needs. With stride 1 and
+  an input whose rows are contiguous, each of those passes runs over the whole array as one
+  flat vector, offset by one element (the next column) or one row (the next row): windows
+  that straddle a row or image edge are computed too and never read, and NumPy's inner loop
+  then runs at memory speed instead of 18 elements at a time (4x faster here).
+- Any other window loops over its kH*kW offsets, one comparison and a running argmax each.
 
 Ties: when a window holds equal maxima, the whole gradient goes to the *first* of them in
 row-major window order (smallest row, then smallest column), as PyTorch's CPU kernel does.
@@ -61,6 +69,124 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True):
 
     parallel.split(pool, x, out, argmax, axis=batch_or_channel(out))
     return out, argmax
+
+
+def maxpool2x2_forward(x, stride=(2, 2), with_choice=True):
+    """2x2 max-pool in two separable passes; same result and tie rule as :func:`maxpool2d_forward`.
+
+    Returns ``(out, choice)``, ``choice = (right, below)`` (None when not ``with_choice``):
+    ``right[n, c, r, j]`` is whether in input row r the window's right column strictly beats its
+    left one, ``below[n, c, i, j]`` whether the bottom row's winner strictly beats the top's. The
+    first maximum in row-major order is then: top row unless ``below``, left column unless
+    ``right``; an equal later value never wins.
+    """
+    (sh, sw), (h, w) = stride, x.shape[2:]
+    ho, wo = (h - 2) // sh + 1, (w - 2) // sw + 1
+    hr = sh * (ho - 1) + 2  # input rows any window reads
+    out = np.empty_like(_window(x, 0, 0, stride, (ho, wo)), order="K")
+    right = np.empty_like(x[:, :, :hr, :wo], dtype=bool, order="K") if with_choice else None
+    below = np.empty_like(out, dtype=bool) if with_choice else None
+
+    def pool(x, out, right, below):
+        left_col = x[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw]
+        right_col = x[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw]
+        pairs = np.maximum(left_col, right_col)  # (n, c, hr, Wo): each row's window winner
+        top, bottom = pairs[:, :, 0 : sh * (ho - 1) + 1 : sh], pairs[:, :, 1 : sh * (ho - 1) + 2 : sh]
+        np.maximum(top, bottom, out=out)
+        if right is not None:
+            np.greater(right_col, left_col, out=right)
+            np.greater(bottom, top, out=below)
+
+    parallel.split(pool, x, out, right, below, axis=batch_or_channel(out))
+    return out, ((right, below) if with_choice else None)
+
+
+def contiguous_order(x) -> list[int] | None:
+    """The axis order, outermost first, in which ``x`` is one C-contiguous block with H and W
+    innermost (``[0, 1, 2, 3]`` for NCHW, ``[1, 0, 2, 3]`` for channel-major), else None."""
+    order = sorted(range(4), key=lambda i: -abs(x.strides[i]))
+    if order[2:] != [2, 3] or not x.transpose(order).flags.c_contiguous:
+        return None
+    return order
+
+
+def maxpool2x2_flat_forward(x, order, with_choice=True):
+    """Stride-1 2x2 max-pool of ``x`` laid out as ``order`` (see :func:`contiguous_order`), on
+    flat vectors. Returns ``(out, choice)`` like :func:`maxpool2x2_forward`, but ``out`` and
+    the choices live on the full H x W grid of the input (``out`` is a view of the valid part)."""
+    n, c, h, w = x.shape
+    xt = x.transpose(order)  # C-contiguous
+    full = np.empty(xt.shape, dtype=x.dtype)
+    right = np.empty(xt.shape, dtype=bool) if with_choice else None
+    below = np.empty(xt.shape, dtype=bool) if with_choice else None
+
+    def pool(xt, full, right, below):  # a block of whole images or channels
+        xf, size = xt.reshape(-1), xt.size
+        last = size - 1 - w  # positions < last have a full 2x2 window in the flat vector
+        pairs = np.maximum(xf[:-1], xf[1:])  # pairs[k]: max of columns k, k+1
+        np.maximum(pairs[:-w], pairs[w:], out=full.reshape(-1)[:last])
+        if right is not None:
+            np.greater(xf[1:], xf[:-1], out=right.reshape(-1)[:-1])
+            np.greater(pairs[w:], pairs[:-w], out=below.reshape(-1)[:last])
+
+    parallel.split(pool, xt, full, right, below, axis=0)
+    inverse = list(np.argsort(order))
+    out = full.transpose(inverse)[:, :, : h - 1, : w - 1]
+    return out, ((right, below, order) if with_choice else None)
+
+
+def maxpool2x2_flat_backward(dout, choice):
+    """Gradient of :func:`maxpool2x2_flat_forward`; dx has the forward input's layout."""
+    right, below, order = choice
+    w = right.shape[3]
+    ho, wo = dout.shape[2:]
+    dx = np.empty(right.shape, dtype=dout.dtype)  # the permuted, C-contiguous layout
+
+    def route(dout, right, below, dx):
+        size = dx.size
+        last = size - 1 - w
+        grid = np.zeros(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
+        grid[:, :, :ho, :wo] = dout
+        g = grid.reshape(-1)[:last]
+        to_bottom = g * below.reshape(-1)[:last]  # exact: g * 1 or g * 0
+        to_top = np.subtract(g, to_bottom, out=g)  # g - g = 0 exactly
+        pairs = np.empty(size - 1, dtype=dx.dtype)  # the gradient of each column pair's max
+        pairs[:last] = to_top
+        pairs[last:] = 0
+        pairs[w:] += to_bottom
+        to_right = pairs * right.reshape(-1)[:-1]
+        pairs -= to_right  # what goes to the left column
+        dxf = dx.reshape(-1)
+        dxf[:-1] = pairs
+        dxf[-1] = 0
+        dxf[1:] += to_right
+
+    parallel.split(route, dout.transpose(order), right, below, dx, axis=0)
+    return dx.transpose(list(np.argsort(order)))
+
+
+def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2)):
+    """Gradient of :func:`maxpool2x2_forward`: each output's gradient goes down to the winning
+    row, then across to the winning column; overlapping windows add."""
+    right, below = choice
+    (sh, sw), (ho, wo) = stride, dout.shape[2:]
+    hr, w = right.shape[2], x_like.shape[3]
+    dx = np.empty_like(x_like, dtype=dout.dtype)
+
+    def route(dout, right, below, dx):
+        to_bottom = dout * below  # exact: dout * 1 or dout * 0
+        to_top = np.subtract(dout, to_bottom, out=np.empty_like(dout))  # dout - dout = 0 exactly
+        dpairs = np.zeros(right.shape, dtype=dout.dtype)  # the gradient each row's winner gets
+        dpairs[:, :, 0 : sh * (ho - 1) + 1 : sh] += to_top
+        dpairs[:, :, 1 : sh * (ho - 1) + 2 : sh] += to_bottom
+        to_right = dpairs * right
+        np.subtract(dpairs, to_right, out=dpairs)  # what goes to the left column
+        dx[...] = 0
+        dx[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw] += dpairs
+        dx[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw] += to_right
+
+    parallel.split(route, dout, right, below, dx, axis=batch_or_channel(dx))
+    return dx
 
 
 def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2)):
@@ -124,18 +250,29 @@ class MaxPool2d(Layer):
 
     def forward(self, x, training=True):
         self._check_input(x, 4)
-        out, argmax = maxpool2d_forward(x, self.kernel_size, self.stride, with_argmax=training)
-        self._cache = (argmax, x) if training else None  # x is the previous layer's output
+        flat = self.kernel_size == (2, 2) and self.stride == (1, 1)
+        order = contiguous_order(x) if flat else None
+        if order is not None:
+            out, choice = maxpool2x2_flat_forward(x, order, with_choice=training)
+        elif self.kernel_size == (2, 2):
+            out, choice = maxpool2x2_forward(x, self.stride, with_choice=training)
+        else:
+            out, choice = maxpool2d_forward(x, self.kernel_size, self.stride, with_argmax=training)
+        self._cache = (choice, x) if training else None  # x is the previous layer's output
         return out
 
     def backward(self, dout, need_input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        argmax, x = self._cache
+        choice, x = self._cache
         self._cache = None
         if not need_input_grad:
             return None
-        return maxpool2d_backward(dout, argmax, x, self.kernel_size, self.stride)
+        if self.kernel_size == (2, 2) and len(choice) == 3:
+            return maxpool2x2_flat_backward(dout, choice)
+        if self.kernel_size == (2, 2):
+            return maxpool2x2_backward(dout, choice, x, self.stride)
+        return maxpool2d_backward(dout, choice, x, self.kernel_size, self.stride)
 
     def __repr__(self):
         k, s = self.kernel_size, self.stride
