@@ -68,22 +68,24 @@ def _pad(x: np.ndarray, padding: Padding) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), *padding))
 
 
-def im2col(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
-           scratch=fresh, name="cols") -> np.ndarray:
-    """Copy the windows of the padded input ``xp`` (N, C, Hp, Wp) into (C*kH*kW, N*Ho*Wo)."""
-    n, c = xp.shape[:2]
+def window_view(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
+    """The windows of the padded input ``xp`` (N, C, Hp, Wp) as a (C, kH, kW, N, Ho, Wo) view."""
     windows = sliding_window_view(xp, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
-    ho, wo = windows.shape[2:4]  # windows: (N, C, Ho, Wo, kH, kW), a view
-    windows = windows.transpose(1, 4, 0, 2, 3, 5)  # (C, kH, N, Ho, Wo, kW)
-    cols = scratch(name, (c, kernel[0], kernel[1], n, ho, wo), xp.dtype)
+    return windows.transpose(1, 4, 5, 0, 2, 3)  # from (N, C, Ho, Wo, kH, kW)
 
-    def copy(src, dst):  # per thread, a span of (C*kH) kernel rows
-        for ci in range(src.shape[0]):
-            for i in range(src.shape[1]):
-                dst[ci, i] = src[ci, i].transpose(3, 0, 1, 2)
 
-    parallel.split(copy, windows, cols, axis=0 if c > 1 else 1)
-    return cols.reshape(c * kernel[0] * kernel[1], n * ho * wo)
+def row_view(xp: np.ndarray, kw: int, sw: int) -> np.ndarray:
+    """The kW horizontal taps of every padded row of ``xp`` as a (C, kW, N, Hp, Wo) view."""
+    taps = sliding_window_view(xp, kw, axis=3)[:, :, :, ::sw, :]  # (N, C, Hp, Wo, kW)
+    return taps.transpose(1, 4, 0, 2, 3)
+
+
+def row_windows_adjoint(dtaps: np.ndarray, dxp: np.ndarray, sw: int) -> None:
+    """Add ``dtaps`` (C, kW, n, Hp, Wo), a gradient of the :func:`row_view` taps, into the
+    padded input gradient ``dxp`` (C, n, Hp, Wp): tap j of column w read column ``w*sW + j``."""
+    kw, wo = dtaps.shape[1], dtaps.shape[4]
+    for j in range(kw):
+        dxp[:, :, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
 
 
 def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
@@ -92,7 +94,7 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, N*Ho*Wo) is the gradient of the
     input pixels that offset touched; it is added onto that strided window of the input. Working
     per offset keeps each product small enough to stay in cache, instead of building the whole
-    (C*kH*kW, N*Ho*Wo) matrix of window gradients first.
+    (C*kH*kW, N*Ho*Wo) matrix of window gradients first. Threads take spans of input channels.
     """
     n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
@@ -103,7 +105,7 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     w_offsets = w.transpose(1, 2, 3, 0)  # (C, kH, kW, F): w_offsets[:, i, j] is (C, F)
     dxp = np.empty((c, n, hp, wp), dtype=dmat.dtype)  # channel-major, like dmat
 
-    def accumulate(w_span, dxp_span):  # per thread, a span of input channels
+    def accumulate(w_span, dxp_span):
         dxp_span[...] = 0
         for i in range(kh):
             for j in range(kw):
@@ -122,44 +124,15 @@ def use_rows_kernel(in_channels: int, kernel_size, stride) -> bool:
     return stride[0] == 1 and in_channels * kernel_size[1] >= ROWS_MIN_DEPTH
 
 
-def row_windows(xp: np.ndarray, kw: int, sw: int, scratch=fresh, name="taps") -> np.ndarray:
-    """Copy the kW horizontal taps of every padded row: (N, C, Hp, Wp) -> (C*kW, N*Hp*Wo)."""
-    n, c, hp, _ = xp.shape
-    taps = sliding_window_view(xp, kw, axis=3)[:, :, :, ::sw, :]  # (N, C, Hp, Wo, kW), a view
-    wo = taps.shape[3]
-    out = scratch(name, (c, kw, n, hp, wo), xp.dtype)
-
-    def copy(src, dst):  # per thread, a span of channels
-        np.copyto(dst, src)
-
-    parallel.split(copy, taps.transpose(1, 4, 0, 2, 3), out, axis=0)
-    return out.reshape(c * kw, n * hp * wo)
-
-
-def row_windows_adjoint(dtaps: np.ndarray, x_shape, sw: int, padding: Padding) -> np.ndarray:
-    """dL/dx from ``dtaps`` (C, kW, N, Hp, Wo), the gradient of :func:`row_windows`' output.
-
-    Tap j of output column w read padded column ``w*sW + j``, so each tap's gradient is added
-    onto that strided slice. Returns an NCHW view of a channel-major buffer.
-    """
-    n, c, h, w_ = x_shape
-    (pt, pb), (pl, pr) = padding
-    kw, hp, wo = dtaps.shape[1], dtaps.shape[3], dtaps.shape[4]
-    dxp = np.empty((c, n, hp, w_ + pl + pr), dtype=dtaps.dtype)
-
-    def add_taps(dtaps, dxp):  # per thread, a span of channels
-        dxp[...] = 0
-        for j in range(kw):
-            dxp[:, :, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
-
-    parallel.split(add_taps, dtaps, dxp, axis=0)
-    return dxp[:, :, pt : pt + h, pl : pl + w_].transpose(1, 0, 2, 3)
-
-
 def stacked_rows(w: np.ndarray) -> np.ndarray:
     """The weights (F, C, kH, kW) as (kH*F, C*kW): block i is kernel row i, laid out like taps."""
     f, c, kh, kw = w.shape
     return w.transpose(2, 0, 1, 3).reshape(kh * f, c * kw)
+
+
+def _min_images(per_image: int) -> int:
+    """Images per thread below which a span is not worth a thread (``per_image`` elements)."""
+    return max(1, parallel.MIN_SPAN // max(per_image, 1))
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None,
@@ -171,7 +144,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
     (N, F, Ho, Wo) and what :func:`conv2d_backward` needs. ``scratch`` (a
     :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays; the window matrix kept
-    for the backward pass is taken under ``saved_name``.
+    for the backward pass is taken under ``saved_name``. Each thread takes a span of images
+    through the window copy, the product and the bias: every column of the window matrix and of
+    the output belongs to one image, so the spans never meet.
     """
     n = x.shape[0]
     f, c, kh, kw = w.shape
@@ -182,27 +157,42 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     if rows is None:
         rows = use_rows_kernel(c, (kh, kw), stride)
     if not rows:
-        cols = im2col(xp, (kh, kw), stride, scratch, saved_name)  # (C*kH*kW, N*Ho*Wo)
-        out = parallel.matmul(w.reshape(f, -1), cols)  # (F, N*Ho*Wo)
-        out += b[:, None]
-        return out.reshape(f, n, ho, wo).transpose(1, 0, 2, 3), ("im2col", cols)
-    taps = row_windows(xp, kw, stride[1], scratch, saved_name)  # (C*kW, N*Hp*Wo)
-    total = n * hp * wo
-    valid = total - (kh - 1) * wo  # the last kH-1 rows of the last image have no full window
-    # One product for all kH kernel rows (kH*F output rows keep the product wide), then kernel
-    # row i's block, read i image rows further on, is added in.
-    partial = parallel.matmul(stacked_rows(w), taps, out=scratch("partial", (kh * f, total), x.dtype))
-    partial = partial.reshape(kh, f, total)  # (kH, F, N*Hp*Wo)
-    out = np.empty((f, total), dtype=x.dtype)  # an output for every padded input row
+        windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, N, Ho, Wo)
+        cols = scratch(saved_name, windows.shape, x.dtype)
+        cols2d, w2d = cols.reshape(c * kh * kw, n * ho * wo), w.reshape(f, -1)
+        out = np.empty((f, n * ho * wo), dtype=x.dtype)
+        per = ho * wo
 
-    def add_rows(partial, b, out):  # per thread, a span of filters; partial is (F, kH, ...)
-        np.add(partial[:, 0, :valid], b[:, None], out=out[:, :valid])
+        def images(a, z):
+            np.copyto(cols[:, :, :, a:z], windows[:, :, :, a:z])
+            block = out[:, a * per : z * per]
+            np.matmul(w2d, cols2d[:, a * per : z * per], out=block)
+            block += b[:, None]
+
+        parallel.for_each_span(n, images, _min_images(c * kh * kw * per))
+        return out.reshape(f, n, ho, wo).transpose(1, 0, 2, 3), ("im2col", cols2d)
+    # rows: one product for all kH kernel rows (kH*F output rows keep the product wide), then
+    # kernel row i's block, read i image rows further on, is added in.
+    taps_view = row_view(xp, kw, stride[1])  # (C, kW, N, Hp, Wo)
+    taps = scratch(saved_name, taps_view.shape, x.dtype)
+    per = hp * wo
+    taps2d, stacked = taps.reshape(c * kw, n * per), stacked_rows(w)
+    partial = scratch("partial", (kh * f, n * per), x.dtype)
+    out = np.empty((f, n * per), dtype=x.dtype)  # an output for every padded input row
+
+    def images(a, z):
+        np.copyto(taps[:, :, a:z], taps_view[:, :, a:z])
+        span = slice(a * per, z * per)
+        p, o = partial[:, span], out[:, span]
+        np.matmul(stacked, taps2d[:, span], out=p)
+        valid = (z - a) * per - (kh - 1) * wo  # the last kH-1 rows have no full window
+        np.add(p[:f, :valid], b[:, None], out=o[:, :valid])
         for i in range(1, kh):
-            out[:, :valid] += partial[:, i, i * wo : i * wo + valid]
-        out[:, valid:] = 0
+            o[:, :valid] += p[i * f : (i + 1) * f, i * wo : i * wo + valid]
+        o[:, valid:] = 0
 
-    parallel.split(add_rows, partial.transpose(1, 0, 2), b, out, axis=0)
-    return out.reshape(f, n, hp, wo)[:, :, :ho, :].transpose(1, 0, 2, 3), ("rows", taps)
+    parallel.for_each_span(n, images, _min_images(c * kw * per))
+    return out.reshape(f, n, hp, wo)[:, :, :ho, :].transpose(1, 0, 2, 3), ("rows", taps2d)
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
@@ -213,6 +203,7 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
     :func:`conv2d_input_grad`). rows: ``S`` (kH*F, N*Hp*Wo) stacks D shifted down by 0..kH-1
     rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S`` (see :func:`row_windows_adjoint`).
+    The weight gradient is split across threads by its columns, the rest by images.
     """
     kind, saved = cache
     f, c, kh, kw = w.shape
@@ -223,27 +214,32 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
         dw = parallel.matmul(dmat, saved.T).reshape(w.shape)
         dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
         return dx, dw, db
-    # rows: shifted[i] is dout placed i padded rows down, so that one product with the rows
-    # matrix gives every kernel row's weight gradient, and one with the weights every row tap's
-    # input gradient.
-    hp = x_shape[2] + padding[0][0] + padding[0][1]
+    (pt, pb), (pl, pr) = padding
+    hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
+    per = hp * wo
     shifted = scratch("shifted", (kh, f, n, hp, wo), dout.dtype)
+    shifted2d = shifted.reshape(kh * f, n * per)
+    dgrid = dmat.reshape(f, n, ho, wo)
+    if need_input_grad:
+        dtaps = scratch("dtaps", (c, kw, n, hp, wo), dout.dtype)
+        dtaps2d, stacked_t = dtaps.reshape(c * kw, n * per), stacked_rows(w).T
+        dxp = np.empty((c, n, hp, wp), dtype=dout.dtype)
 
-    def place(dgrid, shifted):  # per thread, a span of images: (n, F, Ho, Wo), (n, kH, F, ...)
-        shifted[...] = 0
-        for i in range(kh):
-            shifted[:, i, :, i : i + ho] = dgrid
+    def images(a, z):
+        shifted[:, :, a:z] = 0
+        for i in range(kh):  # shifted[i] is dout placed i padded rows down
+            shifted[i, :, a:z, i : i + ho] = dgrid[:, a:z]
+        if need_input_grad:
+            span = slice(a * per, z * per)
+            np.matmul(stacked_t, shifted2d[:, span], out=dtaps2d[:, span])
+            dxp[:, a:z] = 0
+            row_windows_adjoint(dtaps[:, :, a:z], dxp[:, a:z], stride[1])
 
-    parallel.split(place, dmat.reshape(f, n, ho, wo).transpose(1, 0, 2, 3),
-                   shifted.transpose(2, 0, 1, 3, 4), axis=0)
-    shifted = shifted.reshape(kh * f, n * hp * wo)
-    dw = parallel.matmul(shifted, saved.T).reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
+    parallel.for_each_span(n, images, _min_images(c * kw * per))
+    dw = parallel.matmul(shifted2d, saved.T).reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
     if not need_input_grad:
         return None, dw, db
-    dtaps = parallel.matmul(stacked_rows(w).T, shifted,
-                            out=scratch("dtaps", (c * kw, n * hp * wo), dout.dtype))
-    dtaps = dtaps.reshape(c, kw, n, hp, wo)
-    return row_windows_adjoint(dtaps, x_shape, stride[1], padding), dw, db
+    return dxp[:, :, pt : pt + x_shape[2], pl : pl + x_shape[3]].transpose(1, 0, 2, 3), dw, db
 
 
 class Conv2d(Layer):
