@@ -30,9 +30,12 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
-           "for_each_span", "split", "outer_axis", "matmul", "MIN_SPAN", "MIN_BLOCK"]
+           "for_each_span", "split", "outer_axis", "matmul", "MIN_SPAN", "MIN_BLOCK", "MIN_MACS"]
 
-MIN_SPAN = 1 << 15  # elements per thread below which a split costs more than it saves (~10 us)
+# Handing a span to the pool and waiting for it costs 80-130 us here, about what one
+# element-wise pass over 2**17 elements takes: smaller work stays in the calling thread.
+MIN_SPAN = 1 << 17  # elements per thread
+MIN_MACS = 1 << 23  # multiply-adds per thread of a product (~0.1 ms on one core)
 
 _state = threading.local()  # .busy: this thread is running a span, so nested calls run inline
 _lock = threading.Lock()
@@ -174,7 +177,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     m, n = a.shape[0], b.shape[1]
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
-    if _threads == 1 or max(m, n) < 2 * MIN_BLOCK or getattr(_state, "busy", False):
+    small = max(m, n) < 2 * MIN_BLOCK or m * n * a.shape[1] < 2 * MIN_MACS
+    if _threads == 1 or small or getattr(_state, "busy", False):
         return np.matmul(a, b, out=out)
     if n >= m:
         for_each_span(n, lambda s, e: np.matmul(a, b[:, s:e], out=out[:, s:e]), MIN_BLOCK)

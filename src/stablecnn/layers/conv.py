@@ -69,30 +69,55 @@ def _pad(x: np.ndarray, padding: Padding) -> np.ndarray:
 
 
 def window_view(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
-    """The windows of the padded input ``xp`` (N, C, Hp, Wp) as a (C, kH, kW, N, Ho, Wo) view."""
+    """The windows of the padded input ``xp`` (N, C, Hp, Wp) as a (C, kH, kW, Ho, N, Wo) view."""
     windows = sliding_window_view(xp, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
-    return windows.transpose(1, 4, 5, 0, 2, 3)  # from (N, C, Ho, Wo, kH, kW)
+    return windows.transpose(1, 4, 5, 2, 0, 3)  # from (N, C, Ho, Wo, kH, kW)
 
 
 def row_view(xp: np.ndarray, kw: int, sw: int) -> np.ndarray:
-    """The kW horizontal taps of every padded row of ``xp`` as a (C, kW, N, Hp, Wo) view."""
+    """The kW horizontal taps of every padded row of ``xp`` as a (C, kW, Hp, N, Wo) view."""
     taps = sliding_window_view(xp, kw, axis=3)[:, :, :, ::sw, :]  # (N, C, Hp, Wo, kW)
-    return taps.transpose(1, 4, 0, 2, 3)
+    return taps.transpose(1, 4, 2, 0, 3)
 
 
 def row_windows_adjoint(dtaps: np.ndarray, dxp: np.ndarray, sw: int) -> None:
-    """Add ``dtaps`` (C, kW, n, Hp, Wo), a gradient of the :func:`row_view` taps, into the
-    padded input gradient ``dxp`` (C, n, Hp, Wp): tap j of column w read column ``w*sW + j``."""
+    """Add ``dtaps`` (C, kW, Hp, N, Wo), a gradient of the :func:`row_view` taps, into the
+    padded input gradient ``dxp`` (C, Hp, N, Wp): tap j of column w read column ``w*sW + j``."""
     kw, wo = dtaps.shape[1], dtaps.shape[4]
     for j in range(kw):
-        dxp[:, :, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
+        dxp[..., j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
+
+
+def row_groups(hp: int, ho: int, kh: int) -> list[tuple[int, int, int, int]]:
+    """Runs ``(r0, r1, lo, hi)`` of padded input rows that the same kernel rows ``lo..hi`` use.
+
+    Kernel row i reads input row r for output row r - i, which exists when 0 <= r - i < Ho: the
+    middle rows serve every kernel row, the top and bottom kH - 1 rows fewer. Computing each run
+    with only its kernel rows is what makes the rows kernel exact (no wasted products).
+    """
+    groups: list[list[int]] = []
+    for r in range(hp):
+        lo, hi = max(0, r - ho + 1), min(kh - 1, r)
+        if groups and groups[-1][2:] == [lo, hi]:
+            groups[-1][1] = r + 1
+        else:
+            groups.append([r, r + 1, lo, hi])
+    return [tuple(g) for g in groups]
+
+
+def _runs(groups, a: int, z: int):
+    """The parts of ``groups`` inside rows [a, z)."""
+    for r0, r1, lo, hi in groups:
+        if r0 < z and r1 > a:
+            yield max(r0, a), min(r1, z), lo, hi
 
 
 def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
-    """dL/dx from ``dmat`` = dL/dout as (F, N*Ho*Wo): the adjoint of im2col, one offset at a time.
+    """dL/dx from ``dmat`` = dL/dout as (F, Ho*N*Wo): the adjoint of im2col, one offset at a time.
 
     For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, N*Ho*Wo) is the gradient of the
-    input pixels that offset touched; it is added onto that strided window of the input. Working
+    input pixels that offset touched; it is added onto that strided window of the input (kept
+    as (C, Hp, N, Wp), rows outermost, like every activation the kernels make). Working
     per offset keeps each product small enough to stay in cache, instead of building the whole
     (C*kH*kW, N*Ho*Wo) matrix of window gradients first. Threads take spans of input channels.
     """
@@ -103,17 +128,17 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     hp, wp = h + pt + pb, w_ + pl + pr
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     w_offsets = w.transpose(1, 2, 3, 0)  # (C, kH, kW, F): w_offsets[:, i, j] is (C, F)
-    dxp = np.empty((c, n, hp, wp), dtype=dmat.dtype)  # channel-major, like dmat
+    dxp = np.empty((c, hp, n, wp), dtype=dmat.dtype)
 
     def accumulate(w_span, dxp_span):
         dxp_span[...] = 0
         for i in range(kh):
             for j in range(kw):
-                window = dxp_span[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-                window += (w_span[:, i, j] @ dmat).reshape(-1, n, ho, wo)
+                window = dxp_span[:, i : i + sh * (ho - 1) + 1 : sh, :, j : j + sw * (wo - 1) + 1 : sw]
+                window += (w_span[:, i, j] @ dmat).reshape(-1, ho, n, wo)
 
     parallel.split(accumulate, w_offsets, dxp, axis=0)
-    return dxp[:, :, pt : pt + h, pl : pl + w_].transpose(1, 0, 2, 3)
+    return dxp[:, pt : pt + h, :, pl : pl + w_].transpose(2, 0, 1, 3)
 
 
 ROWS_MIN_DEPTH = 64  # C*kW below this makes the rows kernel's products too thin to pay off
@@ -130,9 +155,10 @@ def stacked_rows(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 0, 1, 3).reshape(kh * f, c * kw)
 
 
-def _min_images(per_image: int) -> int:
-    """Images per thread below which a span is not worth a thread (``per_image`` elements)."""
-    return max(1, parallel.MIN_SPAN // max(per_image, 1))
+def _min_items(per_item: int) -> int:
+    """Items (images, rows, filters) per thread below which a span is not worth a thread, for
+    ``per_item`` elements of work each."""
+    return max(1, parallel.MIN_SPAN // max(per_item, 1))
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None,
@@ -157,42 +183,48 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     if rows is None:
         rows = use_rows_kernel(c, (kh, kw), stride)
     if not rows:
-        windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, N, Ho, Wo)
+        windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, Ho, N, Wo)
         cols = scratch(saved_name, windows.shape, x.dtype)
-        cols2d, w2d = cols.reshape(c * kh * kw, n * ho * wo), w.reshape(f, -1)
-        out = np.empty((f, n * ho * wo), dtype=x.dtype)
-        per = ho * wo
+        per = n * wo  # columns per output row
+        cols2d, w2d = cols.reshape(c * kh * kw, ho * per), w.reshape(f, -1)
+        out = np.empty((f, ho * per), dtype=x.dtype)
 
-        def images(a, z):
+        def output_rows(a, z):
             np.copyto(cols[:, :, :, a:z], windows[:, :, :, a:z])
             block = out[:, a * per : z * per]
             np.matmul(w2d, cols2d[:, a * per : z * per], out=block)
             block += b[:, None]
 
-        parallel.for_each_span(n, images, _min_images(c * kh * kw * per))
-        return out.reshape(f, n, ho, wo).transpose(1, 0, 2, 3), ("im2col", cols2d)
-    # rows: one product for all kH kernel rows (kH*F output rows keep the product wide), then
-    # kernel row i's block, read i image rows further on, is added in.
-    taps_view = row_view(xp, kw, stride[1])  # (C, kW, N, Hp, Wo)
+        parallel.for_each_span(ho, output_rows, _min_items(c * kh * kw * per))
+        return out.reshape(f, ho, n, wo).transpose(2, 0, 1, 3), ("im2col", cols2d)
+    # rows: the taps of every padded row, rows outermost: (C*kW, Hp*N*Wo). Then for each run of
+    # input rows one product with the kernel rows that read it (kH*F rows in the middle keep the
+    # product wide), and output row h sums kernel row i's products on input row h + i.
+    taps_view = row_view(xp, kw, stride[1])  # (C, kW, Hp, N, Wo)
     taps = scratch(saved_name, taps_view.shape, x.dtype)
-    per = hp * wo
-    taps2d, stacked = taps.reshape(c * kw, n * per), stacked_rows(w)
-    partial = scratch("partial", (kh * f, n * per), x.dtype)
-    out = np.empty((f, n * per), dtype=x.dtype)  # an output for every padded input row
+    per = n * wo  # columns per input row
+    taps2d, stacked = taps.reshape(c * kw, hp * per), stacked_rows(w)
+    partial = scratch("partial", (kh * f, hp * per), x.dtype)
+    groups = row_groups(hp, ho, kh)
 
-    def images(a, z):
+    def input_rows(a, z):
         np.copyto(taps[:, :, a:z], taps_view[:, :, a:z])
-        span = slice(a * per, z * per)
-        p, o = partial[:, span], out[:, span]
-        np.matmul(stacked, taps2d[:, span], out=p)
-        valid = (z - a) * per - (kh - 1) * wo  # the last kH-1 rows have no full window
-        np.add(p[:f, :valid], b[:, None], out=o[:, :valid])
-        for i in range(1, kh):
-            o[:, :valid] += p[i * f : (i + 1) * f, i * wo : i * wo + valid]
-        o[:, valid:] = 0
+        for r0, r1, lo, hi in _runs(groups, a, z):
+            span = slice(r0 * per, r1 * per)
+            np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
+                      out=partial[lo * f : (hi + 1) * f, span])
 
-    parallel.for_each_span(n, images, _min_images(c * kw * per))
-    return out.reshape(f, n, hp, wo)[:, :, :ho, :].transpose(1, 0, 2, 3), ("rows", taps2d)
+    parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
+    out = np.empty((f, ho, n, wo), dtype=x.dtype)
+    rows_of = partial.reshape(kh, f, hp, n, wo)
+
+    def filters(a, z):
+        np.add(rows_of[0, a:z, :ho], b[a:z, None, None, None], out=out[a:z])
+        for i in range(1, kh):
+            out[a:z] += rows_of[i, a:z, i : i + ho]
+
+    parallel.for_each_span(f, filters, _min_items(ho * per))
+    return out.transpose(2, 0, 1, 3), ("rows", taps2d)
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
@@ -208,7 +240,7 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     kind, saved = cache
     f, c, kh, kw = w.shape
     n, ho, wo = dout.shape[0], dout.shape[2], dout.shape[3]
-    dmat = dout.transpose(1, 0, 2, 3).reshape(f, -1)  # (F, N*Ho*Wo); free for our own outputs
+    dmat = dout.transpose(1, 2, 0, 3).reshape(f, -1)  # (F, Ho*N*Wo); free for our own outputs
     db = dmat.sum(axis=1)
     if kind == "im2col":
         dw = parallel.matmul(dmat, saved.T).reshape(w.shape)
@@ -216,30 +248,50 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
         return dx, dw, db
     (pt, pb), (pl, pr) = padding
     hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
-    per = hp * wo
-    shifted = scratch("shifted", (kh, f, n, hp, wo), dout.dtype)
-    shifted2d = shifted.reshape(kh * f, n * per)
-    dgrid = dmat.reshape(f, n, ho, wo)
+    per = n * wo
+    groups = row_groups(hp, ho, kh)
+    # shifted[i] is dout placed i rows down (rows outermost): the entries each run reads
+    # are written, the rest is never read, so nothing needs zeroing
+    shifted = scratch("shifted", (kh, f, hp, n, wo), dout.dtype)
+    shifted2d = shifted.reshape(kh * f, hp * per)
+    drows = dmat.reshape(f, ho, n, wo)
     if need_input_grad:
-        dtaps = scratch("dtaps", (c, kw, n, hp, wo), dout.dtype)
-        dtaps2d, stacked_t = dtaps.reshape(c * kw, n * per), stacked_rows(w).T
-        dxp = np.empty((c, n, hp, wp), dtype=dout.dtype)
+        dtaps = scratch("dtaps", (c, kw, hp, n, wo), dout.dtype)
+        dtaps2d, stacked_t = dtaps.reshape(c * kw, hp * per), stacked_rows(w).T
 
-    def images(a, z):
-        shifted[:, :, a:z] = 0
-        for i in range(kh):  # shifted[i] is dout placed i padded rows down
-            shifted[i, :, a:z, i : i + ho] = dgrid[:, a:z]
+    def input_rows(a, z):
+        for i in range(kh):  # output row h of kernel row i sits on input row h + i
+            lo, hi = max(a - i, 0), min(z - i, ho)
+            if lo < hi:
+                shifted[i, :, lo + i : hi + i] = drows[:, lo:hi]
         if need_input_grad:
-            span = slice(a * per, z * per)
-            np.matmul(stacked_t, shifted2d[:, span], out=dtaps2d[:, span])
-            dxp[:, a:z] = 0
-            row_windows_adjoint(dtaps[:, :, a:z], dxp[:, a:z], stride[1])
+            for r0, r1, lo, hi in _runs(groups, a, z):
+                span = slice(r0 * per, r1 * per)
+                np.matmul(stacked_t[:, lo * f : (hi + 1) * f], shifted2d[lo * f : (hi + 1) * f, span],
+                          out=dtaps2d[:, span])
 
-    parallel.for_each_span(n, images, _min_images(c * kw * per))
-    dw = parallel.matmul(shifted2d, saved.T).reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
+    parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
+    dw_rows = np.empty((kh * f, c * kw), dtype=dout.dtype)
+
+    def weight_columns(a, z):  # every run for these columns: no sum across threads
+        dw_rows[:, a:z] = 0
+        for r0, r1, lo, hi in groups:
+            span = slice(r0 * per, r1 * per)
+            dw_rows[lo * f : (hi + 1) * f, a:z] += shifted2d[lo * f : (hi + 1) * f, span] @ saved[a:z, span].T
+
+    parallel.for_each_span(c * kw, weight_columns, parallel.MIN_BLOCK)
+    dw = dw_rows.reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
     if not need_input_grad:
         return None, dw, db
-    return dxp[:, :, pt : pt + x_shape[2], pl : pl + x_shape[3]].transpose(1, 0, 2, 3), dw, db
+    dxp = np.empty((c, hp, n, wp), dtype=dout.dtype)
+
+    def channels(a, z):
+        dxp[a:z] = 0
+        row_windows_adjoint(dtaps[a:z], dxp[a:z], stride[1])
+
+    parallel.for_each_span(c, channels, _min_items(hp * per * kw))
+    dx = dxp[:, pt : pt + x_shape[2], :, pl : pl + x_shape[3]]  # (C, H, N, W)
+    return dx.transpose(2, 0, 1, 3), dw, db
 
 
 class Conv2d(Layer):

@@ -68,10 +68,20 @@ class Linear(Layer):
     def backward(self, dout, need_input_grad=True):
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        parallel.matmul(dout.T, self._x, out=self.grads["weight"])
+        x, self._x = self._x, None
+        weight, dw = self.params["weight"], self.grads["weight"]
         np.sum(dout, axis=0, out=self.grads["bias"])
-        self._x = None
-        return parallel.matmul(dout, self.params["weight"]) if need_input_grad else None
+        dx = np.empty((dout.shape[0], self.in_features), dtype=dout.dtype) if need_input_grad else None
+
+        def columns(a, z):  # both products, for input features a..z, in one hand-off
+            np.matmul(dout.T, x[:, a:z], out=dw[:, a:z])
+            if dx is not None:
+                np.matmul(dout, weight[:, a:z], out=dx[:, a:z])
+
+        work = dout.size * self.in_features * (2 if need_input_grad else 1)
+        parallel.for_each_span(self.in_features, columns,
+                               min_span=max(parallel.MIN_BLOCK, self.in_features * parallel.MIN_MACS // max(work, 1)))
+        return dx
 
     def __repr__(self):
         return f"Linear(in_features={self.in_features}, out_features={self.out_features})"

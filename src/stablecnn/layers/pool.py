@@ -102,12 +102,19 @@ def maxpool2x2_forward(x, stride=(2, 2), with_choice=True):
 
 
 def contiguous_order(x) -> list[int] | None:
-    """The axis order, outermost first, in which ``x`` is one C-contiguous block with H and W
-    innermost (``[0, 1, 2, 3]`` for NCHW, ``[1, 0, 2, 3]`` for channel-major), else None."""
+    """The axis order, outermost first, in which ``x`` is one C-contiguous block with W
+    innermost (``[0, 1, 2, 3]`` for NCHW, ``[1, 2, 0, 3]`` for the convolutions' (C, H, N, W)
+    outputs), else None."""
     order = sorted(range(4), key=lambda i: -abs(x.strides[i]))
-    if order[2:] != [2, 3] or not x.transpose(order).flags.c_contiguous:
+    if order[3] != 3 or not x.transpose(order).flags.c_contiguous:
         return None
     return order
+
+
+def _flat_split(order) -> int | None:
+    """The permuted axis to split across threads: the outermost, unless it is H (a span
+    boundary would then cut the row pairs the flat passes read across)."""
+    return 0 if order[0] != 2 else None
 
 
 def maxpool2x2_flat_forward(x, order, with_choice=True):
@@ -115,21 +122,26 @@ def maxpool2x2_flat_forward(x, order, with_choice=True):
     flat vectors. Returns ``(out, choice)`` like :func:`maxpool2x2_forward`, but ``out`` and
     the choices live on the full H x W grid of the input (``out`` is a view of the valid part)."""
     n, c, h, w = x.shape
+    row = x.strides[2] // x.itemsize  # elements from one row to the next
     xt = x.transpose(order)  # C-contiguous
     full = np.empty(xt.shape, dtype=x.dtype)
     right = np.empty(xt.shape, dtype=bool) if with_choice else None
     below = np.empty(xt.shape, dtype=bool) if with_choice else None
 
-    def pool(xt, full, right, below):  # a block of whole images or channels
+    def pool(xt, full, right, below):  # a block of whole channels or images
         xf, size = xt.reshape(-1), xt.size
-        last = size - 1 - w  # positions < last have a full 2x2 window in the flat vector
+        last = size - 1 - row  # positions < last have a full 2x2 window in the flat vector
         pairs = np.maximum(xf[:-1], xf[1:])  # pairs[k]: max of columns k, k+1
-        np.maximum(pairs[:-w], pairs[w:], out=full.reshape(-1)[:last])
+        np.maximum(pairs[:-row], pairs[row:], out=full.reshape(-1)[:last])
         if right is not None:
             np.greater(xf[1:], xf[:-1], out=right.reshape(-1)[:-1])
-            np.greater(pairs[w:], pairs[:-w], out=below.reshape(-1)[:last])
+            np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
 
-    parallel.split(pool, xt, full, right, below, axis=0)
+    axis = _flat_split(order)
+    if axis is None:
+        pool(xt, full, right, below)
+    else:
+        parallel.split(pool, xt, full, right, below, axis=axis)
     inverse = list(np.argsort(order))
     out = full.transpose(inverse)[:, :, : h - 1, : w - 1]
     return out, ((right, below, order) if with_choice else None)
@@ -138,22 +150,26 @@ def maxpool2x2_flat_forward(x, order, with_choice=True):
 def maxpool2x2_flat_backward(dout, choice):
     """Gradient of :func:`maxpool2x2_flat_forward`; dx has the forward input's layout."""
     right, below, order = choice
-    w = right.shape[3]
+    inverse = list(np.argsort(order))
     ho, wo = dout.shape[2:]
+    row = right.strides[inverse[2]] // right.itemsize
     dx = np.empty(right.shape, dtype=dout.dtype)  # the permuted, C-contiguous layout
 
-    def route(dout, right, below, dx):
+    def route(dout, right, below, dx):  # all in the permuted layout
         size = dx.size
-        last = size - 1 - w
-        grid = np.zeros(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
-        grid[:, :, :ho, :wo] = dout
+        last = size - 1 - row
+        grid = np.empty(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
+        view = grid.transpose(inverse)
+        view[:, :, :ho, :wo] = dout.transpose(inverse)
+        view[:, :, ho:] = 0
+        view[:, :, :ho, wo:] = 0
         g = grid.reshape(-1)[:last]
         to_bottom = g * below.reshape(-1)[:last]  # exact: g * 1 or g * 0
         to_top = np.subtract(g, to_bottom, out=g)  # g - g = 0 exactly
         pairs = np.empty(size - 1, dtype=dx.dtype)  # the gradient of each column pair's max
         pairs[:last] = to_top
         pairs[last:] = 0
-        pairs[w:] += to_bottom
+        pairs[row:] += to_bottom
         to_right = pairs * right.reshape(-1)[:-1]
         pairs -= to_right  # what goes to the left column
         dxf = dx.reshape(-1)
@@ -161,8 +177,13 @@ def maxpool2x2_flat_backward(dout, choice):
         dxf[-1] = 0
         dxf[1:] += to_right
 
-    parallel.split(route, dout.transpose(order), right, below, dx, axis=0)
-    return dx.transpose(list(np.argsort(order)))
+    arrays = (dout.transpose(order), right, below, dx)
+    axis = _flat_split(order)
+    if axis is None:
+        route(*arrays)
+    else:
+        parallel.split(route, *arrays, axis=axis)
+    return dx.transpose(inverse)
 
 
 def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2)):
