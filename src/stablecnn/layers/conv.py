@@ -3,20 +3,22 @@
 Two forward kernels compute the same thing; the layer picks the faster one for its shape.
 
 - **im2col** (any stride): the input windows are copied once into a matrix ``cols`` of shape
-  ``(C*kH*kW, N*Ho*Wo)`` and the convolution is one product with the ``(F, C*kH*kW)`` weights.
+  ``(C*kH*kW, Ho*N*Wo)`` and the convolution is one product with the ``(F, C*kH*kW)`` weights.
 - **rows** (row stride 1, deep enough windows): only the kW horizontal taps are copied, into
-  ``taps`` of shape ``(C*kW, N*Hp*Wo)`` over *every* padded input row. Kernel row ``i`` reads
-  the same matrix shifted by ``i`` image rows, a contiguous column slice, so the convolution is
-  one product of the ``(kH*F, C*kW)`` stacked kernel rows with ``taps`` and a sum of kH shifted
-  row blocks of the result. Outputs whose window would run past the bottom of an image are
-  computed and dropped (Hp/Ho times the work), in exchange for a copy kH times smaller than
-  im2col's (for Model 1's second conv, 16 MB instead of 63 MB) and a product kH times wider
-  than F, which BLAS runs near its peak where F alone (16) would starve it. The backward pass
-  stacks ``dout`` kH times, shifted, and gets the weight gradient and the taps' gradient from
-  one product each.
+  ``taps`` of shape ``(C*kW, Hp*N*Wo)``, one block of columns per padded input row. Kernel row
+  ``i`` applied to input row ``r`` gives output row ``r - i``: the middle input rows serve all
+  kH kernel rows, so they are multiplied by the ``(kH*F, C*kW)`` stacked kernel rows in one
+  product (kH times wider than F, which BLAS runs near its peak where F alone, 16 for Model 1's
+  second conv, would starve it); the top and bottom kH-1 rows by the kernel rows that reach
+  them. Output row h is then the sum of kernel row i's products on input row h + i. The copy is
+  kH times smaller than im2col's (16 MB instead of 63 MB for Model 1's second conv) and no
+  product is wasted. The backward pass places ``dout`` kH times, shifted, and gets the weight
+  gradient and the taps' gradient from the same runs of rows.
 
-Both return the output as an NCHW *view* of a channel-major ``(F, N, ...)`` buffer, so the
-backward pass gets ``dout`` back in the layout it needs without a transpose copy.
+Activations are kept rows outermost: both kernels return an NCHW *view* of a ``(F, Ho, N, Wo)``
+buffer, whose columns are the products' columns, and take their inputs and gradients in any
+layout (the 2x2 max-pool keeps the layout it is given). A batch is split across threads by
+output rows (im2col), input rows (rows) or filters; see :mod:`stablecnn.parallel`.
 """
 
 from __future__ import annotations
@@ -115,11 +117,11 @@ def _runs(groups, a: int, z: int):
 def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     """dL/dx from ``dmat`` = dL/dout as (F, Ho*N*Wo): the adjoint of im2col, one offset at a time.
 
-    For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, N*Ho*Wo) is the gradient of the
+    For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, Ho*N*Wo) is the gradient of the
     input pixels that offset touched; it is added onto that strided window of the input (kept
     as (C, Hp, N, Wp), rows outermost, like every activation the kernels make). Working
     per offset keeps each product small enough to stay in cache, instead of building the whole
-    (C*kH*kW, N*Ho*Wo) matrix of window gradients first. Threads take spans of input channels.
+    (C*kH*kW, Ho*N*Wo) matrix of window gradients first. Threads take spans of input channels.
     """
     n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
@@ -170,9 +172,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
     (N, F, Ho, Wo) and what :func:`conv2d_backward` needs. ``scratch`` (a
     :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays; the window matrix kept
-    for the backward pass is taken under ``saved_name``. Each thread takes a span of images
-    through the window copy, the product and the bias: every column of the window matrix and of
-    the output belongs to one image, so the spans never meet.
+    for the backward pass is taken under ``saved_name``. Each thread takes a span of rows
+    through the window copy and the product: every column of the window matrix belongs to one
+    row, so the spans never meet.
     """
     n = x.shape[0]
     f, c, kh, kw = w.shape
@@ -231,11 +233,12 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
                     need_input_grad=True, scratch=fresh):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
 
-    With ``D = dout`` as (F, N*Ho*Wo): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
+    With ``D = dout`` as (F, Ho*N*Wo): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
     input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
-    :func:`conv2d_input_grad`). rows: ``S`` (kH*F, N*Hp*Wo) stacks D shifted down by 0..kH-1
-    rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S`` (see :func:`row_windows_adjoint`).
-    The weight gradient is split across threads by its columns, the rest by images.
+    :func:`conv2d_input_grad`). rows: ``S`` (kH*F, Hp*N*Wo) stacks D shifted down by 0..kH-1
+    rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S``, each over the runs of rows of
+    :func:`row_groups` (see :func:`row_windows_adjoint`). The weight gradient is split across
+    threads by its columns (so it does not depend on the thread count), the rest by rows.
     """
     kind, saved = cache
     f, c, kh, kw = w.shape
