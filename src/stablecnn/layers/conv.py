@@ -157,6 +157,15 @@ def stacked_rows(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 0, 1, 3).reshape(kh * f, c * kw)
 
 
+CACHE_BLOCK = 1 << 22  # bytes of window matrix copied, then multiplied, at a time
+
+
+def _cache_blocks(a: int, z: int, bytes_per_item: int):
+    """Split rows [a, z) into blocks of about :data:`CACHE_BLOCK` bytes of window matrix."""
+    step = max(1, CACHE_BLOCK // max(bytes_per_item, 1))
+    return [(s, min(s + step, z)) for s in range(a, z, step)]
+
+
 def _min_items(per_item: int) -> int:
     """Items (images, rows, filters) per thread below which a span is not worth a thread, for
     ``per_item`` elements of work each."""
@@ -192,10 +201,11 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
         out = np.empty((f, ho * per), dtype=x.dtype)
 
         def output_rows(a, z):
-            np.copyto(cols[:, :, :, a:z], windows[:, :, :, a:z])
-            block = out[:, a * per : z * per]
-            np.matmul(w2d, cols2d[:, a * per : z * per], out=block)
-            block += b[:, None]
+            for a, z in _cache_blocks(a, z, c * kh * kw * per * x.itemsize):
+                np.copyto(cols[:, :, :, a:z], windows[:, :, :, a:z])  # then multiplied from cache
+                block = out[:, a * per : z * per]
+                np.matmul(w2d, cols2d[:, a * per : z * per], out=block)
+                block += b[:, None]
 
         parallel.for_each_span(ho, output_rows, _min_items(c * kh * kw * per))
         return out.reshape(f, ho, n, wo).transpose(2, 0, 1, 3), ("im2col", cols2d)
@@ -210,11 +220,12 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     groups = row_groups(hp, ho, kh)
 
     def input_rows(a, z):
-        np.copyto(taps[:, :, a:z], taps_view[:, :, a:z])
-        for r0, r1, lo, hi in _runs(groups, a, z):
-            span = slice(r0 * per, r1 * per)
-            np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
-                      out=partial[lo * f : (hi + 1) * f, span])
+        for a, z in _cache_blocks(a, z, c * kw * per * x.itemsize):
+            np.copyto(taps[:, :, a:z], taps_view[:, :, a:z])  # then multiplied from cache
+            for r0, r1, lo, hi in _runs(groups, a, z):
+                span = slice(r0 * per, r1 * per)
+                np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
+                          out=partial[lo * f : (hi + 1) * f, span])
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
     out = np.empty((f, ho, n, wo), dtype=x.dtype)
