@@ -9,7 +9,9 @@ Every measurement runs in a fresh subprocess of this script (``--worker stablecn
 ``--worker torch``): the peak resident set size (``ru_maxrss``) then belongs to one framework and
 one batch size, and neither framework's thread pools or allocator state affect the other. The
 workers time only compute: synthetic data (fixed seed) is made before the clock starts, warm-up
-steps are excluded, and each figure is the median of several timed repetitions.
+steps are excluded, and each figure is the median of several timed repetitions. A full run
+spawns three rounds of worker pairs per batch size, stablecnn and PyTorch alternating, and pools
+their repetitions: a change in the machine's load during the run then falls on both.
 
 Usage::
 
@@ -220,6 +222,19 @@ def run_worker(args, train_step, infer_step, info: dict, convert=lambda data: da
 
 
 # -- the driver ---------------------------------------------------------------------------------
+def merge_rounds(runs: list[dict]) -> dict:
+    """One worker answer from several rounds: every timed repetition pooled (the report takes
+    their median), the largest peak memory."""
+    merged = dict(runs[0])
+    merged["train"] = [rate for r in runs for rate in r.get("train", [])]
+    merged["infer"] = {b: [rate for r in runs for rate in r["infer"][b]] for b in runs[0]["infer"]}
+    for key in ("peak_rss_train_mb", "rss_before_train_mb"):
+        if key in runs[0]:
+            merged[key] = max(r[key] for r in runs)
+    return merged
+
+
+
 def spawn(framework: str, args, train_batch: int, infer_batches: list[int]) -> dict:
     """Run one worker in a fresh interpreter with this process's environment, unchanged."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
@@ -298,8 +313,10 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
     out.append(f"- load average at start (1 min): {load:.2f}"
                + (f" - WARNING: other processes were using the {os.cpu_count()} CPUs; the figures "
                   "are not reliable" if load > 0.25 * (os.cpu_count() or 1) else ""))
-    out.append(f"- timing: {args.warmup} warm-up batches, then median of {args.repeats} runs of "
-               f"{args.batches} batches; synthetic data, seed {args.seed}; float32")
+    out.append(f"- timing: {args.rounds} round(s) of fresh workers per batch size, stablecnn and "
+               f"PyTorch alternating; in each, {args.warmup} warm-up batches, then {args.repeats} "
+               f"timed runs of {args.batches} batches; the median of all {args.rounds * args.repeats}"
+               f" runs is reported; synthetic data, seed {args.seed}; float32")
     out.append(f"- training = forward + backward (no input gradient for the first layer) + "
                f"Adagrad (lr {LR}, eps {EPS}); PyTorch uses torch.optim.Adagrad, whose eps sits "
                f"outside the square root (ours: inside) - same cost")
@@ -340,7 +357,8 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
                "and framework; \"before training\" is the peak after imports, model and data.")
     if not have_torch:
         out.append("")
-        out.append("PyTorch is not installed (pip install torch==2.13.0): stablecnn figures only.")
+        out.append("PyTorch skipped (--no-torch): stablecnn figures only." if args.no_torch else
+                   "PyTorch is not installed (pip install torch==2.13.0): stablecnn figures only.")
     train_ratio = None
     if ("torch", "train", 100) in rates and ("stablecnn", "train", 100) in rates:
         train_ratio = rates[("stablecnn", "train", 100)] / rates[("torch", "train", 100)]
@@ -369,6 +387,8 @@ def parse_args(argv=None):
                    help="a run under a minute: --batches 3 --repeats 3 --warmup 1")
     p.add_argument("--batches", type=int, help="timed batches per repetition (default 10)")
     p.add_argument("--repeats", type=int, help="timed repetitions; the median is reported (default 5)")
+    p.add_argument("--rounds", type=int, help="fresh worker pairs per batch size, alternating "
+                   "stablecnn and PyTorch, all repetitions pooled (default 3; --quick: 1)")
     p.add_argument("--warmup", type=int, help="untimed batches first (default 2)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="threads for numpy's BLAS and for PyTorch (default: os.cpu_count())")
@@ -390,14 +410,14 @@ def parse_args(argv=None):
     p.add_argument("--train-batch", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--infer-batches", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    quick = dict(batches=3, repeats=3, warmup=1)
-    full = dict(batches=10, repeats=5, warmup=2)
+    quick = dict(batches=3, repeats=3, warmup=1, rounds=1)
+    full = dict(batches=10, repeats=5, warmup=2, rounds=3)
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     args.batch_sizes = [int(b) for b in str(args.batch_sizes).split(",") if b]
     args.infer_batches = [int(b) for b in args.infer_batches.split(",") if b]
-    for name in ("batches", "repeats", "threads"):
+    for name in ("batches", "repeats", "threads", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.warmup < 0 or not args.batch_sizes or min(args.batch_sizes) < 1:
@@ -424,8 +444,11 @@ def main(argv=None) -> int:
         infer = [batch]
         if i == len(args.batch_sizes) - 1 and args.infer_batch not in args.batch_sizes:
             infer.append(args.infer_batch)
-        for fw in frameworks:  # alternate, so a drift in machine load hits both alike
-            results.setdefault(batch, {})[fw] = spawn(fw, args, batch, infer)
+        rounds = {fw: [] for fw in frameworks}
+        for _ in range(args.rounds):
+            for fw in frameworks:  # alternate, so a drift in machine load hits both alike
+                rounds[fw].append(spawn(fw, args, batch, infer))
+        results[batch] = {fw: merge_rounds(runs) for fw, runs in rounds.items()}
     text, train_ratio = report(args, results, have_torch, blas_default, blas_text, load)
     print(text)
     print(f"\n(run took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)

@@ -144,7 +144,8 @@ def load(path) -> Checkpoint:
             raise CheckpointError(f"{path}: refused, it holds pickled objects; nothing was "
                                   f"unpickled ({exc})") from None
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, MemoryError) as exc:
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, MemoryError,
+            NotImplementedError) as exc:  # zipfile: an unknown zip version or compression
         raise CheckpointError(f"{path}: not a readable .npz checkpoint "
                               f"({exc or type(exc).__name__})") from None
     if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:

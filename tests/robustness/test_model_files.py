@@ -51,6 +51,19 @@ def test_npz_missing_array(tmp_path, kit, good, capsys):
     cli_refuses(bad, capsys, "missing ['1.bias']", command=("summary",))
 
 
+def test_npz_with_an_unknown_zip_version(tmp_path, good, capsys):
+    """zipfile raises NotImplementedError (not BadZipFile) for a member it cannot extract; a
+    fuzzed checkpoint found it escaping the loader."""
+    blob = bytearray(good.read_bytes())
+    central = blob.find(b"PK\x01\x02")  # the first central directory entry
+    assert central > 0
+    blob[central + 6 : central + 8] = (109).to_bytes(2, "little")  # "version needed": 10.9
+    bad = tmp_path / "version.npz"
+    bad.write_bytes(bytes(blob))
+    refused(bad, "not a readable .npz checkpoint", "zip file version 10.9")
+    cli_refuses(bad, capsys, "zip file version 10.9", command=("summary",))
+
+
 def test_npz_extra_array(tmp_path, kit, good, capsys):
     extra = kit.rewrite_npz(good, tmp_path / "extra.npz",
                             lambda a: a.__setitem__("param/2.weight", np.zeros((3, 3), np.float32)))

