@@ -3,7 +3,9 @@
 Two forward kernels compute the same thing; the layer picks the faster one for its shape.
 
 - **im2col** (any stride): the input windows are copied once into a matrix ``cols`` of shape
-  ``(C*kH*kW, Ho*N*Wo)`` and the convolution is one product with the ``(F, C*kH*kW)`` weights.
+  ``(C*kH*kW + 1, Ho*N*Wo)`` and the convolution is one product with the ``(F, C*kH*kW + 1)``
+  weights; the last row of ones and column of biases fold the bias into the product (and the
+  bias gradient into the weight gradient's).
 - **rows** (row stride 1, deep enough windows): only the kW horizontal taps are copied, into
   ``taps`` of shape ``(C*kW, Hp*N*Wo)``, one block of columns per padded input row. Kernel row
   ``i`` applied to input row ``r`` gives output row ``r - i``: the middle input rows serve all
@@ -194,20 +196,23 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     if rows is None:
         rows = use_rows_kernel(c, (kh, kw), stride)
     if not rows:
+        # the window matrix gets a last row of ones and the weights a last column of biases:
+        # the product adds the bias, and the backward product sums the bias gradient
         windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, Ho, N, Wo)
-        cols = scratch(saved_name, windows.shape, x.dtype)
         per = n * wo  # columns per output row
-        cols2d, w2d = cols.reshape(c * kh * kw, ho * per), w.reshape(f, -1)
+        depth = c * kh * kw
+        cols2d = scratch(saved_name, (depth + 1, ho * per), x.dtype)
+        cols = cols2d[:depth].reshape(windows.shape)
+        w2d = np.concatenate([w.reshape(f, depth), b[:, None]], axis=1)
         out = np.empty((f, ho * per), dtype=x.dtype)
 
         def output_rows(a, z):
-            for a, z in _cache_blocks(a, z, c * kh * kw * per * x.itemsize):
+            for a, z in _cache_blocks(a, z, depth * per * x.itemsize):
                 np.copyto(cols[:, :, :, a:z], windows[:, :, :, a:z])  # then multiplied from cache
-                block = out[:, a * per : z * per]
-                np.matmul(w2d, cols2d[:, a * per : z * per], out=block)
-                block += b[:, None]
+                cols2d[depth, a * per : z * per] = 1
+                np.matmul(w2d, cols2d[:, a * per : z * per], out=out[:, a * per : z * per])
 
-        parallel.for_each_span(ho, output_rows, _min_items(c * kh * kw * per))
+        parallel.for_each_span(ho, output_rows, _min_items(depth * per))
         return out.reshape(f, ho, n, wo).transpose(2, 0, 1, 3), ("im2col", cols2d)
     # rows: the taps of every padded row, rows outermost: (C*kW, Hp*N*Wo). Then for each run of
     # input rows one product with the kernel rows that read it (kH*F rows in the middle keep the
@@ -255,11 +260,11 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     f, c, kh, kw = w.shape
     n, ho, wo = dout.shape[0], dout.shape[2], dout.shape[3]
     dmat = dout.transpose(1, 2, 0, 3).reshape(f, -1)  # (F, Ho*N*Wo); free for our own outputs
-    db = dmat.sum(axis=1)
     if kind == "im2col":
-        dw = parallel.matmul(dmat, saved.T).reshape(w.shape)
+        dw_b = parallel.matmul(dmat, saved.T)  # (F, C*kH*kW + 1): the ones row gives db
         dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
-        return dx, dw, db
+        return dx, dw_b[:, :-1].reshape(w.shape), dw_b[:, -1]
+    db = dmat.sum(axis=1)
     (pt, pb), (pl, pr) = padding
     hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
     per = n * wo
