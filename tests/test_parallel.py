@@ -60,7 +60,23 @@ def test_nested_spans_run_inline(threads):
         seen.append(len(parallel.spans(10**6, 1)))  # inside a span: one span, no deadlock
 
     parallel.for_each_span(4, outer, min_span=1)
-    assert seen == [1, 1]
+    assert seen == [1, 1]  # one span per thread, each with no nested split
+
+
+@pytest.mark.parametrize("total, min_span", [(1, 1), (7, 1), (100, 3), (10**5, 1000)])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_for_each_span_visits_every_item_once(threads, total, min_span, n):
+    threads(n)
+    hits = np.zeros(total, np.int64)
+    owners = set()
+
+    def visit(a, b):
+        hits[a:b] += 1  # spans never overlap, so no two threads write the same items
+        owners.add(threading.get_ident())
+
+    parallel.for_each_span(total, visit, min_span=min_span)
+    assert (hits == 1).all()
+    assert len(owners) <= n
 
 
 def test_set_num_threads_rejects_bad_counts_and_sets_blas_to_one(threads):
