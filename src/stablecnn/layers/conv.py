@@ -17,10 +17,13 @@ Two forward kernels compute the same thing; the layer picks the faster one for i
   product is wasted. The backward pass places ``dout`` kH times, shifted, and gets the weight
   gradient and the taps' gradient from the same runs of rows.
 
-Activations are kept rows outermost: both kernels return an NCHW *view* of a ``(F, Ho, N, Wo)``
-buffer, whose columns are the products' columns, and take their inputs and gradients in any
-layout (the 2x2 max-pool keeps the layout it is given). A batch is split across threads by
-output rows (im2col), input rows (rows) or filters; see :mod:`stablecnn.parallel`.
+Activations are kept as (C, H, W, N), the batch innermost: both kernels return an NCHW *view*
+of an ``(F, Ho, Wo, N)`` buffer, whose columns are the products' columns, and take inputs and
+gradients in any layout. Every shift a convolution makes (a kernel row, a kernel column) is
+then a whole contiguous block of N numbers or more, so the window copies, the placing of dout
+and the adjoint adds run over long contiguous stretches instead of rows of Wo. A batch is split
+across threads by output rows (im2col), input rows (rows) or filters; see
+:mod:`stablecnn.parallel`.
 """
 
 from __future__ import annotations
@@ -66,30 +69,42 @@ def resolve_padding(padding, kernel_size: tuple[int, int], stride: tuple[int, in
     raise ValueError(f"padding must be a non-negative int, a pair, 'valid' or 'same', got {padding!r}")
 
 
-def _pad(x: np.ndarray, padding: Padding) -> np.ndarray:
-    if padding == ((0, 0), (0, 0)):
-        return x
-    return np.pad(x, ((0, 0), (0, 0), *padding))
+def padded_chwn(x: np.ndarray, padding: Padding) -> np.ndarray:
+    """The NCHW batch ``x`` as a (C, Hp, Wp, N) array, zero-padded, batch innermost.
+
+    A view when there is no padding and ``x`` already keeps its images innermost (every
+    activation the kernels make); else one copy.
+    """
+    xc = x.transpose(1, 2, 3, 0)
+    if padding == ((0, 0), (0, 0)) and (x.shape[0] == 1 or x.strides[0] == x.itemsize):
+        return xc
+    (pt, pb), (pl, pr) = padding
+    c, h, w, n = xc.shape
+    xp = np.empty((c, h + pt + pb, w + pl + pr, n), dtype=x.dtype)
+    xp[:, :pt], xp[:, pt + h :], xp[:, pt : pt + h, :pl], xp[:, pt : pt + h, pl + w :] = 0, 0, 0, 0
+    xp[:, pt : pt + h, pl : pl + w] = xc
+    return xp
 
 
 def window_view(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
-    """The windows of the padded input ``xp`` (N, C, Hp, Wp) as a (C, kH, kW, Ho, N, Wo) view."""
-    windows = sliding_window_view(xp, kernel, axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
-    return windows.transpose(1, 4, 5, 2, 0, 3)  # from (N, C, Ho, Wo, kH, kW)
+    """The windows of the padded input ``xp`` (C, Hp, Wp, N) as a (C, kH, kW, Ho, Wo, N) view."""
+    windows = sliding_window_view(xp, kernel, axis=(1, 2))[:, :: stride[0], :: stride[1]]
+    return windows.transpose(0, 4, 5, 1, 2, 3)  # from (C, Ho, Wo, N, kH, kW)
 
 
 def row_view(xp: np.ndarray, kw: int, sw: int) -> np.ndarray:
-    """The kW horizontal taps of every padded row of ``xp`` as a (C, kW, Hp, N, Wo) view."""
-    taps = sliding_window_view(xp, kw, axis=3)[:, :, :, ::sw, :]  # (N, C, Hp, Wo, kW)
-    return taps.transpose(1, 4, 2, 0, 3)
+    """The kW horizontal taps of every row of ``xp`` (C, Hp, Wp, N) as a (C, kW, Hp, Wo, N) view."""
+    taps = sliding_window_view(xp, kw, axis=2)[:, :, ::sw]  # (C, Hp, Wo, N, kW)
+    return taps.transpose(0, 4, 1, 2, 3)
 
 
 def row_windows_adjoint(dtaps: np.ndarray, dxp: np.ndarray, sw: int) -> None:
-    """Add ``dtaps`` (C, kW, Hp, N, Wo), a gradient of the :func:`row_view` taps, into the
-    padded input gradient ``dxp`` (C, Hp, N, Wp): tap j of column w read column ``w*sW + j``."""
-    kw, wo = dtaps.shape[1], dtaps.shape[4]
+    """Add ``dtaps`` (C, kW, Hp, Wo, N), a gradient of the :func:`row_view` taps, into the
+    padded input gradient ``dxp`` (C, Hp, Wp, N): tap j of column w read column ``w*sW + j``.
+    With the batch innermost each add runs over Wo*N contiguous numbers."""
+    kw, wo = dtaps.shape[1], dtaps.shape[3]
     for j in range(kw):
-        dxp[..., j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
+        dxp[:, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
 
 
 def row_groups(hp: int, ho: int, kh: int) -> list[tuple[int, int, int, int]]:
@@ -117,13 +132,13 @@ def _runs(groups, a: int, z: int):
 
 
 def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
-    """dL/dx from ``dmat`` = dL/dout as (F, Ho*N*Wo): the adjoint of im2col, one offset at a time.
+    """dL/dx from ``dmat`` = dL/dout as (F, Ho*Wo*N): the adjoint of im2col, one offset at a time.
 
-    For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, Ho*N*Wo) is the gradient of the
+    For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, Ho*Wo*N) is the gradient of the
     input pixels that offset touched; it is added onto that strided window of the input (kept
-    as (C, Hp, N, Wp), rows outermost, like every activation the kernels make). Working
+    as (C, Hp, Wp, N), batch innermost, like every activation the kernels make). Working
     per offset keeps each product small enough to stay in cache, instead of building the whole
-    (C*kH*kW, Ho*N*Wo) matrix of window gradients first. Threads take spans of input channels.
+    (C*kH*kW, Ho*Wo*N) matrix of window gradients first. Threads take spans of input channels.
     """
     n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
@@ -132,17 +147,17 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     hp, wp = h + pt + pb, w_ + pl + pr
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
     w_offsets = w.transpose(1, 2, 3, 0)  # (C, kH, kW, F): w_offsets[:, i, j] is (C, F)
-    dxp = np.empty((c, hp, n, wp), dtype=dmat.dtype)
+    dxp = np.empty((c, hp, wp, n), dtype=dmat.dtype)
 
     def accumulate(w_span, dxp_span):
         dxp_span[...] = 0
         for i in range(kh):
             for j in range(kw):
-                window = dxp_span[:, i : i + sh * (ho - 1) + 1 : sh, :, j : j + sw * (wo - 1) + 1 : sw]
-                window += (w_span[:, i, j] @ dmat).reshape(-1, ho, n, wo)
+                window = dxp_span[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+                window += (w_span[:, i, j] @ dmat).reshape(-1, ho, wo, n)
 
     parallel.split(accumulate, w_offsets, dxp, axis=0)
-    return dxp[:, pt : pt + h, :, pl : pl + w_].transpose(2, 0, 1, 3)
+    return dxp[:, pt : pt + h, pl : pl + w_].transpose(3, 0, 1, 2)
 
 
 ROWS_MIN_DEPTH = 64  # C*kW below this makes the rows kernel's products too thin to pay off
@@ -189,17 +204,17 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     """
     n = x.shape[0]
     f, c, kh, kw = w.shape
-    xp = _pad(x, padding)
-    hp = xp.shape[2]
+    xp = padded_chwn(x, padding)  # (C, Hp, Wp, N)
+    hp = xp.shape[1]
     ho = (hp - kh) // stride[0] + 1
-    wo = (xp.shape[3] - kw) // stride[1] + 1
+    wo = (xp.shape[2] - kw) // stride[1] + 1
     if rows is None:
         rows = use_rows_kernel(c, (kh, kw), stride)
     if not rows:
         # the window matrix gets a last row of ones and the weights a last column of biases:
         # the product adds the bias, and the backward product sums the bias gradient
-        windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, Ho, N, Wo)
-        per = n * wo  # columns per output row
+        windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, Ho, Wo, N)
+        per = wo * n  # columns per output row
         depth = c * kh * kw
         cols2d = scratch(saved_name, (depth + 1, ho * per), x.dtype)
         cols = cols2d[:depth].reshape(windows.shape)
@@ -213,13 +228,13 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
                 np.matmul(w2d, cols2d[:, a * per : z * per], out=out[:, a * per : z * per])
 
         parallel.for_each_span(ho, output_rows, _min_items(depth * per))
-        return out.reshape(f, ho, n, wo).transpose(2, 0, 1, 3), ("im2col", cols2d)
-    # rows: the taps of every padded row, rows outermost: (C*kW, Hp*N*Wo). Then for each run of
+        return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("im2col", cols2d)
+    # rows: the taps of every padded row, rows outermost: (C*kW, Hp*Wo*N). Then for each run of
     # input rows one product with the kernel rows that read it (kH*F rows in the middle keep the
     # product wide), and output row h sums kernel row i's products on input row h + i.
-    taps_view = row_view(xp, kw, stride[1])  # (C, kW, Hp, N, Wo)
+    taps_view = row_view(xp, kw, stride[1])  # (C, kW, Hp, Wo, N)
     taps = scratch(saved_name, taps_view.shape, x.dtype)
-    per = n * wo  # columns per input row
+    per = wo * n  # columns per input row
     taps2d, stacked = taps.reshape(c * kw, hp * per), stacked_rows(w)
     partial = scratch("partial", (kh * f, hp * per), x.dtype)
     groups = row_groups(hp, ho, kh)
@@ -233,25 +248,25 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
                           out=partial[lo * f : (hi + 1) * f, span])
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
-    out = np.empty((f, ho, n, wo), dtype=x.dtype)
-    rows_of = partial.reshape(kh, f, hp, n, wo)
+    out = np.empty((f, ho, per), dtype=x.dtype)
+    rows_of = partial.reshape(kh, f, hp, per)
 
     def filters(a, z):
-        np.add(rows_of[0, a:z, :ho], b[a:z, None, None, None], out=out[a:z])
+        np.add(rows_of[0, a:z, :ho], b[a:z, None, None], out=out[a:z])
         for i in range(1, kh):
             out[a:z] += rows_of[i, a:z, i : i + ho]
 
     parallel.for_each_span(f, filters, _min_items(ho * per))
-    return out.transpose(2, 0, 1, 3), ("rows", taps2d)
+    return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("rows", taps2d)
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
                     need_input_grad=True, scratch=fresh):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
 
-    With ``D = dout`` as (F, Ho*N*Wo): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
+    With ``D = dout`` as (F, Ho*Wo*N): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
     input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
-    :func:`conv2d_input_grad`). rows: ``S`` (kH*F, Hp*N*Wo) stacks D shifted down by 0..kH-1
+    :func:`conv2d_input_grad`). rows: ``S`` (kH*F, Hp*Wo*N) stacks D shifted down by 0..kH-1
     rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S``, each over the runs of rows of
     :func:`row_groups` (see :func:`row_windows_adjoint`). The weight gradient is split across
     threads by its columns (so it does not depend on the thread count), the rest by rows.
@@ -259,7 +274,7 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     kind, saved = cache
     f, c, kh, kw = w.shape
     n, ho, wo = dout.shape[0], dout.shape[2], dout.shape[3]
-    dmat = dout.transpose(1, 2, 0, 3).reshape(f, -1)  # (F, Ho*N*Wo); free for our own outputs
+    dmat = dout.transpose(1, 2, 3, 0).reshape(f, -1)  # (F, Ho*Wo*N); free for our own outputs
     if kind == "im2col":
         dw_b = parallel.matmul(dmat, saved.T)  # (F, C*kH*kW + 1): the ones row gives db
         dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
@@ -267,15 +282,15 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     db = dmat.sum(axis=1)
     (pt, pb), (pl, pr) = padding
     hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
-    per = n * wo
+    per = wo * n
     groups = row_groups(hp, ho, kh)
     # shifted[i] is dout placed i rows down (rows outermost): the entries each run reads
     # are written, the rest is never read, so nothing needs zeroing
-    shifted = scratch("shifted", (kh, f, hp, n, wo), dout.dtype)
+    shifted = scratch("shifted", (kh, f, hp, per), dout.dtype)
     shifted2d = shifted.reshape(kh * f, hp * per)
-    drows = dmat.reshape(f, ho, n, wo)
+    drows = dmat.reshape(f, ho, per)
     if need_input_grad:
-        dtaps = scratch("dtaps", (c, kw, hp, n, wo), dout.dtype)
+        dtaps = scratch("dtaps", (c, kw, hp, wo, n), dout.dtype)
         dtaps2d, stacked_t = dtaps.reshape(c * kw, hp * per), stacked_rows(w).T
 
     def input_rows(a, z):
@@ -302,15 +317,15 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     dw = dw_rows.reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
     if not need_input_grad:
         return None, dw, db
-    dxp = np.empty((c, hp, n, wp), dtype=dout.dtype)
+    dxp = np.empty((c, hp, wp, n), dtype=dout.dtype)
 
     def channels(a, z):
         dxp[a:z] = 0
         row_windows_adjoint(dtaps[a:z], dxp[a:z], stride[1])
 
     parallel.for_each_span(c, channels, _min_items(hp * per * kw))
-    dx = dxp[:, pt : pt + x_shape[2], :, pl : pl + x_shape[3]]  # (C, H, N, W)
-    return dx.transpose(2, 0, 1, 3), dw, db
+    dx = dxp[:, pt : pt + x_shape[2], pl : pl + x_shape[3]]  # (C, H, W, N)
+    return dx.transpose(3, 0, 1, 2), dw, db
 
 
 class Conv2d(Layer):

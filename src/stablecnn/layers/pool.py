@@ -5,10 +5,11 @@ Two kernels, both vectorised over the whole batch (no loop over images, channels
 - 2x2 windows (Model 1's pools, any stride) are separable: the larger of each column pair, then
   the larger of the two rows' winners. Two comparisons and two maxima in all, and two boolean
   choices (right column won; bottom row won) are all the backward pass needs. With stride 1 and
-  an input whose rows are contiguous, each of those passes runs over the whole array as one
-  flat vector, offset by one element (the next column) or one row (the next row): windows
-  that straddle a row or image edge are computed too and never read, and NumPy's inner loop
-  then runs at memory speed instead of 18 elements at a time (4x faster here).
+  an input that is one contiguous block in any axis order (the convolutions' (C, H, W, N)
+  outputs, or plain NCHW), each of those passes runs over the whole array as one flat vector,
+  offset by the distance to the next column or to the next row: windows that straddle an edge
+  are computed too and never read, and NumPy's inner loop then runs at memory speed instead of
+  18 elements at a time (4x faster here).
 - Any other window loops over its kH*kW offsets, one comparison and a running argmax each.
 
 Ties: when a window holds equal maxima, the whole gradient goes to the *first* of them in
@@ -102,19 +103,19 @@ def maxpool2x2_forward(x, stride=(2, 2), with_choice=True):
 
 
 def contiguous_order(x) -> list[int] | None:
-    """The axis order, outermost first, in which ``x`` is one C-contiguous block with W
-    innermost (``[0, 1, 2, 3]`` for NCHW, ``[1, 2, 0, 3]`` for the convolutions' (C, H, N, W)
-    outputs), else None."""
+    """The axis order, outermost first, in which ``x`` is one C-contiguous block
+    (``[0, 1, 2, 3]`` for NCHW, ``[1, 2, 3, 0]`` for the convolutions' (C, H, W, N) outputs),
+    else None."""
     order = sorted(range(4), key=lambda i: -abs(x.strides[i]))
-    if order[3] != 3 or not x.transpose(order).flags.c_contiguous:
+    if sorted(order) != [0, 1, 2, 3] or not x.transpose(order).flags.c_contiguous:
         return None
     return order
 
 
 def _flat_split(order) -> int | None:
-    """The permuted axis to split across threads: the outermost, unless it is H (a span
-    boundary would then cut the row pairs the flat passes read across)."""
-    return 0 if order[0] != 2 else None
+    """The permuted axis to split across threads: the outermost, unless it is H or W (a span
+    boundary would then cut the row or column pairs the flat passes read across)."""
+    return 0 if order[0] not in (2, 3) else None
 
 
 def maxpool2x2_flat_forward(x, order, with_choice=True):
@@ -122,19 +123,20 @@ def maxpool2x2_flat_forward(x, order, with_choice=True):
     flat vectors. Returns ``(out, choice)`` like :func:`maxpool2x2_forward`, but ``out`` and
     the choices live on the full H x W grid of the input (``out`` is a view of the valid part)."""
     n, c, h, w = x.shape
-    row = x.strides[2] // x.itemsize  # elements from one row to the next
     xt = x.transpose(order)  # C-contiguous
+    # elements from one row, or one column, to the next (1 and W for NCHW, N*W and N for CHWN)
+    row, col = x.strides[2] // x.itemsize, x.strides[3] // x.itemsize
     full = np.empty(xt.shape, dtype=x.dtype)
     right = np.empty(xt.shape, dtype=bool) if with_choice else None
     below = np.empty(xt.shape, dtype=bool) if with_choice else None
 
     def pool(xt, full, right, below):  # a block of whole channels or images
         xf, size = xt.reshape(-1), xt.size
-        last = size - 1 - row  # positions < last have a full 2x2 window in the flat vector
-        pairs = np.maximum(xf[:-1], xf[1:])  # pairs[k]: max of columns k, k+1
+        last = size - col - row  # positions < last have a full 2x2 window in the flat vector
+        pairs = np.maximum(xf[:-col], xf[col:])  # pairs[k]: max of column k and the next
         np.maximum(pairs[:-row], pairs[row:], out=full.reshape(-1)[:last])
         if right is not None:
-            np.greater(xf[1:], xf[:-1], out=right.reshape(-1)[:-1])
+            np.greater(xf[col:], xf[:-col], out=right.reshape(-1)[: size - col])
             np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
 
     axis = _flat_split(order)
@@ -153,11 +155,12 @@ def maxpool2x2_flat_backward(dout, choice):
     inverse = list(np.argsort(order))
     ho, wo = dout.shape[2:]
     row = right.strides[inverse[2]] // right.itemsize
+    col = right.strides[inverse[3]] // right.itemsize
     dx = np.empty(right.shape, dtype=dout.dtype)  # the permuted, C-contiguous layout
 
     def route(dout, right, below, dx):  # all in the permuted layout
         size = dx.size
-        last = size - 1 - row
+        last = size - col - row
         grid = np.empty(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
         view = grid.transpose(inverse)
         view[:, :, :ho, :wo] = dout.transpose(inverse)
@@ -166,16 +169,16 @@ def maxpool2x2_flat_backward(dout, choice):
         g = grid.reshape(-1)[:last]
         to_bottom = g * below.reshape(-1)[:last]  # exact: g * 1 or g * 0
         to_top = np.subtract(g, to_bottom, out=g)  # g - g = 0 exactly
-        pairs = np.empty(size - 1, dtype=dx.dtype)  # the gradient of each column pair's max
+        pairs = np.empty(size - col, dtype=dx.dtype)  # the gradient of each column pair's max
         pairs[:last] = to_top
         pairs[last:] = 0
         pairs[row:] += to_bottom
-        to_right = pairs * right.reshape(-1)[:-1]
+        to_right = pairs * right.reshape(-1)[: size - col]
         pairs -= to_right  # what goes to the left column
         dxf = dx.reshape(-1)
-        dxf[:-1] = pairs
-        dxf[-1] = 0
-        dxf[1:] += to_right
+        dxf[: size - col] = pairs
+        dxf[size - col :] = 0
+        dxf[col:] += to_right
 
     arrays = (dout.transpose(order), right, below, dx)
     axis = _flat_split(order)
