@@ -292,8 +292,9 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     if need_input_grad:
         dtaps = scratch("dtaps", (c, kw, hp, wo, n), dout.dtype)
         dtaps2d, stacked_t = dtaps.reshape(c * kw, hp * per), stacked_rows(w).T
+        dxp = np.empty((c, hp, wp, n), dtype=dout.dtype)
 
-    def input_rows(a, z):
+    def input_rows(a, z):  # place dout, then the taps' gradient and its adjoint, row by row
         for i in range(kh):  # output row h of kernel row i sits on input row h + i
             lo, hi = max(a - i, 0), min(z - i, ho)
             if lo < hi:
@@ -303,6 +304,8 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
                 span = slice(r0 * per, r1 * per)
                 np.matmul(stacked_t[:, lo * f : (hi + 1) * f], shifted2d[lo * f : (hi + 1) * f, span],
                           out=dtaps2d[:, span])
+            dxp[:, a:z] = 0  # a tap moves along its row only, so rows a..z are complete
+            row_windows_adjoint(dtaps[:, :, a:z], dxp[:, a:z], stride[1])
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
     dw_rows = np.empty((kh * f, c * kw), dtype=dout.dtype)
@@ -317,13 +320,6 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     dw = dw_rows.reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
     if not need_input_grad:
         return None, dw, db
-    dxp = np.empty((c, hp, wp, n), dtype=dout.dtype)
-
-    def channels(a, z):
-        dxp[a:z] = 0
-        row_windows_adjoint(dtaps[a:z], dxp[a:z], stride[1])
-
-    parallel.for_each_span(c, channels, _min_items(hp * per * kw))
     dx = dxp[:, pt : pt + x_shape[2], pl : pl + x_shape[3]]  # (C, H, W, N)
     return dx.transpose(3, 0, 1, 2), dw, db
 
