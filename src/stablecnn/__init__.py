@@ -1,6 +1,6 @@
 """stablecnn: a numerically stable deep CNN library written from scratch in NumPy."""
 
-from stablecnn import init, schedules, zoo
+from stablecnn import init, parallel, runtime, schedules, zoo
 from stablecnn.errors import CheckpointError, DataError, ShapeError, StableCNNError, TrainingError
 from stablecnn.layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
                               GlobalAvgPool2d, Layer, LeakyReLU, Linear, MaxPool2d, ReLU)
@@ -19,4 +19,5 @@ __all__ = [
     "StableCNNError", "DataError", "ShapeError", "CheckpointError", "TrainingError",
     "SGD", "Adam", "AdamW", "RMSprop", "OPTIMIZERS", "build_optimizer", "clip_grad_norm",
     "schedules", "Schedule", "ConstantLR", "StepLR", "CosineLR", "WarmupLR", "build_schedule",
+    "parallel", "runtime",
 ]
