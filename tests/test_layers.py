@@ -297,6 +297,46 @@ def test_rows_and_im2col_kernels_agree_with_the_naive_definition(shape, f, kerne
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
+@pytest.mark.parametrize("block", [1, 3000, 1 << 30])  # a row of one image, a few, or all
+def test_inference_in_row_blocks_matches_the_naive_definition(monkeypatch, shape, f, kernel,
+                                                              stride, padding, block):
+    """Without keep (inference) the kernels hold a block of rows at a time; same outputs."""
+    from stablecnn.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "INFERENCE_BLOCK", block)
+    rng = np.random.default_rng(10)
+    conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
+    w, b = conv.params["weight"], rng.standard_normal(f)
+    x = rng.standard_normal(shape)
+    expected = naive.conv2d(x, w, b, conv.stride, conv.padding)
+    kernels = (False, True) if conv.stride[0] == 1 else (False,)
+    for rows in kernels:
+        out, cache = conv_module.conv2d_forward(x, w, b, conv.stride, conv.padding, rows=rows,
+                                                keep=False)
+        assert cache is None
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_inference_memory_does_not_grow_with_the_batch():
+    """The rows kernel's work arrays in inference are one block of rows, not the whole batch."""
+    import tracemalloc
+
+    from stablecnn import parallel
+    from stablecnn.layers import conv as conv_module
+
+    conv = Conv2d(32, 32, 3, padding="same", rng=np.random.default_rng(0))
+    x = np.random.default_rng(1).random((1000, 32, 28, 28), dtype=np.float32)  # 100 MB
+    conv.forward(x[:2], training=False)
+    tracemalloc.start()
+    out = conv.forward(x, training=False)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # the padded input copy and the output are 100-115 MB each; whole-batch taps and partial
+    # products would add 3 x 100 MB each
+    assert peak < out.nbytes * 2.2 + 2 * parallel.get_num_threads() * conv_module.INFERENCE_BLOCK, peak
+
+
 def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():
     from stablecnn.layers.conv import use_rows_kernel
 

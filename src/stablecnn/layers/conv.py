@@ -107,16 +107,17 @@ def row_windows_adjoint(dtaps: np.ndarray, dxp: np.ndarray, sw: int) -> None:
         dxp[:, :, j : j + sw * (wo - 1) + 1 : sw] += dtaps[:, j]
 
 
-def row_groups(hp: int, ho: int, kh: int) -> list[tuple[int, int, int, int]]:
-    """Runs ``(r0, r1, lo, hi)`` of padded input rows that the same kernel rows ``lo..hi`` use.
+def row_groups(h0: int, h1: int, kh: int) -> list[tuple[int, int, int, int]]:
+    """Runs ``(r0, r1, lo, hi)`` of padded input rows that the same kernel rows ``lo..hi`` use
+    for output rows ``h0..h1-1`` (input rows ``h0 .. h1+kH-2``).
 
-    Kernel row i reads input row r for output row r - i, which exists when 0 <= r - i < Ho: the
-    middle rows serve every kernel row, the top and bottom kH - 1 rows fewer. Computing each run
-    with only its kernel rows is what makes the rows kernel exact (no wasted products).
+    Kernel row i reads input row r for output row r - i, which must lie in [h0, h1): the middle
+    rows serve every kernel row, the top and bottom kH - 1 rows fewer. Computing each run with
+    only its kernel rows is what makes the rows kernel exact (no wasted products).
     """
     groups: list[list[int]] = []
-    for r in range(hp):
-        lo, hi = max(0, r - ho + 1), min(kh - 1, r)
+    for r in range(h0, h1 + kh - 1):
+        lo, hi = max(0, r - h1 + 1), min(kh - 1, r - h0)
         if groups and groups[-1][2:] == [lo, hi]:
             groups[-1][1] = r + 1
         else:
@@ -190,17 +191,19 @@ def _min_items(per_item: int) -> int:
 
 
 def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None,
-                   scratch=fresh, saved_name="saved"):
+                   scratch=fresh, keep=True):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
     ``out[n, f, i, j] = b[f] + sum_{c,p,q} w[f, c, p, q] * xpad[n, c, i*sH + p, j*sW + q]``
 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
-    (N, F, Ho, Wo) and what :func:`conv2d_backward` needs. ``scratch`` (a
-    :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays; the window matrix kept
-    for the backward pass is taken under ``saved_name``. Each thread takes a span of rows
-    through the window copy and the product: every column of the window matrix belongs to one
-    row, so the spans never meet.
+    (N, F, Ho, Wo) and what :func:`conv2d_backward` needs (None unless ``keep``). ``scratch``
+    (a :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays. Each thread takes a
+    span of rows through the window copy and the product: every column of the window matrix
+    belongs to one row, so the spans never meet. Without ``keep`` (inference) nothing is kept
+    for a backward pass, so the window matrix and the partial products exist only for a block
+    of images at a time (about :data:`INFERENCE_BLOCK` bytes per thread): memory stays flat at
+    any batch size.
     """
     n = x.shape[0]
     f, c, kh, kw = w.shape
@@ -216,16 +219,18 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
         windows = window_view(xp, (kh, kw), stride)  # (C, kH, kW, Ho, Wo, N)
         per = wo * n  # columns per output row
         depth = c * kh * kw
-        cols2d = scratch(saved_name, (depth + 1, ho * per), x.dtype)
-        cols = cols2d[:depth].reshape(windows.shape)
         w2d = np.concatenate([w.reshape(f, depth), b[:, None]], axis=1)
+        if not keep:
+            return _im2col_inference(windows, w2d), None
+        cols2d = scratch("saved", (depth + 1, ho * per), x.dtype)
         out = np.empty((f, ho * per), dtype=x.dtype)
 
         def output_rows(a, z):
             for a, z in _cache_blocks(a, z, depth * per * x.itemsize):
-                np.copyto(cols[:, :, :, a:z], windows[:, :, :, a:z])  # then multiplied from cache
-                cols2d[depth, a * per : z * per] = 1
-                np.matmul(w2d, cols2d[:, a * per : z * per], out=out[:, a * per : z * per])
+                block = cols2d[:, a * per : z * per]
+                block[:depth].reshape(c, kh, kw, z - a, wo, n)[...] = windows[:, :, :, a:z]
+                block[depth] = 1
+                np.matmul(w2d, block, out=out[:, a * per : z * per])  # from cache
 
         parallel.for_each_span(ho, output_rows, _min_items(depth * per))
         return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("im2col", cols2d)
@@ -233,11 +238,14 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     # input rows one product with the kernel rows that read it (kH*F rows in the middle keep the
     # product wide), and output row h sums kernel row i's products on input row h + i.
     taps_view = row_view(xp, kw, stride[1])  # (C, kW, Hp, Wo, N)
-    taps = scratch(saved_name, taps_view.shape, x.dtype)
     per = wo * n  # columns per input row
-    taps2d, stacked = taps.reshape(c * kw, hp * per), stacked_rows(w)
+    stacked = stacked_rows(w)
+    if not keep:
+        return _rows_inference(taps_view, stacked, b, ho), None
+    taps = scratch("saved", taps_view.shape, x.dtype)
+    taps2d = taps.reshape(c * kw, hp * per)
     partial = scratch("partial", (kh * f, hp * per), x.dtype)
-    groups = row_groups(hp, ho, kh)
+    groups = row_groups(0, ho, kh)
 
     def input_rows(a, z):
         for a, z in _cache_blocks(a, z, c * kw * per * x.itemsize):
@@ -258,6 +266,83 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
 
     parallel.for_each_span(f, filters, _min_items(ho * per))
     return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("rows", taps2d)
+
+
+INFERENCE_BLOCK = 1 << 24  # bytes of work arrays per thread in inference
+
+
+def _blocks(ho: int, n: int, row_bytes: int, halo: int = 0) -> list[tuple[int, int, int, int]]:
+    """Blocks ``(h0, h1, n0, n1)`` of output rows and images whose work arrays take about
+    :data:`INFERENCE_BLOCK` bytes, ``row_bytes`` being one input row of one image and each block
+    reading ``halo`` input rows more than it has output rows. Whole images when they fit (all
+    rows in one product keeps the rows kernel's products kH*F wide), else bands of rows."""
+    whole = row_bytes * (ho + halo)
+    if whole <= INFERENCE_BLOCK:  # as many equal blocks as threads, or more if they must
+        threads = parallel.get_num_threads()
+        count = -(-max(threads, -(-n * whole // INFERENCE_BLOCK)) // threads) * threads
+        count = min(count, n)
+        bounds = [n * i // count for i in range(count + 1)]
+        return [(0, ho, bounds[i], bounds[i + 1]) for i in range(count)]
+    rows = max(1, INFERENCE_BLOCK // row_bytes - halo)
+    return [(h0, min(h0 + rows, ho), n0, n0 + 1) for n0 in range(n) for h0 in range(0, ho, rows)]
+
+
+def _im2col_inference(windows, w2d) -> np.ndarray:
+    """The im2col kernel a band of output rows at a time (a product's width does not depend
+    on how many rows it holds); nothing is kept."""
+    c, kh, kw, ho, wo, n = windows.shape
+    f, depth = w2d.shape[0], c * kh * kw
+    out = np.empty((f, ho, wo * n), dtype=w2d.dtype)
+    row_bytes = (depth + 1) * wo * n * w2d.itemsize  # one output row of every image
+    rows = max(1, min(-(-ho // parallel.get_num_threads()), INFERENCE_BLOCK // row_bytes))
+    images = n if row_bytes <= INFERENCE_BLOCK else max(1, n * INFERENCE_BLOCK // row_bytes)
+    blocks = [(h0, min(h0 + rows, ho), n0, min(n0 + images, n))
+              for h0 in range(0, ho, rows) for n0 in range(0, n, images)]
+
+    def some_blocks(a, z):
+        for h0, h1, n0, n1 in blocks[a:z]:
+            cols = np.empty((depth + 1, h1 - h0, wo, n1 - n0), dtype=w2d.dtype)
+            cols[:depth].reshape(c, kh, kw, h1 - h0, wo, n1 - n0)[...] = windows[:, :, :, h0:h1, :, n0:n1]
+            cols[depth] = 1
+            cols2d = cols.reshape(depth + 1, -1)
+            if n1 - n0 == n:  # whole rows: the product writes straight into the output
+                np.matmul(w2d, cols2d, out=out[:, h0:h1].reshape(f, -1))
+            else:
+                out.reshape(f, ho, wo, n)[:, h0:h1, :, n0:n1] = (w2d @ cols2d).reshape(
+                    f, h1 - h0, wo, n1 - n0)
+
+    parallel.for_each_span(len(blocks), some_blocks, 1)
+    return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2)
+
+
+def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
+    """The rows kernel a block of output rows and images at a time: each block copies the input
+    rows it reads (kH - 1 more than it has), multiplies them and sums its rows."""
+    c, kw, _, wo, n = taps_view.shape
+    f, kh = b.shape[0], stacked.shape[0] // b.shape[0]
+    out = np.empty((f, ho, wo, n), dtype=stacked.dtype)
+
+    blocks = _blocks(ho, n, (c * kw + kh * f) * wo * stacked.itemsize, halo=kh - 1)
+
+    def some_blocks(a, z):
+        for h0, h1, n0, n1 in blocks[a:z]:
+            rows, cols = h1 - h0 + kh - 1, wo * (n1 - n0)  # input rows h0 .. h1+kH-2
+            taps = np.empty((c, kw, rows, wo, n1 - n0), dtype=stacked.dtype)
+            np.copyto(taps, taps_view[:, :, h0 : h0 + rows, :, n0:n1])
+            taps2d = taps.reshape(c * kw, rows * cols)
+            partial = np.empty((kh * f, rows * cols), dtype=stacked.dtype)
+            for r0, r1, lo, hi in row_groups(h0, h1, kh):
+                span = slice((r0 - h0) * cols, (r1 - h0) * cols)
+                np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
+                          out=partial[lo * f : (hi + 1) * f, span])
+            partial = partial.reshape(kh, f, rows, wo, n1 - n0)
+            block = out[:, h0:h1, :, n0:n1]
+            np.add(partial[0, :, : h1 - h0], b[:, None, None, None], out=block)
+            for i in range(1, kh):
+                block += partial[i, :, i : i + h1 - h0]
+
+    parallel.for_each_span(len(blocks), some_blocks, 1)
+    return out.transpose(3, 0, 1, 2)
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
@@ -285,7 +370,7 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     (pt, pb), (pl, pr) = padding
     hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
     per = wo * n
-    groups = row_groups(hp, ho, kh)
+    groups = row_groups(0, ho, kh)
     # shifted[i] is dout placed i rows down (rows outermost): the entries each run reads
     # are written, the rest is never read, so nothing needs zeroing
     shifted = scratch("shifted", (kh, f, hp, per), dout.dtype)
@@ -397,10 +482,9 @@ class Conv2d(Layer):
 
     def forward(self, x, training=True):
         self._check_input(x, 4)
-        # inference allocates afresh: a pending training cache stays intact, and an evaluation
-        # at a large batch leaves no large arrays behind
+        # inference keeps no window matrix (and leaves a pending training cache intact)
         out, cache = conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride,
-                                    self.padding, scratch=self.scratch if training else fresh)
+                                    self.padding, scratch=self.scratch, keep=training)
         self._cache = (cache, x.shape) if training else None
         return out
 
