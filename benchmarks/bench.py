@@ -263,6 +263,24 @@ def blas_summary() -> tuple[str, int]:
     return text, lib["num_threads"]
 
 
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """The fraction of all CPUs' time spent busy over the next ``seconds`` (/proc/stat), or None.
+
+    The load average lags by a minute: right after a previous run it still reports that run.
+    """
+    def sample():
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -310,9 +328,11 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
                + "; ".join(f"{fw} {json.dumps(t)}" for fw, t in threads.items()))
     env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} not set" for k in ENV_VARS)
     out.append(f"- environment (passed to the workers unchanged): {env}")
-    out.append(f"- load average at start (1 min): {load:.2f}"
-               + (f" - WARNING: other processes were using the {os.cpu_count()} CPUs; the figures "
-                  "are not reliable" if load > 0.25 * (os.cpu_count() or 1) else ""))
+    busy, avg = load
+    busy_text = f"{100 * busy:.0f}% busy" if busy is not None else "unknown"
+    out.append(f"- CPUs in the second before the run: {busy_text}; load average (1 min, lags): "
+               f"{avg:.2f}" + (f" - WARNING: other processes were using the CPUs; the figures "
+                               "are not reliable" if busy is not None and busy > 0.25 else ""))
     out.append(f"- timing: {args.rounds} round(s) of fresh workers per batch size, stablecnn and "
                f"PyTorch alternating; in each, {args.warmup} warm-up batches, then {args.repeats} "
                f"timed runs of {args.batches} batches; the median of all {args.rounds * args.repeats}"
@@ -433,7 +453,7 @@ def main(argv=None) -> int:
         return 0
 
     blas_text, blas_default = blas_summary()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    load = (cpu_busy(), os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
     have_torch = not args.no_torch and version("torch") != "not installed"
     frameworks = ["stablecnn", "torch"] if have_torch else ["stablecnn"]
     print(f"benchmarking {args.model} with {args.threads} threads, batch sizes {args.batch_sizes}"

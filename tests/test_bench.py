@@ -49,6 +49,7 @@ def test_a_tiny_run_prints_the_table_and_the_targets():
     out = proc.stdout
     assert "| 2 | train |" in out and "| 3 | infer |" in out
     assert "2 round(s) of fresh workers" in out
+    assert "CPUs in the second before the run:" in out
     assert "PyTorch skipped (--no-torch): stablecnn figures only." in out
 
 
