@@ -34,7 +34,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 MMAP_THRESHOLD = 32 * 2**20  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit systems
-_TRIM_THRESHOLD = 2**62  # never hand the top of the heap back to the kernel
+_TRIM_THRESHOLD = 2**31 - 1  # mallopt's int maximum: keep up to 2 GiB of free heap top
 
 _applied: bool | None = None
 
@@ -67,9 +67,8 @@ def keep_freed_memory() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    # int parameters: the trim threshold saturates at INT_MAX (2 GiB of free heap top kept)
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    ok = mallopt(_M_TRIM_THRESHOLD, min(_TRIM_THRESHOLD, 2**31 - 1)) == 1 and ok
+    ok = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and ok
     _applied = ok
     return ok
 

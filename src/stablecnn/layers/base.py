@@ -35,10 +35,6 @@ class Scratch:
             array = self._arrays[name] = np.empty(shape, dtype)
         return array
 
-    def clear(self) -> None:
-        """Drop every kept array (they are rebuilt on the next batch)."""
-        self._arrays.clear()
-
 
 def fresh(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A :class:`Scratch` stand-in that always allocates (for the functional kernels)."""

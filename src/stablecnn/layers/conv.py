@@ -184,6 +184,25 @@ def _cache_blocks(a: int, z: int, bytes_per_item: int):
     return [(s, min(s + step, z)) for s in range(a, z, step)]
 
 
+def _stacked_products(stacked, taps2d, partial, runs, f: int, cols: int, first_row: int = 0):
+    """For each run ``(r0, r1, lo, hi)`` of input rows, the product of kernel rows lo..hi of
+    ``stacked`` with those rows' taps, into the same rows and columns of ``partial``
+    (``cols`` columns per row, column 0 being input row ``first_row``)."""
+    for r0, r1, lo, hi in runs:
+        span = slice((r0 - first_row) * cols, (r1 - first_row) * cols)
+        np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
+                  out=partial[lo * f : (hi + 1) * f, span])
+
+
+def _add_kernel_rows(partial, b, out) -> None:
+    """``out[:, h] = b + sum_i partial[i, :, h + i]``: output row h sums kernel row i's products
+    on input row h + i. ``partial`` (kH, F, rows, ...), ``out`` (F, rows - kH + 1, ...)."""
+    h = out.shape[1]
+    np.add(partial[0, :, :h], b.reshape(-1, *(1,) * (out.ndim - 1)), out=out)
+    for i in range(1, partial.shape[0]):
+        out += partial[i, :, i : i + h]
+
+
 def _min_items(per_item: int) -> int:
     """Items (images, rows, filters) per thread below which a span is not worth a thread, for
     ``per_item`` elements of work each."""
@@ -250,19 +269,14 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     def input_rows(a, z):
         for a, z in _cache_blocks(a, z, c * kw * per * x.itemsize):
             np.copyto(taps[:, :, a:z], taps_view[:, :, a:z])  # then multiplied from cache
-            for r0, r1, lo, hi in _runs(groups, a, z):
-                span = slice(r0 * per, r1 * per)
-                np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
-                          out=partial[lo * f : (hi + 1) * f, span])
+            _stacked_products(stacked, taps2d, partial, _runs(groups, a, z), f, per)
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
     out = np.empty((f, ho, per), dtype=x.dtype)
     rows_of = partial.reshape(kh, f, hp, per)
 
     def filters(a, z):
-        np.add(rows_of[0, a:z, :ho], b[a:z, None, None], out=out[a:z])
-        for i in range(1, kh):
-            out[a:z] += rows_of[i, a:z, i : i + ho]
+        _add_kernel_rows(rows_of[:, a:z], b[a:z], out[a:z])
 
     parallel.for_each_span(f, filters, _min_items(ho * per))
     return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("rows", taps2d)
@@ -331,15 +345,9 @@ def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
             np.copyto(taps, taps_view[:, :, h0 : h0 + rows, :, n0:n1])
             taps2d = taps.reshape(c * kw, rows * cols)
             partial = np.empty((kh * f, rows * cols), dtype=stacked.dtype)
-            for r0, r1, lo, hi in row_groups(h0, h1, kh):
-                span = slice((r0 - h0) * cols, (r1 - h0) * cols)
-                np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
-                          out=partial[lo * f : (hi + 1) * f, span])
-            partial = partial.reshape(kh, f, rows, wo, n1 - n0)
-            block = out[:, h0:h1, :, n0:n1]
-            np.add(partial[0, :, : h1 - h0], b[:, None, None, None], out=block)
-            for i in range(1, kh):
-                block += partial[i, :, i : i + h1 - h0]
+            _stacked_products(stacked, taps2d, partial, row_groups(h0, h1, kh), f, cols, h0)
+            _add_kernel_rows(partial.reshape(kh, f, rows, wo, n1 - n0), b,
+                             out[:, h0:h1, :, n0:n1])
 
     parallel.for_each_span(len(blocks), some_blocks, 1)
     return out.transpose(3, 0, 1, 2)

@@ -112,10 +112,14 @@ def contiguous_order(x) -> list[int] | None:
     return order
 
 
-def _flat_split(order) -> int | None:
-    """The permuted axis to split across threads: the outermost, unless it is H or W (a span
-    boundary would then cut the row or column pairs the flat passes read across)."""
-    return 0 if order[0] not in (2, 3) else None
+def _flat_split(fn, order, *arrays) -> None:
+    """``fn(*arrays)`` on permuted, C-contiguous arrays, split across threads along their
+    outermost axis unless it is H or W (a span boundary would then cut the row or column pairs
+    the flat passes read across)."""
+    if order[0] in (2, 3):
+        fn(*arrays)
+    else:
+        parallel.split(fn, *arrays, axis=0)
 
 
 def maxpool2x2_flat_forward(x, order, with_choice=True):
@@ -139,11 +143,7 @@ def maxpool2x2_flat_forward(x, order, with_choice=True):
             np.greater(xf[col:], xf[:-col], out=right.reshape(-1)[: size - col])
             np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
 
-    axis = _flat_split(order)
-    if axis is None:
-        pool(xt, full, right, below)
-    else:
-        parallel.split(pool, xt, full, right, below, axis=axis)
+    _flat_split(pool, order, xt, full, right, below)
     inverse = list(np.argsort(order))
     out = full.transpose(inverse)[:, :, : h - 1, : w - 1]
     return out, ((right, below, order) if with_choice else None)
@@ -180,12 +180,7 @@ def maxpool2x2_flat_backward(dout, choice):
         dxf[size - col :] = 0
         dxf[col:] += to_right
 
-    arrays = (dout.transpose(order), right, below, dx)
-    axis = _flat_split(order)
-    if axis is None:
-        route(*arrays)
-    else:
-        parallel.split(route, *arrays, axis=axis)
+    _flat_split(route, order, dout.transpose(order), right, below, dx)
     return dx.transpose(inverse)
 
 
@@ -194,7 +189,7 @@ def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2)):
     row, then across to the winning column; overlapping windows add."""
     right, below = choice
     (sh, sw), (ho, wo) = stride, dout.shape[2:]
-    hr, w = right.shape[2], x_like.shape[3]
+    hr = right.shape[2]
     dx = np.empty_like(x_like, dtype=dout.dtype)
 
     def route(dout, right, below, dx):
@@ -277,24 +272,27 @@ class MaxPool2d(Layer):
         flat = self.kernel_size == (2, 2) and self.stride == (1, 1)
         order = contiguous_order(x) if flat else None
         if order is not None:
+            kind = "flat"
             out, choice = maxpool2x2_flat_forward(x, order, with_choice=training)
         elif self.kernel_size == (2, 2):
+            kind = "2x2"
             out, choice = maxpool2x2_forward(x, self.stride, with_choice=training)
         else:
+            kind = "any"
             out, choice = maxpool2d_forward(x, self.kernel_size, self.stride, with_argmax=training)
-        self._cache = (choice, x) if training else None  # x is the previous layer's output
+        self._cache = (kind, choice, x) if training else None  # x is the previous layer's output
         return out
 
     def backward(self, dout, need_input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        choice, x = self._cache
+        kind, choice, x = self._cache
         self._cache = None
         if not need_input_grad:
             return None
-        if self.kernel_size == (2, 2) and len(choice) == 3:
+        if kind == "flat":
             return maxpool2x2_flat_backward(dout, choice)
-        if self.kernel_size == (2, 2):
+        if kind == "2x2":
             return maxpool2x2_backward(dout, choice, x, self.stride)
         return maxpool2d_backward(dout, choice, x, self.kernel_size, self.stride)
 
