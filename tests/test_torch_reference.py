@@ -29,13 +29,7 @@ RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The twins are small: one torch thread is as fast and does not fight the BLAS pool for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -22,11 +22,10 @@ from stablecnn import (  # noqa: E402  (after the importorskip on purpose)
     AvgPool2d, BatchNorm1d, BatchNorm2d, Dropout, GlobalAvgPool2d, LeakyReLU,
 )
 from test_torch_reference import (  # noqa: E402
-    DTYPES, RTOL, TORCH_DTYPE, _one_torch_thread, assert_close, assert_dtype, ids, normal, tensor,
-    to_numpy,
+    DTYPES, RTOL, TORCH_DTYPE, assert_close, assert_dtype, ids, normal, tensor, to_numpy,
 )
 
-__all__ = ["_one_torch_thread"]  # the autouse fixture: one torch thread here too
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one torch thread here too
 DTYPE_IDS = ["f32", "f64"]
 
 

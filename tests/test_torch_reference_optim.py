@@ -29,12 +29,7 @@ from stablecnn.schedules import ConstantLR, CosineLR, StepLR, WarmupLR  # noqa: 
 STEPS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_model(dtype):
