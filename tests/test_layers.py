@@ -343,3 +343,51 @@ def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():
     assert use_rows_kernel(32, (5, 5), (1, 1))  # Model 1's second conv
     assert not use_rows_kernel(1, (10, 10), (1, 1))  # its first: too thin, im2col is faster
     assert not use_rows_kernel(32, (5, 5), (2, 1))
+
+
+POOLS = {"flat 2x2 stride 1": (2, 1), "2x2 stride 2": (2, 2), "3x3 stride 2": (3, 2)}
+
+
+@pytest.mark.parametrize("pool", list(POOLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_innermost", [False, True])
+def test_pool_with_relu_equals_relu_then_pool(pool, dtype, batch_innermost):
+    """MaxPool2d.forward(x, relu=True) is the pair ReLU -> MaxPool2d, values and gradients
+    exactly, ties and all-negative windows included."""
+    kernel, stride = POOLS[pool]
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 3, (6, 5, 11, 12)).astype(dtype)  # ties, zeros, negative windows
+    x[0, 0] = -1  # a whole channel whose windows are all negative
+    if batch_innermost:
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    relu, pair_pool, fused = ReLU(), MaxPool2d(kernel, stride), MaxPool2d(kernel, stride)
+    expected = pair_pool.forward(relu.forward(x))
+    got = fused.forward(x, relu=True)
+    np.testing.assert_array_equal(got, expected)
+    dout = rng.standard_normal(expected.shape).astype(dtype)
+    dx = relu.backward(pair_pool.backward(dout))
+    dx_fused = fused.backward(dout)
+    assert dx_fused.shape == x.shape and dx_fused.dtype == dtype
+    np.testing.assert_array_equal(dx_fused, dx)
+    assert fused.forward(x, training=False, relu=True).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("block", [1 << 12, 1 << 16])
+def test_conv_backward_is_the_same_in_any_block_size(monkeypatch, block):
+    """The rows kernel's backward works its input rows a cache block at a time: blocks of one
+    row, of a few, or all rows at once give the same gradients (float64)."""
+    from stablecnn.layers import conv
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 24, 12, 11))
+    layer = Conv2d(24, 4, (4, 3), padding=(2, 1), rng=rng, dtype=np.float64)
+    assert conv.use_rows_kernel(24, layer.kernel_size, layer.stride)
+    dout = rng.standard_normal(layer.forward(x).shape)
+    monkeypatch.setattr(conv, "CACHE_BLOCK", 1 << 30)
+    layer.forward(x)
+    whole = [layer.backward(dout), layer.grads["weight"].copy(), layer.grads["bias"].copy()]
+    monkeypatch.setattr(conv, "CACHE_BLOCK", block)
+    layer.forward(x)
+    blocked = [layer.backward(dout), layer.grads["weight"], layer.grads["bias"]]
+    for got, want in zip(blocked, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -186,3 +186,22 @@ def test_model1_training_step_agrees_across_thread_counts(threads):
         params.append(model.state_dict())
     for key, value in params[0].items():
         np.testing.assert_allclose(params[1][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("shape, chunk", [((101, 36100, 32), 2048), ((7, 5, 3), 2048),
+                                          ((3, 4096, 2), 2048), ((4, 4097, 3), 2048),
+                                          ((5, 1000, 6), 7)])
+def test_matmul_chunked_matches_one_product_at_any_thread_count(threads, shape, chunk):
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    results = []
+    for count in (1, 2, 3):
+        threads(count)
+        got = parallel.matmul_chunked(a, b, chunk)
+        assert got.shape == (m, n) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+        results.append(got)
+    for got in results[1:]:  # the chunks, and the order they are added in, are fixed
+        np.testing.assert_array_equal(got, results[0])

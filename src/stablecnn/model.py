@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn.errors import ShapeError
+from stablecnn.layers.activations import ReLU
 from stablecnn.layers.base import Layer
+from stablecnn.layers.pool import MaxPool2d
 from stablecnn.losses import softmax
+
+
+def relu_pool_pairs(layers) -> frozenset[int]:
+    """Indices of the ReLUs directly followed by a MaxPool2d: each pair runs as one call,
+    ``pool.forward(x, relu=True)`` (see :mod:`stablecnn.layers.pool`), the same result and
+    gradients with one pass over the activations fewer each way."""
+    return frozenset(i for i in range(len(layers) - 1)
+                     if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d)
 
 
 class Sequential:
@@ -20,6 +30,8 @@ class Sequential:
         *layers: the layers, first to last.
         input_shape: optional shape of one example, e.g. ``(1, 28, 28)``; when given, the layers
             are checked to fit it at once and :meth:`summary` needs no argument.
+        fuse: run each ReLU that a MaxPool2d follows inside the pool's passes (default True;
+            see :func:`relu_pool_pairs`). The results are the same either way.
 
     Example:
         >>> model = Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 26 * 26, 10),
@@ -28,7 +40,8 @@ class Sequential:
         (2, 10)
     """
 
-    def __init__(self, *layers: Layer, input_shape: tuple[int, ...] | None = None):
+    def __init__(self, *layers: Layer, input_shape: tuple[int, ...] | None = None,
+                 fuse: bool = True):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} must be a stablecnn Layer, got {type(layer).__name__}")
@@ -40,6 +53,8 @@ class Sequential:
             raise TypeError(f"all layers must share one dtype, got {sorted(map(str, dtypes))}")
         self.dtype = np.dtype(dtypes.pop() if dtypes else np.float32)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.fuse = fuse
+        self._fused: frozenset[int] = frozenset()  # the ReLUs the last forward ran in a pool
         if self.input_shape is not None:
             self.shapes(self.input_shape)
 
@@ -70,8 +85,12 @@ class Sequential:
         if shape != getattr(self, "_checked_shape", None):
             self.shapes(shape)  # raise a ShapeError naming the layer before any work is done
             self._checked_shape = shape
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        # found again each time, so a changed self.layers is honoured; backward follows suit
+        fused = self._fused = relu_pool_pairs(self.layers) if self.fuse else frozenset()
+        for i, layer in enumerate(self.layers):
+            if i in fused:
+                continue  # this ReLU runs inside the max-pool that follows
+            x = layer.forward(x, training, relu=True) if i - 1 in fused else layer.forward(x, training)
         return x
 
     __call__ = forward
@@ -82,9 +101,12 @@ class Sequential:
         ``need_input_grad=False`` skips the first layer's input gradient, which training never
         reads (for Model 1 that saves the first conv's whole input gradient), and returns ``None``.
         """
-        first = self.layers[0]
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout, need_input_grad=need_input_grad or layer is not first)
+        fused = self._fused
+        for i in reversed(range(len(self.layers))):
+            if i in fused:
+                continue  # the max-pool after this ReLU returned the gradient of its input
+            first = i == 0 or (i == 1 and 0 in fused)
+            dout = self.layers[i].backward(dout, need_input_grad=need_input_grad or not first)
         return dout
 
     # -- architecture as data ---------------------------------------------------------------------

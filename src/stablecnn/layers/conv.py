@@ -370,8 +370,9 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     dmat = dout.transpose(1, 2, 3, 0).reshape(f, -1)  # (F, Ho*Wo*N); free for our own outputs
     if kind == "im2col":
         # (F, C*kH*kW + 1), the ones row giving db; computed transposed, cols @ dmat.T, which
-        # BLAS runs ~20% faster for Model 1's first conv (F = 32 against K = 36,100)
-        dw_b = parallel.matmul(saved, dmat.T).T
+        # BLAS runs ~20% faster for Model 1's first conv (F = 32 against K = 36,100), in chunks
+        # of windows (see parallel.matmul_chunked)
+        dw_b = parallel.matmul_chunked(saved, dmat.T).T
         dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
         return dx, dw_b[:, :-1].reshape(w.shape), dw_b[:, -1]
     db = dmat.sum(axis=1)
@@ -385,22 +386,26 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     shifted2d = shifted.reshape(kh * f, hp * per)
     drows = dmat.reshape(f, ho, per)
     if need_input_grad:
-        dtaps = scratch("dtaps", (c, kw, hp, wo, n), dout.dtype)
-        dtaps2d, stacked_t = dtaps.reshape(c * kw, hp * per), stacked_rows(w).T
+        stacked_t = stacked_rows(w).T
         dxp = np.empty((c, hp, wp, n), dtype=dout.dtype)
 
-    def input_rows(a, z):  # place dout, then the taps' gradient and its adjoint, row by row
-        for i in range(kh):  # output row h of kernel row i sits on input row h + i
-            lo, hi = max(a - i, 0), min(z - i, ho)
-            if lo < hi:
-                shifted[i, :, lo + i : hi + i] = drows[:, lo:hi]
-        if need_input_grad:
-            for r0, r1, lo, hi in _runs(groups, a, z):
-                span = slice(r0 * per, r1 * per)
-                np.matmul(stacked_t[:, lo * f : (hi + 1) * f], shifted2d[lo * f : (hi + 1) * f, span],
-                          out=dtaps2d[:, span])
-            dxp[:, a:z] = 0  # a tap moves along its row only, so rows a..z are complete
-            row_windows_adjoint(dtaps[:, :, a:z], dxp[:, a:z], stride[1])
+    def input_rows(a, z):  # place dout; the taps' gradient and its adjoint a block at a time
+        for b0, b1 in _cache_blocks(a, z, c * kw * per * dout.itemsize):
+            for i in range(kh):  # output row h of kernel row i sits on input row h + i
+                lo, hi = max(b0 - i, 0), min(b1 - i, ho)
+                if lo < hi:
+                    shifted[i, :, lo + i : hi + i] = drows[:, lo:hi]
+            if not need_input_grad:
+                continue
+            # the taps' gradient of input rows b0..b1, then at once (from cache) its adjoint
+            dtaps = np.empty((c, kw, b1 - b0, wo, n), dtype=dout.dtype)
+            dtaps2d = dtaps.reshape(c * kw, -1)
+            for r0, r1, lo, hi in _runs(groups, b0, b1):
+                np.matmul(stacked_t[:, lo * f : (hi + 1) * f],
+                          shifted2d[lo * f : (hi + 1) * f, r0 * per : r1 * per],
+                          out=dtaps2d[:, (r0 - b0) * per : (r1 - b0) * per])
+            dxp[:, b0:b1] = 0  # a tap moves along its row only, so these rows are complete
+            row_windows_adjoint(dtaps, dxp[:, b0:b1], stride[1])
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
     dw_rows = np.empty((kh * f, c * kw), dtype=dout.dtype)

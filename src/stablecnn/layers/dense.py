@@ -10,6 +10,11 @@ from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer
 
 
+def _min_lines(macs_per_line: int) -> int:
+    """Rows (or columns) of a product per thread below which it is not worth splitting."""
+    return max(parallel.MIN_BLOCK, parallel.MIN_MACS // max(macs_per_line, 1))
+
+
 class Linear(Layer):
     r"""Affine map ``y = x W^T + b``.
 
@@ -73,14 +78,22 @@ class Linear(Layer):
         np.sum(dout, axis=0, out=self.grads["bias"])
         dx = np.empty((dout.shape[0], self.in_features), dtype=dout.dtype) if need_input_grad else None
 
-        def columns(a, z):  # both products, for input features a..z, in one hand-off
-            np.matmul(dout.T, x[:, a:z], out=dw[:, a:z])
-            if dx is not None:
+        # one hand-off for both products: thread i takes rows span i of dW (whole rows run
+        # ~10% faster than column blocks of it) and column span i of dx
+        batch = dout.shape[0]
+        dw_spans = parallel.spans(self.out_features, _min_lines(batch * self.in_features))
+        dx_spans = (parallel.spans(self.in_features, _min_lines(batch * self.out_features))
+                    if dx is not None else [])
+
+        def part(i):
+            if i < len(dw_spans):
+                a, z = dw_spans[i]
+                np.matmul(dout.T[a:z], x, out=dw[a:z])
+            if i < len(dx_spans):
+                a, z = dx_spans[i]
                 np.matmul(dout, weight[:, a:z], out=dx[:, a:z])
 
-        work = dout.size * self.in_features * (2 if need_input_grad else 1)
-        parallel.for_each_span(self.in_features, columns,
-                               min_span=max(parallel.MIN_BLOCK, self.in_features * parallel.MIN_MACS // max(work, 1)))
+        parallel.run([lambda i=i: part(i) for i in range(max(len(dw_spans), len(dx_spans)))])
         return dx
 
     def __repr__(self):

@@ -14,6 +14,13 @@ Two kernels, both vectorised over the whole batch (no loop over images, channels
 
 Ties: when a window holds equal maxima, the whole gradient goes to the *first* of them in
 row-major window order (smallest row, then smallest column), as PyTorch's CPU kernel does.
+
+ReLU then max-pool: ``maxpool(relu(x)) == relu(maxpool(x))`` (both are monotone), so every
+kernel takes ``relu=True`` and computes the pair on the pooled output, which is smaller, in the
+pool's own passes: the gradient is masked where the pooled output is not positive, then routed.
+That is the pair's gradient exactly. Where the window's maximum is positive both pick the same
+input; where it is not, the pair's gradient is zero either way. :class:`~stablecnn.model.Sequential`
+runs a ReLU followed by a MaxPool2d this way.
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ def batch_or_channel(x) -> int:
     return max((0, 1), key=lambda i: (x.shape[i] > 1, abs(x.strides[i])))
 
 
-def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True):
-    """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``.
+def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=False):
+    """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``, then ``max(out, 0)``
+    if ``relu`` (see the module doc).
 
     Returns ``(out, argmax)``: out (N, C, Ho, Wo) and, per output, the row-major index
     ``p * kW + q`` of the first maximum in its window (uint8), which backward needs (None when
@@ -51,12 +59,7 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True):
     out = np.empty_like(_window(x, 0, 0, stride, (ho, wo)), order="K")
     argmax = np.empty_like(out, dtype=np.uint8) if with_argmax else None
 
-    def pool(x, out, argmax):
-        out[...] = _window(x, 0, 0, stride, (ho, wo))
-        if argmax is None:
-            for k in range(1, kh * kw):
-                np.maximum(out, _window(x, k // kw, k % kw, stride, (ho, wo)), out=out)
-            return
+    def running_argmax(x, out, argmax):
         argmax[...] = 0
         better = np.empty_like(out, dtype=bool)
         index = np.empty_like(argmax)
@@ -68,12 +71,23 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True):
             np.multiply(better, np.uint8(k), out=index)
             np.maximum(argmax, index, out=argmax)
 
+    def pool(x, out, argmax):
+        out[...] = _window(x, 0, 0, stride, (ho, wo))
+        if argmax is None:
+            for k in range(1, kh * kw):
+                np.maximum(out, _window(x, k // kw, k % kw, stride, (ho, wo)), out=out)
+        else:
+            running_argmax(x, out, argmax)
+        if relu:
+            np.maximum(out, 0, out=out)
+
     parallel.split(pool, x, out, argmax, axis=batch_or_channel(out))
     return out, argmax
 
 
-def maxpool2x2_forward(x, stride=(2, 2), with_choice=True):
-    """2x2 max-pool in two separable passes; same result and tie rule as :func:`maxpool2d_forward`.
+def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
+    """2x2 max-pool in two separable passes; same result and tie rule as :func:`maxpool2d_forward`
+    (and the same ``relu``).
 
     Returns ``(out, choice)``, ``choice = (right, below)`` (None when not ``with_choice``):
     ``right[n, c, r, j]`` is whether in input row r the window's right column strictly beats its
@@ -94,6 +108,8 @@ def maxpool2x2_forward(x, stride=(2, 2), with_choice=True):
         pairs = np.maximum(left_col, right_col)  # (n, c, hr, Wo): each row's window winner
         top, bottom = pairs[:, :, 0 : sh * (ho - 1) + 1 : sh], pairs[:, :, 1 : sh * (ho - 1) + 2 : sh]
         np.maximum(top, bottom, out=out)
+        if relu:
+            np.maximum(out, 0, out=out)
         if right is not None:
             np.greater(right_col, left_col, out=right)
             np.greater(bottom, top, out=below)
@@ -122,43 +138,59 @@ def _flat_split(fn, order, *arrays) -> None:
         parallel.split(fn, *arrays, axis=0)
 
 
-def maxpool2x2_flat_forward(x, order, with_choice=True):
+def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
     """Stride-1 2x2 max-pool of ``x`` laid out as ``order`` (see :func:`contiguous_order`), on
-    flat vectors. Returns ``(out, choice)`` like :func:`maxpool2x2_forward`, but ``out`` and
-    the choices live on the full H x W grid of the input (``out`` is a view of the valid part)."""
+    flat vectors (``relu`` as in :func:`maxpool2d_forward`). Returns ``(out, choice)``: ``out``
+    is a view of the valid part of the full H x W grid the passes fill.
+
+    The choices are boolean masks on the grid: ``right`` where a column's right neighbour
+    strictly beats it; ``below`` where a window's bottom row wins (and, after a ReLU, its
+    maximum is positive); after a ReLU, ``top`` where the top row wins and the maximum is
+    positive (else None: the top row gets what the bottom does not). Kept as 0/1 floats they
+    would make the backward products twice as fast but cost four times the bytes to write:
+    measured slower in all."""
     n, c, h, w = x.shape
     xt = x.transpose(order)  # C-contiguous
     # elements from one row, or one column, to the next (1 and W for NCHW, N*W and N for CHWN)
     row, col = x.strides[2] // x.itemsize, x.strides[3] // x.itemsize
     full = np.empty(xt.shape, dtype=x.dtype)
-    right = np.empty(xt.shape, dtype=bool) if with_choice else None
-    below = np.empty(xt.shape, dtype=bool) if with_choice else None
+    right, below = (np.empty(xt.shape, dtype=bool) if with_choice else None for _ in range(2))
+    top = np.empty(xt.shape, dtype=bool) if with_choice and relu else None
 
-    def pool(xt, full, right, below):  # a block of whole channels or images
+    def pool(xt, full, right, below, top):  # a block of whole channels or images
         xf, size = xt.reshape(-1), xt.size
         last = size - col - row  # positions < last have a full 2x2 window in the flat vector
         pairs = np.maximum(xf[:-col], xf[col:])  # pairs[k]: max of column k and the next
-        np.maximum(pairs[:-row], pairs[row:], out=full.reshape(-1)[:last])
-        if right is not None:
-            np.greater(xf[col:], xf[:-col], out=right.reshape(-1)[: size - col])
-            np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
+        pooled = full.reshape(-1)[:last]
+        np.maximum(pairs[:-row], pairs[row:], out=pooled)
+        if relu:
+            np.maximum(pooled, 0, out=pooled)
+        if right is None:
+            return
+        np.greater(xf[col:], xf[:-col], out=right.reshape(-1)[: size - col])
+        bottom_wins = np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
+        if relu:
+            positive = pooled > 0
+            np.greater(positive, bottom_wins, out=top.reshape(-1)[:last])  # True > False only
+            bottom_wins &= positive
 
-    _flat_split(pool, order, xt, full, right, below)
+    _flat_split(pool, order, xt, full, right, below, top)
     inverse = list(np.argsort(order))
     out = full.transpose(inverse)[:, :, : h - 1, : w - 1]
-    return out, ((right, below, order) if with_choice else None)
+    return out, ((right, below, top, order) if with_choice else None)
 
 
 def maxpool2x2_flat_backward(dout, choice):
-    """Gradient of :func:`maxpool2x2_flat_forward`; dx has the forward input's layout."""
-    right, below, order = choice
+    """Gradient of :func:`maxpool2x2_flat_forward` (of the ReLU's input too, after
+    ``relu=True``); dx has the forward input's layout."""
+    right, below, top, order = choice
     inverse = list(np.argsort(order))
     ho, wo = dout.shape[2:]
     row = right.strides[inverse[2]] // right.itemsize
     col = right.strides[inverse[3]] // right.itemsize
     dx = np.empty(right.shape, dtype=dout.dtype)  # the permuted, C-contiguous layout
 
-    def route(dout, right, below, dx):  # all in the permuted layout
+    def route(dout, right, below, top, dx):  # all in the permuted layout
         size = dx.size
         last = size - col - row
         grid = np.empty(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
@@ -168,31 +200,35 @@ def maxpool2x2_flat_backward(dout, choice):
         view[:, :, :ho, wo:] = 0
         g = grid.reshape(-1)[:last]
         to_bottom = g * below.reshape(-1)[:last]  # exact: g * 1 or g * 0
-        to_top = np.subtract(g, to_bottom, out=g)  # g - g = 0 exactly
         pairs = np.empty(size - col, dtype=dx.dtype)  # the gradient of each column pair's max
-        pairs[:last] = to_top
+        if top is None:
+            np.subtract(g, to_bottom, out=pairs[:last])  # g - g = 0 exactly
+        else:
+            np.multiply(g, top.reshape(-1)[:last], out=pairs[:last])
         pairs[last:] = 0
         pairs[row:] += to_bottom
         to_right = pairs * right.reshape(-1)[: size - col]
-        pairs -= to_right  # what goes to the left column
         dxf = dx.reshape(-1)
-        dxf[: size - col] = pairs
+        np.subtract(pairs, to_right, out=dxf[: size - col])  # what goes to the left column
         dxf[size - col :] = 0
         dxf[col:] += to_right
 
-    _flat_split(route, order, dout.transpose(order), right, below, dx)
+    _flat_split(route, order, dout.transpose(order), right, below, top, dx)
     return dx.transpose(inverse)
 
 
-def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2)):
+def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
     """Gradient of :func:`maxpool2x2_forward`: each output's gradient goes down to the winning
-    row, then across to the winning column; overlapping windows add."""
+    row, then across to the winning column; overlapping windows add. ``out`` as in
+    :func:`maxpool2x2_flat_backward`."""
     right, below = choice
     (sh, sw), (ho, wo) = stride, dout.shape[2:]
     hr = right.shape[2]
     dx = np.empty_like(x_like, dtype=dout.dtype)
 
-    def route(dout, right, below, dx):
+    def route(dout, right, below, dx, out):
+        if out is not None:
+            dout = dout * (out > 0)
         to_bottom = dout * below  # exact: dout * 1 or dout * 0
         to_top = np.subtract(dout, to_bottom, out=np.empty_like(dout))  # dout - dout = 0 exactly
         dpairs = np.zeros(right.shape, dtype=dout.dtype)  # the gradient each row's winner gets
@@ -204,21 +240,24 @@ def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2)):
         dx[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw] += dpairs
         dx[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw] += to_right
 
-    parallel.split(route, dout, right, below, dx, axis=batch_or_channel(dx))
+    parallel.split(route, dout, right, below, dx, out, axis=batch_or_channel(dx))
     return dx
 
 
-def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2)):
+def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2), out=None):
     """Route each output gradient to the input position that held its window's maximum.
 
     ``x_like`` is the forward input (only its shape, dtype and layout are used). Overlapping
-    windows (stride < kernel) can route several gradients to one input: they add.
+    windows (stride < kernel) can route several gradients to one input: they add. ``out`` as in
+    :func:`maxpool2x2_flat_backward`.
     """
     kh, kw = kernel
     ho, wo = dout.shape[2:]
     dx = np.empty_like(x_like, dtype=dout.dtype)
 
-    def route(dout, argmax, dx):
+    def route(dout, argmax, dx, out):
+        if out is not None:
+            dout = dout * (out > 0)
         dx[...] = 0
         chosen = np.empty_like(argmax, dtype=bool)
         routed = np.empty_like(dout)
@@ -227,7 +266,7 @@ def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2)):
             np.multiply(dout, chosen, out=routed)
             _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += routed
 
-    parallel.split(route, dout, argmax, dx, axis=batch_or_channel(dx))
+    parallel.split(route, dout, argmax, dx, out, axis=batch_or_channel(dx))
     return dx
 
 
@@ -267,34 +306,40 @@ class MaxPool2d(Layer):
         return (c, (h - self.kernel_size[0]) // self.stride[0] + 1,
                 (w - self.kernel_size[1]) // self.stride[1] + 1)
 
-    def forward(self, x, training=True):
+    def forward(self, x, training=True, relu=False):
+        """Pool ``x``. ``relu=True`` computes ``maxpool(relu(x))`` (as ``relu(maxpool(x))``, see
+        the module doc) and :meth:`backward` then returns the gradient with respect to the
+        ReLU's input: :class:`~stablecnn.model.Sequential` runs a ReLU followed by a max-pool
+        this way, one pass fewer each way than the two layers."""
         self._check_input(x, 4)
         flat = self.kernel_size == (2, 2) and self.stride == (1, 1)
         order = contiguous_order(x) if flat else None
         if order is not None:
             kind = "flat"
-            out, choice = maxpool2x2_flat_forward(x, order, with_choice=training)
+            out, choice = maxpool2x2_flat_forward(x, order, with_choice=training, relu=relu)
         elif self.kernel_size == (2, 2):
             kind = "2x2"
-            out, choice = maxpool2x2_forward(x, self.stride, with_choice=training)
+            out, choice = maxpool2x2_forward(x, self.stride, with_choice=training, relu=relu)
         else:
             kind = "any"
-            out, choice = maxpool2d_forward(x, self.kernel_size, self.stride, with_argmax=training)
-        self._cache = (kind, choice, x) if training else None  # x is the previous layer's output
+            out, choice = maxpool2d_forward(x, self.kernel_size, self.stride,
+                                            with_argmax=training, relu=relu)
+        # x is the previous layer's output; out (kept only after a relu) masks the gradient
+        self._cache = (kind, choice, x, out if relu else None) if training else None
         return out
 
     def backward(self, dout, need_input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        kind, choice, x = self._cache
+        kind, choice, x, out = self._cache
         self._cache = None
         if not need_input_grad:
             return None
         if kind == "flat":
-            return maxpool2x2_flat_backward(dout, choice)
+            return maxpool2x2_flat_backward(dout, choice)  # choice holds any ReLU's mask
         if kind == "2x2":
-            return maxpool2x2_backward(dout, choice, x, self.stride)
-        return maxpool2d_backward(dout, choice, x, self.kernel_size, self.stride)
+            return maxpool2x2_backward(dout, choice, x, self.stride, out)
+        return maxpool2d_backward(dout, choice, x, self.kernel_size, self.stride, out)
 
     def __repr__(self):
         k, s = self.kernel_size, self.stride
