@@ -175,7 +175,7 @@ def stacked_rows(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 0, 1, 3).reshape(kh * f, c * kw)
 
 
-CACHE_BLOCK = 1 << 22  # bytes of window matrix copied, then multiplied, at a time
+CACHE_BLOCK = 1 << 20  # bytes of window matrix worked at a time: about one core's L2 cache
 
 
 def _cache_blocks(a: int, z: int, bytes_per_item: int):
