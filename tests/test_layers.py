@@ -391,3 +391,23 @@ def test_conv_backward_is_the_same_in_any_block_size(monkeypatch, block):
     blocked = [layer.backward(dout), layer.grads["weight"], layer.grads["bias"]]
     for got, want in zip(blocked, whole):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_flat_pool_is_the_same_in_any_block_size(monkeypatch, relu):
+    """Each thread's flat passes run a block of channels (or images) at a time."""
+    from stablecnn.layers import pool
+
+    rng = np.random.default_rng(8)
+    x = rng.integers(-2, 3, (5, 6, 9, 8)).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)  # (C, H, W, N)
+    dout = rng.standard_normal((5, 6, 8, 7)).astype(np.float32)
+    results = []
+    for block in (1, 2 * x[:, :1].nbytes, 1 << 30):  # one channel, two, all
+        monkeypatch.setattr(pool, "FLAT_BLOCK", block)
+        layer = MaxPool2d(2, stride=1)
+        out = layer.forward(x, relu=relu)
+        results.append((out.copy(), layer.backward(dout)))
+    for out, dx in results[:-1]:
+        np.testing.assert_array_equal(out, results[-1][0])
+        np.testing.assert_array_equal(dx, results[-1][1])
