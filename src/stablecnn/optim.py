@@ -40,6 +40,9 @@ def _number(name: str, value, low: float = 0.0, high: float = math.inf, *, low_o
     return x
 
 
+UPDATE_BLOCK = 1 << 20  # bytes of a parameter updated at a time (Adagrad on Model 1: -0.4 ms a step)
+
+
 class Optimizer:
     """Base class: parameter bookkeeping, ``step``, and state save/restore.
 
@@ -84,7 +87,9 @@ class Optimizer:
         """Apply one update to every parameter from its current gradient.
 
         Update rules are element-wise, so a large parameter is updated in one contiguous span
-        per thread (see :mod:`stablecnn.parallel`), each with its own slices of the state.
+        per thread (see :mod:`stablecnn.parallel`), each with its own slices of the state, and
+        each span :data:`UPDATE_BLOCK` bytes of parameter at a time: the rule's several passes
+        then find the block's arrays in cache.
         """
         for name, param, grad in self.params:
             state = self.state[name]
@@ -95,7 +100,10 @@ class Optimizer:
             keys = tuple(state)
 
             def update_span(param, grad, *slots, keys=keys):
-                self.update(param, grad, dict(zip(keys, slots)))
+                step = max(1, UPDATE_BLOCK // param.itemsize)
+                for a in range(0, param.size, step):
+                    block = slice(a, a + step)
+                    self.update(param[block], grad[block], {k: s[block] for k, s in zip(keys, slots)})
 
             parallel.split(update_span, *(a.reshape(-1) for a in arrays), axis=0)
         self.steps += 1
