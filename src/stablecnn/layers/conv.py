@@ -361,8 +361,10 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
     :func:`conv2d_input_grad`). rows: ``S`` (kH*F, Hp*Wo*N) stacks D shifted down by 0..kH-1
     rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S``, each over the runs of rows of
-    :func:`row_groups` (see :func:`row_windows_adjoint`). The weight gradient is split across
-    threads by its columns (so it does not depend on the thread count), the rest by rows.
+    :func:`row_groups` (see :func:`row_windows_adjoint`). Threads take spans of input rows and
+    work them a cache block at a time: dout placed, each row's share of the weight gradient
+    (added up in row order at the end, so the sum does not depend on the thread count), the
+    taps' gradient and its adjoint, all while the block is in cache.
     """
     kind, saved = cache
     f, c, kh, kw = w.shape
@@ -380,43 +382,46 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     hp, wp = x_shape[2] + pt + pb, x_shape[3] + pl + pr
     per = wo * n
     groups = row_groups(0, ho, kh)
-    # shifted[i] is dout placed i rows down (rows outermost): the entries each run reads
-    # are written, the rest is never read, so nothing needs zeroing
-    shifted = scratch("shifted", (kh, f, hp, per), dout.dtype)
-    shifted2d = shifted.reshape(kh * f, hp * per)
     drows = dmat.reshape(f, ho, per)
+    # the weight gradient of each input row on its own, added up in row order after: the same
+    # sum whatever rows each thread took
+    dw_parts = np.empty((hp, kh * f, c * kw), dtype=dout.dtype)
     if need_input_grad:
         stacked_t = stacked_rows(w).T
         dxp = np.empty((c, hp, wp, n), dtype=dout.dtype)
 
-    def input_rows(a, z):  # place dout; the taps' gradient and its adjoint a block at a time
+    def input_rows(a, z):  # all the work of input rows a..z, a cache block at a time
         for b0, b1 in _cache_blocks(a, z, c * kw * per * dout.itemsize):
+            # shifted[i] is dout placed i rows down (rows b0..b1 of it): the entries each run
+            # reads are written, the rest is never read, so nothing needs zeroing
+            shifted = np.empty((kh, f, b1 - b0, per), dtype=dout.dtype)
             for i in range(kh):  # output row h of kernel row i sits on input row h + i
                 lo, hi = max(b0 - i, 0), min(b1 - i, ho)
                 if lo < hi:
-                    shifted[i, :, lo + i : hi + i] = drows[:, lo:hi]
+                    shifted[i, :, lo + i - b0 : hi + i - b0] = drows[:, lo:hi]
+            shifted2d = shifted.reshape(kh * f, -1)
+            for r0, r1, lo, hi in _runs(groups, b0, b1):
+                kernel_rows = slice(lo * f, (hi + 1) * f)
+                for r in range(r0, r1):
+                    np.matmul(shifted2d[kernel_rows, (r - b0) * per : (r - b0 + 1) * per],
+                              saved[:, r * per : (r + 1) * per].T, out=dw_parts[r, kernel_rows])
             if not need_input_grad:
                 continue
-            # the taps' gradient of input rows b0..b1, then at once (from cache) its adjoint
+            # the taps' gradient of these rows, then at once (from cache) its adjoint
             dtaps = np.empty((c, kw, b1 - b0, wo, n), dtype=dout.dtype)
             dtaps2d = dtaps.reshape(c * kw, -1)
             for r0, r1, lo, hi in _runs(groups, b0, b1):
                 np.matmul(stacked_t[:, lo * f : (hi + 1) * f],
-                          shifted2d[lo * f : (hi + 1) * f, r0 * per : r1 * per],
+                          shifted2d[lo * f : (hi + 1) * f, (r0 - b0) * per : (r1 - b0) * per],
                           out=dtaps2d[:, (r0 - b0) * per : (r1 - b0) * per])
             dxp[:, b0:b1] = 0  # a tap moves along its row only, so these rows are complete
             row_windows_adjoint(dtaps, dxp[:, b0:b1], stride[1])
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
-    dw_rows = np.empty((kh * f, c * kw), dtype=dout.dtype)
-
-    def weight_columns(a, z):  # every run for these columns: no sum across threads
-        dw_rows[:, a:z] = 0
-        for r0, r1, lo, hi in groups:
-            span = slice(r0 * per, r1 * per)
-            dw_rows[lo * f : (hi + 1) * f, a:z] += shifted2d[lo * f : (hi + 1) * f, span] @ saved[a:z, span].T
-
-    parallel.for_each_span(c * kw, weight_columns, parallel.MIN_BLOCK)
+    dw_rows = np.zeros((kh * f, c * kw), dtype=dout.dtype)
+    for r0, r1, lo, hi in groups:
+        for r in range(r0, r1):
+            dw_rows[lo * f : (hi + 1) * f] += dw_parts[r, lo * f : (hi + 1) * f]
     dw = dw_rows.reshape(kh, f, c, kw).transpose(1, 2, 0, 3)
     if not need_input_grad:
         return None, dw, db
