@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
-           "for_each_span", "split", "outer_axis", "matmul", "matmul_chunked", "MIN_SPAN", "MIN_BLOCK",
+           "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "MIN_SPAN", "MIN_BLOCK",
            "MIN_MACS", "CHUNK"]
 
 # Handing a span to the pool and waiting for it costs 80-130 us here, about what one
@@ -188,28 +188,21 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
-CHUNK = 2048  # entries of the shared axis per partial product in :func:`matmul_chunked`
+
+CHUNK = 2048  # columns per partial product of a weight gradient (see stablecnn.layers.conv)
 
 
-def matmul_chunked(a: np.ndarray, b: np.ndarray, chunk: int = CHUNK) -> np.ndarray:
-    """``a @ b`` for a long shared axis and a small result (a weight gradient summed over
-    every window of a batch): one product per ``chunk`` entries of the shared axis, the chunks
-    shared among the threads, then the partial products added in chunk order.
-
-    The chunks do not depend on the thread count, so neither does the result. Each partial
-    product streams a slice of ``a`` and ``b`` small enough to stay in cache, which BLAS runs
-    ~25% faster than splitting the result's rows (Model 1's first conv: a (101, 36100) by
-    (36100, 32) product).
+def sum_in_order(count: int, part: Callable[[int, np.ndarray], object], shape, dtype) -> np.ndarray:
+    """``sum(part_0 .. part_{count-1})``, where ``part(i, out)`` writes part i into ``out``:
+    the parts computed in parallel, then added in index order, so the sum is the same for any
+    thread count. For reductions too large to leave unsplit: a weight gradient summed over
+    every window of a batch, one product per chunk of windows small enough to stay in cache.
     """
-    k = a.shape[1]
-    bounds = list(range(0, k, chunk)) + [k]
-    count = len(bounds) - 1
-    partial = np.empty((count, a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    parts = np.empty((count, *shape), dtype=dtype)
 
-    def chunks(first, stop):
+    def some(first, stop):
         for i in range(first, stop):
-            np.matmul(a[:, bounds[i] : bounds[i + 1]], b[bounds[i] : bounds[i + 1]], out=partial[i])
+            part(i, parts[i])
 
-    macs_per_chunk = a.shape[0] * b.shape[1] * chunk
-    for_each_span(count, chunks, max(1, MIN_MACS // max(macs_per_chunk, 1)))
-    return np.add.reduce(partial, axis=0)
+    for_each_span(count, some, 1)
+    return np.add.reduce(parts, axis=0)

@@ -178,6 +178,18 @@ def stacked_rows(w: np.ndarray) -> np.ndarray:
 CACHE_BLOCK = 1 << 20  # bytes of window matrix worked at a time: about one core's L2 cache
 
 
+def window_rows(windows, h0: int, h1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
+    """The window matrix of output rows h0..h1 (images n0..n1): ``(C*kH*kW + 1, rows*Wo*n)``,
+    a copy of the :func:`window_view` ``windows`` with a last row of ones (the bias's)."""
+    c, kh, kw, _, wo, n = windows.shape
+    n1 = n if n1 is None else n1
+    depth = c * kh * kw
+    cols = np.empty((depth + 1, h1 - h0, wo, n1 - n0), dtype=windows.dtype)
+    cols[:depth].reshape(c, kh, kw, h1 - h0, wo, n1 - n0)[...] = windows[:, :, :, h0:h1, :, n0:n1]
+    cols[depth] = 1
+    return cols.reshape(depth + 1, -1)
+
+
 def _cache_blocks(a: int, z: int, bytes_per_item: int):
     """Split rows [a, z) into blocks of about :data:`CACHE_BLOCK` bytes of window matrix."""
     step = max(1, CACHE_BLOCK // max(bytes_per_item, 1))
@@ -241,18 +253,16 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
         w2d = np.concatenate([w.reshape(f, depth), b[:, None]], axis=1)
         if not keep:
             return _im2col_inference(windows, w2d), None
-        cols2d = scratch("saved", (depth + 1, ho * per), x.dtype)
         out = np.empty((f, ho * per), dtype=x.dtype)
 
-        def output_rows(a, z):
+        def output_rows(a, z):  # the window matrix exists only a cache block at a time
             for a, z in _cache_blocks(a, z, depth * per * x.itemsize):
-                block = cols2d[:, a * per : z * per]
-                block[:depth].reshape(c, kh, kw, z - a, wo, n)[...] = windows[:, :, :, a:z]
-                block[depth] = 1
-                np.matmul(w2d, block, out=out[:, a * per : z * per])  # from cache
+                np.matmul(w2d, window_rows(windows, a, z), out=out[:, a * per : z * per])
 
         parallel.for_each_span(ho, output_rows, _min_items(depth * per))
-        return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("im2col", cols2d)
+        # backward copies the windows again, from the (small) input rather than keeping the
+        # window matrix, kH*kW times larger (Model 1's first conv: 14 MB at batch 100)
+        return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("im2col", windows)
     # rows: the taps of every padded row, rows outermost: (C*kW, Hp*Wo*N). Then for each run of
     # input rows one product with the kernel rows that read it (kH*F rows in the middle keep the
     # product wide), and output row h sums kernel row i's products on input row h + i.
@@ -315,10 +325,7 @@ def _im2col_inference(windows, w2d) -> np.ndarray:
 
     def some_blocks(a, z):
         for h0, h1, n0, n1 in blocks[a:z]:
-            cols = np.empty((depth + 1, h1 - h0, wo, n1 - n0), dtype=w2d.dtype)
-            cols[:depth].reshape(c, kh, kw, h1 - h0, wo, n1 - n0)[...] = windows[:, :, :, h0:h1, :, n0:n1]
-            cols[depth] = 1
-            cols2d = cols.reshape(depth + 1, -1)
+            cols2d = window_rows(windows, h0, h1, n0, n1)
             if n1 - n0 == n:  # whole rows: the product writes straight into the output
                 np.matmul(w2d, cols2d, out=out[:, h0:h1].reshape(f, -1))
             else:
@@ -353,6 +360,23 @@ def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
     return out.transpose(3, 0, 1, 2)
 
 
+def _im2col_weight_grad(windows, dmat) -> np.ndarray:
+    """``cols @ dmat.T`` (C*kH*kW + 1, F), cols being the window matrix of ``windows``, in
+    chunks of about :data:`parallel.CHUNK` columns (whole output rows), each chunk's windows
+    copied just before its product (see :func:`parallel.sum_in_order`): ~25% faster than
+    splitting the product's rows for Model 1's first conv, and no window matrix is kept."""
+    ho, per = windows.shape[3], windows.shape[4] * windows.shape[5]
+    rows = max(1, parallel.CHUNK // per)
+    bounds = list(range(0, ho, rows)) + [ho]
+
+    def part(i, out):
+        a, z = bounds[i], bounds[i + 1]
+        np.matmul(window_rows(windows, a, z), dmat[:, a * per : z * per].T, out=out)
+
+    depth = windows.shape[0] * windows.shape[1] * windows.shape[2]
+    return parallel.sum_in_order(len(bounds) - 1, part, (depth + 1, dmat.shape[0]), dmat.dtype)
+
+
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
                     need_input_grad=True, scratch=fresh):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
@@ -372,9 +396,9 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     dmat = dout.transpose(1, 2, 3, 0).reshape(f, -1)  # (F, Ho*Wo*N); free for our own outputs
     if kind == "im2col":
         # (F, C*kH*kW + 1), the ones row giving db; computed transposed, cols @ dmat.T, which
-        # BLAS runs ~20% faster for Model 1's first conv (F = 32 against K = 36,100), in chunks
-        # of windows (see parallel.matmul_chunked)
-        dw_b = parallel.matmul_chunked(saved, dmat.T).T
+        # BLAS runs ~20% faster for Model 1's first conv (F = 32 against K = 36,100), a chunk
+        # of output rows at a time, the window matrix copied again from the input
+        dw_b = _im2col_weight_grad(saved, dmat).T
         dx = conv2d_input_grad(dmat, w, x_shape, stride, padding) if need_input_grad else None
         return dx, dw_b[:, :-1].reshape(w.shape), dw_b[:, -1]
     db = dmat.sum(axis=1)
