@@ -196,14 +196,26 @@ def _cache_blocks(a: int, z: int, bytes_per_item: int):
     return [(s, min(s + step, z)) for s in range(a, z, step)]
 
 
-def _stacked_products(stacked, taps2d, partial, runs, f: int, cols: int, first_row: int = 0):
+def taps_rows(taps_view, r0: int, r1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
+    """A copy of the :func:`row_view` taps of input rows r0..r1 (images n0..n1) as a
+    ``(C*kW, rows*Wo*n)`` matrix."""
+    c, kw, _, wo, n = taps_view.shape
+    n1 = n if n1 is None else n1
+    taps = np.empty((c, kw, r1 - r0, wo, n1 - n0), dtype=taps_view.dtype)
+    np.copyto(taps, taps_view[:, :, r0:r1, :, n0:n1])
+    return taps.reshape(c * kw, -1)
+
+
+def _stacked_products(stacked, taps2d, partial, runs, f: int, cols: int, taps_row0: int = 0,
+                      partial_row0: int = 0):
     """For each run ``(r0, r1, lo, hi)`` of input rows, the product of kernel rows lo..hi of
-    ``stacked`` with those rows' taps, into the same rows and columns of ``partial``
-    (``cols`` columns per row, column 0 being input row ``first_row``)."""
+    ``stacked`` with those rows' taps, into the same rows and columns of ``partial`` (``cols``
+    columns per row; column 0 of ``taps2d`` is input row ``taps_row0``, of ``partial``
+    ``partial_row0``)."""
     for r0, r1, lo, hi in runs:
-        span = slice((r0 - first_row) * cols, (r1 - first_row) * cols)
-        np.matmul(stacked[lo * f : (hi + 1) * f], taps2d[:, span],
-                  out=partial[lo * f : (hi + 1) * f, span])
+        rows = slice(lo * f, (hi + 1) * f)
+        np.matmul(stacked[rows], taps2d[:, (r0 - taps_row0) * cols : (r1 - taps_row0) * cols],
+                  out=partial[rows, (r0 - partial_row0) * cols : (r1 - partial_row0) * cols])
 
 
 def _add_kernel_rows(partial, b, out) -> None:
@@ -271,15 +283,13 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     stacked = stacked_rows(w)
     if not keep:
         return _rows_inference(taps_view, stacked, b, ho), None
-    taps = scratch("saved", taps_view.shape, x.dtype)
-    taps2d = taps.reshape(c * kw, hp * per)
     partial = scratch("partial", (kh * f, hp * per), x.dtype)
     groups = row_groups(0, ho, kh)
 
-    def input_rows(a, z):
+    def input_rows(a, z):  # the taps exist only a cache block at a time
         for a, z in _cache_blocks(a, z, c * kw * per * x.itemsize):
-            np.copyto(taps[:, :, a:z], taps_view[:, :, a:z])  # then multiplied from cache
-            _stacked_products(stacked, taps2d, partial, _runs(groups, a, z), f, per)
+            _stacked_products(stacked, taps_rows(taps_view, a, z), partial, _runs(groups, a, z),
+                              f, per, taps_row0=a)
 
     parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
     out = np.empty((f, ho, per), dtype=x.dtype)
@@ -289,7 +299,8 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
         _add_kernel_rows(rows_of[:, a:z], b[a:z], out[a:z])
 
     parallel.for_each_span(f, filters, _min_items(ho * per))
-    return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("rows", taps2d)
+    # backward copies the taps again from the input, kW times smaller than they are
+    return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("rows", taps_view)
 
 
 INFERENCE_BLOCK = 1 << 24  # bytes of work arrays per thread in inference
@@ -348,11 +359,9 @@ def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
     def some_blocks(a, z):
         for h0, h1, n0, n1 in blocks[a:z]:
             rows, cols = h1 - h0 + kh - 1, wo * (n1 - n0)  # input rows h0 .. h1+kH-2
-            taps = np.empty((c, kw, rows, wo, n1 - n0), dtype=stacked.dtype)
-            np.copyto(taps, taps_view[:, :, h0 : h0 + rows, :, n0:n1])
-            taps2d = taps.reshape(c * kw, rows * cols)
+            taps2d = taps_rows(taps_view, h0, h0 + rows, n0, n1)
             partial = np.empty((kh * f, rows * cols), dtype=stacked.dtype)
-            _stacked_products(stacked, taps2d, partial, row_groups(h0, h1, kh), f, cols, h0)
+            _stacked_products(stacked, taps2d, partial, row_groups(h0, h1, kh), f, cols, h0, h0)
             _add_kernel_rows(partial.reshape(kh, f, rows, wo, n1 - n0), b,
                              out[:, h0:h1, :, n0:n1])
 
@@ -424,11 +433,13 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
                 if lo < hi:
                     shifted[i, :, lo + i - b0 : hi + i - b0] = drows[:, lo:hi]
             shifted2d = shifted.reshape(kh * f, -1)
+            taps2d = taps_rows(saved, b0, b1)  # copied again from the input
             for r0, r1, lo, hi in _runs(groups, b0, b1):
                 kernel_rows = slice(lo * f, (hi + 1) * f)
                 for r in range(r0, r1):
-                    np.matmul(shifted2d[kernel_rows, (r - b0) * per : (r - b0 + 1) * per],
-                              saved[:, r * per : (r + 1) * per].T, out=dw_parts[r, kernel_rows])
+                    columns = slice((r - b0) * per, (r - b0 + 1) * per)
+                    np.matmul(shifted2d[kernel_rows, columns], taps2d[:, columns].T,
+                              out=dw_parts[r, kernel_rows])
             if not need_input_grad:
                 continue
             # the taps' gradient of these rows, then at once (from cache) its adjoint
