@@ -17,6 +17,11 @@ Two forward kernels compute the same thing; the layer picks the faster one for i
   product is wasted. The backward pass places ``dout`` kH times, shifted, and gets the weight
   gradient and the taps' gradient from the same runs of rows.
 
+Both copy their window matrix a cache block (:data:`CACHE_BLOCK`) at a time and multiply it at
+once; training keeps no window matrix for the backward pass, which copies the windows again
+from the input (kept by reference, like every layer's): writing 14-16 MB a pass to memory and
+reading it back cost more than copying again from an input kH*kW (or kW) times smaller.
+
 Activations are kept as (C, H, W, N), the batch innermost: both kernels return an NCHW *view*
 of an ``(F, Ho, Wo, N)`` buffer, whose columns are the products' columns, and take inputs and
 gradients in any layout. Every shift a convolution makes (a kernel row, a kernel column) is
@@ -387,7 +392,7 @@ def _im2col_weight_grad(windows, dmat) -> np.ndarray:
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
-                    need_input_grad=True, scratch=fresh):
+                    need_input_grad=True):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
 
     With ``D = dout`` as (F, Ho*Wo*N): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
@@ -546,7 +551,7 @@ class Conv2d(Layer):
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, x_shape = self._cache
         dx, dw, db = conv2d_backward(dout, cache, x_shape, self.params["weight"], self.stride,
-                                     self.padding, need_input_grad, scratch=self.scratch)
+                                     self.padding, need_input_grad)
         self.grads["weight"][...] = dw
         self.grads["bias"][...] = db
         self._cache = None

@@ -335,8 +335,10 @@ class MaxPool2d(Layer):
             kind = "any"
             out, choice = maxpool2d_forward(x, self.kernel_size, self.stride,
                                             with_argmax=training, relu=relu)
-        # x is the previous layer's output; out (kept only after a relu) masks the gradient
-        self._cache = (kind, choice, x, out if relu else None) if training else None
+        # x is the previous layer's output; after a ReLU, out masks the gradient (the flat
+        # kernel folds that mask into its choices)
+        mask = out if relu and kind != "flat" else None
+        self._cache = (kind, choice, x, mask) if training else None
         return out
 
     def backward(self, dout, need_input_grad=True):
