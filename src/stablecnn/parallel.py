@@ -16,8 +16,9 @@ the command line and the benchmark call ``set_num_threads(default_num_threads())
 is the CPUs this process may use, or ``STABLECNN_NUM_THREADS``.
 
 Only element-wise work and whole blocks of products are split: every element is computed by the
-same code as in one piece, so results are bit-identical for any thread count (reductions, such
-as a bias gradient's sum, are never split).
+same code as in one piece, so results are bit-identical for any thread count. Reductions (a bias
+gradient's sum) are not split, except by :func:`sum_in_order`, whose parts are fixed and added
+in a fixed order whatever the thread count.
 """
 
 from __future__ import annotations
@@ -186,7 +187,6 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     else:
         for_each_span(m, lambda s, e: np.matmul(a[s:e], b, out=out[s:e]), MIN_BLOCK)
     return out
-
 
 
 CHUNK = 2048  # columns per partial product of a weight gradient (see stablecnn.layers.conv)
