@@ -207,3 +207,11 @@ def test_sum_in_order_is_the_same_at_any_thread_count(threads, count):
         results.append(got)
     for got in results[1:]:  # the parts, and the order they are added in, are fixed
         np.testing.assert_array_equal(got, results[0])
+
+
+@pytest.mark.parametrize("start, stop, item, block", [(0, 19, 7600, 1 << 20), (3, 20, 100, 450),
+                                                      (0, 5, 1 << 21, 1 << 20), (4, 4, 8, 64)])
+def test_blocks_cover_the_range_in_order(start, stop, item, block):
+    got = parallel.blocks(start, stop, item, block)
+    assert [i for a, z in got for i in range(a, z)] == list(range(start, stop))
+    assert all(z - a >= 1 and ((z - a) * item <= block or z - a == 1) for a, z in got)

@@ -100,10 +100,8 @@ class Optimizer:
             keys = tuple(state)
 
             def update_span(param, grad, *slots, keys=keys):
-                step = max(1, UPDATE_BLOCK // param.itemsize)
-                for a in range(0, param.size, step):
-                    block = slice(a, a + step)
-                    self.update(param[block], grad[block], {k: s[block] for k, s in zip(keys, slots)})
+                for a, z in parallel.blocks(0, param.size, param.itemsize, UPDATE_BLOCK):
+                    self.update(param[a:z], grad[a:z], {k: s[a:z] for k, s in zip(keys, slots)})
 
             parallel.split(update_span, *(a.reshape(-1) for a in arrays), axis=0)
         self.steps += 1

@@ -31,8 +31,8 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
-           "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "MIN_SPAN", "MIN_BLOCK",
-           "MIN_MACS", "CHUNK"]
+           "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "blocks", "MIN_SPAN",
+           "MIN_BLOCK", "MIN_MACS"]
 
 # Handing a span to the pool and waiting for it costs 80-130 us here, about what one
 # element-wise pass over 2**17 elements takes: smaller work stays in the calling thread.
@@ -137,6 +137,14 @@ def run(tasks: list[Callable[[], object]]) -> list:
     return first + results
 
 
+def blocks(start: int, stop: int, item_bytes: int, block_bytes: int) -> list[tuple[int, int]]:
+    """``range(start, stop)`` as consecutive ``(a, z)`` blocks of about ``block_bytes`` each,
+    ``item_bytes`` per item (at least one item a block): a thread works its span a block at a
+    time so that several passes over a block find it in cache."""
+    step = max(1, block_bytes // max(item_bytes, 1))
+    return [(a, min(a + step, stop)) for a in range(start, stop, step)]
+
+
 def for_each_span(total: int, fn: Callable[[int, int], object], min_span: int = MIN_SPAN) -> None:
     """``fn(start, stop)`` over the :func:`spans` of ``range(total)``, in parallel."""
     run([lambda a=a, b=b: fn(a, b) for a, b in spans(total, min_span)])
@@ -187,9 +195,6 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     else:
         for_each_span(m, lambda s, e: np.matmul(a[s:e], b, out=out[s:e]), MIN_BLOCK)
     return out
-
-
-CHUNK = 2048  # columns per partial product of a weight gradient (see stablecnn.layers.conv)
 
 
 def sum_in_order(count: int, part: Callable[[int, np.ndarray], object], shape, dtype) -> np.ndarray:

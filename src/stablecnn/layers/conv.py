@@ -181,6 +181,7 @@ def stacked_rows(w: np.ndarray) -> np.ndarray:
 
 
 CACHE_BLOCK = 1 << 20  # bytes of window matrix worked at a time: about one core's L2 cache
+WEIGHT_GRAD_CHUNK = 2048  # columns (windows) per partial product of an im2col weight gradient
 
 
 def window_rows(windows, h0: int, h1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
@@ -196,9 +197,8 @@ def window_rows(windows, h0: int, h1: int, n0: int = 0, n1: int | None = None) -
 
 
 def _cache_blocks(a: int, z: int, bytes_per_item: int):
-    """Split rows [a, z) into blocks of about :data:`CACHE_BLOCK` bytes of window matrix."""
-    step = max(1, CACHE_BLOCK // max(bytes_per_item, 1))
-    return [(s, min(s + step, z)) for s in range(a, z, step)]
+    """Rows [a, z) in blocks of about :data:`CACHE_BLOCK` bytes of window matrix."""
+    return parallel.blocks(a, z, bytes_per_item, CACHE_BLOCK)
 
 
 def taps_rows(taps_view, r0: int, r1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
@@ -376,19 +376,18 @@ def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
 
 def _im2col_weight_grad(windows, dmat) -> np.ndarray:
     """``cols @ dmat.T`` (C*kH*kW + 1, F), cols being the window matrix of ``windows``, in
-    chunks of about :data:`parallel.CHUNK` columns (whole output rows), each chunk's windows
+    chunks of about :data:`WEIGHT_GRAD_CHUNK` columns (whole output rows), each chunk's windows
     copied just before its product (see :func:`parallel.sum_in_order`): ~25% faster than
     splitting the product's rows for Model 1's first conv, and no window matrix is kept."""
     ho, per = windows.shape[3], windows.shape[4] * windows.shape[5]
-    rows = max(1, parallel.CHUNK // per)
-    bounds = list(range(0, ho, rows)) + [ho]
+    chunks = parallel.blocks(0, ho, per, WEIGHT_GRAD_CHUNK)  # whole output rows each
 
     def part(i, out):
-        a, z = bounds[i], bounds[i + 1]
+        a, z = chunks[i]
         np.matmul(window_rows(windows, a, z), dmat[:, a * per : z * per].T, out=out)
 
     depth = windows.shape[0] * windows.shape[1] * windows.shape[2]
-    return parallel.sum_in_order(len(bounds) - 1, part, (depth + 1, dmat.shape[0]), dmat.dtype)
+    return parallel.sum_in_order(len(chunks), part, (depth + 1, dmat.shape[0]), dmat.dtype)
 
 
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),

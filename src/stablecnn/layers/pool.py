@@ -140,13 +140,11 @@ def _flat_split(fn, order, *arrays) -> None:
         fn(*arrays)
         return
 
-    def blocks(*spans):
-        items = spans[0].shape[0]
-        step = max(1, FLAT_BLOCK // max(spans[0][:1].nbytes, 1))
-        for a in range(0, items, step):
-            fn(*(None if s is None else s[a : a + step] for s in spans))
+    def in_blocks(*spans):
+        for a, z in parallel.blocks(0, spans[0].shape[0], spans[0][:1].nbytes, FLAT_BLOCK):
+            fn(*(None if s is None else s[a:z] for s in spans))
 
-    parallel.split(blocks, *arrays, axis=0)
+    parallel.split(in_blocks, *arrays, axis=0)
 
 
 def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
