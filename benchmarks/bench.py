@@ -118,7 +118,7 @@ def peak_rss_mb() -> float:
 
 
 def stablecnn_worker(args) -> dict:
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_info
 
     from stablecnn import parallel, runtime
 
@@ -331,7 +331,7 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
     busy, avg = load
     busy_text = f"{100 * busy:.0f}% busy" if busy is not None else "unknown"
     out.append(f"- CPUs in the second before the run: {busy_text}; load average (1 min, lags): "
-               f"{avg:.2f}" + (f" - WARNING: other processes were using the CPUs; the figures "
+               f"{avg:.2f}" + (" - WARNING: other processes were using the CPUs; the figures "
                                "are not reliable" if busy is not None and busy > 0.25 else ""))
     out.append(f"- timing: {args.rounds} round(s) of fresh workers per batch size, stablecnn and "
                f"PyTorch alternating; in each, {args.warmup} warm-up batches, then {args.repeats} "
