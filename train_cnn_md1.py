@@ -23,6 +23,7 @@ from pathlib import Path
 
 from stablecnn import legacy
 from stablecnn.argtypes import positive_int
+from stablecnn.cli import run_command
 from stablecnn.errors import StableCNNError
 
 
@@ -61,41 +62,41 @@ def load_split(split: str, data_dir: Path | None):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    echo = not args.quiet
-    try:
-        if args.mode == 0:
-            result = legacy.predict_mode(load_split("test", args.data_dir), echo=echo)
-            if args.quiet:
-                print(f"Final Test Set Accuracy: {100 * result.accuracy:.2f}%")
-            return 0
-        from stablecnn.train import Interrupted, TrainConfig, resume_checkpoint
+    """Run mode 0 or 1; errors, Ctrl-C and a closed pipe end as in ``stablecnn``."""
+    return run_command(lambda: _run(build_parser().parse_args(argv)), prog="train_cnn_md1.py")
 
-        checkpoint = None
-        if args.resume:
-            config, checkpoint = resume_checkpoint(args.run_dir)
-            if args.epochs is not None:
-                config.epochs = args.epochs
-        else:
-            config = TrainConfig.original_recipe(epochs=args.epochs or 5, train_size=args.images,
-                                                 seed=args.seed)
-        train, test = load_split("train", args.data_dir), load_split("test", args.data_dir)
-        if config.train_size is not None and config.train_size > len(train[0]):
-            raise StableCNNError(f"--images {config.train_size}: the training set has only "
-                                 f"{len(train[0])} images; pass --images {len(train[0])} or fewer")
-        try:
-            last = legacy.train_mode(config, train, test, args.run_dir, checkpoint=checkpoint,
-                                     echo=echo)
-        except Interrupted:
-            print(f"\ninterrupted; the checkpoint is in {args.run_dir}. Continue with: "
-                  f"python train_cnn_md1.py 1 --resume", file=sys.stderr)
-            return 130
-        done = f"; test accuracy {100 * last['test_acc']:.2f}%" if last else ""
-        print(f"wrote {legacy.PICKLE_NAME} and {legacy.TRAIN_LOG_NAME}{done}")
+
+def _run(args) -> int:
+    echo = not args.quiet
+    if args.mode == 0:
+        result = legacy.predict_mode(load_split("test", args.data_dir), echo=echo)
+        if args.quiet:
+            print(f"Final Test Set Accuracy: {100 * result.accuracy:.2f}%")
         return 0
-    except (StableCNNError, ValueError) as exc:
-        print(f"train_cnn_md1.py: error: {exc}", file=sys.stderr)
-        return 2
+    from stablecnn.train import Interrupted, TrainConfig, resume_checkpoint
+
+    checkpoint = None
+    if args.resume:
+        config, checkpoint = resume_checkpoint(args.run_dir)
+        if args.epochs is not None:
+            config.epochs = args.epochs
+    else:
+        config = TrainConfig.original_recipe(epochs=args.epochs or 5, train_size=args.images,
+                                             seed=args.seed)
+    train, test = load_split("train", args.data_dir), load_split("test", args.data_dir)
+    if config.train_size is not None and config.train_size > len(train[0]):
+        raise StableCNNError(f"--images {config.train_size}: the training set has only "
+                             f"{len(train[0])} images; pass --images {len(train[0])} or fewer")
+    try:
+        last = legacy.train_mode(config, train, test, args.run_dir, checkpoint=checkpoint,
+                                 echo=echo)
+    except Interrupted:
+        print(f"\ninterrupted; the checkpoint is in {args.run_dir}. Continue with: "
+              f"python train_cnn_md1.py 1 --resume", file=sys.stderr)
+        return 130
+    done = f"; test accuracy {100 * last['test_acc']:.2f}%" if last else ""
+    print(f"wrote {legacy.PICKLE_NAME} and {legacy.TRAIN_LOG_NAME}{done}")
+    return 0
 
 
 if __name__ == "__main__":

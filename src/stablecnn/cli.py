@@ -1,17 +1,36 @@
-"""The ``stablecnn`` command line: ``stablecnn train | predict | evaluate | data | plot | bench``.
+"""The ``stablecnn`` command line: ``stablecnn train | predict | evaluate | data | plot | ...``.
 
 Each command lives in the module that owns its concern and registers itself here through a
 ``add_parser(subparsers)`` function that sets ``func`` on its parser; this module only wires them
-together and turns the project's errors into a one-line message and a non-zero exit status.
+together and, in :func:`run_command`, turns what ends a command early into one line and an exit
+status (shared with ``train_cnn_md1.py``):
+
+======================================  =================================  ======
+what happened                           what is printed (stderr)           status
+======================================  =================================  ======
+the project's error, a bad value        ``PROG: error: <message>``         2
+an ``OSError`` (full disk, no access)   ``PROG: error: <file>: <reason>``  2
+Ctrl-C (``KeyboardInterrupt``)          ``PROG: interrupted``              130
+the reader of stdout went away (EPIPE)  nothing                            141
+======================================  =================================  ======
+
+130 and 141 are 128 + SIGINT and 128 + SIGPIPE, the statuses a shell reports for a program
+those signals stop, so ``stablecnn predict RUN many.npy | head -1`` ends as ``cat`` would.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+from typing import Callable
 
-from stablecnn import runtime
 from stablecnn.errors import StableCNNError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,19 +51,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    runtime.configure()  # STABLECNN_NUM_THREADS or every CPU; see stablecnn.runtime
+def run_command(command: Callable[[], int | None], prog: str = "stablecnn") -> int:
+    """Run ``command()`` and return its exit status, ending early as the module doc's table says.
+
+    Every setting a command reads (``STABLECNN_NUM_THREADS``, the data cache's folder, ...) is
+    read inside ``command``, so a bad one is reported the same way as a bad option.
+    """
     try:
-        return int(args.func(args) or 0)
+        return int(command() or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except (StableCNNError, ValueError) as exc:
-        print(f"stablecnn: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(prog, str(exc))
     except OSError as exc:  # a full disk or a read-only folder under the logs, the plots, ...
+        if exc.errno == errno.EPIPE:
+            return _quiet_broken_pipe()
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"stablecnn: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return _error(prog, f"{where}{exc.strerror or exc}")
+
+
+def _error(prog: str, message: str) -> int:
+    try:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+    except OSError:  # stderr itself is gone: the status still tells
+        pass
+    return EXIT_ERROR
+
+
+def _quiet_broken_pipe() -> int:
+    """Point stdout at /dev/null so Python's own flush at exit does not complain, then stop."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured in a test, closed)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def main(argv: list[str] | None = None) -> int:
+    def command() -> int | None:
+        from stablecnn import runtime
+
+        args = build_parser().parse_args(argv)
+        runtime.configure()  # STABLECNN_NUM_THREADS or every CPU; see stablecnn.runtime
+        return args.func(args)
+
+    return run_command(command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from stablecnn.data.errors import ChecksumError
+from stablecnn.data.errors import ChecksumError, DataError
 
 ENV_VAR = "STABLECNN_DATA"
 _TMP_SUFFIX = ".tmp"
@@ -31,11 +31,24 @@ FILE_MODE = 0o644  # permissions of every file written
 
 
 def default_cache_dir() -> Path:
-    """The cache root: ``$STABLECNN_DATA`` if set and non-empty, else ``~/.cache/stablecnn``."""
+    """The cache root: ``$STABLECNN_DATA`` if set and non-empty, else ``~/.cache/stablecnn``.
+
+    Raises:
+        DataError: there is no home directory to put the cache in (``HOME`` unset and the user
+            not in the password database, as in some containers and services), or
+            ``$STABLECNN_DATA`` starts with ``~`` that cannot be expanded. The message says to
+            set ``STABLECNN_DATA`` or to pass ``--data-dir``/``--cache-dir``.
+    """
     env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "stablecnn"
+    try:
+        if env:
+            return Path(env).expanduser()
+        return Path.home() / ".cache" / "stablecnn"
+    except RuntimeError:  # Path.home(): "Could not determine home directory"
+        raise DataError(
+            f"no home directory to keep the data cache in{f' ({ENV_VAR}={env!r})' if env else ''}; "
+            f"set {ENV_VAR} to a folder (for example {ENV_VAR}=/tmp/stablecnn-data) or pass "
+            f"--data-dir with the four IDX files") from None
 
 
 def dataset_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
