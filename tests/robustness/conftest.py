@@ -123,10 +123,13 @@ def epoch1_run(tmp_path, epoch1_template) -> Path:
     return run
 
 
+_THIS_MODULE = sys.modules[__name__]  # taken now: other folders' conftest.py share the name
+
+
 @pytest.fixture
 def kit():
     """This module: the helpers above, for the tests."""
-    return sys.modules[__name__]
+    return _THIS_MODULE
 
 
 @pytest.fixture
