@@ -17,27 +17,64 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 
 import numpy as np
 
 from stablecnn import parallel
 
 
-def _number(name: str, value, low: float = 0.0, high: float = math.inf, *, low_open=False,
-            high_open=True) -> float:
-    """``float(value)``, checked to lie in the interval; ValueError naming the value otherwise."""
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    below = x <= low if low_open else x < low
-    above = x >= high if high_open else x > high
-    if not math.isfinite(x) or below or above:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+def _shown(value) -> str:
+    """``value`` as an error message shows it: ``1.5`` for any real number, ``'fast'`` otherwise."""
+    if isinstance(value, (numbers.Real, np.ndarray)) and not isinstance(value, (bool, np.bool_)):
+        return str(value)
+    return repr(value)
+
+
+def _number(owner: str, name: str, value, low: float = 0.0, high: float = math.inf, *,
+            low_open=False, high_open=True, dtypes=()) -> float:
+    """``float(value)``, checked to be a real number in the interval, else a ValueError.
+
+    The message names ``owner`` (the optimizer), the hyperparameter and the value received, in
+    PyTorch's words: ``"SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"``.
+    A bool, a string, None or an array of more than one number is not a number here, although
+    ``float()`` would take some of them. A 0-d real array is. The value must also stay in the
+    interval once rounded to each of ``dtypes`` (the parameters' dtypes, in which the update
+    uses it): ``eps=1e-50`` is 0 in float32, and ``momentum=0.99999999`` is 1.
+    """
+    def inside(x):
+        below = x <= low if low_open else x < low
+        above = x >= high if high_open else x > high
+        return math.isfinite(x) and not below and not above
+
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        real = True
+    else:
+        real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not real:
+        raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} (must be a real number "
+                         f"in {interval}, not {type(value).__name__})")
+    x = float(value)
+    if not inside(x):
+        raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} "
+                         f"(must be a finite number in {interval})")
+    for dtype in dtypes:
+        with np.errstate(over="ignore", under="ignore"):
+            rounded = float(np.dtype(dtype).type(x))
+        if not inside(rounded):
+            raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} (it rounds to "
+                             f"{rounded:g} in {np.dtype(dtype)}, the parameters' dtype; must be "
+                             f"in {interval} there)")
     return x
+
+
+def _flag(owner: str, name: str, value) -> bool:
+    """``value`` if it is a bool (Python's or NumPy's), else a ValueError naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} "
+                         f"(must be True or False, not {type(value).__name__})")
+    return bool(value)
 
 
 UPDATE_BLOCK = 1 << 20  # bytes of a parameter updated at a time (Adagrad on Model 1: -0.4 ms a step)
@@ -51,6 +88,12 @@ class Optimizer:
             that stay the same objects for the whole run (backward overwrites ``grad``).
         lr: learning rate, > 0. It may be set to any finite value >= 0 between steps (a
             schedule may reach 0).
+
+    Raises:
+        ValueError: no parameters, a name given twice, or a hyperparameter whose update would be
+            undefined or meaningless (NaN, inf, out of its range, a bool or a string for a
+            number): the message names the optimizer, the hyperparameter and the value, e.g.
+            ``"SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"``.
     """
 
     hyperparameters: tuple[str, ...] = ("lr",)
@@ -62,9 +105,8 @@ class Optimizer:
         names = [name for name, _, _ in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"parameter names must be unique, got {names}")
-        if isinstance(lr, (bool, np.bool_)) or not np.isfinite(lr) or lr <= 0:
-            raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
-        self.lr = lr
+        self._dtypes = sorted({np.dtype(param.dtype) for _, param, _ in self.params}, key=str)
+        self.lr = self._number("learning rate (lr)", lr, low_open=True)
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
         self.steps = 0
         self._workspace: dict[tuple, np.ndarray] = {}
@@ -75,13 +117,21 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        try:
-            ok = not isinstance(value, (bool, np.bool_)) and math.isfinite(value) and value >= 0
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ValueError(f"learning rate must be a non-negative finite number, got {value!r}")
-        self._lr = float(value)
+        lr = self._number("learning rate (lr)", value)
+        self._check_lr(lr)
+        self._lr = lr
+
+    def _check_lr(self, lr: float) -> None:
+        """Refuse a rate that is valid alone but not with the other hyperparameters (AdamW)."""
+
+    def _number(self, name: str, value, low: float = 0.0, high: float = math.inf, **interval):
+        """:func:`_number` with this optimizer's class name, checked in the parameters' dtypes."""
+        return _number(type(self).__name__, name, value, low, high, dtypes=self._dtypes,
+                       **interval)
+
+    def _flag(self, name: str, value) -> bool:
+        """:func:`_flag` with this optimizer's class name in the message."""
+        return _flag(type(self).__name__, name, value)
 
     def step(self) -> None:
         """Apply one update to every parameter from its current gradient.
@@ -192,8 +242,10 @@ class SGD(Optimizer):
     Args:
         params: ``model.parameters()``.
         lr: learning rate.
-        momentum: :math:`\mu` in [0, 1), default 0 (plain SGD, no state).
-        dampening: :math:`\tau` in [0, 1], default 0.
+        momentum: :math:`\mu` in [0, 1), default 0 (plain SGD, no state). At 1 or above the
+            buffer never forgets a gradient and grows without bound.
+        dampening: :math:`\tau` in [0, 1), default 0. At 1 every gradient after the first
+            would be ignored.
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0), default False.
         weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
 
@@ -206,13 +258,14 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__(params, lr)
-        self.momentum = _number("momentum", momentum, 0.0, 1.0)
-        self.dampening = _number("dampening", dampening, 0.0, 1.0, high_open=False)
-        self.weight_decay = _number("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
+        self.momentum = self._number("momentum", momentum, 0.0, 1.0)
+        self.dampening = self._number("dampening", dampening, 0.0, 1.0)
+        self.weight_decay = self._number("weight_decay", weight_decay)
+        self.nesterov = self._flag("nesterov", nesterov)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening 0, got "
-                             f"momentum={momentum!r}, dampening={dampening!r}")
+            raise ValueError(f"{type(self).__name__}: Nesterov momentum needs momentum > 0 and "
+                             f"dampening 0, got momentum={_shown(momentum)}, "
+                             f"dampening={_shown(dampening)}")
         self._init_state()
 
     def _state_keys(self):
@@ -257,7 +310,8 @@ class Adam(Optimizer):
     Args:
         params: ``model.parameters()``.
         lr: learning rate, default 1e-3.
-        betas: :math:`(\beta_1, \beta_2)`, each in [0, 1), default (0.9, 0.999).
+        betas: :math:`(\beta_1, \beta_2)`, each in [0, 1), default (0.9, 0.999) (at 1 the
+            averages never move from 0).
         eps: > 0, added to the root of :math:`v`, default 1e-8 (> 0 so an entry whose gradient
             has always been 0 gets a 0 update, not 0 / 0).
         weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
@@ -269,14 +323,25 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, lr)
-        try:
-            beta1, beta2 = betas
-        except (TypeError, ValueError):
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_number("beta1", beta1, 0.0, 1.0), _number("beta2", beta2, 0.0, 1.0))
-        self.eps = _number("eps", eps, low_open=True)
-        self.weight_decay = _number("weight_decay", weight_decay)
+        owner = type(self).__name__  # Adam or AdamW
+        pair = isinstance(betas, (tuple, list)) or isinstance(betas, np.ndarray) and betas.ndim == 1
+        if not pair or len(betas) != 2:
+            raise ValueError(f"{owner}: invalid betas value: {_shown(betas)} (must be a pair "
+                             f"(beta1, beta2), each in [0, 1))")
+        self.betas = tuple(self._number(f"beta{i + 1} (betas[{i}])", b, 0.0, 1.0)
+                           for i, b in enumerate(betas))
+        self.eps = self._number("eps", eps, low_open=True)
+        self.weight_decay = self._number("weight_decay", weight_decay)
+        self._check_lr(self.lr)
         self._init_state()
+
+    def _check_lr(self, lr):
+        wd = getattr(self, "weight_decay", 0.0)  # not yet set while the base class sets lr
+        if self.decoupled and lr * wd >= 1:
+            raise ValueError(
+                f"{type(self).__name__}: invalid weight_decay value: {_shown(wd)} with learning "
+                f"rate {_shown(lr)} (each step multiplies the parameters by 1 - lr * weight_decay "
+                f"= {1 - lr * wd:g}; lr * weight_decay must be < 1)")
 
     def _state_keys(self):
         return ("exp_avg", "exp_avg_sq")
@@ -315,7 +380,9 @@ class AdamW(Adam):
 
     Args:
         params, lr, betas, eps: as :class:`Adam`.
-        weight_decay: :math:`\lambda` >= 0, default 1e-2.
+        weight_decay: :math:`\lambda` >= 0, default 1e-2, with ``lr * weight_decay < 1`` (at
+            1 or above the decay would zero or flip the sign of every parameter each step; the
+            learning rate set later between steps is held to the same bound).
     """
 
     decoupled = True
@@ -341,7 +408,8 @@ class RMSprop(Optimizer):
     Args:
         params: ``model.parameters()``.
         lr: learning rate, default 1e-2.
-        alpha: smoothing constant in [0, 1), default 0.99.
+        alpha: smoothing constant in [0, 1), default 0.99 (at 1 the average stays 0 and every
+            step divides by ``eps``).
         eps: > 0, added to the root, default 1e-8.
         momentum: :math:`\mu` in [0, 1), default 0.
         centered: normalise by the variance instead of the second moment, default False.
@@ -353,11 +421,11 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
         super().__init__(params, lr)
-        self.alpha = _number("alpha", alpha, 0.0, 1.0)
-        self.eps = _number("eps", eps, low_open=True)
-        self.momentum = _number("momentum", momentum, 0.0, 1.0)
-        self.centered = bool(centered)
-        self.weight_decay = _number("weight_decay", weight_decay)
+        self.alpha = self._number("alpha", alpha, 0.0, 1.0)
+        self.eps = self._number("eps", eps, low_open=True)
+        self.momentum = self._number("momentum", momentum, 0.0, 1.0)
+        self.centered = self._flag("centered", centered)
+        self.weight_decay = self._number("weight_decay", weight_decay)
         self._init_state()
 
     def _state_keys(self):
@@ -409,7 +477,8 @@ class Adagrad(Optimizer):
     Args:
         params: ``model.parameters()``.
         lr: learning rate, default 0.01.
-        eps: added to the accumulated squares before the square root, default 1e-6.
+        eps: > 0, added to the accumulated squares before the square root, default 1e-6 (at 0
+            an entry whose gradients have all been 0, a dead unit's, would get 0 / 0 = NaN).
         weight_decay: L2 coefficient :math:`\lambda` >= 0, default 0.
 
     Example:
@@ -421,10 +490,8 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr: float = 0.01, eps: float = 1e-6, weight_decay: float = 0.0):
         super().__init__(params, lr)
-        if not np.isfinite(eps) or eps < 0:
-            raise ValueError(f"eps must be a non-negative finite number, got {eps!r}")
-        self.eps = float(eps)
-        self.weight_decay = _number("weight_decay", weight_decay)
+        self.eps = self._number("eps", eps, low_open=True)
+        self.weight_decay = self._number("weight_decay", weight_decay)
         for name, param, _ in self.params:
             self.state[name]["sum_sq"] = np.zeros_like(param)
 
@@ -476,6 +543,29 @@ def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Opt
     return cls(params, **kwargs)
 
 
+def check_optimizer(name: str, lr: float | None = None, *, dtype=np.float32, **kwargs) -> dict:
+    """Check the arguments :func:`build_optimizer` would get, before any model exists.
+
+    Builds the optimizer over one scratch parameter of ``dtype`` (the model's), so every check
+    is the constructor's own: a settings object (a command line, a run's configuration) can
+    refuse a bad momentum before a run directory is made or a dataset read.
+
+    Returns:
+        The optimizer's :meth:`~Optimizer.config` with its defaults filled in.
+
+    Raises:
+        ValueError: as :func:`build_optimizer`, naming the optimizer, hyperparameter and value.
+
+    Example:
+        >>> check_optimizer("sgd", 0.1, momentum=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))
+    """
+    scratch = [("check", np.zeros(1, dtype), np.zeros(1, dtype))]
+    return build_optimizer(name, scratch, lr, **kwargs).config()
+
+
 def clip_grad_norm(params, max_norm: float) -> float:
     r"""Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
@@ -497,7 +587,7 @@ def clip_grad_norm(params, max_norm: float) -> float:
     Returns:
         The global norm before clipping, as a Python float.
     """
-    max_norm = _number("max_norm", max_norm, low_open=True)
+    max_norm = _number("clip_grad_norm", "max_norm", max_norm, low_open=True)
     grads = [item[2] if isinstance(item, tuple) else item for item in params]
     parts = [_scaled_sum_squares(g) for g in grads]  # (scale, sum of (g / scale)^2)
     top = max((scale for scale, _ in parts), default=1.0)

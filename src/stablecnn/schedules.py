@@ -19,31 +19,37 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 
+import numpy as np
 
-def _int(name: str, value, low: int) -> int:
+
+def _int(owner: str, name: str, value, low: int) -> int:
+    """``value`` as an int >= ``low``; a bool, a float or a string is refused, naming the value."""
     try:
-        if isinstance(value, bool):
+        if isinstance(value, (bool, np.bool_)):
             raise TypeError
         number = operator.index(value)
     except TypeError:
         number = None
     if number is None or number < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise ValueError(f"{owner}: invalid {name} value: {value!r} (must be an integer >= {low})")
     return number
 
 
-def _float(name: str, value, low: float, high: float = math.inf, high_ok: bool = False) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(x) or x < low or x > high or (x == high and not high_ok):
-        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}"
-                         f"{']' if high_ok else ')'}, got {value!r}")
+def _float(owner: str, name: str, value, low: float, high: float = math.inf, *,
+           low_ok: bool = True, high_ok: bool = False) -> float:
+    """``float(value)`` in the interval; a bool or a string (which float() takes) is refused."""
+    interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{owner}: invalid {name} value: {value!r} (must be a real number in "
+                         f"{interval}, not {type(value).__name__})")
+    x = float(value)
+    if (not math.isfinite(x) or x < low or x > high or (x == low and not low_ok)
+            or (x == high and not high_ok)):
+        raise ValueError(f"{owner}: invalid {name} value: {value!r} (must be a finite number "
+                         f"in {interval})")
     return x
 
 
@@ -97,10 +103,8 @@ class StepLR(Schedule):
     fields = ("step_size", "gamma")
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        self.step_size = _int("step_size", step_size, 1)
-        self.gamma = _float("gamma", gamma, 0.0, 1.0, high_ok=True)
-        if self.gamma == 0:
-            raise ValueError(f"gamma must be > 0, got {gamma!r}")
+        self.step_size = _int("StepLR", "step_size", step_size, 1)
+        self.gamma = _float("StepLR", "gamma", gamma, 0.0, 1.0, low_ok=False, high_ok=True)
 
     def lr_at(self, step, base_lr):
         return float(base_lr) * self.gamma ** (int(step) // self.step_size)
@@ -125,8 +129,8 @@ class CosineLR(Schedule):
     fields = ("total_steps", "min_lr")
 
     def __init__(self, total_steps: int, min_lr: float = 0.0):
-        self.total_steps = _int("total_steps", total_steps, 1)
-        self.min_lr = _float("min_lr", min_lr, 0.0)
+        self.total_steps = _int("CosineLR", "total_steps", total_steps, 1)
+        self.min_lr = _float("CosineLR", "min_lr", min_lr, 0.0)
 
     def lr_at(self, step, base_lr):
         s = min(int(step), self.total_steps)
@@ -156,9 +160,9 @@ class WarmupLR(Schedule):
 
     def __init__(self, inner: Schedule, warmup_steps: int):
         if not isinstance(inner, Schedule):
-            raise ValueError(f"inner must be a Schedule, got {inner!r}")
+            raise ValueError(f"WarmupLR: invalid inner value: {inner!r} (must be a Schedule)")
         self.inner = inner
-        self.warmup_steps = _int("warmup_steps", warmup_steps, 0)
+        self.warmup_steps = _int("WarmupLR", "warmup_steps", warmup_steps, 0)
 
     def lr_at(self, step, base_lr):
         step = int(step)
@@ -198,7 +202,7 @@ def build_schedule(name: str = "constant", *, total_steps: int | None = None,
     including any warm-up (the cosine then spans ``total_steps - warmup_steps``). With
     ``warmup_steps > 0`` the result is wrapped in :class:`WarmupLR`.
     """
-    warmup_steps = _int("warmup_steps", warmup_steps, 0)
+    warmup_steps = _int("build_schedule", "warmup_steps", warmup_steps, 0)
     if name == "constant":
         inner = ConstantLR()
     elif name == "step":
@@ -208,7 +212,7 @@ def build_schedule(name: str = "constant", *, total_steps: int | None = None,
     elif name == "cosine":
         if total_steps is None:
             raise ValueError("the cosine schedule needs total_steps")
-        total_steps = _int("total_steps", total_steps, 1)
+        total_steps = _int("build_schedule", "total_steps", total_steps, 1)
         if total_steps <= warmup_steps:
             raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
         inner = CosineLR(total_steps - warmup_steps, min_lr)
