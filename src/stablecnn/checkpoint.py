@@ -17,8 +17,6 @@ one, so a crash (even SIGKILL) mid-write leaves the previous checkpoint intact. 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.errors import CheckpointError
+from stablecnn.files import atomic_write
 from stablecnn.model import Sequential
 
 FORMAT_VERSION = 1
@@ -57,42 +56,6 @@ class Checkpoint:
             raise CheckpointError(f"{where}: the stored architecture is too large to build in "
                                   f"memory") from None
         return model
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
-
-    On any failure (a full disk, a read-only folder, an exception in ``write``) the temporary
-    file is removed and ``path`` keeps its old content.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def save(path, model: Sequential, meta: dict, optim_state: dict | None = None,

@@ -8,7 +8,7 @@ Every write goes to a temporary file in the destination folder and is renamed ov
 only once complete and flushed (``os.replace`` is atomic within one file system). Two runs fetching
 at once each write their own temporary file and the last rename wins, with identical verified
 bytes; a run killed mid-write leaves only a ``.*.tmp`` file, which no reader looks at and a later
-fetch sweeps away.
+fetch sweeps away. The writer is :func:`stablecnn.files.atomic_writer` (modes follow the umask).
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from stablecnn.data.errors import ChecksumError, DataError
+from stablecnn.files import TMP_SUFFIX as _TMP_SUFFIX
+from stablecnn.files import atomic_writer  # noqa: F401 - data.idx and the tests use it from here
 
 ENV_VAR = "STABLECNN_DATA"
-_TMP_SUFFIX = ".tmp"
 STALE_SECONDS = 3600.0  # a temporary file this old belongs to a run that died
-FILE_MODE = 0o644  # permissions of every file written
 
 
 def default_cache_dir() -> Path:
@@ -60,30 +59,6 @@ def dataset_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> 
 def warn(message: str) -> None:
     """Report a recoverable problem on stderr (the run goes on)."""
     print(f"stablecnn: warning: {message}", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator:
-    """Open a temporary file beside ``path``; on a clean exit, flush it and rename it to ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-
-    Yields:
-        A binary file object to write to.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a cache is for every reader
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def check_digest(parts: Iterable, expected: str, what: str) -> None:

@@ -1,0 +1,62 @@
+"""Every file stablecnn writes appears whole or not at all, with the mode the umask gives."""
+
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+
+import pytest
+
+from stablecnn.files import atomic_write, atomic_writer, default_file_mode
+
+
+@contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o027, 0o640),
+                                            (0o002, 0o664)])
+def test_files_take_the_umask_like_open(tmp_path, mask, expected):
+    with umask(mask):
+        assert default_file_mode() == expected
+        atomic_write(tmp_path / "atomic", lambda f: f.write(b"x"))
+        with open(tmp_path / "plain", "wb") as f:
+            f.write(b"x")
+        assert os.umask(mask) == mask  # reading the umask put it back
+    assert mode(tmp_path / "atomic") == mode(tmp_path / "plain") == expected
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_writer(path) as f:
+            f.write(b"half")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["file"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_every_file_of_a_run_has_one_mode(tmp_path, kit, mask):
+    """Checkpoint, plots, metrics and log: one documented choice, the umask's."""
+    from stablecnn import plots
+
+    run = tmp_path / "run"
+    with umask(mask):
+        kit.trainer(run, kit.config(epochs=1)).fit()
+        plots.plot_run(run, kit.TEST)
+    files = [p for p in run.iterdir() if p.is_file()]
+    names = {p.name for p in files}
+    assert {"checkpoint.npz", "metrics.csv", "train_log.txt", "curves.png"} <= names, names
+    assert {p.name: mode(p) for p in files} == {p.name: 0o666 & ~mask for p in files}
