@@ -251,3 +251,23 @@ def test_cli_plot(run_dir, monkeypatch, capsys):
     assert capsys.readouterr().out.split() == [str(run_dir / n) for n in NAMES]
     assert cli.main(["plot", str(run_dir / "nowhere")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("with_epoch", [False, True])
+def test_a_run_of_one_step_shows_its_loss_and_accuracy(with_epoch):
+    """A one-point series is no line: each batch value must still be drawn (a marker)."""
+    from matplotlib.colors import to_rgb
+
+    rows = [{"kind": "step", "epoch": 0, "step": 1, "loss": 2.1, "batch_acc": 0.3}]
+    if with_epoch:
+        rows.append({"kind": "epoch", "epoch": 0, "step": 1, "test_acc": 0.2, "test_loss": 2.2})
+    fig = plots.curves_figure(rows)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)  # (H, W, 3), top row first
+    want = np.array(to_rgb(plots.SMOOTH)) * 255
+    loss_ax, acc_ax = fig.axes[:2]
+    for ax, value in ((loss_ax, 2.1), (acc_ax, 30.0)):
+        x, y = ax.transData.transform((1, value))
+        col, row = int(round(x)), pixels.shape[0] - int(round(y))
+        patch = pixels[row - 2 : row + 3, col - 2 : col + 3].reshape(-1, 3)
+        assert np.abs(patch - want).max(axis=1).min() < 40, (ax.get_title(), patch)

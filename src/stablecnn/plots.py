@@ -28,6 +28,7 @@ from stablecnn.errors import DataError
 
 DPI = 100
 RAW, SMOOTH, TEST = "#9ecae1", "#1f5fa8", "#d1495b"  # light blue, dark blue, red
+FEW_POINTS = 30  # a series this short is drawn with a marker at every point (one point is no line)
 
 
 # -- figures --------------------------------------------------------------------------------------
@@ -42,7 +43,7 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, path) -> Path:
-    from stablecnn.checkpoint import atomic_write
+    from stablecnn.files import atomic_write
 
     path = Path(path)
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI, facecolor="white"))
@@ -126,6 +127,15 @@ def plot_curves(metrics_rows, path) -> Path:
             may be strings or numbers.
         path: the PNG to write.
     """
+    return _save(curves_figure(metrics_rows), path)
+
+
+def curves_figure(metrics_rows):
+    """The figure :func:`plot_curves` saves (a matplotlib ``Figure``): panels loss and accuracy.
+
+    A batch series of at most :data:`FEW_POINTS` steps gets a marker at each point, so a run of
+    one step still shows its loss and accuracy.
+    """
     from matplotlib.ticker import MaxNLocator
 
     steps, loss, acc = _series(metrics_rows, "step", "loss", "batch_acc")
@@ -145,7 +155,9 @@ def plot_curves(metrics_rows, path) -> Path:
                 ax.plot(steps, smooth(raw, window), color=SMOOTH, lw=1.8,
                         label=f"smoothed ({window} steps)")
             else:
-                ax.plot(steps, raw, color=SMOOTH, lw=1.5, label=f"batch {what}")
+                marker = "o" if len(steps) <= FEW_POINTS else None
+                ax.plot(steps, raw, color=SMOOTH, lw=1.5, marker=marker, ms=4,
+                        label=f"batch {what}")
         if len(test_x):
             ax.plot(test_x, test_y, "o-", color=TEST, lw=1.5, ms=5, label=f"test {what}", zorder=3)
         for x in ep_steps if len(ep_steps) <= 50 else ():
@@ -178,7 +190,7 @@ def plot_curves(metrics_rows, path) -> Path:
                         textcoords="offset points", xytext=(-6, -14), ha="right", color=TEST,
                         fontsize=9)
     ax_acc.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 # -- confusion matrix -----------------------------------------------------------------------------
