@@ -30,8 +30,11 @@ def numpy_stats(images):
 @given(hnp.arrays(np.uint8, hnp.array_shapes(min_dims=1, max_dims=3, max_side=12)))
 def test_original_stats_equal_numpy(images):
     if int(images.std()) == 0:
-        with pytest.raises(DataError, match="constant"):
+        with pytest.raises(DataError) as info:
             Normalizer.original(images)
+        constant = bool((images == images.flat[0]).all())
+        assert ("the images are constant" in str(info.value)) == constant
+        assert ("below 1" in str(info.value)) == (not constant)
         return
     norm = Normalizer.original(images)
     assert (norm.mean, norm.std) == numpy_stats(images)
@@ -63,6 +66,47 @@ def test_original_stats_on_mnist_like_data_without_a_float_copy():
 def test_original_stats_of_a_non_contiguous_subset():
     images = IMAGES[::2, 3:20]
     assert (lambda n: (n.mean, n.std))(Normalizer.original(images)) == numpy_stats(images)
+
+
+def test_binary_images_are_refused_for_their_deviation_not_as_constant():
+    """0/1 pixels: std 0.33, which int(std) rounds to 0; the message says so and the way out."""
+    rng = np.random.default_rng(5)
+    images = (rng.random((50, 28, 28)) < 0.125).astype(np.uint8)
+    std = float(images.std())
+    assert 0.32 < std < 0.34
+    with pytest.raises(DataError) as info:
+        Normalizer.original(images)
+    assert str(info.value) == (
+        f"the standard deviation of the images' pixels is {std:.2f} (values 0 to 1), below 1, so "
+        f"the original integer normalisation (divide by int(std) = 0) cannot be used; use the "
+        f"unit normalisation instead: --normalization unit (x / 255)")
+    assert "constant" not in str(info.value)
+    x = Normalizer.unit()(images)  # the way out works: 0 and 1/255
+    assert set(np.unique(x).tolist()) == {0.0, np.float32(1 / 255)}
+
+
+@pytest.mark.parametrize("images, shown", [
+    (np.array([0] * 999_999 + [1], np.uint8), "0.001"),  # one ink pixel in a million
+    (np.array([0, 1] * 50, np.uint8), "0.5"),
+    (np.array([3, 4] * 49 + [5, 3], np.uint8), "0.52"),
+    (np.array([0] * 10 + [2], np.uint8), "0.57"),
+    (np.array([0, 2] * 2000 + [1], np.uint8), "0.9999"),  # two digits would print 1
+])
+def test_a_deviation_below_one_is_shown_as_measured_and_never_as_1(images, shown):
+    assert 0 < images.std() < 1
+    with pytest.raises(DataError) as info:
+        Normalizer.original(images)
+    assert f"pixels is {shown} (values {images.min()} to {images.max()}), below 1" \
+        in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, 7, 255])
+def test_constant_images_are_still_called_constant(value):
+    with pytest.raises(DataError) as info:
+        Normalizer.original(np.full((4, 28, 28), value, np.uint8))
+    assert str(info.value).startswith(f"the images are constant: every pixel is {value} "
+                                      f"(standard deviation 0)")
+    assert "--normalization unit" not in str(info.value)
 
 
 def test_original_rejects_bad_input():
@@ -105,8 +149,11 @@ def test_normalizer_round_trips_through_plain_values():
 
 
 @pytest.mark.parametrize("kwargs, fault", [
-    (dict(mean=0.0, std=0.0), "positive std"),
+    (dict(mean=0.0, std=0.0), "positive finite std, got mean=0.0, std=0.0"),
+    (dict(mean=0.0, std=float("inf")), "positive finite std, got mean=0.0, std=inf"),
     (dict(mean=float("nan"), std=1.0), "finite mean"),
+    (dict(mean=0.0, std="78"), "std='78'"),
+    (dict(mean=True, std=78.0), "mean=True"),
     (dict(mean=0.0, std=1.0, kind="zscore"), "kind"),
 ])
 def test_invalid_normalizers(kwargs, fault):
@@ -206,3 +253,34 @@ def test_subset_takes_the_first_n_as_views():
     for n in (0, 51):
         with pytest.raises(DataError, match="subset size"):
             subset(IMAGES, LABELS, n)
+
+
+# --- through the command line -----------------------------------------------------------------
+
+
+def test_train_on_binary_idx_files_exits_2_naming_the_deviation_and_the_way_out(
+        tmp_path, capsys, cache_root):
+    from stablecnn.cli import main
+    from stablecnn.data import write_idx
+
+    rng = np.random.default_rng(11)
+    folder = tmp_path / "binary"
+    folder.mkdir()
+    images = {}
+    for stem, n in (("train", 40), ("t10k", 10)):  # pixels 0 or 1, as some exports store them
+        images[stem] = (rng.random((n, 28, 28)) < 0.125).astype(np.uint8)
+        write_idx(folder / f"{stem}-images-idx3-ubyte", images[stem])
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    std = float(images["train"].std())
+    assert f"{std:.2f}" == "0.33"
+    args = ["train", "--data-dir", str(folder), "--no-verify", "--epochs", "1", "--no-plots"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"stablecnn: error: the standard deviation of the images' pixels is "
+                          f"{std:.2f} (values 0 to 1), below 1, so the original integer "
+                          f"normalisation"), err
+    assert "--normalization unit" in err and "constant" not in err and "Traceback" not in err
+    assert not (tmp_path / "refused" / "checkpoint.npz").exists()
+    # the way the message names works on the same files
+    assert main([*args, "--normalization", "unit", "--out", str(tmp_path / "unit")]) == 0
+    assert (tmp_path / "unit" / "checkpoint.npz").exists()

@@ -54,8 +54,11 @@ class Normalizer:
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise DataError(f"Normalizer kind must be one of {_KINDS}, got {self.kind!r}")
-        if not (math.isfinite(self.std) and self.std > 0 and math.isfinite(self.mean)):
-            raise DataError(f"Normalizer needs a finite mean and a positive std, got "
+        numbers_ = all(isinstance(v, (int, float, np.integer, np.floating))
+                       and not isinstance(v, (bool, np.bool_)) for v in (self.mean, self.std))
+        if not (numbers_ and math.isfinite(self.std) and self.std > 0
+                and math.isfinite(self.mean)):
+            raise DataError(f"Normalizer needs a finite mean and a positive finite std, got "
                             f"mean={self.mean!r}, std={self.std!r}")
 
     @classmethod
@@ -73,6 +76,14 @@ class Normalizer:
 
         Args:
             images: uint8 array of any shape, e.g. (N, 28, 28).
+
+        Raises:
+            DataError: the images are not uint8 or there are none; or ``int(std)`` is 0, so the
+                division is undefined. Two causes get two messages, each with the measured
+                value: constant images (std 0; every pixel the same, nothing to learn), and a
+                std in (0, 1), which the integer part rounds to 0: images stored as 0/1 pixels
+                have a std near 0.33. The way out for those is :meth:`unit` (``--normalization
+                unit``), which the message names.
         """
         if images.dtype != np.uint8:
             raise DataError(f"Normalizer.original takes uint8 images, got {images.dtype}")
@@ -87,9 +98,20 @@ class Normalizer:
         s1 = sum(v * int(c) for v, c in zip(values, counts, strict=True))
         s2 = sum(v * v * int(c) for v, c in zip(values, counts, strict=True))
         mean = int(float(s1) / n)  # s1 < 2**53, so float(s1) is exact, as NumPy's float64 sum is
-        std = math.isqrt(n * s2 - s1 * s1) // n
+        n2_var = n * s2 - s1 * s1  # n^2 * variance, an exact integer
+        std = math.isqrt(n2_var) // n
         if std == 0:
-            raise DataError("Normalizer.original: int(std) of the images is 0 (they are constant)")
+            present = np.flatnonzero(counts)  # the pixel values that occur, ascending
+            if n2_var == 0:
+                raise DataError(
+                    f"the images are constant: every pixel is {present[0]} (standard deviation "
+                    f"0), so there is nothing to learn from them and the original normalisation "
+                    f"would divide by 0; check that these are the image files you meant")
+            raise DataError(
+                f"the standard deviation of the images' pixels is "
+                f"{_below_one(math.sqrt(n2_var) / n)} (values {present[0]} to {present[-1]}), "
+                f"below 1, so the original integer normalisation (divide by int(std) = 0) cannot "
+                f"be used; use the unit normalisation instead: --normalization unit (x / 255)")
         return cls(float(mean), float(std), "original")
 
     @classmethod
@@ -131,6 +153,15 @@ class Normalizer:
             return cls(float(data["mean"]), float(data["std"]), str(data["kind"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"not a normalizer description: {data!r} ({exc})") from None
+
+
+def _below_one(x: float) -> str:
+    """``x`` in (0, 1) with two significant digits, or more where two would print it as 1."""
+    for digits in range(2, 18):
+        text = f"{x:.{digits}g}"
+        if float(text) < 1:
+            return text
+    return repr(x)
 
 
 def subset(images: np.ndarray, labels: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
