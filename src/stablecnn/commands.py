@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 from stablecnn import checkpoint as ckpt_io
 from stablecnn import modelfile, zoo
@@ -149,8 +151,9 @@ def cmd_evaluate(args) -> int:
     result = evaluate(model, images, labels, normalizer)
     print(f"{dataset} test set, {len(labels)} images: accuracy {100 * result.accuracy:.2f}%, "
           f"loss {result.loss:.4f}")
-    print("per-class accuracy: " + ", ".join(f"{k}: {100 * a:.1f}%"
-                                           for k, a in enumerate(result.per_class_accuracy)))
+    print("per-class accuracy: " + ", ".join(
+        f"{k}: {'n/a' if np.isnan(a) else f'{100 * a:.1f}%'}"  # n/a: no test image of class k
+        for k, a in enumerate(result.per_class_accuracy)))
     print("confusion matrix (rows: true class, columns: predicted):")
     width = max(4, len(str(result.confusion.max())) + 1)
     print("    " + "".join(f"{k:>{width}}" for k in range(result.confusion.shape[1])))

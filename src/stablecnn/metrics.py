@@ -20,8 +20,14 @@ class Evaluation:
 
     @property
     def per_class_accuracy(self) -> np.ndarray:
+        """(K,) float64: the fraction of each true class predicted right (its recall).
+
+        NaN for a class with no examples in the set: 0/0 is undefined, and 0.0 would read as
+        "every example wrong". Reports print it as ``n/a`` (JSON: ``null``).
+        """
         totals = self.confusion.sum(axis=1)
-        return np.divide(np.diag(self.confusion), totals, out=np.zeros(len(totals)), where=totals > 0)
+        return np.divide(np.diag(self.confusion), totals, out=np.full(len(totals), np.nan),
+                         where=totals > 0)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
