@@ -8,9 +8,12 @@ optimizer step, ``on_epoch_end(trainer, epoch)`` after the epoch's evaluation an
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 class Callback:
@@ -64,6 +67,70 @@ class TextLog(Callback):
         self.write(f"epoch {epoch['epoch'] + 1}/{trainer.config.epochs} done in "
                    f"{format_seconds(epoch['seconds'])}: test accuracy "
                    f"{100 * epoch['test_acc']:.2f}%, test loss {epoch['test_loss']:.4f}")
+
+
+# A collapse: the loss exploded, then the model ended an epoch no better than a constant guess.
+EXPLODED_FACTOR = 10.0  # a step's loss above this many times max(ln K, the first step's loss)
+CHANCE_MARGIN = 0.5  # test accuracy within this many times 1/K of a constant guess's accuracy
+
+
+def exploded_step(losses, num_classes: int) -> int | None:
+    """The index of the first loss above ``EXPLODED_FACTOR * max(ln K, losses[0])``, or None.
+
+    A model that has learnt nothing predicts about 1/K for every class, a cross-entropy of ln K
+    (2.30 for K = 10), and the first step's loss is the initial weights' own; a healthy run stays
+    near or below both. A loss ten times above them means an update threw the weights far off
+    (``--optimizer sgd --lr 4`` on MNIST: 8.6e10 at step 2).
+    """
+    losses = np.asarray(losses, dtype=np.float64)
+    if losses.size == 0:
+        return None
+    limit = EXPLODED_FACTOR * max(math.log(num_classes), float(losses[0]))
+    above = np.flatnonzero(~(losses <= limit))  # NaN counts as above
+    return int(above[0]) if above.size else None
+
+
+def chance_accuracy(labels, num_classes: int) -> float:
+    """What a constant guess scores on ``labels``: the largest class's share (1/K if balanced)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    return float(counts.max() / max(counts.sum(), 1))
+
+
+def at_chance(test_acc: float, labels, num_classes: int) -> bool:
+    """``test_acc <= chance_accuracy + CHANCE_MARGIN / K`` (0.1135 + 0.05 on the MNIST test set)."""
+    return test_acc <= chance_accuracy(labels, num_classes) + CHANCE_MARGIN / num_classes
+
+
+class CollapseWarning(Callback):
+    """Warns, in the log and on stderr, when an epoch ends at chance level after the loss exploded.
+
+    Both conditions are needed (see :func:`exploded_step` and :func:`at_chance`): a huge step
+    alone may recover, and chance-level accuracy alone is a slow start. Such a run is not
+    stopped (its weights are finite, so the NaN guard does not fire, and the user may want to
+    see it through); the warning names the step where the loss jumped and suggests a lower
+    learning rate.
+    """
+
+    def __init__(self, log: TextLog, stream=None):
+        self.log, self.stream = log, stream
+
+    def on_epoch_end(self, trainer, epoch):
+        k = trainer.num_classes
+        jump = exploded_step(trainer.history["step_loss"], k)
+        if jump is None or not at_chance(epoch["test_acc"], trainer.test_labels, k):
+            return
+        h, c = trainer.history, trainer.config
+        line = (f"warning: epoch {epoch['epoch'] + 1} ended at chance level (test accuracy "
+                f"{100 * epoch['test_acc']:.2f}%; a constant guess scores "
+                f"{100 * chance_accuracy(trainer.test_labels, k):.2f}%) after the training loss "
+                f"exploded at global step {h['step_global_step'][jump]} (epoch "
+                f"{h['step_epoch'][jump] + 1}, step {h['step_step'][jump]}: loss "
+                f"{h['step_loss'][jump]:.3g}, over {EXPLODED_FACTOR:g} x "
+                f"{max(math.log(k), h['step_loss'][0]):.3g}); the model has likely collapsed. "
+                f"Try a lower learning rate (this run has {c.optimizer} lr {c.lr:g}; e.g. --lr "
+                f"{c.lr / 10:g})")
+        self.log.write(line, echo=False)
+        print(line, file=self.stream or sys.stderr, flush=True)
 
 
 class MetricsCSV(Callback):

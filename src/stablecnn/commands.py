@@ -15,6 +15,7 @@ from stablecnn import modelfile, zoo
 from stablecnn.argtypes import positive_float, positive_int
 from stablecnn.data.augment import Augment
 from stablecnn.optim import OPTIMIZERS
+from stablecnn.resume import data_record, refuse_changes
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
 
 
@@ -26,10 +27,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a model (default: Model 1 on full MNIST)",
                        description="Train a model and write a run directory with the checkpoint, "
                                    "train_log.txt, metrics.csv and plots.")
-    p.add_argument("--model", default="md1",
+    p.add_argument("--model",
                    help=f"a built-in architecture ({', '.join(zoo.names())}; default md1) or a "
                         f".toml/.json model file")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion-mnist"])
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="default mnist")
     p.add_argument("--epochs", type=positive_int, help="epochs (default 5)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default 100)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default 0.01)")
@@ -61,7 +62,9 @@ def add_parsers(sub) -> None:
                         "not the canonical SHA-256 digests)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<dataset>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its checkpoint (--epochs may extend it)")
+                   help="continue the run in RUN_DIR from its checkpoint with the settings it "
+                        "started with (--epochs may extend it; any other option given with "
+                        "another value than the run's is refused)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.set_defaults(func=cmd_train)
 
@@ -82,17 +85,48 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_summary)
 
 
+# the TrainConfig field each option sets
+OPTION_FIELDS = {"model": "--model", "dataset": "--dataset", "epochs": "--epochs",
+                 "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer",
+                 "momentum": "--momentum", "weight_decay": "--weight-decay",
+                 "schedule": "--schedule", "step_epochs": "--step-epochs",
+                 "warmup_steps": "--warmup-steps", "clip": "--clip", "train_size": "--train-size",
+                 "normalization": "--normalization", "seed": "--seed", "dtype": "--dtype",
+                 "augment": "--augment"}
+
+
+def _given(args) -> dict:
+    """``{field: value}`` for each TrainConfig option on the command line."""
+    return {field: getattr(args, field) for field in OPTION_FIELDS
+            if getattr(args, field) is not None}
+
+
 def _config_from_args(args) -> TrainConfig:
-    given = {k: v for k, v in dict(
-        model=args.model, dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, optimizer=args.optimizer, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, step_epochs=args.step_epochs,
-        warmup_steps=args.warmup_steps, clip=args.clip,
-        train_size=args.train_size, normalization=args.normalization,
-        seed=args.seed, dtype=args.dtype, augment=args.augment).items() if v is not None}
+    given = _given(args)
     if args.recipe == "original":
         return TrainConfig.original_recipe(**given)
     return TrainConfig(**given)
+
+
+def _resume_options(args) -> dict:
+    """``{field: (option as typed, value)}`` for :func:`stablecnn.resume.refuse_changes`."""
+    def typed(field, value):
+        if field == "augment":
+            return f"--augment {value['max_shift']},{value['max_degrees']:g}"
+        return f"{OPTION_FIELDS[field]} {value}"
+
+    given = {field: (typed(field, value), value) for field, value in _given(args).items()}
+    if args.recipe == "original":  # the recipe's settings, where no option overrides them
+        recipe = TrainConfig.original_recipe()
+        for field in ("model", "dataset", "batch_size", "lr", "optimizer", "train_size",
+                      "normalization"):
+            value = getattr(recipe, field)
+            given.setdefault(field, (f"--recipe original ({typed(field, value)})", value))
+    if args.data_dir is not None:
+        given["data_dir"] = (f"--data-dir {args.data_dir}", args.data_dir)
+    if args.no_verify:
+        given["verify"] = ("--no-verify", False)
+    return given
 
 
 def _augment(text: str) -> dict:
@@ -103,23 +137,30 @@ def _augment(text: str) -> dict:
 
 
 def cmd_train(args) -> int:
-    if args.no_verify and args.data_dir is None:
-        raise ValueError("--no-verify applies to --data-dir: name the folder of your IDX files")
+    """Train, or resume; every refusal (options, model file, data, a resume that cannot honour
+    its options, a batch too small for a layer) comes before the run directory is created."""
+    data_dir, verify = args.data_dir, not args.no_verify
     if args.resume is not None:
         config, ckpt = resume_checkpoint(args.resume)
+        refuse_changes(args.resume, config, _resume_options(args), checkpoint=ckpt)
         if args.epochs is not None:
             config.epochs = args.epochs
+        stored = ckpt.meta.get("data")
+        if isinstance(stored, dict):  # the run's own data source (None: stablecnn's sources)
+            data_dir, verify = stored.get("data_dir"), bool(stored.get("verify", True))
         run_dir = args.resume
     else:
         config, ckpt = _config_from_args(args), None
         modelfile.model_config(config.model, num_classes=10)  # a bad model file fails here
         name = Path(config.model).stem if modelfile.is_model_path(config.model) else config.model
         run_dir = args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not verify and data_dir is None:
+        raise ValueError("--no-verify applies to --data-dir: name the folder of your IDX files")
+    train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
+    trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt,
+                      data_source=data_record(config.dataset, data_dir, verify))
+    run_dir.mkdir(parents=True, exist_ok=True)  # only now: everything above may refuse the run
     with RunLock(run_dir):
-        train, test = load_data(config.dataset, data_dir=args.data_dir,
-                                verify=not args.no_verify)
-        trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt)
         print(f"run directory: {run_dir}")
         t0 = time.perf_counter()
         try:
@@ -165,7 +206,8 @@ def cmd_evaluate(args) -> int:
 def cmd_summary(args) -> int:
     path = Path(args.model)
     if modelfile.is_model_path(path) or not (path.exists() or path.suffix == ".npz"):
-        model = modelfile.resolve_model(args.model)  # a model file or a built-in name
+        # a model file or a built-in name: shapes and counts only, no weight is allocated
+        model = modelfile.resolve_model(args.model, weights=False)
     else:
         model, _ = ckpt_io.load_model(args.model)
     print(repr(model))

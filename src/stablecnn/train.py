@@ -1,7 +1,17 @@
 """The training loop: data -> batches -> forward -> loss -> backward -> step -> callbacks.
 
 A run lives in a run directory: ``checkpoint.npz`` (written atomically at the end of every epoch,
-and on Ctrl-C at the last completed step), ``train_log.txt``, ``metrics.csv`` and the plots.
+and on Ctrl-C or any other error at the last completed step), ``train_log.txt``, ``metrics.csv``
+and the plots. The directory is created only when training starts: whatever the sizes predict
+(data, shapes, labels, batches too small for a layer; see :mod:`stablecnn.preflight`) is checked
+when the :class:`Trainer` is built, before any file is written.
+
+An error during a step leaves a checkpoint at the last completed step, so ``--resume`` goes on
+from there: the batch statistics the failed step's forward pass had already folded into the
+model's buffers (BatchNorm's running statistics, Dropout's counter) are put back first. Two cases
+keep the previous checkpoint instead: a loss or gradient that is NaN or infinite (:class:`Diverged`:
+the state it would save is the one that diverged), and an error while the optimizer was updating
+the weights (they are half updated).
 
 Resuming is exact: the order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``, a pure
 function of the seed and the epoch, so a run resumed from a checkpoint at (epoch, step) replays
@@ -17,14 +27,15 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from stablecnn import checkpoint as ckpt_io
-from stablecnn import runtime
-from stablecnn.callbacks import Callback, MetricsCSV, Progress, TextLog
+from stablecnn import preflight, runtime
+from stablecnn.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
 from stablecnn.data.augment import Augment
-from stablecnn.errors import DataError, ShapeError, StableCNNError, TrainingError
+from stablecnn.errors import StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
 from stablecnn.modelfile import resolve_model
@@ -176,6 +187,14 @@ class Interrupted(StableCNNError):
     """Training stopped on Ctrl-C after saving a resumable checkpoint."""
 
 
+class Diverged(TrainingError):
+    """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
+
+
+# errors a step can meet that say something about the data, the settings or the system, not a bug:
+# reported in one line (after saving a checkpoint), as the command line reports them
+REPORTED_ERRORS = (StableCNNError, ValueError, ArithmeticError, MemoryError, OSError)
+
 STEP_SERIES = ("epoch", "step", "global_step", "loss", "acc", "lr", "seconds")
 EPOCH_SERIES = ("epoch", "global_step", "seconds", "test_acc", "test_loss")
 
@@ -185,22 +204,29 @@ class Trainer:
 
     Args:
         config: the run's :class:`TrainConfig`.
-        run_dir: the run directory (created if missing).
+        run_dir: the run directory (created by :meth:`fit`, not before).
         train_data, test_data: ``(images uint8 (N, H, W), labels uint8 (N,))`` pairs.
-        callbacks: extra callbacks (the text log, metrics file and progress bar are always on).
+        callbacks: extra callbacks (the text log, metrics file, progress bar and collapse
+            warning are always on).
         checkpoint: a loaded checkpoint to resume from (see :func:`resume_checkpoint`).
         echo: also print the log lines to stdout.
+        data_source: where the data came from (``{"dataset", "data_dir", "verify"}``), kept in
+            the checkpoints so a resume can refuse another source; a resumed run keeps its own.
+
+    Raises (when built, before any file is written): ``ValueError`` for a config the model or
+    optimizer cannot take, :class:`~stablecnn.errors.DataError` and
+    :class:`~stablecnn.errors.ShapeError` for data the run cannot train on (see
+    :mod:`stablecnn.preflight`).
     """
 
     def __init__(self, config: TrainConfig, run_dir, train_data, test_data, callbacks=(),
                  checkpoint: ckpt_io.Checkpoint | None = None, echo: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, data_source: dict | None = None):
         from stablecnn.data import Normalizer
 
         runtime.configure()  # threads, and freed memory kept (page faults cost a quarter otherwise)
         self.config = config
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         images, labels = train_data
         if config.train_size is not None:
             if config.train_size > len(images):
@@ -209,7 +235,7 @@ class Trainer:
             images, labels = images[: config.train_size], labels[: config.train_size]
         self.test_images, self.test_labels = test_data
         for what, x, y in (("training", images, labels), ("test", *test_data)):
-            _check_split(what, x, y)
+            preflight.check_split(what, x, y)  # structure first: the normalizer reads the images
         self.images, self.labels = images, labels
         self.num_train = len(images)
         self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
@@ -236,21 +262,21 @@ class Trainer:
             self.global_step = progress_["global_step"]
             for key in self.history:
                 self.history[key] = checkpoint.history.get(key, np.zeros(0)).tolist()
+            data_source = checkpoint.meta.get("data", data_source)
+        self.data_source = data_source
         self.augment = Augment.from_dict(config.augment) if config.augment else None
+        preflight.check_run(self.model, (images, labels), test_data, config.batch_size)
+        self.num_classes = preflight.num_classes(self.model, (1, *images.shape[1:]))
         bar = Progress() if progress else None
-        for what, x in (("training", images), ("test", self.test_images)):
-            try:  # both splits must fit the model before a single step is spent
-                self.model.shapes((1, *x.shape[1:]))
-            except ShapeError as exc:
-                raise ShapeError(f"{what} images: {exc}") from None
-        self.callbacks: list[Callback] = [
-            TextLog(self.run_dir / "train_log.txt", echo=echo,
-                    echo_steps=not (bar is not None and bar.active)),  # the bar shows the steps
-            MetricsCSV(self.run_dir / "metrics.csv")]
+        log = TextLog(self.run_dir / "train_log.txt", echo=echo,
+                      echo_steps=not (bar is not None and bar.active))  # the bar shows the steps
+        self.callbacks: list[Callback] = [log, MetricsCSV(self.run_dir / "metrics.csv")]
         if bar is not None:
             self.callbacks.append(bar)
+        self.callbacks.append(CollapseWarning(log))
         self.callbacks.extend(callbacks)
         self._interrupt = False
+        self._updating = False  # the optimizer is writing the weights (see train_step)
         self._t0 = time.perf_counter()
         self._steps_this_session = 0
 
@@ -288,6 +314,8 @@ class Trainer:
         meta = {"train": self.config.to_dict(), "normalizer": self.normalizer.to_dict(),
                 "progress": {"epoch": self.epoch, "step": self.step_in_epoch,
                              "global_step": self.global_step}}
+        if self.data_source is not None:
+            meta["data"] = self.data_source
         history = {k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
                    for k, v in self.history.items()}
         ckpt_io.save(self.checkpoint_path, self.model, meta, self.optimizer.state_dict(), history)
@@ -303,7 +331,7 @@ class Trainer:
             logits = self.model.forward(x, training=True)
             loss = float(self.loss_fn.forward(logits, y))
         if not math.isfinite(loss):
-            raise TrainingError(
+            raise Diverged(
                 f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
                 f"(global step {self.global_step + 1}); training stopped. The last good checkpoint "
                 f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
@@ -313,14 +341,55 @@ class Trainer:
         if self.config.clip is not None:
             norm = clip_grad_norm(self.model.parameters(), self.config.clip)
             if not math.isfinite(norm):
-                raise TrainingError(
+                raise Diverged(
                     f"gradient norm became {norm} at epoch {self.epoch + 1}, step "
                     f"{self.step_in_epoch + 1} (global step {self.global_step + 1}); training "
                     f"stopped before the update. The last good checkpoint is "
                     f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}")
         self.schedule.apply(self.optimizer, self.config.lr)
+        self._updating = True  # an error from here on leaves the weights half updated
         self.optimizer.step()
+        self._updating = False
         return loss, acc
+
+    def _stop_on_error(self, exc: BaseException, what: str, restore) -> NoReturn:
+        """Save a checkpoint at the last completed step (see the module doc), then raise.
+
+        ``restore``: ``(buffer, copy)`` pairs taken before the failed step, put back first
+        (``None`` when the step had completed and the error came after it). Ctrl-C raises
+        :class:`Interrupted`; the project's, data, arithmetic, memory and system errors raise
+        :class:`TrainingError` naming the step, the error and the checkpoint; any other error
+        (a bug) is raised as it is, with the same facts in a note.
+        """
+        kept = self.checkpoint_path if self.checkpoint_path.exists() else None
+        resume = f"Resume with: stablecnn train --resume {self.run_dir}"
+        if self._updating:
+            saved = ("the error came while the optimizer was updating the weights, so they were "
+                     "not saved; " + (f"the last checkpoint, {kept}, is kept. {resume}" if kept
+                                      else "no checkpoint had been written yet"))
+        elif self.global_step == 0:
+            saved = "no step had completed, so there is no checkpoint to resume from"
+        else:
+            for array, copy in restore or ():
+                array[...] = copy
+            where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}" if self.step_in_epoch
+                     else f"end of epoch {self.epoch}")
+            try:
+                self.save_checkpoint()
+                saved = (f"checkpoint saved to {self.checkpoint_path} at the last completed step, "
+                         f"global step {self.global_step} ({where}). {resume}")
+            except (StableCNNError, OSError) as save_error:
+                saved = (f"saving a checkpoint failed as well ({save_error}); " +
+                         (f"the last checkpoint, {kept}, is kept. {resume}" if kept
+                          else "no checkpoint had been written yet"))
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted {what}; {saved}") from None
+        if isinstance(exc, REPORTED_ERRORS):
+            detail = str(exc) if isinstance(exc, StableCNNError) else f"{type(exc).__name__}: {exc}"
+            raise TrainingError(f"training failed {what}: {detail}; {saved}") from exc
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"stablecnn: training failed {what}; {saved}")
+        raise exc
 
     def _on_sigint(self, signum, frame):
         if self._interrupt:  # a second Ctrl-C stops at once
@@ -329,8 +398,11 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to ``config.epochs``; returns the last epoch's record. Raises
-        :class:`Interrupted` on Ctrl-C (after saving) and :class:`TrainingError` on NaN."""
+        :class:`Interrupted` on Ctrl-C (after saving), :class:`Diverged` on NaN, and
+        :class:`TrainingError` (or, for an error that is not the data's or the system's, that
+        error with a note) after saving a checkpoint at the last completed step."""
         config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         old_handler = None
         if _in_main_thread():
             old_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -354,28 +426,43 @@ class Trainer:
         dtype = self.model.dtype
         for s in range(self.step_in_epoch, self.steps_per_epoch):
             t = time.perf_counter()
-            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-            images = self.images[idx]  # (B, H, W) uint8
-            if self.augment is not None:  # a generator per batch, so a resumed run replays it
-                images = self.augment(images, np.random.default_rng([config.seed, epoch, s, 1]))
-            x = self.normalizer(images, dtype=dtype)
-            y = self.labels[idx].astype(np.intp)
-            loss, acc = self.train_step(x, y)
-            self.step_in_epoch, self.global_step = s + 1, self.global_step + 1
-            self._steps_this_session += 1
-            record = {"epoch": epoch, "step": s + 1, "global_step": self.global_step, "loss": loss,
-                      "acc": acc, "lr": self.optimizer.lr, "seconds": time.perf_counter() - t}
-            for k in STEP_SERIES:
-                self.history[f"step_{k}"].append(record[k])
-            for cb in self.callbacks:
-                cb.on_step(self, record)
+            buffers = [(b, b.copy()) for layer in self.model.layers for b in layer.buffers.values()]
+            done = False  # the step's update is in and counted
+            try:
+                idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+                images = self.images[idx]  # (B, H, W) uint8
+                if self.augment is not None:  # a generator per batch, so a resumed run replays it
+                    images = self.augment(images, np.random.default_rng([config.seed, epoch, s, 1]))
+                x = self.normalizer(images, dtype=dtype)
+                y = self.labels[idx].astype(np.intp)
+                loss, acc = self.train_step(x, y)
+                self.step_in_epoch, self.global_step = s + 1, self.global_step + 1
+                self._steps_this_session += 1
+                record = {"epoch": epoch, "step": s + 1, "global_step": self.global_step,
+                          "loss": loss, "acc": acc, "lr": self.optimizer.lr,
+                          "seconds": time.perf_counter() - t}
+                for k in STEP_SERIES:
+                    self.history[f"step_{k}"].append(record[k])
+                done = True
+                for cb in self.callbacks:
+                    cb.on_step(self, record)
+            except Diverged:
+                raise
+            except BaseException as exc:
+                what = (f"after epoch {epoch + 1}, step {s + 1} (global step {self.global_step})"
+                        if done else f"at epoch {epoch + 1}, step {s + 1} (global step "
+                                     f"{self.global_step + 1})")
+                self._stop_on_error(exc, what, restore=None if done else buffers)
             if self._interrupt:
                 self.save_checkpoint()
                 raise Interrupted(
                     f"interrupted at epoch {epoch + 1}, step {s + 1}; checkpoint saved to "
                     f"{self.checkpoint_path}. Resume with: stablecnn train --resume {self.run_dir}")
-        result = evaluate(self.model, self.test_images, self.test_labels, self.normalizer,
-                          config.eval_batch_size)
+        try:
+            result = evaluate(self.model, self.test_images, self.test_labels, self.normalizer,
+                              config.eval_batch_size)
+        except BaseException as exc:
+            self._stop_on_error(exc, f"in the evaluation after epoch {epoch + 1}", restore=None)
         self.epoch, self.step_in_epoch = epoch + 1, 0
         record = {"epoch": epoch, "global_step": self.global_step,
                   "seconds": time.perf_counter() - t_epoch, "test_acc": result.accuracy,
@@ -386,24 +473,6 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
         return record
-
-
-def _check_split(what: str, images, labels, num_classes: int = 10) -> None:
-    """uint8 images (N, H, W) and integer labels (N,) in [0, num_classes), or a DataError."""
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{what} images must be uint8 (N, H, W) as the datasets hold them "
-                        f"(no NaN or Inf possible), got {images.dtype} {images.shape}")
-    if (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
-            or len(labels) != len(images)):
-        raise DataError(f"{what} labels must be {len(images)} integers, got {labels.dtype} "
-                        f"{labels.shape}")
-    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-    if bad.size:
-        raise DataError(f"{what} label {labels[bad[0]]} at index {bad[0]} is outside "
-                        f"[0, {num_classes})")
-    if len(images) == 0:
-        raise DataError(f"the {what} set is empty")
 
 
 def _in_main_thread() -> bool:

@@ -1,0 +1,99 @@
+"""What a resumed run may change, and the refusal of everything else.
+
+A run's checkpoint stores everything fixed when it started: the model (its architecture), the
+dataset and where it came from, the training-set size, batch size, optimizer and its settings,
+schedule, clipping, normalisation, augmentation, seed and dtype (:class:`~stablecnn.train.
+TrainConfig`, plus the checkpoint's ``data`` record). A resumed run goes on with exactly those;
+an option given with another value cannot be honoured, so :func:`refuse_changes` refuses the
+resume before anything runs (nothing is read beyond the checkpoint, nothing is written), naming
+every option that differs and the value the run has. An option given with the run's own value is
+accepted. What may change on resume: ``--epochs`` (to extend or shorten the run) and where plots
+go (``--no-plots``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stablecnn.errors import StableCNNError
+
+CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
+
+
+class ResumeMismatch(StableCNNError, ValueError):
+    """``--resume`` with an option whose value differs from the one the run started with."""
+
+
+def _same(field: str, given, stored) -> bool:
+    if field in ("lr", "momentum", "weight_decay", "clip") and given is not None and stored is not None:
+        return float(given) == float(stored)
+    return given == stored
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, dict):  # augmentation
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def same_model(given: str, checkpoint) -> bool:
+    """Whether the model ``given`` (a built-in name or a model file) has the checkpoint's
+    architecture (weight initialisers aside: they matter only when a run starts).
+
+    Raises :class:`~stablecnn.errors.ModelFileError` for a model file that cannot be read.
+    """
+    from stablecnn import modelfile
+    from stablecnn.model import Sequential
+
+    if given == checkpoint.meta.get("train", {}).get("model") and not modelfile.is_model_path(given):
+        return True  # the same built-in name
+    config = modelfile.model_config(given)
+    return Sequential.from_config(config, seed=0).config() == checkpoint.meta.get("model")
+
+
+def data_record(dataset: str, data_dir, verify: bool) -> dict:
+    """Where a run's data come from, as its checkpoints keep it (``data_dir`` made absolute)."""
+    return {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+            "verify": bool(verify)}
+
+
+def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
+                   changeable: str = "--epochs and --no-plots") -> None:
+    """Raise :class:`ResumeMismatch` if an option given on resume differs from the run's value.
+
+    Args:
+        run_dir: the run being resumed (named in the message).
+        stored: the run's :class:`~stablecnn.train.TrainConfig`.
+        given: ``{field: (option as typed, value)}`` for each option the user gave (fields of
+            ``TrainConfig``; ``"model"`` is compared by architecture, ``"data_dir"`` and
+            ``"verify"`` with the checkpoint's ``data`` record when it has one).
+        checkpoint: the loaded checkpoint (for the architecture and the data record).
+        changeable: the options that may change, for the message.
+    """
+    data = (checkpoint.meta.get("data") if checkpoint is not None else None) or {}
+    differ = []
+    for field, (option, value) in given.items():
+        if field in CHANGEABLE:
+            continue
+        if field == "model":
+            if not same_model(value, checkpoint):
+                differ.append(f"{option} (the run has {stored.model})")
+        elif field == "data_dir":
+            if data and data_record("", value, True)["data_dir"] != data.get("data_dir"):
+                differ.append(f"{option} (the run has "
+                              + (f"--data-dir {data['data_dir']})" if data.get("data_dir")
+                                 else "its data from stablecnn's data sources, no --data-dir)"))
+        elif field == "verify":
+            if data and bool(value) != bool(data.get("verify", True)):
+                differ.append(f"{option} (the run " + ("checked its data against the canonical "
+                              "digests)" if data.get("verify", True) else "used --no-verify)"))
+        elif not _same(field, value, getattr(stored, field)):
+            differ.append(f"{option} (the run has {_shown(getattr(stored, field))})")
+    if differ:
+        raise ResumeMismatch(
+            f"cannot resume {run_dir} with other settings than it started with: "
+            f"{'; '.join(differ)}. A resumed run keeps them (only {changeable} may "
+            f"change): drop these options to resume it, or start a new run with them; nothing "
+            f"was changed")
