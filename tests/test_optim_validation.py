@@ -241,4 +241,4 @@ def test_the_command_line_refuses_them_with_exit_2(tmp_path, capsys, flags, mess
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err
-    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
