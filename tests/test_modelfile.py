@@ -228,16 +228,18 @@ def test_syntax_error_names_the_line(tmp_path):
     assert error(path).startswith(f"{path}, line 2, column 13: not valid JSON: ")
 
 
-@pytest.mark.parametrize("old, new, expected", [
-    ("input_shape = [1, 12, 12]\n", "", "no input_shape"),
-    ("input_shape = [1, 12, 12]", "input_shape = [1, 0, 12]", "input_shape must be"),
-    ("input_shape = [1, 12, 12]", "input_shape = 28", "input_shape must be"),
-    ('name = "tiny"', 'nmae = "tiny"', "unknown top-level key(s) ['nmae']"),
+@pytest.mark.parametrize("old, new, where, expected", [
+    ("input_shape = [1, 12, 12]\n", "", "", "no input_shape"),
+    ("input_shape = [1, 12, 12]", "input_shape = [1, 0, 12]", ", line 2", "input_shape must be"),
+    ("input_shape = [1, 12, 12]", "input_shape = 28", ", line 2", "input_shape must be"),
+    ('name = "tiny"', 'nmae = "tiny"', ", line 1", "unknown top-level key(s) ['nmae']"),
+    ('name = "tiny"', "name = 3", ", line 1", "name must be a string"),
+    ('name = "tiny"', "description = [1]", ", line 1", "description must be a string"),
 ])
-def test_model_level_errors_name_the_file(tmp_path, old, new, expected):
+def test_model_level_errors_name_the_file_and_line(tmp_path, old, new, where, expected):
     path = write(tmp_path, TINY.replace(old, new))
     message = error(path)
-    assert message.startswith(f"{path}: ") and expected in message, message
+    assert message.startswith(f"{path}{where}: ") and expected in message, message
 
 
 def test_a_file_without_layers(tmp_path):

@@ -3,7 +3,8 @@
 An initialiser is a callable ``init(shape, rng, dtype) -> ndarray``. Every random draw comes from
 the ``numpy.random.Generator`` passed in, so a model built from the same seed is the same model.
 Fan-in and fan-out follow PyTorch: for a weight ``(out, in, *kernel)`` they are ``in * prod(kernel)``
-and ``out * prod(kernel)``.
+and ``out * prod(kernel)``. An initialiser checks its numbers when it is made (finite, within
+float32's range, positive where a scale must be), so a model file's are checked before any weight.
 """
 
 from __future__ import annotations
@@ -12,6 +13,21 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_number(owner: str, name: str, value, positive: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a real number, finite, within float32's range (so the
+    weights it gives are finite in float32 too) and, with ``positive``, above 0."""
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
+    if not abs(value) <= _FLOAT32_MAX:  # NaN, inf and huge integers alike (no float() of them)
+        raise ValueError(f"{owner}: {name} must be finite and within float32's range "
+                         f"(+-3.4e38), got {value!r}")
+    if positive and not value > 0:
+        raise ValueError(f"{owner}: {name} must be positive, got {value!r}")
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -46,6 +62,11 @@ class TruncatedNormal:
     mean: float = 0.0
     cut: float = 2.0
 
+    def __post_init__(self):
+        _check_number("TruncatedNormal", "std", self.std, positive=True)
+        _check_number("TruncatedNormal", "mean", self.mean)
+        _check_number("TruncatedNormal", "cut", self.cut, positive=True)
+
     def __call__(self, shape, rng, dtype=np.float32):
         return truncated_normal(shape, rng, dtype, std=self.std, mean=self.mean, cut=self.cut)
 
@@ -55,6 +76,9 @@ class Constant:
     """Every value equal to ``value``."""
 
     value: float = 0.0
+
+    def __post_init__(self):
+        _check_number("Constant", "value", self.value)
 
     def __call__(self, shape, rng=None, dtype=np.float32):
         return np.full(shape, self.value, dtype=dtype)
@@ -66,6 +90,9 @@ class HeNormal:
 
     gain: float = math.sqrt(2.0)
 
+    def __post_init__(self):
+        _check_number("HeNormal", "gain", self.gain, positive=True)
+
     def __call__(self, shape, rng, dtype=np.float32):
         std = self.gain / math.sqrt(fans(shape)[0])
         return (std * rng.standard_normal(shape)).astype(dtype)
@@ -76,6 +103,9 @@ class HeUniform:
     """He (Kaiming) uniform: U(-a, a) with ``a = gain * sqrt(3 / fan_in)``."""
 
     gain: float = math.sqrt(2.0)
+
+    def __post_init__(self):
+        _check_number("HeUniform", "gain", self.gain, positive=True)
 
     def __call__(self, shape, rng, dtype=np.float32):
         a = self.gain * math.sqrt(3.0 / fans(shape)[0])
@@ -103,6 +133,13 @@ class GlorotUniform:
 
 INITIALIZERS = {cls.__name__: cls for cls in (TruncatedNormal, Constant, HeNormal, HeUniform,
                                               GlorotNormal, GlorotUniform)}
+
+
+def check_shape(initializer, shape: tuple[int, ...]) -> None:
+    """Raise ValueError if ``initializer`` cannot fill a parameter of ``shape``, drawing nothing:
+    the fan-based ones (He, Glorot) need a weight of at least 2 dimensions."""
+    if isinstance(initializer, (HeNormal, HeUniform, GlorotNormal, GlorotUniform)):
+        fans(shape)
 
 
 def to_config(initializer) -> dict:

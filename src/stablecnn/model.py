@@ -116,8 +116,14 @@ class Sequential:
                 "layers": [layer.config() for layer in self.layers]}
 
     @classmethod
-    def from_config(cls, config: dict, seed: int | None = 0, dtype=np.float32) -> "Sequential":
-        """Build a model from :meth:`config`'s output, drawing initial weights from ``seed``."""
+    def from_config(cls, config: dict, seed: int | None = 0, dtype=np.float32,
+                    weights: bool = True) -> "Sequential":
+        """Build a model from :meth:`config`'s output, drawing initial weights from ``seed``.
+
+        ``weights=False`` builds every layer by :meth:`Layer.without_weights`: the shapes,
+        parameter counts, :meth:`summary` and ``repr`` of the model, with no parameter array
+        allocated (``forward`` raises ``RuntimeError``).
+        """
         from stablecnn.layers import from_config as layer_from_config
 
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
@@ -126,7 +132,8 @@ class Sequential:
         layers = []
         for i, layer_config in enumerate(config["layers"]):
             try:
-                layers.append(layer_from_config(layer_config, rng=rng, dtype=dtype))
+                layers.append(layer_from_config(layer_config, rng=rng, dtype=dtype,
+                                                weights=weights))
             except ValueError as exc:
                 raise type(exc)(f"layer {i}: {exc}") from None
         shape = config.get("input_shape")

@@ -28,25 +28,50 @@ example and the layers, first to last, each with its constructor arguments::
 The JSON form is ``{"input_shape": [...], "layers": [{"type": "Conv2d", ...}, ...]}``. Arguments
 are written out in full (``in_channels`` is not inferred), so a file reads as the model it builds.
 
+What is checked, all of it before any array is allocated: the syntax (TOML refuses a key given
+twice; JSON's own reader keeps the last silently, so stablecnn refuses it too, naming the line,
+the column and the first one), the top-level keys, every layer's type and arguments (types,
+ranges, and every number finite, initialiser values included), that each initialiser can fill
+its parameter, that the shapes fit from ``input_shape`` to the last layer, and the sizes below.
 Every problem is a :class:`~stablecnn.errors.ModelFileError` naming the file, the line and the
-layer (index and type): syntax errors, an unknown layer type, an unknown, missing or ill-typed
-argument, shapes that do not fit, a missing ``input_shape``. :func:`load_model_file` finds all of
-them by building the layers once and walking the shapes, so a bad file fails before any data is
-read or any step is run. The line of a layer is that of its ``[[layers]]`` header (JSON: of its
-opening brace); ``tomllib`` gives no positions, so the headers are found by scanning the text.
+layer (index and type). Layers are made by :meth:`~stablecnn.layers.base.Layer.without_weights`
+(arguments checked, shapes known, no arrays), so ``stablecnn summary`` describes a model of any
+size with the memory of its config. The line of a layer is that of its ``[[layers]]`` header
+(JSON: of its opening brace); ``tomllib`` gives no positions, so the headers (and the top-level
+keys) are found by scanning the text.
+
+Limits (a model file is data from anywhere; these keep what it asks for within what a 2-core,
+24 GiB machine can train, and refuse a typo such as ``out_features = 1_000_000_000_000`` before
+it becomes an allocation):
+
+- :data:`MAX_FILE_BYTES`: a model file is at most 1 MiB (md2's is 2 KB).
+- :data:`MAX_LAYER_PARAMS`: at most 2**27 = 134,217,728 parameters in one layer (VGG-16's largest
+  layer has 102.8 million), and :data:`MAX_PARAMS`: 2**28 = 268,435,456 in the model. Training
+  holds each parameter about 5 times (weights, gradient, optimizer state, scratch): 5.4 GB in
+  float32 and 10.7 GB in float64 at the limit, and a layer's weights are drawn in float64 first.
+- :data:`MAX_ACTIVATION`: at most 2**23 = 8,388,608 values per example in ``input_shape``, in any
+  layer's output and in any layer's padded input (32 MiB per example in float32; a batch of 100
+  through such a layer, kept for backward, is 3.4 GB).
+- :data:`MAX_LAYER_MACS`: at most 2**31 = 2,147,483,648 multiply-adds per example in one layer
+  (a Conv2d's ``F*C*kH*kW*Ho*Wo``, which also bounds its work arrays; VGG-16's largest conv at
+  224x224 does 1.85e9).
+- Containers nest at most :data:`MAX_DEPTH` = 16 deep (a model file needs 4).
 """
 
 from __future__ import annotations
 
+import bisect
 import inspect
 import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
+from stablecnn import init as initializers
 from stablecnn.errors import ModelFileError, ShapeError
-from stablecnn.layers import LAYERS
+from stablecnn.layers import LAYERS, Conv2d
 from stablecnn.layers import from_config as layer_from_config
 from stablecnn.model import Sequential
 
@@ -60,7 +85,16 @@ except ModuleNotFoundError:  # Python 3.10: the tomli backport has the same inte
 
 SUFFIXES = (".toml", ".json")
 TOP_LEVEL_KEYS = ("name", "description", "input_shape", "layers")
+MAX_FILE_BYTES = 1 << 20
+MAX_LAYER_PARAMS = 1 << 27
+MAX_PARAMS = 1 << 28
+MAX_ACTIVATION = 1 << 23
+MAX_LAYER_MACS = 1 << 31
+MAX_DEPTH = 16
 _TOML_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*layers[ \t]*\]\][ \t]*(?:#.*)?$", re.MULTILINE)
+_TOML_TABLE = re.compile(r"^[ \t]*\[", re.MULTILINE)
+_TOML_KEY = re.compile(r"^[ \t]*([A-Za-z0-9_-]+)[ \t]*=", re.MULTILINE)
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _INITS = ("weight_init", "bias_init")
 _INJECTED = ("rng", "dtype")  # arguments from_config supplies itself
@@ -84,24 +118,55 @@ def load_model_file(path, num_classes: int | None = None) -> dict:
 
     Raises:
         ModelFileError: naming the file, the line and the layer, for anything that would stop the
-            model from being built or from fitting its input.
+            model from being built or from fitting its input, and for sizes beyond the limits in
+            the module docstring. Nothing is allocated before the whole file has passed.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise ModelFileError(f"{path}: a model file ends in .toml or .json, got {path.name!r}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path}: cannot read the model file: {exc}") from None
+    text = _read_text(path)
     config, lines = _parse_toml(text, path) if suffix == ".toml" else _parse_json(text, path)
     validate(config, source=str(path), lines=lines, num_classes=num_classes)
     return config
 
 
-def _parse_toml(text: str, path: Path) -> tuple[dict, list[int]]:
+def _read_text(path: Path) -> str:
+    """The file's text, read no further than :data:`MAX_FILE_BYTES` (a FIFO or a huge file costs
+    no memory)."""
+    chunks, size = [], 0
+    try:
+        with open(path, "rb") as file:
+            while size <= MAX_FILE_BYTES and (chunk := file.read(1 << 16)):
+                chunks.append(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
+    data = b"".join(chunks)
+    if len(data) > MAX_FILE_BYTES:
+        raise ModelFileError(f"{path}: larger than the {MAX_FILE_BYTES:,} bytes a model file may "
+                             f"have (md2's is about 2 KB); is it a model file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file: not UTF-8 text "
+                             f"({exc.reason} at byte {exc.start})") from None
+
+
+def _line_of(text: str):
+    """A function from an offset in ``text`` to its ``(line, column)``, both from 1."""
+    newlines = [m.start() for m in re.finditer("\n", text)]
+
+    def line_of(pos: int) -> tuple[int, int]:
+        line = bisect.bisect_left(newlines, pos)  # newlines before pos
+        return line + 1, pos - (newlines[line - 1] if line else -1)
+
+    return line_of
+
+
+def _parse_toml(text: str, path: Path) -> tuple[dict, dict]:
     if tomllib is None:
         raise ModelFileError(f"{path}: reading TOML needs Python 3.11+ or the 'tomli' package; "
                              f"a .json model file works everywhere")
@@ -114,128 +179,270 @@ def _parse_toml(text: str, path: Path) -> tuple[dict, list[int]]:
             raise ModelFileError(f"{path}: not valid TOML: {message}") from None
         raise ModelFileError(f"{path}, line {at[1]}, column {at[2]}: not valid TOML: "
                              f"{message[:at.start()]}") from None
-    lines = [text.count("\n", 0, m.start()) + 1 for m in _TOML_HEADER.finditer(text)]
+    except RecursionError:
+        raise ModelFileError(f"{path}: nested too deeply (a model file needs 4 levels)") from None
+    _check_depth(config, path)
+    line_of = _line_of(text)
+    lines = {}
+    headers = [line_of(m.start())[0] for m in _TOML_HEADER.finditer(text)]
+    if isinstance(config.get("layers"), list) and len(headers) == len(config["layers"]):
+        lines.update({("layers", i): line for i, line in enumerate(headers)})
+    first_table = _TOML_TABLE.search(text)
+    for m in _TOML_KEY.finditer(text, 0, first_table.start() if first_table else len(text)):
+        lines.setdefault((m[1],), line_of(m.start())[0])  # top-level keys come before any table
     return config, lines
 
 
-def _parse_json(text: str, path: Path) -> tuple[dict, list[int]]:
+def _parse_json(text: str, path: Path) -> tuple[dict, dict]:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON: "
                              f"{exc.msg}") from None
-    return config, _json_layer_lines(text, config)
+    except RecursionError:
+        raise ModelFileError(f"{path}: nested too deeply (a model file needs 4 levels)") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ModelFileError(f"{path}: not valid JSON: {exc}") from None
+    _check_depth(config, path)
+    line_of = _line_of(text)
+    try:
+        offsets = _json_offsets(text)
+    except _DuplicateKey as dup:
+        (line, column), (first, _) = line_of(dup.offset), line_of(dup.first)
+        key, where = dup.path[-1], ""
+        layers = config.get("layers") if isinstance(config, dict) else None
+        if len(dup.path) > 2 and dup.path[0] == "layers" and isinstance(layers, list):
+            index = dup.path[1]
+            kind = layers[index].get("type") if isinstance(layers[index], dict) else None
+            where = f", layer {index}" + (f" ({kind})" if _printable(kind) else "")
+            key = ".".join(map(str, dup.path[2:]))
+        raise ModelFileError(
+            f"{path}, line {line}, column {column}{where}: the key {key!r} is given twice (first "
+            f"on line {first}); JSON readers keep only the last, so the file is refused (TOML "
+            f"refuses it too)") from None
+    return config, {key: line_of(offset)[0] for key, offset in offsets.items()}
 
 
-def _json_layer_lines(text: str, config) -> list[int]:
-    """The line of each layer's ``{``: decode the ``"layers"`` array one element at a time."""
-    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-        return []
-    decoder = json.JSONDecoder()
-
-    def skip_space(pos):
-        return len(text) - len(text[pos:].lstrip())
-
-    for start in re.finditer(r'"layers"\s*:\s*\[', text):  # the one that decodes to the layers
-        pos, lines = start.end(), []
-        try:
-            for layer in config["layers"]:
-                pos = skip_space(pos)
-                lines.append(text.count("\n", 0, pos) + 1)
-                value, pos = decoder.raw_decode(text, pos)
-                if value != layer:
-                    break
-                pos = skip_space(pos)
-                pos += text.startswith(",", pos)
-            else:
-                if text.startswith("]", skip_space(pos)):
-                    return lines
-        except json.JSONDecodeError:
-            continue
-    return []
+class _DuplicateKey(Exception):
+    def __init__(self, path: tuple, offset: int, first: int):
+        super().__init__(path)
+        self.path, self.offset, self.first = path, offset, first
 
 
-def validate(config: dict, source: str = "model config", lines: list[int] | None = None,
-             num_classes: int | None = None) -> None:
-    """Check that ``config`` builds a model whose layers fit ``config["input_shape"]``.
+def _json_offsets(text: str) -> dict[tuple, int]:
+    """The offset of every value of the valid JSON ``text`` by its path of keys and indices
+    (``("layers", 2)`` is the third layer's ``{``). Raises :class:`_DuplicateKey` at the second
+    of two equal keys in one object, which ``json.loads`` silently merges. Recursive: call it
+    only on text nested at most :data:`MAX_DEPTH` deep."""
+    decoder, offsets = json.JSONDecoder(), {}
 
-    Builds each layer once (float32, seed 0; cheap next to one training step) and walks the
-    shapes. ``lines[i]`` is the line of layer ``i`` in ``source``; it is used only when there is
-    one line per layer. Raises :class:`ModelFileError`.
+    def skip(pos):
+        return _JSON_SPACE.match(text, pos).end()
+
+    def value(pos, path):
+        pos = skip(pos)
+        offsets[path] = pos
+        if text[pos] == "{":
+            seen, pos = {}, skip(pos + 1)
+            while text[pos] != "}":
+                key, end = json.decoder.scanstring(text, pos + 1)
+                if key in seen:
+                    raise _DuplicateKey((*path, key), pos, seen[key])
+                seen[key] = pos
+                pos = skip(value(skip(end) + 1, (*path, key)))  # past the ':', then the value
+                pos = skip(pos + 1) if text[pos] == "," else pos
+            return pos + 1
+        if text[pos] == "[":
+            pos, index = skip(pos + 1), 0
+            while text[pos] != "]":
+                pos = skip(value(pos, (*path, index)))
+                pos = skip(pos + 1) if text[pos] == "," else pos
+                index += 1
+            return pos + 1
+        return decoder.raw_decode(text, pos)[1]
+
+    value(0, ())
+    return offsets
+
+
+def _check_depth(config, path) -> None:
+    """Refuse containers nested more than :data:`MAX_DEPTH` deep (without recursing)."""
+    stack = [(config, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ModelFileError(f"{path}: nested more than {MAX_DEPTH} levels deep (a model "
+                                     f"file needs 4)")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
+                                                  else value))
+
+
+def _bad_number(config: dict) -> str | None:
+    """What is wrong with the first number in ``config`` that is not finite (a float) or does
+    not fit in 64 bits (an integer: TOML's range, which JSON does not bound), or None."""
+    stack = [((), config)]
+    while stack:
+        path, value = stack.pop()
+        where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path)[1:]
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{where} is {value}: every number in a model file must be finite"
+        if isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
+            return (f"{where} is an integer of {value.bit_length()} bits: integers in a model file "
+                    f"must fit in 64 bits (as TOML requires)")
+        if isinstance(value, (dict, list)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend(((*path, k), v) for k, v in reversed(list(items)))
+    return None
+
+
+def _printable(kind) -> bool:
+    return isinstance(kind, str) and kind.isprintable() and 0 < len(kind) <= 64
+
+
+def _shapes(shapes: dict) -> str:
+    return ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+
+
+def validate(config: dict, source: str = "model config", lines: dict | list | None = None,
+             num_classes: int | None = None) -> Sequential:
+    """Check ``config`` completely without allocating any weight; return the model without weights.
+
+    Checks the top-level keys, each layer's type and arguments (every number finite), its
+    initialisers, the shapes from ``config["input_shape"]`` on, and the limits of the module
+    docstring. ``lines`` maps a path (``("layers", i)``, ``("input_shape",)``) to its line in
+    ``source`` (a list is taken as the lines of the layers).
+
+    Returns:
+        The :class:`Sequential` of layers made by
+        :meth:`~stablecnn.layers.base.Layer.without_weights`: shapes, parameter counts and
+        summary, no arrays.
+
+    Raises:
+        ModelFileError: naming ``source``, the line where known and the layer (index and type).
     """
     if not isinstance(config, dict):
         raise ModelFileError(f"{source}: a model is a table with input_shape and layers, "
                              f"got {type(config).__name__}")
     layers = config.get("layers")
-    if not (lines and isinstance(layers, list) and len(lines) == len(layers)):
-        lines = None
+    if isinstance(lines, list):
+        ok = isinstance(layers, list) and len(lines) == len(layers)
+        lines = {("layers", i): line for i, line in enumerate(lines)} if ok else {}
+    lines = lines or {}
 
-    def fail(message, index=None, kind=None):
-        where = source if lines is None or index is None else f"{source}, line {lines[index]}"
+    def fail(message, index=None, key=None):
+        line = lines.get(("layers", index) if index is not None else (key,))
+        where = source if line is None else f"{source}, line {line}"
         if index is not None:
-            where += f", layer {index}" + (f" ({kind})" if isinstance(kind, str) else "")
+            kind = layers[index].get("type") if isinstance(layers[index], dict) else None
+            where += f", layer {index}" + (f" ({kind})" if _printable(kind) else "")
         raise ModelFileError(f"{where}: {message}")
 
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     if unknown:
-        fail(f"unknown top-level key(s) {unknown}; a model file has {list(TOP_LEVEL_KEYS)}")
-    if "name" in config and not isinstance(config["name"], str):
-        fail(f"name must be a string, got {config['name']!r}")
+        fail(f"unknown top-level key(s) {unknown}; a model file has {list(TOP_LEVEL_KEYS)}",
+             key=unknown[0])
+    for key in ("name", "description"):
+        if key in config and not isinstance(config[key], str):
+            fail(f"{key} must be a string, got {config[key]!r:.80}", key=key)
     if "input_shape" not in config:
         fail("no input_shape (the shape of one example, e.g. input_shape = [1, 28, 28])")
     shape = config["input_shape"]
     if not (isinstance(shape, list) and shape and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
-        fail(f"input_shape must be a list of positive ints such as [1, 28, 28], got {shape!r}")
+        fail(f"input_shape must be a list of positive ints such as [1, 28, 28], got {shape!r:.80}",
+             key="input_shape")
+    if math.prod(shape) > MAX_ACTIVATION:
+        fail(f"input_shape {tuple(shape)} holds {math.prod(shape):,} values per example, more "
+             f"than the {MAX_ACTIVATION:,} a model file allows", key="input_shape")
     if not isinstance(layers, list) or not layers:
-        fail("no layers (each layer is a [[layers]] table with a type and its arguments)")
+        fail("no layers (each layer is a [[layers]] table with a type and its arguments)",
+             key="layers")
 
-    rng = np.random.default_rng(0)
-    built = []
+    rng = np.random.default_rng(0)  # Dropout draws its seed: nothing else is drawn
+    built, shape, total = [], tuple(shape), 0
     for i, layer in enumerate(layers):
-        if not isinstance(layer, dict):
-            fail(f"a layer is a table of arguments, got {layer!r}", i)
-        kind = layer.get("type")
-        if kind is None:
-            fail(f"no type; known types: {', '.join(sorted(LAYERS))}", i)
-        if kind not in LAYERS:
-            fail(f"unknown layer type {kind!r}; known: {', '.join(sorted(LAYERS))}", i, kind)
-        for key in _INITS:
-            if key in layer and not isinstance(layer[key], dict):
-                fail(f"{key} must be an initialiser table such as {{type = \"HeNormal\"}}, "
-                     f"got {layer[key]!r}", i, kind)
-        params = inspect.signature(LAYERS[kind].__init__).parameters
-        accepted = [name for name in params if name not in ("self", *_INJECTED)]
-        missing = [name for name in accepted
-                   if params[name].default is params[name].empty and name not in layer]
-        unknown = sorted(set(layer) - {"type", *accepted, *_INJECTED})
-        if unknown:  # first: a misspelt argument also shows up as a missing one
-            fail(f"unknown argument(s) {unknown}; {kind} takes {accepted}"
-                 + (f" (missing: {missing})" if missing else ""), i, kind)
-        if missing:
-            fail(f"missing argument(s) {missing}", i, kind)
-        injected = sorted(set(layer) & set(_INJECTED))
-        if injected:
-            fail(f"{injected} cannot be set in a model file (the seed and dtype are chosen when "
-                 f"the model is built)", i, kind)
+        layer = _check_arguments(layer, lambda message: fail(message, i))
         try:
-            built.append(layer_from_config(layer, rng=rng, dtype=np.float32))
-        except (ValueError, TypeError) as exc:
-            message = str(exc)
-            fail(message[len(kind) + 2:] if message.startswith(f"{kind}: ") else message, i, kind)
-
-    shape = tuple(shape)
-    for i, layer in enumerate(built):
+            made = layer_from_config(layer, rng=rng, dtype=np.float32, weights=False)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            message, kind = str(exc), layer["type"]
+            fail(message[len(kind) + 2:] if message.startswith(f"{kind}: ") else message, i)
+        for key, param in (("weight_init", "weight"), ("bias_init", "bias")):
+            if key in layer and param in made.param_shapes:
+                try:
+                    initializers.check_shape(initializers.from_config(layer[key]),
+                                             made.param_shapes[param])
+                except ValueError as exc:
+                    fail(f"{key} {layer[key]['type']} cannot fill the {param}: {exc}", i)
+        count = made.num_params
+        if count > MAX_LAYER_PARAMS:
+            fail(f"{count:,} parameters ({_shapes(made.param_shapes)}), more than the "
+                 f"{MAX_LAYER_PARAMS:,} a layer of a model file may have", i)
+        total += count
+        if total > MAX_PARAMS:
+            fail(f"the model reaches {total:,} parameters at this layer, more than the "
+                 f"{MAX_PARAMS:,} a model file may have in all", i)
         try:
-            out = tuple(layer.output_shape(shape))
+            out = tuple(made.output_shape(shape))
         except (ShapeError, ValueError) as exc:
             fail(f"does not fit its input {shape} (from input_shape {tuple(config['input_shape'])}"
-                 f"): {exc}", i, layers[i]["type"])
+                 f"): {exc}", i)
+        for what, size in (("its input padded to", made.padded_shape(shape)), ("its output", out)):
+            if math.prod(size) > MAX_ACTIVATION:
+                fail(f"{what} {size} holds {math.prod(size):,} values per example, more than the "
+                     f"{MAX_ACTIVATION:,} a model file allows at any layer", i)
+        if isinstance(made, Conv2d):
+            macs = math.prod(made.param_shapes["weight"]) * out[1] * out[2]
+            if macs > MAX_LAYER_MACS:
+                fail(f"{macs:,} multiply-adds per example, more than the {MAX_LAYER_MACS:,} a "
+                     f"layer of a model file may do", i)
+        built.append(made)
         shape = out
     if num_classes is not None and shape != (num_classes,):
         fail(f"the model ends in shape {shape} per example, but {num_classes} class scores are "
-             f"needed (end with Linear(..., {num_classes}))", len(built) - 1,
-             layers[-1]["type"])
+             f"needed (end with Linear(..., {num_classes}))", len(built) - 1)
+    return Sequential(*built, input_shape=tuple(config["input_shape"]))
+
+
+def _check_arguments(layer, fail) -> dict:
+    """Check one layer's table before it is made: its type, its argument names, that every
+    number in it is finite, and its initialisers. Returns the table."""
+    if not isinstance(layer, dict):
+        fail(f"a layer is a table of arguments, got {layer!r:.80}")
+    kind = layer.get("type")
+    if kind is None:
+        fail(f"no type; known types: {', '.join(sorted(LAYERS))}")
+    if not isinstance(kind, str) or kind not in LAYERS:
+        fail(f"unknown layer type {kind!r:.80}; known: {', '.join(sorted(LAYERS))}")
+    params = inspect.signature(LAYERS[kind].__init__).parameters
+    accepted = [name for name in params if name not in ("self", *_INJECTED)]
+    missing = [name for name in accepted
+               if params[name].default is params[name].empty and name not in layer]
+    unknown = sorted(set(layer) - {"type", *accepted, *_INJECTED})
+    if unknown:  # first: a misspelt argument also shows up as a missing one
+        fail(f"unknown argument(s) {unknown}; {kind} takes {accepted}"
+             + (f" (missing: {missing})" if missing else ""))
+    if missing:
+        fail(f"missing argument(s) {missing}")
+    injected = sorted(set(layer) & set(_INJECTED))
+    if injected:
+        fail(f"{injected} cannot be set in a model file (the seed and dtype are chosen when "
+             f"the model is built)")
+    bad = _bad_number(layer)
+    if bad is not None:
+        fail(bad)
+    for key in _INITS:
+        if key not in layer:
+            continue
+        if not isinstance(layer[key], dict):
+            fail(f"{key} must be an initialiser table such as {{type = \"HeNormal\"}}, "
+                 f"got {layer[key]!r:.80}")
+        try:
+            initializers.from_config(layer[key])
+        except ValueError as exc:
+            fail(f"{key}: {exc}")
+    return layer
 
 
 def model_config(name_or_path, num_classes: int | None = None) -> dict:
@@ -255,10 +462,13 @@ def model_config(name_or_path, num_classes: int | None = None) -> dict:
 
 
 def resolve_model(name_or_path, seed: int = 0, dtype=np.float32,
-                  num_classes: int | None = None) -> Sequential:
+                  num_classes: int | None = None, weights: bool = True) -> Sequential:
     """Build a built-in model or a model file with weights drawn from ``default_rng(seed)``.
 
     The same seed gives the same weights whether ``md1`` is named or read from ``md1.toml``.
+    ``weights=False`` returns the model without weights (its shapes, parameter counts and
+    summary; no array allocated: see :meth:`Sequential.from_config`), as ``stablecnn summary``
+    uses it.
 
     Example:
         >>> resolve_model("md2", seed=0).num_params  # doctest: +SKIP
@@ -267,4 +477,5 @@ def resolve_model(name_or_path, seed: int = 0, dtype=np.float32,
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    return Sequential.from_config(model_config(name_or_path, num_classes), seed=seed, dtype=dtype)
+    return Sequential.from_config(model_config(name_or_path, num_classes), seed=seed, dtype=dtype,
+                                  weights=weights)

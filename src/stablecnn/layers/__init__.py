@@ -23,12 +23,14 @@ LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
 )}
 
 
-def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.float32) -> Layer:
+def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.float32,
+                weights: bool = True) -> Layer:
     """Build a layer from ``{"type": name, **constructor arguments}``.
 
     ``weight_init`` and ``bias_init`` may be given as initialiser configs
     (``{"type": "TruncatedNormal", "std": 0.1}``). Unknown types, unknown or missing arguments
-    raise ``ValueError`` naming the layer type.
+    raise ``ValueError`` naming the layer type. ``weights=False`` checks the same arguments but
+    allocates no parameter (see :meth:`Layer.without_weights`).
     """
     config = dict(config)
     name = config.pop("type", None)
@@ -48,8 +50,9 @@ def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.f
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise ValueError(f"{name}: unknown argument(s) {unknown}")
+    make = cls if weights else cls.without_weights
     try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        return make(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     except TypeError as exc:
         raise ValueError(f"{name}: {exc}") from None
 

@@ -109,6 +109,10 @@ class AvgPool2d(Layer):
                              f"smaller than the window")
         return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
+    def padded_shape(self, input_shape):
+        c, h, w = input_shape
+        return (c, h + 2 * self.padding[0], w + 2 * self.padding[1])
+
     def forward(self, x, training=True):
         self._check_input(x, 4)
         self._x_shape = x.shape if training else None

@@ -7,9 +7,16 @@ Non-trainable state (BatchNorm's running statistics, Dropout's mask counter) liv
 (name -> array): saved and restored with the parameters, never seen by an optimizer.
 ``forward(x, training)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient for
 the input. Public shapes are PyTorch's: NCHW activations.
+
+A layer made by :meth:`Layer.without_weights` checks its arguments and knows its parameter
+shapes (``param_shapes``), output shapes and parameter count, but holds no arrays, like a PyTorch
+module on the ``meta`` device: :mod:`stablecnn.modelfile` checks a model file's sizes and prints
+its summary that way before (or without) allocating any weight.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -48,7 +55,30 @@ class Layer:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+        self.param_shapes: dict[str, tuple[int, ...]] = {}  # name -> shape, arrays or not
         self.scratch = Scratch()
+        # False only when without_weights() made the layer (it sets the flag before __init__ runs)
+        self.has_weights: bool = self.__dict__.get("has_weights", True)
+        self._param_dtype = None
+
+    @classmethod
+    def without_weights(cls, *args, **kwargs) -> "Layer":
+        """The layer ``cls(*args, **kwargs)`` with its arguments checked, but no parameter arrays.
+
+        ``param_shapes``, :attr:`num_params`, :attr:`dtype`, :meth:`output_shape`, :meth:`config`
+        and ``repr`` are those of the full layer; ``params``, ``grads`` and size-dependent
+        buffers stay empty, so a layer of a trillion parameters costs nothing to describe.
+        ``forward`` of a layer with parameters raises ``RuntimeError``. (PyTorch's modules on
+        the ``meta`` device.)
+
+        Example:
+            >>> Linear.without_weights(784, 10**12).num_params  # doctest: +SKIP
+            785000000000000
+        """
+        layer = cls.__new__(cls)
+        layer.has_weights = False
+        layer.__init__(*args, **kwargs)
+        return layer
 
     # -- the contract -------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
@@ -66,6 +96,11 @@ class Layer:
         """Shape of one example's output (no batch axis) for one example's input shape."""
         return tuple(input_shape)
 
+    def padded_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one example's input as the layer pads it (the input's, for a layer that does
+        not pad): the padded copy is an array as large as an activation."""
+        return tuple(input_shape)
+
     def config(self) -> dict:
         """The constructor arguments as plain data: ``{"type": "Conv2d", "in_channels": 1, ...}``.
 
@@ -79,13 +114,23 @@ class Layer:
     def _add_param(self, name: str, value: np.ndarray) -> None:
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
+        self.param_shapes[name] = value.shape
+
+    def _new_param(self, name: str, shape: tuple[int, ...], init, rng, dtype) -> None:
+        """Declare parameter ``name`` of ``shape`` and, unless the layer was made by
+        :meth:`without_weights`, fill it with ``init(shape, rng, dtype)`` (and a zero gradient)."""
+        self.param_shapes[name] = tuple(shape)
+        self._param_dtype = np.dtype(dtype)
+        if self.has_weights:
+            self._add_param(name, np.asarray(init(shape, rng, dtype), dtype=dtype))
 
     @property
     def dtype(self):
-        """The parameters' dtype, or ``None`` for a layer without parameters."""
+        """The parameters' dtype (declared, for a layer without weights), or ``None`` for a layer
+        without parameters."""
         for p in self.params.values():
             return p.dtype
-        return None
+        return self._param_dtype
 
     def astype(self, dtype) -> "Layer":
         """Cast parameters (and gradients) to ``dtype`` in place of the old arrays; returns self.
@@ -104,6 +149,9 @@ class Layer:
             raise ShapeError(
                 f"{self!r} expects a {ndim}-D input, got shape {x.shape}"
             )
+        if not self.has_weights:
+            raise RuntimeError(f"{self!r} was made without weights (shapes only, for a summary "
+                               f"or a size check): build the layer itself to run it")
         dtype = self.dtype
         if dtype is not None and x.dtype != dtype:
             raise TypeError(
@@ -114,7 +162,10 @@ class Layer:
 
     @property
     def num_params(self) -> int:
-        return sum(p.size for p in self.params.values())
+        """The number of parameter values (a Python int: exact for any size, arrays or not)."""
+        if self.has_weights:
+            return sum(p.size for p in self.params.values())
+        return sum(math.prod(shape) for shape in self.param_shapes.values())
 
 
 def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:

@@ -27,8 +27,9 @@ of an ``(F, Ho, Wo, N)`` buffer, whose columns are the products' columns, and ta
 gradients in any layout. Every shift a convolution makes (a kernel row, a kernel column) is
 then a whole contiguous block of N numbers or more, so the window copies, the placing of dout
 and the adjoint adds run over long contiguous stretches instead of rows of Wo. A batch is split
-across threads by output rows (im2col), input rows (rows) or filters; see
-:mod:`stablecnn.parallel`.
+across threads by output rows (im2col), input rows (rows) or filters: every product belongs to a
+:func:`~stablecnn.parallel.grid` of blocks fixed by the shapes alone, and threads take runs of
+whole blocks, so the results are the same at any thread count; see :mod:`stablecnn.parallel`.
 """
 
 from __future__ import annotations
@@ -144,7 +145,9 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     input pixels that offset touched; it is added onto that strided window of the input (kept
     as (C, Hp, Wp, N), batch innermost, like every activation the kernels make). Working
     per offset keeps each product small enough to stay in cache, instead of building the whole
-    (C*kH*kW, Ho*Wo*N) matrix of window gradients first. Threads take spans of input channels.
+    (C*kH*kW, Ho*Wo*N) matrix of window gradients first. The channels are cut into a
+    :func:`~stablecnn.parallel.grid` of blocks fixed by the shapes (the products' rows), and
+    threads take runs of whole blocks.
     """
     n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
@@ -155,14 +158,18 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     w_offsets = w.transpose(1, 2, 3, 0)  # (C, kH, kW, F): w_offsets[:, i, j] is (C, F)
     dxp = np.empty((c, hp, wp, n), dtype=dmat.dtype)
 
-    def accumulate(w_span, dxp_span):
+    def accumulate(c0, c1):
+        w_span, dxp_span = w_offsets[c0:c1], dxp[c0:c1]
         dxp_span[...] = 0
         for i in range(kh):
             for j in range(kw):
                 window = dxp_span[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
                 window += (w_span[:, i, j] @ dmat).reshape(-1, ho, wo, n)
 
-    parallel.split(accumulate, w_offsets, dxp, axis=0)
+    # blocks of at least ALIGN channels (the products' rows) and MIN_MACS multiply-adds
+    per_channel = kh * kw * f * ho * wo * n
+    least = max(parallel.ALIGN, -(-parallel.MIN_MACS // max(per_channel, 1)))
+    parallel.for_each_block(parallel.grid(c, least), accumulate)
     return dxp[:, pt : pt + h, pl : pl + w_].transpose(3, 0, 1, 2)
 
 
@@ -196,9 +203,12 @@ def window_rows(windows, h0: int, h1: int, n0: int = 0, n1: int | None = None) -
     return cols.reshape(depth + 1, -1)
 
 
-def _cache_blocks(a: int, z: int, bytes_per_item: int):
-    """Rows [a, z) in blocks of about :data:`CACHE_BLOCK` bytes of window matrix."""
-    return parallel.blocks(a, z, bytes_per_item, CACHE_BLOCK)
+def _cache_grid(total: int, per_item: int, itemsize: int) -> list[tuple[int, int]]:
+    """Rows ``range(total)`` as a :func:`~stablecnn.parallel.grid` of blocks of at most
+    :data:`CACHE_BLOCK` bytes of window matrix (``per_item`` elements a row) and at least
+    :func:`_min_items` rows, fixed by the shapes: each block is copied and multiplied at once,
+    and threads take runs of whole blocks."""
+    return parallel.grid(total, _min_items(per_item), max(1, CACHE_BLOCK // (per_item * itemsize)))
 
 
 def taps_rows(taps_view, r0: int, r1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
@@ -246,9 +256,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
     (N, F, Ho, Wo) and what :func:`conv2d_backward` needs (None unless ``keep``). ``scratch``
-    (a :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays. Each thread takes a
-    span of rows through the window copy and the product: every column of the window matrix
-    belongs to one row, so the spans never meet. Without ``keep`` (inference) nothing is kept
+    (a :class:`~stablecnn.layers.base.Scratch`) supplies the work arrays. The rows are cut into
+    a grid of cache blocks fixed by the shapes (:func:`_cache_grid`), each copied and multiplied
+    at once, and each thread takes a run of whole blocks: every column of the window matrix
+    belongs to one row, so the blocks never meet. Without ``keep`` (inference) nothing is kept
     for a backward pass, so the window matrix and the partial products exist only for a block
     of images at a time (about :data:`INFERENCE_BLOCK` bytes per thread): memory stays flat at
     any batch size.
@@ -273,10 +284,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
         out = np.empty((f, ho * per), dtype=x.dtype)
 
         def output_rows(a, z):  # the window matrix exists only a cache block at a time
-            for a, z in _cache_blocks(a, z, depth * per * x.itemsize):
-                np.matmul(w2d, window_rows(windows, a, z), out=out[:, a * per : z * per])
+            np.matmul(w2d, window_rows(windows, a, z), out=out[:, a * per : z * per])
 
-        parallel.for_each_span(ho, output_rows, _min_items(depth * per))
+        parallel.for_each_block(_cache_grid(ho, depth * per, x.itemsize), output_rows)
         # backward copies the windows again, from the (small) input rather than keeping the
         # window matrix, kH*kW times larger (Model 1's first conv: 14 MB at batch 100)
         return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("im2col", windows)
@@ -292,11 +302,10 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     groups = row_groups(0, ho, kh)
 
     def input_rows(a, z):  # the taps exist only a cache block at a time
-        for a, z in _cache_blocks(a, z, c * kw * per * x.itemsize):
-            _stacked_products(stacked, taps_rows(taps_view, a, z), partial, _runs(groups, a, z),
-                              f, per, taps_row0=a)
+        _stacked_products(stacked, taps_rows(taps_view, a, z), partial, _runs(groups, a, z),
+                          f, per, taps_row0=a)
 
-    parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
+    parallel.for_each_block(_cache_grid(hp, c * kw * per, x.itemsize), input_rows)
     out = np.empty((f, ho, per), dtype=x.dtype)
     rows_of = partial.reshape(kh, f, hp, per)
 
@@ -311,18 +320,18 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
 INFERENCE_BLOCK = 1 << 24  # bytes of work arrays per thread in inference
 
 
-def _blocks(ho: int, n: int, row_bytes: int, halo: int = 0) -> list[tuple[int, int, int, int]]:
-    """Blocks ``(h0, h1, n0, n1)`` of output rows and images whose work arrays take about
-    :data:`INFERENCE_BLOCK` bytes, ``row_bytes`` being one input row of one image and each block
-    reading ``halo`` input rows more than it has output rows. Whole images when they fit (all
-    rows in one product keeps the rows kernel's products kH*F wide), else bands of rows."""
+def _blocks(ho: int, n: int, row_items: int, itemsize: int,
+            halo: int = 0) -> list[tuple[int, int, int, int]]:
+    """Blocks ``(h0, h1, n0, n1)`` of output rows and images whose work arrays take at most about
+    :data:`INFERENCE_BLOCK` bytes, ``row_items`` elements being one input row of one image and
+    each block reading ``halo`` input rows more than it has output rows. Whole images when they
+    fit (all rows in one product keeps the rows kernel's products kH*F wide), in a
+    :func:`~stablecnn.parallel.grid` fixed by the shapes, else bands of rows of one image."""
+    row_bytes = row_items * itemsize
     whole = row_bytes * (ho + halo)
-    if whole <= INFERENCE_BLOCK:  # as many equal blocks as threads, or more if they must
-        threads = parallel.get_num_threads()
-        count = -(-max(threads, -(-n * whole // INFERENCE_BLOCK)) // threads) * threads
-        count = min(count, n)
-        bounds = [n * i // count for i in range(count + 1)]
-        return [(0, ho, bounds[i], bounds[i + 1]) for i in range(count)]
+    if whole <= INFERENCE_BLOCK:
+        images = parallel.grid(n, _min_items(row_items * (ho + halo)), INFERENCE_BLOCK // whole)
+        return [(0, ho, n0, n1) for n0, n1 in images]
     rows = max(1, INFERENCE_BLOCK // row_bytes - halo)
     return [(h0, min(h0 + rows, ho), n0, n0 + 1) for n0 in range(n) for h0 in range(0, ho, rows)]
 
@@ -333,22 +342,25 @@ def _im2col_inference(windows, w2d) -> np.ndarray:
     c, kh, kw, ho, wo, n = windows.shape
     f, depth = w2d.shape[0], c * kh * kw
     out = np.empty((f, ho, wo * n), dtype=w2d.dtype)
-    row_bytes = (depth + 1) * wo * n * w2d.itemsize  # one output row of every image
-    rows = max(1, min(-(-ho // parallel.get_num_threads()), INFERENCE_BLOCK // row_bytes))
-    images = n if row_bytes <= INFERENCE_BLOCK else max(1, n * INFERENCE_BLOCK // row_bytes)
-    blocks = [(h0, min(h0 + rows, ho), n0, min(n0 + images, n))
-              for h0 in range(0, ho, rows) for n0 in range(0, n, images)]
+    row_items = (depth + 1) * wo * n  # one output row of every image
+    row_bytes = row_items * w2d.itemsize
+    if row_bytes <= INFERENCE_BLOCK:  # a grid of whole rows, fixed by the shapes
+        rows = parallel.grid(ho, _min_items(row_items), INFERENCE_BLOCK // row_bytes)
+        blocks = [(h0, h1, 0, n) for h0, h1 in rows]
+    else:  # one row of a block of images at a time
+        images = max(1, n * INFERENCE_BLOCK // row_bytes)
+        blocks = [(h0, h0 + 1, n0, min(n0 + images, n))
+                  for h0 in range(ho) for n0 in range(0, n, images)]
 
-    def some_blocks(a, z):
-        for h0, h1, n0, n1 in blocks[a:z]:
-            cols2d = window_rows(windows, h0, h1, n0, n1)
-            if n1 - n0 == n:  # whole rows: the product writes straight into the output
-                np.matmul(w2d, cols2d, out=out[:, h0:h1].reshape(f, -1))
-            else:
-                out.reshape(f, ho, wo, n)[:, h0:h1, :, n0:n1] = (w2d @ cols2d).reshape(
-                    f, h1 - h0, wo, n1 - n0)
+    def one_block(h0, h1, n0, n1):
+        cols2d = window_rows(windows, h0, h1, n0, n1)
+        if n1 - n0 == n:  # whole rows: the product writes straight into the output
+            np.matmul(w2d, cols2d, out=out[:, h0:h1].reshape(f, -1))
+        else:
+            out.reshape(f, ho, wo, n)[:, h0:h1, :, n0:n1] = (w2d @ cols2d).reshape(
+                f, h1 - h0, wo, n1 - n0)
 
-    parallel.for_each_span(len(blocks), some_blocks, 1)
+    parallel.for_each_block(blocks, one_block, [(h1 - h0) * (n1 - n0) for h0, h1, n0, n1 in blocks])
     return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2)
 
 
@@ -359,18 +371,16 @@ def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
     f, kh = b.shape[0], stacked.shape[0] // b.shape[0]
     out = np.empty((f, ho, wo, n), dtype=stacked.dtype)
 
-    blocks = _blocks(ho, n, (c * kw + kh * f) * wo * stacked.itemsize, halo=kh - 1)
+    blocks = _blocks(ho, n, (c * kw + kh * f) * wo, stacked.itemsize, halo=kh - 1)
 
-    def some_blocks(a, z):
-        for h0, h1, n0, n1 in blocks[a:z]:
-            rows, cols = h1 - h0 + kh - 1, wo * (n1 - n0)  # input rows h0 .. h1+kH-2
-            taps2d = taps_rows(taps_view, h0, h0 + rows, n0, n1)
-            partial = np.empty((kh * f, rows * cols), dtype=stacked.dtype)
-            _stacked_products(stacked, taps2d, partial, row_groups(h0, h1, kh), f, cols, h0, h0)
-            _add_kernel_rows(partial.reshape(kh, f, rows, wo, n1 - n0), b,
-                             out[:, h0:h1, :, n0:n1])
+    def one_block(h0, h1, n0, n1):
+        rows, cols = h1 - h0 + kh - 1, wo * (n1 - n0)  # input rows h0 .. h1+kH-2
+        taps2d = taps_rows(taps_view, h0, h0 + rows, n0, n1)
+        partial = np.empty((kh * f, rows * cols), dtype=stacked.dtype)
+        _stacked_products(stacked, taps2d, partial, row_groups(h0, h1, kh), f, cols, h0, h0)
+        _add_kernel_rows(partial.reshape(kh, f, rows, wo, n1 - n0), b, out[:, h0:h1, :, n0:n1])
 
-    parallel.for_each_span(len(blocks), some_blocks, 1)
+    parallel.for_each_block(blocks, one_block, [(h1 - h0) * (n1 - n0) for h0, h1, n0, n1 in blocks])
     return out.transpose(3, 0, 1, 2)
 
 
@@ -398,10 +408,11 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
     input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
     :func:`conv2d_input_grad`). rows: ``S`` (kH*F, Hp*Wo*N) stacks D shifted down by 0..kH-1
     rows; ``dw = S @ taps.T`` and ``dtaps = stacked.T @ S``, each over the runs of rows of
-    :func:`row_groups` (see :func:`row_windows_adjoint`). Threads take spans of input rows and
-    work them a cache block at a time: dout placed, each row's share of the weight gradient
-    (added up in row order at the end, so the sum does not depend on the thread count), the
-    taps' gradient and its adjoint, all while the block is in cache.
+    :func:`row_groups` (see :func:`row_windows_adjoint`). The input rows are cut into the grid
+    of cache blocks of the forward pass (:func:`_cache_grid`, fixed by the shapes), each block
+    worked at once by one thread: dout placed, each row's share of the weight gradient (added
+    up in row order at the end, so the sum does not depend on the thread count), the taps'
+    gradient and its adjoint, all while the block is in cache.
     """
     kind, saved = cache
     f, c, kh, kw = w.shape
@@ -427,36 +438,35 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
         stacked_t = stacked_rows(w).T
         dxp = np.empty((c, hp, wp, n), dtype=dout.dtype)
 
-    def input_rows(a, z):  # all the work of input rows a..z, a cache block at a time
-        for b0, b1 in _cache_blocks(a, z, c * kw * per * dout.itemsize):
-            # shifted[i] is dout placed i rows down (rows b0..b1 of it): the entries each run
-            # reads are written, the rest is never read, so nothing needs zeroing
-            shifted = np.empty((kh, f, b1 - b0, per), dtype=dout.dtype)
-            for i in range(kh):  # output row h of kernel row i sits on input row h + i
-                lo, hi = max(b0 - i, 0), min(b1 - i, ho)
-                if lo < hi:
-                    shifted[i, :, lo + i - b0 : hi + i - b0] = drows[:, lo:hi]
-            shifted2d = shifted.reshape(kh * f, -1)
-            taps2d = taps_rows(saved, b0, b1)  # copied again from the input
-            for r0, r1, lo, hi in _runs(groups, b0, b1):
-                kernel_rows = slice(lo * f, (hi + 1) * f)
-                for r in range(r0, r1):
-                    columns = slice((r - b0) * per, (r - b0 + 1) * per)
-                    np.matmul(shifted2d[kernel_rows, columns], taps2d[:, columns].T,
-                              out=dw_parts[r, kernel_rows])
-            if not need_input_grad:
-                continue
-            # the taps' gradient of these rows, then at once (from cache) its adjoint
-            dtaps = np.empty((c, kw, b1 - b0, wo, n), dtype=dout.dtype)
-            dtaps2d = dtaps.reshape(c * kw, -1)
-            for r0, r1, lo, hi in _runs(groups, b0, b1):
-                np.matmul(stacked_t[:, lo * f : (hi + 1) * f],
-                          shifted2d[lo * f : (hi + 1) * f, (r0 - b0) * per : (r1 - b0) * per],
-                          out=dtaps2d[:, (r0 - b0) * per : (r1 - b0) * per])
-            dxp[:, b0:b1] = 0  # a tap moves along its row only, so these rows are complete
-            row_windows_adjoint(dtaps, dxp[:, b0:b1], stride[1])
+    def input_rows(b0, b1):  # all the work of the cache block of input rows b0..b1
+        # shifted[i] is dout placed i rows down (rows b0..b1 of it): the entries each run
+        # reads are written, the rest is never read, so nothing needs zeroing
+        shifted = np.empty((kh, f, b1 - b0, per), dtype=dout.dtype)
+        for i in range(kh):  # output row h of kernel row i sits on input row h + i
+            lo, hi = max(b0 - i, 0), min(b1 - i, ho)
+            if lo < hi:
+                shifted[i, :, lo + i - b0 : hi + i - b0] = drows[:, lo:hi]
+        shifted2d = shifted.reshape(kh * f, -1)
+        taps2d = taps_rows(saved, b0, b1)  # copied again from the input
+        for r0, r1, lo, hi in _runs(groups, b0, b1):
+            kernel_rows = slice(lo * f, (hi + 1) * f)
+            for r in range(r0, r1):
+                columns = slice((r - b0) * per, (r - b0 + 1) * per)
+                np.matmul(shifted2d[kernel_rows, columns], taps2d[:, columns].T,
+                          out=dw_parts[r, kernel_rows])
+        if not need_input_grad:
+            return
+        # the taps' gradient of these rows, then at once (from cache) its adjoint
+        dtaps = np.empty((c, kw, b1 - b0, wo, n), dtype=dout.dtype)
+        dtaps2d = dtaps.reshape(c * kw, -1)
+        for r0, r1, lo, hi in _runs(groups, b0, b1):
+            np.matmul(stacked_t[:, lo * f : (hi + 1) * f],
+                      shifted2d[lo * f : (hi + 1) * f, (r0 - b0) * per : (r1 - b0) * per],
+                      out=dtaps2d[:, (r0 - b0) * per : (r1 - b0) * per])
+        dxp[:, b0:b1] = 0  # a tap moves along its row only, so these rows are complete
+        row_windows_adjoint(dtaps, dxp[:, b0:b1], stride[1])
 
-    parallel.for_each_span(hp, input_rows, _min_items(c * kw * per))
+    parallel.for_each_block(_cache_grid(hp, c * kw * per, dout.itemsize), input_rows)
     dw_rows = np.zeros((kh * f, c * kw), dtype=dout.dtype)
     for r0, r1, lo, hi in groups:
         for r in range(r0, r1):
@@ -510,8 +520,8 @@ class Conv2d(Layer):
         weight_init = weight_init or initializers.HeNormal()
         bias_init = bias_init or initializers.Constant(0.0)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
-        self._add_param("weight", np.asarray(weight_init(shape, rng, dtype), dtype=dtype))
-        self._add_param("bias", np.asarray(bias_init((self.out_channels,), rng, dtype), dtype=dtype))
+        self._new_param("weight", shape, weight_init, rng, dtype)
+        self._new_param("bias", (self.out_channels,), bias_init, rng, dtype)
         self._cache = None
 
     def config(self):
@@ -536,6 +546,10 @@ class Conv2d(Layer):
                 f"{self.kernel_size[1]} kernel"
             )
         return (self.out_channels, ho, wo)
+
+    def padded_shape(self, input_shape):
+        c, h, w = input_shape
+        return (c, h + sum(self.padding[0]), w + sum(self.padding[1]))
 
     def forward(self, x, training=True):
         self._check_input(x, 4)

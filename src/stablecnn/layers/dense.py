@@ -10,9 +10,12 @@ from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer
 
 
-def _min_lines(macs_per_line: int) -> int:
-    """Rows (or columns) of a product per thread below which it is not worth splitting."""
-    return max(parallel.MIN_BLOCK, parallel.MIN_MACS // max(macs_per_line, 1))
+def _lines(total: int, macs_per_line: int) -> list[tuple[int, int]]:
+    """The :func:`~stablecnn.parallel.grid` of ``total`` rows (or columns) of a product, fixed
+    by the shapes, each block at least :data:`~stablecnn.parallel.MIN_BLOCK` lines and
+    :data:`~stablecnn.parallel.MIN_MACS` multiply-adds."""
+    least = max(parallel.MIN_BLOCK, -(-parallel.MIN_MACS // max(macs_per_line, 1)))
+    return parallel.grid(total, least, align=parallel.ALIGN)
 
 
 class Linear(Layer):
@@ -48,8 +51,8 @@ class Linear(Layer):
         weight_init = weight_init or initializers.HeNormal()
         bias_init = bias_init or initializers.Constant(0.0)
         shape = (self.out_features, self.in_features)
-        self._add_param("weight", np.asarray(weight_init(shape, rng, dtype), dtype=dtype))
-        self._add_param("bias", np.asarray(bias_init((self.out_features,), rng, dtype), dtype=dtype))
+        self._new_param("weight", shape, weight_init, rng, dtype)
+        self._new_param("bias", (self.out_features,), bias_init, rng, dtype)
         self._x = None
 
     def config(self):
@@ -78,22 +81,24 @@ class Linear(Layer):
         np.sum(dout, axis=0, out=self.grads["bias"])
         dx = np.empty((dout.shape[0], self.in_features), dtype=dout.dtype) if need_input_grad else None
 
-        # one hand-off for both products: thread i takes rows span i of dW (whole rows run
-        # ~10% faster than column blocks of it) and column span i of dx
+        # one hand-off for both products, each cut into a grid of blocks fixed by the shapes (so
+        # the results do not depend on the thread count): row blocks of dW (whole rows run ~10%
+        # faster than column blocks of it) and column blocks of dx, threads taking runs of them
         batch = dout.shape[0]
-        dw_spans = parallel.spans(self.out_features, _min_lines(batch * self.in_features))
-        dx_spans = (parallel.spans(self.in_features, _min_lines(batch * self.out_features))
-                    if dx is not None else [])
+        blocks = [("dw", a, z) for a, z in _lines(self.out_features, batch * self.in_features)]
+        if dx is not None:
+            blocks += [("dx", a, z) for a, z in _lines(self.in_features, batch * self.out_features)]
 
-        def part(i):
-            if i < len(dw_spans):
-                a, z = dw_spans[i]
+        def product(grad, a, z):
+            if grad == "dw":
                 np.matmul(dout.T[a:z], x, out=dw[a:z])
-            if i < len(dx_spans):
-                a, z = dx_spans[i]
+            else:
                 np.matmul(dout, weight[:, a:z], out=dx[:, a:z])
 
-        parallel.run([lambda i=i: part(i) for i in range(max(len(dw_spans), len(dx_spans)))])
+        # sizes in multiply-adds: a row of dW costs batch * in, a column of dx batch * out
+        sizes = [(z - a) * (self.in_features if grad == "dw" else self.out_features)
+                 for grad, a, z in blocks]
+        parallel.for_each_block(blocks, product, sizes)
         return dx
 
     def __repr__(self):

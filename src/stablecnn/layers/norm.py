@@ -94,10 +94,13 @@ class _BatchNorm(Layer):
             raise ValueError(f"{name}: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         c = self.num_features
-        self._add_param("weight", np.ones(c, dtype=dtype))  # gamma
-        self._add_param("bias", np.zeros(c, dtype=dtype))  # beta
-        self.buffers["running_mean"] = np.zeros(c, dtype=dtype)
-        self.buffers["running_var"] = np.ones(c, dtype=dtype)
+        self._new_param("weight", (c,), lambda shape, rng, dtype: np.ones(shape, dtype), None,
+                        dtype)  # gamma
+        self._new_param("bias", (c,), lambda shape, rng, dtype: np.zeros(shape, dtype), None,
+                        dtype)  # beta
+        if self.has_weights:  # (C,) buffers too are arrays a layer without weights does not hold
+            self.buffers["running_mean"] = np.zeros(c, dtype=dtype)
+            self.buffers["running_var"] = np.ones(c, dtype=dtype)
         self.buffers["num_batches_tracked"] = np.array(0, dtype=np.int64)
         self._cache = None
 
