@@ -51,14 +51,19 @@ def test_data_dir_is_read_in_place(tiny, cache_root, monkeypatch, folder):
     assert not cache_root.exists()
 
 
-def test_bad_data_dir_warns_and_falls_through(tiny, cache_root, capsys):
+def test_a_data_dir_that_cannot_serve_is_refused_not_replaced(tiny, cache_root, monkeypatch,
+                                                              tmp_path):
+    """The folder the user named is the source: no fall-through to the canonical dataset."""
+    no_fallback(monkeypatch)
     path = tiny.raw_dir / "t10k-labels-idx1-ubyte"
     data = path.read_bytes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # still a valid label, not canonical
-    assert_split(load_dataset("mnist", "test", data_dir=tiny.raw_dir, quiet=True), tiny, "test")
-    err = capsys.readouterr().err
-    assert "warning: --data-dir" in err and "SHA-256" in err
-    assert "t10k-labels-idx1-ubyte" in cached(cache_root)
+    with pytest.raises(ChecksumError, match=r"--data-dir: .*t10k-labels-idx1-ubyte.*SHA-256.*"
+                                            r"pass --no-verify"):
+        load_dataset("mnist", "test", data_dir=tiny.raw_dir, quiet=True)
+    with pytest.raises(SourceError, match="--data-dir: .* has no t10k-images-idx3-ubyte"):
+        load_dataset("mnist", "test", data_dir=tmp_path, quiet=True)
+    assert not cache_root.exists()
 
 
 def test_own_data_in_data_dir_with_verify_false(tiny, cache_root, monkeypatch, tmp_path):

@@ -123,7 +123,7 @@ def epoch1_run(tmp_path, epoch1_template) -> Path:
     return run
 
 
-_THIS_MODULE = sys.modules[__name__]  # taken now: other folders' conftest.py share the name
+_THIS_MODULE = sys.modules.get(__name__)  # taken now: other folders' conftest.py share the name
 
 
 @pytest.fixture

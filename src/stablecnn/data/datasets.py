@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.data.cache import dataset_cache_dir, remove_stale_temps, warn
-from stablecnn.data.errors import SourceError
+from stablecnn.data.errors import ChecksumError, SourceError
 from stablecnn.data.idx import check_pair, read_idx
 from stablecnn.data.sources import (
     copy_from_folder, fetch_from_fallback, fetch_from_mirrors, locate, read_verified,
@@ -110,9 +110,10 @@ def load_dataset(
     Args:
         name: "mnist" or "fashion-mnist".
         split: "train" (60,000 images) or "test" (10,000).
-        data_dir: a folder holding the four standard files (raw or .gz), tried first, read in
-            place. When they are missing or not the canonical files, a warning is printed and the
-            other sources are tried.
+        data_dir: a folder holding the split's two standard files (raw or .gz), read in place.
+            A folder the user names is the only source used: when its files are missing or not
+            the canonical ones, the call fails (no other source is tried, so a run never trains
+            or evaluates on another dataset than the one it was pointed at).
         cache_dir: the cache root (default ``$STABLECNN_DATA``, else ``~/.cache/stablecnn``).
         quiet: no progress bars or messages (warnings still go to stderr).
         verify: ``False`` accepts the user's own IDX files in ``data_dir`` (e.g. a small generated
@@ -125,7 +126,10 @@ def load_dataset(
         unless ``verify=False`` served them from ``data_dir``.
 
     Raises:
-        DataError: unknown name or split, or no source could serve the data.
+        DataError: unknown name or split; ``data_dir`` cannot serve the split (missing files,
+            a malformed file, or, with ``verify``, files that are not the canonical ones: the
+            message suggests ``--no-verify`` for the user's own data); or no source could serve
+            the data.
 
     Example:
         >>> x, y = load_dataset("mnist", "train")  # doctest: +SKIP
@@ -137,10 +141,11 @@ def load_dataset(
     if data_dir is not None:
         try:
             return _load_from_folder(spec, files, Path(data_dir), verify)
+        except ChecksumError as exc:
+            raise ChecksumError(f"--data-dir: {exc}. These are not the canonical {spec.name} "
+                                f"files; to use your own IDX files there, pass --no-verify") from None
         except DataError as exc:
-            if not verify:
-                raise
-            warn(f"--data-dir: {exc}; trying the cache and the download sources")
+            raise type(exc)(f"--data-dir: {exc}") from None
     folder = dataset_cache_dir(spec.name, cache_dir)
     loaded: dict[str, np.ndarray] = {}
     for fspec in files:
