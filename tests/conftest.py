@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-# tests import their helpers (naive.py, gradcheck.py) as plain modules
+# tests import their helpers (gradcheck.py, the twin helpers) as plain modules
 sys.path.insert(0, str(Path(__file__).parent))
 
 

@@ -1,11 +1,11 @@
-"""Layers against their naive definitions and against finite differences (float64)."""
+"""Layers against their definitions in :mod:`stablecnn.reference` and against finite differences
+(float64)."""
 
 import numpy as np
 import pytest
 
-import naive
 from gradcheck import numerical_grad, rel_error
-from stablecnn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ShapeError
+from stablecnn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ShapeError, reference
 from stablecnn.layers.conv import resolve_padding
 
 CONV_CASES = [
@@ -24,15 +24,21 @@ def _params(layer):
 
 
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
-def test_conv_matches_naive_definition(shape, f, kernel, stride, padding):
+def test_conv_matches_the_reference(shape, f, kernel, stride, padding):
     rng = np.random.default_rng(0)
     conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
     x = rng.standard_normal(shape)
     w, b = _params(conv)
-    expected = naive.conv2d(x, w, b, conv.stride, conv.padding)
+    b[...] = rng.standard_normal(f)  # a zero bias would hide a missing add
+    expected = reference.conv2d_forward(x, w, b, conv.stride, conv.padding)
     out = conv.forward(x)
     assert out.shape == expected.shape == (shape[0], *conv.output_shape(shape[1:]))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    dx = conv.backward(dout)
+    want = reference.conv2d_backward(dout, x, w, conv.stride, conv.padding)
+    for got, ref, name in zip((dx, conv.grads["weight"], conv.grads["bias"]), want, ("dx", "dw", "db")):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
@@ -82,15 +88,15 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("shape,kernel,stride", POOL_CASES)
 @pytest.mark.parametrize("ties", [False, True])
-def test_maxpool_matches_naive_definition_including_ties(shape, kernel, stride, ties):
+def test_maxpool_matches_the_reference_including_ties(shape, kernel, stride, ties):
     rng = np.random.default_rng(3)
     pool = MaxPool2d(kernel, stride)
     x = rng.integers(0, 3, shape).astype(np.float64) if ties else rng.standard_normal(shape)
     out = pool.forward(x)
-    expected, route = naive.maxpool2d(x, pool.kernel_size, pool.stride)
-    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out, reference.maxpool2d_forward(x, pool.kernel_size, pool.stride))
     dout = rng.standard_normal(out.shape)
-    np.testing.assert_allclose(pool.backward(dout), naive.maxpool2d_backward(dout, route, x.shape),
+    np.testing.assert_allclose(pool.backward(dout),
+                               reference.maxpool2d_backward(dout, x, pool.kernel_size, pool.stride),
                                rtol=1e-12, atol=1e-12)
 
 
@@ -134,7 +140,7 @@ def test_flat_pool_is_not_used_on_strided_inputs():
     assert contiguous_order(x.transpose(0, 1, 3, 2)) == [0, 1, 3, 2]  # any order of one block
     pool = MaxPool2d(2, 1)  # and the layer still pools them right
     y = np.random.default_rng(0).standard_normal((4, 3, 10, 12))[:, :, :, :6]
-    np.testing.assert_array_equal(pool.forward(y), naive.maxpool2d(y, (2, 2), (1, 1))[0])
+    np.testing.assert_array_equal(pool.forward(y), reference.maxpool2d_forward(y, (2, 2), (1, 1)))
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (3, 1)])
@@ -278,14 +284,14 @@ ROWS_CASES = [
 
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", ROWS_CASES + [
     c for c in CONV_CASES if (c[3] if isinstance(c[3], tuple) else (c[3], c[3]))[0] == 1])
-def test_rows_and_im2col_kernels_agree_with_the_naive_definition(shape, f, kernel, stride, padding):
+def test_rows_and_im2col_kernels_agree_with_the_reference(shape, f, kernel, stride, padding):
     from stablecnn.layers.conv import conv2d_backward, conv2d_forward
 
     rng = np.random.default_rng(8)
     conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
     w, b = conv.params["weight"], rng.standard_normal(f)
     x = rng.standard_normal(shape)
-    expected = naive.conv2d(x, w, b, conv.stride, conv.padding)
+    expected = reference.conv2d_forward(x, w, b, conv.stride, conv.padding)
     results = {}
     for rows in (False, True):
         out, cache = conv2d_forward(x, w, b, conv.stride, conv.padding, rows=rows)
@@ -293,13 +299,15 @@ def test_rows_and_im2col_kernels_agree_with_the_naive_definition(shape, f, kerne
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
         dout = np.random.default_rng(9).standard_normal(out.shape)
         results[rows] = conv2d_backward(dout, cache, x.shape, w, conv.stride, conv.padding)
-    for got, want in zip(results[True], results[False]):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    want = reference.conv2d_backward(dout, x, w, conv.stride, conv.padding)
+    for rows in (False, True):
+        for got, ref, name in zip(results[rows], want, ("dx", "dw", "db")):
+            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, err_msg=f"{name}, rows={rows}")
 
 
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
 @pytest.mark.parametrize("block", [1, 3000, 1 << 30])  # a row of one image, a few, or all
-def test_inference_in_row_blocks_matches_the_naive_definition(monkeypatch, shape, f, kernel,
+def test_inference_in_row_blocks_matches_the_reference(monkeypatch, shape, f, kernel,
                                                               stride, padding, block):
     """Without keep (inference) the kernels hold a block of rows at a time; same outputs."""
     from stablecnn.layers import conv as conv_module
@@ -309,7 +317,7 @@ def test_inference_in_row_blocks_matches_the_naive_definition(monkeypatch, shape
     conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
     w, b = conv.params["weight"], rng.standard_normal(f)
     x = rng.standard_normal(shape)
-    expected = naive.conv2d(x, w, b, conv.stride, conv.padding)
+    expected = reference.conv2d_forward(x, w, b, conv.stride, conv.padding)
     kernels = (False, True) if conv.stride[0] == 1 else (False,)
     for rows in kernels:
         out, cache = conv_module.conv2d_forward(x, w, b, conv.stride, conv.padding, rows=rows,

@@ -1,5 +1,6 @@
 """The deeper-model layers (AvgPool2d, GlobalAvgPool2d, BatchNorm1d/2d, Dropout, LeakyReLU) against
-naive loop definitions and float64 finite differences; buffers in state dicts and checkpoints."""
+their definitions in :mod:`stablecnn.reference` and float64 finite differences; buffers in state
+dicts and checkpoints."""
 
 import numpy as np
 import pytest
@@ -7,50 +8,8 @@ import pytest
 from gradcheck import numerical_grad, rel_error
 from stablecnn import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
                        GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential,
-                       ShapeError, checkpoint)
+                       ShapeError, checkpoint, reference)
 from stablecnn.layers import LAYERS, from_config
-
-
-# -- naive definitions (loops, exactly as the formulas read) -------------------------------------
-def naive_avgpool2d(x, kernel, stride, padding):
-    """Forward, and the input gradient for upstream gradient ``dout`` via a second function."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
-    xp[:, :, ph : ph + h, pw : pw + w] = x
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    out = np.zeros((n, c, ho, wo), x.dtype)
-    for ni in range(n):
-        for ci in range(c):
-            for i in range(ho):
-                for j in range(wo):
-                    out[ni, ci, i, j] = xp[ni, ci, i * sh : i * sh + kh, j * sw : j * sw + kw].sum() / (kh * kw)
-    return out
-
-
-def naive_avgpool2d_backward(dout, x_shape, kernel, stride, padding):
-    n, c, h, w = x_shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dout.dtype)
-    for ni in range(n):
-        for ci in range(c):
-            for i in range(dout.shape[2]):
-                for j in range(dout.shape[3]):
-                    dxp[ni, ci, i * sh : i * sh + kh, j * sw : j * sw + kw] += dout[ni, ci, i, j] / (kh * kw)
-    return dxp[:, :, ph : ph + h, pw : pw + w]
-
-
-def naive_batchnorm_train(x, gamma, beta, eps):
-    """Per channel, by a loop over channels: (y, biased var, unbiased var, mean)."""
-    y = np.empty_like(x)
-    c = x.shape[1]
-    means, vars_b, vars_u = np.empty(c), np.empty(c), np.empty(c)
-    for ci in range(c):
-        v = x[:, ci]
-        mu, var = v.mean(), v.var()
-        y[:, ci] = gamma[ci] * (v - mu) / np.sqrt(var + eps) + beta[ci]
-        means[ci], vars_b[ci], vars_u[ci] = mu, var, v.var(ddof=1)
-    return y, vars_b, vars_u, means
 
 
 def gradcheck_layer(layer, x, dout, params=(), prepare=lambda: None):
@@ -83,18 +42,18 @@ AVG_CASES = [
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", AVG_CASES)
-def test_avgpool_matches_naive_definition(shape, kernel, stride, padding):
+def test_avgpool_matches_the_reference(shape, kernel, stride, padding):
     rng = np.random.default_rng(0)
     pool = AvgPool2d(kernel, stride, padding)
     x = rng.standard_normal(shape)
     out = pool.forward(x)
-    expected = naive_avgpool2d(x, pool.kernel_size, pool.stride, pool.padding)
+    expected = reference.avgpool2d_forward(x, pool.kernel_size, pool.stride, pool.padding)
     assert out.shape == expected.shape == (shape[0], *pool.output_shape(shape[1:]))
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     dout = rng.standard_normal(out.shape)
     np.testing.assert_allclose(
         pool.backward(dout),
-        naive_avgpool2d_backward(dout, shape, pool.kernel_size, pool.stride, pool.padding),
+        reference.avgpool2d_backward(dout, shape, pool.kernel_size, pool.stride, pool.padding),
         rtol=1e-12, atol=1e-12)
 
 
@@ -112,12 +71,10 @@ def test_global_avgpool_matches_definition_and_finite_differences():
     x = rng.standard_normal((3, 4, 5, 2))
     out = pool.forward(x)
     assert out.shape == (3, 4) == (3, *pool.output_shape((4, 5, 2)))
-    np.testing.assert_allclose(out, [[x[n, c].sum() / 10 for c in range(4)] for n in range(3)],
-                               rtol=1e-12)
+    np.testing.assert_allclose(out, reference.global_avgpool2d_forward(x), rtol=1e-12)
     dout = rng.standard_normal((3, 4))
     dx = pool.backward(dout)
-    np.testing.assert_allclose(dx, np.repeat(np.repeat(dout[:, :, None, None] / 10, 5, 2), 2, 3),
-                               rtol=1e-12)
+    np.testing.assert_allclose(dx, reference.global_avgpool2d_backward(dout, x.shape), rtol=1e-12)
     gradcheck_layer(pool, x, dout)
 
 
@@ -129,9 +86,10 @@ def test_leaky_relu_values_and_gradient(slope):
     x = rng.standard_normal((3, 2, 4, 5))
     x[np.abs(x) < 1e-3] = 0.5  # no entry within the step h of the kink
     out = layer.forward(x)
-    expected = np.array([v if v > 0 else slope * v for v in x.ravel()]).reshape(x.shape)
-    np.testing.assert_array_equal(out, expected)
-    gradcheck_layer(layer, x, rng.standard_normal(x.shape))
+    np.testing.assert_array_equal(out, reference.leaky_relu_forward(x, slope))
+    dout = rng.standard_normal(x.shape)
+    np.testing.assert_array_equal(layer.backward(dout), reference.leaky_relu_backward(dout, x, slope))
+    gradcheck_layer(layer, x, dout)
 
 
 def test_leaky_relu_takes_the_slope_at_zero_like_torch():
@@ -211,23 +169,26 @@ def test_batchnorm_gradients_match_finite_differences(cls, shape):
 
 
 @pytest.mark.parametrize("cls,shape", BN_CASES)
-def test_batchnorm_matches_naive_definition_and_keeps_running_statistics(cls, shape):
+def test_batchnorm_matches_the_reference_and_keeps_running_statistics(cls, shape):
     rng = np.random.default_rng(9)
     bn = _bn(cls, shape[1], rng)
     gamma, beta = bn.params["weight"], bn.params["bias"]
     run_mean, run_var = np.zeros(shape[1]), np.ones(shape[1])
     for step in range(3):
         x = rng.standard_normal(shape) * (step + 1) + step
-        y, var_b, var_u, mean = naive_batchnorm_train(x, gamma, beta, 1e-5)
-        np.testing.assert_allclose(bn.forward(x), y, rtol=1e-12, atol=1e-12)
-        run_mean, run_var = 0.9 * run_mean + 0.1 * mean, 0.9 * run_var + 0.1 * var_u
+        np.testing.assert_allclose(bn.forward(x), reference.batchnorm_forward(x, gamma, beta, 1e-5),
+                                   rtol=1e-12, atol=1e-12)
+        dout = rng.standard_normal(shape)
+        for got, want, name in zip((bn.backward(dout), bn.grads["weight"], bn.grads["bias"]),
+                                   reference.batchnorm_backward(dout, x, gamma, 1e-5),
+                                   ("dx", "dgamma", "dbeta")):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
+        run_mean, run_var = reference.batchnorm_running_stats(x, run_mean, run_var, 0.1)
         np.testing.assert_allclose(bn.buffers["running_mean"], run_mean, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(bn.buffers["running_var"], run_var, rtol=1e-12)
     assert bn.buffers["num_batches_tracked"] == 3 and bn.buffers["num_batches_tracked"].dtype == np.int64
     x = rng.standard_normal((1, *shape[1:]))  # evaluation works for any batch, even one value
-    c_shape = (1, -1) + (1,) * (len(shape) - 2)
-    expected = (gamma.reshape(c_shape) * (x - run_mean.reshape(c_shape))
-                / np.sqrt(run_var.reshape(c_shape) + 1e-5) + beta.reshape(c_shape))
+    expected = reference.batchnorm_eval_forward(x, gamma, beta, run_mean, run_var, 1e-5)
     np.testing.assert_allclose(bn.forward(x, training=False), expected, rtol=1e-12, atol=1e-12)
     assert bn.buffers["num_batches_tracked"] == 3  # evaluation leaves the statistics alone
 
