@@ -372,6 +372,21 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
     done = run("0")
     assert done.returncode == 2 and "refused" in done.stderr and not (tmp_path / "pwned").exists()
 
+    # --resume honours --images and --seed or refuses them, before anything is read or written
+    ckpt = tmp_path / "train_cnn_md1_run" / "checkpoint.npz"
+    before = ckpt.read_bytes(), ckpt.stat().st_mtime_ns
+    done = run("1", "--resume", "--images", "100", "--seed", "3", "--epochs", "2")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "train_cnn_md1.py: error: cannot resume train_cnn_md1_run with other settings than it "
+        "started with: --images 100 (the run has 200); --seed 3 (the run has 0). A resumed run "
+        "keeps them (only --epochs and --quiet may change): drop these options to resume it, or "
+        "start a new run with them; nothing was changed\n")
+    assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
+    done = run("1", "--resume", "--images", "200", "--seed", "0", "--epochs", "2", "--quiet")
+    assert done.returncode == 0, done.stderr  # the run's own values: epoch 2 trains
+    assert ckpt_io.load(ckpt).meta["progress"] == {"epoch": 2, "step": 0, "global_step": 4}
+
 
 def test_predict_matches_evaluate(tmp_path):
     from stablecnn.data import Normalizer

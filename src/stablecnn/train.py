@@ -385,7 +385,8 @@ class Trainer:
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted {what}; {saved}") from None
         if isinstance(exc, REPORTED_ERRORS):
-            detail = str(exc) if isinstance(exc, StableCNNError) else f"{type(exc).__name__}: {exc}"
+            detail = (str(exc) if isinstance(exc, StableCNNError) else
+                      f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             raise TrainingError(f"training failed {what}: {detail}; {saved}") from exc
         if hasattr(exc, "add_note"):  # Python 3.11+
             exc.add_note(f"stablecnn: training failed {what}; {saved}")

@@ -219,3 +219,145 @@ def test_two_runs_on_the_same_run_directory(epoch1_run, kit):
                            f"{os.getpid()}; use another --out directory\n")
         assert kit.snapshot(epoch1_run) == {**before, ".lock": str(os.getpid()).encode()}
     assert kit.snapshot(epoch1_run) == before  # the lock is gone, every file as it was
+
+
+# -- issue 12.4: any error during training leaves a checkpoint at the last completed step -----------
+def fail_in_layer(trainer, index, step, error):
+    """Make layer ``index``'s forward raise ``error`` in global step ``step`` (1-based), after the
+    layers before it have run (so a BatchNorm before it has already folded in the batch)."""
+    layer = trainer.model.layers[index]
+    real = layer.forward
+
+    def forward(x, training=True, **kwargs):
+        if training and trainer.global_step + 1 == step:
+            raise error
+        return real(x, training, **kwargs)
+
+    layer.forward = forward
+
+
+@pytest.mark.parametrize("error, raised", [(ValueError("injected"), "TrainingError"),
+                                           (MemoryError(), "TrainingError"),
+                                           (RuntimeError("injected"), "RuntimeError")])
+def test_an_error_mid_epoch_leaves_a_checkpoint_at_the_last_completed_step(
+        tmp_path, kit, reference, error, raised):
+    run = tmp_path / "run"
+    trainer = kit.trainer(run)
+    fail_in_layer(trainer, 7, step=5, error=error)  # epoch 2, step 2; layer 7 is md1's Linear
+    with pytest.raises(Exception) as info:
+        trainer.fit()
+    assert type(info.value).__name__ == raised
+    saved = (f"checkpoint saved to {run / 'checkpoint.npz'} at the last completed step, global "
+             f"step 4 (epoch 2, step 1). Resume with: stablecnn train --resume {run}")
+    if raised == "TrainingError":
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        assert str(info.value) == (f"training failed at epoch 2, step 2 (global step 5): "
+                                   f"{detail}; {saved}")
+    else:  # a bug keeps its own type and traceback; the same facts come as a note
+        assert info.value is error and info.value.__notes__ == [
+            f"stablecnn: training failed at epoch 2, step 2 (global step 5); {saved}"]
+    assert checkpoint.load(run).meta["progress"] == {"epoch": 1, "step": 1, "global_step": 4}
+    assert not kit.temp_files(run)
+    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+
+
+def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path, kit):
+    """BatchNorm's running statistics (and its batch counter) as they were before the failed
+    step: the resumed run ends bit-identical to an uninterrupted one."""
+    path = tmp_path / "bn.toml"
+    path.write_text("input_shape = [1, 28, 28]\n"
+                    "[[layers]]\ntype = 'Conv2d'\nin_channels = 1\nout_channels = 2\nkernel_size = 5\n"
+                    "[[layers]]\ntype = 'BatchNorm2d'\nnum_features = 2\n"
+                    "[[layers]]\ntype = 'ReLU'\n[[layers]]\ntype = 'Flatten'\n"
+                    "[[layers]]\ntype = 'Linear'\nin_features = 1152\nout_features = 10\n")
+    cfg = kit.config(model=str(path))
+    kit.trainer(tmp_path / "full", cfg).fit()
+    trainer = kit.trainer(tmp_path / "cut", cfg)
+    fail_in_layer(trainer, 2, step=5, error=ValueError("injected"))  # after BatchNorm2d ran
+    with pytest.raises(Exception, match="global step 4"):
+        trainer.fit()
+    ckpt = checkpoint.load(tmp_path / "cut")
+    assert ckpt.meta["progress"]["global_step"] == 4
+    assert int(ckpt.params["1.num_batches_tracked"]) == 4
+    kit.assert_bit_exact(kit.resume_to_end(tmp_path / "cut"), kit.state_of(tmp_path / "full"))
+
+
+def test_an_error_after_a_step_completed_saves_that_step(tmp_path, kit, reference):
+    """A callback failing (the log's disk is full) after step 5: the checkpoint holds step 5."""
+    from stablecnn.callbacks import Callback
+    from stablecnn.errors import TrainingError
+
+    class FullDisk(Callback):
+        def on_step(self, trainer, step):
+            if step["global_step"] == 5:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "train_log.txt")
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"^training failed after epoch 2, step 2 \(global "
+                                            r"step 5\): OSError: .*No space left on device"):
+        kit.trainer(run, callbacks=[FullDisk()]).fit()
+    assert checkpoint.load(run).meta["progress"] == {"epoch": 1, "step": 2, "global_step": 5}
+    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+
+
+def test_an_error_while_the_weights_are_updated_keeps_the_previous_checkpoint(epoch1_run, kit):
+    """Half-updated weights are never saved: the last checkpoint stays byte-identical."""
+    from stablecnn.errors import TrainingError
+
+    before = (epoch1_run / "checkpoint.npz").read_bytes()
+    cfg, ckpt = resume_checkpoint(epoch1_run)
+    cfg.epochs = 2
+    trainer = kit.trainer(epoch1_run, cfg, checkpoint=ckpt)
+    real_step = trainer.optimizer.step
+
+    def half_step():
+        trainer.model.parameters()[0][1][...] = 0  # the first parameter written, then a failure
+        raise MemoryError()
+
+    trainer.optimizer.step = half_step
+    with pytest.raises(TrainingError) as info:
+        trainer.fit()
+    assert str(info.value) == (
+        f"training failed at epoch 2, step 1 (global step 4): MemoryError; the error came "
+        f"while the optimizer was updating the weights, so they were not saved; the last "
+        f"checkpoint, {epoch1_run / 'checkpoint.npz'}, is kept. Resume with: stablecnn train "
+        f"--resume {epoch1_run}")
+    assert (epoch1_run / "checkpoint.npz").read_bytes() == before
+    trainer.optimizer.step = real_step
+
+
+def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, kit, reference):
+    from stablecnn.train import Interrupted
+
+    run = tmp_path / "run"
+    trainer = kit.trainer(run)
+    fail_in_layer(trainer, 7, step=5, error=KeyboardInterrupt())
+    with pytest.raises(Interrupted, match=r"^interrupted at epoch 2, step 2 \(global step 5\); "
+                                          r"checkpoint saved to .* global step 4 "):
+        trainer.fit()
+    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+
+
+def test_an_error_mid_epoch_through_the_cli_then_resume(tmp_path, kit, reference, monkeypatch,
+                                                        capsys, toy_cli):
+    from stablecnn.train import Trainer
+
+    real_step = Trainer.train_step
+
+    def failing_step(self, x, y):
+        if self.global_step + 1 == 5:
+            raise ValueError("injected failure")
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", failing_step)
+    run = tmp_path / "run"
+    assert cli.main([*TRAIN_ARGS, "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"stablecnn: error: training failed at epoch 2, step 2 (global step 5): "
+                   f"ValueError: injected failure; checkpoint saved to {run / 'checkpoint.npz'} "
+                   f"at the last completed step, global step 4 (epoch 2, step 1). Resume with: "
+                   f"stablecnn train --resume {run}\n")
+    assert not (run / ".lock").exists()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert cli.main(["train", "--resume", str(run), "--no-plots"]) == 0
+    kit.assert_bit_exact(kit.state_of(run), reference)

@@ -132,3 +132,68 @@ def test_learning_rate_so_large_the_loss_diverges(epoch1_run, kit, reference, tm
     assert "stablecnn: error: loss became nan at epoch 1, step 2 (global step 2)" in err, err
     assert "(none yet)" in err and not (run / "checkpoint.npz").exists()
     assert not (run / ".lock").exists()
+
+
+# -- issue 12.7: a run that collapses to chance is warned about --------------------------------------
+def test_the_collapse_rule():
+    """Exploded: a loss above 100 x max(ln K, first loss). Chance: test accuracy at most the
+    largest class's share plus half of 1/K."""
+    from stablecnn.callbacks import at_chance, chance_accuracy, exploded_step
+
+    ln10 = np.log(10)
+    assert exploded_step([2.2, 2.1, 100 * ln10 * 1.001, 2.3], 10) == 2
+    assert exploded_step([2.2, 2.1, 100 * ln10 * 0.999, 2.3], 10) is None  # ln K rules: 2.2 < ln 10
+    assert exploded_step([41.3, 384.2, 2.0], 10) is None  # the original recipe's step 2 on MNIST
+    assert exploded_step([41.3, 4131.0], 10) == 1
+    assert exploded_step([2.3, float("nan")], 10) == 1 and exploded_step([], 10) is None
+    balanced = np.repeat(np.arange(10), 10)
+    assert chance_accuracy(balanced, 10) == 0.1
+    assert at_chance(0.15, balanced, 10) and not at_chance(0.1501, balanced, 10)
+    skewed = np.array([3] * 30 + list(range(10)) * 7)  # class 3: 37 of 100
+    assert chance_accuracy(skewed, 10) == 0.37
+    assert at_chance(0.42, skewed, 10) and not at_chance(0.4201, skewed, 10)
+
+
+COLLAPSE = (r"warning: epoch {epoch} ended at chance level \(test accuracy \d+\.\d\d%; a constant "
+            r"guess scores 20\.00%\) after the training loss exploded at global step {step} "
+            r"\(epoch 1, step {step}: loss {loss}, over 100 x {first}\); the model has likely "
+            r"collapsed\. Try a lower learning rate \(this run has sgd lr 4; e\.g\. --lr 0\.4\)")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, kit, capsys, toy_cli):
+    """``--optimizer sgd --lr 4``: the loss jumps at step 2 and the model ends at chance; the run
+    goes on (exit 0) with a warning per such epoch, in the log and on stderr."""
+    import csv
+    import re
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--optimizer", "sgd", "--lr", "4", "--epochs", "2", "--batch-size",
+                     "10", "--out", str(run), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    losses = [float(r["loss"]) for r in rows if r["kind"] == "step"]
+    jump = next(i for i, v in enumerate(losses) if v > 100 * max(np.log(10), losses[0]))
+    assert jump == 1  # step 2, as in the issue; the model then sits at chance
+    assert all(float(r["test_acc"]) <= 0.25 for r in rows if r["kind"] == "epoch")
+    log = (run / "train_log.txt").read_text()
+    for epoch in (1, 2):
+        pattern = COLLAPSE.format(epoch=epoch, step=2, loss=f"{losses[1]:.3g}".replace("+", r"\+"),
+                                  first=f"{losses[0]:.3g}")
+        assert len(re.findall(pattern, err)) == 1, err
+        assert len(re.findall(pattern, log)) == 1, log
+
+
+def test_a_healthy_run_gets_no_collapse_warning(tmp_path, kit, capsys, toy_cli):
+    """The kit's recipe (Adagrad 0.01) ends epoch 1 at chance without an explosion: no warning."""
+    from stablecnn import checkpoint
+
+    run = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "2", "--batch-size", "10", "--out", str(run),
+                     "--no-plots"]) == 0
+    history = checkpoint.load(run).history
+    assert history["epoch_test_acc"][0] <= 0.25  # chance alone is a slow start, not a collapse
+    assert max(history["step_loss"]) > 5 * history["step_loss"][0]  # and a spike is no explosion
+    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in (run / "train_log.txt").read_text()
