@@ -13,8 +13,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from stablecnn import cli, modelfile, zoo
+from stablecnn import cli, modelfile, modelfile_text, zoo
 from stablecnn.errors import ModelFileError
 from stablecnn.layers import LAYERS, BatchNorm2d, Conv2d, Dropout, Linear
 from stablecnn.model import Sequential
@@ -324,3 +326,44 @@ def test_file_size_and_nesting_limits(tmp_path):
         assert error(path) == f"{path}: nested too deeply (a model file needs 4 levels)"
     digits = write(tmp_path, '{"input_shape": [' + "9" * 5000 + "]}", "digits.json")
     assert error(digits).startswith(f"{digits}: not valid JSON: ")
+
+
+# -- the positions the JSON walk finds -------------------------------------------------------------
+SCALARS = (st.none() | st.booleans() | st.integers(-(10**20), 10**20)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=20)
+
+
+def at(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(value=VALUES, indent=st.sampled_from([None, 0, 1, 4, "\t"]), ascii_only=st.booleans(),
+       spaces=st.sampled_from([(", ", ": "), (",", ":"), (" ,\r\n", " :\t")]))
+def test_json_offsets_point_at_every_value(value, indent, ascii_only, spaces):
+    """However a JSON text is laid out, the offset found for each path decodes to the value at
+    that path, and every value gets one (what the lines in the messages rest on)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only, separators=spaces)
+    offsets = modelfile_text._json_offsets(f" \n{text}\n ")
+    decoder = json.JSONDecoder()
+    for path, offset in offsets.items():
+        assert decoder.raw_decode(f" \n{text}\n ", offset)[0] == at(value, path)
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        stack.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list)
+                     else [])
+    assert len(offsets) == count
+
+
+def test_json_offsets_find_the_second_of_two_keys():
+    text = '{"a": {"b": 1, "c": [{"d": 2, "d": 3}]}}'
+    with pytest.raises(modelfile_text._DuplicateKey) as info:
+        modelfile_text._json_offsets(text)
+    assert info.value.path == ("a", "c", 0, "d")
+    assert text[info.value.first:].startswith('"d": 2') and text[info.value.offset:] == '"d": 3}]}}'
