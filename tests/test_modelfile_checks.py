@@ -191,6 +191,7 @@ def test_a_layer_without_weights_refuses_to_run():
                 type(layer) is BatchNorm2d), 5, 5), np.float32))
     assert Linear.without_weights(784, 10**12).num_params == 785 * 10**12  # exact, no overflow
     assert Dropout.without_weights(0.5).buffers["seed"].shape == ()  # scalars are no weights
+    assert Linear.without_weights(3, 2).astype(np.float64).dtype == np.float64
     with pytest.raises(ValueError, match="out_features must be a positive int"):
         Linear.without_weights(3, 0)  # the arguments are checked all the same
 

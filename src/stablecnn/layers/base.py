@@ -137,6 +137,8 @@ class Layer:
 
         Floating buffers are cast too; integer buffers (counters) keep their integer dtype.
         """
+        if self.param_shapes:  # a layer without weights changes only the dtype it declares
+            self._param_dtype = np.dtype(dtype)
         for name in list(self.params):
             self._add_param(name, self.params[name].astype(dtype))
         for name, buf in self.buffers.items():
