@@ -8,6 +8,7 @@ NumPy reports its array memory to) proves that no weight is allocated.
 
 from __future__ import annotations
 
+import inspect
 import json
 import tracemalloc
 
@@ -327,6 +328,11 @@ def test_file_size_and_nesting_limits(tmp_path):
         assert error(path) == f"{path}: nested too deeply (a model file needs 4 levels)"
     digits = write(tmp_path, '{"input_shape": [' + "9" * 5000 + "]}", "digits.json")
     assert error(digits).startswith(f"{digits}: not valid JSON: ")
+    digits = write(tmp_path, "input_shape = [" + "9" * 5000 + "]", "digits.toml")
+    assert error(digits).startswith(f"{digits}: not valid TOML: ")
+    wide = write(tmp_path, "input_shape = [1, " + "9" * 400 + ', 1]\n[[layers]]\ntype = "ReLU"\n')
+    assert error(wide) == (f"{wide}, line 1: input_shape[1] is an integer of 1329 bits: integers "
+                           f"in a model file must fit in 64 bits (as TOML requires)")
 
 
 # -- the positions the JSON walk finds -------------------------------------------------------------
@@ -368,3 +374,33 @@ def test_json_offsets_find_the_second_of_two_keys():
         modelfile_text._json_offsets(text)
     assert info.value.path == ("a", "c", 0, "d")
     assert text[info.value.first:].startswith('"d": 2') and text[info.value.offset:] == '"d": 3}]}}'
+
+
+HOSTILE = [0, -1, 10**12, 2**63 - 1, 2**63, 10**30, 1.5, float("nan"), float("inf"), "x", [], {},
+           True, None, [10**12, 1], [1, 2, 3], [0, 5], {"type": "Constant", "value": 1e30},
+           {"type": "TruncatedNormal", "std": float("nan")}, {"type": "HeNormal", "gain": -1}]
+BASE = {"Conv2d": {"in_channels": 3, "out_channels": 4, "kernel_size": 3},
+        "Linear": {"in_features": 48, "out_features": 4}, "MaxPool2d": {"kernel_size": 2},
+        "AvgPool2d": {"kernel_size": 2}, "BatchNorm1d": {"num_features": 48},
+        "BatchNorm2d": {"num_features": 3}}
+
+
+def test_every_argument_set_to_hostile_values_gives_a_model_file_error_or_a_small_model():
+    """Each argument of each layer type, set to each value above: ModelFileError naming the layer,
+    or a model within the limits; never another exception, never an allocation (the layers are
+    made without weights)."""
+    for kind, cls in LAYERS.items():
+        names = [n for n in inspect.signature(cls).parameters if n not in ("rng", "dtype")]
+        for name in names:
+            for value in HOSTILE:
+                layer = {"type": kind, **BASE.get(kind, {}), name: value}
+                flat = kind in ("Linear", "BatchNorm1d")
+                config = {"input_shape": [3, 4, 4], "layers": ([{"type": "Flatten"}] if flat
+                                                               else []) + [layer]}
+                try:
+                    model = modelfile.validate(config, source="hostile")
+                except ModelFileError as exc:
+                    assert f"layer {int(flat)} ({kind})" in str(exc), (layer, exc)
+                    continue
+                assert model.num_params <= modelfile.MAX_PARAMS, layer
+                assert not any(m.params for m in model.layers)

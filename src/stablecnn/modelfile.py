@@ -186,6 +186,8 @@ def validate(config: dict, source: str = "model config", lines: dict | list | No
     if "input_shape" not in config:
         fail("no input_shape (the shape of one example, e.g. input_shape = [1, 28, 28])")
     shape = config["input_shape"]
+    if _bad_number({"input_shape": shape}):
+        fail(_bad_number({"input_shape": shape}), key="input_shape")
     if not (isinstance(shape, list) and shape and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
         fail(f"input_shape must be a list of positive ints such as [1, 28, 28], got {shape!r:.80}",

@@ -90,6 +90,8 @@ def parse_toml(text: str, path: Path) -> tuple[dict, dict]:
                              f"{message[:at.start()]}") from None
     except RecursionError:
         raise ModelFileError(f"{path}: nested too deeply (a model file needs 4 levels)") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ModelFileError(f"{path}: not valid TOML: {exc}") from None
     _check_depth(config, path)
     line_of = _line_of(text)
     lines = {}
