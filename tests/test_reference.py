@@ -346,3 +346,150 @@ def test_softmax_cross_entropy_matches_torch(F):
     ref, (dz,) = torch_run(lambda z: F.cross_entropy(z, torch.tensor(labels)), (logits,), 1.0)
     assert_same(R.softmax_cross_entropy_forward(logits, labels), ref, "loss")
     assert_same(R.softmax_cross_entropy_backward(logits, labels), dz, "loss gradient")
+
+
+# -- training on the reference path ---------------------------------------------------------------
+F64 = np.float64
+SWITCH_CASES = {
+    # name: (make(rng) -> layer, input shape, integer inputs: ties in the pools)
+    "conv im2col, stride, padding": (
+        lambda rng: Conv2d(3, 4, (3, 2), (2, 1), 1, rng=rng, dtype=F64), (2, 3, 9, 7), False),
+    "conv rows, same": (
+        lambda rng: Conv2d(32, 3, 3, padding="same", rng=rng, dtype=F64), (2, 32, 6, 5), False),
+    "max-pool flat 2x2/1": (lambda rng: MaxPool2d(2, 1), (2, 3, 7, 6), True),
+    "max-pool 2x2/2": (lambda rng: MaxPool2d(2), (2, 3, 8, 7), True),
+    "max-pool 3x2/(2,1)": (lambda rng: MaxPool2d((3, 2), (2, 1)), (2, 3, 9, 7), True),
+    "avg-pool": (lambda rng: AvgPool2d(3, 2, 1), (2, 3, 7, 6), False),
+    "global avg-pool": (lambda rng: GlobalAvgPool2d(), (2, 3, 7, 6), False),
+    "linear": (lambda rng: Linear(7, 5, rng=rng, dtype=F64), (4, 7), False),
+    "relu": (lambda rng: ReLU(), (2, 3, 4, 5), True),
+    "leaky relu": (lambda rng: LeakyReLU(0.1), (2, 3, 4, 5), True),
+    "batch norm 2d": (lambda rng: BatchNorm2d(3, dtype=F64), (3, 3, 4, 5), False),
+    "batch norm 1d": (lambda rng: BatchNorm1d(5, dtype=F64), (6, 5), False),
+    "dropout": (lambda rng: Dropout(0.3, rng=rng), (4, 6), False),
+    "flatten": (lambda rng: Flatten(), (2, 3, 4, 5), False),
+}
+
+
+def _twins(make):
+    """The same layer twice (same seed, parameters made non-trivial), the second on the
+    reference kernels."""
+    fast, ref = make(np.random.default_rng(60)), make(np.random.default_rng(60))
+    for name, value in fast.params.items():
+        value[...] = normal(value.shape, 61) * 0.5 + (1 if name == "weight" else 0)
+        ref.params[name][...] = value
+    ref.kernels = "reference"
+    assert (fast.kernels, ref.kernels) == ("fast", "reference")
+    return fast, ref
+
+
+@pytest.mark.parametrize("case,relu", [(case, False) for case in SWITCH_CASES] + [
+    (case, True) for case in SWITCH_CASES if case.startswith("max-pool")])  # ReLU fused in
+def test_each_layer_on_the_reference_kernels_gives_the_fast_numbers(case, relu):
+    make, shape, ties = SWITCH_CASES[case]
+    fast, ref = _twins(make)
+    rng = np.random.default_rng(62)
+    x = rng.integers(-2, 3, shape) * 1.0 if ties else rng.standard_normal(shape)
+    kwargs = {"relu": True} if relu else {}
+    for step in range(2):  # twice: running statistics and dropout masks move on alike
+        out = ref.forward(x, **kwargs)
+        assert_same(out, fast.forward(x, **kwargs), f"{case} output, step {step}")
+        dout = normal(out.shape, 63 + step)
+        assert_same(ref.backward(dout), fast.backward(dout), f"{case} dx, step {step}")
+        for name in fast.grads:
+            assert_same(ref.grads[name], fast.grads[name], f"{case} d{name}, step {step}")
+        for name in fast.buffers:
+            assert_same(ref.buffers[name], fast.buffers[name], f"{case} {name}, step {step}")
+    assert_same(ref.forward(x, training=False, **kwargs), fast.forward(x, training=False, **kwargs),
+                f"{case} evaluation output")
+    ref.forward(x, **kwargs)
+    assert ref.backward(normal(out.shape, 65), need_input_grad=False) is None
+
+
+def _every_layer_model(kernels=None):
+    rng = np.random.default_rng(66)
+    return Sequential(
+        Conv2d(1, 3, 3, padding=1, rng=rng, dtype=F64), BatchNorm2d(3, dtype=F64), LeakyReLU(0.1),
+        AvgPool2d(2), Conv2d(3, 4, (2, 3), stride=(1, 2), rng=rng, dtype=F64), ReLU(),
+        MaxPool2d(2, 1), Dropout(0.3, rng=rng), Conv2d(4, 4, 1, rng=rng, dtype=F64), ReLU(),
+        GlobalAvgPool2d(), Linear(4, 5, rng=rng, dtype=F64), BatchNorm1d(5, dtype=F64), ReLU(),
+        Flatten(), Linear(5, 3, rng=rng, dtype=F64),
+        input_shape=(1, 9, 12), kernels=kernels)
+
+
+def test_the_reference_path_runs_no_fast_kernel(monkeypatch):
+    """With every fast kernel (and stablecnn's threads) made to raise, a model of every layer
+    type still trains and evaluates on the reference kernels, to the fast model's numbers."""
+    from stablecnn import parallel
+    from stablecnn.layers import avgpool, conv, norm, pool
+
+    x = normal((4, 1, 9, 12), 67)
+    fast, ref = _every_layer_model(), _every_layer_model(kernels="reference")
+    want = [fast.forward(x), fast.backward(normal((4, 3), 68)), fast.forward(x, training=False)]
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a fast kernel ran on the reference path")
+
+    for module, names in ((conv, ["conv2d_forward", "conv2d_backward"]),
+                          (pool, ["maxpool2d_forward", "maxpool2x2_forward",
+                                  "maxpool2x2_flat_forward", "maxpool2d_backward",
+                                  "maxpool2x2_backward", "maxpool2x2_flat_backward"]),
+                          (avgpool, ["avgpool2d_forward", "avgpool2d_backward"]),
+                          (norm, ["batchnorm_forward", "batchnorm_backward"]),
+                          (parallel, ["split", "matmul", "run", "for_each_span"])):
+        for name in names:
+            monkeypatch.setattr(module, name, boom)
+    with pytest.raises(AssertionError, match="a fast kernel ran"):
+        _every_layer_model().forward(x)  # the trap works
+    got = [ref.forward(x), ref.backward(normal((4, 3), 68)), ref.forward(x, training=False)]
+    for g, w, what in zip(got, want, ("training output", "dx", "evaluation output")):
+        assert_same(g, w, what)
+    for (name, _, g), (_, _, w) in zip(ref.parameters(), fast.parameters()):
+        if name in ("0.bias", "11.bias"):  # a bias before a BatchNorm: its gradient is 0
+            assert np.max(np.abs(g)) < 1e-14 and np.max(np.abs(w)) < 1e-14, name
+        else:
+            assert_same(g, w, f"d{name}")
+
+
+def test_model_1_trains_on_the_reference_kernels_to_the_fast_numbers():
+    """Model 1, float64, two Adagrad steps on a batch of 8: the same losses, gradients and
+    weights on either kernels (to 1e-10 of each array's largest value)."""
+    x = np.random.default_rng(69).random((8, 1, 28, 28))
+    y = np.random.default_rng(70).integers(0, 10, 8)
+    runs = {}
+    for kernels in ("fast", "reference"):
+        model = zoo.build("md1", seed=0, dtype=np.float64)
+        model.kernels = kernels
+        assert model.kernels == kernels
+        opt, loss, losses = Adagrad(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
+        for _ in range(2):
+            losses.append(loss.forward(model.forward(x), y))
+            model.backward(loss.backward(), need_input_grad=False)
+            opt.step()
+        grads = {name: g.copy() for name, _, g in model.parameters()}
+        runs[kernels] = losses, grads, model.state_dict()
+    assert relu_pool_pairs(model.layers) == frozenset()  # the reference model runs every layer
+    (fast_losses, fast_grads, fast_state), (ref_losses, ref_grads, ref_state) = runs.values()
+    np.testing.assert_allclose(ref_losses, fast_losses, rtol=1e-12)
+    for name in fast_grads:
+        assert_same(ref_grads[name], fast_grads[name], f"d{name}", rtol=1e-10)
+    for name in fast_state:
+        assert_same(ref_state[name], fast_state[name], name, rtol=1e-10)
+
+
+def test_the_switch_takes_only_fast_or_reference():
+    model = _every_layer_model()
+    assert model.kernels == "fast" and relu_pool_pairs(model.layers) == {5}
+    model.kernels = "reference"
+    assert all(layer.kernels == "reference" for layer in model.layers)
+    assert relu_pool_pairs(model.layers) == frozenset()
+    model.layers[0].kernels = "fast"
+    assert model.kernels == "mixed"
+    with pytest.raises(ValueError, match="kernels must be 'fast' or 'reference', got 'slow'"):
+        model.kernels = "slow"
+    with pytest.raises(ValueError, match="got 'Reference'"):
+        Sequential(ReLU(), kernels="Reference")
+    assert [layer.kernels for layer in model.layers[:2]] == ["fast", "reference"]
+    layers = [ReLU(), MaxPool2d(2)]
+    layers[1].kernels = "reference"
+    assert Sequential(*layers).kernels == "mixed"  # kernels=None leaves the layers as they are

@@ -14,9 +14,11 @@ from stablecnn.losses import softmax
 def relu_pool_pairs(layers) -> frozenset[int]:
     """Indices of the ReLUs directly followed by a MaxPool2d: each pair runs as one call,
     ``pool.forward(x, relu=True)`` (see :mod:`stablecnn.layers.pool`), the same result and
-    gradients with one pass over the activations fewer each way."""
+    gradients with one pass over the activations fewer each way. Pairs on the reference
+    kernels run as the two layers they are."""
     return frozenset(i for i in range(len(layers) - 1)
-                     if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d)
+                     if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d
+                     and layers[i].kernels == layers[i + 1].kernels == "fast")
 
 
 class Sequential:
@@ -32,6 +34,10 @@ class Sequential:
             are checked to fit it at once and :meth:`summary` needs no argument.
         fuse: run each ReLU that a MaxPool2d follows inside the pool's passes (default True;
             see :func:`relu_pool_pairs`). The results are the same either way.
+        kernels: ``"reference"`` runs every layer on the readable definitions of
+            :mod:`stablecnn.reference` (slow; the same numbers within float rounding),
+            ``"fast"`` on the fast kernels; default ``None`` leaves each layer's own
+            :attr:`~stablecnn.layers.base.Layer.kernels` as it is. See :attr:`kernels`.
 
     Example:
         >>> model = Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 26 * 26, 10),
@@ -41,7 +47,7 @@ class Sequential:
     """
 
     def __init__(self, *layers: Layer, input_shape: tuple[int, ...] | None = None,
-                 fuse: bool = True):
+                 fuse: bool = True, kernels: str | None = None):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} must be a stablecnn Layer, got {type(layer).__name__}")
@@ -55,8 +61,24 @@ class Sequential:
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.fuse = fuse
         self._fused: frozenset[int] = frozenset()  # the ReLUs the last forward ran in a pool
+        if kernels is not None:
+            self.kernels = kernels
         if self.input_shape is not None:
             self.shapes(self.input_shape)
+
+    @property
+    def kernels(self) -> str:
+        """``"fast"`` or ``"reference"`` when every layer runs on those kernels, else
+        ``"mixed"``. Setting it sets every layer's (see
+        :attr:`~stablecnn.layers.base.Layer.kernels`): ``model.kernels = "reference"`` trains
+        the same model on :mod:`stablecnn.reference`'s definitions from the next step on."""
+        kinds = {layer.kernels for layer in self.layers}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        for layer in self.layers:
+            layer.kernels = value  # the layer refuses any value but "fast" and "reference"
 
     # -- shapes ---------------------------------------------------------------------------------
     def shapes(self, input_shape) -> list[tuple[int, ...]]:

@@ -53,14 +53,15 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
-# -- windows ------------------------------------------------------------------------------------
+# -- windows --------------------------------------------------------------------------------------
 def _pairs(padding):
     """``(pH, pW)`` or ``((top, bottom), (left, right))`` as the second form."""
     return tuple((p, p) if np.isscalar(p) else tuple(p) for p in padding)
 
 
 def _pad(x, padding):
-    """``x`` (N, C, H, W) with ``padding`` zeros around each map: (N, C, H + pT + pB, W + pL + pR)."""
+    """``x`` (N, C, H, W) with ``padding`` zeros around each map: (N, C, H + pT + pB, W + pL + pR).
+    """
     return np.pad(x, ((0, 0), (0, 0), *_pairs(padding)))
 
 
@@ -159,7 +160,9 @@ def maxpool2d_backward(dout, x, kernel=(2, 2), stride=(2, 2)):
 def avgpool2d_forward(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
     r"""2-D average pooling, the padding zeros counted (PyTorch's ``count_include_pad=True``):
 
-    .. math:: out[n, c, i, j] = \frac{1}{k_H k_W} \sum_{p < k_H, q < k_W} x_{pad}[n, c, i s_H + p, j s_W + q]
+    .. math::
+        out[n, c, i, j] = \frac{1}{k_H k_W}
+                          \sum_{p < k_H, q < k_W} x_{pad}[n, c, i s_H + p, j s_W + q]
 
     Shapes: x (N, C, H, W) -> out (N, C, Ho, Wo), ``Ho = floor((H + 2 pH - kH) / sH) + 1``.
     """
@@ -299,7 +302,7 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
     return _per_channel(gamma, x) * x_hat + _per_channel(beta, x)
 
 
-# -- activations, dropout, flatten ------------------------------------------------------------------
+# -- activations, dropout, flatten ----------------------------------------------------------------
 def relu_forward(x):
     """``max(x, 0)``, elementwise. Any shape."""
     return np.maximum(x, 0)
@@ -323,8 +326,9 @@ def leaky_relu_backward(dout, x, negative_slope=0.01):
 
 def dropout_forward(x, mask):
     r"""Inverted dropout with a given mask: ``out = x * mask``, where ``mask`` is ``1 / (1 - p)``
-    for a kept unit and 0 for a dropped one (drawn by :func:`stablecnn.layers.dropout.dropout_mask`),
-    so ``E[out] = x``. Evaluation is the identity. Shapes: x and mask alike."""
+    for a kept unit and 0 for a dropped one (the layer draws it with
+    :func:`stablecnn.layers.dropout.dropout_mask`), so ``E[out] = x``. Evaluation is the
+    identity. Shapes: x and mask alike."""
     return x * mask
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablecnn import parallel
+from stablecnn import parallel, reference
 from stablecnn.layers.base import Layer
 
 
@@ -21,8 +21,11 @@ class ReLU(Layer):
         self._out = None
 
     def forward(self, x, training=True):
-        out = np.empty_like(x, order="K")
-        parallel.split(lambda x, out: np.maximum(x, 0, out=out), x, out)
+        if self.kernels == "reference":
+            out = reference.relu_forward(x)
+        else:
+            out = np.empty_like(x, order="K")
+            parallel.split(lambda x, out: np.maximum(x, 0, out=out), x, out)
         self._out = out if training else None
         return out
 
@@ -32,6 +35,8 @@ class ReLU(Layer):
         out, self._out = self._out, None
         if not need_input_grad:
             return None
+        if self.kernels == "reference":
+            return reference.relu_backward(dout, out)  # out > 0 exactly where x > 0
         dx = np.empty_like(out, dtype=dout.dtype)  # the layout of the forward output
         parallel.split(lambda dout, out, dx: np.multiply(dout, out > 0, out=dx), dout, out, dx,
                        axis=parallel.outer_axis(dx))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stablecnn import reference
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer, pair
 
@@ -116,6 +117,8 @@ class AvgPool2d(Layer):
     def forward(self, x, training=True):
         self._check_input(x, 4)
         self._x_shape = x.shape if training else None
+        if self.kernels == "reference":
+            return reference.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
 
     def backward(self, dout, need_input_grad=True):
@@ -124,6 +127,9 @@ class AvgPool2d(Layer):
         x_shape, self._x_shape = self._x_shape, None
         if not need_input_grad:
             return None
+        if self.kernels == "reference":
+            return reference.avgpool2d_backward(dout, x_shape, self.kernel_size, self.stride,
+                                                self.padding)
         return avgpool2d_backward(dout, x_shape, self.kernel_size, self.stride, self.padding)
 
     def __repr__(self):

@@ -124,6 +124,24 @@ class Layer:
         if self.has_weights:
             self._add_param(name, np.asarray(init(shape, rng, dtype), dtype=dtype))
 
+    _kernels = "fast"
+
+    @property
+    def kernels(self) -> str:
+        """Which code runs ``forward`` and ``backward``: ``"fast"`` (the vectorised kernels, the
+        default) or ``"reference"`` (the readable definitions in :mod:`stablecnn.reference`:
+        slow, the same numbers within float rounding). Change it between steps, not between a
+        forward and its backward. Layers whose own code is their definition (Flatten, Dropout,
+        LeakyReLU, GlobalAvgPool2d) run the same code either way. Raises ``ValueError`` for any
+        other value."""
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        if value not in ("fast", "reference"):
+            raise ValueError(f"kernels must be 'fast' or 'reference', got {value!r}")
+        self._kernels = value
+
     @property
     def dtype(self):
         """The parameters' dtype (declared, for a layer without weights), or ``None`` for a layer

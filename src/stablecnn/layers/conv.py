@@ -38,7 +38,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from stablecnn import init as initializers
-from stablecnn import parallel
+from stablecnn import parallel, reference
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer, fresh, pair
 
@@ -553,6 +553,10 @@ class Conv2d(Layer):
 
     def forward(self, x, training=True):
         self._check_input(x, 4)
+        if self.kernels == "reference":
+            self._cache = (("reference", x), x.shape) if training else None
+            return reference.conv2d_forward(x, self.params["weight"], self.params["bias"],
+                                            self.stride, self.padding)
         # inference keeps no window matrix (and leaves a pending training cache intact)
         out, cache = conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride,
                                     self.padding, scratch=self.scratch, keep=training)
@@ -563,8 +567,13 @@ class Conv2d(Layer):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, x_shape = self._cache
-        dx, dw, db = conv2d_backward(dout, cache, x_shape, self.params["weight"], self.stride,
-                                     self.padding, need_input_grad)
+        if cache[0] == "reference":
+            dx, dw, db = reference.conv2d_backward(dout, cache[1], self.params["weight"],
+                                                   self.stride, self.padding)
+            dx = dx if need_input_grad else None
+        else:
+            dx, dw, db = conv2d_backward(dout, cache, x_shape, self.params["weight"], self.stride,
+                                         self.padding, need_input_grad)
         self.grads["weight"][...] = dw
         self.grads["bias"][...] = db
         self._cache = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn import init as initializers
-from stablecnn import parallel
+from stablecnn import parallel, reference
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer
 
@@ -69,6 +69,8 @@ class Linear(Layer):
     def forward(self, x, training=True):
         self._check_input(x, 2)
         self._x = x if training else None
+        if self.kernels == "reference":
+            return reference.linear_forward(x, self.params["weight"], self.params["bias"])
         out = parallel.matmul(x, self.params["weight"].T)  # (N, out)
         out += self.params["bias"]
         return out
@@ -78,6 +80,9 @@ class Linear(Layer):
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         x, self._x = self._x, None
         weight, dw = self.params["weight"], self.grads["weight"]
+        if self.kernels == "reference":
+            dx, dw[...], self.grads["bias"][...] = reference.linear_backward(dout, x, weight)
+            return dx if need_input_grad else None
         np.sum(dout, axis=0, out=self.grads["bias"])
         dx = np.empty((dout.shape[0], self.in_features), dtype=dout.dtype) if need_input_grad else None
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from stablecnn import reference
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer
 
@@ -121,6 +122,10 @@ class _BatchNorm(Layer):
         shape[1] = self.num_features
         if not training:
             self._cache = None
+            if self.kernels == "reference":
+                return reference.batchnorm_eval_forward(
+                    x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
+                    self.buffers["running_var"], self.eps)
             inv_std = 1 / np.sqrt(self.buffers["running_var"] + x.dtype.type(self.eps))
             scale = self.params["weight"] * inv_std  # (C,)
             # (x - mean) first: folding the mean into a shift would cancel when mean >> spread
@@ -132,6 +137,14 @@ class _BatchNorm(Layer):
         if m < 2:
             raise ValueError(f"{self!r}: training needs more than 1 value per channel to take a "
                              f"batch variance, got input shape {x.shape}")
+        if self.kernels == "reference":
+            run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
+            run_mean[...], run_var[...] = reference.batchnorm_running_stats(x, run_mean, run_var,
+                                                                            self.momentum)
+            self.buffers["num_batches_tracked"] += 1
+            self._cache = ("reference", x)
+            return reference.batchnorm_forward(x, self.params["weight"], self.params["bias"],
+                                               self.eps)
         y, x_hat, inv_std, mu, var = batchnorm_forward(
             x, self.params["weight"], self.params["bias"], self.eps, axes)
         mom = x.dtype.type(self.momentum)
@@ -141,15 +154,21 @@ class _BatchNorm(Layer):
         run_var *= 1 - mom
         run_var += (mom * m / (m - 1)) * var.reshape(-1)  # unbiased, as PyTorch keeps it
         self.buffers["num_batches_tracked"] += 1
-        self._cache = (x_hat, inv_std, axes)
+        self._cache = ("fast", x_hat, inv_std, axes)
         return y
 
     def backward(self, dout, need_input_grad=True):
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
-        (x_hat, inv_std, axes), self._cache = self._cache, None
-        dx, dgamma, dbeta = batchnorm_backward(dout, x_hat, inv_std, self.params["weight"], axes,
-                                               need_input_grad)
+        cache, self._cache = self._cache, None
+        if cache[0] == "reference":
+            dx, dgamma, dbeta = reference.batchnorm_backward(dout, cache[1], self.params["weight"],
+                                                             self.eps)
+            dx = dx if need_input_grad else None
+        else:
+            _, x_hat, inv_std, axes = cache
+            dx, dgamma, dbeta = batchnorm_backward(dout, x_hat, inv_std, self.params["weight"],
+                                                   axes, need_input_grad)
         self.grads["weight"][...] = dgamma
         self.grads["bias"][...] = dbeta
         return dx

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablecnn import parallel
+from stablecnn import parallel, reference
 from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer, pair
 
@@ -321,6 +321,10 @@ class MaxPool2d(Layer):
         ReLU's input: :class:`~stablecnn.model.Sequential` runs a ReLU followed by a max-pool
         this way, one pass fewer each way than the two layers."""
         self._check_input(x, 4)
+        if self.kernels == "reference":
+            self._cache = ("reference", relu, x, None) if training else None
+            x = reference.relu_forward(x) if relu else x
+            return reference.maxpool2d_forward(x, self.kernel_size, self.stride)
         flat = self.kernel_size == (2, 2) and self.stride == (1, 1)
         order = contiguous_order(x) if flat else None
         if order is not None:
@@ -346,6 +350,11 @@ class MaxPool2d(Layer):
         self._cache = None
         if not need_input_grad:
             return None
+        if kind == "reference":
+            relu = choice
+            y = reference.relu_forward(x) if relu else x  # what was pooled
+            dy = reference.maxpool2d_backward(dout, y, self.kernel_size, self.stride)
+            return reference.relu_backward(dy, x) if relu else dy
         if kind == "flat":
             return maxpool2x2_flat_backward(dout, choice)  # choice holds any ReLU's mask
         if kind == "2x2":
