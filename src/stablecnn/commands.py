@@ -126,6 +126,8 @@ def _resume_options(args) -> dict:
         given["data_dir"] = (f"--data-dir {args.data_dir}", args.data_dir)
     if args.no_verify:
         given["verify"] = ("--no-verify", False)
+    if args.out is not None:
+        given["run_dir"] = (f"--out {args.out}", args.out)
     return given
 
 

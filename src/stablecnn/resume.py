@@ -68,7 +68,8 @@ def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
         stored: the run's :class:`~stablecnn.train.TrainConfig`.
         given: ``{field: (option as typed, value)}`` for each option the user gave (fields of
             ``TrainConfig``; ``"model"`` is compared by architecture, ``"data_dir"`` and
-            ``"verify"`` with the checkpoint's ``data`` record when it has one).
+            ``"verify"`` with the checkpoint's ``data`` record when it has one, ``"run_dir"``
+            (``--out``) with ``run_dir``).
         checkpoint: the loaded checkpoint (for the architecture and the data record).
         changeable: the options that may change, for the message.
     """
@@ -85,6 +86,9 @@ def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
                 differ.append(f"{option} (the run has "
                               + (f"--data-dir {data['data_dir']})" if data.get("data_dir")
                                  else "its data from stablecnn's data sources, no --data-dir)"))
+        elif field == "run_dir":
+            if Path(value).resolve() != Path(run_dir).resolve():
+                differ.append(f"{option} (the run is in {run_dir}, where a resumed run goes on)")
         elif field == "verify":
             if data and bool(value) != bool(data.get("verify", True)):
                 differ.append(f"{option} (the run " + ("checked its data against the canonical "

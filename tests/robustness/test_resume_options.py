@@ -116,7 +116,7 @@ def test_every_differing_option_is_named_at_once(run, tmp_path, capsys, no_data_
     assert state(run) == before
 
 
-def test_the_recipe_and_the_data_source_are_compared_too(run, tmp_path, capsys, no_data_read):
+def test_the_recipe_the_data_source_and_the_run_directory_are_compared_too(run, tmp_path, capsys, no_data_read):
     before = state(run)
     assert cli.main(["train", "--resume", str(run), "--recipe", "original"]) == 2
     err = capsys.readouterr().err
@@ -130,6 +130,11 @@ def test_the_recipe_and_the_data_source_are_compared_too(run, tmp_path, capsys, 
     assert (f"--data-dir {folder} (the run has its data from stablecnn's data sources, no "
             f"--data-dir)") in err, err
     assert "--no-verify (the run checked its data against the canonical digests)" in err, err
+    assert cli.main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'elsewhere'} (the run is in {run}, where a resumed run goes on)" \
+        in err, err
+    assert not (tmp_path / "elsewhere").exists()
     assert state(run) == before
 
 
@@ -151,7 +156,8 @@ def test_the_runs_own_values_are_accepted_and_epochs_extends(run, kit, reference
             "--optimizer", "adagrad", "--weight-decay", "0", "--schedule", "constant",
             "--step-epochs", "1", "--warmup-steps", "0", "--normalization", "original",
             "--seed", "0", "--dtype", "float32"]
-    assert cli.main(["train", "--resume", str(run), *same, "--epochs", "2", "--no-plots"]) == 0
+    assert cli.main(["train", "--resume", str(run), *same, "--out", str(run), "--epochs", "2",
+                     "--no-plots"]) == 0
     assert checkpoint.load(run).meta["progress"]["epoch"] == 2
     kit.assert_bit_exact(kit.state_of(run), reference)  # the run went on exactly as it was
     capsys.readouterr()
