@@ -23,7 +23,8 @@ from stablecnn.errors import ShapeError
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of (N, K) logits, stable for any finite logits."""
+    """Row-wise log-softmax of (N, K) logits, stable for any finite logits.
+    Reference: :func:`stablecnn.reference.log_softmax`."""
     shifted = logits - logits.max(axis=1, keepdims=True)  # every entry <= 0
     shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # the sum is in [1, K]
     return shifted
@@ -50,6 +51,10 @@ def _check_labels(labels, n: int, k: int) -> np.ndarray:
 
 class SoftmaxCrossEntropy:
     """Mean softmax cross-entropy over a batch, from integer class labels.
+
+    Reference: :func:`stablecnn.reference.softmax_cross_entropy_forward` and
+    :func:`~stablecnn.reference.softmax_cross_entropy_backward` (this class adds the label
+    checks, and flushes subnormal gradient entries to 0).
 
     Example:
         >>> loss = SoftmaxCrossEntropy()

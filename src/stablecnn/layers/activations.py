@@ -11,7 +11,9 @@ from stablecnn.layers.base import Layer
 class ReLU(Layer):
     r"""``relu(x) = max(x, 0)``; the gradient passes where the output is positive.
 
-    At exactly 0 the derivative is taken as 0, as in PyTorch.
+    At exactly 0 the derivative is taken as 0, as in PyTorch. Reference:
+    :func:`stablecnn.reference.relu_forward` and :func:`~stablecnn.reference.relu_backward`
+    (``kernels = "reference"`` runs them instead of the threaded passes).
 
     Shape: any; output has the input's shape and dtype.
     """
@@ -50,7 +52,9 @@ class LeakyReLU(Layer):
     r"""``leaky_relu(x) = x if x > 0 else negative_slope * x``.
 
     The derivative is 1 where ``x > 0`` and ``negative_slope`` elsewhere (at exactly 0 too, as in
-    PyTorch), so ``dx = where(x > 0, dout, negative_slope * dout)``.
+    PyTorch), so ``dx = where(x > 0, dout, negative_slope * dout)``. Reference:
+    :func:`stablecnn.reference.leaky_relu_forward` and
+    :func:`~stablecnn.reference.leaky_relu_backward`, which this code is.
 
     Args:
         negative_slope: the slope for ``x <= 0``, default 0.01 (PyTorch's).

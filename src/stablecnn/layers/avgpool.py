@@ -31,6 +31,7 @@ def avgpool2d_forward(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
 
     ``xpad`` is ``x`` with ``padding`` zeros on each side; the zeros count in the divisor
     (PyTorch's ``count_include_pad=True``).
+    Reference: :func:`stablecnn.reference.avgpool2d_forward`.
     """
     kh, kw = kernel
     xp = _pad(x, padding)  # (N, C, H + 2pH, W + 2pW)
@@ -47,6 +48,7 @@ def avgpool2d_backward(dout, x_shape, kernel=(2, 2), stride=(2, 2), padding=(0, 
     """``dxpad[n, c, i*sH + p, j*sW + q] += dout[n, c, i, j] / (kH * kW)``, then the padding is cut.
 
     Overlapping windows (stride < kernel) send several shares to one input: they add.
+    Reference: :func:`stablecnn.reference.avgpool2d_backward`.
     """
     kh, kw = kernel
     (ph, pw) = padding
@@ -63,6 +65,9 @@ def avgpool2d_backward(dout, x_shape, kernel=(2, 2), stride=(2, 2), padding=(0, 
 
 class AvgPool2d(Layer):
     r"""2-D average pooling over an NCHW batch.
+
+    Reference: :func:`stablecnn.reference.avgpool2d_forward` and
+    :func:`~stablecnn.reference.avgpool2d_backward` (``kernels = "reference"`` runs them).
 
     .. math::
         out[n, c, i, j] = \frac{1}{k_H k_W} \sum_{p < k_H} \sum_{q < k_W}
@@ -142,6 +147,8 @@ class GlobalAvgPool2d(Layer):
 
     PyTorch's ``adaptive_avg_pool2d(x, 1).flatten(1)``: it replaces Flatten before the classifier
     in all-convolutional networks. Backward: ``dx[n, c, i, j] = dout[n, c] / (H * W)``.
+    Reference: :func:`stablecnn.reference.global_avgpool2d_forward` and
+    :func:`~stablecnn.reference.global_avgpool2d_backward`, which this code is.
 
     Shape:
         input (N, C, H, W) -> output (N, C).

@@ -140,6 +140,7 @@ def _runs(groups, a: int, z: int):
 
 def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
     """dL/dx from ``dmat`` = dL/dout as (F, Ho*Wo*N): the adjoint of im2col, one offset at a time.
+    Reference: the ``dx`` of :func:`stablecnn.reference.conv2d_backward`.
 
     For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, Ho*Wo*N) is the gradient of the
     input pixels that offset touched; it is added onto that strided window of the input (kept
@@ -253,6 +254,7 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
     ``out[n, f, i, j] = b[f] + sum_{c,p,q} w[f, c, p, q] * xpad[n, c, i*sH + p, j*sW + q]``
+    (reference: :func:`stablecnn.reference.conv2d_forward`).
 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
     (N, F, Ho, Wo) and what :func:`conv2d_backward` needs (None unless ``keep``). ``scratch``
@@ -403,6 +405,7 @@ def _im2col_weight_grad(windows, dmat) -> np.ndarray:
 def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
                     need_input_grad=True):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
+    Reference: :func:`stablecnn.reference.conv2d_backward`.
 
     With ``D = dout`` as (F, Ho*Wo*N): ``db = D.sum(1)``. im2col: ``dw = D @ cols.T`` and the
     input gradient is the adjoint of the window copy applied to ``w.T @ D`` (see
@@ -482,6 +485,9 @@ class Conv2d(Layer):
     r"""2-D convolution over an NCHW batch.
 
     .. math:: \text{out}[n, f] = b[f] + \sum_c w[f, c] \star x[n, c]
+
+    Reference: :func:`stablecnn.reference.conv2d_forward` and
+    :func:`~stablecnn.reference.conv2d_backward` (``kernels = "reference"`` runs them).
 
     Args:
         in_channels: channels C of the input.

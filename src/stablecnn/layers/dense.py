@@ -21,7 +21,9 @@ def _lines(total: int, macs_per_line: int) -> list[tuple[int, int]]:
 class Linear(Layer):
     r"""Affine map ``y = x W^T + b``.
 
-    Gradients: ``dW = dout^T x``, ``db = sum_n dout``, ``dx = dout W``.
+    Gradients: ``dW = dout^T x``, ``db = sum_n dout``, ``dx = dout W``. Reference:
+    :func:`stablecnn.reference.linear_forward` and :func:`~stablecnn.reference.linear_backward`
+    (``kernels = "reference"`` runs them instead of the threaded products).
 
     Args:
         in_features: size of each input row.

@@ -34,7 +34,9 @@ class Dropout(Layer):
         out = x \odot m, \quad m_i = \frac{b_i}{1 - p}, \quad b_i \sim \text{Bernoulli}(1 - p)
 
     so ``E[out] = x`` and evaluation (``training=False``) is the identity, as in PyTorch.
-    Backward: ``dx = dout * m`` with the forward's mask.
+    Backward: ``dx = dout * m`` with the forward's mask. Reference (given the mask):
+    :func:`stablecnn.reference.dropout_forward` and :func:`~stablecnn.reference.dropout_backward`,
+    which this code is.
 
     Args:
         p: probability of zeroing an element, in [0, 1); default 0.5.

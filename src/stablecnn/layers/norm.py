@@ -21,6 +21,11 @@ m mu`` and ``running_var = (1 - m) running_var + m var * M / (M - 1)`` (the *unb
 evaluation (``training=False``) normalises with them instead of the batch's. They are buffers,
 saved in checkpoints with the parameters.
 
+Reference: :func:`stablecnn.reference.batchnorm_forward`,
+:func:`~stablecnn.reference.batchnorm_backward`,
+:func:`~stablecnn.reference.batchnorm_running_stats` and
+:func:`~stablecnn.reference.batchnorm_eval_forward` (``kernels = "reference"`` runs them).
+
 Precision: the per-channel sums are accumulated in float64 (then rounded to the input's dtype),
 and the variance is the two-pass ``mean((x - mu)^2)``, never ``E[x^2] - mu^2``, which cancels
 catastrophically in float32 for data far from zero.
@@ -42,7 +47,8 @@ def _channel_mean(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 def batchnorm_forward(x, gamma, beta, eps, axes):
     """Training-mode forward. Returns ``(y, x_hat, inv_std, mu, var)``; mu and var (biased) have
-    ``x``'s shape with size 1 on ``axes``."""
+    ``x``'s shape with size 1 on ``axes``.
+    Reference: :func:`stablecnn.reference.batchnorm_forward`."""
     shape = [1] * x.ndim
     shape[1] = x.shape[1]  # gamma, beta: (C,) -> broadcastable (1, C, 1, ...)
     mu = _channel_mean(x, axes)
@@ -57,7 +63,7 @@ def batchnorm_forward(x, gamma, beta, eps, axes):
 
 def batchnorm_backward(dout, x_hat, inv_std, gamma, axes, need_input_grad=True):
     """Returns ``(dx, dgamma, dbeta)`` by the formula in the module docstring (dx ``None`` when
-    ``need_input_grad`` is false)."""
+    ``need_input_grad`` is false). Reference: :func:`stablecnn.reference.batchnorm_backward`."""
     m = x_hat.size // x_hat.shape[1]
     shape = [1] * dout.ndim
     shape[1] = dout.shape[1]

@@ -14,6 +14,8 @@ Two kernels, both vectorised over the whole batch (no loop over images, channels
 
 Ties: when a window holds equal maxima, the whole gradient goes to the *first* of them in
 row-major window order (smallest row, then smallest column), as PyTorch's CPU kernel does.
+Every kernel here computes :func:`stablecnn.reference.maxpool2d_forward` and
+:func:`~stablecnn.reference.maxpool2d_backward`, the definitions the tests hold them to.
 
 ReLU then max-pool: ``maxpool(relu(x)) == relu(maxpool(x))`` (both are monotone), so every
 kernel takes ``relu=True`` and computes the pair on the pooled output, which is smaller, in the
@@ -46,7 +48,7 @@ def batch_or_channel(x) -> int:
 
 def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=False):
     """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``, then ``max(out, 0)``
-    if ``relu`` (see the module doc).
+    if ``relu`` (see the module doc). Reference: :func:`stablecnn.reference.maxpool2d_forward`.
 
     Returns ``(out, argmax)``: out (N, C, Ho, Wo) and, per output, the row-major index
     ``p * kW + q`` of the first maximum in its window (uint8), which backward needs (None when
@@ -87,7 +89,7 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=Fa
 
 def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
     """2x2 max-pool in two separable passes; same result and tie rule as :func:`maxpool2d_forward`
-    (and the same ``relu``).
+    (and the same ``relu``). Reference: :func:`stablecnn.reference.maxpool2d_forward`.
 
     Returns ``(out, choice)``, ``choice = (right, below)`` (None when not ``with_choice``):
     ``right[n, c, r, j]`` is whether in input row r the window's right column strictly beats its
@@ -151,6 +153,7 @@ def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
     """Stride-1 2x2 max-pool of ``x`` laid out as ``order`` (see :func:`contiguous_order`), on
     flat vectors (``relu`` as in :func:`maxpool2d_forward`). Returns ``(out, choice)``: ``out``
     is a view of the valid part of the full H x W grid the passes fill.
+    Reference: :func:`stablecnn.reference.maxpool2d_forward`.
 
     The choices are boolean masks on the grid: ``right`` where a column's right neighbour
     strictly beats it; ``below`` where a window's bottom row wins (and, after a ReLU, its
@@ -191,7 +194,8 @@ def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
 
 def maxpool2x2_flat_backward(dout, choice):
     """Gradient of :func:`maxpool2x2_flat_forward` (of the ReLU's input too, after
-    ``relu=True``); dx has the forward input's layout."""
+    ``relu=True``); dx has the forward input's layout.
+    Reference: :func:`stablecnn.reference.maxpool2d_backward`."""
     right, below, top, order = choice
     inverse = list(np.argsort(order))
     ho, wo = dout.shape[2:]
@@ -229,7 +233,7 @@ def maxpool2x2_flat_backward(dout, choice):
 def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
     """Gradient of :func:`maxpool2x2_forward`: each output's gradient goes down to the winning
     row, then across to the winning column; overlapping windows add. ``out`` as in
-    :func:`maxpool2x2_flat_backward`."""
+    :func:`maxpool2x2_flat_backward`. Reference: :func:`stablecnn.reference.maxpool2d_backward`."""
     right, below = choice
     (sh, sw), (ho, wo) = stride, dout.shape[2:]
     hr = right.shape[2]
@@ -255,6 +259,7 @@ def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
 
 def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2), out=None):
     """Route each output gradient to the input position that held its window's maximum.
+    Reference: :func:`stablecnn.reference.maxpool2d_backward`.
 
     ``x_like`` is the forward input (only its shape, dtype and layout are used). Overlapping
     windows (stride < kernel) can route several gradients to one input: they add. ``out`` as in
@@ -281,6 +286,9 @@ def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2), out=N
 
 class MaxPool2d(Layer):
     r"""2-D max pooling over an NCHW batch.
+
+    Reference: :func:`stablecnn.reference.maxpool2d_forward` and
+    :func:`stablecnn.reference.maxpool2d_backward` (``kernels = "reference"`` runs them).
 
     Args:
         kernel_size: int or (kH, kW).

@@ -12,6 +12,8 @@ class Flatten(Layer):
     """Flatten every axis but the batch, in C order (channels, then rows, then columns).
 
     This is PyTorch's ``nn.Flatten()`` order, so a dense layer's weights transfer as they are.
+    Reference: :func:`stablecnn.reference.flatten_forward` and
+    :func:`~stablecnn.reference.flatten_backward`, which this code is.
 
     Shape: (N, *dims) -> (N, prod(dims)).
     """
