@@ -23,26 +23,25 @@ Conventions, as in PyTorch:
 
 Training on this code: ``Sequential(..., kernels="reference")``, ``model.kernels =
 "reference"`` or ``layer.kernels = "reference"`` runs each layer's forward and backward through
-these functions instead of the fast kernels. It is slow, but gives the same numbers within float
-tolerance, which ``tests/test_reference.py`` checks on Model 1 for two Adagrad steps.
+these functions instead of the fast kernels. It is slow (a Model 1 step of 100 float32 images:
+2.1 s against the fast kernels' 0.10 s on 2 cores) but gives the same numbers within float
+rounding, which ``tests/test_reference.py`` checks on Model 1 for two Adagrad steps.
 
-Functions, with the fast code each one defines:
+Functions, and the fast code each one defines:
 
-====================================================  =========================================
-``conv2d_forward``, ``conv2d_backward``               :mod:`stablecnn.layers.conv` (im2col, rows)
-``maxpool2d_forward``, ``maxpool2d_backward``         :mod:`stablecnn.layers.pool` (all kernels)
-``avgpool2d_forward``, ``avgpool2d_backward``         :mod:`stablecnn.layers.avgpool`
-``global_avgpool2d_forward``, ``..._backward``        :class:`~stablecnn.layers.GlobalAvgPool2d`
-``linear_forward``, ``linear_backward``               :class:`~stablecnn.layers.Linear`
-``batchnorm_forward``, ``batchnorm_backward``,        :mod:`stablecnn.layers.norm`
-``batchnorm_running_stats``, ``batchnorm_eval_forward``
-``relu_forward``, ``relu_backward``                   :class:`~stablecnn.layers.ReLU`
-``leaky_relu_forward``, ``leaky_relu_backward``       :class:`~stablecnn.layers.LeakyReLU`
-``dropout_forward``, ``dropout_backward``             :class:`~stablecnn.layers.Dropout`
-``flatten_forward``, ``flatten_backward``             :class:`~stablecnn.layers.Flatten`
-``log_softmax``, ``softmax_cross_entropy_forward``,   :mod:`stablecnn.losses`
-``softmax_cross_entropy_backward``
-====================================================  =========================================
+- ``conv2d_forward``, ``conv2d_backward``: :mod:`stablecnn.layers.conv` (im2col and rows kernels)
+- ``maxpool2d_forward``, ``maxpool2d_backward``: :mod:`stablecnn.layers.pool` (all three kernels)
+- ``avgpool2d_forward``, ``avgpool2d_backward``, ``global_avgpool2d_forward``,
+  ``global_avgpool2d_backward``: :mod:`stablecnn.layers.avgpool`
+- ``linear_forward``, ``linear_backward``: :class:`~stablecnn.layers.Linear`
+- ``batchnorm_forward``, ``batchnorm_backward``, ``batchnorm_running_stats``,
+  ``batchnorm_eval_forward``: :mod:`stablecnn.layers.norm`
+- ``relu_forward``, ``relu_backward``, ``leaky_relu_forward``, ``leaky_relu_backward``:
+  :mod:`stablecnn.layers.activations`
+- ``dropout_forward``, ``dropout_backward`` (given the mask): :class:`~stablecnn.layers.Dropout`
+- ``flatten_forward``, ``flatten_backward``: :class:`~stablecnn.layers.Flatten`
+- ``log_softmax``, ``softmax_cross_entropy_forward``, ``softmax_cross_entropy_backward``:
+  :mod:`stablecnn.losses`
 
 This module imports nothing but NumPy.
 """
@@ -97,6 +96,12 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=((0, 0), (0, 0))):
 
     Returns:
         out (N, F, Ho, Wo), ``Ho = floor((H + pT + pB - kH) / sH) + 1`` (Wo likewise).
+
+    Example:
+        >>> x = np.arange(12.0).reshape(1, 1, 3, 4)  # one 3x4 map
+        >>> conv2d_forward(x, np.ones((1, 1, 2, 2)), np.zeros(1), stride=(1, 2), padding=(0, 0))
+        array([[[[10., 18.],
+                 [26., 34.]]]])
     """
     win = _windows(_pad(x, padding), w.shape[2:], stride)  # (N, C, Ho, Wo, kH, kW)
     return np.einsum("nchwpq,fcpq->nfhw", win, w) + b[:, None, None]
@@ -146,6 +151,15 @@ def maxpool2d_backward(dout, x, kernel=(2, 2), stride=(2, 2)):
     does and every fast kernel does. ``argmax`` returns exactly that first one.
 
     Shapes: dout (N, C, Ho, Wo), x (N, C, H, W) -> dx (N, C, H, W).
+
+    Example:
+        >>> maxpool2d_backward(np.ones((1, 1, 2, 2)), np.zeros((1, 1, 3, 4)), (2, 2), (1, 2))
+        array([[[[1., 0., 1., 0.],
+                 [1., 0., 1., 0.],
+                 [0., 0., 0., 0.]]]])
+
+    (all-zero windows: each gives its gradient to its top-left cell; the middle row's cells are
+    the first maximum of the lower windows.)
     """
     kh, kw = kernel
     win = _windows(x, kernel, stride)  # (N, C, Ho, Wo, kH, kW)
