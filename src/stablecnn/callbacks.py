@@ -1,4 +1,4 @@
-"""Training callbacks: the human log, the metrics file, the progress bar.
+"""Training callbacks: the human log, the metrics file, the progress bar, the collapse warning.
 
 The training loop calls ``on_train_begin(trainer)``, ``on_step(trainer, step)`` after every
 optimizer step, ``on_epoch_end(trainer, epoch)`` after the epoch's evaluation and checkpoint, and

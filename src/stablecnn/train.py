@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
 from stablecnn.modelfile import resolve_model
 from stablecnn.optim import OPTIMIZERS, build_optimizer, clip_grad_norm
+from stablecnn.runlock import RunLock  # noqa: F401  (part of this module's interface)
 from stablecnn.schedules import build_schedule
 
 NORMALIZATIONS = ("original", "unit")
@@ -121,66 +121,6 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-class RunLock:
-    """An exclusive lock on a run directory: a second run on the same directory is refused."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self.held = False
-
-    def acquire(self) -> None:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._clear_stale()  # raises while a live process holds the lock
-                continue
-            except OSError as exc:  # read-only, full disk, --out that is a file, ...
-                raise TrainingError(f"cannot write in run directory {self.path.parent}: "
-                                    f"{exc.strerror or exc}") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
-            # a checkpoint write killed mid-way (SIGKILL) leaves its temporary file; the lock
-            # holder is the only writer, so what is there now is garbage
-            for stale in self.path.parent.glob(".checkpoint.npz.*.tmp"):
-                stale.unlink(missing_ok=True)
-            return
-        raise TrainingError(f"could not lock run directory {self.path.parent}")
-
-    def _clear_stale(self) -> None:
-        try:
-            pid = int(self.path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pid = 0
-        if pid and _alive(pid) and pid != os.getpid():
-            raise TrainingError(f"run directory {self.path.parent} is in use by process "
-                                f"{pid}; use another --out directory")
-        self.path.unlink(missing_ok=True)  # a stale lock from a dead run
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-    def __enter__(self):
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Interrupted(StableCNNError):
