@@ -38,19 +38,33 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def same_model(given: str, checkpoint) -> bool:
-    """Whether the model ``given`` (a built-in name or a model file) has the checkpoint's
-    architecture (weight initialisers aside: they matter only when a run starts).
+def same_model(given: str, stored: str, checkpoint) -> bool:
+    """Whether the model ``given`` (a built-in name or a model file) is the run's model ``stored``.
+
+    The same if it has the checkpoint's architecture and, when ``stored`` can still be read, the
+    same weight initialisers (``md1he`` is md1's architecture with He initialisation: another
+    model); a name or a path spelt differently for the same model is the same.
 
     Raises :class:`~stablecnn.errors.ModelFileError` for a model file that cannot be read.
     """
     from stablecnn import modelfile
+    from stablecnn.errors import ModelFileError
     from stablecnn.model import Sequential
 
-    if given == checkpoint.meta.get("train", {}).get("model") and not modelfile.is_model_path(given):
-        return True  # the same built-in name
     config = modelfile.model_config(given)
-    return Sequential.from_config(config, seed=0).config() == checkpoint.meta.get("model")
+    if Sequential.from_config(config, seed=0).config() != checkpoint.meta.get("model"):
+        return False
+    if given == stored:
+        return True
+    try:
+        original = modelfile.model_config(stored)
+    except (ModelFileError, OSError):  # moved or deleted since: the architecture is all we know
+        return True
+    return _unnamed(config) == _unnamed(original)
+
+
+def _unnamed(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "name"}  # a model file's name is a label
 
 
 def data_record(dataset: str, data_dir, verify: bool) -> dict:
@@ -79,7 +93,7 @@ def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
         if field in CHANGEABLE:
             continue
         if field == "model":
-            if not same_model(value, checkpoint):
+            if not same_model(value, stored.model, checkpoint):
                 differ.append(f"{option} (the run has {stored.model})")
         elif field == "data_dir":
             if data and data_record("", value, True)["data_dir"] != data.get("data_dir"):

@@ -68,6 +68,7 @@ def other_model(tmp_path):
 
 
 CASES = [  # option, value typed, what the message says the run has
+    ("--model", "md1he", "md1"),  # md1's architecture, another initialisation
     ("--dataset", "fashion-mnist", "mnist"),
     ("--train-size", "20", "none"),
     ("--batch-size", "7", "10"),
