@@ -1,4 +1,9 @@
-"""Tests of stablecnn.predict: image and .npy reading, the rules for odd inputs, the command."""
+"""Tests of stablecnn.predict: image and .npy reading, the rules for odd inputs, the command.
+
+The MNIST framing itself (each step and its right values) is tested in tests/data/test_framing.py;
+here: that predict frames pictures with it (and not ``.npy`` arrays), the ``framing`` keyword and
+``--framing`` flag, and the accuracy of a trained model on MNIST digits placed on larger pictures.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from stablecnn import checkpoint, cli, predict, zoo
 from stablecnn.data import Normalizer
+from stablecnn.data.framing import centre_of_mass, ink_bounding_box
 from stablecnn.errors import DataError
 from stablecnn.predict import load_image, load_images, predict_files, to_mnist
 from stablecnn.train import TrainConfig
@@ -50,6 +56,26 @@ def ink_region(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return image[image > 128], ring
 
 
+def assert_framed_like_mnist(image: np.ndarray) -> None:
+    """The issue's right values: the ink's centre of mass within 1.5 px of (13.5, 13.5) and its
+    bounding box's longer side 19-21 px (the ink as the framing finds it, above 0.25 of 255)."""
+    assert image.shape == (28, 28) and image.dtype == np.uint8
+    row, col = centre_of_mass(image.astype(np.float64))
+    assert np.hypot(row - 13.5, col - 13.5) <= 1.5, (row, col)
+    top, bottom, left, right = ink_bounding_box(image / 255)
+    assert 19 <= max(bottom - top, right - left) <= 21, (top, bottom, left, right)
+
+
+def shifted_difference(got: np.ndarray, expected: np.ndarray) -> int:
+    """The largest pixel difference once ``got`` is moved by the best of the 1-pixel shifts.
+
+    The framing moves a digit by whole pixels so its centre of mass is nearest the centre; a
+    lossy encoding can move the centre of mass by a hair across a half pixel, and the digit by one.
+    """
+    return min(int(np.abs(np.roll(got, (dy, dx), axis=(0, 1)).astype(int) - expected).max())
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
 # -- images -------------------------------------------------------------------------------------
 def test_drawn_digit_on_white_is_inverted(tmp_path):
     path = tmp_path / "digit.png"
@@ -61,13 +87,26 @@ def test_drawn_digit_on_white_is_inverted(tmp_path):
     assert bright.size >= 20 and image.max() >= 230, "the black stroke must become bright"
 
 
-def test_mnist_convention_28x28_is_kept_exactly(tmp_path):
+def test_mnist_convention_28x28_is_kept_exactly_without_framing(tmp_path):
     path = tmp_path / "mnist.png"
     Image.fromarray(mnist_like()).save(path)
-    np.testing.assert_array_equal(load_image(path), mnist_like())
+    np.testing.assert_array_equal(load_image(path, framing="none"), mnist_like())
     # the same image as dark on light comes back inverted, exactly
     Image.fromarray(255 - mnist_like()).save(path)
-    np.testing.assert_array_equal(load_image(path), mnist_like())
+    np.testing.assert_array_equal(load_image(path, framing="none"), mnist_like())
+
+
+def test_28x28_picture_is_reframed(tmp_path):
+    # mnist_like's stroke is 18 px tall, its centre of mass at (12.3, 13.1): the framing makes it
+    # 20 tall and centres it, whichever its polarity
+    image = mnist_like()
+    assert max(np.ptp(np.flatnonzero(image.max(1))), np.ptp(np.flatnonzero(image.max(0)))) == 17
+    Image.fromarray(image).save(tmp_path / "light.png")
+    Image.fromarray(255 - image).save(tmp_path / "dark.png")
+    framed = load_image(tmp_path / "light.png")
+    assert_framed_like_mnist(framed)
+    np.testing.assert_array_equal(load_image(tmp_path / "dark.png"), framed)
+    assert framed.max() == 255  # the brightest ink (250) stretched to white
 
 
 @pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("P", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"),
@@ -79,8 +118,10 @@ def test_modes_and_formats_agree_with_grey(tmp_path, mode, fmt):
     reference.convert(mode).save(path, fmt)
     expected = to_mnist(np.asarray(reference, np.float32) / 255)
     got = load_image(path)
-    tolerance = 40 if fmt in ("JPEG", "WEBP") or mode == "1" else 2
-    assert np.abs(got.astype(int) - expected).max() <= tolerance
+    if fmt in ("JPEG", "WEBP"):  # lossy: the digit may land one pixel over (see shifted_difference)
+        assert shifted_difference(got, expected) <= 40
+    else:
+        assert np.abs(got.astype(int) - expected).max() <= (40 if mode == "1" else 2)
 
 
 def test_rgba_transparent_background_is_composited(tmp_path):
@@ -118,23 +159,58 @@ def test_32_bit_int_and_float_tiff(tmp_path, dtype, scale):
     assert np.abs(got.astype(int) - expected).max() <= 1
 
 
-@pytest.mark.parametrize("size", [(1, 1), (37, 13), (5, 90), (300, 7), (28, 29), (640, 480)])
-def test_odd_sizes(tmp_path, size):
+@pytest.mark.parametrize("size", [(37, 13), (5, 90), (300, 7), (28, 29), (640, 480)])
+@pytest.mark.parametrize("framing", ["mnist", "none"])
+def test_odd_sizes(tmp_path, size, framing):
     path = tmp_path / "odd.png"
     drawn_digit(size).save(path)
-    image = load_image(path)
+    image = load_image(path, framing=framing)
     assert image.shape == (28, 28) and image.dtype == np.uint8
+    if framing == "mnist":
+        assert_framed_like_mnist(image)
 
 
-def test_aspect_ratio_kept_and_padded_with_background(tmp_path):
+def test_one_pixel_picture_has_no_ink(tmp_path):
+    path = tmp_path / "dot.png"
+    Image.new("L", (1, 1), 0).save(path)
+    with pytest.raises(DataError, match=f"^{path}: no ink found"):
+        load_image(path)
+    assert load_image(path, framing="none").shape == (28, 28)  # fitted as it is
+
+
+@pytest.mark.parametrize("paper", [0, 255, 128, 37])
+def test_blank_or_uniform_picture_is_refused(tmp_path, paper):
+    path = tmp_path / f"blank{paper}.png"
+    Image.new("L", (64, 48), paper).save(path)
+    with pytest.raises(DataError, match=f"^{path}: no ink found: the picture is uniform") as info:
+        load_images(path)
+    assert f"every pixel {paper} of 255" in str(info.value)
+    # too faint to be ink: paper at 250 with a smudge at 240
+    Image.fromarray(np.where(np.eye(48, 64) > 0, 240, 250).astype(np.uint8)).save(path)
+    with pytest.raises(DataError, match=f"^{path}: no ink found: nothing stands out"):
+        load_images(path)
+
+
+def test_aspect_ratio_kept_and_padded_with_background_without_framing(tmp_path):
     img = Image.new("L", (56, 28), 255)  # wide: becomes 28 x 14, padded above and below
     ImageDraw.Draw(img).rectangle([10, 6, 45, 21], fill=0)
     img.save(tmp_path / "wide.png")
-    image = load_image(tmp_path / "wide.png")
+    image = load_image(tmp_path / "wide.png", framing="none")
     rows = np.flatnonzero(image.max(axis=1) > 128)
     cols = np.flatnonzero(image.max(axis=0) > 128)
     assert np.all(image[:7] == 0) and np.all(image[-7:] == 0), "padding is the background"
     assert 1.8 < (np.ptp(cols) + 1) / (np.ptp(rows) + 1) < 2.8, "the box keeps its 2.2 : 1 shape"
+
+
+def test_aspect_ratio_kept_by_the_framing(tmp_path):
+    img = Image.new("L", (56, 28), 255)  # a 36 x 16 dark box: framed 20 wide and 9 tall
+    ImageDraw.Draw(img).rectangle([10, 6, 45, 21], fill=0)
+    img.save(tmp_path / "wide.png")
+    image = load_image(tmp_path / "wide.png")
+    top, bottom, left, right = ink_bounding_box(image / 255)
+    assert (right - left, bottom - top) == (20, 9)
+    # its centre of mass (4, 9.5) in the box moves to (14, 14), by whole pixels, halves up
+    assert (top, left) == (10, 5)
 
 
 def test_exif_rotation_is_applied(tmp_path):
@@ -347,3 +423,168 @@ def test_cli_predict_bad_checkpoint(tmp_path, capsys):
     drawn_digit().save(tmp_path / "digit.png")
     code = cli.main(["predict", str(tmp_path / "nothing.npz"), str(tmp_path / "digit.png")])
     assert code == 2 and "nothing.npz" in capsys.readouterr().err
+
+
+# -- the MNIST framing in predict ---------------------------------------------------------------
+def thick_one(size=280) -> Image.Image:
+    """A thick '1' drawn in the upper left of white paper (issue 12: it was read as a '3')."""
+    img = Image.new("L", (size, size), 255)
+    ImageDraw.Draw(img).line([(size * 0.21, size * 0.07), (size * 0.25, size * 0.46)], fill=0,
+                             width=size // 17)
+    return img
+
+
+def seven(size=280) -> Image.Image:
+    """A '7' drawn in the middle of white paper (issue 12: it was read as a '2' at 100%)."""
+    img = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(img)
+    s = size / 280
+    draw.line([(95 * s, 70 * s), (185 * s, 70 * s)], fill=0, width=round(14 * s))
+    draw.line([(185 * s, 70 * s), (125 * s, 215 * s)], fill=0, width=round(14 * s))
+    return img
+
+
+def test_off_centre_one_is_framed_like_mnist(tmp_path):
+    thick_one().save(tmp_path / "one.png")
+    framed = load_image(tmp_path / "one.png")
+    assert_framed_like_mnist(framed)
+    assert framed[0].max() == framed[:, 0].max() == 0, "the white paper becomes black"
+    # without the framing it stays small in the upper left, as before
+    unframed = load_image(tmp_path / "one.png", framing="none")
+    top, bottom, left, right = ink_bounding_box(unframed / 255)
+    assert max(bottom - top, right - left) <= 12 and centre_of_mass(unframed)[0] < 8
+
+
+def test_tight_crop_is_framed_like_mnist(tmp_path):
+    paper = np.asarray(thick_one())
+    rows, cols = np.flatnonzero(paper.min(1) < 255), np.flatnonzero(paper.min(0) < 255)
+    Image.fromarray(paper[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]).save(tmp_path / "crop.png")
+    assert_framed_like_mnist(load_image(tmp_path / "crop.png"))
+
+
+def test_grey_paper_photo_background_is_black(tmp_path):
+    # a photographed page: grey paper at 180, ink at 60; the old path left the paper at 75
+    ink = np.asarray(seven()) < 128
+    photo = np.where(ink, 60, 180).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    framed = load_image(tmp_path / "photo.png")
+    clean = load_image(tmp_path / "photo.png", framing="none")
+    assert np.median(clean) == 75, "without the stretch the paper stays grey"
+    Image.fromarray(np.where(ink, 0, 255).astype(np.uint8)).save(tmp_path / "black-on-white.png")
+    np.testing.assert_array_equal(framed, load_image(tmp_path / "black-on-white.png"))
+    assert framed.max() == 255 and np.percentile(framed, 50) == 0
+    background = framed[load_image(tmp_path / "black-on-white.png") == 0]
+    assert background.max() <= 10
+
+
+@pytest.mark.parametrize("framing", ["mnist", "none"])
+def test_npy_is_never_reframed(tmp_path, framing):
+    corner = np.zeros((2, 28, 28), np.uint8)
+    corner[:, 1:8, 2:5] = 255  # a small digit in the corner: an image reframing would move it
+    np.save(tmp_path / "corner.npy", corner)
+    np.testing.assert_array_equal(load_images(tmp_path / "corner.npy", framing=framing), corner)
+
+
+def test_unknown_framing_is_refused(tmp_path, ckpt_path):
+    thick_one().save(tmp_path / "one.png")
+    with pytest.raises(ValueError, match="framing must be one of mnist, none, got 'centre'"):
+        load_images(tmp_path / "one.png", framing="centre")
+    model, _ = checkpoint.load_model(ckpt_path)
+    with pytest.raises(ValueError, match="framing must be one of"):
+        predict_files(model, Normalizer.unit(), [tmp_path / "one.png"], framing="centre")
+
+
+@needs_cli
+def test_cli_framing_flag(tmp_path, ckpt_path, capsys):
+    thick_one().save(tmp_path / "one.png")
+    model, ckpt = checkpoint.load_model(ckpt_path)
+    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
+    for flags, framing in (([], "mnist"), (["--framing", "mnist"], "mnist"),
+                           (["--framing", "none"], "none")):
+        code = cli.main(["predict", str(ckpt_path), str(tmp_path / "one.png"), "--json",
+                         "--top", "10", *flags])
+        record = json.loads(capsys.readouterr().out)
+        (_, [expected]), = predict_files(model, normalizer, [tmp_path / "one.png"],
+                                         framing=framing)
+        got = {t["class"]: t["probability"] for t in record["top"]}
+        assert code == 0 and got == {c: round(p, 6) for c, p in enumerate(expected.probabilities)}
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", str(ckpt_path), str(tmp_path / "one.png"), "--framing", "centre"])
+    assert info.value.code == 2 and "invalid choice: 'centre'" in capsys.readouterr().err
+
+
+@needs_cli
+def test_cli_blank_picture_is_reported_not_predicted(tmp_path, ckpt_path, capsys):
+    Image.new("L", (200, 200), 255).save(tmp_path / "blank.png")
+    thick_one().save(tmp_path / "one.png")
+    code = cli.main(["predict", str(ckpt_path), str(tmp_path / "blank.png"),
+                     str(tmp_path / "one.png")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out.startswith(f"{tmp_path / 'one.png'}: ") and len(out.splitlines()) == 1
+    blank = tmp_path / "blank.png"
+    assert f"stablecnn: error: {blank}: no ink found: the picture is uniform" in err
+
+
+# -- a trained model on MNIST digits placed anywhere ---------------------------------------------
+@pytest.fixture(scope="module")
+def mnist_model():
+    """A small CNN trained on MNIST with the library's API, and the MNIST test set.
+
+    conv 5x5 x8 -> ReLU -> pool 2 -> conv 5x5 x16 -> ReLU -> pool 2 -> linear 256 -> 10, one
+    epoch of the 60,000 training images, Adam 3e-3, batches of 50, seed 0: 97.97% on the test set
+    (about 7 s on 2 cores). Refused unless it reaches the issue's 97%.
+    """
+    from stablecnn.data import iterate_batches, load_dataset
+    from stablecnn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+    from stablecnn.losses import SoftmaxCrossEntropy
+    from stablecnn.model import Sequential
+    from stablecnn.optim import Adam
+
+    try:
+        x, y = load_dataset("mnist", "train", quiet=True)
+        x_test, y_test = load_dataset("mnist", "test", quiet=True)
+    except DataError as exc:  # no cached copy and no way to fetch one
+        pytest.skip(f"MNIST is not available: {exc}")
+    rng = np.random.default_rng(0)
+    model = Sequential(Conv2d(1, 8, 5, rng=rng), ReLU(), MaxPool2d(2),
+                       Conv2d(8, 16, 5, rng=rng), ReLU(), MaxPool2d(2), Flatten(),
+                       Linear(256, 10, rng=rng), input_shape=(1, 28, 28))
+    normalizer, loss = Normalizer.unit(), SoftmaxCrossEntropy()
+    optimizer = Adam(model.parameters(), lr=3e-3)
+    for xb, yb in iterate_batches(x, y, 50, np.random.default_rng(1), normalizer):
+        loss.forward(model.forward(xb, training=True), yb)
+        model.backward(loss.backward(), need_input_grad=False)
+        optimizer.step()
+    accuracy = float(np.mean(model.predict(normalizer(x_test)) == y_test))
+    assert accuracy >= 0.97, f"the reference model reaches only {accuracy:.2%} on MNIST's test set"
+    return model, normalizer, x_test, y_test
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("canvas", [56, 112])
+@pytest.mark.parametrize("inverted", [False, True], ids=["light-on-dark", "dark-on-light"])
+def test_mnist_digits_anywhere_on_a_larger_picture(tmp_path, mnist_model, canvas, inverted):
+    # issue 12: 300 MNIST test digits pasted on a larger picture were 16-17% right before
+    model, normalizer, x_test, y_test = mnist_model
+    rng = np.random.default_rng(canvas)
+    digits, labels = x_test[:300], y_test[:300]
+    paths = []
+    for i, digit in enumerate(digits):
+        picture = np.zeros((canvas, canvas), np.uint8)
+        top, left = rng.integers(0, canvas - 28 + 1, size=2)
+        picture[top:top + 28, left:left + 28] = digit
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(255 - picture if inverted else picture).save(paths[-1])
+    results = predict_files(model, normalizer, paths)
+    predicted = np.array([result[0].label for _, result in results])
+    assert np.mean(predicted == labels) >= 0.95
+
+
+@pytest.mark.slow
+def test_drawn_digits_are_read(tmp_path, mnist_model):
+    model, normalizer, _, _ = mnist_model
+    thick_one().save(tmp_path / "one.png")
+    seven().save(tmp_path / "seven.png")
+    (_, [one]), (_, [sev]) = predict_files(model, normalizer,
+                                           [tmp_path / "one.png", tmp_path / "seven.png"])
+    assert (one.label, sev.label) == (1, 7)

@@ -10,13 +10,19 @@ Images (PNG, JPEG, GIF, BMP, TIFF, WebP, ... anything Pillow reads; the first fr
 1. EXIF rotation applied; transparency composited on white (on black when what is drawn is
    light, so a white stroke on a transparent canvas stays visible); colour turned into grey with
    ITU-R 601 luma; 16-bit and 32-bit greys scaled by their range (see :func:`unit_range`).
-2. Inverted when the background is light: the mean of the outermost ring of pixels above 127.
-3. Resized, keeping the aspect ratio, so its longer side is 28, then padded to a square with the
-   background (the median of that ring of pixels). An image already 28 x 28 is not resampled.
+2. Framed as MNIST's digits were (``framing="mnist"``, the default; ``--framing mnist``), by
+   :func:`stablecnn.data.framing.frame_mnist`: made light on dark (inverted on light paper), the
+   contrast stretched so the paper is black, cropped to the ink, resized so the ink's longer side
+   is 20 of 28 (aspect kept), and placed so its centre of mass is at the centre. A picture with no
+   ink (blank or uniform) is refused: "no ink found".
+3. With ``framing="none"`` (``--framing none``), for pictures already framed like MNIST: only
+   made light on dark and, when not already the model's size, resized as a whole so its longer
+   side fits and padded with the background (:func:`stablecnn.data.framing.fit_unframed`).
 
 ``.npy`` arrays (read with ``allow_pickle=False``, so never unpickled) hold images already in
-MNIST's convention, which are not inverted or resized: shapes ``(28, 28)``, ``(1, 28, 28)``,
-``(N, 28, 28)`` or ``(N, 1, 28, 28)`` (one prediction per image). Their values:
+MNIST's convention and framing, which are not inverted, reframed or resized whatever the
+framing: shapes ``(28, 28)``, ``(1, 28, 28)``, ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` (one
+prediction per image). Their values:
 
 - uint8: used as they are;
 - other integers: must lie in [0, 255];
@@ -42,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.argtypes import positive_int
+from stablecnn.data.framing import FRAMINGS, NoInkError, to_mnist
 from stablecnn.errors import DataError
 
 MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height must not exceed this
@@ -54,17 +61,25 @@ class ImageError(DataError):
 
 
 # -- reading files --------------------------------------------------------------------------------
-def load_images(path, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+def load_images(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist") -> np.ndarray:
     """The images in ``path`` as uint8 ``(N, H, W)`` in MNIST's convention (N = 1 for an image).
 
     Args:
         path: an image file Pillow reads, or a ``.npy`` array (recognised by its content).
         size: ``(H, W)`` of the result (the model's input size).
+        framing: for an image, ``"mnist"`` frames it as MNIST's digits were (ink cropped, resized
+            into a box of 20/28 of ``size``, centred by its centre of mass) and ``"none"`` only
+            fits the whole picture to ``size`` (see :func:`stablecnn.data.framing.to_mnist`).
+            A ``.npy`` array is never reframed.
 
     Raises:
         ImageError: the file is missing, a directory, unreadable, not an image or array, too big,
-            or holds an array of the wrong shape or range. The message starts with the path.
+            holds an array of the wrong shape or range, or (framing ``"mnist"``) a picture with no
+            ink ("no ink found"). The message starts with the path.
+        ValueError: ``framing`` is not one of :data:`FRAMINGS`.
     """
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image (pass the files inside it)")
@@ -77,16 +92,16 @@ def load_images(path, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if head == NPY_MAGIC:
         return _load_npy(path, size)
-    return _load_picture(path, size)[None]  # (1, H, W)
+    return _load_picture(path, size, framing)[None]  # (1, H, W)
 
 
-def load_image(path, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
+def load_image(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist") -> np.ndarray:
     """The one image in ``path`` as uint8 ``(H, W)`` (28 x 28), light digit on dark background.
 
     See :func:`load_images` (and the module's notes for the rules); a ``.npy`` stack holding more
     than one image is an error here.
     """
-    images = load_images(path, size)
+    images = load_images(path, size, framing)
     if len(images) != 1:
         raise ImageError(f"{path}: holds {len(images)} images, expected one (use load_images)")
     return images[0]
@@ -130,8 +145,8 @@ def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
     return np.rint(values).astype(np.uint8)
 
 
-def _load_picture(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode with Pillow into grey floats in [0, 1], then :func:`to_mnist`."""
+def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray:
+    """Decode with Pillow into grey floats in [0, 1], then :func:`to_mnist` in ``framing``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -157,7 +172,10 @@ def _load_picture(path: Path, size: tuple[int, int]) -> np.ndarray:
         except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad input
             raise ImageError(f"{path}: cannot decode the image "
                              f"({type(exc).__name__}: {exc})") from None
-    return to_mnist(gray, size)
+    try:
+        return to_mnist(gray, size, framing)
+    except NoInkError as exc:
+        raise ImageError(f"{path}: {exc}") from None
 
 
 def _too_big(path, width, height) -> str:
@@ -212,34 +230,6 @@ def grey_pixels(img) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255
 
 
-def to_mnist(grey: np.ndarray, size: tuple[int, int] = IMAGE_SIZE) -> np.ndarray:
-    """Grey floats ``(H, W)`` in [0, 1] into uint8 ``size`` in MNIST's convention.
-
-    Inverted when the outermost ring of pixels is light on average (> 127 of 255); resized so the
-    longer side fits ``size``, keeping the aspect ratio; padded with the ring's median.
-    """
-    from PIL import Image
-
-    if grey.ndim != 2 or grey.size == 0:
-        raise ValueError(f"expected a non-empty (H, W) image, got shape {grey.shape}")
-    grey = np.clip(grey, 0, 1).astype(np.float32)
-    ring = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
-    if float(ring.mean()) * 255 > 127:
-        grey = 1 - grey  # a dark digit on light paper: into MNIST's light-on-dark
-        ring = 1 - ring
-    out_h, out_w = size
-    h, w = grey.shape
-    if (h, w) != (out_h, out_w):
-        scale = min(out_h / h, out_w / w)
-        new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
-        resized = Image.fromarray(grey).resize((new_w, new_h), Image.Resampling.LANCZOS)
-        canvas = np.full((out_h, out_w), np.median(ring), dtype=np.float32)
-        top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
-        canvas[top:top + new_h, left:left + new_w] = np.asarray(resized)
-        grey = canvas
-    return np.rint(np.clip(grey, 0, 1) * 255).astype(np.uint8)
-
-
 # -- predicting -----------------------------------------------------------------------------------
 @dataclass
 class Prediction:
@@ -261,7 +251,8 @@ def predict_images(model, normalizer, images: np.ndarray, batch_size: int = 1000
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
 
 
-def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None):
+def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None,
+                  framing: str = "mnist"):
     """Predict every file in ``paths``; a bad file does not stop the others.
 
     Args:
@@ -269,18 +260,25 @@ def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None)
         normalizer: the checkpoint's :class:`~stablecnn.data.Normalizer`.
         paths: image files or ``.npy`` arrays.
         size: ``(H, W)`` of the images (default: the model's input size, else 28 x 28).
+        framing: how images are framed, ``"mnist"`` or ``"none"`` (see :func:`load_images`);
+            ``.npy`` arrays are never reframed.
+
+    Raises:
+        ValueError: ``framing`` is not one of :data:`FRAMINGS` (before any file is read).
 
     Returns:
         ``[(path, result)]`` in the order given: ``result`` is a list of :class:`Prediction`
         (one per image in the file) or the :class:`~stablecnn.errors.DataError` that file raised.
     """
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
     if size is None:
         shape = getattr(model, "input_shape", None)
         size = tuple(shape[-2:]) if shape else IMAGE_SIZE
     loaded = []
     for path in paths:
         try:
-            loaded.append((path, load_images(path, size)))
+            loaded.append((path, load_images(path, size, framing)))
         except DataError as exc:
             loaded.append((path, exc))
     good = [images for _, images in loaded if isinstance(images, np.ndarray)]
@@ -302,21 +300,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "predict", help="classify image files or .npy arrays with a checkpoint",
         description="Print the predicted class and the most probable classes of each file. "
-        "Images (PNG, JPEG, ...; any size, grey or colour) are turned into 28 x 28 grey images, "
-        "inverted when the background is light; .npy arrays (28, 28), (N, 28, 28) or "
-        "(N, 1, 28, 28) hold uint8 or [0, 1] / [0, 255] float pixels, light on dark. "
-        "Exit status 1 when any file failed (the others are still predicted).")
+        "Images (PNG, JPEG, ...; any size, grey or colour, dark ink on light paper or light on "
+        "dark) are framed as MNIST's digits were: inverted when the paper is light, the contrast "
+        "stretched so the paper is black, cropped to the ink, resized so the ink's longer side is "
+        "20 of 28 pixels and centred by its centre of mass (see --framing). A blank or uniform "
+        "picture is refused (no ink found). .npy arrays (28, 28), (N, 28, 28) or (N, 1, 28, 28) "
+        "hold uint8 or [0, 1] / [0, 255] float pixels, light on dark, already framed: they are "
+        "used as they are. Exit status 1 when any file failed (the others are still predicted).")
     parser.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or .npy arrays")
     parser.add_argument("--top", type=positive_int, default=3, metavar="K",
                         help="how many of the most probable classes to show (default 3)")
+    parser.add_argument("--framing", choices=FRAMINGS, default="mnist",
+                        help="how images are framed: 'mnist' (default) crops the ink, fits it in "
+                             "a 20 x 20 box and centres it by its centre of mass, as MNIST was "
+                             "made; 'none' only inverts a light background and fits the whole "
+                             "picture to the model's input size (28 x 28), for pictures already "
+                             "framed like MNIST. .npy arrays are never reframed")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per image and line on stdout (a failed file gives "
                              '{"file": ..., "error": ...})')
     parser.set_defaults(func=cmd_predict)
     return parser
-
-
 
 
 def class_names(dataset: str | None, num_classes: int) -> list[str]:
@@ -340,7 +345,7 @@ def cmd_predict(args) -> int:
         raise CheckpointError(f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
                               f"cannot be prepared as in training")
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
-    results = predict_files(model, normalizer, args.files)
+    results = predict_files(model, normalizer, args.files, framing=args.framing)
     dataset = (ckpt.meta.get("train") or {}).get("dataset")
     failed = 0
     for path, result in results:

@@ -1,5 +1,5 @@
 """Matrix, Images-for-predict rows: a file that is not an image, a decompression bomb, 16-bit,
-RGBA, a directory.
+RGBA, a directory, a blank or uniform picture (no ink to frame).
 
 ``stablecnn predict`` reports each bad file on stderr as ``stablecnn: error: <file>: <why>``,
 still predicts the other files, and exits with status 1 when any file failed (2 when the
@@ -143,3 +143,19 @@ def test_predict_a_directory(ckpt, capsys, tmp_path):
                              "is a directory, not an image (pass the files inside it)")
     with pytest.raises(DataError, match="is a directory"):
         load_image(folder)
+
+
+def test_predict_blank_or_uniform_picture(ckpt, capsys, tmp_path):
+    # nothing to frame: refused by name, not predicted (issue 12)
+    for name, img in (("white.png", Image.new("L", (300, 200), 255)),
+                      ("black.jpg", Image.new("L", (64, 64), 0)),
+                      ("grey.png", Image.new("RGB", (50, 80), (120, 120, 120))),
+                      ("clear.png", Image.new("RGBA", (90, 90), (0, 0, 0, 0)))):
+        bad = tmp_path / name
+        img.save(bad)
+        assert_bad_file_reported(ckpt, capsys, tmp_path, bad,
+                                 "no ink found: the picture is uniform (every pixel ")
+    # the same picture is predicted when the framing is off (it is then taken as it is)
+    code = cli.main(["predict", str(ckpt), str(tmp_path / "white.png"), "--framing", "none"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.startswith(f"{tmp_path / 'white.png'}: "), err

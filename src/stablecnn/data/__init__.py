@@ -6,6 +6,8 @@
 - :mod:`~stablecnn.data.datasets`: :func:`load_dataset` goes through the sources in order
   (``data_dir`` -> cache -> mirrors -> offline fallback), fetching into the cache.
 - :mod:`~stablecnn.data.batching`: :class:`Normalizer`, :func:`iterate_batches`, :func:`subset`.
+- :mod:`~stablecnn.data.framing`: :func:`frame_mnist`, a picture of a digit framed the way
+  MNIST's digits were (for predict and the web page).
 - :mod:`~stablecnn.data.cli`: ``stablecnn data fetch | info | verify``.
 
 Example:
@@ -20,6 +22,7 @@ from stablecnn.data.batching import ORIGINAL_SUBSET, Normalizer, iterate_batches
 from stablecnn.data.cache import default_cache_dir
 from stablecnn.data.datasets import FileStatus, fetch_dataset, load_dataset, verify_dataset
 from stablecnn.data.errors import ChecksumError, IdxError, SourceError
+from stablecnn.data.framing import FRAMINGS, NoInkError, frame_mnist
 from stablecnn.data.idx import read_idx, read_idx_with_digest, write_idx
 from stablecnn.data.specs import SPECS, get_spec
 
@@ -27,14 +30,17 @@ DATASETS = tuple(SPECS)
 
 __all__ = [
     "DATASETS",
+    "FRAMINGS",
     "ORIGINAL_SUBSET",
     "ChecksumError",
     "FileStatus",
     "IdxError",
+    "NoInkError",
     "Normalizer",
     "SourceError",
     "default_cache_dir",
     "fetch_dataset",
+    "frame_mnist",
     "get_spec",
     "iterate_batches",
     "load_dataset",
