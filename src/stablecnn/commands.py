@@ -15,7 +15,7 @@ from stablecnn import modelfile, zoo
 from stablecnn.argtypes import positive_float, positive_int
 from stablecnn.data.augment import Augment
 from stablecnn.optim import OPTIMIZERS
-from stablecnn.resume import data_record, refuse_changes
+from stablecnn.resume import data_record, refuse_changes, run_data_source
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
 
 
@@ -69,11 +69,14 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy, loss, per-class accuracy, confusion matrix",
-                       description="Evaluate a checkpoint on its dataset's test set.")
+                       description="Evaluate a checkpoint on the test set of the data it was "
+                                   "trained on (the same dataset and, for a run on your own IDX "
+                                   "files, the same folder), unless told otherwise.")
     p.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"],
                    help="default: the dataset the checkpoint was trained on")
-    p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    p.add_argument("--data-dir", type=Path,
+                   help="a folder holding the IDX files (default: where the run's came from)")
     p.add_argument("--no-verify", action="store_true",
                    help="with --data-dir: use your own IDX files there (structure checked, "
                         "not the canonical SHA-256 digests)")
@@ -186,9 +189,9 @@ def cmd_evaluate(args) -> int:
     from stablecnn.metrics import evaluate
 
     model, ckpt = ckpt_io.load_model(args.checkpoint)
-    dataset = args.dataset or ckpt.meta.get("train", {}).get("dataset", "mnist")
-    images, labels = load_data(dataset, data_dir=args.data_dir, splits=("test",),
-                               verify=not args.no_verify)[0]
+    dataset, data_dir, verify = run_data_source(ckpt.meta, args.dataset, args.data_dir,
+                                                args.no_verify)
+    images, labels = load_data(dataset, data_dir=data_dir, splits=("test",), verify=verify)[0]
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
         else Normalizer.original(images)
     result = evaluate(model, images, labels, normalizer)

@@ -404,20 +404,27 @@ def first_conv_weight(model) -> np.ndarray | None:
     return None
 
 
-def plot_run(run_dir, test_data=None, data_dir=None) -> list[Path]:
+def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) -> list[Path]:
     """Draw every plot of the run in ``run_dir`` into it; returns the paths written.
 
     Args:
         run_dir: a run directory with ``checkpoint.npz`` and (ideally) ``metrics.csv``; without
             the metrics file the curves come from the checkpoint's history.
         test_data: ``(images uint8 (N, H, W), labels (N,))`` for the confusion matrix and the
-            mistakes; default: the test split of the checkpoint's dataset.
-        data_dir: where to find that dataset (see :func:`stablecnn.data.load_dataset`).
+            mistakes; default: the test split of the data the run was trained on, read from
+            where it came from (:func:`stablecnn.resume.run_data_source`).
+        data_dir, no_verify: another folder of that dataset's IDX files, and whether they are
+            the user's own (not checked against the canonical digests).
+
+    Raises:
+        DataError: the run's data cannot be read from its source. Nothing is drawn from
+            another dataset instead: the plots already in ``run_dir`` are left as they are.
     """
     from stablecnn.checkpoint import load_model
     from stablecnn.data import Normalizer, load_dataset
     from stablecnn.metrics import evaluate
     from stablecnn.predict import class_names, predict_images
+    from stablecnn.resume import run_data_source
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -425,12 +432,11 @@ def plot_run(run_dir, test_data=None, data_dir=None) -> list[Path]:
     model, ckpt = load_model(run_dir / "checkpoint.npz")
     metrics = run_dir / "metrics.csv"
     rows = read_metrics(metrics) if metrics.exists() else rows_from_history(ckpt.history)
-    written = [plot_curves(rows, run_dir / "curves.png")]
-
     train = ckpt.meta.get("train") or {}
-    if test_data is None:
-        test_data = load_dataset(train.get("dataset", "mnist"), "test", data_dir=data_dir,
-                                 quiet=True)
+    if test_data is None:  # read before any plot is drawn: a failure leaves every plot as it was
+        dataset, folder, verify = run_data_source(ckpt.meta, None, data_dir, no_verify)
+        test_data = load_dataset(dataset, "test", data_dir=folder, quiet=True, verify=verify)
+    written = [plot_curves(rows, run_dir / "curves.png")]
     images, labels = test_data
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
         else Normalizer.original(images)
@@ -455,18 +461,23 @@ def plot_run(run_dir, test_data=None, data_dir=None) -> list[Path]:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``plot RUN_DIR [--data-dir DIR]`` on the CLI's ``subparsers``."""
+    """Register ``plot RUN_DIR [--data-dir DIR [--no-verify]]`` on the CLI's ``subparsers``."""
     parser = subparsers.add_parser(
         "plot", help="draw a run's curves, confusion matrix, filters and mistakes",
         description="Write curves.png, confusion.png, filters.png and mistakes.png into a run "
-        "directory, from its metrics.csv and checkpoint.npz (evaluated on its dataset's test set).")
+        "directory, from its metrics.csv and checkpoint.npz (evaluated on the test set of the data it "
+        "was trained on, read from where it came from).")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
-    parser.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    parser.add_argument("--data-dir", type=Path,
+                        help="a folder holding the IDX files (default: where the run's came from)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="with --data-dir: use your own IDX files there (structure checked, "
+                             "not the canonical SHA-256 digests)")
     parser.set_defaults(func=cmd_plot)
     return parser
 
 
 def cmd_plot(args) -> int:
-    for path in plot_run(args.run_dir, data_dir=args.data_dir):
+    for path in plot_run(args.run_dir, data_dir=args.data_dir, no_verify=args.no_verify):
         print(path)
     return 0

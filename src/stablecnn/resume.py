@@ -8,7 +8,8 @@ an option given with another value cannot be honoured, so :func:`refuse_changes`
 resume before anything runs (nothing is read beyond the checkpoint, nothing is written), naming
 every option that differs and the value the run has. An option given with the run's own value is
 accepted. What may change on resume: ``--epochs`` (to extend or shorten the run) and where plots
-go (``--no-plots``).
+go (``--no-plots``). Later commands read the data of a run from where it came from
+(:func:`run_data_source`).
 """
 
 from __future__ import annotations
@@ -71,6 +72,45 @@ def data_record(dataset: str, data_dir, verify: bool) -> dict:
     """Where a run's data come from, as its checkpoints keep it (``data_dir`` made absolute)."""
     return {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
             "verify": bool(verify)}
+
+
+def run_data_source(meta: dict, dataset: str | None = None, data_dir=None,
+                    no_verify: bool = False) -> tuple[str, str | None, bool]:
+    """The ``(dataset, data_dir, verify)`` a later command (evaluate, plot) reads a run's data from.
+
+    A run keeps where its data came from (:func:`data_record`, the checkpoint's ``data``
+    record). Without ``--data-dir`` the command reads that same source; with one, the folder
+    named (checked against the canonical digests unless ``--no-verify``). No command falls back
+    to another source: a recorded folder that is gone is an error.
+
+    Args:
+        meta: the checkpoint's ``meta`` (older checkpoints have no ``data`` record: their data
+            came from stablecnn's verified sources).
+        dataset: ``--dataset`` when given, else the run's.
+        data_dir, no_verify: ``--data-dir`` and ``--no-verify`` as given.
+
+    Raises:
+        DataError: ``--no-verify`` without a folder to apply it to, or the recorded folder of a
+            run's own IDX files no longer exists.
+    """
+    from stablecnn.errors import DataError
+
+    record = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+    dataset = dataset or record.get("dataset") or train.get("dataset") or "mnist"
+    if data_dir is not None:
+        return dataset, str(data_dir), not no_verify
+    recorded = record.get("data_dir")
+    if recorded is None:
+        if no_verify:
+            raise DataError("--no-verify applies to --data-dir: name the folder of your IDX files")
+        return dataset, None, True
+    verify = bool(record.get("verify", True)) and not no_verify
+    if not Path(recorded).is_dir():
+        raise DataError(f"this run was trained on the IDX files in {recorded}"
+                        f"{'' if verify else ' (not verified)'}, which is no longer there; "
+                        f"pass --data-dir with the folder where they are now")
+    return dataset, recorded, verify
 
 
 def refuse_changes(run_dir, stored, given: dict, checkpoint=None,

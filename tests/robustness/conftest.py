@@ -126,7 +126,7 @@ def epoch1_run(tmp_path, epoch1_template) -> Path:
 _THIS_MODULE = sys.modules.get(__name__)  # taken now: other folders' conftest.py share the name
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def kit():
     """This module: the helpers above, for the tests."""
     return _THIS_MODULE
