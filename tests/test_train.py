@@ -254,3 +254,37 @@ def test_cli_trains_on_your_own_idx_files_with_no_verify(tmp_path, data, capsys)
     assert "100 images" in capsys.readouterr().out
     assert main(["train", "--no-verify", "--out", str(tmp_path / "x")]) == 2
     assert "--no-verify applies to --data-dir" in capsys.readouterr().err
+
+
+def test_weight_decay_is_stored_as_the_number_the_run_uses(tmp_path):
+    """An explicit 0 is 0 (it used to become AdamW's default 0.01); None is the default."""
+    from stablecnn.train import TrainConfig, Trainer
+
+    assert TrainConfig(optimizer="adamw").weight_decay == 0.01
+    assert TrainConfig(optimizer="adamw", weight_decay=0).weight_decay == 0
+    assert TrainConfig(optimizer="adam").weight_decay == 0.0
+    images = np.zeros((4, 28, 28), np.uint8)
+    labels = np.arange(4, dtype=np.uint8)
+    trainer = Trainer(TrainConfig(optimizer="adamw", weight_decay=0, epochs=1, batch_size=4,
+                                  normalization="unit"),
+                      tmp_path / "run", (images, labels), (images, labels), echo=False,
+                      progress=False)
+    assert trainer.optimizer.config()["weight_decay"] == 0
+    stored = TrainConfig(optimizer="adamw", weight_decay=0).to_dict()
+    assert TrainConfig.from_dict(stored).weight_decay == 0
+    # a checkpoint of version 1 stored 0.0 and trained AdamW with its default
+    version1 = {k: v for k, v in stored.items() if k != "version"}
+    assert TrainConfig.from_dict(version1).weight_decay == 0.01
+    assert TrainConfig.from_dict({**version1, "optimizer": "sgd"}).weight_decay == 0.0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(optimizer="sgd", momentum=1.5), "SGD: invalid momentum value: 1.5"),
+    (dict(optimizer="adam", weight_decay=float("inf")), "invalid weight_decay value: inf"),
+    (dict(optimizer="adagrad", momentum=0.9), "does not take momentum"),
+])
+def test_optimizer_settings_are_checked_with_the_config(kwargs, message):
+    from stablecnn.train import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)

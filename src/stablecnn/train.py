@@ -38,7 +38,7 @@ from stablecnn.errors import StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
 from stablecnn.modelfile import resolve_model
-from stablecnn.optim import OPTIMIZERS, build_optimizer, clip_grad_norm
+from stablecnn.optim import OPTIMIZERS, build_optimizer, check_optimizer, clip_grad_norm
 from stablecnn.runlock import RunLock  # noqa: F401  (part of this module's interface)
 from stablecnn.schedules import build_schedule
 
@@ -61,7 +61,7 @@ class TrainConfig:
     lr: float = 0.01
     optimizer: str = "adagrad"
     momentum: float | None = None  # sgd and rmsprop only
-    weight_decay: float = 0.0
+    weight_decay: float | None = None  # None: the optimizer's default (adamw 0.01, the others 0)
     schedule: str = "constant"  # learning rate per step: constant, step (x0.1 every step_epochs), cosine
     step_epochs: int = 1
     warmup_steps: int = 0
@@ -89,8 +89,6 @@ class TrainConfig:
             bad("optimizer", self.optimizer, f"one of {sorted(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             bad("schedule", self.schedule, f"one of {list(SCHEDULES)}")
-        if not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
-            bad("weight_decay", self.weight_decay, "a number >= 0")
         if self.clip is not None and not (isinstance(self.clip, (int, float)) and self.clip > 0):
             bad("clip", self.clip, "a positive number or None")
         for name in ("step_epochs",):
@@ -106,6 +104,11 @@ class TrainConfig:
             bad("seed", self.seed, "a non-negative integer")
         if self.augment is not None:
             Augment.from_dict(self.augment)  # raises ValueError naming the bad value
+        # the optimizer's own checks (momentum, weight decay, ...), before any data is read
+        resolved = check_optimizer(self.optimizer, self.lr, dtype=np.dtype(self.dtype),
+                                   momentum=self.momentum, weight_decay=self.weight_decay)
+        if self.weight_decay is None:  # stored as the number the run uses
+            self.weight_decay = float(resolved["weight_decay"])
 
     @classmethod
     def original_recipe(cls, **overrides) -> "TrainConfig":
@@ -114,13 +117,20 @@ class TrainConfig:
                     optimizer="adagrad", train_size=20_000, normalization="original")
         return cls(**{**base, **overrides})
 
+    # 2: weight_decay holds the decay the run uses. Version 1 stored 0.0 for "the optimizer's
+    # default", so its AdamW runs, whatever they stored, trained with AdamW's default 0.01.
+    VERSION = 2
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "version": self.VERSION}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if data.get("version", 1) < 2 and values.get("optimizer") == "adamw":
+            values["weight_decay"] = None  # what version 1 trained with: the default
+        return cls(**values)
 
 
 class Interrupted(StableCNNError):
@@ -223,7 +233,7 @@ class Trainer:
     def _build_optimizer(self):
         c = self.config
         optimizer = build_optimizer(c.optimizer, self.model.parameters(), lr=c.lr,
-                                    momentum=c.momentum, weight_decay=c.weight_decay or None)
+                                    momentum=c.momentum, weight_decay=c.weight_decay)
         self.schedule = build_schedule(
             c.schedule, total_steps=c.epochs * self.steps_per_epoch,
             step_size=c.step_epochs * self.steps_per_epoch, warmup_steps=c.warmup_steps)
