@@ -41,11 +41,35 @@ class Checkpoint:
     history: dict[str, np.ndarray] = field(default_factory=dict)
 
     def build_model(self) -> Sequential:
-        """The model with these weights (checked against the stored architecture)."""
+        """The model with these weights (checked against the stored architecture).
+
+        The stored architecture is checked as a model file is (:func:`stablecnn.modelfile.
+        validate`: arguments, shapes, size limits) and every parameter's shape against the
+        arrays in the file, all before a weight is allocated: a forged architecture cannot ask
+        for more memory than the file's own arrays hold.
+        """
+        from stablecnn import modelfile
+        from stablecnn.errors import ModelFileError
+
         where = self.meta.get("path", "checkpoint")
         dtype = self.meta.get("dtype")
         if dtype not in ("float32", "float64"):
             raise CheckpointError(f"{where}: the model dtype {dtype!r} is not 'float32' or 'float64'")
+        try:
+            plan = modelfile.validate(self.meta.get("model"), source=f"{where} (its architecture)")
+        except ModelFileError as exc:
+            raise CheckpointError(str(exc)) from None
+        shapes = {f"{i}.{key}": (i, layer, tuple(shape)) for i, layer in enumerate(plan.layers)
+                  for key, shape in layer.param_shapes.items()}
+        missing = sorted(set(shapes) - set(self.params))
+        if missing:
+            raise CheckpointError(f"{where}: weights do not fit the stored architecture: "
+                                  f"missing {missing}")
+        for name, (i, layer, shape) in shapes.items():
+            if self.params[name].shape != shape:
+                raise CheckpointError(f"{where}: weights do not fit the stored architecture: "
+                                      f"parameter {name!r} of layer {i} ({type(layer).__name__}) "
+                                      f"should be {shape}, is {self.params[name].shape}")
         try:
             model = Sequential.from_config(self.meta["model"], seed=0, dtype=np.dtype(dtype))
             model.load_state_dict(self.params)

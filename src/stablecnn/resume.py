@@ -53,7 +53,7 @@ def same_model(given: str, stored: str, checkpoint) -> bool:
     from stablecnn.model import Sequential
 
     config = modelfile.model_config(given)
-    if Sequential.from_config(config, seed=0).config() != checkpoint.meta.get("model"):
+    if Sequential.from_config(config, weights=False).config() != checkpoint.meta.get("model"):
         return False
     if given == stored:
         return True
