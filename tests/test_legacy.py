@@ -460,3 +460,18 @@ def test_original_train_stats_are_those_of_mnist():
     images, _ = load_dataset("mnist", "train", quiet=True)
     norm = Normalizer.original(images[:20_000])
     assert (norm.mean, norm.std) == legacy.ORIGINAL_TRAIN_STATS
+
+
+def test_a_refused_legacy_run_leaves_no_run_directory(tmp_path):
+    """train_mode checks everything the Trainer checks before it makes the run directory."""
+    from stablecnn.errors import ShapeError
+    from stablecnn.train import TrainConfig
+
+    images = np.zeros((20, 32, 32), np.uint8)  # Model 1 takes 28 x 28
+    labels = (np.arange(20) % 10).astype(np.uint8)
+    run = tmp_path / "train_cnn_md1_run"
+    with pytest.raises(ShapeError):
+        legacy.train_mode(TrainConfig.original_recipe(train_size=20, normalization="unit"),
+                          (images, labels), (images, labels), run,
+                          log_path=tmp_path / "log.txt", pickle_path=tmp_path / "out.pickle")
+    assert not run.exists() and not (tmp_path / "out.pickle").exists()

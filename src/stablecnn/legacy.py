@@ -591,10 +591,10 @@ def train_mode(config, train, test, run_dir, log_path=TRAIN_LOG_NAME, pickle_pat
     """
     from stablecnn.train import RunLock, Trainer
 
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, run_dir, train, test, checkpoint=checkpoint, echo=False,
+                      progress=False, callbacks=[OriginalLog(log_path, echo=echo)])
+    Path(run_dir).mkdir(parents=True, exist_ok=True)  # only now: the Trainer's checks passed
     with RunLock(run_dir):
-        trainer = Trainer(config, run_dir, train, test, checkpoint=checkpoint, echo=False,
-                          progress=False, callbacks=[OriginalLog(log_path, echo=echo)])
         last = trainer.fit()
         save_original(pickle_path, to_original(trainer.model, trainer.optimizer.state_dict(),
                                                trainer.history))
