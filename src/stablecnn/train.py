@@ -287,7 +287,8 @@ class Trainer:
                 f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
                 f"try a lower learning rate")
         acc = float(np.mean(logits.argmax(axis=1) == y))
-        self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows in the next loss
+            self.model.backward(self.loss_fn.backward(), need_input_grad=False)
         if self.config.clip is not None:
             norm = clip_grad_norm(self.model.parameters(), self.config.clip)
             if not math.isfinite(norm):
@@ -298,7 +299,8 @@ class Trainer:
                     f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}")
         self.schedule.apply(self.optimizer, self.config.lr)
         self._updating = True  # an error from here on leaves the weights half updated
-        self.optimizer.step()
+        with np.errstate(over="ignore", invalid="ignore"):  # likewise
+            self.optimizer.step()
         self._updating = False
         return loss, acc
 
