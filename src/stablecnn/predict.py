@@ -49,15 +49,11 @@ import numpy as np
 
 from stablecnn.argtypes import positive_int
 from stablecnn.data.framing import FRAMINGS, NoInkError, to_mnist
-from stablecnn.errors import DataError
+from stablecnn.errors import DataError, ImageError
 
 MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height must not exceed this
 IMAGE_SIZE = (28, 28)  # (H, W) of MNIST
 NPY_MAGIC = b"\x93NUMPY"
-
-
-class ImageError(DataError):
-    """A file given to predict cannot be turned into images; the message names the file."""
 
 
 # -- reading files --------------------------------------------------------------------------------

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stablecnn.errors import StableCNNError
+from stablecnn.errors import ResumeMismatch
 
 CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
-
-
-class ResumeMismatch(StableCNNError, ValueError):
-    """``--resume`` with an option whose value differs from the one the run started with."""
 
 
 def _same(field: str, given, stored) -> bool:

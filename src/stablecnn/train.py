@@ -34,7 +34,7 @@ from stablecnn import checkpoint as ckpt_io
 from stablecnn import preflight, runtime
 from stablecnn.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
 from stablecnn.data.augment import Augment
-from stablecnn.errors import StableCNNError, TrainingError
+from stablecnn.errors import Diverged, Interrupted, StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
 from stablecnn.modelfile import resolve_model
@@ -131,14 +131,6 @@ class TrainConfig:
         if data.get("version", 1) < 2 and values.get("optimizer") == "adamw":
             values["weight_decay"] = None  # what version 1 trained with: the default
         return cls(**values)
-
-
-class Interrupted(StableCNNError):
-    """Training stopped on Ctrl-C after saving a resumable checkpoint."""
-
-
-class Diverged(TrainingError):
-    """The loss or the gradient norm became NaN or infinite; the last good checkpoint is kept."""
 
 
 # errors a step can meet that say something about the data, the settings or the system, not a bug:

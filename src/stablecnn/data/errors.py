@@ -6,16 +6,6 @@
 - :class:`SourceError`: a source (user folder, mirror, offline fallback) cannot serve the files.
 """
 
-from stablecnn.errors import DataError
+from stablecnn.errors import ChecksumError, DataError, IdxError, SourceError
 
-
-class IdxError(DataError):
-    """An IDX file is malformed; the message names the file and the fault."""
-
-
-class ChecksumError(DataError):
-    """A file's bytes do not match their pinned SHA-256 digest."""
-
-
-class SourceError(DataError):
-    """A dataset source cannot serve the requested files; the message says why."""
+__all__ = ["DataError", "IdxError", "ChecksumError", "SourceError"]  # defined in stablecnn.errors

@@ -22,17 +22,13 @@ import math
 
 import numpy as np
 
-from stablecnn.errors import DataError
+from stablecnn.errors import NoInkError
 
 FRAMINGS = ("mnist", "none")  # what :func:`to_mnist` (and ``predict --framing``) accepts
 MNIST_SIZE = (28, 28)  # (H, W) of MNIST's frame
 BOX_SHARE = 20 / 28  # MNIST's 20 x 20 box in its 28 x 28 frame
 INK_THRESHOLD = 0.25  # after the contrast stretch, a pixel brighter than this is ink
 MIN_CONTRAST = 0.1  # ink must differ from the paper by 10% of the full range (25.5 of 255)
-
-
-class NoInkError(DataError):
-    """The picture holds nothing to frame: it is blank or uniform (or its contrast is too low)."""
 
 
 def to_mnist(grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE,
