@@ -6,19 +6,35 @@ update). NumPy releases the GIL inside those loops and inside BLAS, so splitting
 one span per thread and running the spans on a small pool uses every core for them too.
 
 Multi-threaded BLAS does not mix with that: its idle workers spin between products and take the
-cores our spans need (a max-pool span ran at half speed beside them). So when stablecnn runs on
-n > 1 threads it sets BLAS to one thread and splits each large product into n column (or row)
-blocks itself: measured on 2 cores, as fast as two BLAS threads on every Model 1 product.
+cores our spans need (a max-pool span ran at half speed beside them). So stablecnn sets BLAS to
+one thread and splits each large product into column (or row) blocks itself, handed out to its
+own threads: measured on 2 cores, as fast as two BLAS threads on every Model 1 product.
 
 Until :func:`set_num_threads` is called everything runs in the calling thread and NumPy's BLAS
 keeps its own setting, so importing stablecnn changes nothing. :class:`~stablecnn.train.Trainer`,
 the command line and the benchmark call ``set_num_threads(default_num_threads())``; the default
 is the CPUs this process may use, or ``STABLECNN_NUM_THREADS``.
 
-Only element-wise work and whole blocks of products are split: every element is computed by the
-same code as in one piece, so results are bit-identical for any thread count. Reductions (a bias
-gradient's sum) are not split, except by :func:`sum_in_order`, whose parts are fixed and added
-in a fixed order whatever the thread count.
+Results are bit-identical for any thread count (once :func:`set_num_threads` has put BLAS on one
+thread), for two reasons:
+
+- Element-wise work (copies, ufuncs, the optimizer's update) gives each element the same
+  operations wherever a span ends, so it is split into one span per thread (:func:`split`).
+- A product is *not* split where the threads fall. A BLAS kernel does not promise that a column
+  (or row) block of a product equals the same block of the whole product. OpenBLAS 0.3.31's
+  float32 kernel on an AMD EPYC ('Haswell' kernels) sums an element's products in an order that
+  depends on where the element falls in its tiling of the whole call (the last 8 columns of a
+  call, for one, go through another micro-kernel), so ``a @ b[:, :k]`` and ``(a @ b)[:, :k]``
+  differ in the last bits at sizes as ordinary as (64, 64, 64); float64, and the kernel of the
+  machine this was first written on, happened to agree. The one property relied on is that the
+  same call (same operands, same shapes, one BLAS thread) gives the same result. So every product is cut by a :func:`grid` of blocks fixed by
+  its shapes and constants alone, the same grid on one thread as on many;
+  :func:`for_each_block` hands each thread a run of whole blocks. The grid has a multiple of
+  :data:`GRID` blocks where the work allows (equal shares for 1, 2, 3, 4, 6 or 12 threads),
+  else a power of two.
+
+Reductions (a bias gradient's sum) are not split, except by :func:`sum_in_order`, whose parts
+are fixed and added in a fixed order whatever the thread count.
 """
 
 from __future__ import annotations
@@ -31,8 +47,8 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
-           "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "blocks", "MIN_SPAN",
-           "MIN_BLOCK", "MIN_MACS"]
+           "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "blocks", "grid",
+           "for_each_block", "MIN_SPAN", "MIN_BLOCK", "MIN_MACS", "GRID", "ALIGN"]
 
 # Handing a span to the pool and waiting for it costs 80-130 us here, about what one
 # element-wise pass over 2**17 elements takes: smaller work stays in the calling thread.
@@ -178,22 +194,74 @@ def split(fn: Callable[..., object], *arrays: np.ndarray | None, axis: int | Non
     for_each_span(first.shape[axis], on_span, min_span=max(1, MIN_SPAN // max(per_item, 1)))
 
 
-MIN_BLOCK = 32  # rows or columns of a product per thread, below which it is not split
+MIN_BLOCK = 32  # rows or columns of a product per block, below which it is not split
+GRID = 12  # a grid's block count is a multiple of this where it can be: 12 = 2*2*3
+ALIGN = 16  # a product's blocks start on multiples of this many rows or columns (64 bytes)
+
+
+def grid(total: int, min_items: int = 1, max_items: int | None = None, align: int = 1,
+         parts: int = GRID) -> list[tuple[int, int]]:
+    """``range(total)`` as consecutive ``(a, z)`` blocks that depend on the arguments only, never
+    on the thread count: the blocks of a product, each one BLAS call (see the module doc).
+
+    Blocks are near-equal, at most ``max_items`` long (none if None) and, as far as that allows,
+    at least ``min_items`` long (work below that is not worth a call). Their count is the
+    smallest multiple of ``parts`` that allows (equal shares for 1, 2, 3, 4, 6 or 12 threads
+    when ``parts`` is :data:`GRID`), else the largest power of two (1, 2, 4 or 8 threads), else
+    as many as ``max_items`` needs. All but the last start on multiples of ``align`` (use
+    ``min_items >= 2 * align``).
+    """
+    if total <= 0:
+        return []
+    least = 1 if max_items is None else -(-total // max(max_items, 1))
+    most = max(1, total // max(min_items, 1))
+    count = -(-least // parts) * parts
+    if count > most:
+        count = max(least, 1 << (most.bit_length() - 1))
+    count = min(count, total)
+    bounds = [total * i // count // align * align for i in range(count)] + [total]
+    return [(bounds[i], bounds[i + 1]) for i in range(count) if bounds[i] < bounds[i + 1]]
+
+
+def for_each_block(blocks: list[tuple], fn: Callable[..., object],
+                   sizes: list[float] | None = None) -> None:
+    """``fn(*block)`` for every block, in parallel: each thread takes a run of consecutive
+    blocks of about equal total size (``sizes``, default ``z - a`` of each ``(a, z)``). Every
+    block is computed whole by one call whichever thread takes it, so a :func:`grid` of blocks
+    gives the same results at any thread count."""
+    if sizes is None:
+        sizes = [block[1] - block[0] for block in blocks]
+    parts = min(get_num_threads(), len(blocks))
+    if parts <= 1 or getattr(_state, "busy", False):
+        for block in blocks:
+            fn(*block)
+        return
+    ends = np.cumsum(sizes, dtype=np.float64)
+    # thread t's run ends at the block boundary nearest t/parts of the total
+    cuts = [0] + [int(np.abs(ends - ends[-1] * t / parts).argmin()) + 1 for t in range(1, parts)]
+    cuts.append(len(blocks))
+
+    def some(i, j):
+        for block in blocks[i:j]:
+            fn(*block)
+
+    run([lambda i=i, j=j: some(i, j) for i, j in zip(cuts, cuts[1:]) if i < j])
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``a @ b`` for 2-D arrays, in column blocks of ``b`` (or row blocks of ``a`` when ``a`` has
-    more rows than ``b`` has columns), one block per thread, each a single-threaded BLAS call."""
+    """``a @ b`` for 2-D arrays, in a :func:`grid` of column blocks of ``b`` (or row blocks of
+    ``a`` when ``a`` has more rows than ``b`` has columns), each block a single-threaded BLAS
+    call of at least :data:`MIN_BLOCK` lines and :data:`MIN_MACS` multiply-adds, the same
+    blocks at any thread count."""
     m, n = a.shape[0], b.shape[1]
     if out is None:
         out = np.empty((m, n), dtype=np.result_type(a, b))
-    small = max(m, n) < 2 * MIN_BLOCK or m * n * a.shape[1] < 2 * MIN_MACS
-    if _threads == 1 or small or getattr(_state, "busy", False):
-        return np.matmul(a, b, out=out)
     if n >= m:
-        for_each_span(n, lambda s, e: np.matmul(a, b[:, s:e], out=out[:, s:e]), MIN_BLOCK)
+        blocks = grid(n, max(MIN_BLOCK, -(-MIN_MACS // max(m * a.shape[1], 1))), align=ALIGN)
+        for_each_block(blocks, lambda s, e: np.matmul(a, b[:, s:e], out=out[:, s:e]))
     else:
-        for_each_span(m, lambda s, e: np.matmul(a[s:e], b, out=out[s:e]), MIN_BLOCK)
+        blocks = grid(m, max(MIN_BLOCK, -(-MIN_MACS // max(n * a.shape[1], 1))), align=ALIGN)
+        for_each_block(blocks, lambda s, e: np.matmul(a[s:e], b, out=out[s:e]))
     return out
 
 
