@@ -17,6 +17,7 @@ from stablecnn.data.augment import Augment
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.resume import data_record, refuse_changes, run_data_source
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
+from stablecnn.errors import ConfigError
 
 
 
@@ -160,7 +161,7 @@ def cmd_train(args) -> int:
         name = Path(config.model).stem if modelfile.is_model_path(config.model) else config.model
         run_dir = args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not verify and data_dir is None:
-        raise ValueError("--no-verify applies to --data-dir: name the folder of your IDX files")
+        raise ConfigError("--no-verify applies to --data-dir: name the folder of your IDX files")
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
     trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt,
                       data_source=data_record(config.dataset, data_dir, verify))

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from stablecnn.errors import ConfigError
+
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -22,18 +24,18 @@ def _check_number(owner: str, name: str, value, positive: bool = False) -> None:
     """Raise ValueError unless ``value`` is a real number, finite, within float32's range (so the
     weights it gives are finite in float32 too) and, with ``positive``, above 0."""
     if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
-        raise ValueError(f"{owner}: {name} must be a number, got {value!r}")
+        raise ConfigError(f"{owner}: {name} must be a number, got {value!r}")
     if not abs(value) <= _FLOAT32_MAX:  # NaN, inf and huge integers alike (no float() of them)
-        raise ValueError(f"{owner}: {name} must be finite and within float32's range "
+        raise ConfigError(f"{owner}: {name} must be finite and within float32's range "
                          f"(+-3.4e38), got {value!r}")
     if positive and not value > 0:
-        raise ValueError(f"{owner}: {name} must be positive, got {value!r}")
+        raise ConfigError(f"{owner}: {name} must be positive, got {value!r}")
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     """Return ``(fan_in, fan_out)`` of a weight of ``shape`` ``(out, in, *kernel)``."""
     if len(shape) < 2:
-        raise ValueError(f"fan-in and fan-out need a weight of at least 2 dimensions, got {shape}")
+        raise ConfigError(f"fan-in and fan-out need a weight of at least 2 dimensions, got {shape}")
     receptive = math.prod(shape[2:])
     return shape[1] * receptive, shape[0] * receptive
 
@@ -45,7 +47,7 @@ def truncated_normal(shape, rng: np.random.Generator, dtype=np.float32, std=0.1,
     rounds.
     """
     if std <= 0 or cut <= 0:
-        raise ValueError(f"truncated_normal needs std > 0 and cut > 0, got std={std}, cut={cut}")
+        raise ConfigError(f"truncated_normal needs std > 0 and cut > 0, got std={std}, cut={cut}")
     z = rng.standard_normal(shape)
     bad = np.abs(z) > cut
     while bad.any():
@@ -152,8 +154,8 @@ def from_config(config: dict):
     config = dict(config)
     name = config.pop("type", None)
     if name not in INITIALIZERS:
-        raise ValueError(f"unknown initialiser {name!r}; known: {', '.join(sorted(INITIALIZERS))}")
+        raise ConfigError(f"unknown initialiser {name!r}; known: {', '.join(sorted(INITIALIZERS))}")
     try:
         return INITIALIZERS[name](**config)
     except TypeError as exc:
-        raise ValueError(f"initialiser {name}: {exc}") from None
+        raise ConfigError(f"initialiser {name}: {exc}") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablecnn.errors import ShapeError
+from stablecnn.errors import DataError, ShapeError
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def _check_labels(labels, n: int, k: int) -> np.ndarray:
         raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
     if n and (labels.min() < 0 or labels.max() >= k):
         bad = labels[(labels < 0) | (labels >= k)][0]
-        raise ValueError(f"label {bad} is outside [0, {k}) for logits with {k} classes")
+        raise DataError(f"label {bad} is outside [0, {k}) for logits with {k} classes")
     return labels.astype(np.intp, copy=False)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stablecnn.losses import log_softmax
+from stablecnn.errors import DataError
 
 
 @dataclass
@@ -41,7 +42,7 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalizer, batch_si
     """Evaluate ``model`` on uint8 ``images`` (N, H, W), normalising one batch at a time."""
     n = len(images)
     if n == 0:
-        raise ValueError("cannot evaluate on an empty set")
+        raise DataError("cannot evaluate on an empty set")
     predictions = np.empty(n, dtype=np.int64)
     total_loss = 0.0
     for start in range(0, n, batch_size):

@@ -68,7 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn import init as initializers
-from stablecnn.errors import ModelFileError, ShapeError
+from stablecnn.errors import ConfigError, ModelFileError, ShapeError
 from stablecnn.layers import LAYERS, Conv2d
 from stablecnn.layers import from_config as layer_from_config
 from stablecnn.model import Sequential
@@ -316,6 +316,6 @@ def resolve_model(name_or_path, seed: int = 0, dtype=np.float32,
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
     return Sequential.from_config(model_config(name_or_path, num_classes), seed=seed, dtype=dtype,
                                   weights=weights)

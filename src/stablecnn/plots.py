@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stablecnn.errors import DataError
+from stablecnn.errors import ConfigError, DataError
 
 DPI = 100
 RAW, SMOOTH, TEST = "#9ecae1", "#1f5fa8", "#d1495b"  # light blue, dark blue, red
@@ -212,12 +212,12 @@ def plot_confusion(confusion, path, class_names=None, title=None) -> Path:
 
     confusion = np.asarray(confusion, dtype=np.int64)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or confusion.shape[0] == 0:
-        raise ValueError(f"confusion must be a non-empty (K, K) matrix, "
+        raise ConfigError(f"confusion must be a non-empty (K, K) matrix, "
                          f"got shape {confusion.shape}")
     k = confusion.shape[0]
     names = [str(c) for c in (class_names if class_names is not None else range(k))]
     if len(names) != k:
-        raise ValueError(f"{len(names)} class names for {k} classes")
+        raise ConfigError(f"{len(names)} class names for {k} classes")
     totals = confusion.sum(axis=1, keepdims=True)
     fraction = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
     total = int(confusion.sum())
@@ -304,7 +304,7 @@ def plot_filters(weight, path, title=None) -> Path:
     """
     weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 4 or 0 in weight.shape:
-        raise ValueError(f"weight must be a non-empty (F, C, kH, kW) array, "
+        raise ConfigError(f"weight must be a non-empty (F, C, kH, kW) array, "
                          f"got shape {weight.shape}")
     f, c, kh, kw = weight.shape
     rgb = c == 3
@@ -358,7 +358,7 @@ def plot_mistakes(images, labels, predictions, path, max_images=36, class_names=
 
     images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
     if images.ndim != 3 or not len(images) == len(labels) == len(predictions):
-        raise ValueError(f"expected images (N, H, W) with N labels and predictions, got "
+        raise ConfigError(f"expected images (N, H, W) with N labels and predictions, got "
                          f"{images.shape}, {labels.shape}, {predictions.shape}")
     wrong = np.flatnonzero(labels != predictions)
     shown = wrong[:max_images]

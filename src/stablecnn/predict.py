@@ -49,7 +49,7 @@ import numpy as np
 
 from stablecnn.argtypes import positive_int
 from stablecnn.data.framing import FRAMINGS, NoInkError, to_mnist
-from stablecnn.errors import DataError, ImageError
+from stablecnn.errors import ConfigError, DataError, ImageError
 
 MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height must not exceed this
 IMAGE_SIZE = (28, 28)  # (H, W) of MNIST
@@ -75,7 +75,7 @@ def load_images(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist"
         ValueError: ``framing`` is not one of :data:`FRAMINGS`.
     """
     if framing not in FRAMINGS:
-        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+        raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image (pass the files inside it)")
@@ -191,7 +191,7 @@ def unit_range(values: np.ndarray, full_scale: float | None = None) -> np.ndarra
         return values / np.float32(full_scale)
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("the image holds NaN or infinite values")
+        raise DataError("the image holds NaN or infinite values")
     if lo >= 0:
         for scale in (1.0, 255.0, 65535.0):
             if hi <= scale:
@@ -267,7 +267,7 @@ def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None,
         (one per image in the file) or the :class:`~stablecnn.errors.DataError` that file raised.
     """
     if framing not in FRAMINGS:
-        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+        raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
     if size is None:
         shape = getattr(model, "input_shape", None)
         size = tuple(shape[-2:]) if shape else IMAGE_SIZE

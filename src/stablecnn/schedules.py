@@ -24,6 +24,8 @@ import operator
 
 import numpy as np
 
+from stablecnn.errors import ConfigError
+
 
 def _int(owner: str, name: str, value, low: int) -> int:
     """``value`` as an int >= ``low``; a bool, a float or a string is refused, naming the value."""
@@ -34,7 +36,7 @@ def _int(owner: str, name: str, value, low: int) -> int:
     except TypeError:
         number = None
     if number is None or number < low:
-        raise ValueError(f"{owner}: invalid {name} value: {value!r} (must be an integer >= {low})")
+        raise ConfigError(f"{owner}: invalid {name} value: {value!r} (must be an integer >= {low})")
     return number
 
 
@@ -43,12 +45,12 @@ def _float(owner: str, name: str, value, low: float, high: float = math.inf, *,
     """``float(value)`` in the interval; a bool or a string (which float() takes) is refused."""
     interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{owner}: invalid {name} value: {value!r} (must be a real number in "
+        raise ConfigError(f"{owner}: invalid {name} value: {value!r} (must be a real number in "
                          f"{interval}, not {type(value).__name__})")
     x = float(value)
     if (not math.isfinite(x) or x < low or x > high or (x == low and not low_ok)
             or (x == high and not high_ok)):
-        raise ValueError(f"{owner}: invalid {name} value: {value!r} (must be a finite number "
+        raise ConfigError(f"{owner}: invalid {name} value: {value!r} (must be a finite number "
                          f"in {interval})")
     return x
 
@@ -160,7 +162,7 @@ class WarmupLR(Schedule):
 
     def __init__(self, inner: Schedule, warmup_steps: int):
         if not isinstance(inner, Schedule):
-            raise ValueError(f"WarmupLR: invalid inner value: {inner!r} (must be a Schedule)")
+            raise ConfigError(f"WarmupLR: invalid inner value: {inner!r} (must be a Schedule)")
         self.inner = inner
         self.warmup_steps = _int("WarmupLR", "warmup_steps", warmup_steps, 0)
 
@@ -184,13 +186,13 @@ def from_config(config: dict) -> Schedule:
     config = dict(config)
     name = config.pop("type", None)
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
+        raise ConfigError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
     if name == "WarmupLR" and isinstance(config.get("inner"), dict):
         config["inner"] = from_config(config["inner"])
     try:
         return SCHEDULES[name](**config)
     except TypeError as exc:
-        raise ValueError(f"schedule {name}: {exc}") from None
+        raise ConfigError(f"schedule {name}: {exc}") from None
 
 
 def build_schedule(name: str = "constant", *, total_steps: int | None = None,
@@ -207,15 +209,15 @@ def build_schedule(name: str = "constant", *, total_steps: int | None = None,
         inner = ConstantLR()
     elif name == "step":
         if step_size is None:
-            raise ValueError("the step schedule needs step_size")
+            raise ConfigError("the step schedule needs step_size")
         inner = StepLR(step_size, gamma)
     elif name == "cosine":
         if total_steps is None:
-            raise ValueError("the cosine schedule needs total_steps")
+            raise ConfigError("the cosine schedule needs total_steps")
         total_steps = _int("build_schedule", "total_steps", total_steps, 1)
         if total_steps <= warmup_steps:
-            raise ValueError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+            raise ConfigError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
         inner = CosineLR(total_steps - warmup_steps, min_lr)
     else:
-        raise ValueError(f"unknown schedule {name!r}; known: constant, step, cosine")
+        raise ConfigError(f"unknown schedule {name!r}; known: constant, step, cosine")
     return WarmupLR(inner, warmup_steps) if warmup_steps else inner

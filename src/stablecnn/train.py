@@ -34,7 +34,7 @@ from stablecnn import checkpoint as ckpt_io
 from stablecnn import preflight, runtime
 from stablecnn.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
 from stablecnn.data.augment import Augment
-from stablecnn.errors import Diverged, Interrupted, StableCNNError, TrainingError
+from stablecnn.errors import ConfigError, Diverged, Interrupted, StableCNNError, TrainingError
 from stablecnn.losses import SoftmaxCrossEntropy
 from stablecnn.metrics import evaluate
 from stablecnn.modelfile import resolve_model
@@ -75,7 +75,7 @@ class TrainConfig:
 
     def __post_init__(self):
         def bad(what, value, rule):
-            raise ValueError(f"{what} must be {rule}, got {value!r}")
+            raise ConfigError(f"{what} must be {rule}, got {value!r}")
 
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
@@ -172,7 +172,7 @@ class Trainer:
         images, labels = train_data
         if config.train_size is not None:
             if config.train_size > len(images):
-                raise ValueError(f"train_size {config.train_size} exceeds the {len(images)} "
+                raise ConfigError(f"train_size {config.train_size} exceeds the {len(images)} "
                                  f"training images of {config.dataset}")
             images, labels = images[: config.train_size], labels[: config.train_size]
         self.test_images, self.test_labels = test_data
@@ -446,13 +446,13 @@ def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
     try:
         train, progress = ckpt.meta["train"], ckpt.meta["progress"]
         if not isinstance(train, dict) or not isinstance(progress, dict):
-            raise ValueError("its 'train' and 'progress' records must be mappings")
+            raise ConfigError("its 'train' and 'progress' records must be mappings")
         config = TrainConfig.from_dict(train)
         counts = [progress.get(k) for k in ("epoch", "step", "global_step")]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
-            raise ValueError(f"progress {progress} must hold epoch, step and global_step >= 0")
+            raise ConfigError(f"progress {progress} must hold epoch, step and global_step >= 0")
         if counts[2] < counts[1]:
-            raise ValueError(f"progress {progress}: global_step is below step")
+            raise ConfigError(f"progress {progress}: global_step is below step")
         Normalizer.from_dict(ckpt.meta["normalizer"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ckpt_io.CheckpointError(f"{ckpt.meta['path']}: not a resumable training checkpoint "

@@ -22,6 +22,7 @@ import numpy as np
 
 from stablecnn import modelfile
 from stablecnn.model import Sequential
+from stablecnn.errors import ConfigError
 
 _W = {"weight_init": {"type": "TruncatedNormal", "std": 0.1, "mean": 0.0, "cut": 2.0},
       "bias_init": {"type": "Constant", "value": 0.1}}
@@ -64,7 +65,7 @@ def config(name: str) -> dict:
         return copy.deepcopy(MODELS[name])
     files = model_files()
     if name not in files:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(names())}")
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(names())}")
     return modelfile.load_model_file(files[name])
 
 
@@ -78,5 +79,5 @@ def build(name: str, seed: int = 0, dtype=np.float32) -> Sequential:
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
     return Sequential.from_config(config(name), seed=seed, dtype=dtype)

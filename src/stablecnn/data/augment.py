@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablecnn.errors import DataError
+from stablecnn.errors import ConfigError, DataError
 
 
 def shift_rotate(images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray) -> np.ndarray:
@@ -116,10 +116,10 @@ class Augment:
     def __post_init__(self) -> None:
         if not isinstance(self.max_shift, (int, np.integer)) or isinstance(self.max_shift, bool) \
                 or self.max_shift < 0:
-            raise ValueError(f"max_shift must be an int >= 0, got {self.max_shift!r}")
+            raise ConfigError(f"max_shift must be an int >= 0, got {self.max_shift!r}")
         if not isinstance(self.max_degrees, (int, float, np.integer, np.floating)) \
                 or isinstance(self.max_degrees, bool) or not 0 <= self.max_degrees <= 180:
-            raise ValueError(f"max_degrees must be a number in [0, 180], got {self.max_degrees!r}")
+            raise ConfigError(f"max_degrees must be a number in [0, 180], got {self.max_degrees!r}")
         object.__setattr__(self, "max_shift", int(self.max_shift))
         object.__setattr__(self, "max_degrees", float(self.max_degrees))
 
@@ -137,10 +137,10 @@ class Augment:
         try:
             shift, degrees = data["max_shift"], data["max_degrees"]
             if float(shift) != math.floor(float(shift)):
-                raise ValueError(f"max_shift {shift!r} is not a whole number")
+                raise ConfigError(f"max_shift {shift!r} is not a whole number")
             return cls(int(shift), float(degrees))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not an augmentation description: {data!r} ({exc})") from None
+            raise ConfigError(f"not an augmentation description: {data!r} ({exc})") from None
 
     @classmethod
     def parse(cls, text: str) -> "Augment":
@@ -148,8 +148,8 @@ class Augment:
         parts = text.split(",")
         try:
             if len(parts) != 2:
-                raise ValueError("expected two numbers")
+                raise ConfigError("expected two numbers")
             return cls(int(parts[0]), float(parts[1]))
         except ValueError as exc:
-            raise ValueError(f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r} "
+            raise ConfigError(f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r} "
                              f"({exc})") from None

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from stablecnn.errors import NoInkError
+from stablecnn.errors import ConfigError, DataError, NoInkError
 
 FRAMINGS = ("mnist", "none")  # what :func:`to_mnist` (and ``predict --framing``) accepts
 MNIST_SIZE = (28, 28)  # (H, W) of MNIST's frame
@@ -49,7 +49,7 @@ def to_mnist(grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE,
         return frame_mnist(grey, size)
     if framing == "none":
         return fit_unframed(grey, size)
-    raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
 
 
 def frame_mnist(grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE) -> np.ndarray:
@@ -235,12 +235,12 @@ def centre_of_mass(grey: np.ndarray) -> tuple[float, float]:
 def _checked(grey) -> np.ndarray:
     grey = np.asarray(grey)
     if grey.ndim != 2 or grey.size == 0:
-        raise ValueError(f"expected a non-empty (H, W) picture, got shape {grey.shape}")
+        raise ConfigError(f"expected a non-empty (H, W) picture, got shape {grey.shape}")
     if grey.dtype.kind not in "uif":
-        raise ValueError(f"expected grey levels as numbers, got dtype {grey.dtype}")
+        raise ConfigError(f"expected grey levels as numbers, got dtype {grey.dtype}")
     grey = grey.astype(np.float32)
     if not np.isfinite(grey).all():
-        raise ValueError("the picture holds NaN or infinite values")
+        raise DataError("the picture holds NaN or infinite values")
     return np.clip(grey, 0, 1)
 
 
@@ -248,9 +248,9 @@ def _check_size(size) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in size)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be (H, W), got {size!r}") from None
+        raise ConfigError(f"size must be (H, W), got {size!r}") from None
     if h < 2 or w < 2:
-        raise ValueError(f"size must be at least (2, 2), got {size!r}")
+        raise ConfigError(f"size must be at least (2, 2), got {size!r}")
     return h, w
 
 

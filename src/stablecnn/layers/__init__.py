@@ -16,6 +16,7 @@ from stablecnn.layers.dropout import Dropout
 from stablecnn.layers.norm import BatchNorm1d, BatchNorm2d
 from stablecnn.layers.pool import MaxPool2d
 from stablecnn.layers.reshape import Flatten
+from stablecnn.errors import ConfigError
 
 LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
     Conv2d, MaxPool2d, Linear, ReLU, Flatten,
@@ -35,7 +36,7 @@ def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.f
     config = dict(config)
     name = config.pop("type", None)
     if name not in LAYERS:
-        raise ValueError(f"unknown layer type {name!r}; known: {', '.join(sorted(LAYERS))}")
+        raise ConfigError(f"unknown layer type {name!r}; known: {', '.join(sorted(LAYERS))}")
     cls = LAYERS[name]
     for key in ("weight_init", "bias_init"):
         if isinstance(config.get(key), dict):
@@ -49,12 +50,12 @@ def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.f
         config["dtype"] = dtype
     unknown = sorted(set(config) - set(accepted))
     if unknown:
-        raise ValueError(f"{name}: unknown argument(s) {unknown}")
+        raise ConfigError(f"{name}: unknown argument(s) {unknown}")
     make = cls if weights else cls.without_weights
     try:
         return make(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
     except TypeError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 __all__ = ["Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten", "AvgPool2d",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn import reference
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.layers.base import Layer, pair
 
 
@@ -97,7 +97,7 @@ class AvgPool2d(Layer):
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ValueError(f"padding must be at most half the kernel size {self.kernel_size}, "
+            raise ConfigError(f"padding must be at most half the kernel size {self.kernel_size}, "
                              f"got {padding!r}")
         self._x_shape = None
 

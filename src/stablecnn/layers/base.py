@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 
 
 class Scratch:
@@ -139,7 +139,7 @@ class Layer:
     @kernels.setter
     def kernels(self, value: str) -> None:
         if value not in ("fast", "reference"):
-            raise ValueError(f"kernels must be 'fast' or 'reference', got {value!r}")
+            raise ConfigError(f"kernels must be 'fast' or 'reference', got {value!r}")
         self._kernels = value
 
     @property
@@ -197,8 +197,8 @@ def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     ):
         out = (int(value[0]), int(value[1]))
     else:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        raise ConfigError(f"{name} must be an int or a pair of ints, got {value!r}")
     if min(out) < minimum:
         rule = "positive" if minimum == 1 else f">= {minimum}"
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+        raise ConfigError(f"{name} must be {rule}, got {value!r}")
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn.layers.base import Layer
+from stablecnn.errors import ConfigError
 
 
 def dropout_mask(shape, p: float, seed: int, counter: int, dtype) -> np.ndarray:
@@ -61,7 +62,7 @@ class Dropout(Layer):
         super().__init__()
         if (not isinstance(p, (int, float, np.integer, np.floating)) or isinstance(p, bool)
                 or not 0 <= p < 1):
-            raise ValueError(f"p must be a probability in [0, 1), got {p!r}")
+            raise ConfigError(f"p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         rng = rng if rng is not None else np.random.default_rng()
         self.buffers["seed"] = np.array(rng.integers(0, 2**63 - 1), dtype=np.int64)

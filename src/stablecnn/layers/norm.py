@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn import reference
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.layers.base import Layer
 
 
@@ -92,13 +92,13 @@ class _BatchNorm(Layer):
         name = type(self).__name__
         if (not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool)
                 or num_features < 1):
-            raise ValueError(f"{name}: num_features must be a positive int, got {num_features!r}")
+            raise ConfigError(f"{name}: num_features must be a positive int, got {num_features!r}")
         if not isinstance(eps, (int, float, np.integer, np.floating)) or isinstance(eps, bool) \
                 or not 0 < eps < np.inf:
-            raise ValueError(f"{name}: eps must be a positive number, got {eps!r}")
+            raise ConfigError(f"{name}: eps must be a positive number, got {eps!r}")
         if not isinstance(momentum, (int, float, np.integer, np.floating)) or \
                 isinstance(momentum, bool) or not 0 <= momentum <= 1:
-            raise ValueError(f"{name}: momentum must be in [0, 1], got {momentum!r}")
+            raise ConfigError(f"{name}: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         c = self.num_features
         self._new_param("weight", (c,), lambda shape, rng, dtype: np.ones(shape, dtype), None,
@@ -141,7 +141,7 @@ class _BatchNorm(Layer):
             return out
         m = x.size // self.num_features
         if m < 2:
-            raise ValueError(f"{self!r}: training needs more than 1 value per channel to take a "
+            raise ConfigError(f"{self!r}: training needs more than 1 value per channel to take a "
                              f"batch variance, got input shape {x.shape}")
         if self.kernels == "reference":
             run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
