@@ -83,6 +83,33 @@ UPDATE_BLOCK = 1 << 20  # bytes of a parameter updated at a time (Adagrad on Mod
 class Optimizer:
     """Base class: parameter bookkeeping, ``step``, and state save/restore.
 
+    A subclass writes its rule in :meth:`update`, which :meth:`step` calls for each parameter,
+    in the order of ``params``, once per step. By default ``update(param, grad, state)`` gets:
+
+    - ``param``: the parameter array itself, in its own shape (``(out_features, in_features)``
+      for a dense weight, ``(C_out, C_in, kH, kW)`` for a conv weight), to update in place;
+    - ``grad``: its gradient, the same shape, to read only;
+    - ``state``: ``self.state[name]``, that parameter's ``{slot: array}``, each array of the
+      parameter's shape and dtype (made by :meth:`_init_state` from :meth:`_state_keys`);
+    - ``self.steps``: the number of steps done before this one (0 at the first).
+
+    So a rule may use the norms, means or shape of the parameter (LARS, LAMB). It runs in the
+    calling thread, one parameter after the other.
+
+    **Element-wise rules** (each ``p[i]`` computed from ``p[i]``, ``g[i]`` and the state's
+    ``[i]`` entries alone: SGD, Adam, AdamW, RMSprop, Adagrad) may set the class attribute
+    :attr:`elementwise` to True, for speed. Then a parameter of at least
+    ``2 * parallel.MIN_SPAN`` elements whose arrays are all C-contiguous is updated in pieces:
+    ``update`` is called several times a step for it, each time on a flat 1-D slice
+    ``param.reshape(-1)[a:z]`` of at most :data:`UPDATE_BLOCK` bytes, with the same slices of
+    ``grad`` and of every state array (in a new dict), the spans of slices running concurrently,
+    one per thread (see :mod:`stablecnn.parallel`); smaller parameters still come whole. Such a
+    rule must not look across elements (no sum, norm, mean, shape or reshape of its arguments),
+    add state slots, or set attributes in ``update`` (:meth:`workspace` is safe); its results
+    are then bit-identical for any thread count. The opt-in holds for the ``update`` it is
+    declared with: a subclass that overrides ``update`` gets whole arrays unless it sets
+    ``elementwise = True`` itself (AdamW inherits Adam's rule, and its opt-in).
+
     Args:
         params: iterable of ``(name, param, grad)`` triples; ``param`` and ``grad`` are arrays
             that stay the same objects for the whole run (backward overwrites ``grad``).
@@ -97,6 +124,13 @@ class Optimizer:
     """
 
     hyperparameters: tuple[str, ...] = ("lr",)
+    elementwise: bool = False
+    """True: :meth:`update` may be given flat slices of a large parameter (see the class doc)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "update" in cls.__dict__ and "elementwise" not in cls.__dict__:
+            cls.elementwise = False  # a new rule is not element-wise until it says so
 
     def __init__(self, params, lr: float):
         self.params = list(params)
@@ -136,15 +170,17 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update to every parameter from its current gradient.
 
-        Update rules are element-wise, so a large parameter is updated in one contiguous span
-        per thread (see :mod:`stablecnn.parallel`), each with its own slices of the state, and
-        each span :data:`UPDATE_BLOCK` bytes of parameter at a time: the rule's several passes
-        then find the block's arrays in cache.
+        :meth:`update` gets each whole parameter (see the class doc), except under an
+        :attr:`elementwise` rule: a large parameter is then updated in one contiguous span per
+        thread (see :mod:`stablecnn.parallel`), each with its own slices of the state, and each
+        span :data:`UPDATE_BLOCK` bytes of parameter at a time, so the rule's several passes find
+        the block's arrays in cache.
         """
         for name, param, grad in self.params:
             state = self.state[name]
             arrays = (param, grad, *state.values())
-            if param.size < 2 * parallel.MIN_SPAN or not all(a.flags.c_contiguous for a in arrays):
+            if (not self.elementwise or param.size < 2 * parallel.MIN_SPAN
+                    or not all(a.flags.c_contiguous for a in arrays)):
                 self.update(param, grad, state)
                 continue
             keys = tuple(state)
@@ -157,7 +193,9 @@ class Optimizer:
         self.steps += 1
 
     def update(self, param: np.ndarray, grad: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        """Update ``param`` in place from ``grad``; ``self.steps`` is the number of steps done."""
+        """Update ``param`` in place from ``grad`` and ``state``; ``self.steps`` is the number
+        of steps done. Whole arrays in the parameter's shape, or flat slices of them under an
+        :attr:`elementwise` rule (see the class doc)."""
         raise NotImplementedError
 
     def workspace(self, param: np.ndarray, which: int = 0) -> np.ndarray:
@@ -254,6 +292,7 @@ class SGD(Optimizer):
     """
 
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
+    elementwise = True
 
     def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
@@ -318,6 +357,7 @@ class Adam(Optimizer):
     """
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
+    elementwise = True
     decoupled = False  # AdamW: decay the parameter directly instead of adding to the gradient
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -417,6 +457,7 @@ class RMSprop(Optimizer):
     """
 
     hyperparameters = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay")
+    elementwise = True
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
@@ -487,6 +528,7 @@ class Adagrad(Optimizer):
     """
 
     hyperparameters = ("lr", "eps", "weight_decay")
+    elementwise = True
 
     def __init__(self, params, lr: float = 0.01, eps: float = 1e-6, weight_decay: float = 0.0):
         super().__init__(params, lr)
