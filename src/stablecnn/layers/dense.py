@@ -10,14 +10,6 @@ from stablecnn.errors import ShapeError
 from stablecnn.layers.base import Layer
 
 
-def _lines(total: int, macs_per_line: int) -> list[tuple[int, int]]:
-    """The :func:`~stablecnn.parallel.grid` of ``total`` rows (or columns) of a product, fixed
-    by the shapes, each block at least :data:`~stablecnn.parallel.MIN_BLOCK` lines and
-    :data:`~stablecnn.parallel.MIN_MACS` multiply-adds."""
-    least = max(parallel.MIN_BLOCK, -(-parallel.MIN_MACS // max(macs_per_line, 1)))
-    return parallel.grid(total, least, align=parallel.ALIGN)
-
-
 class Linear(Layer):
     r"""Affine map ``y = x W^T + b``.
 
@@ -90,11 +82,14 @@ class Linear(Layer):
 
         # one hand-off for both products, each cut into a grid of blocks fixed by the shapes (so
         # the results do not depend on the thread count): row blocks of dW (whole rows run ~10%
-        # faster than column blocks of it) and column blocks of dx, threads taking runs of them
+        # faster than column blocks of it), all packing x, and column blocks of dx, all packing
+        # dout; threads take runs of them
         batch = dout.shape[0]
-        blocks = [("dw", a, z) for a, z in _lines(self.out_features, batch * self.in_features)]
+        rows = parallel.product_grid(self.out_features, batch * self.in_features, x.nbytes)
+        blocks = [("dw", a, z) for a, z in rows]
         if dx is not None:
-            blocks += [("dx", a, z) for a, z in _lines(self.in_features, batch * self.out_features)]
+            cols = parallel.product_grid(self.in_features, batch * self.out_features, dout.nbytes)
+            blocks += [("dx", a, z) for a, z in cols]
 
         def product(grad, a, z):
             if grad == "dw":
