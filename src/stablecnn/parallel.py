@@ -22,13 +22,13 @@ thread), for two reasons:
   operations wherever a span ends, so it is split into one span per thread (:func:`split`).
 - A product is *not* split where the threads fall. A BLAS kernel does not promise that a column
   (or row) block of a product equals the same block of the whole product. OpenBLAS 0.3.31's
-  float32 kernel on an AMD EPYC ('Haswell' kernels) sums an element's products in an order that
-  depends on where the element falls in its tiling of the whole call (the last 8 columns of a
-  call, for one, go through another micro-kernel), so ``a @ b[:, :k]`` and ``(a @ b)[:, :k]``
-  differ in the last bits at sizes as ordinary as (64, 64, 64); float64, and the kernel of the
-  machine this was first written on, happened to agree. The one property relied on is that the
-  same call (same operands, same shapes, one BLAS thread) gives the same result. So every product is cut by a :func:`grid` of blocks fixed by
-  its shapes and constants alone, the same grid on one thread as on many;
+  float32 kernel on an AMD EPYC ('Haswell' kernels) rounds an element differently depending on
+  where it falls in the whole call: with ``a`` and ``b`` (64, 64), the last 8 columns of
+  ``a @ b[:, :32]`` differ in the last bits from the same columns of ``a @ b``, and so do
+  blocks of Model 1's products; float64, and the kernel of the machine this was first written
+  on, happened to agree. The one property relied on is that the same call (same operands, same
+  shapes, one BLAS thread) gives the same result. So every product is cut by a :func:`grid` of
+  blocks fixed by its shapes and constants alone, the same grid on one thread as on many, and
   :func:`for_each_block` hands each thread a run of whole blocks. The grid has a multiple of
   :data:`GRID` blocks where the work allows (equal shares for 1, 2, 3, 4, 6 or 12 threads),
   else a power of two.
@@ -213,7 +213,7 @@ def grid(total: int, min_items: int = 1, max_items: int | None = None, align: in
     at least ``min_items`` long (work below that is not worth a call). Their count is the
     smallest multiple of ``parts`` that allows (equal shares for 1, 2, 3, 4, 6 or 12 threads
     when ``parts`` is :data:`GRID`), else the largest power of two (1, 2, 4 or 8 threads), else
-    as many as ``max_items`` needs. All but the last start on multiples of ``align`` (use
+    as many as ``max_items`` needs. Every block starts on a multiple of ``align`` (use
     ``min_items >= 2 * align``).
     """
     if total <= 0:
