@@ -72,56 +72,6 @@ def test_whole_model_gradient_check_float64():
     assert rel_error(dx, numerical_grad(f, x)) < 1e-7
 
 
-def _train_step(model, x, y, need_input_grad=True):
-    loss = SoftmaxCrossEntropy()
-    value = loss.forward(model.forward(x), y)
-    dx = model.backward(loss.backward(), need_input_grad=need_input_grad)
-    return value, dx, {name: g.copy() for name, _, g in model.parameters()}
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_relu_pool_pairs_give_the_unfused_results_exactly(dtype):
-    """Sequential runs each ReLU -> MaxPool2d pair as one call: the loss, the input gradient
-    and every parameter gradient are those of the layers run one by one."""
-    from stablecnn.model import relu_pool_pairs
-
-    def build(fuse):
-        rng = np.random.default_rng(6)
-        return Sequential(ReLU(), MaxPool2d(2, stride=1),  # a pair first: its input gradient
-                          Conv2d(1, 4, 3, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2, stride=1),
-                          Conv2d(4, 3, 3, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2),
-                          Flatten(), Linear(3 * 2 * 2, 5, rng=rng, dtype=dtype), fuse=fuse)
-
-    fused, plain = build(True), build(False)
-    assert relu_pool_pairs(fused.layers) == {0, 3, 6}
-    rng = np.random.default_rng(7)
-    x = np.round(rng.standard_normal((6, 1, 11, 11)), 1).astype(dtype)  # ties and zeros
-    y = np.arange(6) % 5
-    for need in (True, False):
-        got, want = _train_step(fused, x, y, need), _train_step(plain, x, y, need)
-        assert fused._fused == {0, 3, 6} and plain._fused == frozenset()
-        assert got[0] == want[0]
-        if need:
-            np.testing.assert_array_equal(got[1], want[1])
-        else:
-            assert got[1] is None and want[1] is None
-        for name in want[2]:
-            np.testing.assert_array_equal(got[2][name], want[2][name], err_msg=name)
-    np.testing.assert_array_equal(fused.predict_proba(x), plain.predict_proba(x))
-
-
-def test_fusion_follows_a_changed_layer_list():
-    rng = np.random.default_rng(0)
-    model = Sequential(Conv2d(1, 2, 3, rng=rng), ReLU(), MaxPool2d(2), Flatten())
-    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
-    model.forward(x)
-    assert model._fused == {1}
-    model.layers[1:3] = [model.layers[2], ReLU()]  # now pool -> ReLU: nothing to fuse
-    out = model.forward(x)
-    assert model._fused == frozenset() and out.min() >= 0
-    assert model.backward(np.ones_like(out)).shape == x.shape
-
-
 def test_md1_gradient_check_float64_on_a_small_batch():
     """Model 1 itself, in float64, checked on a sample of entries of every parameter."""
     rng = np.random.default_rng(1)

@@ -5,20 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn.errors import ShapeError
-from stablecnn.layers.activations import ReLU
+from stablecnn.fuse import fuse, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
 from stablecnn.layers.base import Layer
-from stablecnn.layers.pool import MaxPool2d
 from stablecnn.losses import softmax
-
-
-def relu_pool_pairs(layers) -> frozenset[int]:
-    """Indices of the ReLUs directly followed by a MaxPool2d: each pair runs as one call,
-    ``pool.forward(x, relu=True)`` (see :mod:`stablecnn.layers.pool`), the same result and
-    gradients with one pass over the activations fewer each way. Pairs on the reference
-    kernels run as the two layers they are."""
-    return frozenset(i for i in range(len(layers) - 1)
-                     if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d
-                     and layers[i].kernels == layers[i + 1].kernels == "fast")
 
 
 class Sequential:
@@ -28,12 +17,26 @@ class Sequential:
     PyTorch's ``nn.Sequential``. Inputs are cast to the model's dtype, so a float64 model never
     computes in float32.
 
+    Two lists of layers: :attr:`layers`, the architecture as built, from which parameter
+    names, :meth:`config`, ``repr``, :meth:`summary`, :meth:`state_dict` and so checkpoints
+    come; and :attr:`plan`, the steps :meth:`forward` runs one after the other and
+    :meth:`backward` runs back. With ``fuse`` on (the default) the plan is
+    :func:`stablecnn.fuse.fuse` of the layers: each ReLU that a MaxPool2d follows runs inside
+    the pool's passes, as one :class:`~stablecnn.layers.pool.ReLUMaxPool2d`, the same numbers bit
+    for bit and one pass over the activations fewer each way. Keeping the architecture apart
+    from the plan is what keeps a fused model's names and files those of the unfused one: the
+    fused plan is shorter, and indexing names by it would shift every later layer's
+    (``"7.weight"`` would become ``"5.weight"`` in Model 1). The model makes its plan itself,
+    so every path that runs it (the Trainer, evaluation, prediction, the benchmark) runs the
+    fused steps without calling anything; layers on the reference kernels are never fused.
+
     Args:
         *layers: the layers, first to last.
         input_shape: optional shape of one example, e.g. ``(1, 28, 28)``; when given, the layers
             are checked to fit it at once and :meth:`summary` needs no argument.
-        fuse: run each ReLU that a MaxPool2d follows inside the pool's passes (default True;
-            see :func:`relu_pool_pairs`). The results are the same either way.
+        fuse: run the plan :func:`stablecnn.fuse.fuse` makes of the layers (default True), or
+            the layers one by one (False). The results are the same either way; ``model.fuse``
+            may be changed between steps.
         kernels: ``"reference"`` runs every layer on the readable definitions of
             :mod:`stablecnn.reference` (slow; the same numbers within float rounding),
             ``"fast"`` on the fast kernels; default ``None`` leaves each layer's own
@@ -60,7 +63,9 @@ class Sequential:
         self.dtype = np.dtype(dtypes.pop() if dtypes else np.float32)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.fuse = fuse
-        self._fused: frozenset[int] = frozenset()  # the ReLUs the last forward ran in a pool
+        self._plan_key: tuple | None = None  # what the cached plan was made from
+        self._plan: tuple[Layer, ...] = ()
+        self._last_plan: tuple[Layer, ...] | None = None  # the steps the last forward ran
         if kernels is not None:
             self.kernels = kernels
         if self.input_shape is not None:
@@ -80,6 +85,18 @@ class Sequential:
         for layer in self.layers:
             layer.kernels = value  # the layer refuses any value but "fast" and "reference"
 
+    @property
+    def plan(self) -> tuple[Layer, ...]:
+        """The steps :meth:`forward` runs, first to last: :attr:`layers` as they are, or with
+        :attr:`fuse` on, ``stablecnn.fuse.fuse(layers)``. Made again whenever ``layers`` (the
+        list may be edited), a layer's kernels or ``fuse`` change, so it always follows them;
+        pairs on the reference kernels are never fused."""
+        key = (self.fuse, tuple(self.layers), tuple(layer.kernels for layer in self.layers))
+        if key != self._plan_key:  # layers compare by identity
+            self._plan = tuple(fuse(self.layers) if self.fuse else self.layers)
+            self._plan_key = key
+        return self._plan
+
     # -- shapes ---------------------------------------------------------------------------------
     def shapes(self, input_shape) -> list[tuple[int, ...]]:
         """Output shape (without the batch axis) after each layer, for one example's shape."""
@@ -97,7 +114,11 @@ class Sequential:
 
     # -- the passes -----------------------------------------------------------------------------
     def forward(self, x, training: bool = True) -> np.ndarray:
-        """Run ``x`` (N, *input_shape) through every layer; ``training`` keeps what backward needs."""
+        """Run ``x`` (N, *input_shape) through each step of :attr:`plan` in turn (every layer,
+        a ReLU and its max-pool as one step when fused); ``training`` keeps what backward needs.
+
+        Raises ``ShapeError`` naming the layer an input of this shape does not fit, before any
+        work is done."""
         x = np.asarray(x)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
@@ -107,29 +128,24 @@ class Sequential:
         if shape != getattr(self, "_checked_shape", None):
             self.shapes(shape)  # raise a ShapeError naming the layer before any work is done
             self._checked_shape = shape
-        # found again each time, so a changed self.layers is honoured; backward follows suit
-        fused = self._fused = relu_pool_pairs(self.layers) if self.fuse else frozenset()
-        for i, layer in enumerate(self.layers):
-            if i in fused:
-                continue  # this ReLU runs inside the max-pool that follows
-            x = layer.forward(x, training, relu=True) if i - 1 in fused else layer.forward(x, training)
+        plan = self._last_plan = self.plan  # backward runs these same steps back
+        for layer in plan:
+            x = layer.forward(x, training)
         return x
 
     __call__ = forward
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """Back-propagate dL/doutput; fills every layer's ``grads`` and returns dL/dinput.
+        """Back-propagate dL/doutput through the steps the last :meth:`forward` ran, last to
+        first; fills every layer's ``grads`` and returns dL/dinput.
 
         ``need_input_grad=False`` skips the first layer's input gradient, which training never
         reads (for Model 1 that saves the first conv's whole input gradient), and returns ``None``.
         """
-        fused = self._fused
-        for i in reversed(range(len(self.layers))):
-            if i in fused:
-                continue  # the max-pool after this ReLU returned the gradient of its input
-            first = i == 0 or (i == 1 and 0 in fused)
-            dout = self.layers[i].backward(dout, need_input_grad=need_input_grad or not first)
-        return dout
+        plan = self._last_plan or self.plan  # before any forward, the layers say what is missing
+        for layer in reversed(plan[1:]):
+            dout = layer.backward(dout)
+        return plan[0].backward(dout, need_input_grad=need_input_grad)
 
     # -- architecture as data ---------------------------------------------------------------------
     def config(self) -> dict:

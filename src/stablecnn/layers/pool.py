@@ -21,8 +21,9 @@ ReLU then max-pool: ``maxpool(relu(x)) == relu(maxpool(x))`` (both are monotone)
 kernel takes ``relu=True`` and computes the pair on the pooled output, which is smaller, in the
 pool's own passes: the gradient is masked where the pooled output is not positive, then routed.
 That is the pair's gradient exactly. Where the window's maximum is positive both pick the same
-input; where it is not, the pair's gradient is zero either way. :class:`~stablecnn.model.Sequential`
-runs a ReLU followed by a MaxPool2d this way.
+input; where it is not, the pair's gradient is zero either way. :class:`ReLUMaxPool2d` is the
+pair as one layer; :func:`stablecnn.fuse.fuse` puts one in a model's execution plan for each
+ReLU that a MaxPool2d follows.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 from stablecnn import parallel, reference
 from stablecnn.errors import ShapeError
+from stablecnn.layers.activations import ReLU
 from stablecnn.layers.base import Layer, pair
 
 
@@ -326,8 +328,8 @@ class MaxPool2d(Layer):
     def forward(self, x, training=True, relu=False):
         """Pool ``x``. ``relu=True`` computes ``maxpool(relu(x))`` (as ``relu(maxpool(x))``, see
         the module doc) and :meth:`backward` then returns the gradient with respect to the
-        ReLU's input: :class:`~stablecnn.model.Sequential` runs a ReLU followed by a max-pool
-        this way, one pass fewer each way than the two layers."""
+        ReLU's input: :class:`ReLUMaxPool2d` runs a ReLU followed by a max-pool this way, one
+        pass fewer each way than the two layers."""
         self._check_input(x, 4)
         if self.kernels == "reference":
             self._cache = ("reference", relu, x, None) if training else None
@@ -372,3 +374,72 @@ class MaxPool2d(Layer):
     def __repr__(self):
         k, s = self.kernel_size, self.stride
         return f"MaxPool2d(kernel_size={k}, stride={s})"
+
+
+class ReLUMaxPool2d(Layer):
+    r"""A ReLU and the MaxPool2d that follows it, run as one layer: ``maxpool(relu(x))``.
+
+    Both are monotone, so ``maxpool(relu(x)) = relu(maxpool(x))``: the pool's own passes apply
+    the ReLU to their output, a quarter of the input's size or less, and mask the gradient by
+    ``out > 0`` before routing it (see the module doc). The output, and the gradient with
+    respect to the ReLU's input, are those of the two layers run one after the other, bit for
+    bit, ties and all-negative windows included; one pass over the activations is saved each
+    way. Reference: :func:`stablecnn.reference.relu_forward` then
+    :func:`~stablecnn.reference.maxpool2d_forward`, and their backward functions in reverse.
+
+    It is a step of a model's execution plan, not of its architecture:
+    :func:`stablecnn.fuse.fuse` makes one for each ReLU that a MaxPool2d follows, and
+    :class:`~stablecnn.model.Sequential` runs it while its ``layers``, parameter names, config
+    and checkpoints keep the two layers. It runs ``pool`` itself (``pool.forward(x, training,
+    relu=True)``), so it has the pool's window, stride and kernels and no parameters; it has
+    no :meth:`config` of its own.
+
+    Args:
+        relu: the :class:`~stablecnn.layers.activations.ReLU`.
+        pool: the :class:`MaxPool2d` that follows it.
+
+    Shape:
+        input (N, C, H, W) -> output (N, C, Ho, Wo), as ``pool``.
+
+    Raises:
+        TypeError: ``relu`` is not a ReLU or ``pool`` not a MaxPool2d.
+
+    Example:
+        >>> fused = ReLUMaxPool2d(ReLU(), MaxPool2d(2))
+        >>> fused.forward(np.array([[[[-1.0, -2.0], [-3.0, -4.0]]]])).tolist()
+        [[[[0.0]]]]
+    """
+
+    def __init__(self, relu: ReLU, pool: MaxPool2d):
+        super().__init__()
+        if type(relu) is not ReLU or type(pool) is not MaxPool2d:
+            raise TypeError(f"ReLUMaxPool2d takes a ReLU and a MaxPool2d, got "
+                            f"{type(relu).__name__} and {type(pool).__name__}")
+        self.relu, self.pool = relu, pool
+
+    @property
+    def kernels(self) -> str:
+        """The pool's kernels (it runs the ReLU); setting it sets both layers'."""
+        return self.pool.kernels
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        self.relu.kernels = value
+        self.pool.kernels = value
+
+    def config(self):
+        raise TypeError("ReLUMaxPool2d is a step of a model's execution plan made by "
+                        "stablecnn.fuse.fuse, not a layer of an architecture: save the ReLU "
+                        "and the MaxPool2d it runs (Sequential.config does)")
+
+    def output_shape(self, input_shape):
+        return self.pool.output_shape(input_shape)
+
+    def forward(self, x, training=True):
+        return self.pool.forward(x, training, relu=True)
+
+    def backward(self, dout, need_input_grad=True):
+        return self.pool.backward(dout, need_input_grad)
+
+    def __repr__(self):
+        return f"ReLUMaxPool2d(kernel_size={self.pool.kernel_size}, stride={self.pool.stride})"

@@ -1,0 +1,201 @@
+"""The fusion pass (stablecnn.fuse) and the fused layer: a ReLU followed by a MaxPool2d runs as
+one ReLUMaxPool2d in a Sequential's plan, with the numbers, names and files of the two layers."""
+
+import numpy as np
+import pytest
+
+from stablecnn import (Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
+                       SoftmaxCrossEntropy, checkpoint, zoo)
+from stablecnn.fuse import fuse, relu_pool_pairs
+from stablecnn.layers.pool import ReLUMaxPool2d
+
+
+def _train_step(model, x, y, need_input_grad=True):
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(model.forward(x), y)
+    dx = model.backward(loss.backward(), need_input_grad=need_input_grad)
+    return value, dx, {name: g.copy() for name, _, g in model.parameters()}
+
+
+def _kinds(layers):
+    return [type(layer).__name__ for layer in layers]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_pool_pairs_give_the_unfused_results_exactly(dtype):
+    """Each ReLU -> MaxPool2d pair runs as one ReLUMaxPool2d: the loss, the input gradient
+    and every parameter gradient are those of the layers run one by one, for the flat 2x2
+    stride-1 kernel, the 2x2 stride-2 kernel and a pair first in the model."""
+
+    def build(fuse):
+        rng = np.random.default_rng(6)
+        return Sequential(ReLU(), MaxPool2d(2, stride=1),  # a pair first: its input gradient
+                          Conv2d(1, 4, 3, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2, stride=1),
+                          Conv2d(4, 3, 3, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2),
+                          Flatten(), Linear(3 * 2 * 2, 5, rng=rng, dtype=dtype), fuse=fuse)
+
+    fused, plain = build(True), build(False)
+    assert relu_pool_pairs(fused.layers) == {0, 3, 6}
+    assert _kinds(fused.plan) == ["ReLUMaxPool2d", "Conv2d", "ReLUMaxPool2d", "Conv2d",
+                                  "ReLUMaxPool2d", "Flatten", "Linear"]
+    assert plain.plan == tuple(plain.layers)
+    rng = np.random.default_rng(7)
+    x = np.round(rng.standard_normal((6, 1, 11, 11)), 1).astype(dtype)  # ties and zeros
+    y = np.arange(6) % 5
+    for need in (True, False):
+        got, want = _train_step(fused, x, y, need), _train_step(plain, x, y, need)
+        assert got[0] == want[0]
+        if need:
+            assert got[1].dtype == dtype
+            np.testing.assert_array_equal(got[1], want[1])
+        else:
+            assert got[1] is None and want[1] is None
+        for name in want[2]:
+            np.testing.assert_array_equal(got[2][name], want[2][name], err_msg=name)
+    np.testing.assert_array_equal(fused.predict_proba(x), plain.predict_proba(x))
+
+
+def test_fused_and_unfused_model_1_train_bit_identically():
+    """Model 1 (float32) three Adagrad steps either way: the same outputs, gradients and
+    updated weights, bit for bit, and then the same predictions."""
+    rng = np.random.default_rng(11)
+    x = rng.random((8, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, 8)
+    runs = []
+    for fused in (True, False):
+        model = zoo.build("md1", seed=2)
+        model.fuse = fused
+        opt, loss, record = Adagrad(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
+        for _ in range(3):
+            out = model.forward(x)
+            record.append(out)
+            loss.forward(out, y)
+            model.backward(loss.backward(), need_input_grad=False)
+            record += [g.copy() for _, _, g in model.parameters()]
+            opt.step()
+            record += [p.copy() for _, p, _ in model.parameters()]
+        record.append(model.forward(x, training=False))
+        runs.append((model, record))
+    (fused, got), (plain, want) = runs
+    assert _kinds(fused.plan) == ["Conv2d", "ReLUMaxPool2d", "Conv2d", "ReLUMaxPool2d",
+                                  "Flatten", "Linear", "ReLU", "Linear"]
+    assert len(plain.plan) == 10
+    assert len(got) == len(want) == 3 * 17 + 1
+    for k, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype == np.float32
+        np.testing.assert_array_equal(g, w, err_msg=f"array {k}")
+
+
+def test_fusing_changes_no_name_config_repr_summary_or_checkpoint(tmp_path):
+    """A fused Model 1 is named, described and saved exactly as the unfused one: the names
+    keep the unfused layer indices ("7.weight", not "5.weight") and its checkpoint loads into
+    a model that predicts the same."""
+    fused, plain = zoo.build("md1", seed=5), zoo.build("md1", seed=5)
+    plain.fuse = False
+    x = np.random.default_rng(12).random((4, 1, 28, 28), dtype=np.float32)
+    out = fused.forward(x)  # the plan is made and run
+    assert any(isinstance(step, ReLUMaxPool2d) for step in fused.plan)
+    assert [n for n, _, _ in fused.parameters()] == [n for n, _, _ in plain.parameters()] == [
+        "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"]
+    assert fused.config() == plain.config()
+    assert repr(fused) == repr(plain) and "ReLUMaxPool2d" not in repr(fused)
+    assert fused.summary((1, 28, 28)) == plain.summary((1, 28, 28))
+    assert _kinds(fused.layers) == _kinds(plain.layers) and len(fused.layers) == 10
+    checkpoint.save(tmp_path / "fused.npz", fused, {})
+    checkpoint.save(tmp_path / "plain.npz", plain, {})
+    a, b = checkpoint.load(tmp_path / "fused.npz"), checkpoint.load(tmp_path / "plain.npz")
+    assert a.meta["model"] == b.meta["model"] and sorted(a.params) == sorted(b.params)
+    for name in b.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+    loaded, _ = checkpoint.load_model(tmp_path / "fused.npz")
+    plain.load_state_dict(fused.state_dict())
+    np.testing.assert_array_equal(loaded.forward(x), out)
+    np.testing.assert_array_equal(plain.forward(x), out)
+
+
+def test_fuse_is_idempotent_and_leaves_other_layers_as_they_are():
+    relu, pool, conv, flat = ReLU(), MaxPool2d(2), Conv2d(1, 2, 3), Flatten()
+    layers = [conv, relu, pool, flat]
+    once = fuse(layers)
+    assert layers == [conv, relu, pool, flat]  # the input list is not changed
+    assert _kinds(once) == ["Conv2d", "ReLUMaxPool2d", "Flatten"]
+    assert once[0] is conv and once[2] is flat
+    assert once[1].relu is relu and once[1].pool is pool
+    twice = fuse(once)
+    assert len(twice) == len(once) and all(a is b for a, b in zip(twice, once))
+    # chains: only a ReLU directly followed by a MaxPool2d is joined, once
+    r1, r2, p1, p2 = ReLU(), ReLU(), MaxPool2d(2), MaxPool2d(2)
+    assert _kinds(fuse([r1, r2, p1, p2])) == ["ReLU", "ReLUMaxPool2d", "MaxPool2d"]
+    assert _kinds(fuse(fuse([r1, r2, p1, p2]))) == ["ReLU", "ReLUMaxPool2d", "MaxPool2d"]
+    # nothing to fuse: the same objects in the same order, and the model's plan is its layers
+    for plain in ([conv, pool, relu, flat], [relu], [pool, relu], [conv, flat]):
+        got = fuse(plain)
+        assert len(got) == len(plain) and all(a is b for a, b in zip(got, plain))
+    model = Sequential(conv, pool, relu)
+    assert model.plan == (conv, pool, relu)
+    fused = Sequential(conv, relu, pool)
+    assert fused.plan is fused.plan  # made once, kept while nothing changes
+
+
+def test_the_plan_follows_the_layers_their_kernels_and_the_fuse_switch():
+    """Sequential makes its plan again when the layer list is edited, a layer changes kernels
+    (the reference kernels are never fused) or ``fuse`` is turned off."""
+    rng = np.random.default_rng(0)
+    model = Sequential(Conv2d(1, 2, 3, rng=rng), ReLU(), MaxPool2d(2), Flatten())
+    x = rng.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    want = model.forward(x)
+    assert _kinds(model.plan) == ["Conv2d", "ReLUMaxPool2d", "Flatten"]
+    model.layers[2].kernels = "reference"
+    assert model.plan == tuple(model.layers)
+    model.kernels = "fast"
+    model.fuse = False
+    assert model.plan == tuple(model.layers)
+    np.testing.assert_array_equal(model.forward(x), want)
+    model.fuse = True
+    model.layers[1:3] = [model.layers[2], ReLU()]  # now pool -> ReLU: nothing to fuse
+    assert model.plan == tuple(model.layers)
+    out = model.forward(x)
+    assert out.min() >= 0
+    assert model.backward(np.ones_like(out)).shape == x.shape
+
+
+def test_backward_runs_the_steps_the_last_forward_ran():
+    """The plan changing between a forward and its backward (fuse turned off) does not mix the
+    two: backward goes back through the steps forward went through."""
+    rng = np.random.default_rng(1)
+    model = Sequential(Conv2d(1, 2, 3, rng=rng), ReLU(), MaxPool2d(2, stride=1), Flatten())
+    x = rng.standard_normal((3, 1, 9, 9)).astype(np.float32)
+    out = model.forward(x)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    want = model.backward(dout)
+    model.forward(x)
+    model.fuse = False
+    np.testing.assert_array_equal(model.backward(dout), want)
+    with pytest.raises(RuntimeError, match="backward needs a forward"):
+        Sequential(ReLU(), MaxPool2d(2)).backward(dout)
+
+
+def test_relu_maxpool2d_is_the_pair_as_one_layer():
+    """ReLUMaxPool2d on its own: the pair's values and gradient (ties, zeros, all-negative
+    windows), its shape, repr, no parameters, the pool's kernels, and no config of its own."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 3, (2, 3, 7, 6)).astype(np.float64)
+    x[0, 0] = -1
+    relu, pool = ReLU(), MaxPool2d(3, stride=2)
+    fused = ReLUMaxPool2d(ReLU(), MaxPool2d(3, stride=2))
+    want = pool.forward(relu.forward(x))
+    np.testing.assert_array_equal(fused.forward(x), want)
+    dout = rng.standard_normal(want.shape)
+    np.testing.assert_array_equal(fused.backward(dout), relu.backward(pool.backward(dout)))
+    fused.forward(x)
+    assert fused.backward(dout, need_input_grad=False) is None
+    assert fused.output_shape((3, 7, 6)) == want.shape[1:] == (3, 3, 2)
+    assert repr(fused) == "ReLUMaxPool2d(kernel_size=(3, 3), stride=(2, 2))"
+    assert fused.params == {} and fused.num_params == 0 and fused.dtype is None
+    fused.kernels = "reference"
+    assert fused.relu.kernels == fused.pool.kernels == fused.kernels == "reference"
+    np.testing.assert_array_equal(fused.forward(x), want)
+    with pytest.raises(TypeError, match="execution plan.*save the ReLU and the MaxPool2d"):
+        fused.config()
+    with pytest.raises(TypeError, match="takes a ReLU and a MaxPool2d, got MaxPool2d and ReLU"):
+        ReLUMaxPool2d(MaxPool2d(2), ReLU())
