@@ -12,6 +12,7 @@ import pytest
 from stablecnn import checkpoint
 from stablecnn.callbacks import Callback
 from stablecnn.cli import main
+from support import default_sigint
 from stablecnn.errors import TrainingError
 from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, resume_checkpoint
 
@@ -190,7 +191,7 @@ def test_sigint_in_a_real_process_leaves_a_resumable_checkpoint(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", script, "train", "--epochs", "1", "--batch-size", "20",
          "--out", str(run), "--no-plots"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     metrics = run / "metrics.csv"
     deadline = time.time() + 60
     while time.time() < deadline:

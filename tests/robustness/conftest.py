@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parents[1]))  # tests/, for its helpers when loaded by path
+from support import default_sigint  # noqa: E402
 
 
 # -- toy data and the recipe ------------------------------------------------------------------------
@@ -159,7 +161,8 @@ def cli_process(*args, setup: str = "", **popen) -> subprocess.Popen:
     """``stablecnn ARGS`` in a new process on the toy data, after running ``setup`` (Python)."""
     script = CLI_SCRIPT.format(kit=str(HERE), setup=setup)
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint, **popen)
 
 
 def wait_for_line(stream, marker: str, limit: int = 10_000) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from stablecnn import cli
+from support import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_SCRIPT = ROOT / "train_cnn_md1.py"
@@ -28,7 +29,8 @@ def stablecnn(*args, env=None, **popen) -> subprocess.Popen:
     """``python -m stablecnn ARGS`` in a new process (the installed command's entry point)."""
     return subprocess.Popen([sys.executable, "-m", "stablecnn", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, **popen)
+                            env={**os.environ, **(env or {})}, preexec_fn=default_sigint,
+                            **popen)
 
 
 # -- settings are read where errors are reported ----------------------------------------------------
@@ -152,7 +154,8 @@ def test_ctrl_c_in_train_cnn_md1(tmp_path):
         f"sys.argv = [{str(LEGACY_SCRIPT)!r}, '0']\n"
         f"runpy.run_path({str(LEGACY_SCRIPT)!r}, run_name='__main__')\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=default_sigint)
     first = proc.stdout.readline()
     assert first == "reading\n", proc.communicate()
     out, err = _interrupt_when(proc, lambda: True)
