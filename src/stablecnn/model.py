@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.fuse import fuse, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
 from stablecnn.layers.base import Layer
 from stablecnn.losses import softmax
@@ -55,7 +55,7 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} must be a stablecnn Layer, got {type(layer).__name__}")
         if not layers:
-            raise ValueError("Sequential needs at least one layer")
+            raise ConfigError("Sequential needs at least one layer")
         self.layers = list(layers)
         dtypes = {layer.dtype for layer in self.layers if layer.dtype is not None}
         if len(dtypes) > 1:
@@ -165,7 +165,7 @@ class Sequential:
         from stablecnn.layers import from_config as layer_from_config
 
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
-            raise ValueError(f"a model config needs a 'layers' list, got {str(config)[:80]}")
+            raise ConfigError(f"a model config needs a 'layers' list, got {str(config)[:80]}")
         rng = np.random.default_rng(seed)
         layers = []
         for i, layer_config in enumerate(config["layers"]):
@@ -177,7 +177,7 @@ class Sequential:
         shape = config.get("input_shape")
         if shape is not None and not (isinstance(shape, (list, tuple))
                                       and all(isinstance(v, int) and v > 0 for v in shape)):
-            raise ValueError(f"input_shape must be a list of positive ints, got {shape!r}")
+            raise ConfigError(f"input_shape must be a list of positive ints, got {shape!r}")
         return cls(*layers, input_shape=tuple(shape) if shape else None)
 
     # -- parameters -----------------------------------------------------------------------------
@@ -207,7 +207,7 @@ class Sequential:
         own = self.state_dict()
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or extra:
-            raise ValueError(f"state does not match the model: missing {missing}, unexpected {extra}")
+            raise ConfigError(f"state does not match the model: missing {missing}, unexpected {extra}")
         params = {name for name, _, _ in self.parameters()}
         for name, target in own.items():
             what = "parameter" if name in params else "buffer"
@@ -229,7 +229,7 @@ class Sequential:
     def predict_proba(self, x, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, K), computed ``batch_size`` examples at a time."""
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
         x = np.asarray(x)
         out = [softmax(self.forward(x[i : i + batch_size], training=False))
                for i in range(0, len(x), batch_size)]
@@ -247,7 +247,7 @@ class Sequential:
         """A table of each layer, its output shape and its parameter count."""
         input_shape = input_shape or self.input_shape
         if input_shape is None:
-            raise ValueError("summary needs an input_shape (the model was built without one)")
+            raise ConfigError("summary needs an input_shape (the model was built without one)")
         shapes = self.shapes(input_shape)
         rows = [("#", "layer", "output shape", "params"), ("", "input", str(tuple(input_shape)), "")]
         rows += [(str(i), repr(layer), str(shape), f"{layer.num_params:,}")

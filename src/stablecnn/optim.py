@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 
 from stablecnn import parallel
+from stablecnn.errors import ConfigError
 
 
 def _shown(value) -> str:
@@ -53,17 +54,17 @@ def _number(owner: str, name: str, value, low: float = 0.0, high: float = math.i
     else:
         real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if not real:
-        raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} (must be a real number "
+        raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} (must be a real number "
                          f"in {interval}, not {type(value).__name__})")
     x = float(value)
     if not inside(x):
-        raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} "
+        raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} "
                          f"(must be a finite number in {interval})")
     for dtype in dtypes:
         with np.errstate(over="ignore", under="ignore"):
             rounded = float(np.dtype(dtype).type(x))
         if not inside(rounded):
-            raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} (it rounds to "
+            raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} (it rounds to "
                              f"{rounded:g} in {np.dtype(dtype)}, the parameters' dtype; must be "
                              f"in {interval} there)")
     return x
@@ -72,7 +73,7 @@ def _number(owner: str, name: str, value, low: float = 0.0, high: float = math.i
 def _flag(owner: str, name: str, value) -> bool:
     """``value`` if it is a bool (Python's or NumPy's), else a ValueError naming it."""
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{owner}: invalid {name} value: {_shown(value)} "
+        raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} "
                          f"(must be True or False, not {type(value).__name__})")
     return bool(value)
 
@@ -135,10 +136,10 @@ class Optimizer:
     def __init__(self, params, lr: float):
         self.params = list(params)
         if not self.params:
-            raise ValueError("the optimizer got no parameters")
+            raise ConfigError("the optimizer got no parameters")
         names = [name for name, _, _ in self.params]
         if len(set(names)) != len(names):
-            raise ValueError(f"parameter names must be unique, got {names}")
+            raise ConfigError(f"parameter names must be unique, got {names}")
         self._dtypes = sorted({np.dtype(param.dtype) for _, param, _ in self.params}, key=str)
         self.lr = self._number("learning rate (lr)", lr, low_open=True)
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
@@ -235,12 +236,12 @@ class Optimizer:
         got = set(flat) - {"steps"}
         if got != expected:
             missing, extra = sorted(expected - got), sorted(got - expected)
-            raise ValueError(f"optimizer state does not match: missing {missing}, unexpected {extra}")
+            raise ConfigError(f"optimizer state does not match: missing {missing}, unexpected {extra}")
         for key in got:
             name, _, slot = key.rpartition(".")
             value = np.asarray(flat[key])
             if value.shape != params[name].shape:
-                raise ValueError(f"optimizer state {key!r} has shape {value.shape}, "
+                raise ConfigError(f"optimizer state {key!r} has shape {value.shape}, "
                                  f"the parameter has {params[name].shape}")
             self.state[name][slot] = value.astype(params[name].dtype, copy=True)
         self.steps = int(flat.get("steps", 0))
@@ -302,7 +303,7 @@ class SGD(Optimizer):
         self.weight_decay = self._number("weight_decay", weight_decay)
         self.nesterov = self._flag("nesterov", nesterov)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ValueError(f"{type(self).__name__}: Nesterov momentum needs momentum > 0 and "
+            raise ConfigError(f"{type(self).__name__}: Nesterov momentum needs momentum > 0 and "
                              f"dampening 0, got momentum={_shown(momentum)}, "
                              f"dampening={_shown(dampening)}")
         self._init_state()
@@ -366,7 +367,7 @@ class Adam(Optimizer):
         owner = type(self).__name__  # Adam or AdamW
         pair = isinstance(betas, (tuple, list)) or isinstance(betas, np.ndarray) and betas.ndim == 1
         if not pair or len(betas) != 2:
-            raise ValueError(f"{owner}: invalid betas value: {_shown(betas)} (must be a pair "
+            raise ConfigError(f"{owner}: invalid betas value: {_shown(betas)} (must be a pair "
                              f"(beta1, beta2), each in [0, 1))")
         self.betas = tuple(self._number(f"beta{i + 1} (betas[{i}])", b, 0.0, 1.0)
                            for i, b in enumerate(betas))
@@ -378,7 +379,7 @@ class Adam(Optimizer):
     def _check_lr(self, lr):
         wd = getattr(self, "weight_decay", 0.0)  # not yet set while the base class sets lr
         if self.decoupled and lr * wd >= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}: invalid weight_decay value: {_shown(wd)} with learning "
                 f"rate {_shown(lr)} (each step multiplies the parameters by 1 - lr * weight_decay "
                 f"= {1 - lr * wd:g}; lr * weight_decay must be < 1)")
@@ -569,7 +570,7 @@ def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Opt
     """
     key = str(name).lower()
     if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+        raise ConfigError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
     cls = OPTIMIZERS[key]
     signature = inspect.signature(cls.__init__).parameters
     accepted = [p for p in signature if p not in ("self", "params")]
@@ -578,10 +579,10 @@ def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Opt
         kwargs["lr"] = lr
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"optimizer {key!r} does not take {', '.join(unknown)}; "
+        raise ConfigError(f"optimizer {key!r} does not take {', '.join(unknown)}; "
                          f"it takes {', '.join(accepted)}")
     if "lr" not in kwargs and signature["lr"].default is inspect.Parameter.empty:
-        raise ValueError(f"optimizer {key!r} needs a learning rate (lr)")
+        raise ConfigError(f"optimizer {key!r} needs a learning rate (lr)")
     return cls(params, **kwargs)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from stablecnn import parallel, reference
 from stablecnn.layers.base import Layer
+from stablecnn.errors import ConfigError
 
 
 class ReLU(Layer):
@@ -70,7 +71,7 @@ class LeakyReLU(Layer):
         super().__init__()
         if (not isinstance(negative_slope, (int, float, np.integer, np.floating))
                 or isinstance(negative_slope, bool) or not np.isfinite(negative_slope)):
-            raise ValueError(f"negative_slope must be a finite number, got {negative_slope!r}")
+            raise ConfigError(f"negative_slope must be a finite number, got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
         self._positive = None
 

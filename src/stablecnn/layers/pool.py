@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn import parallel, reference
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.layers.activations import ReLU
 from stablecnn.layers.base import Layer, pair
 
@@ -310,7 +310,7 @@ class MaxPool2d(Layer):
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         if self.kernel_size[0] * self.kernel_size[1] > 255:
-            raise ValueError(f"kernel_size {self.kernel_size} is too large (at most 255 cells)")
+            raise ConfigError(f"kernel_size {self.kernel_size} is too large (at most 255 cells)")
         self._cache = None
 
     def config(self):
