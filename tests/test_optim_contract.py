@@ -8,22 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from stablecnn import SGD, Adagrad, Adam, AdamW, RMSprop, parallel
 from stablecnn.optim import OPTIMIZERS, UPDATE_BLOCK, Optimizer
 
 WEIGHT = (1024, 600)  # 614,400 elements: above 2 * parallel.MIN_SPAN, 2.4 MB in float32
-
-
-@pytest.fixture
-def threads():
-    """``threads(n)`` sets stablecnn's thread count; the test's end restores 1 and BLAS."""
-    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
-    yield parallel.set_num_threads
-    parallel.set_num_threads(1)
-    if blas:
-        threadpool_limits(limits=blas[0], user_api="blas")
 
 
 class LARS(Optimizer):
