@@ -214,27 +214,31 @@ def test_blocks_cover_the_range_in_order(start, stop, item, block):
     assert all(z - a >= 1 and ((z - a) * item <= block or z - a == 1) for a, z in got)
 
 
-@pytest.mark.parametrize("total, least, most, align", [
-    (19, 1, 1, 1), (19, 2, 4, 1), (18, 1, 3, 1), (1024, 32, None, 16), (2704, 82, None, 16),
-    (10, 81, None, 16), (1000, 4, 69, 1), (5, 1, None, 1), (1, 7, 1, 1), (0, 1, None, 1)])
-def test_grid_is_fixed_by_its_arguments(threads, total, least, most, align):
+@pytest.mark.parametrize("total, least, most, align, parts, count", [
+    (19, 1, 1, 1, 12, 19),  # the cache needs 19 blocks
+    (19, 2, 4, 1, 6, 6),  # 5 needed, 6 aimed at
+    (19, 2, 4, 1, 12, 8),  # 12 aimed at, but blocks of 2 allow only 9: the even count below
+    (18, 1, 3, 1, 6, 6), (1024, 32, None, 16, 12, 12), (2704, 82, None, 16, 12, 12),
+    (1024, 97, None, 16, 12, 8), (10, 81, None, 16, 12, 1), (1000, 1, 84, 1, 1, 12),
+    (14, 4, 100, 1, 12, 2), (14, 4, 3, 1, 12, 5), (5, 1, None, 1, 12, 4), (1, 7, 1, 1, 12, 1),
+    (0, 1, None, 1, 12, 0)])
+def test_grid_is_fixed_by_its_arguments(threads, total, least, most, align, parts, count):
     grids = []
     for n in (1, 2, 3):
         threads(n)
-        grids.append(parallel.grid(total, least, most, align))
+        grids.append(parallel.grid(total, least, most, align, parts))
     assert grids[1] == grids[0] and grids[2] == grids[0]  # not a function of the thread count
     got = grids[0]
+    assert len(got) == count
     assert [i for a, z in got for i in range(a, z)] == list(range(total))
     assert all(a % align == 0 for a, _ in got)
     if most is not None:
         assert all(z - a <= most for a, z in got)
     if len(got) > (-(-total // most) if most else 1):  # split further than the cache needs:
         assert all(z - a >= least for a, z in got)  # then only into blocks worth a call
-    if most is None and total // least >= parallel.GRID:
-        assert len(got) == parallel.GRID  # equal shares for 1, 2, 3, 4, 6 or 12 threads
 
 
-@pytest.mark.parametrize("sizes", [[1] * 12, [3, 1, 1, 1, 1, 1, 4], [5], [2, 2, 2, 2, 2, 2, 2, 2, 3]])
+@pytest.mark.parametrize("sizes", [[1] * 12, [3, 1, 1, 1, 1, 1, 4], [5], [2] * 8 + [3]])
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_for_each_block_gives_each_thread_a_run_of_whole_blocks(threads, monkeypatch, sizes, n):
     threads(n)
@@ -260,8 +264,13 @@ def test_for_each_block_gives_each_thread_a_run_of_whole_blocks(threads, monkeyp
     assert runs == sorted(runs) and max(runs) < n  # each task a run of consecutive blocks
     if sizes == [1] * 12:  # equal blocks: equal runs
         assert [runs.count(t) for t in range(n)] == [12 // n] * n
-    if sizes == [2, 2, 2, 2, 2, 2, 2, 2, 3] and n == 2:  # split by size: 10 | 9, not 8 | 11
+    if sizes == [2] * 8 + [3] and n == 2:  # split by size: 10 | 9, not 8 | 11
         assert runs == [0] * 5 + [1] * 4
+    owner.clear()
+    current[:] = [0]
+    parallel.for_each_block(blocks, lambda i, a, z: owner.setdefault(i, current[0]), sizes,
+                            min_run=sum(sizes) / 2 + 1)  # too little work for two threads
+    assert set(owner.values()) == {0} and len(owner) == len(sizes)
 
 
 def conv_case(make, shape, need_input_grad=True):
@@ -324,9 +333,9 @@ def test_products_are_bit_identical_at_1_2_and_3_threads(threads, monkeypatch, n
     grids = []
     real = parallel.for_each_block
 
-    def spy(blocks, fn, sizes=None):
+    def spy(blocks, fn, *args, **kwargs):
         grids.append(list(blocks))
-        real(blocks, fn, sizes)
+        real(blocks, fn, *args, **kwargs)
 
     monkeypatch.setattr(parallel, "for_each_block", spy)
     results = []

@@ -39,6 +39,8 @@ are fixed and added in a fixed order whatever the thread count.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -196,12 +198,22 @@ def split(fn: Callable[..., object], *arrays: np.ndarray | None, axis: int | Non
 
 
 MIN_BLOCK = 32  # rows or columns of a product per block, below which it is not split
-GRID = 12  # a grid's block count is a multiple of this where it can be: 12 = 2*2*3
+GRID = 12  # the block count a grid aims at where the work allows: equal shares for 1, 2, 3, 4, 6
+# or 12 threads
 ALIGN = 16  # a product's blocks start on multiples of this many rows or columns (64 bytes)
 # Each block of a product is one BLAS call, which packs (copies) the whole operand the blocks
 # share: a product's blocks copy it at most about this many bytes in all. Measured for
 # (1000, 2704) @ (2704, 1024) on one core: 12 column blocks took 12% longer than 2, 4 blocks 3%.
 MAX_REPACK = 1 << 26
+
+
+def _even_counts(limit: int) -> list[int]:
+    """Block counts that 2 threads share equally (and 3, 4 or 6 where they divide): 1, 2, 4, 6,
+    8 and the multiples of 12, up to at least ``limit``."""
+    counts = [1, 2, 4, 6, 8]
+    while counts[-1] < limit:
+        counts.append(12 * (len(counts) - 4))
+    return counts
 
 
 def grid(total: int, min_items: int = 1, max_items: int | None = None, align: int = 1,
@@ -211,39 +223,46 @@ def grid(total: int, min_items: int = 1, max_items: int | None = None, align: in
 
     Blocks are near-equal, at most ``max_items`` long (none if None) and, as far as that allows,
     at least ``min_items`` long (work below that is not worth a call). Their count is the
-    smallest multiple of ``parts`` that allows (equal shares for 1, 2, 3, 4, 6 or 12 threads
-    when ``parts`` is :data:`GRID`), else the largest power of two (1, 2, 4 or 8 threads), else
-    as many as ``max_items`` needs. Every block starts on a multiple of ``align`` (use
+    smallest of 1, 2, 4, 6, 8, 12, 24, 36, ... that is at least ``parts`` and at least what
+    ``max_items`` needs, else the largest of them that ``min_items`` allows, else what
+    ``max_items`` needs. Every block starts on a multiple of ``align`` (use
     ``min_items >= 2 * align``).
     """
     if total <= 0:
         return []
     least = 1 if max_items is None else -(-total // max(max_items, 1))
     most = max(1, total // max(min_items, 1))
-    count = -(-least // parts) * parts
+    counts = _even_counts(max(least, parts))
+    count = min(c for c in counts if c >= max(least, parts))
     if count > most:
-        count = max(least, 1 << (most.bit_length() - 1))
+        count = max(least, max(c for c in counts if c <= most))
     count = min(count, total)
     bounds = [total * i // count // align * align for i in range(count)] + [total]
     return [(bounds[i], bounds[i + 1]) for i in range(count) if bounds[i] < bounds[i + 1]]
 
 
 def for_each_block(blocks: list[tuple], fn: Callable[..., object],
-                   sizes: list[float] | None = None) -> None:
+                   sizes: list[float] | None = None, min_run: float = 0) -> None:
     """``fn(*block)`` for every block, in parallel: each thread takes a run of consecutive
-    blocks of about equal total size (``sizes``, default ``z - a`` of each ``(a, z)``). Every
-    block is computed whole by one call whichever thread takes it, so a :func:`grid` of blocks
-    gives the same results at any thread count."""
+    blocks of about equal total size (``sizes``, default ``z - a`` of each ``(a, z)``), at
+    least ``min_run`` of it (less work stays in fewer threads: a hand-off costs 80-130 us).
+    Every block is computed whole by one call whichever thread takes it, so a :func:`grid` of
+    blocks gives the same results at any thread count."""
     if sizes is None:
         sizes = [block[1] - block[0] for block in blocks]
     parts = min(get_num_threads(), len(blocks))
+    if min_run > 0:
+        parts = min(parts, int(sum(sizes) // min_run))
     if parts <= 1 or getattr(_state, "busy", False):
         for block in blocks:
             fn(*block)
         return
-    ends = np.cumsum(sizes, dtype=np.float64)
-    # thread t's run ends at the block boundary nearest t/parts of the total
-    cuts = [0] + [int(np.abs(ends - ends[-1] * t / parts).argmin()) + 1 for t in range(1, parts)]
+    ends = list(itertools.accumulate(sizes))
+    cuts = [0]
+    for t in range(1, parts):  # thread t's run ends at the block end nearest t/parts of the work
+        target = ends[-1] * t / parts
+        i = bisect.bisect_left(ends, target)  # ends[i] is the first end at or past the target
+        cuts.append(i if i > 0 and target - ends[i - 1] <= ends[i] - target else i + 1)
     cuts.append(len(blocks))
 
     def some(i, j):

@@ -98,9 +98,9 @@ class Linear(Layer):
                 np.matmul(dout, weight[:, a:z], out=dx[:, a:z])
 
         # sizes in multiply-adds: a row of dW costs batch * in, a column of dx batch * out
-        sizes = [(z - a) * (self.in_features if grad == "dw" else self.out_features)
+        sizes = [(z - a) * batch * (self.in_features if grad == "dw" else self.out_features)
                  for grad, a, z in blocks]
-        parallel.for_each_block(blocks, product, sizes)
+        parallel.for_each_block(blocks, product, sizes, min_run=parallel.MIN_MACS)
         return dx
 
     def __repr__(self):
