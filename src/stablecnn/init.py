@@ -150,7 +150,7 @@ def to_config(initializer) -> dict:
 
 
 def from_config(config: dict):
-    """Build an initialiser from :func:`to_config`'s output; unknown names raise ValueError."""
+    """Build an initialiser from :func:`to_config`'s output; unknown names raise ConfigError."""
     config = dict(config)
     name = config.pop("type", None)
     if name not in INITIALIZERS:

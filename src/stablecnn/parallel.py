@@ -48,6 +48,8 @@ from typing import Callable
 
 import numpy as np
 
+from stablecnn.errors import ConfigError
+
 __all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
            "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "blocks", "grid",
            "for_each_block", "product_grid", "MIN_SPAN", "MIN_BLOCK", "MIN_MACS", "GRID", "ALIGN",
@@ -70,7 +72,7 @@ def default_num_threads() -> int:
     value = os.environ.get("STABLECNN_NUM_THREADS", "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
-            raise ValueError(f"STABLECNN_NUM_THREADS must be a positive integer, got {value!r}")
+            raise ConfigError(f"STABLECNN_NUM_THREADS must be a positive integer, got {value!r}")
         return int(value)
     try:
         return len(os.sched_getaffinity(0))
@@ -89,7 +91,7 @@ def set_num_threads(n: int) -> None:
     across its own ``n`` (see the module doc)."""
     global _threads, _pool, _configured
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
+        raise ConfigError(f"the number of threads must be a positive int, got {n!r}")
     with _lock:
         _threads, _configured = n, True
         if _pool is not None:

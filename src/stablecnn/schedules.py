@@ -182,7 +182,7 @@ SCHEDULES: dict[str, type[Schedule]] = {
 
 
 def from_config(config: dict) -> Schedule:
-    """Build a schedule from :meth:`Schedule.config`'s output; unknown types raise ValueError."""
+    """Build a schedule from :meth:`Schedule.config`'s output; unknown types raise ConfigError."""
     config = dict(config)
     name = config.pop("type", None)
     if name not in SCHEDULES:

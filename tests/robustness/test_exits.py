@@ -209,3 +209,39 @@ def test_run_command_reports_an_os_error_with_its_file(capsys):
     assert cli.run_command(command, prog="train_cnn_md1.py") == 2
     assert capsys.readouterr().err == \
         "train_cnn_md1.py: error: /runs/x/checkpoint.npz: Permission denied\n"
+
+
+# -- the user's mistake or a bug ------------------------------------------------------------------
+def test_only_the_projects_errors_become_one_line(capsys):
+    """A ValueError from deep inside is a bug: its traceback is shown, and the status is 1."""
+    from stablecnn.errors import ConfigError
+
+    def bug():
+        raise IndexError("index 7 is out of bounds for axis 0 with size 3")
+
+    assert cli.run_command(bug) == cli.EXIT_BUG
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "IndexError: index 7" in err
+    assert err.rstrip().endswith("please report it with the traceback above and the command "
+                                 "that caused it")
+    for exc in (ValueError("bad"), TypeError("bad")):
+        def raises(exc=exc):
+            raise exc
+
+        assert cli.run_command(raises) == cli.EXIT_BUG
+        assert "Traceback" in capsys.readouterr().err
+
+    def mistake():
+        raise ConfigError("momentum must be in [0, 1), got 1.5")
+
+    assert cli.run_command(mistake) == 2
+    assert capsys.readouterr().err == "stablecnn: error: momentum must be in [0, 1), got 1.5\n"
+
+
+def test_debug_shows_the_traceback_of_the_users_mistake_too(capsys):
+    assert cli.main(["summary", "no-such-model"]) == 2
+    plain = capsys.readouterr().err
+    assert plain.count("\n") == 1 and "Traceback" not in plain
+    assert cli.main(["--debug", "summary", "no-such-model"]) == 2
+    debug = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in debug and debug.endswith(plain)

@@ -189,7 +189,7 @@ class Layer:
 
 
 def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
-    """Turn an int or a pair of ints, each >= ``minimum``, into a pair, or raise ValueError."""
+    """Turn an int or a pair of ints, each >= ``minimum``, into a pair, or raise ConfigError."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         out = (int(value), int(value))
     elif isinstance(value, (tuple, list)) and len(value) == 2 and all(

@@ -39,7 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from stablecnn import init as initializers
 from stablecnn import parallel, reference
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.layers.base import Layer, fresh, pair
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
@@ -60,10 +60,10 @@ def resolve_padding(padding, kernel_size: tuple[int, int], stride: tuple[int, in
             return ((0, 0), (0, 0))
         if padding == "same":
             if stride != (1, 1):
-                raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+                raise ConfigError(f"padding='same' needs stride 1, got stride={stride}")
             (kh, kw) = kernel_size
             return (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
-        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        raise ConfigError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
     if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool) and padding >= 0:
         return ((int(padding),) * 2, (int(padding),) * 2)
     if (
@@ -72,7 +72,7 @@ def resolve_padding(padding, kernel_size: tuple[int, int], stride: tuple[int, in
         and all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in padding)
     ):
         return ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
-    raise ValueError(f"padding must be a non-negative int, a pair, 'valid' or 'same', got {padding!r}")
+    raise ConfigError(f"padding must be a non-negative int, a pair, 'valid' or 'same', got {padding!r}")
 
 
 def padded_chwn(x: np.ndarray, padding: Padding) -> np.ndarray:
@@ -533,7 +533,7 @@ class Conv2d(Layer):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")

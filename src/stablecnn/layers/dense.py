@@ -6,7 +6,7 @@ import numpy as np
 
 from stablecnn import init as initializers
 from stablecnn import parallel, reference
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.layers.base import Layer
 
 
@@ -39,7 +39,7 @@ class Linear(Layer):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         rng = rng if rng is not None else np.random.default_rng()
         weight_init = weight_init or initializers.HeNormal()
