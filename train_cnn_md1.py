@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from stablecnn import legacy
-from stablecnn.argtypes import positive_int
+from stablecnn.cli.argtypes import positive_int
 from stablecnn.cli import run_command
 from stablecnn.errors import StableCNNError
 
@@ -75,8 +75,8 @@ def _run(args) -> int:
         if args.quiet:
             print(f"Final Test Set Accuracy: {100 * result.accuracy:.2f}%")
         return 0
-    from stablecnn.resume import refuse_changes
-    from stablecnn.train import Interrupted, TrainConfig, resume_checkpoint
+    from stablecnn.training.resume import refuse_changes
+    from stablecnn.training.trainer import Interrupted, TrainConfig, resume_checkpoint
 
     checkpoint = None
     if args.resume:

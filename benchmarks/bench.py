@@ -45,7 +45,8 @@ if (REPO / "src" / "stablecnn").is_dir():
     sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, not an installed copy
 
 import stablecnn  # noqa: E402
-from stablecnn import Adagrad, Conv2d, Linear, SoftmaxCrossEntropy, zoo  # noqa: E402
+from stablecnn import Adagrad, Conv2d, Linear, SoftmaxCrossEntropy  # noqa: E402
+from stablecnn.nn import zoo
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
@@ -120,7 +121,7 @@ def peak_rss_mb() -> float:
 def stablecnn_worker(args) -> dict:
     from threadpoolctl import threadpool_info
 
-    from stablecnn import parallel, runtime
+    from stablecnn.kernels import parallel, runtime
 
     runtime.configure(threads=args.threads)  # what Trainer and the CLI do: BLAS on 1 thread,
     keep_freed = runtime.keep_freed_memory()  # stablecnn's own pool of args.threads
@@ -150,7 +151,7 @@ def torch_worker(args) -> dict:
     torch.set_num_threads(args.threads)
     keep_freed = False
     if args.torch_keep_freed_memory:  # the same allocator setting as stablecnn, for comparison
-        from stablecnn import runtime
+        from stablecnn.kernels import runtime
 
         keep_freed = runtime.keep_freed_memory()
     net = torch_twin(zoo.build(args.model, seed=args.seed), torch)  # the same initial weights
@@ -324,7 +325,7 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
     threads = {fw: {k: v for k, v in r.items() if k.endswith("threads") or k == "keep_freed_memory"}
                for fw, r in results.get(args.batch_sizes[0], {}).items()}
     out.append(f"- threads requested: {args.threads}; in the workers (keep_freed_memory: glibc "
-               f"keeps freed blocks up to 32 MiB for reuse, see stablecnn.runtime): "
+               f"keeps freed blocks up to 32 MiB for reuse, see stablecnn.kernels.runtime): "
                + "; ".join(f"{fw} {json.dumps(t)}" for fw, t in threads.items()))
     env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} not set" for k in ENV_VARS)
     out.append(f"- environment (passed to the workers unchanged): {env}")
@@ -416,7 +417,7 @@ def parse_args(argv=None):
                    help="comma-separated training/inference batch sizes (default 32,100,256)")
     p.add_argument("--infer-batch", type=int, default=1000,
                    help="an extra inference batch size (default 1000)")
-    p.add_argument("--model", default="md1", choices=sorted(zoo.MODELS))
+    p.add_argument("--model", default="md1", choices=zoo.names())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="measure stablecnn only")
     p.add_argument("--json", metavar="PATH", help="also write the raw measurements to PATH")

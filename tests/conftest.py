@@ -23,10 +23,10 @@ def threads():
     """``threads(n)`` runs stablecnn on ``n`` threads for the test; the end leaves 1 thread.
 
     Not NumPy's BLAS default: once stablecnn's threads are set, BLAS stays at one thread (see
-    :mod:`stablecnn.parallel`), and a later test's run in this process must see that same state,
+    :mod:`stablecnn.kernels.parallel`), and a later test's run in this process must see that same state,
     or its products would use a multi-threaded BLAS that rounds otherwise than a new process.
     """
-    from stablecnn import parallel
+    from stablecnn.kernels import parallel
 
     yield parallel.set_num_threads
     parallel.set_num_threads(1)

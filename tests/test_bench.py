@@ -19,7 +19,7 @@ def bench():
 
 
 def test_model1_flops(bench):
-    from stablecnn import zoo
+    from stablecnn.nn import zoo
 
     model = zoo.build("md1", seed=0)
     per_layer = bench.forward_flops(model)

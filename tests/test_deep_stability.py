@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn import modelfile, zoo
-from stablecnn.layers import BatchNorm2d, Conv2d, Linear
-from stablecnn.train import TrainConfig, Trainer
+from stablecnn.nn import modelfile, zoo
+from stablecnn.nn.layers import BatchNorm2d, Conv2d, Linear
+from stablecnn.training.trainer import TrainConfig, Trainer
 
 PLAIN20 = Path(__file__).parent / "models" / "plain20.toml"
 
@@ -31,7 +31,7 @@ def textures(n, size, seed):
 
 
 def test_plain20_is_a_20_layer_plain_stack():
-    model = modelfile.resolve_model(PLAIN20, seed=0)
+    model = zoo.resolve_model(PLAIN20, seed=0)
     weighted = [layer for layer in model.layers if layer.params]
     assert len(weighted) == 20
     assert sum(isinstance(layer, Conv2d) for layer in weighted) == 19
@@ -41,8 +41,9 @@ def test_plain20_is_a_20_layer_plain_stack():
 
 
 def test_20_layer_plain_stack_trains_3_epochs_in_float32_with_finite_losses(tmp_path, monkeypatch):
-    # the Trainer builds built-in names; register the file's config as one
-    monkeypatch.setitem(zoo.MODELS, "plain20", modelfile.load_model_file(PLAIN20))
+    # the Trainer builds built-in names; register the file as one
+    shipped = zoo.model_files()
+    monkeypatch.setattr(zoo, "model_files", lambda: {**shipped, "plain20": PLAIN20})
     train, test = textures(400, 12, seed=0), textures(100, 12, seed=1)
     config = TrainConfig(model="plain20", epochs=3, batch_size=25, lr=0.01, optimizer="adagrad",
                          normalization="unit", dtype="float32", seed=0)
@@ -66,7 +67,7 @@ def test_20_layer_plain_stack_trains_3_epochs_in_float32_with_finite_losses(tmp_
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plain20_forward_and_backward_stay_in_range_at_initialisation(dtype):
-    model = modelfile.resolve_model(PLAIN20, seed=1, dtype=dtype)
+    model = zoo.resolve_model(PLAIN20, seed=1, dtype=dtype)
     x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(dtype)
     h = x
     for layer in model.layers:

@@ -1,13 +1,14 @@
-"""The fusion pass (stablecnn.fuse) and the fused layer: a ReLU followed by a MaxPool2d runs as
+"""The fusion pass (stablecnn.nn.fuse) and the fused layer: a ReLU followed by a MaxPool2d runs as
 one ReLUMaxPool2d in a Sequential's plan, with the numbers, names and files of the two layers."""
 
 import numpy as np
 import pytest
 
-from stablecnn import (Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-                       SoftmaxCrossEntropy, checkpoint, zoo)
-from stablecnn.fuse import fuse, relu_pool_pairs
-from stablecnn.layers.pool import ReLUMaxPool2d
+from stablecnn import Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
+from stablecnn.nn import zoo
+from stablecnn.training import checkpoint
+from stablecnn.nn.fuse import fuse, relu_pool_pairs
+from stablecnn.nn.layers.pool import ReLUMaxPool2d
 
 
 def _train_step(model, x, y, need_input_grad=True):

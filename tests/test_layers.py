@@ -6,7 +6,7 @@ import pytest
 
 from gradcheck import numerical_grad, rel_error
 from stablecnn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ShapeError, reference
-from stablecnn.layers.conv import resolve_padding
+from stablecnn.kernels.conv import resolve_padding
 
 CONV_CASES = [
     # (N, C, H, W), F, kernel, stride, padding
@@ -107,7 +107,7 @@ LAYOUTS = {"nchw": (0, 1, 2, 3), "channel-major": (1, 0, 2, 3), "rows outermost"
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_flat_2x2_pool_equals_the_general_kernel(layout):
-    from stablecnn.layers.pool import (contiguous_order, maxpool2d_backward, maxpool2d_forward,
+    from stablecnn.kernels.pool import (contiguous_order, maxpool2d_backward, maxpool2d_forward,
                                        maxpool2x2_flat_backward, maxpool2x2_flat_forward)
 
     rng = np.random.default_rng(9)
@@ -129,7 +129,7 @@ def test_flat_2x2_pool_equals_the_general_kernel(layout):
 
 
 def test_flat_pool_is_not_used_on_strided_inputs():
-    from stablecnn.layers.pool import contiguous_order
+    from stablecnn.kernels.pool import contiguous_order
 
     x = np.zeros((4, 3, 10, 12), np.float32)
     assert contiguous_order(x) == [0, 1, 2, 3]
@@ -146,7 +146,7 @@ def test_flat_pool_is_not_used_on_strided_inputs():
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (3, 1)])
 @pytest.mark.parametrize("layout", ["nchw", "channel-major"])
 def test_separable_2x2_pool_equals_the_general_kernel(stride, layout):
-    from stablecnn.layers.pool import (maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward,
+    from stablecnn.kernels.pool import (maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward,
                                        maxpool2x2_forward)
 
     rng = np.random.default_rng(8)
@@ -285,7 +285,7 @@ ROWS_CASES = [
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", ROWS_CASES + [
     c for c in CONV_CASES if (c[3] if isinstance(c[3], tuple) else (c[3], c[3]))[0] == 1])
 def test_rows_and_im2col_kernels_agree_with_the_reference(shape, f, kernel, stride, padding):
-    from stablecnn.layers.conv import conv2d_backward, conv2d_forward
+    from stablecnn.kernels.conv import conv2d_backward, conv2d_forward
 
     rng = np.random.default_rng(8)
     conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
@@ -310,7 +310,7 @@ def test_rows_and_im2col_kernels_agree_with_the_reference(shape, f, kernel, stri
 def test_inference_in_row_blocks_matches_the_reference(monkeypatch, shape, f, kernel,
                                                               stride, padding, block):
     """Without keep (inference) the kernels hold a block of rows at a time; same outputs."""
-    from stablecnn.layers import conv as conv_module
+    from stablecnn.kernels import conv as conv_module
 
     monkeypatch.setattr(conv_module, "INFERENCE_BLOCK", block)
     rng = np.random.default_rng(10)
@@ -330,8 +330,8 @@ def test_inference_memory_does_not_grow_with_the_batch():
     """The rows kernel's work arrays in inference are one block of rows, not the whole batch."""
     import tracemalloc
 
-    from stablecnn import parallel
-    from stablecnn.layers import conv as conv_module
+    from stablecnn.kernels import parallel
+    from stablecnn.kernels import conv as conv_module
 
     conv = Conv2d(32, 32, 3, padding="same", rng=np.random.default_rng(0))
     x = np.random.default_rng(1).random((1000, 32, 28, 28), dtype=np.float32)  # 100 MB
@@ -346,7 +346,7 @@ def test_inference_memory_does_not_grow_with_the_batch():
 
 
 def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():
-    from stablecnn.layers.conv import use_rows_kernel
+    from stablecnn.kernels.conv import use_rows_kernel
 
     assert use_rows_kernel(32, (5, 5), (1, 1))  # Model 1's second conv
     assert not use_rows_kernel(1, (10, 10), (1, 1))  # its first: too thin, im2col is faster
@@ -384,7 +384,7 @@ def test_pool_with_relu_equals_relu_then_pool(pool, dtype, batch_innermost):
 def test_conv_backward_is_the_same_in_any_block_size(monkeypatch, block):
     """The rows kernel's backward works its input rows a cache block at a time: blocks of one
     row, of a few, or all rows at once give the same gradients (float64)."""
-    from stablecnn.layers import conv
+    from stablecnn.kernels import conv
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal((7, 24, 12, 11))
@@ -404,7 +404,7 @@ def test_conv_backward_is_the_same_in_any_block_size(monkeypatch, block):
 @pytest.mark.parametrize("relu", [False, True])
 def test_flat_pool_is_the_same_in_any_block_size(monkeypatch, relu):
     """Each thread's flat passes run a block of channels (or images) at a time."""
-    from stablecnn.layers import pool
+    from stablecnn.kernels import pool
 
     rng = np.random.default_rng(8)
     x = rng.integers(-2, 3, (5, 6, 9, 8)).astype(np.float32)

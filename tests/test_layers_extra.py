@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, rel_error
-from stablecnn import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
-                       GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential,
-                       ShapeError, checkpoint, reference)
-from stablecnn.layers import LAYERS, from_config
+from stablecnn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, ShapeError, reference
+from stablecnn.training import checkpoint
+from stablecnn.nn.layers import LAYERS, from_config
 
 
 def gradcheck_layer(layer, x, dout, params=(), prepare=lambda: None):

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn import checkpoint as ckpt_io
-from stablecnn import legacy, zoo
+from stablecnn.training import checkpoint as ckpt_io
+from stablecnn import legacy
+from stablecnn.cli import legacy as cli_legacy
+from stablecnn.nn import zoo
 from stablecnn.errors import CheckpointError, DataError
-from stablecnn.losses import SoftmaxCrossEntropy
+from stablecnn.nn.losses import SoftmaxCrossEntropy
 from stablecnn.optim import Adagrad
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -390,7 +392,7 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
 
 def test_predict_matches_evaluate(tmp_path):
     from stablecnn.data import Normalizer
-    from stablecnn.metrics import evaluate
+    from stablecnn.training.metrics import evaluate
 
     model = zoo.build("md1", seed=2)
     rng = np.random.default_rng(3)
@@ -406,20 +408,20 @@ def test_predict_matches_evaluate(tmp_path):
 
 def cli_main(argv: list[str]) -> int:
     """``stablecnn ARGV`` through cli.main once the commands are registered there, else through
-    a parser holding only :func:`legacy.add_parser`'s commands."""
+    a parser holding only :func:`stablecnn.cli.legacy.add_parser`'s commands."""
     from stablecnn import cli
 
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     if argv[0] in sub.choices:
         return cli.main(argv)
     parser = argparse.ArgumentParser(prog="stablecnn")
-    legacy.add_parser(parser.add_subparsers(dest="command", required=True))
+    cli_legacy.add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
 
 def test_export_and_import_pickle_commands_round_trip(tmp_path, capsys):
-    from stablecnn.train import TrainConfig, resume_checkpoint
+    from stablecnn.training.trainer import TrainConfig, resume_checkpoint
 
     model, opt, history = trained_md1(seed=4, steps=3)
     meta = {"train": TrainConfig.original_recipe().to_dict(),
@@ -447,7 +449,7 @@ def test_export_and_import_pickle_commands_round_trip(tmp_path, capsys):
 
     evil = dump(tmp_path / "evil.pickle", Payload(os.mkdir, str(tmp_path / "pwned")))
     with pytest.raises(CheckpointError, match="refused"):
-        legacy.cmd_import_pickle(argparse.Namespace(pickle=evil, out=None, dtype=None))
+        cli_legacy.cmd_import_pickle(argparse.Namespace(pickle=evil, out=None, dtype=None))
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "evil.npz").exists()
 
 
@@ -465,7 +467,7 @@ def test_original_train_stats_are_those_of_mnist():
 def test_a_refused_legacy_run_leaves_no_run_directory(tmp_path):
     """train_mode checks everything the Trainer checks before it makes the run directory."""
     from stablecnn.errors import ShapeError
-    from stablecnn.train import TrainConfig
+    from stablecnn.training.trainer import TrainConfig
 
     images = np.zeros((20, 32, 32), np.uint8)  # Model 1 takes 28 x 28
     labels = (np.arange(20) % 10).astype(np.uint8)

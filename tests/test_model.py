@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, numerical_grad_at, rel_error
-from stablecnn import (Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential,
-                       SoftmaxCrossEntropy, init, zoo)
+from stablecnn import Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
+from stablecnn.nn import init, zoo
 
 
 def test_md1_has_the_original_shapes_and_parameter_names():

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn import modelfile, zoo
+from stablecnn.nn import modelfile, zoo
 from stablecnn.errors import ModelFileError, StableCNNError
-from stablecnn.layers import Conv2d
-from stablecnn.model import Sequential
+from stablecnn.nn.layers import Conv2d
+from stablecnn.nn.model import Sequential
 
 MODELS = Path(modelfile.__file__).parent / "models"
 
@@ -88,7 +88,7 @@ def error(path, num_classes=None) -> str:
 def test_md1_weights_are_unchanged_from_the_frozen_config(seed, dtype):
     frozen = Sequential.from_config(MD1_FROZEN, seed=seed, dtype=dtype)
     assert same_weights(zoo.build("md1", seed=seed, dtype=dtype), frozen)
-    assert same_weights(modelfile.resolve_model("md1", seed=seed, dtype=dtype), frozen)
+    assert same_weights(zoo.resolve_model("md1", seed=seed, dtype=dtype), frozen)
 
 
 def test_md1_toml_builds_the_same_weights_as_zoo_md1():
@@ -96,8 +96,8 @@ def test_md1_toml_builds_the_same_weights_as_zoo_md1():
     config = modelfile.load_model_file(path)
     assert config["layers"] == MD1_FROZEN["layers"]
     assert config["input_shape"] == MD1_FROZEN["input_shape"]
-    assert same_weights(modelfile.resolve_model(path, seed=3), zoo.build("md1", seed=3))
-    assert same_weights(modelfile.resolve_model(str(path), seed=3), zoo.build("md1", seed=3))
+    assert same_weights(zoo.resolve_model(path, seed=3), zoo.build("md1", seed=3))
+    assert same_weights(zoo.resolve_model(str(path), seed=3), zoo.build("md1", seed=3))
 
 
 def test_md2_is_a_deeper_cnn_shipped_as_a_model_file():
@@ -110,7 +110,7 @@ def test_md2_is_a_deeper_cnn_shipped_as_a_model_file():
     assert kinds.count("MaxPool2d") == 2 and "Dropout" in kinds and kinds[-1] == "Linear"
     assert model.shapes((1, 28, 28))[-1] == (10,)
     assert model.num_params == 305_130
-    assert same_weights(model, modelfile.resolve_model(MODELS / "md2.toml", seed=0))
+    assert same_weights(model, zoo.resolve_model(MODELS / "md2.toml", seed=0))
     x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
     for training in (False, True):  # the training pass last, for backward
         out = model.forward(x, training=training)
@@ -142,7 +142,7 @@ def test_unknown_builtin_name():
     with pytest.raises(ValueError, match="md1, md1he, md2"):
         zoo.build("md9")
     with pytest.raises(ModelFileError, match="not a built-in"):
-        modelfile.resolve_model("md9")
+        zoo.resolve_model("md9")
 
 
 # -- reading files ---------------------------------------------------------------------------------
@@ -152,16 +152,16 @@ def test_toml_and_json_build_the_same_model(tmp_path):
     as_json = json.dumps({"input_shape": toml["input_shape"], "layers": toml["layers"]}, indent=2)
     path = write(tmp_path, as_json, "tiny.json")
     assert modelfile.load_model_file(path)["layers"] == toml["layers"]
-    a = modelfile.resolve_model(path, seed=1, dtype=np.float64)
-    b = modelfile.resolve_model(tmp_path / "model.toml", seed=1, dtype=np.float64)
+    a = zoo.resolve_model(path, seed=1, dtype=np.float64)
+    b = zoo.resolve_model(tmp_path / "model.toml", seed=1, dtype=np.float64)
     assert same_weights(a, b) and a.dtype == np.float64
     assert a.forward(np.zeros((2, 1, 12, 12))).shape == (2, 10)
 
 
 def test_a_model_file_round_trips_through_model_config(tmp_path):
-    model = modelfile.resolve_model(write(tmp_path, TINY), seed=2)
+    model = zoo.resolve_model(write(tmp_path, TINY), seed=2)
     path = write(tmp_path, json.dumps(model.config()), "again.json")
-    assert same_weights(modelfile.resolve_model(path, seed=2), model)
+    assert same_weights(zoo.resolve_model(path, seed=2), model)
 
 
 @pytest.mark.parametrize("name, text, expected", [
@@ -256,7 +256,7 @@ def test_num_classes_is_checked_when_given(tmp_path):
     assert modelfile.load_model_file(path, num_classes=10)
     assert "line 22, layer 4 (Linear): the model ends in shape (10,)" in error(path, 7)
     with pytest.raises(ModelFileError, match="ends in shape"):
-        modelfile.resolve_model("md1", num_classes=3)
+        zoo.resolve_model("md1", num_classes=3)
 
 
 def test_json_errors_name_the_line_of_the_layer(tmp_path):

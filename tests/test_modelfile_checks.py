@@ -1,7 +1,7 @@
 """A model file is checked completely before any array is allocated (issue 13, section 2).
 
 Types, ranges, every number finite (initialiser values included), the size limits of
-:mod:`stablecnn.modelfile`, keys given twice in JSON as in TOML; every message names the file,
+:mod:`stablecnn.nn.modelfile`, keys given twice in JSON as in TOML; every message names the file,
 the line and the layer. ``summary`` describes a model from its config alone: tracemalloc (which
 NumPy reports its array memory to) proves that no weight is allocated.
 """
@@ -17,10 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablecnn import cli, modelfile, modelfile_text, zoo
+from stablecnn import cli
+from stablecnn.nn import modelfile, modelfile_text, zoo
 from stablecnn.errors import ModelFileError
-from stablecnn.layers import LAYERS, BatchNorm2d, Conv2d, Dropout, Linear
-from stablecnn.model import Sequential
+from stablecnn.nn.layers import LAYERS, BatchNorm2d, Conv2d, Dropout, Linear
+from stablecnn.nn.model import Sequential
 
 HUGE = """\
 name = "typo"
@@ -139,7 +140,7 @@ def test_a_large_valid_model_is_summarised_without_allocating(tmp_path, capsys):
     layer_limit, model_limit = modelfile.MAX_LAYER_PARAMS, modelfile.MAX_PARAMS
     assert 8191 * 16384 + 16384 == layer_limit and 16384 * 8191 + 8191 + 8192 == layer_limit - 1
     path = write(tmp_path, at_the_limits(), "wide.json")
-    model, peak = peak_bytes(lambda: modelfile.resolve_model(path, weights=False))
+    model, peak = peak_bytes(lambda: zoo.resolve_model(path, weights=False))
     assert model.num_params == model_limit - 1 == 268_435_455
     assert all(not layer.params and not layer.grads for layer in model.layers)
     assert model.state_dict() == {} and peak < 1 << 20, peak
@@ -175,7 +176,7 @@ def test_the_summary_without_weights_is_the_summary_with_them():
         assert empty.config() == full.config()
         assert not any(layer.params or layer.grads for layer in empty.layers)
         assert all(value.ndim == 0 for value in empty.state_dict().values())  # counters only
-        assert modelfile.resolve_model(name, weights=False).summary() == full.summary()
+        assert zoo.resolve_model(name, weights=False).summary() == full.summary()
     as64 = Sequential.from_config(zoo.config("md2"), dtype=np.float64, weights=False)
     assert as64.summary().endswith("total parameters: 305,130 (float64)")
 
@@ -289,7 +290,7 @@ def test_json_non_finite_literals_are_refused(tmp_path):
 
 
 def test_a_small_model_file_still_builds_and_trains_its_layers(tmp_path):
-    model = modelfile.resolve_model(write(tmp_path, SMALL), seed=0, num_classes=10)
+    model = zoo.resolve_model(write(tmp_path, SMALL), seed=0, num_classes=10)
     assert model.num_params == 40 + 8 + 1450 and model.layers[0].has_weights
     out = model.forward(np.zeros((2, 1, 8, 8), np.float32))
     assert out.shape == (2, 10) and np.isfinite(out).all()

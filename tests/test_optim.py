@@ -16,7 +16,7 @@ import pytest
 from stablecnn import (OPTIMIZERS, SGD, Adagrad, Adam, AdamW, Conv2d, Flatten, Linear, MaxPool2d,
                        ReLU, RMSprop, Sequential, SoftmaxCrossEntropy, build_optimizer,
                        clip_grad_norm)
-from stablecnn.schedules import (ConstantLR, CosineLR, StepLR, WarmupLR, build_schedule,
+from stablecnn.optim.schedules import (ConstantLR, CosineLR, StepLR, WarmupLR, build_schedule,
                                  from_config)
 
 # (id, optimizer, kwargs): every state slot and every branch of every rule

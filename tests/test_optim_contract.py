@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stablecnn import SGD, Adagrad, Adam, AdamW, RMSprop, parallel
-from stablecnn.optim import OPTIMIZERS, UPDATE_BLOCK, Optimizer
+from stablecnn import Adagrad, Adam, AdamW, RMSprop, SGD
+from stablecnn.kernels import parallel
+from stablecnn.optim.optimizers import OPTIMIZERS, UPDATE_BLOCK, Optimizer
 
 WEIGHT = (1024, 600)  # 614,400 elements: above 2 * parallel.MIN_SPAN, 2.4 MB in float32
 

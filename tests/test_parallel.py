@@ -1,4 +1,4 @@
-"""stablecnn.parallel: spans, the pool, split products, and thread-count-independent results."""
+"""stablecnn.kernels.parallel: spans, the pool, split products, and thread-count-independent results."""
 
 import threading
 
@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from stablecnn import SGD, Adagrad, Adam, RMSprop, parallel, zoo
-from stablecnn.layers import Conv2d, Linear, MaxPool2d, ReLU
-from stablecnn.losses import SoftmaxCrossEntropy
+from stablecnn import Adagrad, Adam, RMSprop, SGD
+from stablecnn.kernels import parallel
+from stablecnn.nn import zoo
+from stablecnn.nn.layers import Conv2d, Linear, MaxPool2d, ReLU
+from stablecnn.nn.losses import SoftmaxCrossEntropy
 
 
 def blas_threads():
@@ -327,7 +329,7 @@ PRODUCTS = {
 def test_products_are_bit_identical_at_1_2_and_3_threads(threads, monkeypatch, name):
     """Every product kernel (conv forward, backward and inference on both paths, Linear forward
     and backward, parallel.matmul) gives the same bits at any thread count: its blocks are a
-    grid fixed by the shapes, not by where the threads fall (see stablecnn.parallel)."""
+    grid fixed by the shapes, not by where the threads fall (see stablecnn.kernels.parallel)."""
     compute, shape = PRODUCTS[name]
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     grids = []

@@ -1,4 +1,4 @@
-"""Tests of stablecnn.plots: every plot is a real PNG, alone and for a whole (tiny) run."""
+"""Tests of stablecnn.training.plots: every plot is a real PNG, alone and for a whole (tiny) run."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stablecnn import cli, plots
+from stablecnn import cli
+from stablecnn.training import plots
 from stablecnn.errors import CheckpointError, DataError
-from stablecnn.train import TrainConfig, Trainer
+from stablecnn.training.trainer import TrainConfig, Trainer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -164,7 +165,7 @@ def test_read_metrics_errors(tmp_path):
 
 
 def test_history_rows_match_the_metrics_file(run_dir):
-    from stablecnn.checkpoint import load
+    from stablecnn.training.checkpoint import load
 
     from_file = plots.read_metrics(run_dir / "metrics.csv")
     from_history = plots.rows_from_history(load(run_dir / "checkpoint.npz").history)
@@ -222,7 +223,7 @@ def test_no_pyplot_and_no_backend_change():
         "import sys, tempfile, pathlib, numpy as np\n"
         "import matplotlib\n"
         "before = dict.__getitem__(matplotlib.rcParams, 'backend')\n"
-        "import stablecnn.plots as p\n"
+        "import stablecnn.training.plots as p\n"
         "p.plot_filters(np.ones((2, 1, 3, 3)), pathlib.Path(tempfile.mkdtemp()) / 'f.png')\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n"
         "assert dict.__getitem__(matplotlib.rcParams, 'backend') == before, 'backend changed'\n"

@@ -1,4 +1,4 @@
-"""Tests of stablecnn.predict: image and .npy reading, the rules for odd inputs, the command.
+"""Tests of stablecnn.data.pictures and stablecnn.cli.predict: image and .npy reading, the rules for odd inputs, the command.
 
 The MNIST framing itself (each step and its right values) is tested in tests/data/test_framing.py;
 here: that predict frames pictures with it (and not ``.npy`` arrays), the ``framing`` keyword and
@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from stablecnn import checkpoint, cli, predict, zoo
+from stablecnn import cli
+from stablecnn.data import pictures
+from stablecnn.nn import zoo
+from stablecnn.training import checkpoint
 from stablecnn.data import Normalizer
 from stablecnn.data.framing import centre_of_mass, ink_bounding_box
 from stablecnn.errors import DataError
-from stablecnn.predict import load_image, load_images, predict_files, to_mnist
-from stablecnn.train import TrainConfig
+from stablecnn.cli.predict import predict_files
+from stablecnn.data.framing import to_mnist
+from stablecnn.data.pictures import load_image, load_images
+from stablecnn.training.trainer import TrainConfig
 
 
 def drawn_digit(size=(120, 160), ink=0, paper=255, mode="L") -> Image.Image:
@@ -330,10 +335,10 @@ def test_truncated_png(tmp_path):
 def test_pixel_limit_is_ours(tmp_path, monkeypatch):
     path = tmp_path / "big.png"
     drawn_digit((100, 80)).save(path)
-    monkeypatch.setattr(predict, "MAX_IMAGE_PIXELS", 7_999)
+    monkeypatch.setattr(pictures, "MAX_IMAGE_PIXELS", 7_999)
     with pytest.raises(DataError, match="8,000 pixels is more than the limit of 7,999"):
         load_images(path)
-    monkeypatch.setattr(predict, "MAX_IMAGE_PIXELS", 8_000)
+    monkeypatch.setattr(pictures, "MAX_IMAGE_PIXELS", 8_000)
     assert load_images(path).shape == (1, 28, 28)
 
 
@@ -536,9 +541,9 @@ def mnist_model():
     issue's 97%.
     """
     from stablecnn.data import iterate_batches, load_dataset
-    from stablecnn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-    from stablecnn.losses import SoftmaxCrossEntropy
-    from stablecnn.model import Sequential
+    from stablecnn.nn.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+    from stablecnn.nn.losses import SoftmaxCrossEntropy
+    from stablecnn.nn.model import Sequential
     from stablecnn.optim import Adam
 
     try:

@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 
 from gradcheck import numerical_grad, rel_error
-from stablecnn import (Adagrad, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
-                       GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential,
-                       SoftmaxCrossEntropy, reference, zoo)
-from stablecnn.model import relu_pool_pairs
+from stablecnn import Adagrad, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy, reference
+from stablecnn.nn import zoo
+from stablecnn.nn.model import relu_pool_pairs
 
 R = reference
 
@@ -420,8 +419,8 @@ def _every_layer_model(kernels=None):
 def test_the_reference_path_runs_no_fast_kernel(monkeypatch):
     """With every fast kernel (and stablecnn's threads) made to raise, a model of every layer
     type still trains and evaluates on the reference kernels, to the fast model's numbers."""
-    from stablecnn import parallel
-    from stablecnn.layers import avgpool, conv, norm, pool
+    from stablecnn.kernels import parallel
+    from stablecnn.nn.layers import avgpool, conv, norm, pool
 
     x = normal((4, 1, 9, 12), 67)
     fast, ref = _every_layer_model(), _every_layer_model(kernels="reference")

@@ -1,4 +1,4 @@
-"""stablecnn.runtime: the allocator setting that keeps large freed arrays for reuse."""
+"""stablecnn.kernels.runtime: the allocator setting that keeps large freed arrays for reuse."""
 
 import os
 import platform
@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from stablecnn import runtime
+from stablecnn.kernels import runtime
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
@@ -17,7 +17,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 ROUNDS = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from stablecnn import runtime
+    from stablecnn.kernels import runtime
     applied = runtime.keep_freed_memory()
     def one_round():
         arrays = [np.ones(size // 4, np.float32) for size in (3 << 20, 5 << 20, 9 << 20, 17 << 20, 1 << 20)]

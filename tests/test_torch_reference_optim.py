@@ -24,7 +24,7 @@ from test_torch_reference import DTYPES, assert_close, assert_dtype, tensor  # n
 
 from stablecnn import (SGD, Adagrad, Adam, AdamW, Conv2d, Flatten, Linear, MaxPool2d,  # noqa: E402
                        ReLU, RMSprop, Sequential, SoftmaxCrossEntropy, clip_grad_norm)
-from stablecnn.schedules import ConstantLR, CosineLR, StepLR, WarmupLR  # noqa: E402
+from stablecnn.optim.schedules import ConstantLR, CosineLR, StepLR, WarmupLR  # noqa: E402
 
 STEPS = 6
 

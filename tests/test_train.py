@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from stablecnn import checkpoint
-from stablecnn.callbacks import Callback
+from stablecnn.training import checkpoint
+from stablecnn.training.callbacks import Callback
 from stablecnn.cli import main
 from support import default_sigint
 from stablecnn.errors import TrainingError
-from stablecnn.train import Interrupted, RunLock, TrainConfig, Trainer, resume_checkpoint
+from stablecnn.training.trainer import Interrupted, RunLock, TrainConfig, Trainer, resume_checkpoint
 
 
 def make_data(n, seed):
@@ -38,7 +38,7 @@ def toy_data(monkeypatch, data):
     def fake_load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
         return [data[0] if split == "train" else data[1] for split in splits]
 
-    monkeypatch.setattr("stablecnn.commands.load_data", fake_load_data)
+    monkeypatch.setattr("stablecnn.cli.train.load_data", fake_load_data)
 
 
 def config(**kw):
@@ -129,7 +129,7 @@ def test_nan_loss_stops_training_names_the_step_and_keeps_the_last_good_checkpoi
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path):
     with RunLock(tmp_path):
         other = subprocess.run(
-            [sys.executable, "-c", f"from stablecnn.train import RunLock; RunLock({str(tmp_path)!r}).acquire()"],
+            [sys.executable, "-c", f"from stablecnn.training.trainer import RunLock; RunLock({str(tmp_path)!r}).acquire()"],
             capture_output=True, text=True)
         assert other.returncode != 0 and "in use by process" in other.stderr
     assert not (tmp_path / ".lock").exists()
@@ -176,10 +176,10 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
 
 
 CLI_WITH_TOY_DATA = """
-import sys, numpy as np, stablecnn.commands
+import sys, numpy as np, stablecnn.cli.train
 sys.path.insert(0, {tests!r})
 from test_train import make_data
-stablecnn.commands.load_data = lambda *a, **k: [make_data(4000, 0), make_data(50, 1)]
+stablecnn.cli.train.load_data = lambda *a, **k: [make_data(4000, 0), make_data(50, 1)]
 from stablecnn.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -259,7 +259,7 @@ def test_cli_trains_on_your_own_idx_files_with_no_verify(tmp_path, data, capsys)
 
 def test_weight_decay_is_stored_as_the_number_the_run_uses(tmp_path):
     """An explicit 0 is 0 (it used to become AdamW's default 0.01); None is the default."""
-    from stablecnn.train import TrainConfig, Trainer
+    from stablecnn.training.trainer import TrainConfig, Trainer
 
     assert TrainConfig(optimizer="adamw").weight_decay == 0.01
     assert TrainConfig(optimizer="adamw", weight_decay=0).weight_decay == 0
@@ -285,7 +285,7 @@ def test_weight_decay_is_stored_as_the_number_the_run_uses(tmp_path):
     (dict(optimizer="adagrad", momentum=0.9), "does not take momentum"),
 ])
 def test_optimizer_settings_are_checked_with_the_config(kwargs, message):
-    from stablecnn.train import TrainConfig
+    from stablecnn.training.trainer import TrainConfig
 
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)

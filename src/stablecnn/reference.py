@@ -2,7 +2,7 @@ r"""The readable definitions: what every layer and the loss compute, forward and
 
 Each function is a few plain NumPy lines (an ``einsum`` over the windows
 ``sliding_window_view`` gives, or a loop over the kH*kW kernel offsets), with its math in the
-docstring. They are slow on purpose: the fast kernels in :mod:`stablecnn.layers` compute the
+docstring. They are slow on purpose: the fast kernels in :mod:`stablecnn.nn.layers` compute the
 same numbers (within float rounding) with cache blocks, threads and fused passes, and every one
 of them names its definition here. The tests hold the fast kernels to these functions, and
 ``tests/test_reference.py`` holds these functions to centered finite differences and to PyTorch.
@@ -16,7 +16,7 @@ Conventions, as in PyTorch:
   symmetric padding p: ``floor((H + 2p - kH) / sH) + 1``); columns likewise. Windows never hang
   over the padded edge (PyTorch's ``ceil_mode=False``).
 - ``padding`` is ``(pH, pW)`` (both sides) or ``((top, bottom), (left, right))``, the form
-  :class:`~stablecnn.layers.Conv2d` resolves ``"same"`` to.
+  :class:`~stablecnn.nn.layers.Conv2d` resolves ``"same"`` to.
 - A backward function takes the upstream gradient ``dout`` (dL/d output, the output's shape)
   and what the forward read, and returns dL/d input first, then dL/d each parameter.
 - Everything follows the input's dtype: float64 (for gradient checks) and float32 both work.
@@ -29,19 +29,19 @@ rounding, which ``tests/test_reference.py`` checks on Model 1 for two Adagrad st
 
 Functions, and the fast code each one defines:
 
-- ``conv2d_forward``, ``conv2d_backward``: :mod:`stablecnn.layers.conv` (im2col and rows kernels)
-- ``maxpool2d_forward``, ``maxpool2d_backward``: :mod:`stablecnn.layers.pool` (all three kernels)
+- ``conv2d_forward``, ``conv2d_backward``: :mod:`stablecnn.nn.layers.conv` (im2col and rows kernels)
+- ``maxpool2d_forward``, ``maxpool2d_backward``: :mod:`stablecnn.nn.layers.pool` (all three kernels)
 - ``avgpool2d_forward``, ``avgpool2d_backward``, ``global_avgpool2d_forward``,
-  ``global_avgpool2d_backward``: :mod:`stablecnn.layers.avgpool`
-- ``linear_forward``, ``linear_backward``: :class:`~stablecnn.layers.Linear`
+  ``global_avgpool2d_backward``: :mod:`stablecnn.nn.layers.avgpool`
+- ``linear_forward``, ``linear_backward``: :class:`~stablecnn.nn.layers.Linear`
 - ``batchnorm_forward``, ``batchnorm_backward``, ``batchnorm_running_stats``,
-  ``batchnorm_eval_forward``: :mod:`stablecnn.layers.norm`
+  ``batchnorm_eval_forward``: :mod:`stablecnn.nn.layers.norm`
 - ``relu_forward``, ``relu_backward``, ``leaky_relu_forward``, ``leaky_relu_backward``:
-  :mod:`stablecnn.layers.activations`
-- ``dropout_forward``, ``dropout_backward`` (given the mask): :class:`~stablecnn.layers.Dropout`
-- ``flatten_forward``, ``flatten_backward``: :class:`~stablecnn.layers.Flatten`
+  :mod:`stablecnn.nn.layers.activations`
+- ``dropout_forward``, ``dropout_backward`` (given the mask): :class:`~stablecnn.nn.layers.Dropout`
+- ``flatten_forward``, ``flatten_backward``: :class:`~stablecnn.nn.layers.Flatten`
 - ``log_softmax``, ``softmax_cross_entropy_forward``, ``softmax_cross_entropy_backward``:
-  :mod:`stablecnn.losses`
+  :mod:`stablecnn.nn.losses`
 
 This module imports nothing but NumPy.
 """
@@ -137,7 +137,7 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2)):
     r"""2-D max pooling: ``out[n, c, i, j] = max_{p < kH, q < kW} x[n, c, i sH + p, j sW + q]``.
 
     Shapes: x (N, C, H, W) -> out (N, C, Ho, Wo), ``Ho = floor((H - kH) / sH) + 1`` (no padding:
-    :class:`~stablecnn.layers.MaxPool2d` has none).
+    :class:`~stablecnn.nn.layers.MaxPool2d` has none).
     """
     return _windows(x, kernel, stride).max(axis=(4, 5))
 
@@ -341,7 +341,7 @@ def leaky_relu_backward(dout, x, negative_slope=0.01):
 def dropout_forward(x, mask):
     r"""Inverted dropout with a given mask: ``out = x * mask``, where ``mask`` is ``1 / (1 - p)``
     for a kept unit and 0 for a dropped one (the layer draws it with
-    :func:`stablecnn.layers.dropout.dropout_mask`), so ``E[out] = x``. Evaluation is the
+    :func:`stablecnn.nn.layers.dropout.dropout_mask`), so ``E[out] = x``. Evaluation is the
     identity. Shapes: x and mask alike."""
     return x * mask
 

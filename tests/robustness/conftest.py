@@ -41,13 +41,13 @@ EPOCHS, BATCH = 2, 10  # 3 steps per epoch
 
 
 def config(**overrides):
-    from stablecnn.train import TrainConfig
+    from stablecnn.training.trainer import TrainConfig
 
     return TrainConfig(**{"epochs": EPOCHS, "batch_size": BATCH, **overrides})
 
 
 def trainer(run_dir, cfg=None, data=None, **kwargs):
-    from stablecnn.train import Trainer
+    from stablecnn.training.trainer import Trainer
 
     train, test = data or (TRAIN, TEST)
     return Trainer(cfg or config(), run_dir, train, test, echo=False, progress=False, **kwargs)
@@ -55,18 +55,18 @@ def trainer(run_dir, cfg=None, data=None, **kwargs):
 
 def serve_toy_data() -> None:
     """Make the CLI (in this process) train on the toy data instead of the real datasets."""
-    import stablecnn.commands
+    import stablecnn.cli.train
 
     def load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
         return [TRAIN if split == "train" else TEST for split in splits]
 
-    stablecnn.commands.load_data = load_data
+    stablecnn.cli.train.load_data = load_data
 
 
 # -- run directories ---------------------------------------------------------------------------------
 def state_of(run_dir) -> dict[str, np.ndarray]:
     """Every weight and optimizer array of the run's checkpoint, by name."""
-    from stablecnn import checkpoint
+    from stablecnn.training import checkpoint
 
     ckpt = checkpoint.load(Path(run_dir) / "checkpoint.npz")
     return {**{f"param/{k}": v for k, v in ckpt.params.items()},
@@ -75,7 +75,7 @@ def state_of(run_dir) -> dict[str, np.ndarray]:
 
 def resume_to_end(run_dir) -> dict[str, np.ndarray]:
     """Resume the run in ``run_dir`` (as ``stablecnn train --resume`` does) to its last epoch."""
-    from stablecnn.train import resume_checkpoint
+    from stablecnn.training.trainer import resume_checkpoint
 
     cfg, ckpt = resume_checkpoint(run_dir)
     cfg.epochs = EPOCHS
@@ -137,9 +137,9 @@ def kit():
 @pytest.fixture
 def toy_cli(monkeypatch):
     """The CLI, in this process, on the toy data."""
-    import stablecnn.commands
+    import stablecnn.cli.train
 
-    monkeypatch.setattr(stablecnn.commands, "load_data",
+    monkeypatch.setattr(stablecnn.cli.train, "load_data",
                         lambda dataset, data_dir=None, splits=("train", "test"), quiet=False,
                         verify=True: [TRAIN if s == "train" else TEST for s in splits])
 
@@ -196,9 +196,9 @@ def evil_pickle(marker: Path, protocol: int = 4) -> bytes:
 
 def save_small_checkpoint(path, model=None, meta_extra=None) -> Path:
     """A valid checkpoint of a tiny model (fast to build), with a normalizer and progress."""
-    from stablecnn import checkpoint
-    from stablecnn.layers import Flatten, Linear
-    from stablecnn.model import Sequential
+    from stablecnn.training import checkpoint
+    from stablecnn.nn.layers import Flatten, Linear
+    from stablecnn.nn.model import Sequential
 
     model = model or Sequential(Flatten(), Linear(4, 3), input_shape=(1, 2, 2))
     meta = {"normalizer": {"kind": "unit", "mean": 0.0, "std": 255.0}, **(meta_extra or {})}

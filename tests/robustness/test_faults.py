@@ -15,9 +15,10 @@ import signal
 import numpy as np
 import pytest
 
-from stablecnn import checkpoint, cli
+from stablecnn import cli
+from stablecnn.training import checkpoint
 from stablecnn.errors import CheckpointError
-from stablecnn.train import RunLock, resume_checkpoint
+from stablecnn.training.trainer import RunLock, resume_checkpoint
 
 # In the subprocess: every checkpoint after the first writes half its bytes, says so, then hangs.
 SLOW_SECOND_SAVE = """
@@ -39,7 +40,7 @@ np.savez = slow_savez
 # In the subprocess: each step takes 0.3 s longer and is announced, so a signal lands mid-epoch.
 SLOW_STEPS = """
 import sys, time
-from stablecnn.train import Trainer
+from stablecnn.training.trainer import Trainer
 real_step = Trainer.train_step
 def slow_step(self, x, y):
     result = real_step(self, x, y)
@@ -284,7 +285,7 @@ def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path, kit):
 
 def test_an_error_after_a_step_completed_saves_that_step(tmp_path, kit, reference):
     """A callback failing (the log's disk is full) after step 5: the checkpoint holds step 5."""
-    from stablecnn.callbacks import Callback
+    from stablecnn.training.callbacks import Callback
     from stablecnn.errors import TrainingError
 
     class FullDisk(Callback):
@@ -327,7 +328,7 @@ def test_an_error_while_the_weights_are_updated_keeps_the_previous_checkpoint(ep
 
 
 def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, kit, reference):
-    from stablecnn.train import Interrupted
+    from stablecnn.training.trainer import Interrupted
 
     run = tmp_path / "run"
     trainer = kit.trainer(run)
@@ -340,7 +341,7 @@ def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, kit, r
 
 def test_an_error_mid_epoch_through_the_cli_then_resume(tmp_path, kit, reference, monkeypatch,
                                                         capsys, toy_cli):
-    from stablecnn.train import Trainer
+    from stablecnn.training.trainer import Trainer
 
     real_step = Trainer.train_step
 

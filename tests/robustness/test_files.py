@@ -50,7 +50,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_every_file_of_a_run_has_one_mode(tmp_path, kit, mask):
     """Checkpoint, plots, metrics and log: one documented choice, the umask's."""
-    from stablecnn import plots
+    from stablecnn.training import plots
 
     run = tmp_path / "run"
     with umask(mask):

@@ -13,10 +13,12 @@ import json
 import numpy as np
 import pytest
 
-from stablecnn import checkpoint, cli, legacy, zoo
+from stablecnn import cli, legacy
+from stablecnn.nn import zoo
+from stablecnn.training import checkpoint
 from stablecnn.errors import CheckpointError
-from stablecnn.layers import Flatten, Linear, ReLU
-from stablecnn.model import Sequential
+from stablecnn.nn.layers import Flatten, Linear, ReLU
+from stablecnn.nn.model import Sequential
 
 
 @pytest.fixture

@@ -19,14 +19,14 @@ from PIL import Image, ImageDraw
 
 from stablecnn import cli
 from stablecnn.errors import DataError
-from stablecnn.layers import Flatten, Linear
-from stablecnn.model import Sequential
-from stablecnn.predict import load_image
+from stablecnn.nn.layers import Flatten, Linear
+from stablecnn.nn.model import Sequential
+from stablecnn.data.pictures import load_image
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    from stablecnn import checkpoint
+    from stablecnn.training import checkpoint
 
     path = tmp_path_factory.mktemp("predict") / "checkpoint.npz"
     model = Sequential.from_config(

@@ -3,7 +3,7 @@ step 1, and a refused run leaves no run directory.
 
 A BatchNorm layer in training mode needs at least two values per channel: with 21 images in
 batches of 10, step 3 of every epoch holds one image, which a BatchNorm1d cannot train on. The
-run is refused when the trainer is built (see :mod:`stablecnn.preflight` for why it is refused
+run is refused when the trainer is built (see :mod:`stablecnn.training.preflight` for why it is refused
 rather than dropped), naming the step, its size and the layer, and suggesting values that work.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stablecnn import cli, preflight
-from stablecnn.callbacks import Callback
+from stablecnn import cli
+from stablecnn.training import preflight
+from stablecnn.training.callbacks import Callback
 from stablecnn.errors import DataError, ShapeError
 
 def linear(n_in, n_out):
@@ -66,7 +67,7 @@ def test_a_last_batch_of_one_is_refused_before_step_1_naming_the_batch_and_the_l
         "use --train-size 20 or --batch-size 9 or 11 (refused before step 1)")
     assert count.steps == 0 and not run.exists()
     # the refusal is real: that batch fails in the layer itself
-    from stablecnn.modelfile import resolve_model
+    from stablecnn.nn.zoo import resolve_model
 
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         resolve_model(model).forward(np.zeros((1, 1, 28, 28), np.float32), training=True)
@@ -104,8 +105,8 @@ def test_every_refused_size_is_one_that_fails_and_every_suggestion_works():
     and each suggested --train-size and --batch-size leaves no batch of one."""
     import re
 
-    from stablecnn.layers import BatchNorm1d, Flatten, Linear
-    from stablecnn.model import Sequential
+    from stablecnn.nn.layers import BatchNorm1d, Flatten, Linear
+    from stablecnn.nn.model import Sequential
 
     model = Sequential(Flatten(), Linear(4, 3), BatchNorm1d(3), input_shape=(1, 2, 2))
     for n in range(1, 41):
@@ -163,11 +164,11 @@ def refusals(tmp_path):
 @pytest.mark.parametrize("where", ["--out", "default"])
 def test_a_refused_run_leaves_no_run_directory(case, where, tmp_path, monkeypatch, capsys, kit,
                                                cache_root):
-    import stablecnn.commands
+    import stablecnn.cli.train
 
     args = refusals(tmp_path)[case]
     if case != "missing data":  # the toy data; "missing data" reads the (empty) folder for real
-        monkeypatch.setattr(stablecnn.commands, "load_data",
+        monkeypatch.setattr(stablecnn.cli.train, "load_data",
                             lambda dataset, data_dir=None, splits=("train", "test"), quiet=False,
                             verify=True: [kit.TRAIN if s == "train" else kit.TEST for s in splits])
     work = tmp_path / "work"

@@ -22,11 +22,12 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stablecnn import checkpoint, legacy
+from stablecnn import legacy
+from stablecnn.training import checkpoint
 from stablecnn.data import read_idx
 from stablecnn.errors import DataError, StableCNNError
-from stablecnn.layers import LAYERS
-from stablecnn.model import Sequential
+from stablecnn.nn.layers import LAYERS
+from stablecnn.nn.model import Sequential
 
 # no example database and no "explain" phase: the xfail rows must not leave patch files behind
 FUZZ = settings(max_examples=200, deadline=None, database=None,
@@ -59,7 +60,7 @@ def test_property_idx_reader(tmp_path, data, gz, header, dims):
 # -- the checkpoint loaders ---------------------------------------------------------------------------
 def _valid_arrays() -> dict[str, np.ndarray]:
     """The arrays of a valid checkpoint of a tiny model, as ``checkpoint.save`` lays them out."""
-    from stablecnn.layers import Flatten, Linear
+    from stablecnn.nn.layers import Flatten, Linear
 
     model = Sequential(Flatten(), Linear(4, 3), input_shape=(1, 2, 2))
     meta = {"format": checkpoint.FORMAT_VERSION, "model": model.config(), "dtype": "float32"}
@@ -200,7 +201,7 @@ PROGRESS = st.fixed_dictionaries({}, optional={
 
 def test_property_resume_record(tmp_path):
     def resume(train, progress):
-        from stablecnn.train import TrainConfig, resume_checkpoint
+        from stablecnn.training.trainer import TrainConfig, resume_checkpoint
 
         path = tmp_path / "checkpoint.npz"
         train_record = ({**TrainConfig(epochs=2, batch_size=10).to_dict(), **train}
@@ -235,7 +236,7 @@ TOML_PIECES = st.sampled_from([
 def test_property_model_file_reader(tmp_path, pieces, noise, suffix):
     """The model-file reader itself (TOML or JSON text, then the layer configs): arbitrary and
     near-valid files give ModelFileError (a StableCNNError) or a config that builds."""
-    from stablecnn.modelfile import load_model_file
+    from stablecnn.nn.modelfile import load_model_file
 
     path = write(tmp_path / f"model{suffix}", "".join(pieces).encode() + noise)
     try:

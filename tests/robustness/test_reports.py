@@ -10,12 +10,12 @@ from stablecnn import cli
 
 def test_a_class_without_test_images_is_not_reported_as_wrong(epoch1_template, kit, monkeypatch,
                                                                  capsys):
-    import stablecnn.commands
-    from stablecnn.metrics import Evaluation
+    import stablecnn.cli.train
+    from stablecnn.training.metrics import Evaluation
 
     images, labels = kit.make_data(40, 3)
     keep = labels != 3  # no image of class 3; class 5 kept, whatever its accuracy
-    monkeypatch.setattr(stablecnn.commands, "load_data",
+    monkeypatch.setattr(stablecnn.cli.train, "load_data",
                         lambda *a, **k: [(images[keep], labels[keep])])
     assert cli.main(["evaluate", str(epoch1_template)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines()
@@ -48,7 +48,7 @@ def own_data_run(tmp_path_factory, kit):
 
 def _confusions(monkeypatch) -> list[int]:
     """Record how many test images each confusion matrix plot counts."""
-    from stablecnn import plots
+    from stablecnn.training import plots
 
     seen, real = [], plots.plot_confusion
     monkeypatch.setattr(plots, "plot_confusion",

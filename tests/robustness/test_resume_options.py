@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from stablecnn import cli
-from stablecnn.resume import data_record
+from stablecnn.training.resume import data_record
 
 OTHER_MODEL = """
 input_shape = [1, 28, 28]
@@ -48,12 +48,12 @@ def run(epoch1_run, kit):
 @pytest.fixture
 def no_data_read(monkeypatch):
     """Fail the test if a command reads any data (a refusal must come first)."""
-    import stablecnn.commands
+    import stablecnn.cli.train
 
     def load_data(*args, **kwargs):
         raise AssertionError("the data were read before the refusal")
 
-    monkeypatch.setattr(stablecnn.commands, "load_data", load_data)
+    monkeypatch.setattr(stablecnn.cli.train, "load_data", load_data)
 
 
 def state(folder):
@@ -151,7 +151,8 @@ def test_a_bad_model_file_on_resume_is_refused_naming_the_file(run, tmp_path, ca
 
 def test_the_runs_own_values_are_accepted_and_epochs_extends(run, kit, reference, capsys,
                                                               monkeypatch, toy_cli):
-    from stablecnn import checkpoint, zoo
+    from stablecnn.nn import zoo
+    from stablecnn.training import checkpoint
 
     same = ["--model", "md1", "--dataset", "mnist", "--batch-size", "10", "--lr", "0.01",
             "--optimizer", "adagrad", "--weight-decay", "0", "--schedule", "constant",
@@ -171,8 +172,8 @@ def test_the_runs_own_values_are_accepted_and_epochs_extends(run, kit, reference
 
 def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, kit, monkeypatch, capsys):
     """A run trained on --data-dir DIR --no-verify resumes from DIR unverified without them."""
-    import stablecnn.commands
-    from stablecnn import checkpoint
+    import stablecnn.cli.train
+    from stablecnn.training import checkpoint
 
     folder = tmp_path / "idx"
     folder.mkdir()
@@ -184,7 +185,7 @@ def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, kit, monkeypatch
         calls.append((dataset, data_dir, verify))
         return [kit.TRAIN if s == "train" else kit.TEST for s in splits]
 
-    monkeypatch.setattr(stablecnn.commands, "load_data", load_data)
+    monkeypatch.setattr(stablecnn.cli.train, "load_data", load_data)
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--no-plots"]) == 0
     assert calls == [("mnist", str(folder.resolve()), False)]
     assert checkpoint.load(run).meta["data"] == data_record("mnist", folder, False)

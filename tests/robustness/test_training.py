@@ -15,8 +15,8 @@ import pytest
 
 from stablecnn import cli
 from stablecnn.errors import DataError, ShapeError, StableCNNError, TrainingError
-from stablecnn.predict import load_images
-from stablecnn.train import TrainConfig
+from stablecnn.data.pictures import load_images
+from stablecnn.training.trainer import TrainConfig
 
 
 @pytest.mark.parametrize("option, value, field, message", [
@@ -52,7 +52,7 @@ def test_input_size_does_not_fit_the_model(tmp_path, kit):
 def test_input_size_does_not_fit_the_model_test_split_refused_before_training(tmp_path, kit):
     test = kit.make_data(10, 1, size=32)
     steps = []
-    from stablecnn.callbacks import Callback
+    from stablecnn.training.callbacks import Callback
 
     class Count(Callback):
         def on_step(self, trainer, step):
@@ -64,9 +64,9 @@ def test_input_size_does_not_fit_the_model_test_split_refused_before_training(tm
 
 
 def test_nan_or_inf_in_the_input_predict(tmp_path, capsys, kit):
-    from stablecnn import checkpoint
-    from stablecnn.layers import Flatten, Linear
-    from stablecnn.model import Sequential
+    from stablecnn.training import checkpoint
+    from stablecnn.nn.layers import Flatten, Linear
+    from stablecnn.nn.model import Sequential
 
     ckpt = kit.save_small_checkpoint(
         tmp_path / "checkpoint.npz", Sequential(Flatten(), Linear(784, 10), input_shape=(1, 28, 28)))
@@ -112,7 +112,7 @@ def test_nan_or_inf_in_the_input_training(tmp_path, kit):
                             "ignore:invalid value encountered:RuntimeWarning")
 def test_learning_rate_so_large_the_loss_diverges(epoch1_run, kit, reference, tmp_path, capsys,
                                                   toy_cli):
-    from stablecnn.train import resume_checkpoint
+    from stablecnn.training.trainer import resume_checkpoint
 
     good = (epoch1_run / "checkpoint.npz").read_bytes()
     cfg, ckpt = resume_checkpoint(epoch1_run)
@@ -138,7 +138,7 @@ def test_learning_rate_so_large_the_loss_diverges(epoch1_run, kit, reference, tm
 def test_the_collapse_rule():
     """Exploded: a loss above 100 x max(ln K, first loss). Chance: test accuracy at most the
     largest class's share plus half of 1/K."""
-    from stablecnn.callbacks import at_chance, chance_accuracy, exploded_step
+    from stablecnn.training.callbacks import at_chance, chance_accuracy, exploded_step
 
     ln10 = np.log(10)
     assert exploded_step([2.2, 2.1, 100 * ln10 * 1.001, 2.3], 10) == 2
@@ -191,7 +191,7 @@ def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, kit, capsys, t
 
 def test_a_healthy_run_gets_no_collapse_warning(tmp_path, kit, capsys, toy_cli):
     """The kit's recipe (Adagrad 0.01) ends epoch 1 at chance without an explosion: no warning."""
-    from stablecnn import checkpoint
+    from stablecnn.training import checkpoint
 
     run = tmp_path / "run"
     assert cli.main(["train", "--epochs", "2", "--batch-size", "10", "--out", str(run),

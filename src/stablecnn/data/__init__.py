@@ -8,7 +8,9 @@
 - :mod:`~stablecnn.data.batching`: :class:`Normalizer`, :func:`iterate_batches`, :func:`subset`.
 - :mod:`~stablecnn.data.framing`: :func:`frame_mnist`, a picture of a digit framed the way
   MNIST's digits were (for predict and the web page).
-- :mod:`~stablecnn.data.cli`: ``stablecnn data fetch | info | verify``.
+- :mod:`~stablecnn.data.pictures`: picture and ``.npy`` files as MNIST-style uint8 images.
+
+The command ``stablecnn data fetch | info | verify`` is :mod:`stablecnn.cli.data`.
 
 Example:
     >>> from stablecnn.data import load_dataset, Normalizer, iterate_batches

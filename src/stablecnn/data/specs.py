@@ -168,3 +168,12 @@ def get_spec(name: str) -> DatasetSpec:
         return SPECS[name]
     except KeyError:
         raise DataError(f"unknown dataset {name!r}: expected one of {sorted(SPECS)}") from None
+
+
+def class_names(dataset: str | None, num_classes: int) -> list[str]:
+    """The dataset's class names (digits when unknown)."""
+    try:
+        names = list(get_spec(dataset).classes) if dataset else []
+    except DataError:
+        names = []
+    return names if len(names) == num_classes else [str(k) for k in range(num_classes)]

@@ -1,0 +1,216 @@
+"""Picture and ``.npy`` files as uint8 images in MNIST's convention, for predicting (and the
+web page): every file becomes light digits on a dark background, framed as MNIST's were.
+
+Images (PNG, JPEG, GIF, BMP, TIFF, WebP, ... anything Pillow reads; the first frame only):
+
+1. EXIF rotation applied; transparency composited on white (on black when what is drawn is
+   light, so a white stroke on a transparent canvas stays visible); colour turned into grey with
+   ITU-R 601 luma; 16-bit and 32-bit greys scaled by their range (see :func:`unit_range`).
+2. Framed as MNIST's digits were (``framing="mnist"``, the default; ``--framing mnist``), by
+   :func:`stablecnn.data.framing.frame_mnist`: made light on dark (inverted on light paper), the
+   contrast stretched so the paper is black, cropped to the ink, resized so the ink's longer side
+   is 20 of 28 (aspect kept), and placed so its centre of mass is at the centre. A picture with no
+   ink (blank or uniform) is refused: "no ink found".
+3. With ``framing="none"`` (``--framing none``), for pictures already framed like MNIST: only
+   made light on dark and, when not already the model's size, resized as a whole so its longer
+   side fits and padded with the background (:func:`stablecnn.data.framing.fit_unframed`).
+
+``.npy`` arrays (read with ``allow_pickle=False``, so never unpickled) hold images already in
+MNIST's convention and framing, which are not inverted, reframed or resized whatever the
+framing: shapes ``(28, 28)``, ``(1, 28, 28)``, ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` (one
+prediction per image). Their values:
+
+- uint8: used as they are;
+- other integers: must lie in [0, 255];
+- floats: must be finite; the range is decided per file: largest value <= 1 means [0, 1] (scaled
+  by 255), else it must lie in [0, 255]. Rounded to the nearest integer. Values below 0 (an array
+  already normalised) are refused.
+
+Decompression bombs: an image declaring more than :data:`MAX_IMAGE_PIXELS` pixels (50 million,
+about 7,000 x 7,000, above any phone camera's 48 MP) is refused from its header, before its pixels
+are decoded, and so is anything Pillow itself flags (its ``DecompressionBombWarning`` is turned
+into an error for the call, without changing Pillow's global settings).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from stablecnn.data.framing import FRAMINGS, NoInkError, to_mnist
+from stablecnn.errors import ConfigError, DataError, ImageError
+
+MAX_IMAGE_PIXELS = 50_000_000  # an image's width x height must not exceed this
+IMAGE_SIZE = (28, 28)  # (H, W) of MNIST
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def load_images(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist") -> np.ndarray:
+    """The images in ``path`` as uint8 ``(N, H, W)`` in MNIST's convention (N = 1 for an image).
+
+    Args:
+        path: an image file Pillow reads, or a ``.npy`` array (recognised by its content).
+        size: ``(H, W)`` of the result (the model's input size).
+        framing: for an image, ``"mnist"`` frames it as MNIST's digits were (ink cropped, resized
+            into a box of 20/28 of ``size``, centred by its centre of mass) and ``"none"`` only
+            fits the whole picture to ``size`` (see :func:`stablecnn.data.framing.to_mnist`).
+            A ``.npy`` array is never reframed.
+
+    Raises:
+        ImageError: the file is missing, a directory, unreadable, not an image or array, too big,
+            holds an array of the wrong shape or range, or (framing ``"mnist"``) a picture with no
+            ink ("no ink found"). The message starts with the path.
+        ValueError: ``framing`` is not one of :data:`FRAMINGS`.
+    """
+    if framing not in FRAMINGS:
+        raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image (pass the files inside it)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if head == NPY_MAGIC:
+        return _load_npy(path, size)
+    return _load_picture(path, size, framing)[None]  # (1, H, W)
+
+
+def load_image(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist") -> np.ndarray:
+    """The one image in ``path`` as uint8 ``(H, W)`` (28 x 28), light digit on dark background.
+
+    See :func:`load_images` (and the module's notes for the rules); a ``.npy`` stack holding more
+    than one image is an error here.
+    """
+    images = load_images(path, size, framing)
+    if len(images) != 1:
+        raise ImageError(f"{path}: holds {len(images)} images, expected one (use load_images)")
+    return images[0]
+
+
+def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
+    try:
+        # mmap: the header's shape is checked against the file's length before anything is read
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise ImageError(f"{path}: not a plain numeric .npy array ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
+    h, w = size
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    elif array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (h, w):
+        raise ImageError(f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
+                         f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})")
+    if len(array) == 0:
+        raise ImageError(f"{path}: holds no images (shape {array.shape})")
+    if array.dtype.kind not in "uif":
+        raise ImageError(f"{path}: array of dtype {array.dtype}; expected uint8, integers or "
+                         f"floats")
+    try:
+        if array.dtype == np.uint8:
+            return np.array(array)  # read from the file into memory
+        values = np.array(array, dtype=np.float64)
+    except MemoryError:
+        raise ImageError(f"{path}: array too large to read ({array.shape})") from None
+    lo, hi = float(values.min()), float(values.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ImageError(f"{path}: array holds NaN or infinite values")
+    if array.dtype.kind == "f" and lo >= 0 and hi <= 1:
+        values *= 255.0
+    elif lo < 0 or hi > 255:
+        raise ImageError(f"{path}: values lie in [{lo:.4g}, {hi:.4g}]; expected raw pixels in "
+                         f"[0, 1] or [0, 255] (not an array already normalised)")
+    return np.rint(values).astype(np.uint8)
+
+
+def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray:
+    """Decode with Pillow into grey floats in [0, 1], then :func:`to_mnist` in ``framing``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageError(_too_big(path, width, height))
+                if img.format == "JPEG" and img.mode in ("RGB", "L", "YCbCr"):
+                    img.draft("L", (4 * size[1], 4 * size[0]))  # decode at a reduced scale
+                img = ImageOps.exif_transpose(img)
+                gray = grey_pixels(img)  # (H, W) floats in [0, 1]
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(f"{path}: not an image or .npy array (Pillow cannot identify it)") \
+                from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+        except MemoryError:
+            raise ImageError(f"{path}: image too large to decode") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad input
+            raise ImageError(f"{path}: cannot decode the image "
+                             f"({type(exc).__name__}: {exc})") from None
+    try:
+        return to_mnist(gray, size, framing)
+    except NoInkError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def _too_big(path, width, height) -> str:
+    return (f"{path}: refused, {width} x {height} = {width * height:,} pixels is more than the "
+            f"limit of {MAX_IMAGE_PIXELS:,} (a possible decompression bomb)")
+
+
+def unit_range(values: np.ndarray, full_scale: float | None = None) -> np.ndarray:
+    """High-depth grey values into [0, 1] floats.
+
+    With ``full_scale`` (65535 for 16-bit images) divide by it. Otherwise by the range the values
+    lie in: [0, 1] as they are, [0, 255] by 255, [0, 65535] by 65535, anything else stretched from
+    its minimum to its maximum.
+    """
+    values = values.astype(np.float32)
+    if full_scale is not None:
+        return values / np.float32(full_scale)
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise DataError("the image holds NaN or infinite values")
+    if lo >= 0:
+        for scale in (1.0, 255.0, 65535.0):
+            if hi <= scale:
+                return values / np.float32(scale)
+    return (values - np.float32(lo)) / np.float32(hi - lo)
+
+
+def grey_pixels(img) -> np.ndarray:
+    """A Pillow image as grey float32 ``(H, W)`` in [0, 1] (black 0, white 1).
+
+    Transparency is composited on white, or on black when the visible pixels are mostly light.
+    """
+    mode = img.mode
+    if mode.startswith("I;16"):
+        return unit_range(np.asarray(img), 65535)
+    if mode in ("I", "F"):
+        return unit_range(np.asarray(img))
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255  # (H, W, 4)
+        grey = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma
+        alpha = rgba[..., 3]
+        drawn = alpha.sum()
+        light = drawn > 0 and float((grey * alpha).sum() / drawn) > 0.5
+        background = np.float32(0.0 if light and alpha.min() < 1 else 1.0)
+        return grey * alpha + background * (1 - alpha)
+    if mode != "L":
+        try:
+            img = img.convert("L")
+        except ValueError:  # modes without a direct route to grey (LAB, ...)
+            img = img.convert("RGB").convert("L")
+    return np.asarray(img, dtype=np.float32) / 255

@@ -1,0 +1,283 @@
+"""The fast kernels of max pooling, used by :class:`stablecnn.nn.MaxPool2d`.
+
+Two kernels, both vectorised over the whole batch (no loop over images, channels or pixels):
+
+- 2x2 windows (Model 1's pools, any stride) are separable: the larger of each column pair, then
+  the larger of the two rows' winners. Two comparisons and two maxima in all, and two boolean
+  choices (right column won; bottom row won) are all the backward pass needs. With stride 1 and
+  an input that is one contiguous block in any axis order (the convolutions' (C, H, W, N)
+  outputs, or plain NCHW), each of those passes runs over the whole array as one flat vector,
+  offset by the distance to the next column or to the next row: windows that straddle an edge
+  are computed too and never read, and NumPy's inner loop then runs at memory speed instead of
+  18 elements at a time (4x faster here).
+- Any other window loops over its kH*kW offsets, one comparison and a running argmax each.
+
+Ties: when a window holds equal maxima, the whole gradient goes to the *first* of them in
+row-major window order (smallest row, then smallest column), as PyTorch's CPU kernel does.
+Every kernel here computes :func:`stablecnn.reference.maxpool2d_forward` and
+:func:`~stablecnn.reference.maxpool2d_backward`, the definitions the tests hold them to.
+
+ReLU then max-pool: ``maxpool(relu(x)) == relu(maxpool(x))`` (both are monotone), so every
+kernel takes ``relu=True`` and computes the pair on the pooled output, which is smaller, in the
+pool's own passes: the gradient is masked where the pooled output is not positive, then routed.
+That is the pair's gradient exactly. Where the window's maximum is positive both pick the same
+input; where it is not, the pair's gradient is zero either way. :class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d` is
+the pair as one layer; :func:`stablecnn.nn.fuse.fuse` puts one in a model's execution plan for
+each ReLU that a MaxPool2d follows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stablecnn.kernels import parallel
+
+
+def _window(x, i, j, stride, out_hw):
+    """The (N, C, Ho, Wo) view of ``x`` at kernel offset (i, j)."""
+    (sh, sw), (ho, wo) = stride, out_hw
+    return x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+def batch_or_channel(x) -> int:
+    """Axis 0 or 1, whichever is outermost in memory (and longer than 1): the axis to split
+    across threads, since windows never cross it."""
+    return max((0, 1), key=lambda i: (x.shape[i] > 1, abs(x.strides[i])))
+
+
+def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=False):
+    """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``, then ``max(out, 0)``
+    if ``relu`` (see the module doc). Reference: :func:`stablecnn.reference.maxpool2d_forward`.
+
+    Returns ``(out, argmax)``: out (N, C, Ho, Wo) and, per output, the row-major index
+    ``p * kW + q`` of the first maximum in its window (uint8), which backward needs (None when
+    not ``with_argmax``). Both keep the input's memory layout, so every pass below walks memory
+    in order; spans of the outermost of the batch and channel axes run on separate threads.
+    """
+    kh, kw = kernel
+    ho = (x.shape[2] - kh) // stride[0] + 1
+    wo = (x.shape[3] - kw) // stride[1] + 1
+    out = np.empty_like(_window(x, 0, 0, stride, (ho, wo)), order="K")
+    argmax = np.empty_like(out, dtype=np.uint8) if with_argmax else None
+
+    def running_argmax(x, out, argmax):
+        argmax[...] = 0
+        better = np.empty_like(out, dtype=bool)
+        index = np.empty_like(argmax)
+        for k in range(1, kh * kw):
+            candidate = _window(x, k // kw, k % kw, stride, (ho, wo))
+            np.greater(candidate, out, out=better)  # strict: a later equal value never wins
+            np.maximum(out, candidate, out=out)
+            # offsets come in increasing order, so "k where better, else keep" is a running max
+            np.multiply(better, np.uint8(k), out=index)
+            np.maximum(argmax, index, out=argmax)
+
+    def pool(x, out, argmax):
+        out[...] = _window(x, 0, 0, stride, (ho, wo))
+        if argmax is None:
+            for k in range(1, kh * kw):
+                np.maximum(out, _window(x, k // kw, k % kw, stride, (ho, wo)), out=out)
+        else:
+            running_argmax(x, out, argmax)
+        if relu:
+            np.maximum(out, 0, out=out)
+
+    parallel.split(pool, x, out, argmax, axis=batch_or_channel(out))
+    return out, argmax
+
+
+def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
+    """2x2 max-pool in two separable passes; same result and tie rule as :func:`maxpool2d_forward`
+    (and the same ``relu``). Reference: :func:`stablecnn.reference.maxpool2d_forward`.
+
+    Returns ``(out, choice)``, ``choice = (right, below)`` (None when not ``with_choice``):
+    ``right[n, c, r, j]`` is whether in input row r the window's right column strictly beats its
+    left one, ``below[n, c, i, j]`` whether the bottom row's winner strictly beats the top's. The
+    first maximum in row-major order is then: top row unless ``below``, left column unless
+    ``right``; an equal later value never wins.
+    """
+    (sh, sw), (h, w) = stride, x.shape[2:]
+    ho, wo = (h - 2) // sh + 1, (w - 2) // sw + 1
+    hr = sh * (ho - 1) + 2  # input rows any window reads
+    out = np.empty_like(_window(x, 0, 0, stride, (ho, wo)), order="K")
+    right = np.empty_like(x[:, :, :hr, :wo], dtype=bool, order="K") if with_choice else None
+    below = np.empty_like(out, dtype=bool) if with_choice else None
+
+    def pool(x, out, right, below):
+        left_col = x[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw]
+        right_col = x[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw]
+        pairs = np.maximum(left_col, right_col)  # (n, c, hr, Wo): each row's window winner
+        top, bottom = pairs[:, :, 0 : sh * (ho - 1) + 1 : sh], pairs[:, :, 1 : sh * (ho - 1) + 2 : sh]
+        np.maximum(top, bottom, out=out)
+        if relu:
+            np.maximum(out, 0, out=out)
+        if right is not None:
+            np.greater(right_col, left_col, out=right)
+            np.greater(bottom, top, out=below)
+
+    parallel.split(pool, x, out, right, below, axis=batch_or_channel(out))
+    return out, ((right, below) if with_choice else None)
+
+
+def contiguous_order(x) -> list[int] | None:
+    """The axis order, outermost first, in which ``x`` is one C-contiguous block
+    (``[0, 1, 2, 3]`` for NCHW, ``[1, 2, 3, 0]`` for the convolutions' (C, H, W, N) outputs),
+    else None."""
+    order = sorted(range(4), key=lambda i: -abs(x.strides[i]))
+    if sorted(order) != [0, 1, 2, 3] or not x.transpose(order).flags.c_contiguous:
+        return None
+    return order
+
+
+FLAT_BLOCK = 1 << 20  # bytes of input a thread's flat passes work at a time (measured: 256 KB slower)
+
+
+def _flat_split(fn, order, *arrays) -> None:
+    """``fn(*arrays)`` on permuted, C-contiguous arrays, split across threads along their
+    outermost axis unless it is H or W (a block boundary would then cut the row or column pairs
+    the flat passes read across); each thread works its span :data:`FLAT_BLOCK` bytes at a
+    time, so the several passes over a block and their temporaries stay in cache."""
+    if order[0] in (2, 3):
+        fn(*arrays)
+        return
+
+    def in_blocks(*spans):
+        for a, z in parallel.blocks(0, spans[0].shape[0], spans[0][:1].nbytes, FLAT_BLOCK):
+            fn(*(None if s is None else s[a:z] for s in spans))
+
+    parallel.split(in_blocks, *arrays, axis=0)
+
+
+def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
+    """Stride-1 2x2 max-pool of ``x`` laid out as ``order`` (see :func:`contiguous_order`), on
+    flat vectors (``relu`` as in :func:`maxpool2d_forward`). Returns ``(out, choice)``: ``out``
+    is a view of the valid part of the full H x W grid the passes fill.
+    Reference: :func:`stablecnn.reference.maxpool2d_forward`.
+
+    The choices are boolean masks on the grid: ``right`` where a column's right neighbour
+    strictly beats it; ``below`` where a window's bottom row wins (and, after a ReLU, its
+    maximum is positive); after a ReLU, ``top`` where the top row wins and the maximum is
+    positive (else None: the top row gets what the bottom does not). Kept as 0/1 floats they
+    would make the backward products twice as fast but cost four times the bytes to write:
+    measured slower in all."""
+    n, c, h, w = x.shape
+    xt = x.transpose(order)  # C-contiguous
+    # elements from one row, or one column, to the next (1 and W for NCHW, N*W and N for CHWN)
+    row, col = x.strides[2] // x.itemsize, x.strides[3] // x.itemsize
+    full = np.empty(xt.shape, dtype=x.dtype)
+    right, below = (np.empty(xt.shape, dtype=bool) if with_choice else None for _ in range(2))
+    top = np.empty(xt.shape, dtype=bool) if with_choice and relu else None
+
+    def pool(xt, full, right, below, top):  # a block of whole channels or images
+        xf, size = xt.reshape(-1), xt.size
+        last = size - col - row  # positions < last have a full 2x2 window in the flat vector
+        pairs = np.maximum(xf[:-col], xf[col:])  # pairs[k]: max of column k and the next
+        pooled = full.reshape(-1)[:last]
+        np.maximum(pairs[:-row], pairs[row:], out=pooled)
+        if relu:
+            np.maximum(pooled, 0, out=pooled)
+        if right is None:
+            return
+        np.greater(xf[col:], xf[:-col], out=right.reshape(-1)[: size - col])
+        bottom_wins = np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
+        if relu:
+            positive = pooled > 0
+            np.greater(positive, bottom_wins, out=top.reshape(-1)[:last])  # True > False only
+            bottom_wins &= positive
+
+    _flat_split(pool, order, xt, full, right, below, top)
+    inverse = list(np.argsort(order))
+    out = full.transpose(inverse)[:, :, : h - 1, : w - 1]
+    return out, ((right, below, top, order) if with_choice else None)
+
+
+def maxpool2x2_flat_backward(dout, choice):
+    """Gradient of :func:`maxpool2x2_flat_forward` (of the ReLU's input too, after
+    ``relu=True``); dx has the forward input's layout.
+    Reference: :func:`stablecnn.reference.maxpool2d_backward`."""
+    right, below, top, order = choice
+    inverse = list(np.argsort(order))
+    ho, wo = dout.shape[2:]
+    row = right.strides[inverse[2]] // right.itemsize
+    col = right.strides[inverse[3]] // right.itemsize
+    dx = np.empty(right.shape, dtype=dout.dtype)  # the permuted, C-contiguous layout
+
+    def route(dout, right, below, top, dx):  # all in the permuted layout
+        size = dx.size
+        last = size - col - row
+        grid = np.empty(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
+        view = grid.transpose(inverse)
+        view[:, :, :ho, :wo] = dout.transpose(inverse)
+        view[:, :, ho:] = 0
+        view[:, :, :ho, wo:] = 0
+        g = grid.reshape(-1)[:last]
+        to_bottom = g * below.reshape(-1)[:last]  # exact: g * 1 or g * 0
+        pairs = np.empty(size - col, dtype=dx.dtype)  # the gradient of each column pair's max
+        if top is None:
+            np.subtract(g, to_bottom, out=pairs[:last])  # g - g = 0 exactly
+        else:
+            np.multiply(g, top.reshape(-1)[:last], out=pairs[:last])
+        pairs[last:] = 0
+        pairs[row:] += to_bottom
+        to_right = pairs * right.reshape(-1)[: size - col]
+        dxf = dx.reshape(-1)
+        np.subtract(pairs, to_right, out=dxf[: size - col])  # what goes to the left column
+        dxf[size - col :] = 0
+        dxf[col:] += to_right
+
+    _flat_split(route, order, dout.transpose(order), right, below, top, dx)
+    return dx.transpose(inverse)
+
+
+def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
+    """Gradient of :func:`maxpool2x2_forward`: each output's gradient goes down to the winning
+    row, then across to the winning column; overlapping windows add. ``out`` as in
+    :func:`maxpool2x2_flat_backward`. Reference: :func:`stablecnn.reference.maxpool2d_backward`."""
+    right, below = choice
+    (sh, sw), (ho, wo) = stride, dout.shape[2:]
+    hr = right.shape[2]
+    dx = np.empty_like(x_like, dtype=dout.dtype)
+
+    def route(dout, right, below, dx, out):
+        if out is not None:
+            dout = dout * (out > 0)
+        to_bottom = dout * below  # exact: dout * 1 or dout * 0
+        to_top = np.subtract(dout, to_bottom, out=np.empty_like(dout))  # dout - dout = 0 exactly
+        dpairs = np.zeros(right.shape, dtype=dout.dtype)  # the gradient each row's winner gets
+        dpairs[:, :, 0 : sh * (ho - 1) + 1 : sh] += to_top
+        dpairs[:, :, 1 : sh * (ho - 1) + 2 : sh] += to_bottom
+        to_right = dpairs * right
+        np.subtract(dpairs, to_right, out=dpairs)  # what goes to the left column
+        dx[...] = 0
+        dx[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw] += dpairs
+        dx[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw] += to_right
+
+    parallel.split(route, dout, right, below, dx, out, axis=batch_or_channel(dx))
+    return dx
+
+
+def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2), out=None):
+    """Route each output gradient to the input position that held its window's maximum.
+    Reference: :func:`stablecnn.reference.maxpool2d_backward`.
+
+    ``x_like`` is the forward input (only its shape, dtype and layout are used). Overlapping
+    windows (stride < kernel) can route several gradients to one input: they add. ``out`` as in
+    :func:`maxpool2x2_flat_backward`.
+    """
+    kh, kw = kernel
+    ho, wo = dout.shape[2:]
+    dx = np.empty_like(x_like, dtype=dout.dtype)
+
+    def route(dout, argmax, dx, out):
+        if out is not None:
+            dout = dout * (out > 0)
+        dx[...] = 0
+        chosen = np.empty_like(argmax, dtype=bool)
+        routed = np.empty_like(dout)
+        for k in range(kh * kw):
+            np.equal(argmax, k, out=chosen)
+            np.multiply(dout, chosen, out=routed)
+            _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += routed
+
+    parallel.split(route, dout, argmax, dx, out, axis=batch_or_channel(dx))
+    return dx

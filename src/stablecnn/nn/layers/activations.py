@@ -1,0 +1,97 @@
+"""Activations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stablecnn import reference
+from stablecnn.kernels import parallel
+from stablecnn.nn.layers.base import Layer
+from stablecnn.errors import ConfigError
+
+
+class ReLU(Layer):
+    r"""``relu(x) = max(x, 0)``; the gradient passes where the output is positive.
+
+    At exactly 0 the derivative is taken as 0, as in PyTorch. Reference:
+    :func:`stablecnn.reference.relu_forward` and :func:`~stablecnn.reference.relu_backward`
+    (``kernels = "reference"`` runs them instead of the threaded passes).
+
+    Shape: any; output has the input's shape and dtype.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._out = None
+
+    def forward(self, x, training=True):
+        if self.kernels == "reference":
+            out = reference.relu_forward(x)
+        else:
+            out = np.empty_like(x, order="K")
+            parallel.split(lambda x, out: np.maximum(x, 0, out=out), x, out)
+        self._out = out if training else None
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        if self._out is None:
+            raise RuntimeError("ReLU: backward needs a forward(x, training=True) first")
+        out, self._out = self._out, None
+        if not need_input_grad:
+            return None
+        if self.kernels == "reference":
+            return reference.relu_backward(dout, out)  # out > 0 exactly where x > 0
+        dx = np.empty_like(out, dtype=dout.dtype)  # the layout of the forward output
+        parallel.split(lambda dout, out, dx: np.multiply(dout, out > 0, out=dx), dout, out, dx,
+                       axis=parallel.outer_axis(dx))
+        return dx
+
+    def __repr__(self):
+        return "ReLU()"
+
+
+class LeakyReLU(Layer):
+    r"""``leaky_relu(x) = x if x > 0 else negative_slope * x``.
+
+    The derivative is 1 where ``x > 0`` and ``negative_slope`` elsewhere (at exactly 0 too, as in
+    PyTorch), so ``dx = where(x > 0, dout, negative_slope * dout)``. Reference:
+    :func:`stablecnn.reference.leaky_relu_forward` and
+    :func:`~stablecnn.reference.leaky_relu_backward`, which this code is.
+
+    Args:
+        negative_slope: the slope for ``x <= 0``, default 0.01 (PyTorch's).
+
+    Shape: any; output has the input's shape and dtype.
+
+    Example:
+        >>> LeakyReLU(0.1).forward(np.array([-2.0, 0.0, 3.0]))
+        array([-0.2,  0. ,  3. ])
+    """
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        if (not isinstance(negative_slope, (int, float, np.integer, np.floating))
+                or isinstance(negative_slope, bool) or not np.isfinite(negative_slope)):
+            raise ConfigError(f"negative_slope must be a finite number, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+        self._positive = None
+
+    def config(self):
+        return {"type": "LeakyReLU", "negative_slope": self.negative_slope}
+
+    def forward(self, x, training=True):
+        positive = x > 0
+        out = np.where(positive, x, x * x.dtype.type(self.negative_slope))
+        self._positive = positive if training else None
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        if self._positive is None:
+            raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
+        positive, self._positive = self._positive, None
+        if not need_input_grad:
+            return None
+        return np.where(positive, dout, dout * dout.dtype.type(self.negative_slope))
+
+    def __repr__(self):
+        return f"LeakyReLU(negative_slope={self.negative_slope})"

@@ -1,0 +1,130 @@
+"""The 2-D convolution layer: parameters, shapes and the choice of kernel.
+
+The math and its readable definition: :func:`stablecnn.reference.conv2d_forward` and
+:func:`~stablecnn.reference.conv2d_backward`; the fast kernels: :mod:`stablecnn.kernels.conv`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stablecnn import reference
+from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.kernels.conv import (conv2d_backward, conv2d_forward, conv_output_size,
+                                    resolve_padding)
+from stablecnn.nn import init as initializers
+from stablecnn.nn.layers.base import Layer, pair
+
+
+class Conv2d(Layer):
+    r"""2-D convolution over an NCHW batch.
+
+    .. math:: \text{out}[n, f] = b[f] + \sum_c w[f, c] \star x[n, c]
+
+    Reference: :func:`stablecnn.reference.conv2d_forward` and
+    :func:`~stablecnn.reference.conv2d_backward` (``kernels = "reference"`` runs them).
+
+    Args:
+        in_channels: channels C of the input.
+        out_channels: filters F.
+        kernel_size: int or (kH, kW).
+        stride: int or (sH, sW), default 1.
+        padding: int, (pH, pW), ``"valid"`` (no padding) or ``"same"`` (stride 1 only).
+        weight_init: initialiser for the weight, default He normal.
+        bias_init: initialiser for the bias, default zeros.
+        rng: ``numpy.random.Generator`` for the initial weights (default: a fresh unseeded one).
+        dtype: parameter dtype, default float32.
+
+    Shape:
+        input (N, C, H, W) -> output (N, F, Ho, Wo) with
+        ``Ho = floor((H + pad_top + pad_bottom - kH) / sH) + 1`` (Wo likewise).
+        weight (F, C, kH, kW), bias (F,).
+
+    Example:
+        >>> conv = Conv2d(1, 32, 10, rng=np.random.default_rng(0))
+        >>> conv.forward(np.zeros((2, 1, 28, 28), np.float32)).shape
+        (2, 32, 19, 19)
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
+                 weight_init=None, bias_init=None, rng=None, dtype=np.float32):
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding_arg = padding
+        self.padding = resolve_padding(padding, self.kernel_size, self.stride)
+        rng = rng if rng is not None else np.random.default_rng()
+        weight_init = weight_init or initializers.HeNormal()
+        bias_init = bias_init or initializers.Constant(0.0)
+        shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        self._new_param("weight", shape, weight_init, rng, dtype)
+        self._new_param("bias", (self.out_channels,), bias_init, rng, dtype)
+        self._cache = None
+
+    def config(self):
+        padding = self.padding_arg
+        return {"type": "Conv2d", "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(padding) if isinstance(padding, (tuple, list)) else padding}
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ShapeError(
+                f"{self!r} expects inputs of shape (N, {self.in_channels}, H, W), "
+                f"got (N, {', '.join(map(str, input_shape))})"
+            )
+        c, h, w = input_shape
+        ho = conv_output_size(h, self.kernel_size[0], self.stride[0], self.padding[0])
+        wo = conv_output_size(w, self.kernel_size[1], self.stride[1], self.padding[1])
+        if ho < 1 or wo < 1:
+            raise ShapeError(
+                f"{self!r}: input {h}x{w} (padded {h + sum(self.padding[0])}x"
+                f"{w + sum(self.padding[1])}) is smaller than the {self.kernel_size[0]}x"
+                f"{self.kernel_size[1]} kernel"
+            )
+        return (self.out_channels, ho, wo)
+
+    def padded_shape(self, input_shape):
+        c, h, w = input_shape
+        return (c, h + sum(self.padding[0]), w + sum(self.padding[1]))
+
+    def forward(self, x, training=True):
+        self._check_input(x, 4)
+        if self.kernels == "reference":
+            self._cache = (("reference", x), x.shape) if training else None
+            return reference.conv2d_forward(x, self.params["weight"], self.params["bias"],
+                                            self.stride, self.padding)
+        # inference keeps no window matrix (and leaves a pending training cache intact)
+        out, cache = conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride,
+                                    self.padding, scratch=self.scratch, keep=training)
+        self._cache = (cache, x.shape) if training else None
+        return out
+
+    def backward(self, dout, need_input_grad=True):
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
+        cache, x_shape = self._cache
+        if cache[0] == "reference":
+            dx, dw, db = reference.conv2d_backward(dout, cache[1], self.params["weight"],
+                                                   self.stride, self.padding)
+            dx = dx if need_input_grad else None
+        else:
+            dx, dw, db = conv2d_backward(dout, cache, x_shape, self.params["weight"], self.stride,
+                                         self.padding, need_input_grad)
+        self.grads["weight"][...] = dw
+        self.grads["bias"][...] = db
+        self._cache = None
+        return dx
+
+    def __repr__(self):
+        extra = ""
+        if self.stride != (1, 1):
+            extra += f", stride={self.stride}"
+        if self.padding != ((0, 0), (0, 0)):
+            extra += f", padding={self.padding_arg!r}"
+        k = self.kernel_size
+        return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={k}{extra})"

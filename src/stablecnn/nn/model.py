@@ -1,0 +1,265 @@
+"""Sequential: a stack of layers run one after the other."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.nn.fuse import fuse, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
+from stablecnn.nn.layers.base import Layer
+from stablecnn.nn.losses import softmax
+
+
+class Sequential:
+    """A model that applies its layers in order.
+
+    Parameters are named ``"<layer index>.<param>"`` (``"0.weight"``, ``"0.bias"``, ...), as in
+    PyTorch's ``nn.Sequential``. Inputs are cast to the model's dtype, so a float64 model never
+    computes in float32.
+
+    Two lists of layers: :attr:`layers`, the architecture as built, from which parameter
+    names, :meth:`config`, ``repr``, :meth:`summary`, :meth:`state_dict` and so checkpoints
+    come; and :attr:`plan`, the steps :meth:`forward` runs one after the other and
+    :meth:`backward` runs back. With ``fuse`` on (the default) the plan is
+    :func:`stablecnn.nn.fuse.fuse` of the layers: each ReLU that a MaxPool2d follows runs inside
+    the pool's passes, as one :class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d`, the same numbers bit
+    for bit and one pass over the activations fewer each way. Keeping the architecture apart
+    from the plan is what keeps a fused model's names and files those of the unfused one: the
+    fused plan is shorter, and indexing names by it would shift every later layer's
+    (``"7.weight"`` would become ``"5.weight"`` in Model 1). The model makes its plan itself,
+    so every path that runs it (the Trainer, evaluation, prediction, the benchmark) runs the
+    fused steps without calling anything; layers on the reference kernels are never fused.
+
+    Args:
+        *layers: the layers, first to last.
+        input_shape: optional shape of one example, e.g. ``(1, 28, 28)``; when given, the layers
+            are checked to fit it at once and :meth:`summary` needs no argument.
+        fuse: run the plan :func:`stablecnn.nn.fuse.fuse` makes of the layers (default True), or
+            the layers one by one (False). The results are the same either way; ``model.fuse``
+            may be changed between steps.
+        kernels: ``"reference"`` runs every layer on the readable definitions of
+            :mod:`stablecnn.reference` (slow; the same numbers within float rounding),
+            ``"fast"`` on the fast kernels; default ``None`` leaves each layer's own
+            :attr:`~stablecnn.nn.layers.base.Layer.kernels` as it is. See :attr:`kernels`.
+
+    Example:
+        >>> model = Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 26 * 26, 10),
+        ...                    input_shape=(1, 28, 28))
+        >>> model.forward(np.zeros((2, 1, 28, 28), np.float32)).shape
+        (2, 10)
+    """
+
+    def __init__(self, *layers: Layer, input_shape: tuple[int, ...] | None = None,
+                 fuse: bool = True, kernels: str | None = None):
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} must be a stablecnn Layer, got {type(layer).__name__}")
+        if not layers:
+            raise ConfigError("Sequential needs at least one layer")
+        self.layers = list(layers)
+        dtypes = {layer.dtype for layer in self.layers if layer.dtype is not None}
+        if len(dtypes) > 1:
+            raise TypeError(f"all layers must share one dtype, got {sorted(map(str, dtypes))}")
+        self.dtype = np.dtype(dtypes.pop() if dtypes else np.float32)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.fuse = fuse
+        self._plan_key: tuple | None = None  # what the cached plan was made from
+        self._plan: tuple[Layer, ...] = ()
+        self._last_plan: tuple[Layer, ...] | None = None  # the steps the last forward ran
+        if kernels is not None:
+            self.kernels = kernels
+        if self.input_shape is not None:
+            self.shapes(self.input_shape)
+
+    @property
+    def kernels(self) -> str:
+        """``"fast"`` or ``"reference"`` when every layer runs on those kernels, else
+        ``"mixed"``. Setting it sets every layer's (see
+        :attr:`~stablecnn.nn.layers.base.Layer.kernels`): ``model.kernels = "reference"`` trains
+        the same model on :mod:`stablecnn.reference`'s definitions from the next step on."""
+        kinds = {layer.kernels for layer in self.layers}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        for layer in self.layers:
+            layer.kernels = value  # the layer refuses any value but "fast" and "reference"
+
+    @property
+    def plan(self) -> tuple[Layer, ...]:
+        """The steps :meth:`forward` runs, first to last: :attr:`layers` as they are, or with
+        :attr:`fuse` on, ``stablecnn.nn.fuse.fuse(layers)``. Made again whenever ``layers`` (the
+        list may be edited), a layer's kernels or ``fuse`` change, so it always follows them;
+        pairs on the reference kernels are never fused."""
+        key = (self.fuse, tuple(self.layers), tuple(layer.kernels for layer in self.layers))
+        if key != self._plan_key:  # layers compare by identity
+            self._plan = tuple(fuse(self.layers) if self.fuse else self.layers)
+            self._plan_key = key
+        return self._plan
+
+    # -- shapes ---------------------------------------------------------------------------------
+    def shapes(self, input_shape) -> list[tuple[int, ...]]:
+        """Output shape (without the batch axis) after each layer, for one example's shape."""
+        shapes, shape = [], tuple(input_shape)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except ShapeError as exc:
+                raise ShapeError(
+                    f"model input {tuple(input_shape)}: layer {i} ({layer!r}) does not fit its "
+                    f"input {shape}: {exc}"
+                ) from None
+            shapes.append(shape)
+        return shapes
+
+    # -- the passes -----------------------------------------------------------------------------
+    def forward(self, x, training: bool = True) -> np.ndarray:
+        """Run ``x`` (N, *input_shape) through each step of :attr:`plan` in turn (every layer,
+        a ReLU and its max-pool as one step when fused); ``training`` keeps what backward needs.
+
+        Raises ``ShapeError`` naming the layer an input of this shape does not fit, before any
+        work is done."""
+        x = np.asarray(x)
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        if x.ndim < 2:
+            raise ShapeError(f"the model expects a batch (N, ...), got shape {x.shape}")
+        shape = x.shape[1:]
+        if shape != getattr(self, "_checked_shape", None):
+            self.shapes(shape)  # raise a ShapeError naming the layer before any work is done
+            self._checked_shape = shape
+        plan = self._last_plan = self.plan  # backward runs these same steps back
+        for layer in plan:
+            x = layer.forward(x, training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """Back-propagate dL/doutput through the steps the last :meth:`forward` ran, last to
+        first; fills every layer's ``grads`` and returns dL/dinput.
+
+        ``need_input_grad=False`` skips the first layer's input gradient, which training never
+        reads (for Model 1 that saves the first conv's whole input gradient), and returns ``None``.
+        """
+        plan = self._last_plan or self.plan  # before any forward, the layers say what is missing
+        for layer in reversed(plan[1:]):
+            dout = layer.backward(dout)
+        return plan[0].backward(dout, need_input_grad=need_input_grad)
+
+    # -- architecture as data ---------------------------------------------------------------------
+    def config(self) -> dict:
+        """The architecture as plain data (JSON-ready): input shape and each layer's config."""
+        return {"input_shape": list(self.input_shape) if self.input_shape else None,
+                "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, seed: int | None = 0, dtype=np.float32,
+                    weights: bool = True) -> "Sequential":
+        """Build a model from :meth:`config`'s output, drawing initial weights from ``seed``.
+
+        ``weights=False`` builds every layer by :meth:`Layer.without_weights`: the shapes,
+        parameter counts, :meth:`summary` and ``repr`` of the model, with no parameter array
+        allocated (``forward`` raises ``RuntimeError``).
+        """
+        from stablecnn.nn.layers import from_config as layer_from_config
+
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ConfigError(f"a model config needs a 'layers' list, got {str(config)[:80]}")
+        rng = np.random.default_rng(seed)
+        layers = []
+        for i, layer_config in enumerate(config["layers"]):
+            try:
+                layers.append(layer_from_config(layer_config, rng=rng, dtype=dtype,
+                                                weights=weights))
+            except ValueError as exc:
+                raise type(exc)(f"layer {i}: {exc}") from None
+        shape = config.get("input_shape")
+        if shape is not None and not (isinstance(shape, (list, tuple))
+                                      and all(isinstance(v, int) and v > 0 for v in shape)):
+            raise ConfigError(f"input_shape must be a list of positive ints, got {shape!r}")
+        return cls(*layers, input_shape=tuple(shape) if shape else None)
+
+    # -- parameters -----------------------------------------------------------------------------
+    def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(name, param, grad)`` triples; the arrays are the layers' own, updated in place."""
+        return [(f"{i}.{key}", layer.params[key], layer.grads[key])
+                for i, layer in enumerate(self.layers) for key in layer.params]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """``{name: array}`` for every parameter and buffer (the arrays themselves, not copies).
+
+        Buffers (non-trainable state such as BatchNorm's ``running_mean``) are named like
+        parameters, ``"<layer index>.<buffer>"``, and follow their layer's parameters.
+        """
+        state = {}
+        for i, layer in enumerate(self.layers):
+            state.update({f"{i}.{key}": value for key, value in layer.params.items()})
+            state.update({f"{i}.{key}": value for key, value in layer.buffers.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters and buffers in place, checking names, shapes and dtypes.
+
+        Parameters and floating buffers take floating values; integer buffers (counters) take
+        integer values.
+        """
+        own = self.state_dict()
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or extra:
+            raise ConfigError(f"state does not match the model: missing {missing}, unexpected {extra}")
+        params = {name for name, _, _ in self.parameters()}
+        for name, target in own.items():
+            what = "parameter" if name in params else "buffer"
+            value = np.asarray(state[name])
+            if value.shape != target.shape:
+                raise ShapeError(f"{what} {name!r}: expected shape {target.shape}, got {value.shape}")
+            if np.issubdtype(target.dtype, np.floating):
+                if not np.issubdtype(value.dtype, np.floating):
+                    raise TypeError(f"{what} {name!r}: expected floating values, got {value.dtype}")
+            elif not np.issubdtype(value.dtype, np.integer):
+                raise TypeError(f"{what} {name!r}: expected integer values, got {value.dtype}")
+            target[...] = value
+
+    @property
+    def num_params(self) -> int:
+        return sum(layer.num_params for layer in self.layers)
+
+    # -- inference ------------------------------------------------------------------------------
+    def predict_proba(self, x, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities (N, K), computed ``batch_size`` examples at a time."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        x = np.asarray(x)
+        out = [softmax(self.forward(x[i : i + batch_size], training=False))
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), self.dtype)
+
+    def predict(self, x, batch_size: int = 1000) -> np.ndarray:
+        """Predicted class indices (N,)."""
+        x = np.asarray(x)
+        out = [self.forward(x[i : i + batch_size], training=False).argmax(axis=1)
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, np.intp)
+
+    # -- description ----------------------------------------------------------------------------
+    def summary(self, input_shape=None) -> str:
+        """A table of each layer, its output shape and its parameter count."""
+        input_shape = input_shape or self.input_shape
+        if input_shape is None:
+            raise ConfigError("summary needs an input_shape (the model was built without one)")
+        shapes = self.shapes(input_shape)
+        rows = [("#", "layer", "output shape", "params"), ("", "input", str(tuple(input_shape)), "")]
+        rows += [(str(i), repr(layer), str(shape), f"{layer.num_params:,}")
+                 for i, (layer, shape) in enumerate(zip(self.layers, shapes))]
+        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        lines = ["  ".join(cell.ljust(w) if c < 3 else cell.rjust(w)
+                           for c, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.append("-" * len(lines[0]))
+        lines.append(f"total parameters: {self.num_params:,} ({self.dtype})")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        body = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        return f"Sequential(\n{body}\n)"

@@ -1,0 +1,59 @@
+"""Evaluation: accuracy, mean loss, per-class accuracy and the confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stablecnn.nn.losses import log_softmax
+from stablecnn.errors import DataError
+
+
+@dataclass
+class Evaluation:
+    """The result of :func:`evaluate` on a labelled set."""
+
+    accuracy: float  # fraction correct, in [0, 1]
+    loss: float  # mean cross-entropy
+    predictions: np.ndarray  # (N,) predicted classes
+    confusion: np.ndarray  # (K, K): row = true class, column = predicted class
+
+    @property
+    def per_class_accuracy(self) -> np.ndarray:
+        """(K,) float64: the fraction of each true class predicted right (its recall).
+
+        NaN for a class with no examples in the set: 0/0 is undefined, and 0.0 would read as
+        "every example wrong". Reports print it as ``n/a`` (JSON: ``null``).
+        """
+        totals = self.confusion.sum(axis=1)
+        return np.divide(np.diag(self.confusion), totals, out=np.full(len(totals), np.nan),
+                         where=totals > 0)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts: entry [t, p] counts examples of true class t predicted as p."""
+    flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def evaluate(model, images: np.ndarray, labels: np.ndarray, normalizer, batch_size: int = 1000,
+             num_classes: int = 10) -> Evaluation:
+    """Evaluate ``model`` on uint8 ``images`` (N, H, W), normalising one batch at a time."""
+    n = len(images)
+    if n == 0:
+        raise DataError("cannot evaluate on an empty set")
+    predictions = np.empty(n, dtype=np.int64)
+    total_loss = 0.0
+    for start in range(0, n, batch_size):
+        x = normalizer(images[start : start + batch_size], dtype=model.dtype)
+        y = labels[start : start + batch_size].astype(np.intp)
+        logp = log_softmax(model.forward(x, training=False))
+        predictions[start : start + len(y)] = logp.argmax(axis=1)
+        total_loss -= float(logp[np.arange(len(y)), y].sum(dtype=np.float64))
+    return Evaluation(
+        accuracy=float(np.mean(predictions == labels)),
+        loss=total_loss / n,
+        predictions=predictions,
+        confusion=confusion_matrix(labels, predictions, num_classes),
+    )

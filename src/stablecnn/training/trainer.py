@@ -1,0 +1,369 @@
+"""The training loop: data -> batches -> forward -> loss -> backward -> step -> callbacks.
+
+A run lives in a run directory: ``checkpoint.npz`` (written atomically at the end of every epoch,
+and on Ctrl-C or any other error at the last completed step), ``train_log.txt``, ``metrics.csv``
+and the plots. The directory is created only when training starts: whatever the sizes predict
+(data, shapes, labels, batches too small for a layer; see :mod:`stablecnn.training.preflight`) is checked
+when the :class:`Trainer` is built, before any file is written.
+
+An error during a step leaves a checkpoint at the last completed step, so ``--resume`` goes on
+from there: the batch statistics the failed step's forward pass had already folded into the
+model's buffers (BatchNorm's running statistics, Dropout's counter) are put back first. Two cases
+keep the previous checkpoint instead: a loss or gradient that is NaN or infinite (:class:`Diverged`:
+the state it would save is the one that diverged), and an error while the optimizer was updating
+the weights (they are half updated).
+
+Resuming is exact: the order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``, a pure
+function of the seed and the epoch, so a run resumed from a checkpoint at (epoch, step) replays
+the same batches and ends with weights bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from stablecnn.training import checkpoint as ckpt_io
+from stablecnn.kernels import runtime
+from stablecnn.training import preflight
+from stablecnn.training.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
+from stablecnn.data.augment import Augment
+from stablecnn.errors import ConfigError, Diverged, Interrupted, StableCNNError, TrainingError
+from stablecnn.nn.losses import SoftmaxCrossEntropy
+from stablecnn.training.metrics import evaluate
+from stablecnn.nn.zoo import resolve_model
+from stablecnn.optim import build_optimizer, clip_grad_norm
+from stablecnn.training.config import TrainConfig
+from stablecnn.training.runlock import RunLock  # noqa: F401  (part of this module's interface)
+from stablecnn.optim.schedules import build_schedule
+
+# errors a step can meet that say something about the data, the settings or the system, not a bug:
+# reported in one line (after saving a checkpoint), as the command line reports them
+REPORTED_ERRORS = (StableCNNError, ValueError, ArithmeticError, MemoryError, OSError)
+
+STEP_SERIES = ("epoch", "step", "global_step", "loss", "acc", "lr", "seconds")
+EPOCH_SERIES = ("epoch", "global_step", "seconds", "test_acc", "test_loss")
+
+
+class Trainer:
+    """Trains a model on uint8 images, checkpointing into ``run_dir``.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        run_dir: the run directory (created by :meth:`fit`, not before).
+        train_data, test_data: ``(images uint8 (N, H, W), labels uint8 (N,))`` pairs.
+        callbacks: extra callbacks (the text log, metrics file, progress bar and collapse
+            warning are always on).
+        checkpoint: a loaded checkpoint to resume from (see :func:`resume_checkpoint`).
+        echo: also print the log lines to stdout.
+        data_source: where the data came from (``{"dataset", "data_dir", "verify"}``), kept in
+            the checkpoints so a resume can refuse another source; a resumed run keeps its own.
+
+    Raises (when built, before any file is written): ``ValueError`` for a config the model or
+    optimizer cannot take, :class:`~stablecnn.errors.DataError` and
+    :class:`~stablecnn.errors.ShapeError` for data the run cannot train on (see
+    :mod:`stablecnn.training.preflight`).
+    """
+
+    def __init__(self, config: TrainConfig, run_dir, train_data, test_data, callbacks=(),
+                 checkpoint: ckpt_io.Checkpoint | None = None, echo: bool = True,
+                 progress: bool = True, data_source: dict | None = None):
+        from stablecnn.data import Normalizer
+
+        runtime.configure()  # threads, and freed memory kept (page faults cost a quarter otherwise)
+        self.config = config
+        self.run_dir = Path(run_dir)
+        images, labels = train_data
+        if config.train_size is not None:
+            if config.train_size > len(images):
+                raise ConfigError(f"train_size {config.train_size} exceeds the {len(images)} "
+                                 f"training images of {config.dataset}")
+            images, labels = images[: config.train_size], labels[: config.train_size]
+        self.test_images, self.test_labels = test_data
+        for what, x, y in (("training", images, labels), ("test", *test_data)):
+            preflight.check_split(what, x, y)  # structure first: the normalizer reads the images
+        self.images, self.labels = images, labels
+        self.num_train = len(images)
+        self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
+        self.loss_fn = SoftmaxCrossEntropy()
+        self.history = {**{f"step_{k}": [] for k in STEP_SERIES},
+                        **{f"epoch_{k}": [] for k in EPOCH_SERIES}}
+        if checkpoint is None:
+            self.model = resolve_model(config.model, seed=config.seed, dtype=np.dtype(config.dtype))
+            self.normalizer = (Normalizer.original(images) if config.normalization == "original"
+                               else Normalizer.unit())
+            self.optimizer = self._build_optimizer()
+            self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        else:
+            self.model = checkpoint.build_model()
+            self.normalizer = Normalizer.from_dict(checkpoint.meta["normalizer"])
+            self.optimizer = self._build_optimizer()
+            try:
+                self.optimizer.load_state_dict(checkpoint.optim)
+            except ValueError as exc:
+                raise ckpt_io.CheckpointError(f"{checkpoint.meta['path']}: optimizer state does "
+                                              f"not fit {config.optimizer}: {exc}") from None
+            progress_ = checkpoint.meta["progress"]
+            self.epoch, self.step_in_epoch = progress_["epoch"], progress_["step"]
+            self.global_step = progress_["global_step"]
+            for key in self.history:
+                self.history[key] = checkpoint.history.get(key, np.zeros(0)).tolist()
+            data_source = checkpoint.meta.get("data", data_source)
+        self.data_source = data_source
+        self.augment = Augment.from_dict(config.augment) if config.augment else None
+        preflight.check_run(self.model, (images, labels), test_data, config.batch_size)
+        self.num_classes = preflight.num_classes(self.model, (1, *images.shape[1:]))
+        bar = Progress() if progress else None
+        log = TextLog(self.run_dir / "train_log.txt", echo=echo,
+                      echo_steps=not (bar is not None and bar.active))  # the bar shows the steps
+        self.callbacks: list[Callback] = [log, MetricsCSV(self.run_dir / "metrics.csv")]
+        if bar is not None:
+            self.callbacks.append(bar)
+        self.callbacks.append(CollapseWarning(log))
+        self.callbacks.extend(callbacks)
+        self._interrupt = False
+        self._updating = False  # the optimizer is writing the weights (see train_step)
+        self._t0 = time.perf_counter()
+        self._steps_this_session = 0
+
+    def _build_optimizer(self):
+        c = self.config
+        optimizer = build_optimizer(c.optimizer, self.model.parameters(), lr=c.lr,
+                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        self.schedule = build_schedule(
+            c.schedule, total_steps=c.epochs * self.steps_per_epoch,
+            step_size=c.step_epochs * self.steps_per_epoch, warmup_steps=c.warmup_steps)
+        return optimizer
+
+    # -- history views --------------------------------------------------------------------------
+    def history_steps(self):
+        h = self.history
+        return [{k: h[f"step_{k}"][i] for k in STEP_SERIES} for i in range(len(h["step_loss"]))]
+
+    def history_epochs(self):
+        h = self.history
+        return [{k: h[f"epoch_{k}"][i] for k in EPOCH_SERIES} for i in range(len(h["epoch_test_acc"]))]
+
+    def eta_seconds(self) -> float:
+        if not self._steps_this_session:
+            return 0.0
+        per_step = (time.perf_counter() - self._t0) / self._steps_this_session
+        left = self.config.epochs * self.steps_per_epoch - self.global_step
+        return per_step * max(left, 0)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.npz"
+
+    def save_checkpoint(self) -> None:
+        meta = {"train": self.config.to_dict(), "normalizer": self.normalizer.to_dict(),
+                "progress": {"epoch": self.epoch, "step": self.step_in_epoch,
+                             "global_step": self.global_step}}
+        if self.data_source is not None:
+            meta["data"] = self.data_source
+        history = {k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
+                   for k, v in self.history.items()}
+        ckpt_io.save(self.checkpoint_path, self.model, meta, self.optimizer.state_dict(), history)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The shuffled order of epoch ``epoch``: a pure function of (seed, epoch)."""
+        return np.random.default_rng([self.config.seed, epoch]).permutation(self.num_train)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One forward, backward and optimizer step; returns (loss, batch accuracy)."""
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below
+            logits = self.model.forward(x, training=True)
+            loss = float(self.loss_fn.forward(logits, y))
+        if not math.isfinite(loss):
+            raise Diverged(
+                f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
+                f"(global step {self.global_step + 1}); training stopped. The last good checkpoint "
+                f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
+                f"try a lower learning rate")
+        acc = float(np.mean(logits.argmax(axis=1) == y))
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows in the next loss
+            self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        if self.config.clip is not None:
+            norm = clip_grad_norm(self.model.parameters(), self.config.clip)
+            if not math.isfinite(norm):
+                raise Diverged(
+                    f"gradient norm became {norm} at epoch {self.epoch + 1}, step "
+                    f"{self.step_in_epoch + 1} (global step {self.global_step + 1}); training "
+                    f"stopped before the update. The last good checkpoint is "
+                    f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}")
+        self.schedule.apply(self.optimizer, self.config.lr)
+        self._updating = True  # an error from here on leaves the weights half updated
+        with np.errstate(over="ignore", invalid="ignore"):  # likewise
+            self.optimizer.step()
+        self._updating = False
+        return loss, acc
+
+    def _stop_on_error(self, exc: BaseException, what: str, restore) -> NoReturn:
+        """Save a checkpoint at the last completed step (see the module doc), then raise.
+
+        ``restore``: ``(buffer, copy)`` pairs taken before the failed step, put back first
+        (``None`` when the step had completed and the error came after it). Ctrl-C raises
+        :class:`Interrupted`; the project's, data, arithmetic, memory and system errors raise
+        :class:`TrainingError` naming the step, the error and the checkpoint; any other error
+        (a bug) is raised as it is, with the same facts in a note.
+        """
+        kept = self.checkpoint_path if self.checkpoint_path.exists() else None
+        resume = f"Resume with: stablecnn train --resume {self.run_dir}"
+        if self._updating:
+            saved = ("the error came while the optimizer was updating the weights, so they were "
+                     "not saved; " + (f"the last checkpoint, {kept}, is kept. {resume}" if kept
+                                      else "no checkpoint had been written yet"))
+        elif self.global_step == 0:
+            saved = "no step had completed, so there is no checkpoint to resume from"
+        else:
+            for array, copy in restore or ():
+                array[...] = copy
+            where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}" if self.step_in_epoch
+                     else f"end of epoch {self.epoch}")
+            try:
+                self.save_checkpoint()
+                saved = (f"checkpoint saved to {self.checkpoint_path} at the last completed step, "
+                         f"global step {self.global_step} ({where}). {resume}")
+            except (StableCNNError, OSError) as save_error:
+                saved = (f"saving a checkpoint failed as well ({save_error}); " +
+                         (f"the last checkpoint, {kept}, is kept. {resume}" if kept
+                          else "no checkpoint had been written yet"))
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"interrupted {what}; {saved}") from None
+        if isinstance(exc, REPORTED_ERRORS):
+            detail = (str(exc) if isinstance(exc, StableCNNError) else
+                      f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            raise TrainingError(f"training failed {what}: {detail}; {saved}") from exc
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            exc.add_note(f"stablecnn: training failed {what}; {saved}")
+        raise exc
+
+    def _on_sigint(self, signum, frame):
+        if self._interrupt:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self._interrupt = True
+
+    def fit(self) -> dict:
+        """Train to ``config.epochs``; returns the last epoch's record. Raises
+        :class:`Interrupted` on Ctrl-C (after saving), :class:`Diverged` on NaN, and
+        :class:`TrainingError` (or, for an error that is not the data's or the system's, that
+        error with a note) after saving a checkpoint at the last completed step."""
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        old_handler = None
+        if _in_main_thread():
+            old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+            last = self.history_epochs()[-1] if self.history_epochs() else None
+            while self.epoch < config.epochs:
+                last = self._run_epoch()
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+            return last
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def _run_epoch(self) -> dict:
+        config, epoch = self.config, self.epoch
+        order = self.epoch_order(epoch)
+        t_epoch = time.perf_counter()
+        dtype = self.model.dtype
+        for s in range(self.step_in_epoch, self.steps_per_epoch):
+            t = time.perf_counter()
+            buffers = [(b, b.copy()) for layer in self.model.layers for b in layer.buffers.values()]
+            done = False  # the step's update is in and counted
+            try:
+                idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+                images = self.images[idx]  # (B, H, W) uint8
+                if self.augment is not None:  # a generator per batch, so a resumed run replays it
+                    images = self.augment(images, np.random.default_rng([config.seed, epoch, s, 1]))
+                x = self.normalizer(images, dtype=dtype)
+                y = self.labels[idx].astype(np.intp)
+                loss, acc = self.train_step(x, y)
+                self.step_in_epoch, self.global_step = s + 1, self.global_step + 1
+                self._steps_this_session += 1
+                record = {"epoch": epoch, "step": s + 1, "global_step": self.global_step,
+                          "loss": loss, "acc": acc, "lr": self.optimizer.lr,
+                          "seconds": time.perf_counter() - t}
+                for k in STEP_SERIES:
+                    self.history[f"step_{k}"].append(record[k])
+                done = True
+                for cb in self.callbacks:
+                    cb.on_step(self, record)
+            except Diverged:
+                raise
+            except BaseException as exc:
+                what = (f"after epoch {epoch + 1}, step {s + 1} (global step {self.global_step})"
+                        if done else f"at epoch {epoch + 1}, step {s + 1} (global step "
+                                     f"{self.global_step + 1})")
+                self._stop_on_error(exc, what, restore=None if done else buffers)
+            if self._interrupt:
+                self.save_checkpoint()
+                raise Interrupted(
+                    f"interrupted at epoch {epoch + 1}, step {s + 1}; checkpoint saved to "
+                    f"{self.checkpoint_path}. Resume with: stablecnn train --resume {self.run_dir}")
+        try:
+            result = evaluate(self.model, self.test_images, self.test_labels, self.normalizer,
+                              config.eval_batch_size)
+        except BaseException as exc:
+            self._stop_on_error(exc, f"in the evaluation after epoch {epoch + 1}", restore=None)
+        self.epoch, self.step_in_epoch = epoch + 1, 0
+        record = {"epoch": epoch, "global_step": self.global_step,
+                  "seconds": time.perf_counter() - t_epoch, "test_acc": result.accuracy,
+                  "test_loss": result.loss}
+        for k in EPOCH_SERIES:
+            self.history[f"epoch_{k}"].append(record[k])
+        self.save_checkpoint()
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+        return record
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
+    """``[(images, labels), ...]`` for each split of ``dataset``, through the data sources.
+
+    ``verify=False`` (with ``data_dir``) reads your own IDX files there, checked for structure
+    but not against the canonical digests.
+    """
+    from stablecnn.data import load_dataset
+
+    return [load_dataset(dataset, split, data_dir=data_dir, quiet=quiet, verify=verify)
+            for split in splits]
+
+
+def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
+    """The config and checkpoint to resume the run in ``run_dir`` from."""
+    from stablecnn.data import Normalizer
+
+    ckpt = ckpt_io.load(Path(run_dir) / "checkpoint.npz")
+    try:
+        train, progress = ckpt.meta["train"], ckpt.meta["progress"]
+        if not isinstance(train, dict) or not isinstance(progress, dict):
+            raise ConfigError("its 'train' and 'progress' records must be mappings")
+        config = TrainConfig.from_dict(train)
+        counts = [progress.get(k) for k in ("epoch", "step", "global_step")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+            raise ConfigError(f"progress {progress} must hold epoch, step and global_step >= 0")
+        if counts[2] < counts[1]:
+            raise ConfigError(f"progress {progress}: global_step is below step")
+        Normalizer.from_dict(ckpt.meta["normalizer"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ckpt_io.CheckpointError(f"{ckpt.meta['path']}: not a resumable training checkpoint "
+                                      f"({exc})") from None
+    return config, ckpt
