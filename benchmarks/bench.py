@@ -46,15 +46,21 @@ if (REPO / "src" / "stablecnn").is_dir():
 
 import stablecnn  # noqa: E402
 from stablecnn import Adagrad, Conv2d, Linear, SoftmaxCrossEntropy  # noqa: E402
-from stablecnn.nn import zoo
+from stablecnn.nn import zoo  # noqa: E402
 
 INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
 LR, EPS = 0.01, 1e-6
 TARGETS = {("train", 100): 1.0, ("infer", 1000): 1.0, ("train", 32): 0.8, ("train", 256): 0.8}
 MEMORY_TARGET = 1.5
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "OPENBLAS_VERBOSE")
+ENV_VARS = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_VERBOSE",
+)
 
 
 # -- FLOP counting ------------------------------------------------------------------------------
@@ -94,8 +100,10 @@ def training_flops(model, input_shape=INPUT_SHAPE) -> int:
 def synthetic_batches(batch: int, count: int, seed: int):
     """``count`` distinct (images, labels) pairs: uniform [0, 1) float32 pixels, random labels."""
     rng = np.random.default_rng(seed)
-    return [(rng.random((batch, *INPUT_SHAPE), dtype=np.float32),
-             rng.integers(0, NUM_CLASSES, batch)) for _ in range(count)]
+    return [
+        (rng.random((batch, *INPUT_SHAPE), dtype=np.float32), rng.integers(0, NUM_CLASSES, batch))
+        for _ in range(count)
+    ]
 
 
 def timed(step, data, warmup: int, batches: int, repeats: int) -> list[float]:
@@ -136,11 +144,18 @@ def stablecnn_worker(args) -> dict:
     def infer_step(x, y):
         model.forward(x, training=False)
 
-    return run_worker(args, train_step, infer_step, {
-        "stablecnn_threads": parallel.get_num_threads(),
-        "blas_threads": [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"],
-        "keep_freed_memory": keep_freed,
-    })
+    return run_worker(
+        args,
+        train_step,
+        infer_step,
+        {
+            "stablecnn_threads": parallel.get_num_threads(),
+            "blas_threads": [
+                lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"
+            ],
+            "keep_freed_memory": keep_freed,
+        },
+    )
 
 
 def torch_worker(args) -> dict:
@@ -171,11 +186,19 @@ def torch_worker(args) -> dict:
         with torch.inference_mode():
             net(x)
 
-    return run_worker(args, train_step, infer_step, {
-        "torch_threads": torch.get_num_threads(),
-        "blas_threads": [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"],
-        "keep_freed_memory": keep_freed,
-    }, convert=to_torch)
+    return run_worker(
+        args,
+        train_step,
+        infer_step,
+        {
+            "torch_threads": torch.get_num_threads(),
+            "blas_threads": [
+                lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"
+            ],
+            "keep_freed_memory": keep_freed,
+        },
+        convert=to_torch,
+    )
 
 
 def torch_twin(model, torch):
@@ -185,9 +208,16 @@ def torch_twin(model, torch):
     layers = []
     for layer in model.layers:
         if isinstance(layer, Conv2d):
-            pad = layer.padding_arg if isinstance(layer.padding_arg, (str, int)) else tuple(layer.padding_arg)
-            layers.append(torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                                          layer.stride, pad))
+            pad = (
+                layer.padding_arg
+                if isinstance(layer.padding_arg, (str, int))
+                else tuple(layer.padding_arg)
+            )
+            layers.append(
+                torch.nn.Conv2d(
+                    layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, pad
+                )
+            )
         elif isinstance(layer, Linear):
             layers.append(torch.nn.Linear(layer.in_features, layer.out_features))
         elif isinstance(layer, MaxPool2d):
@@ -206,7 +236,8 @@ def torch_twin(model, torch):
 
 
 def run_worker(args, train_step, infer_step, info: dict, convert=lambda data: data) -> dict:
-    """Train at ``--train-batch`` (then read the peak memory), then infer at each inference batch."""
+    """Train at ``--train-batch`` (then read the peak memory), then infer at each inference
+    batch."""
     result = {"framework": args.worker, "train_batch": args.train_batch, **info}
     if args.train_batch:
         data = convert(synthetic_batches(args.train_batch, 4, args.seed))
@@ -217,7 +248,9 @@ def run_worker(args, train_step, infer_step, info: dict, convert=lambda data: da
     result["infer"] = {}
     for batch in args.infer_batches:
         data = convert(synthetic_batches(batch, 2, args.seed + 1))
-        result["infer"][str(batch)] = timed(infer_step, data, args.warmup, args.batches, args.repeats)
+        result["infer"][str(batch)] = timed(
+            infer_step, data, args.warmup, args.batches, args.repeats
+        )
         del data
     return result
 
@@ -235,17 +268,36 @@ def merge_rounds(runs: list[dict]) -> dict:
     return merged
 
 
-
 def spawn(framework: str, args, train_batch: int, infer_batches: list[int]) -> dict:
     """Run one worker in a fresh interpreter with this process's environment, unchanged."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
-           "--model", args.model, "--threads", str(args.threads), "--batches", str(args.batches),
-           "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--seed", str(args.seed),
-           "--train-batch", str(train_batch),
-           *(["--torch-keep-freed-memory"] if args.torch_keep_freed_memory else []),
-           "--infer-batches", ",".join(map(str, infer_batches))]
-    print(f"  {framework:9s} train@{train_batch} infer@{','.join(map(str, infer_batches))} ...",
-          file=sys.stderr, flush=True)
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        framework,
+        "--model",
+        args.model,
+        "--threads",
+        str(args.threads),
+        "--batches",
+        str(args.batches),
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--seed",
+        str(args.seed),
+        "--train-batch",
+        str(train_batch),
+        *(["--torch-keep-freed-memory"] if args.torch_keep_freed_memory else []),
+        "--infer-batches",
+        ",".join(map(str, infer_batches)),
+    ]
+    print(
+        f"  {framework:9s} train@{train_batch} infer@{','.join(map(str, infer_batches))} ...",
+        file=sys.stderr,
+        flush=True,
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"worker {framework} failed:\n{proc.stderr}")
@@ -259,8 +311,10 @@ def blas_summary() -> tuple[str, int]:
     if not libs:
         return "unknown (threadpoolctl found no BLAS)", 0
     lib = libs[0]
-    text = f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture', '?')} kernels, " \
-           f"{lib.get('threading_layer', '?')})"
+    text = (
+        f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture', '?')} kernels, "
+        f"{lib.get('threading_layer', '?')})"
+    )
     return text, lib["num_threads"]
 
 
@@ -269,6 +323,7 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
 
     The load average lags by a minute: right after a previous run it still reports that run.
     """
+
     def sample():
         fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
@@ -307,42 +362,67 @@ def fmt_ratio(ours, ref) -> str:
     return f"{ours / ref:.2f}x" if ours and ref else "n/a"
 
 
-def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: str,
-           load: float) -> tuple[str, float | None]:
+def report(
+    args, results: dict, have_torch: bool, blas_default: int, blas_text: str, load: float
+) -> tuple[str, float | None]:
     model = zoo.build(args.model, seed=args.seed)
     fwd, train = sum(forward_flops(model)), training_flops(model)
     med = statistics.median
     out = []
-    out.append(f"## stablecnn vs PyTorch: {args.model} ({model.num_params:,} parameters), "
-               f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
+    out.append(
+        f"## stablecnn vs PyTorch: {args.model} ({model.num_params:,} parameters), "
+        f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+    )
     out.append("")
-    out.append(f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} "
-               f"{platform.release()}")
-    out.append(f"- python {platform.python_version()}, numpy {np.__version__}, "
-               f"stablecnn {stablecnn.__version__}, torch {version('torch')}, "
-               f"threadpoolctl {version('threadpoolctl')}")
+    out.append(
+        f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} "
+        f"{platform.release()}"
+    )
+    out.append(
+        f"- python {platform.python_version()}, numpy {np.__version__}, "
+        f"stablecnn {stablecnn.__version__}, torch {version('torch')}, "
+        f"threadpoolctl {version('threadpoolctl')}"
+    )
     out.append(f"- numpy BLAS: {blas_text}; its default thread count here: {blas_default}")
-    threads = {fw: {k: v for k, v in r.items() if k.endswith("threads") or k == "keep_freed_memory"}
-               for fw, r in results.get(args.batch_sizes[0], {}).items()}
-    out.append(f"- threads requested: {args.threads}; in the workers (keep_freed_memory: glibc "
-               f"keeps freed blocks up to 32 MiB for reuse, see stablecnn.kernels.runtime): "
-               + "; ".join(f"{fw} {json.dumps(t)}" for fw, t in threads.items()))
-    env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} not set" for k in ENV_VARS)
+    threads = {
+        fw: {k: v for k, v in r.items() if k.endswith("threads") or k == "keep_freed_memory"}
+        for fw, r in results.get(args.batch_sizes[0], {}).items()
+    }
+    out.append(
+        f"- threads requested: {args.threads}; in the workers (keep_freed_memory: glibc "
+        f"keeps freed blocks up to 32 MiB for reuse, see stablecnn.kernels.runtime): "
+        + "; ".join(f"{fw} {json.dumps(t)}" for fw, t in threads.items())
+    )
+    env = ", ".join(
+        f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} not set" for k in ENV_VARS
+    )
     out.append(f"- environment (passed to the workers unchanged): {env}")
     busy, avg = load
     busy_text = f"{100 * busy:.0f}% busy" if busy is not None else "unknown"
-    out.append(f"- CPUs in the second before the run: {busy_text}; load average (1 min, lags): "
-               f"{avg:.2f}" + (" - WARNING: other processes were using the CPUs; the figures "
-                               "are not reliable" if busy is not None and busy > 0.25 else ""))
-    out.append(f"- timing: {args.rounds} round(s) of fresh workers per batch size, stablecnn and "
-               f"PyTorch alternating; in each, {args.warmup} warm-up batches, then {args.repeats} "
-               f"timed runs of {args.batches} batches; the median of all {args.rounds * args.repeats}"
-               f" runs is reported; synthetic data, seed {args.seed}; float32")
-    out.append(f"- training = forward + backward (no input gradient for the first layer) + "
-               f"Adagrad (lr {LR}, eps {EPS}); PyTorch uses torch.optim.Adagrad, whose eps sits "
-               f"outside the square root (ours: inside) - same cost")
-    out.append(f"- FLOPs per image: forward {fwd / 1e6:.2f} M, training {train / 1e6:.2f} M "
-               f"(3 x forward - first layer's input gradient; 2 FLOPs per multiply-add)")
+    out.append(
+        f"- CPUs in the second before the run: {busy_text}; load average (1 min, lags): "
+        f"{avg:.2f}"
+        + (
+            " - WARNING: other processes were using the CPUs; the figures are not reliable"
+            if busy is not None and busy > 0.25
+            else ""
+        )
+    )
+    out.append(
+        f"- timing: {args.rounds} round(s) of fresh workers per batch size, stablecnn and "
+        f"PyTorch alternating; in each, {args.warmup} warm-up batches, then {args.repeats} "
+        f"timed runs of {args.batches} batches; the median of all {args.rounds * args.repeats}"
+        f" runs is reported; synthetic data, seed {args.seed}; float32"
+    )
+    out.append(
+        f"- training = forward + backward (no input gradient for the first layer) + "
+        f"Adagrad (lr {LR}, eps {EPS}); PyTorch uses torch.optim.Adagrad, whose eps sits "
+        f"outside the square root (ours: inside) - same cost"
+    )
+    out.append(
+        f"- FLOPs per image: forward {fwd / 1e6:.2f} M, training {train / 1e6:.2f} M "
+        f"(3 x forward - first layer's input gradient; 2 FLOPs per multiply-add)"
+    )
     out.append("")
     # flatten the workers' answers to {(framework, pass, batch): median images per second}
     rates = {}
@@ -355,31 +435,44 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
     if args.infer_batch not in args.batch_sizes:
         rows.append((args.infer_batch, "infer"))
 
-    out.append("| batch | pass | stablecnn img/s | PyTorch img/s | stablecnn / PyTorch "
-               "| stablecnn GFLOP/s | PyTorch GFLOP/s |")
+    out.append(
+        "| batch | pass | stablecnn img/s | PyTorch img/s | stablecnn / PyTorch "
+        "| stablecnn GFLOP/s | PyTorch GFLOP/s |"
+    )
     out.append("|---:|:---|---:|---:|---:|---:|---:|")
     for batch, kind in rows:
         flops = train if kind == "train" else fwd
         s, t = rates.get(("stablecnn", kind, batch)), rates.get(("torch", kind, batch))
-        out.append(f"| {batch} | {kind} | {num(s)} | {num(t)} | {fmt_ratio(s, t)} | "
-                   f"{num(s and s * flops / 1e9, '{:.1f}')} | {num(t and t * flops / 1e9, '{:.1f}')} |")
+        out.append(
+            f"| {batch} | {kind} | {num(s)} | {num(t)} | {fmt_ratio(s, t)} | "
+            f"{num(s and s * flops / 1e9, '{:.1f}')} | {num(t and t * flops / 1e9, '{:.1f}')} |"
+        )
     out.append("")
-    out.append("| batch | stablecnn peak RSS (MiB) | PyTorch peak RSS (MiB) | stablecnn / PyTorch "
-               "| stablecnn RSS before training | PyTorch RSS before training |")
+    out.append(
+        "| batch | stablecnn peak RSS (MiB) | PyTorch peak RSS (MiB) | stablecnn / PyTorch "
+        "| stablecnn RSS before training | PyTorch RSS before training |"
+    )
     out.append("|---:|---:|---:|---:|---:|---:|")
     for batch in args.batch_sizes:
         s, t = (results.get(batch, {}).get(fw, {}) for fw in ("stablecnn", "torch"))
         sp, tp = s.get("peak_rss_train_mb"), t.get("peak_rss_train_mb")
-        out.append(f"| {batch} | {num(sp)} | {num(tp)} | {fmt_ratio(sp, tp)} | "
-                   f"{num(s.get('rss_before_train_mb'))} | {num(t.get('rss_before_train_mb'))} |")
+        out.append(
+            f"| {batch} | {num(sp)} | {num(tp)} | {fmt_ratio(sp, tp)} | "
+            f"{num(s.get('rss_before_train_mb'))} | {num(t.get('rss_before_train_mb'))} |"
+        )
     out.append("")
-    out.append("Peak RSS is the whole training process (interpreter, imports, model, data, "
-               "optimizer state), read after training and before inference, one process per row "
-               "and framework; \"before training\" is the peak after imports, model and data.")
+    out.append(
+        "Peak RSS is the whole training process (interpreter, imports, model, data, "
+        "optimizer state), read after training and before inference, one process per row "
+        'and framework; "before training" is the peak after imports, model and data.'
+    )
     if not have_torch:
         out.append("")
-        out.append("PyTorch skipped (--no-torch): stablecnn figures only." if args.no_torch else
-                   "PyTorch is not installed (pip install torch==2.13.0): stablecnn figures only.")
+        out.append(
+            "PyTorch skipped (--no-torch): stablecnn figures only."
+            if args.no_torch
+            else "PyTorch is not installed (pip install torch==2.13.0): stablecnn figures only."
+        )
     train_ratio = None
     if ("torch", "train", 100) in rates and ("stablecnn", "train", 100) in rates:
         train_ratio = rates[("stablecnn", "train", 100)] / rates[("torch", "train", 100)]
@@ -390,43 +483,74 @@ def report(args, results: dict, have_torch: bool, blas_default: int, blas_text: 
             s, t = rates.get(("stablecnn", kind, batch)), rates.get(("torch", kind, batch))
             if s and t:
                 verdict = "met" if s / t >= goal else "not met"
-                out.append(f"- {kind} at batch {batch}: {s / t:.2f}x PyTorch (>= {goal}x: {verdict})")
+                out.append(
+                    f"- {kind} at batch {batch}: {s / t:.2f}x PyTorch (>= {goal}x: {verdict})"
+                )
         for batch in args.batch_sizes:
-            s, t = (results.get(batch, {}).get(fw, {}).get("peak_rss_train_mb")
-                    for fw in ("stablecnn", "torch"))
+            s, t = (
+                results.get(batch, {}).get(fw, {}).get("peak_rss_train_mb")
+                for fw in ("stablecnn", "torch")
+            )
             if s and t:
                 verdict = "met" if s / t < MEMORY_TARGET else "not met"
-                out.append(f"- peak memory training at batch {batch}: {s / t:.2f}x PyTorch "
-                           f"(< {MEMORY_TARGET}x: {verdict})")
+                out.append(
+                    f"- peak memory training at batch {batch}: {s / t:.2f}x PyTorch "
+                    f"(< {MEMORY_TARGET}x: {verdict})"
+                )
     return "\n".join(out), train_ratio
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="a run under a minute: --batches 3 --repeats 3 --warmup 1")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a run under a minute: --batches 3 --repeats 3 --warmup 1",
+    )
     p.add_argument("--batches", type=int, help="timed batches per repetition (default 10)")
-    p.add_argument("--repeats", type=int, help="timed repetitions; the median is reported (default 5)")
-    p.add_argument("--rounds", type=int, help="fresh worker pairs per batch size, alternating "
-                   "stablecnn and PyTorch, all repetitions pooled (default 3; --quick: 1)")
+    p.add_argument(
+        "--repeats", type=int, help="timed repetitions; the median is reported (default 5)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="fresh worker pairs per batch size, alternating "
+        "stablecnn and PyTorch, all repetitions pooled (default 3; --quick: 1)",
+    )
     p.add_argument("--warmup", type=int, help="untimed batches first (default 2)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="threads for numpy's BLAS and for PyTorch (default: os.cpu_count())")
-    p.add_argument("--batch-sizes", default="32,100,256",
-                   help="comma-separated training/inference batch sizes (default 32,100,256)")
-    p.add_argument("--infer-batch", type=int, default=1000,
-                   help="an extra inference batch size (default 1000)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="threads for numpy's BLAS and for PyTorch (default: os.cpu_count())",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        default="32,100,256",
+        help="comma-separated training/inference batch sizes (default 32,100,256)",
+    )
+    p.add_argument(
+        "--infer-batch", type=int, default=1000, help="an extra inference batch size (default 1000)"
+    )
     p.add_argument("--model", default="md1", choices=zoo.names())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="measure stablecnn only")
     p.add_argument("--json", metavar="PATH", help="also write the raw measurements to PATH")
-    p.add_argument("--min-ratio", type=float, metavar="R",
-                   help="exit with status 1 if training at batch 100 is below R x PyTorch")
+    p.add_argument(
+        "--min-ratio",
+        type=float,
+        metavar="R",
+        help="exit with status 1 if training at batch 100 is below R x PyTorch",
+    )
     # internal: one measurement in a fresh process
-    p.add_argument("--torch-keep-freed-memory", action="store_true",
-                   help="give the PyTorch worker stablecnn's allocator setting too (default: "
-                        "PyTorch as users run it)")
+    p.add_argument(
+        "--torch-keep-freed-memory",
+        action="store_true",
+        help="give the PyTorch worker stablecnn's allocator setting too (default: "
+        "PyTorch as users run it)",
+    )
     p.add_argument("--worker", choices=["stablecnn", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--train-batch", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--infer-batches", default="", help=argparse.SUPPRESS)
@@ -457,8 +581,11 @@ def main(argv=None) -> int:
     load = (cpu_busy(), os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0)
     have_torch = not args.no_torch and version("torch") != "not installed"
     frameworks = ["stablecnn", "torch"] if have_torch else ["stablecnn"]
-    print(f"benchmarking {args.model} with {args.threads} threads, batch sizes {args.batch_sizes}"
-          f" (+ inference at {args.infer_batch}) ...", file=sys.stderr)
+    print(
+        f"benchmarking {args.model} with {args.threads} threads, batch sizes {args.batch_sizes}"
+        f" (+ inference at {args.infer_batch}) ...",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
     results: dict[int, dict[str, dict]] = {}
     for i, batch in enumerate(args.batch_sizes):
@@ -474,11 +601,16 @@ def main(argv=None) -> int:
     print(text)
     print(f"\n(run took {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items()},
-                                               "results": results}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"args": {k: v for k, v in vars(args).items()}, "results": results}, indent=1
+            )
+        )
     if args.min_ratio is not None and train_ratio is not None and train_ratio < args.min_ratio:
-        print(f"training ratio {train_ratio:.2f}x is below --min-ratio {args.min_ratio}",
-              file=sys.stderr)
+        print(
+            f"training ratio {train_ratio:.2f}x is below --min-ratio {args.min_ratio}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

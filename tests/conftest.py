@@ -23,8 +23,8 @@ def threads():
     """``threads(n)`` runs stablecnn on ``n`` threads for the test; the end leaves 1 thread.
 
     Not NumPy's BLAS default: once stablecnn's threads are set, BLAS stays at one thread (see
-    :mod:`stablecnn.kernels.parallel`), and a later test's run in this process must see that same state,
-    or its products would use a multi-threaded BLAS that rounds otherwise than a new process.
+    :mod:`stablecnn.kernels.parallel`), and a later test's run in this process must see that same
+    state, or its products would use a multi-threaded BLAS that rounds otherwise than a new process.
     """
     from stablecnn.kernels import parallel
 

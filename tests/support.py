@@ -1,4 +1,4 @@
-"""Helpers shared by the tests (imported as ``support``; tests/conftest.py puts tests/ on the path)."""
+"""Helpers shared by the tests (``import support``: tests/conftest.py puts tests/ on the path)."""
 
 from __future__ import annotations
 

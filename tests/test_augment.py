@@ -106,10 +106,16 @@ def test_augment_config_round_trips_and_checks_its_values():
     assert Augment.from_dict({"max_shift": np.int64(3), "max_degrees": np.float64(15)}) == aug
     assert Augment.parse("3,15") == aug
     images = batch(4, 10, 10)
-    np.testing.assert_array_equal(aug(images, np.random.default_rng(5)),
-                                  augment_batch(images, np.random.default_rng(5), 3, 15))
-    for bad in (dict(max_shift=-1), dict(max_shift=1.5), dict(max_degrees=200),
-                dict(max_degrees=float("nan"))):
+    np.testing.assert_array_equal(
+        aug(images, np.random.default_rng(5)),
+        augment_batch(images, np.random.default_rng(5), 3, 15),
+    )
+    for bad in (
+        dict(max_shift=-1),
+        dict(max_shift=1.5),
+        dict(max_degrees=200),
+        dict(max_degrees=float("nan")),
+    ):
         with pytest.raises(ValueError):
             Augment(**bad)
     for bad in ({"max_shift": 2}, {"max_shift": 2.5, "max_degrees": 1}):

@@ -30,10 +30,22 @@ def test_model1_flops(bench):
 
 
 def test_rounds_pool_every_repetition_and_keep_the_largest_peak(bench):
-    runs = [{"framework": "stablecnn", "train": [1.0, 2.0], "infer": {"100": [5.0]},
-             "peak_rss_train_mb": 120.0, "rss_before_train_mb": 90.0},
-            {"framework": "stablecnn", "train": [3.0], "infer": {"100": [6.0, 7.0]},
-             "peak_rss_train_mb": 110.0, "rss_before_train_mb": 95.0}]
+    runs = [
+        {
+            "framework": "stablecnn",
+            "train": [1.0, 2.0],
+            "infer": {"100": [5.0]},
+            "peak_rss_train_mb": 120.0,
+            "rss_before_train_mb": 90.0,
+        },
+        {
+            "framework": "stablecnn",
+            "train": [3.0],
+            "infer": {"100": [6.0, 7.0]},
+            "peak_rss_train_mb": 110.0,
+            "rss_before_train_mb": 95.0,
+        },
+    ]
     merged = bench.merge_rounds(runs)
     assert merged["train"] == [1.0, 2.0, 3.0]
     assert merged["infer"] == {"100": [5.0, 6.0, 7.0]}
@@ -42,9 +54,29 @@ def test_rounds_pool_every_repetition_and_keep_the_largest_peak(bench):
 
 def test_a_tiny_run_prints_the_table_and_the_targets():
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--no-torch", "--batch-sizes", "2", "--infer-batch", "3",
-         "--batches", "1", "--repeats", "1", "--warmup", "0", "--rounds", "2", "--threads", "1"],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(BENCH),
+            "--no-torch",
+            "--batch-sizes",
+            "2",
+            "--infer-batch",
+            "3",
+            "--batches",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--rounds",
+            "2",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "| 2 | train |" in out and "| 3 | infer |" in out
@@ -54,6 +86,7 @@ def test_a_tiny_run_prints_the_table_and_the_targets():
 
 
 def test_bad_arguments_are_refused():
-    proc = subprocess.run([sys.executable, str(BENCH), "--rounds", "0"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--rounds", "0"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and "--rounds must be at least 1" in proc.stderr

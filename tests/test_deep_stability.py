@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn.nn import modelfile, zoo
+from stablecnn.nn import zoo
 from stablecnn.nn.layers import BatchNorm2d, Conv2d, Linear
 from stablecnn.training.trainer import TrainConfig, Trainer
 
@@ -45,8 +45,16 @@ def test_20_layer_plain_stack_trains_3_epochs_in_float32_with_finite_losses(tmp_
     shipped = zoo.model_files()
     monkeypatch.setattr(zoo, "model_files", lambda: {**shipped, "plain20": PLAIN20})
     train, test = textures(400, 12, seed=0), textures(100, 12, seed=1)
-    config = TrainConfig(model="plain20", epochs=3, batch_size=25, lr=0.01, optimizer="adagrad",
-                         normalization="unit", dtype="float32", seed=0)
+    config = TrainConfig(
+        model="plain20",
+        epochs=3,
+        batch_size=25,
+        lr=0.01,
+        optimizer="adagrad",
+        normalization="unit",
+        dtype="float32",
+        seed=0,
+    )
     trainer = Trainer(config, tmp_path / "run", train, test, echo=False, progress=False)
     assert trainer.model.dtype == np.float32
     last = trainer.fit()  # raises TrainingError on the first loss that is not finite

@@ -4,11 +4,20 @@ one ReLUMaxPool2d in a Sequential's plan, with the numbers, names and files of t
 import numpy as np
 import pytest
 
-from stablecnn import Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
+from stablecnn import (
+    Adagrad,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    SoftmaxCrossEntropy,
+)
 from stablecnn.nn import zoo
-from stablecnn.training import checkpoint
 from stablecnn.nn.fuse import fuse, relu_pool_pairs
 from stablecnn.nn.layers.pool import ReLUMaxPool2d
+from stablecnn.training import checkpoint
 
 
 def _train_step(model, x, y, need_input_grad=True):
@@ -30,15 +39,31 @@ def test_fused_relu_pool_pairs_give_the_unfused_results_exactly(dtype):
 
     def build(fuse):
         rng = np.random.default_rng(6)
-        return Sequential(ReLU(), MaxPool2d(2, stride=1),  # a pair first: its input gradient
-                          Conv2d(1, 4, 3, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2, stride=1),
-                          Conv2d(4, 3, 3, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2),
-                          Flatten(), Linear(3 * 2 * 2, 5, rng=rng, dtype=dtype), fuse=fuse)
+        return Sequential(
+            ReLU(),
+            MaxPool2d(2, stride=1),  # a pair first: its input gradient
+            Conv2d(1, 4, 3, rng=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2d(2, stride=1),
+            Conv2d(4, 3, 3, rng=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2d(2),
+            Flatten(),
+            Linear(3 * 2 * 2, 5, rng=rng, dtype=dtype),
+            fuse=fuse,
+        )
 
     fused, plain = build(True), build(False)
     assert relu_pool_pairs(fused.layers) == {0, 3, 6}
-    assert _kinds(fused.plan) == ["ReLUMaxPool2d", "Conv2d", "ReLUMaxPool2d", "Conv2d",
-                                  "ReLUMaxPool2d", "Flatten", "Linear"]
+    assert _kinds(fused.plan) == [
+        "ReLUMaxPool2d",
+        "Conv2d",
+        "ReLUMaxPool2d",
+        "Conv2d",
+        "ReLUMaxPool2d",
+        "Flatten",
+        "Linear",
+    ]
     assert plain.plan == tuple(plain.layers)
     rng = np.random.default_rng(7)
     x = np.round(rng.standard_normal((6, 1, 11, 11)), 1).astype(dtype)  # ties and zeros
@@ -78,8 +103,16 @@ def test_fused_and_unfused_model_1_train_bit_identically():
         record.append(model.forward(x, training=False))
         runs.append((model, record))
     (fused, got), (plain, want) = runs
-    assert _kinds(fused.plan) == ["Conv2d", "ReLUMaxPool2d", "Conv2d", "ReLUMaxPool2d",
-                                  "Flatten", "Linear", "ReLU", "Linear"]
+    assert _kinds(fused.plan) == [
+        "Conv2d",
+        "ReLUMaxPool2d",
+        "Conv2d",
+        "ReLUMaxPool2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "Linear",
+    ]
     assert len(plain.plan) == 10
     assert len(got) == len(want) == 3 * 17 + 1
     for k, (g, w) in enumerate(zip(got, want)):
@@ -96,8 +129,11 @@ def test_fusing_changes_no_name_config_repr_summary_or_checkpoint(tmp_path):
     x = np.random.default_rng(12).random((4, 1, 28, 28), dtype=np.float32)
     out = fused.forward(x)  # the plan is made and run
     assert any(isinstance(step, ReLUMaxPool2d) for step in fused.plan)
-    assert [n for n, _, _ in fused.parameters()] == [n for n, _, _ in plain.parameters()] == [
-        "0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"]
+    assert (
+        [n for n, _, _ in fused.parameters()]
+        == [n for n, _, _ in plain.parameters()]
+        == ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias", "9.weight", "9.bias"]
+    )
     assert fused.config() == plain.config()
     assert repr(fused) == repr(plain) and "ReLUMaxPool2d" not in repr(fused)
     assert fused.summary((1, 28, 28)) == plain.summary((1, 28, 28))

@@ -3,8 +3,8 @@
 
 import numpy as np
 import pytest
-
 from gradcheck import numerical_grad, rel_error
+
 from stablecnn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ShapeError, reference
 from stablecnn.kernels.conv import resolve_padding
 
@@ -37,7 +37,9 @@ def test_conv_matches_the_reference(shape, f, kernel, stride, padding):
     dout = rng.standard_normal(out.shape)
     dx = conv.backward(dout)
     want = reference.conv2d_backward(dout, x, w, conv.stride, conv.padding)
-    for got, ref, name in zip((dx, conv.grads["weight"], conv.grads["bias"]), want, ("dx", "dw", "db")):
+    for got, ref, name in zip(
+        (dx, conv.grads["weight"], conv.grads["bias"]), want, ("dx", "dw", "db")
+    ):
         np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
@@ -93,22 +95,39 @@ def test_maxpool_matches_the_reference_including_ties(shape, kernel, stride, tie
     pool = MaxPool2d(kernel, stride)
     x = rng.integers(0, 3, shape).astype(np.float64) if ties else rng.standard_normal(shape)
     out = pool.forward(x)
-    np.testing.assert_array_equal(out, reference.maxpool2d_forward(x, pool.kernel_size, pool.stride))
+    np.testing.assert_array_equal(
+        out, reference.maxpool2d_forward(x, pool.kernel_size, pool.stride)
+    )
     dout = rng.standard_normal(out.shape)
-    np.testing.assert_allclose(pool.backward(dout),
-                               reference.maxpool2d_backward(dout, x, pool.kernel_size, pool.stride),
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        pool.backward(dout),
+        reference.maxpool2d_backward(dout, x, pool.kernel_size, pool.stride),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
-LAYOUTS = {"nchw": (0, 1, 2, 3), "channel-major": (1, 0, 2, 3), "rows outermost": (1, 2, 0, 3),
-           "rows first": (2, 1, 0, 3), "batch innermost": (1, 2, 3, 0),
-           "columns outermost": (3, 1, 2, 0), "one image": (0, 1, 2, 3), "one channel": (0, 1, 2, 3)}
+LAYOUTS = {
+    "nchw": (0, 1, 2, 3),
+    "channel-major": (1, 0, 2, 3),
+    "rows outermost": (1, 2, 0, 3),
+    "rows first": (2, 1, 0, 3),
+    "batch innermost": (1, 2, 3, 0),
+    "columns outermost": (3, 1, 2, 0),
+    "one image": (0, 1, 2, 3),
+    "one channel": (0, 1, 2, 3),
+}
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_flat_2x2_pool_equals_the_general_kernel(layout):
-    from stablecnn.kernels.pool import (contiguous_order, maxpool2d_backward, maxpool2d_forward,
-                                       maxpool2x2_flat_backward, maxpool2x2_flat_forward)
+    from stablecnn.kernels.pool import (
+        contiguous_order,
+        maxpool2d_backward,
+        maxpool2d_forward,
+        maxpool2x2_flat_backward,
+        maxpool2x2_flat_forward,
+    )
 
     rng = np.random.default_rng(9)
     shape = {"one image": (1, 6, 7, 9), "one channel": (6, 1, 9, 7)}.get(layout, (5, 4, 11, 10))
@@ -123,7 +142,9 @@ def test_flat_2x2_pool_equals_the_general_kernel(layout):
     dout = rng.standard_normal(out.shape).astype(np.float32)
     dx = maxpool2d_backward(dout, argmax, x, (2, 2), (1, 1))
     dx2 = maxpool2x2_flat_backward(dout, choice)
-    assert dx2.shape == x.shape and np.argsort(dx2.strides).tolist() == np.argsort(x.strides).tolist()
+    assert (
+        dx2.shape == x.shape and np.argsort(dx2.strides).tolist() == np.argsort(x.strides).tolist()
+    )
     np.testing.assert_array_equal(dx2 != 0, dx != 0)  # the same cells get gradient
     np.testing.assert_allclose(dx2, dx, rtol=1e-6, atol=1e-6)  # added in another order
 
@@ -146,8 +167,12 @@ def test_flat_pool_is_not_used_on_strided_inputs():
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2), (1, 2), (3, 1)])
 @pytest.mark.parametrize("layout", ["nchw", "channel-major"])
 def test_separable_2x2_pool_equals_the_general_kernel(stride, layout):
-    from stablecnn.kernels.pool import (maxpool2d_backward, maxpool2d_forward, maxpool2x2_backward,
-                                       maxpool2x2_forward)
+    from stablecnn.kernels.pool import (
+        maxpool2d_backward,
+        maxpool2d_forward,
+        maxpool2x2_backward,
+        maxpool2x2_forward,
+    )
 
     rng = np.random.default_rng(8)
     x = rng.integers(0, 3, (5, 4, 11, 10)).astype(np.float32)  # ties in most windows
@@ -202,8 +227,11 @@ def test_linear_relu_flatten_gradients_match_finite_differences():
     dx = flat.backward(lin.backward(relu.backward(dout)))
     analytic = {"x": dx, "weight": lin.grads["weight"].copy(), "bias": lin.grads["bias"].copy()}
     f = lambda: float(np.sum(run() * dout))  # noqa: E731
-    numeric = {"x": numerical_grad(f, x), "weight": numerical_grad(f, lin.params["weight"]),
-               "bias": numerical_grad(f, lin.params["bias"])}
+    numeric = {
+        "x": numerical_grad(f, x),
+        "weight": numerical_grad(f, lin.params["weight"]),
+        "bias": numerical_grad(f, lin.params["bias"]),
+    }
     for name in analytic:
         assert rel_error(analytic[name], numeric[name]) < 1e-7, name
 
@@ -212,7 +240,12 @@ def test_linear_relu_flatten_gradients_match_finite_differences():
 def test_every_layer_keeps_the_input_dtype(dtype):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 2, 8, 7)).astype(dtype)
-    conv, pool, relu, flat = Conv2d(2, 3, 3, rng=rng, dtype=dtype), MaxPool2d(2, 1), ReLU(), Flatten()
+    conv, pool, relu, flat = (
+        Conv2d(2, 3, 3, rng=rng, dtype=dtype),
+        MaxPool2d(2, 1),
+        ReLU(),
+        Flatten(),
+    )
     lin = Linear(3 * 5 * 4, 4, rng=rng, dtype=dtype)
     out = lin.forward(flat.forward(pool.forward(relu.forward(conv.forward(x)))))
     assert out.dtype == dtype
@@ -238,14 +271,17 @@ def test_gradients_are_written_in_place():
     assert conv.grads["weight"] is grad and np.any(grad != 0)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels"),
-    (dict(in_channels=1, out_channels=2, kernel_size=(3, 0)), "kernel_size"),
-    (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0), "stride"),
-    (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1), "padding"),
-    (dict(in_channels=1, out_channels=2, kernel_size=3, padding="full"), "padding"),
-    (dict(in_channels=1, out_channels=2, kernel_size=3, stride=2, padding="same"), "stride 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(in_channels=0, out_channels=2, kernel_size=3), "in_channels"),
+        (dict(in_channels=1, out_channels=2, kernel_size=(3, 0)), "kernel_size"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, stride=0), "stride"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, padding=-1), "padding"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, padding="full"), "padding"),
+        (dict(in_channels=1, out_channels=2, kernel_size=3, stride=2, padding="same"), "stride 1"),
+    ],
+)
 def test_conv_constructor_rejects_bad_arguments_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Conv2d(**kwargs)
@@ -268,8 +304,10 @@ def test_same_padding_keeps_the_size_for_odd_and_even_kernels():
 
 def test_reprs_read_like_the_architecture():
     assert repr(Conv2d(1, 32, 10)) == "Conv2d(1, 32, kernel_size=(10, 10))"
-    assert repr(Conv2d(1, 2, 3, stride=2, padding=1)) == \
-        "Conv2d(1, 2, kernel_size=(3, 3), stride=(2, 2), padding=1)"
+    assert (
+        repr(Conv2d(1, 2, 3, stride=2, padding=1))
+        == "Conv2d(1, 2, kernel_size=(3, 3), stride=(2, 2), padding=1)"
+    )
     assert repr(MaxPool2d(2, 1)) == "MaxPool2d(kernel_size=(2, 2), stride=(1, 1))"
     assert repr(Linear(3, 4)) == "Linear(in_features=3, out_features=4)"
 
@@ -282,8 +320,11 @@ ROWS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape,f,kernel,stride,padding", ROWS_CASES + [
-    c for c in CONV_CASES if (c[3] if isinstance(c[3], tuple) else (c[3], c[3]))[0] == 1])
+@pytest.mark.parametrize(
+    "shape,f,kernel,stride,padding",
+    ROWS_CASES
+    + [c for c in CONV_CASES if (c[3] if isinstance(c[3], tuple) else (c[3], c[3]))[0] == 1],
+)
 def test_rows_and_im2col_kernels_agree_with_the_reference(shape, f, kernel, stride, padding):
     from stablecnn.kernels.conv import conv2d_backward, conv2d_forward
 
@@ -302,13 +343,16 @@ def test_rows_and_im2col_kernels_agree_with_the_reference(shape, f, kernel, stri
     want = reference.conv2d_backward(dout, x, w, conv.stride, conv.padding)
     for rows in (False, True):
         for got, ref, name in zip(results[rows], want, ("dx", "dw", "db")):
-            np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12, err_msg=f"{name}, rows={rows}")
+            np.testing.assert_allclose(
+                got, ref, rtol=1e-12, atol=1e-12, err_msg=f"{name}, rows={rows}"
+            )
 
 
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", CONV_CASES)
 @pytest.mark.parametrize("block", [1, 3000, 1 << 30])  # a row of one image, a few, or all
-def test_inference_in_row_blocks_matches_the_reference(monkeypatch, shape, f, kernel,
-                                                              stride, padding, block):
+def test_inference_in_row_blocks_matches_the_reference(
+    monkeypatch, shape, f, kernel, stride, padding, block
+):
     """Without keep (inference) the kernels hold a block of rows at a time; same outputs."""
     from stablecnn.kernels import conv as conv_module
 
@@ -320,8 +364,9 @@ def test_inference_in_row_blocks_matches_the_reference(monkeypatch, shape, f, ke
     expected = reference.conv2d_forward(x, w, b, conv.stride, conv.padding)
     kernels = (False, True) if conv.stride[0] == 1 else (False,)
     for rows in kernels:
-        out, cache = conv_module.conv2d_forward(x, w, b, conv.stride, conv.padding, rows=rows,
-                                                keep=False)
+        out, cache = conv_module.conv2d_forward(
+            x, w, b, conv.stride, conv.padding, rows=rows, keep=False
+        )
         assert cache is None
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
@@ -330,8 +375,8 @@ def test_inference_memory_does_not_grow_with_the_batch():
     """The rows kernel's work arrays in inference are one block of rows, not the whole batch."""
     import tracemalloc
 
-    from stablecnn.kernels import parallel
     from stablecnn.kernels import conv as conv_module
+    from stablecnn.kernels import parallel
 
     conv = Conv2d(32, 32, 3, padding="same", rng=np.random.default_rng(0))
     x = np.random.default_rng(1).random((1000, 32, 28, 28), dtype=np.float32)  # 100 MB
@@ -342,7 +387,9 @@ def test_inference_memory_does_not_grow_with_the_batch():
     tracemalloc.stop()
     # the padded input copy and the output are 100-115 MB each; whole-batch taps and partial
     # products would add 3 x 100 MB each
-    assert peak < out.nbytes * 2.2 + 2 * parallel.get_num_threads() * conv_module.INFERENCE_BLOCK, peak
+    assert peak < out.nbytes * 2.2 + 2 * parallel.get_num_threads() * conv_module.INFERENCE_BLOCK, (
+        peak
+    )
 
 
 def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():

@@ -4,15 +4,30 @@ dicts and checkpoints."""
 
 import numpy as np
 import pytest
-
 from gradcheck import numerical_grad, rel_error
-from stablecnn import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, ShapeError, reference
-from stablecnn.training import checkpoint
+
+from stablecnn import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    GlobalAvgPool2d,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    ShapeError,
+    reference,
+)
 from stablecnn.nn.layers import LAYERS, from_config
+from stablecnn.training import checkpoint
 
 
 def gradcheck_layer(layer, x, dout, params=(), prepare=lambda: None):
     """Analytic vs centered-difference gradients of ``sum(forward(x) * dout)``."""
+
     def f():
         prepare()
         return float(np.sum(layer.forward(x) * dout))
@@ -53,7 +68,9 @@ def test_avgpool_matches_the_reference(shape, kernel, stride, padding):
     np.testing.assert_allclose(
         pool.backward(dout),
         reference.avgpool2d_backward(dout, shape, pool.kernel_size, pool.stride, pool.padding),
-        rtol=1e-12, atol=1e-12)
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", AVG_CASES)
@@ -87,7 +104,9 @@ def test_leaky_relu_values_and_gradient(slope):
     out = layer.forward(x)
     np.testing.assert_array_equal(out, reference.leaky_relu_forward(x, slope))
     dout = rng.standard_normal(x.shape)
-    np.testing.assert_array_equal(layer.backward(dout), reference.leaky_relu_backward(dout, x, slope))
+    np.testing.assert_array_equal(
+        layer.backward(dout), reference.leaky_relu_backward(dout, x, slope)
+    )
     gradcheck_layer(layer, x, dout)
 
 
@@ -175,17 +194,23 @@ def test_batchnorm_matches_the_reference_and_keeps_running_statistics(cls, shape
     run_mean, run_var = np.zeros(shape[1]), np.ones(shape[1])
     for step in range(3):
         x = rng.standard_normal(shape) * (step + 1) + step
-        np.testing.assert_allclose(bn.forward(x), reference.batchnorm_forward(x, gamma, beta, 1e-5),
-                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            bn.forward(x), reference.batchnorm_forward(x, gamma, beta, 1e-5), rtol=1e-12, atol=1e-12
+        )
         dout = rng.standard_normal(shape)
-        for got, want, name in zip((bn.backward(dout), bn.grads["weight"], bn.grads["bias"]),
-                                   reference.batchnorm_backward(dout, x, gamma, 1e-5),
-                                   ("dx", "dgamma", "dbeta")):
+        for got, want, name in zip(
+            (bn.backward(dout), bn.grads["weight"], bn.grads["bias"]),
+            reference.batchnorm_backward(dout, x, gamma, 1e-5),
+            ("dx", "dgamma", "dbeta"),
+        ):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=name)
         run_mean, run_var = reference.batchnorm_running_stats(x, run_mean, run_var, 0.1)
         np.testing.assert_allclose(bn.buffers["running_mean"], run_mean, rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(bn.buffers["running_var"], run_var, rtol=1e-12)
-    assert bn.buffers["num_batches_tracked"] == 3 and bn.buffers["num_batches_tracked"].dtype == np.int64
+    assert (
+        bn.buffers["num_batches_tracked"] == 3
+        and bn.buffers["num_batches_tracked"].dtype == np.int64
+    )
     x = rng.standard_normal((1, *shape[1:]))  # evaluation works for any batch, even one value
     expected = reference.batchnorm_eval_forward(x, gamma, beta, run_mean, run_var, 1e-5)
     np.testing.assert_allclose(bn.forward(x, training=False), expected, rtol=1e-12, atol=1e-12)
@@ -263,21 +288,24 @@ def test_new_layers_rebuild_from_their_config():
         assert again.dtype == layer.dtype
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: AvgPool2d(0), "kernel_size"),
-    (lambda: AvgPool2d(2, stride=(1, 0)), "stride"),
-    (lambda: AvgPool2d(2, padding=-1), "padding"),
-    (lambda: AvgPool2d(3, padding=2), "at most half.*2"),
-    (lambda: BatchNorm2d(0), "num_features.*0"),
-    (lambda: BatchNorm1d(3.5), "num_features.*3.5"),
-    (lambda: BatchNorm2d(3, eps=0), "eps.*0"),
-    (lambda: BatchNorm2d(3, momentum=1.5), "momentum.*1.5"),
-    (lambda: Dropout(1.0), "p must.*1.0"),
-    (lambda: Dropout(-0.1), "p must.*-0.1"),
-    (lambda: Dropout("0.5"), "p must.*'0.5'"),
-    (lambda: LeakyReLU(float("nan")), "negative_slope.*nan"),
-    (lambda: LeakyReLU(True), "negative_slope.*True"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: AvgPool2d(0), "kernel_size"),
+        (lambda: AvgPool2d(2, stride=(1, 0)), "stride"),
+        (lambda: AvgPool2d(2, padding=-1), "padding"),
+        (lambda: AvgPool2d(3, padding=2), "at most half.*2"),
+        (lambda: BatchNorm2d(0), "num_features.*0"),
+        (lambda: BatchNorm1d(3.5), "num_features.*3.5"),
+        (lambda: BatchNorm2d(3, eps=0), "eps.*0"),
+        (lambda: BatchNorm2d(3, momentum=1.5), "momentum.*1.5"),
+        (lambda: Dropout(1.0), "p must.*1.0"),
+        (lambda: Dropout(-0.1), "p must.*-0.1"),
+        (lambda: Dropout("0.5"), "p must.*'0.5'"),
+        (lambda: LeakyReLU(float("nan")), "negative_slope.*nan"),
+        (lambda: LeakyReLU(True), "negative_slope.*True"),
+    ],
+)
 def test_constructors_reject_bad_arguments_by_name(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -298,11 +326,15 @@ def test_shape_errors_name_the_layer_and_the_shapes():
 
 def test_reprs_read_like_pytorch():
     assert repr(AvgPool2d(2)) == "AvgPool2d(kernel_size=(2, 2), stride=(2, 2))"
-    assert repr(AvgPool2d((3, 2), 1, (1, 0))) == \
-        "AvgPool2d(kernel_size=(3, 2), stride=(1, 1), padding=(1, 0))"
+    assert (
+        repr(AvgPool2d((3, 2), 1, (1, 0)))
+        == "AvgPool2d(kernel_size=(3, 2), stride=(1, 1), padding=(1, 0))"
+    )
     assert repr(GlobalAvgPool2d()) == "GlobalAvgPool2d()"
     assert repr(BatchNorm2d(16)) == "BatchNorm2d(16, eps=1e-05, momentum=0.1)"
-    assert repr(BatchNorm1d(8, eps=1e-3, momentum=0.01)) == "BatchNorm1d(8, eps=0.001, momentum=0.01)"
+    assert (
+        repr(BatchNorm1d(8, eps=1e-3, momentum=0.01)) == "BatchNorm1d(8, eps=0.001, momentum=0.01)"
+    )
     assert repr(Dropout()) == "Dropout(p=0.5)"
     assert repr(LeakyReLU()) == "LeakyReLU(negative_slope=0.01)"
 
@@ -310,11 +342,20 @@ def test_reprs_read_like_pytorch():
 # -- a deeper model: whole-model gradient, buffers, checkpoints -----------------------------------
 def _deep_model(rng, dtype=np.float64):
     return Sequential(
-        Conv2d(1, 3, 3, padding=1, rng=rng, dtype=dtype), BatchNorm2d(3, dtype=dtype),
-        LeakyReLU(0.1), AvgPool2d(2), Conv2d(3, 4, (2, 3), rng=rng, dtype=dtype),
-        BatchNorm2d(4, dtype=dtype), ReLU(), MaxPool2d(2, 1), Dropout(0.3, rng=rng),
-        GlobalAvgPool2d(), Linear(4, 5, rng=rng, dtype=dtype), BatchNorm1d(5, dtype=dtype),
-        Dropout(0.2, rng=rng), Linear(5, 3, rng=rng, dtype=dtype),
+        Conv2d(1, 3, 3, padding=1, rng=rng, dtype=dtype),
+        BatchNorm2d(3, dtype=dtype),
+        LeakyReLU(0.1),
+        AvgPool2d(2),
+        Conv2d(3, 4, (2, 3), rng=rng, dtype=dtype),
+        BatchNorm2d(4, dtype=dtype),
+        ReLU(),
+        MaxPool2d(2, 1),
+        Dropout(0.3, rng=rng),
+        GlobalAvgPool2d(),
+        Linear(4, 5, rng=rng, dtype=dtype),
+        BatchNorm1d(5, dtype=dtype),
+        Dropout(0.2, rng=rng),
+        Linear(5, 3, rng=rng, dtype=dtype),
         input_shape=(1, 9, 10),
     )
 
@@ -349,8 +390,16 @@ def test_state_dict_holds_buffers_and_parameters_do_not():
     state = model.state_dict()
     names = [name for name, _, _ in model.parameters()]
     assert "1.running_mean" not in names and "8.counter" not in names
-    assert list(state)[:8] == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
-                               "1.running_var", "1.num_batches_tracked", "4.weight"]
+    assert list(state)[:8] == [
+        "0.weight",
+        "0.bias",
+        "1.weight",
+        "1.bias",
+        "1.running_mean",
+        "1.running_var",
+        "1.num_batches_tracked",
+        "4.weight",
+    ]
     assert {"8.seed", "8.counter", "11.running_var", "12.seed"} <= set(state)
     assert state["1.running_mean"] is model.layers[1].buffers["running_mean"]
     assert state["1.num_batches_tracked"].dtype == np.int64 and state["8.counter"].dtype == np.int64

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn.training import checkpoint as ckpt_io
 from stablecnn import legacy
 from stablecnn.cli import legacy as cli_legacy
-from stablecnn.nn import zoo
 from stablecnn.errors import CheckpointError, DataError
+from stablecnn.nn import zoo
 from stablecnn.nn.losses import SoftmaxCrossEntropy
 from stablecnn.optim import Adagrad
+from stablecnn.training import checkpoint as ckpt_io
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,9 +60,16 @@ def test_layout_table_matches_md1():
 
 def test_only_numpy_array_helpers_are_admitted():
     names = {f"{m}.{n}" for m, n in legacy.SafeUnpickler.ALLOWED}
-    assert names == {"numpy.ndarray", "numpy.dtype", "_codecs.encode",
-                     *(f"numpy.{c}.{m}" for c in ("core", "_core")
-                       for m in ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer"))}
+    assert names == {
+        "numpy.ndarray",
+        "numpy.dtype",
+        "_codecs.encode",
+        *(
+            f"numpy.{c}.{m}"
+            for c in ("core", "_core")
+            for m in ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")
+        ),
+    }
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -97,7 +104,11 @@ def test_written_pickle_has_the_original_layout_and_numpy1_names(tmp_path, md1_i
     assert sorted(filt2) == list(range(16)) and filt2[15].shape == (32, 5, 5)
     assert all(type(bias1[i]) is float for i in range(32)) and len(bias2) == 16
     assert (w_fc1.shape, bias_fc1.shape, theta3.shape, bias3.shape) == (
-        (1024, 2704), (1024, 1), (10, 1024), (10, 1))
+        (1024, 2704),
+        (1024, 1),
+        (10, 1024),
+        (10, 1),
+    )
     assert all(a.dtype == np.float64 for a in (w_fc1, bias_fc1, theta3, bias3, filt1[0]))
     assert len(bloss) == len(acc) == 1 and all(type(v) is float for v in bloss + acc)
     for k in range(8):  # gd* mirror the weights' layout
@@ -115,8 +126,12 @@ def original_forward(items, image: np.ndarray) -> np.ndarray:
 
     def conv_relu(x, filt, bias):
         f = filt[0].shape[-1]
-        out = np.stack([np.einsum("cijpq,cpq->ij", windows(x, (f, f), axis=(1, 2)), filt[k]) + bias[k]
-                        for k in range(len(filt))])
+        out = np.stack(
+            [
+                np.einsum("cijpq,cpq->ij", windows(x, (f, f), axis=(1, 2)), filt[k]) + bias[k]
+                for k in range(len(filt))
+            ]
+        )
         return np.maximum(out, 0)
 
     def pool(x):
@@ -147,16 +162,29 @@ def numpy1_bytes(obj, protocol: int) -> bytes:
 
 def original_like_items(rng):
     """Items typed as the original's code leaves them after training (NumPy 1.x, Python 3)."""
+
     def arr(*shape):
         return rng.standard_normal(shape) * 0.1
 
-    items = [{i: arr(1, 10, 10) for i in range(32)}, {i: arr(32, 5, 5) for i in range(16)},
-             {i: np.float64(0.1 + i / 100) for i in range(32)}, {i: np.float64(0.1) for i in range(16)},
-             arr(1024, 2704), arr(1024, 1), arr(10, 1024), arr(10, 1),
-             [np.array([0.23]), np.array([0.21])], [0.1, 0.25]]
-    gds = [{i: np.abs(v) for i, v in items[0].items()}, {i: np.abs(v) for i, v in items[1].items()},
-           {i: 0 if i == 0 else np.float64(0.5) for i in range(32)}, {i: np.float64(1.5) for i in range(16)},
-           *(np.abs(a) for a in items[4:8])]
+    items = [
+        {i: arr(1, 10, 10) for i in range(32)},
+        {i: arr(32, 5, 5) for i in range(16)},
+        {i: np.float64(0.1 + i / 100) for i in range(32)},
+        {i: np.float64(0.1) for i in range(16)},
+        arr(1024, 2704),
+        arr(1024, 1),
+        arr(10, 1024),
+        arr(10, 1),
+        [np.array([0.23]), np.array([0.21])],
+        [0.1, 0.25],
+    ]
+    gds = [
+        {i: np.abs(v) for i, v in items[0].items()},
+        {i: np.abs(v) for i, v in items[1].items()},
+        {i: 0 if i == 0 else np.float64(0.5) for i in range(32)},
+        {i: np.float64(1.5) for i in range(16)},
+        *(np.abs(a) for a in items[4:8]),
+    ]
     return items + gds
 
 
@@ -260,26 +288,46 @@ def _with_entry(items, index, key, value):
 LAYOUT_FAULTS = {
     "17 items": (lambda it: it[:17], r"list of 17 items; expected 18"),
     "a dict": (lambda it: dict(enumerate(it)), r"holds a dict; expected the original's list"),
-    "wrong shape": (lambda it: _mutate(it, 4, np.zeros((1024, 2000))),
-                    r"item 4 \(W_fc1\) has shape \(1024, 2000\); expected \(1024, 2704\)"),
-    "flat bias": (lambda it: _mutate(it, 5, np.zeros(1024)),
-                  r"item 5 \(bias_fc1\) has shape \(1024,\); expected \(1024, 1\)"),
+    "wrong shape": (
+        lambda it: _mutate(it, 4, np.zeros((1024, 2000))),
+        r"item 4 \(W_fc1\) has shape \(1024, 2000\); expected \(1024, 2704\)",
+    ),
+    "flat bias": (
+        lambda it: _mutate(it, 5, np.zeros(1024)),
+        r"item 5 \(bias_fc1\) has shape \(1024,\); expected \(1024, 1\)",
+    ),
     "a string item": (lambda it: _mutate(it, 6, "theta3"), r"item 6 \(theta3\) is a str"),
-    "a string bias": (lambda it: _with_entry(it, 2, 5, "0.1"), r"item 2 \(bias1\) entry 5 is a str"),
+    "a string bias": (
+        lambda it: _with_entry(it, 2, 5, "0.1"),
+        r"item 2 \(bias1\) entry 5 is a str",
+    ),
     "a missing filter": (lambda it: _with_entry(it, 1, 15, KeyError), r"item 1 \(filt2\) has keys"),
-    "a wrong filter": (lambda it: _with_entry(it, 10, 3, np.zeros((1, 5, 5))),
-                       r"item 10 \(gdfilt1\) entry 3 has shape \(1, 5, 5\); expected \(1, 10, 10\)"),
+    "a wrong filter": (
+        lambda it: _with_entry(it, 10, 3, np.zeros((1, 5, 5))),
+        r"item 10 \(gdfilt1\) entry 3 has shape \(1, 5, 5\); expected \(1, 10, 10\)",
+    ),
     "a string loss": (lambda it: _mutate(it, 8, ["2.3"]), r"item 8 \(bloss\) entry 0 is a str"),
-    "uneven history": (lambda it: _mutate(it, 9, [0.5] * 3),
-                       r"item 8 \(bloss\) and item 9 \(acc\) differ in length \(1 and 3\)"),
-    "NaN weights": (lambda it: _with_entry(it, 0, 0, np.full((1, 10, 10), np.nan)),
-                    r"item 0 \(filt1\) entry 0 holds NaN"),
-    "negative sums": (lambda it: _mutate(it, 16, -np.ones((10, 1024))),
-                      r"item 16 \(gdtheta3\) holds negative values"),
-    "object array": (lambda it: _mutate(it, 7, np.array([[0.1]] * 10, dtype=object)),
-                     r"item 7 \(bias3\) is an object array"),
+    "uneven history": (
+        lambda it: _mutate(it, 9, [0.5] * 3),
+        r"item 8 \(bloss\) and item 9 \(acc\) differ in length \(1 and 3\)",
+    ),
+    "NaN weights": (
+        lambda it: _with_entry(it, 0, 0, np.full((1, 10, 10), np.nan)),
+        r"item 0 \(filt1\) entry 0 holds NaN",
+    ),
+    "negative sums": (
+        lambda it: _mutate(it, 16, -np.ones((10, 1024))),
+        r"item 16 \(gdtheta3\) holds negative values",
+    ),
+    "object array": (
+        lambda it: _mutate(it, 7, np.array([[0.1]] * 10, dtype=object)),
+        r"item 7 \(bias3\) is an object array",
+    ),
     "bool bias": (lambda it: _with_entry(it, 3, 0, True), r"item 3 \(bias2\) entry 0 is a bool"),
-    "huge int": (lambda it: _with_entry(it, 12, 0, 10**400), r"item 12 \(gdbias1\) entry 0 is an int"),
+    "huge int": (
+        lambda it: _with_entry(it, 12, 0, 10**400),
+        r"item 12 \(gdbias1\) entry 0 is an int",
+    ),
 }
 
 
@@ -297,11 +345,14 @@ def test_a_wrong_layout_is_refused_naming_the_item(tmp_path, md1_items, fault):
 
 def test_empty_truncated_and_foreign_files_are_refused(tmp_path, md1_items):
     good = pickle.dumps(md1_items, protocol=4)
-    cases = {"missing": (None, "no such file"), "empty": (b"", r"empty \(0 bytes\)"),
-             "truncated": (good[: len(good) // 2], "truncated"),
-             "text": (b"hello, world\n", "not a readable pickle"),
-             "zip": (b"PK\x03\x04" + bytes(40), "not a readable pickle"),
-             "trailing": (good + b"\x00junk", "5 unexpected bytes after the end")}
+    cases = {
+        "missing": (None, "no such file"),
+        "empty": (b"", r"empty \(0 bytes\)"),
+        "truncated": (good[: len(good) // 2], "truncated"),
+        "text": (b"hello, world\n", "not a readable pickle"),
+        "zip": (b"PK\x03\x04" + bytes(40), "not a readable pickle"),
+        "trailing": (good + b"\x00junk", "5 unexpected bytes after the end"),
+    }
     for name, (data, message) in cases.items():
         path = tmp_path / name
         if data is not None:
@@ -341,8 +392,14 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
     env = {**os.environ, "STABLECNN_DATA": str(tmp_path / "no-cache")}  # nothing else is read
 
     def run(*args):
-        return subprocess.run([sys.executable, str(ROOT / "train_cnn_md1.py"), *args], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "train_cnn_md1.py"), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     done = run("1", "--epochs", "1", "--images", "200")
     assert done.returncode == 0, done.stderr
@@ -350,8 +407,11 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
     assert lines[0] == "Learning Rate:0.01, Batch Size:100"
     assert len(lines) == 1 + 2 * 2  # two batches, two lines each
     for k, (line, eta) in enumerate(zip(lines[1::2], lines[2::2])):
-        assert re.fullmatch(rf"Epoch:{50 * (k + 1)}\.0% Of 1/1, Loss:{NUMBER}, "
-                            rf"Batch Acc:{PERCENT}%, Epoch Acc:{PERCENT}%", line), line
+        assert re.fullmatch(
+            rf"Epoch:{50 * (k + 1)}\.0% Of 1/1, Loss:{NUMBER}, "
+            rf"Batch Acc:{PERCENT}%, Epoch Acc:{PERCENT}%",
+            line,
+        ), line
         assert re.fullmatch(r"Time Remaining: \d+:\d\d:\d\d", eta), eta
     items = legacy.load_original(tmp_path / "output_cnn_md1.pickle")
     assert len(items[8]) == len(items[9]) == 2
@@ -361,12 +421,16 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Final Test Set Accuracy:" in done.stdout
     lines = (tmp_path / "predict_cnn_md1_log.txt").read_text().splitlines()
-    assert lines[:2] == ["predicting for test dataset with trained model file:output_cnn_md1.pickle",
-                         "Computing accuracy over test set:"]
+    assert lines[:2] == [
+        "predicting for test dataset with trained model file:output_cnn_md1.pickle",
+        "Computing accuracy over test set:",
+    ]
     assert len(lines) == 2 + 2 * 20 + 1  # every 5% of 100 images, then the final line
     for k in range(20):
         assert lines[2 + 2 * k] == f"{float(5 * (k + 1))}% Completed"
-        assert re.fullmatch(rf"Test Set Accuracy: {PERCENT}% Test Set Loss: {NUMBER}", lines[3 + 2 * k])
+        assert re.fullmatch(
+            rf"Test Set Accuracy: {PERCENT}% Test Set Loss: {NUMBER}", lines[3 + 2 * k]
+        )
     assert re.fullmatch(rf"Final Test Set Accuracy: {PERCENT}% Test Set Loss: {NUMBER}", lines[-1])
     assert lines[-1].endswith(lines[-2].split("Accuracy:")[1])  # 100% line = final line
 
@@ -383,7 +447,8 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
         "train_cnn_md1.py: error: cannot resume train_cnn_md1_run with other settings than it "
         "started with: --images 100 (the run has 200); --seed 3 (the run has 0). A resumed run "
         "keeps them (only --epochs and --quiet may change): drop these options to resume it, or "
-        "start a new run with them; nothing was changed\n")
+        "start a new run with them; nothing was changed\n"
+    )
     assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
     done = run("1", "--resume", "--images", "200", "--seed", "0", "--epochs", "2", "--quiet")
     assert done.returncode == 0, done.stderr  # the run's own values: epoch 2 trains
@@ -424,11 +489,18 @@ def test_export_and_import_pickle_commands_round_trip(tmp_path, capsys):
     from stablecnn.training.trainer import TrainConfig, resume_checkpoint
 
     model, opt, history = trained_md1(seed=4, steps=3)
-    meta = {"train": TrainConfig.original_recipe().to_dict(),
-            "normalizer": {"kind": "original", "mean": 33.0, "std": 78.0},
-            "progress": {"epoch": 0, "step": 3, "global_step": 3}}
-    ckpt_io.save(tmp_path / "checkpoint.npz", model, meta, opt.state_dict(),
-                 {k: np.asarray(v) for k, v in history.items()})
+    meta = {
+        "train": TrainConfig.original_recipe().to_dict(),
+        "normalizer": {"kind": "original", "mean": 33.0, "std": 78.0},
+        "progress": {"epoch": 0, "step": 3, "global_step": 3},
+    }
+    ckpt_io.save(
+        tmp_path / "checkpoint.npz",
+        model,
+        meta,
+        opt.state_dict(),
+        {k: np.asarray(v) for k, v in history.items()},
+    )
     pickle_path, run = tmp_path / "exported.pickle", tmp_path / "imported"
     run.mkdir()
     assert cli_main(["export-pickle", str(tmp_path), "-o", str(pickle_path)]) == 0
@@ -473,7 +545,12 @@ def test_a_refused_legacy_run_leaves_no_run_directory(tmp_path):
     labels = (np.arange(20) % 10).astype(np.uint8)
     run = tmp_path / "train_cnn_md1_run"
     with pytest.raises(ShapeError):
-        legacy.train_mode(TrainConfig.original_recipe(train_size=20, normalization="unit"),
-                          (images, labels), (images, labels), run,
-                          log_path=tmp_path / "log.txt", pickle_path=tmp_path / "out.pickle")
+        legacy.train_mode(
+            TrainConfig.original_recipe(train_size=20, normalization="unit"),
+            (images, labels),
+            (images, labels),
+            run,
+            log_path=tmp_path / "log.txt",
+            pickle_path=tmp_path / "out.pickle",
+        )
     assert not run.exists() and not (tmp_path / "out.pickle").exists()

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from gradcheck import numerical_grad, rel_error
+
 from stablecnn import ShapeError, SoftmaxCrossEntropy, log_softmax, reference, softmax
 
 
@@ -21,20 +21,24 @@ def test_loss_value_and_gradient_match_definitions():
     labels = rng.integers(0, 7, 5)
     loss = SoftmaxCrossEntropy()
     value = loss.forward(logits, labels)
-    assert value == pytest.approx(reference.softmax_cross_entropy_forward(logits, labels), rel=1e-14)
+    assert value == pytest.approx(
+        reference.softmax_cross_entropy_forward(logits, labels), rel=1e-14
+    )
     grad = loss.backward()
     numeric = numerical_grad(lambda: float(SoftmaxCrossEntropy().forward(logits, labels)), logits)
     assert rel_error(grad, numeric) < 1e-7
-    np.testing.assert_allclose(grad, reference.softmax_cross_entropy_backward(logits, labels),
-                               rtol=1e-14)
+    np.testing.assert_allclose(
+        grad, reference.softmax_cross_entropy_backward(logits, labels), rtol=1e-14
+    )
     onehot = np.eye(7)[labels]
     np.testing.assert_allclose(grad, (softmax(logits) - onehot) / 5, rtol=1e-14)
 
 
 @pytest.mark.parametrize("dtype,scale", [(np.float32, 1e4), (np.float64, 1e300)])
 def test_stable_at_extreme_logits_where_the_naive_formula_fails(dtype, scale):
-    logits = np.array([[scale, -scale, 0.0], [-scale, scale, scale / 2], [0.0, 1.0, -scale]],
-                      dtype=dtype)
+    logits = np.array(
+        [[scale, -scale, 0.0], [-scale, scale, scale / 2], [0.0, 1.0, -scale]], dtype=dtype
+    )
     labels = np.array([0, 0, 2])
     # the naive formula breaks here, so this test can tell a stable loss from a naive one
     assert not np.isfinite(naive_loss(logits, labels))

@@ -2,9 +2,18 @@
 
 import numpy as np
 import pytest
-
 from gradcheck import numerical_grad, numerical_grad_at, rel_error
-from stablecnn import Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy
+
+from stablecnn import (
+    Adagrad,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    SoftmaxCrossEntropy,
+)
 from stablecnn.nn import init, zoo
 
 
@@ -12,10 +21,25 @@ def test_md1_has_the_original_shapes_and_parameter_names():
     model = zoo.build("md1", seed=0)
     shapes = model.shapes((1, 28, 28))
     assert [shapes[i] for i in (0, 2, 3, 5, 6, 7, 9)] == [
-        (32, 19, 19), (32, 18, 18), (16, 14, 14), (16, 13, 13), (2704,), (1024,), (10,)]
+        (32, 19, 19),
+        (32, 18, 18),
+        (16, 14, 14),
+        (16, 13, 13),
+        (2704,),
+        (1024,),
+        (10,),
+    ]
     names = [name for name, _, _ in model.parameters()]
-    assert names == ["0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias",
-                     "9.weight", "9.bias"]
+    assert names == [
+        "0.weight",
+        "0.bias",
+        "3.weight",
+        "3.bias",
+        "7.weight",
+        "7.bias",
+        "9.weight",
+        "9.bias",
+    ]
     params = model.state_dict()
     assert params["0.weight"].shape == (32, 1, 10, 10)
     assert params["3.weight"].shape == (16, 32, 5, 5)
@@ -44,9 +68,15 @@ def test_input_that_does_not_fit_names_the_layer_and_shapes():
 
 def _small_model(rng):
     return Sequential(
-        Conv2d(1, 3, (3, 2), rng=rng, dtype=np.float64), ReLU(), MaxPool2d(2, stride=1),
-        Conv2d(3, 2, 2, stride=(1, 2), padding=1, rng=rng, dtype=np.float64), ReLU(),
-        MaxPool2d(2), Flatten(), Linear(2 * 3 * 1, 6, rng=rng, dtype=np.float64), ReLU(),
+        Conv2d(1, 3, (3, 2), rng=rng, dtype=np.float64),
+        ReLU(),
+        MaxPool2d(2, stride=1),
+        Conv2d(3, 2, 2, stride=(1, 2), padding=1, rng=rng, dtype=np.float64),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(2 * 3 * 1, 6, rng=rng, dtype=np.float64),
+        ReLU(),
         Linear(6, 4, rng=rng, dtype=np.float64),
     )
 
@@ -158,10 +188,15 @@ def test_truncated_normal_is_cut_at_two_sigma_and_seeded():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("cls,expected_std", [
-    (init.HeNormal, np.sqrt(2 / 50)), (init.HeUniform, np.sqrt(2 / 50)),
-    (init.GlorotNormal, np.sqrt(2 / 150)), (init.GlorotUniform, np.sqrt(2 / 150)),
-])
+@pytest.mark.parametrize(
+    "cls,expected_std",
+    [
+        (init.HeNormal, np.sqrt(2 / 50)),
+        (init.HeUniform, np.sqrt(2 / 50)),
+        (init.GlorotNormal, np.sqrt(2 / 150)),
+        (init.GlorotUniform, np.sqrt(2 / 150)),
+    ],
+)
 def test_fan_based_initialisers_have_the_right_spread(cls, expected_std):
     w = cls()((400, 2, 5, 5), np.random.default_rng(0), np.float64)  # fan_in 50, fan_out 10000
     if "Glorot" in cls.__name__:

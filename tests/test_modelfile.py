@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn.nn import modelfile, zoo
 from stablecnn.errors import ModelFileError, StableCNNError
+from stablecnn.nn import modelfile, zoo
 from stablecnn.nn.layers import Conv2d
 from stablecnn.nn.model import Sequential
 
@@ -17,8 +17,10 @@ MODELS = Path(modelfile.__file__).parent / "models"
 
 # md1's config as zoo.MD1 held it when model files arrived: the weights a seed gives must never
 # change (the original interface, its pickles and every saved run depend on them)
-_W = {"weight_init": {"type": "TruncatedNormal", "std": 0.1, "mean": 0.0, "cut": 2.0},
-      "bias_init": {"type": "Constant", "value": 0.1}}
+_W = {
+    "weight_init": {"type": "TruncatedNormal", "std": 0.1, "mean": 0.0, "cut": 2.0},
+    "bias_init": {"type": "Constant", "value": 0.1},
+}
 MD1_FROZEN = {
     "input_shape": [1, 28, 28],
     "layers": [
@@ -74,7 +76,8 @@ def write(tmp_path, text, name="model.toml"):
 def same_weights(a: Sequential, b: Sequential) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(
-        sa[k].dtype == sb[k].dtype and np.array_equal(sa[k], sb[k]) for k in sa)
+        sa[k].dtype == sb[k].dtype and np.array_equal(sa[k], sb[k]) for k in sa
+    )
 
 
 def error(path, num_classes=None) -> str:
@@ -164,10 +167,13 @@ def test_a_model_file_round_trips_through_model_config(tmp_path):
     assert same_weights(zoo.resolve_model(path, seed=2), model)
 
 
-@pytest.mark.parametrize("name, text, expected", [
-    ("gone.toml", None, "no such model file"),
-    ("model.yaml", "x: 1", "ends in .toml or .json"),
-])
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("gone.toml", None, "no such model file"),
+        ("model.yaml", "x: 1", "ends in .toml or .json"),
+    ],
+)
 def test_file_problems(tmp_path, name, text, expected):
     path = tmp_path / name
     if text is not None:
@@ -177,26 +183,59 @@ def test_file_problems(tmp_path, name, text, expected):
 
 
 # -- errors name the file, the line and the layer --------------------------------------------------
-@pytest.mark.parametrize("old, new, layer, line, expected", [
-    ('type = "ReLU"', 'type = "Relu"', "layer 1 (Relu)", 12, "unknown layer type 'Relu'"),
-    ("kernel_size = 2", "kernal_size = 2", "layer 2 (MaxPool2d)", 15,
-     "unknown argument(s) ['kernal_size']"),
-    ("out_channels = 4\n", "", "layer 0 (Conv2d)", 4, "missing argument(s) ['out_channels']"),
-    ('padding = "same"', 'padding = "SAME"', "layer 0 (Conv2d)", 4, "'SAME'"),
-    ("in_channels = 1", "in_channels = 1.5", "layer 0 (Conv2d)", 4, "in_channels must be"),
-    ("kernel_size = 3", 'kernel_size = "3"', "layer 0 (Conv2d)", 4, "kernel_size must be"),
-    ('weight_init = { type = "HeNormal" }', 'weight_init = "HeNormal"', "layer 0 (Conv2d)", 4,
-     "weight_init must be an initialiser table"),
-    ('weight_init = { type = "HeNormal" }', 'weight_init = { type = "Kaiming" }',
-     "layer 0 (Conv2d)", 4, "unknown initialiser 'Kaiming'"),
-    ('weight_init = { type = "HeNormal" }', 'weight_init = { type = "HeNormal", std = 1 }',
-     "layer 0 (Conv2d)", 4, "std"),
-    ("in_features = 144", "in_features = 100", "layer 4 (Linear)", 22,
-     "does not fit its input (144,)"),
-    ("in_channels = 1", "in_channels = 3", "layer 0 (Conv2d)", 4,
-     "does not fit its input (1, 12, 12)"),
-    ('type = "Flatten"', 'type = "Flatten"\nrng = 3', "layer 3 (Flatten)", 19, "cannot be set"),
-])
+@pytest.mark.parametrize(
+    "old, new, layer, line, expected",
+    [
+        ('type = "ReLU"', 'type = "Relu"', "layer 1 (Relu)", 12, "unknown layer type 'Relu'"),
+        (
+            "kernel_size = 2",
+            "kernal_size = 2",
+            "layer 2 (MaxPool2d)",
+            15,
+            "unknown argument(s) ['kernal_size']",
+        ),
+        ("out_channels = 4\n", "", "layer 0 (Conv2d)", 4, "missing argument(s) ['out_channels']"),
+        ('padding = "same"', 'padding = "SAME"', "layer 0 (Conv2d)", 4, "'SAME'"),
+        ("in_channels = 1", "in_channels = 1.5", "layer 0 (Conv2d)", 4, "in_channels must be"),
+        ("kernel_size = 3", 'kernel_size = "3"', "layer 0 (Conv2d)", 4, "kernel_size must be"),
+        (
+            'weight_init = { type = "HeNormal" }',
+            'weight_init = "HeNormal"',
+            "layer 0 (Conv2d)",
+            4,
+            "weight_init must be an initialiser table",
+        ),
+        (
+            'weight_init = { type = "HeNormal" }',
+            'weight_init = { type = "Kaiming" }',
+            "layer 0 (Conv2d)",
+            4,
+            "unknown initialiser 'Kaiming'",
+        ),
+        (
+            'weight_init = { type = "HeNormal" }',
+            'weight_init = { type = "HeNormal", std = 1 }',
+            "layer 0 (Conv2d)",
+            4,
+            "std",
+        ),
+        (
+            "in_features = 144",
+            "in_features = 100",
+            "layer 4 (Linear)",
+            22,
+            "does not fit its input (144,)",
+        ),
+        (
+            "in_channels = 1",
+            "in_channels = 3",
+            "layer 0 (Conv2d)",
+            4,
+            "does not fit its input (1, 12, 12)",
+        ),
+        ('type = "Flatten"', 'type = "Flatten"\nrng = 3', "layer 3 (Flatten)", 19, "cannot be set"),
+    ],
+)
 def test_layer_errors_name_file_line_and_layer(tmp_path, old, new, layer, line, expected):
     assert old in TINY
     path = write(tmp_path, TINY.replace(old, new, 1))
@@ -206,15 +245,16 @@ def test_layer_errors_name_file_line_and_layer(tmp_path, old, new, layer, line, 
 
 
 def test_the_lines_follow_the_headers(tmp_path):
-    text = TINY.replace("[[layers]]\ntype = \"Flatten\"", "\n\n[[layers]]\ntype = \"Flatten\"")
+    text = TINY.replace('[[layers]]\ntype = "Flatten"', '\n\n[[layers]]\ntype = "Flatten"')
     text = text.replace("in_features = 144", "in_features = 7")
     assert error(write(tmp_path, text)).startswith(f"{tmp_path / 'model.toml'}, line 24, layer 4")
 
 
 def test_shape_error_deep_inside_md2_names_its_line(tmp_path):
     text = (MODELS / "md2.toml").read_text()
-    text = text.replace("in_channels = 64\nout_channels = 128",
-                        "in_channels = 64\nout_channels = 96")
+    text = text.replace(
+        "in_channels = 64\nout_channels = 128", "in_channels = 64\nout_channels = 96"
+    )
     headers = [n for n, line in enumerate(text.splitlines(), 1) if line.startswith("[[layers]]")]
     message = error(write(tmp_path, text))
     assert f"line {headers[15]}, layer 15 (BatchNorm2d)" in message, message
@@ -228,14 +268,22 @@ def test_syntax_error_names_the_line(tmp_path):
     assert error(path).startswith(f"{path}, line 2, column 13: not valid JSON: ")
 
 
-@pytest.mark.parametrize("old, new, where, expected", [
-    ("input_shape = [1, 12, 12]\n", "", "", "no input_shape"),
-    ("input_shape = [1, 12, 12]", "input_shape = [1, 0, 12]", ", line 2", "input_shape must be"),
-    ("input_shape = [1, 12, 12]", "input_shape = 28", ", line 2", "input_shape must be"),
-    ('name = "tiny"', 'nmae = "tiny"', ", line 1", "unknown top-level key(s) ['nmae']"),
-    ('name = "tiny"', "name = 3", ", line 1", "name must be a string"),
-    ('name = "tiny"', "description = [1]", ", line 1", "description must be a string"),
-])
+@pytest.mark.parametrize(
+    "old, new, where, expected",
+    [
+        ("input_shape = [1, 12, 12]\n", "", "", "no input_shape"),
+        (
+            "input_shape = [1, 12, 12]",
+            "input_shape = [1, 0, 12]",
+            ", line 2",
+            "input_shape must be",
+        ),
+        ("input_shape = [1, 12, 12]", "input_shape = 28", ", line 2", "input_shape must be"),
+        ('name = "tiny"', 'nmae = "tiny"', ", line 1", "unknown top-level key(s) ['nmae']"),
+        ('name = "tiny"', "name = 3", ", line 1", "name must be a string"),
+        ('name = "tiny"', "description = [1]", ", line 1", "description must be a string"),
+    ],
+)
 def test_model_level_errors_name_the_file_and_line(tmp_path, old, new, where, expected):
     path = write(tmp_path, TINY.replace(old, new))
     message = error(path)
@@ -269,8 +317,10 @@ def test_json_errors_name_the_line_of_the_layer(tmp_path):
 
 
 def test_inline_layer_arrays_still_name_the_layer(tmp_path):
-    text = ('input_shape = [1, 4, 4]\nlayers = [\n  {type = "Flatten"},\n'
-            '  {type = "Linear", in_features = 15, out_features = 2},\n]\n')
+    text = (
+        'input_shape = [1, 4, 4]\nlayers = [\n  {type = "Flatten"},\n'
+        '  {type = "Linear", in_features = 15, out_features = 2},\n]\n'
+    )
     path = write(tmp_path, text)
     assert error(path).startswith(f"{path}, layer 1 (Linear): does not fit")
 

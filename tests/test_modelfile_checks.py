@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stablecnn import cli
-from stablecnn.nn import modelfile, modelfile_text, zoo
 from stablecnn.errors import ModelFileError
+from stablecnn.nn import modelfile, modelfile_text, zoo
 from stablecnn.nn.layers import LAYERS, BatchNorm2d, Conv2d, Dropout, Linear
 from stablecnn.nn.model import Sequential
 
@@ -102,9 +102,11 @@ def test_tracemalloc_sees_numpy_arrays():
 def test_a_huge_layer_is_refused_before_any_allocation(tmp_path):
     path = write(tmp_path, HUGE)
     message, peak = peak_bytes(lambda: error(path))
-    assert message == (f"{path}, line 7, layer 1 (Linear): 785,000,000,000,000 parameters "
-                       f"(weight (1000000000000, 784), bias (1000000000000,)), more than the "
-                       f"134,217,728 a layer of a model file may have")
+    assert message == (
+        f"{path}, line 7, layer 1 (Linear): 785,000,000,000,000 parameters "
+        f"(weight (1000000000000, 784), bias (1000000000000,)), more than the "
+        f"134,217,728 a layer of a model file may have"
+    )
     assert peak < 1 << 20, peak
 
 
@@ -116,10 +118,12 @@ def test_the_cli_refuses_a_huge_layer_in_one_line(tmp_path, capsys, command):
     code, peak = peak_bytes(lambda: cli.main([*command, str(path), *extra]))
     captured = capsys.readouterr()
     assert code == 2, captured
-    assert captured.err == (f"stablecnn: error: {path}, line 7, layer 1 (Linear): "
-                            f"785,000,000,000,000 parameters (weight (1000000000000, 784), bias "
-                            f"(1000000000000,)), more than the 134,217,728 a layer of a model "
-                            f"file may have\n")
+    assert captured.err == (
+        f"stablecnn: error: {path}, line 7, layer 1 (Linear): "
+        f"785,000,000,000,000 parameters (weight (1000000000000, 784), bias "
+        f"(1000000000000,)), more than the 134,217,728 a layer of a model "
+        f"file may have\n"
+    )
     assert peak < 8 << 20, peak  # no weights, no data
     assert not out.exists()
 
@@ -128,12 +132,17 @@ def test_the_cli_refuses_a_huge_layer_in_one_line(tmp_path, capsys, command):
 def at_the_limits() -> str:
     """A Linear layer of exactly the per-layer limit, 2**27 parameters, and a model one parameter
     below the model's, 2**28 - 1: 1 GiB of float32 weights, 2 GiB in float64."""
-    return json.dumps({"input_shape": [8191], "layers": [
-        {"type": "Linear", "in_features": 8191, "out_features": 16384},
-        {"type": "ReLU"},
-        {"type": "Linear", "in_features": 16384, "out_features": 8191},
-        {"type": "Linear", "in_features": 8191, "out_features": 1},
-    ]})
+    return json.dumps(
+        {
+            "input_shape": [8191],
+            "layers": [
+                {"type": "Linear", "in_features": 8191, "out_features": 16384},
+                {"type": "ReLU"},
+                {"type": "Linear", "in_features": 16384, "out_features": 8191},
+                {"type": "Linear", "in_features": 8191, "out_features": 1},
+            ],
+        }
+    )
 
 
 def test_a_large_valid_model_is_summarised_without_allocating(tmp_path, capsys):
@@ -161,9 +170,11 @@ def test_one_parameter_over_a_limit_is_refused(tmp_path):
     config = json.loads(at_the_limits())
     config["layers"][3]["out_features"] = 2  # the model: 2**28 + 8191
     message = error(write(tmp_path, json.dumps(config, indent=1), "total.json"))
-    assert message.endswith("line 19, layer 3 (Linear): the model reaches 268,443,647 parameters "
-                            "at this layer, more than the 268,435,456 a model file may have in "
-                            "all"), message
+    assert message.endswith(
+        "line 19, layer 3 (Linear): the model reaches 268,443,647 parameters "
+        "at this layer, more than the 268,435,456 a model file may have in "
+        "all"
+    ), message
 
 
 def test_the_summary_without_weights_is_the_summary_with_them():
@@ -182,15 +193,31 @@ def test_the_summary_without_weights_is_the_summary_with_them():
 
 
 def test_a_layer_without_weights_refuses_to_run():
-    for layer in (Linear.without_weights(3, 2), Conv2d.without_weights(1, 2, 3),
-                  BatchNorm2d.without_weights(2)):
-        assert layer.has_weights is False and not layer.params and not layer.buffers.get(
-            "running_mean")
-        assert layer.num_params == type(layer)(*{Linear: (3, 2), Conv2d: (1, 2, 3),
-                                                BatchNorm2d: (2,)}[type(layer)]).num_params
+    for layer in (
+        Linear.without_weights(3, 2),
+        Conv2d.without_weights(1, 2, 3),
+        BatchNorm2d.without_weights(2),
+    ):
+        assert (
+            layer.has_weights is False
+            and not layer.params
+            and not layer.buffers.get("running_mean")
+        )
+        assert (
+            layer.num_params
+            == type(layer)(
+                *{Linear: (3, 2), Conv2d: (1, 2, 3), BatchNorm2d: (2,)}[type(layer)]
+            ).num_params
+        )
         with pytest.raises(RuntimeError, match="without weights"):
-            layer.forward(np.zeros((1, 3) if isinstance(layer, Linear) else (1, 1 + (
-                type(layer) is BatchNorm2d), 5, 5), np.float32))
+            layer.forward(
+                np.zeros(
+                    (1, 3)
+                    if isinstance(layer, Linear)
+                    else (1, 1 + (type(layer) is BatchNorm2d), 5, 5),
+                    np.float32,
+                )
+            )
     assert Linear.without_weights(784, 10**12).num_params == 785 * 10**12  # exact, no overflow
     assert Dropout.without_weights(0.5).buffers["seed"].shape == ()  # scalars are no weights
     assert Linear.without_weights(3, 2).astype(np.float64).dtype == np.float64
@@ -199,8 +226,14 @@ def test_a_layer_without_weights_refuses_to_run():
 
 
 def test_every_layer_type_can_be_made_without_weights():
-    args = {"Conv2d": (1, 2, 3), "Linear": (3, 2), "MaxPool2d": (2,), "AvgPool2d": (2,),
-            "BatchNorm1d": (3,), "BatchNorm2d": (3,)}
+    args = {
+        "Conv2d": (1, 2, 3),
+        "Linear": (3, 2),
+        "MaxPool2d": (2,),
+        "AvgPool2d": (2,),
+        "BatchNorm1d": (3,),
+        "BatchNorm2d": (3,),
+    }
     for name, cls in LAYERS.items():
         layer = cls.without_weights(*args.get(name, ()))
         assert layer.num_params == cls(*args.get(name, ())).num_params and not layer.params
@@ -208,23 +241,37 @@ def test_every_layer_type_can_be_made_without_weights():
 
 # -- keys given twice ------------------------------------------------------------------------------
 def test_json_keys_given_twice_are_refused_with_their_line(tmp_path):
-    text = ('{"input_shape": [1, 4, 4],\n'
-            ' "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 16, '
-            '"out_features": 10}],\n'
-            ' "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 16, '
-            '"out_features": 3}]}\n')
+    text = (
+        '{"input_shape": [1, 4, 4],\n'
+        ' "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 16, '
+        '"out_features": 10}],\n'
+        ' "layers": [{"type": "Flatten"}, {"type": "Linear", "in_features": 16, '
+        '"out_features": 3}]}\n'
+    )
     path = write(tmp_path, text, "twice.json")
-    assert error(path) == (f"{path}, line 3, column 2: the key 'layers' is given twice (first on "
-                           f"line 2); JSON readers keep only the last, so the file is refused "
-                           f"(TOML refuses it too)")
-    layers = [{"type": "Flatten"}, {"type": "Dropout", "p": 0.1}, {"type": "Linear",
-              "in_features": 16, "out_features": 10, "weight_init": {"type": "HeNormal"}}]
+    assert error(path) == (
+        f"{path}, line 3, column 2: the key 'layers' is given twice (first on "
+        f"line 2); JSON readers keep only the last, so the file is refused "
+        f"(TOML refuses it too)"
+    )
+    layers = [
+        {"type": "Flatten"},
+        {"type": "Dropout", "p": 0.1},
+        {
+            "type": "Linear",
+            "in_features": 16,
+            "out_features": 10,
+            "weight_init": {"type": "HeNormal"},
+        },
+    ]
     text = json.dumps({"input_shape": [1, 4, 4], "layers": layers}, indent=2)
     repeated = text.replace('"p": 0.1', '"p": 0.1,\n      "p": 0.9')
-    first = repeated[:repeated.index('"p": 0.1')].count("\n") + 1
+    first = repeated[: repeated.index('"p": 0.1')].count("\n") + 1
     message = error(write(tmp_path, repeated, "p.json"))
-    assert f"p.json, line {first + 1}, column 7, layer 1 (Dropout): the key 'p' is given twice " \
-           f"(first on line {first})" in message, message
+    assert (
+        f"p.json, line {first + 1}, column 7, layer 1 (Dropout): the key 'p' is given twice "
+        f"(first on line {first})" in message
+    ), message
     nested = text.replace('"type": "HeNormal"', '"type": "HeNormal", "type": "HeUniform"')
     message = error(write(tmp_path, nested, "init.json"))
     assert ", layer 2 (Linear): the key 'weight_init.type' is given twice" in message, message
@@ -236,55 +283,92 @@ def test_toml_keys_given_twice_are_refused_as_before(tmp_path):
 
 
 # -- types, ranges and finiteness ------------------------------------------------------------------
-@pytest.mark.parametrize("old, new, layer, expected", [
-    ("std = 0.1", "std = nan", 0, "weight_init.std is nan: every number in a model file must be "
-                                  "finite"),
-    ("value = 0.1", "value = -inf", 0, "bias_init.value is -inf"),
-    ("num_features = 4", "num_features = 4\neps = nan", 1, "eps is nan"),
-    ("negative_slope = 0.1", "negative_slope = inf", 2, "negative_slope is inf"),
-    ("p = 0.5", "p = nan", 4, "p is nan"),
-    ("std = 0.1", "std = -0.1", 0, "weight_init: TruncatedNormal: std must be positive, got -0.1"),
-    ("std = 0.1", "std = 0.1, cut = 0", 0, "cut must be positive, got 0"),
-    ("std = 0.1", 'std = "0.1"', 0, "std must be a number, got '0.1'"),
-    ("value = 0.1", "value = 1e39", 0, "value must be finite and within float32's range"),
-    ("value = 0.1", "value = true", 0, "value must be a number, got True"),
-    ('type = "TruncatedNormal", std = 0.1', 'type = "HeNormal", gain = 0', 0,
-     "HeNormal: gain must be positive, got 0"),
-    ('type = "Constant", value = 0.1', 'type = "HeNormal"', 0,
-     "bias_init HeNormal cannot fill the bias: fan-in and fan-out need a weight of at least 2 "
-     "dimensions, got (4,)"),
-    ("num_features = 4", "num_features = 4\nmomentum = 1.5", 1, "momentum must be in [0, 1]"),
-    ("num_features = 4", "num_features = 4\neps = 1e400", 1, "eps is inf"),
-    ("num_features = 4", "num_features = 4\neps = " + "9" * 400, 1,
-     "eps is an integer of 1329 bits: integers in a model file must fit in 64 bits"),
-    ("negative_slope = 0.1", "negative_slope = 9_223_372_036_854_775_808", 2,
-     "negative_slope is an integer of 64 bits"),
-    ("p = 0.5", "p = 1", 4, "p must be a probability in [0, 1), got 1"),
-    ("kernel_size = 3", "kernel_size = [3, nan]", 0, "kernel_size[1] is nan"),
-    ("out_features = 10", "out_features = 10.0", 5, "out_features must be a positive int"),
-])
-def test_types_ranges_and_finiteness_name_file_line_and_layer(tmp_path, old, new, layer,
-                                                               expected):
+@pytest.mark.parametrize(
+    "old, new, layer, expected",
+    [
+        (
+            "std = 0.1",
+            "std = nan",
+            0,
+            "weight_init.std is nan: every number in a model file must be finite",
+        ),
+        ("value = 0.1", "value = -inf", 0, "bias_init.value is -inf"),
+        ("num_features = 4", "num_features = 4\neps = nan", 1, "eps is nan"),
+        ("negative_slope = 0.1", "negative_slope = inf", 2, "negative_slope is inf"),
+        ("p = 0.5", "p = nan", 4, "p is nan"),
+        (
+            "std = 0.1",
+            "std = -0.1",
+            0,
+            "weight_init: TruncatedNormal: std must be positive, got -0.1",
+        ),
+        ("std = 0.1", "std = 0.1, cut = 0", 0, "cut must be positive, got 0"),
+        ("std = 0.1", 'std = "0.1"', 0, "std must be a number, got '0.1'"),
+        ("value = 0.1", "value = 1e39", 0, "value must be finite and within float32's range"),
+        ("value = 0.1", "value = true", 0, "value must be a number, got True"),
+        (
+            'type = "TruncatedNormal", std = 0.1',
+            'type = "HeNormal", gain = 0',
+            0,
+            "HeNormal: gain must be positive, got 0",
+        ),
+        (
+            'type = "Constant", value = 0.1',
+            'type = "HeNormal"',
+            0,
+            "bias_init HeNormal cannot fill the bias: fan-in and fan-out need a weight of at "
+            "least 2 dimensions, got (4,)",
+        ),
+        ("num_features = 4", "num_features = 4\nmomentum = 1.5", 1, "momentum must be in [0, 1]"),
+        ("num_features = 4", "num_features = 4\neps = 1e400", 1, "eps is inf"),
+        (
+            "num_features = 4",
+            "num_features = 4\neps = " + "9" * 400,
+            1,
+            "eps is an integer of 1329 bits: integers in a model file must fit in 64 bits",
+        ),
+        (
+            "negative_slope = 0.1",
+            "negative_slope = 9_223_372_036_854_775_808",
+            2,
+            "negative_slope is an integer of 64 bits",
+        ),
+        ("p = 0.5", "p = 1", 4, "p must be a probability in [0, 1), got 1"),
+        ("kernel_size = 3", "kernel_size = [3, nan]", 0, "kernel_size[1] is nan"),
+        ("out_features = 10", "out_features = 10.0", 5, "out_features must be a positive int"),
+    ],
+)
+def test_types_ranges_and_finiteness_name_file_line_and_layer(tmp_path, old, new, layer, expected):
     assert old in SMALL
     path = write(tmp_path, SMALL.replace(old, new, 1))
     kind = ["Conv2d", "BatchNorm2d", "LeakyReLU", "Flatten", "Dropout", "Linear"][layer]
     message = error(path)
-    assert message.startswith(f"{path}, line {SMALL_LINES[layer]}, layer {layer} ({kind}): "), \
+    assert message.startswith(f"{path}, line {SMALL_LINES[layer]}, layer {layer} ({kind}): "), (
         message
+    )
     assert expected in message, message
     assert "\n" not in message
 
 
 def test_json_non_finite_literals_are_refused(tmp_path):
-    layers = [{"type": "Flatten"}, {"type": "Linear", "in_features": 16, "out_features": 2,
-                                    "bias_init": {"type": "Constant", "value": 0.0}}]
+    layers = [
+        {"type": "Flatten"},
+        {
+            "type": "Linear",
+            "in_features": 16,
+            "out_features": 2,
+            "bias_init": {"type": "Constant", "value": 0.0},
+        },
+    ]
     text = json.dumps({"input_shape": [1, 4, 4], "layers": layers}, indent=2)
-    line = text[:text.index('"Linear"')].count("\n")  # the line of the layer's brace
+    line = text[: text.index('"Linear"')].count("\n")  # the line of the layer's brace
     for literal, shown in (("NaN", "nan"), ("Infinity", "inf"), ("-1e999", "-inf")):
         path = write(tmp_path, text.replace('"value": 0.0', f'"value": {literal}'), "nan.json")
         message = error(path)
-        assert message.startswith(f"{path}, line {line}, layer 1 (Linear): bias_init.value is "
-                                  f"{shown}: every number in a model file must be finite")
+        assert message.startswith(
+            f"{path}, line {line}, layer 1 (Linear): bias_init.value is "
+            f"{shown}: every number in a model file must be finite"
+        )
     path = write(tmp_path, text.replace('"value": 0.0', f'"value": {10**30}'), "big.json")
     assert "bias_init.value is an integer of 100 bits" in error(path)
 
@@ -297,19 +381,35 @@ def test_a_small_model_file_still_builds_and_trains_its_layers(tmp_path):
 
 
 # -- activation and work limits --------------------------------------------------------------------
-@pytest.mark.parametrize("text, where, expected", [
-    ('input_shape = [1, 4096, 4096]\n[[layers]]\ntype = "Flatten"\n', ", line 1",
-     "input_shape (1, 4096, 4096) holds 16,777,216 values per example, more than the 8,388,608"),
-    ('input_shape = [1, 512, 512]\n[[layers]]\ntype = "Conv2d"\nin_channels = 1\n'
-     'out_channels = 64\nkernel_size = 3\npadding = "same"\n', ", line 2, layer 0 (Conv2d)",
-     "its output (64, 512, 512) holds 16,777,216 values per example"),
-    ('input_shape = [1, 28, 28]\n[[layers]]\ntype = "AvgPool2d"\nkernel_size = 200_001\n'
-     'padding = 100_000\n', ", line 2, layer 0 (AvgPool2d)",
-     "its input padded to (1, 200028, 200028) holds 40,011,200,784 values per example"),
-    ('input_shape = [1, 1, 4194304]\n[[layers]]\ntype = "Conv2d"\nin_channels = 1\n'
-     'out_channels = 1\nkernel_size = [1, 2097152]\n', ", line 2, layer 0 (Conv2d)",
-     "4,398,048,608,256 multiply-adds per example, more than the 2,147,483,648"),
-])
+@pytest.mark.parametrize(
+    "text, where, expected",
+    [
+        (
+            'input_shape = [1, 4096, 4096]\n[[layers]]\ntype = "Flatten"\n',
+            ", line 1",
+            "input_shape (1, 4096, 4096) holds 16,777,216 values per example, more than the "
+            "8,388,608",
+        ),
+        (
+            'input_shape = [1, 512, 512]\n[[layers]]\ntype = "Conv2d"\nin_channels = 1\n'
+            'out_channels = 64\nkernel_size = 3\npadding = "same"\n',
+            ", line 2, layer 0 (Conv2d)",
+            "its output (64, 512, 512) holds 16,777,216 values per example",
+        ),
+        (
+            'input_shape = [1, 28, 28]\n[[layers]]\ntype = "AvgPool2d"\nkernel_size = 200_001\n'
+            "padding = 100_000\n",
+            ", line 2, layer 0 (AvgPool2d)",
+            "its input padded to (1, 200028, 200028) holds 40,011,200,784 values per example",
+        ),
+        (
+            'input_shape = [1, 1, 4194304]\n[[layers]]\ntype = "Conv2d"\nin_channels = 1\n'
+            "out_channels = 1\nkernel_size = [1, 2097152]\n",
+            ", line 2, layer 0 (Conv2d)",
+            "4,398,048,608,256 multiply-adds per example, more than the 2,147,483,648",
+        ),
+    ],
+)
 def test_activation_and_work_limits(tmp_path, text, where, expected):
     path = write(tmp_path, text)
     message, peak = peak_bytes(lambda: error(path))
@@ -319,12 +419,16 @@ def test_activation_and_work_limits(tmp_path, text, where, expected):
 
 def test_file_size_and_nesting_limits(tmp_path):
     big = write(tmp_path, SMALL + "#" * modelfile.MAX_FILE_BYTES)
-    assert error(big) == (f"{big}: larger than the 1,048,576 bytes a model file may have (md2's "
-                          f"is about 2 KB); is it a model file?")
+    assert error(big) == (
+        f"{big}: larger than the 1,048,576 bytes a model file may have (md2's "
+        f"is about 2 KB); is it a model file?"
+    )
     deep = write(tmp_path, '{"input_shape": ' + "[" * 40 + "]" * 40 + "}", "deep.json")
     assert error(deep) == f"{deep}: nested more than 16 levels deep (a model file needs 4)"
-    for name, text in (("deeper.json", "[" * 100_000 + "]" * 100_000),
-                       ("deeper.toml", "a = " + "[" * 100_000 + "]" * 100_000)):
+    for name, text in (
+        ("deeper.json", "[" * 100_000 + "]" * 100_000),
+        ("deeper.toml", "a = " + "[" * 100_000 + "]" * 100_000),
+    ):
         path = write(tmp_path, text, name)
         assert error(path) == f"{path}: nested too deeply (a model file needs 4 levels)"
     digits = write(tmp_path, '{"input_shape": [' + "9" * 5000 + "]}", "digits.json")
@@ -332,15 +436,27 @@ def test_file_size_and_nesting_limits(tmp_path):
     digits = write(tmp_path, "input_shape = [" + "9" * 5000 + "]", "digits.toml")
     assert error(digits).startswith(f"{digits}: not valid TOML: ")
     wide = write(tmp_path, "input_shape = [1, " + "9" * 400 + ', 1]\n[[layers]]\ntype = "ReLU"\n')
-    assert error(wide) == (f"{wide}, line 1: input_shape[1] is an integer of 1329 bits: integers "
-                           f"in a model file must fit in 64 bits (as TOML requires)")
+    assert error(wide) == (
+        f"{wide}, line 1: input_shape[1] is an integer of 1329 bits: integers "
+        f"in a model file must fit in 64 bits (as TOML requires)"
+    )
 
 
 # -- the positions the JSON walk finds -------------------------------------------------------------
-SCALARS = (st.none() | st.booleans() | st.integers(-(10**20), 10**20)
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=6))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=20)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 def at(value, path):
@@ -350,8 +466,12 @@ def at(value, path):
 
 
 @settings(max_examples=150, deadline=None, database=None)
-@given(value=VALUES, indent=st.sampled_from([None, 0, 1, 4, "\t"]), ascii_only=st.booleans(),
-       spaces=st.sampled_from([(", ", ": "), (",", ":"), (" ,\r\n", " :\t")]))
+@given(
+    value=VALUES,
+    indent=st.sampled_from([None, 0, 1, 4, "\t"]),
+    ascii_only=st.booleans(),
+    spaces=st.sampled_from([(", ", ": "), (",", ":"), (" ,\r\n", " :\t")]),
+)
 def test_json_offsets_point_at_every_value(value, indent, ascii_only, spaces):
     """However a JSON text is laid out, the offset found for each path decodes to the value at
     that path, and every value gets one (what the lines in the messages rest on)."""
@@ -364,8 +484,9 @@ def test_json_offsets_point_at_every_value(value, indent, ascii_only, spaces):
     while stack:
         item = stack.pop()
         count += 1
-        stack.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list)
-                     else [])
+        stack.extend(
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else []
+        )
     assert len(offsets) == count
 
 
@@ -374,16 +495,41 @@ def test_json_offsets_find_the_second_of_two_keys():
     with pytest.raises(modelfile_text._DuplicateKey) as info:
         modelfile_text._json_offsets(text)
     assert info.value.path == ("a", "c", 0, "d")
-    assert text[info.value.first:].startswith('"d": 2') and text[info.value.offset:] == '"d": 3}]}}'
+    assert (
+        text[info.value.first :].startswith('"d": 2') and text[info.value.offset :] == '"d": 3}]}}'
+    )
 
 
-HOSTILE = [0, -1, 10**12, 2**63 - 1, 2**63, 10**30, 1.5, float("nan"), float("inf"), "x", [], {},
-           True, None, [10**12, 1], [1, 2, 3], [0, 5], {"type": "Constant", "value": 1e30},
-           {"type": "TruncatedNormal", "std": float("nan")}, {"type": "HeNormal", "gain": -1}]
-BASE = {"Conv2d": {"in_channels": 3, "out_channels": 4, "kernel_size": 3},
-        "Linear": {"in_features": 48, "out_features": 4}, "MaxPool2d": {"kernel_size": 2},
-        "AvgPool2d": {"kernel_size": 2}, "BatchNorm1d": {"num_features": 48},
-        "BatchNorm2d": {"num_features": 3}}
+HOSTILE = [
+    0,
+    -1,
+    10**12,
+    2**63 - 1,
+    2**63,
+    10**30,
+    1.5,
+    float("nan"),
+    float("inf"),
+    "x",
+    [],
+    {},
+    True,
+    None,
+    [10**12, 1],
+    [1, 2, 3],
+    [0, 5],
+    {"type": "Constant", "value": 1e30},
+    {"type": "TruncatedNormal", "std": float("nan")},
+    {"type": "HeNormal", "gain": -1},
+]
+BASE = {
+    "Conv2d": {"in_channels": 3, "out_channels": 4, "kernel_size": 3},
+    "Linear": {"in_features": 48, "out_features": 4},
+    "MaxPool2d": {"kernel_size": 2},
+    "AvgPool2d": {"kernel_size": 2},
+    "BatchNorm1d": {"num_features": 48},
+    "BatchNorm2d": {"num_features": 3},
+}
 
 
 def test_every_argument_set_to_hostile_values_gives_a_model_file_error_or_a_small_model():
@@ -396,8 +542,10 @@ def test_every_argument_set_to_hostile_values_gives_a_model_file_error_or_a_smal
             for value in HOSTILE:
                 layer = {"type": kind, **BASE.get(kind, {}), name: value}
                 flat = kind in ("Linear", "BatchNorm1d")
-                config = {"input_shape": [3, 4, 4], "layers": ([{"type": "Flatten"}] if flat
-                                                               else []) + [layer]}
+                config = {
+                    "input_shape": [3, 4, 4],
+                    "layers": ([{"type": "Flatten"}] if flat else []) + [layer],
+                }
                 try:
                     model = modelfile.validate(config, source="hostile")
                 except ModelFileError as exc:

@@ -13,32 +13,64 @@ import math
 import numpy as np
 import pytest
 
-from stablecnn import (OPTIMIZERS, SGD, Adagrad, Adam, AdamW, Conv2d, Flatten, Linear, MaxPool2d,
-                       ReLU, RMSprop, Sequential, SoftmaxCrossEntropy, build_optimizer,
-                       clip_grad_norm)
-from stablecnn.optim.schedules import (ConstantLR, CosineLR, StepLR, WarmupLR, build_schedule,
-                                 from_config)
+from stablecnn import (
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    RMSprop,
+    Sequential,
+    SoftmaxCrossEntropy,
+    build_optimizer,
+    clip_grad_norm,
+)
+from stablecnn.optim.schedules import (
+    ConstantLR,
+    CosineLR,
+    StepLR,
+    WarmupLR,
+    build_schedule,
+    from_config,
+)
 
 # (id, optimizer, kwargs): every state slot and every branch of every rule
 CONFIGS = [
     ("adagrad", Adagrad, dict(lr=0.05)),
     ("adagrad-wd", Adagrad, dict(lr=0.05, weight_decay=0.1)),
     ("sgd", SGD, dict(lr=0.1)),
-    ("sgd-momentum-dampening-wd", SGD, dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    (
+        "sgd-momentum-dampening-wd",
+        SGD,
+        dict(lr=0.1, momentum=0.9, dampening=0.3, weight_decay=0.01),
+    ),
     ("sgd-nesterov", SGD, dict(lr=0.1, momentum=0.8, nesterov=True)),
     ("adam", Adam, dict(lr=0.01)),
     ("adam-wd", Adam, dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.05)),
     ("adamw", AdamW, dict(lr=0.01)),
     ("rmsprop", RMSprop, dict(lr=0.01)),
-    ("rmsprop-centered-momentum-wd", RMSprop, dict(lr=0.01, momentum=0.9, centered=True,
-                                                    weight_decay=0.02)),
+    (
+        "rmsprop-centered-momentum-wd",
+        RMSprop,
+        dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.02),
+    ),
 ]
 
 
 def small_model(dtype, seed=0):
     rng = np.random.default_rng(seed)
-    return Sequential(Conv2d(1, 3, (3, 2), rng=rng, dtype=dtype), ReLU(), MaxPool2d(2), Flatten(),
-                      Linear(3 * 3 * 3, 4, rng=rng, dtype=dtype))
+    return Sequential(
+        Conv2d(1, 3, (3, 2), rng=rng, dtype=dtype),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(3 * 3 * 3, 4, rng=rng, dtype=dtype),
+    )
 
 
 def batch(step, dtype):
@@ -79,7 +111,9 @@ def test_resuming_from_the_state_dict_is_bit_identical(case, cls, kwargs, dtype)
     opt1 = cls(first.parameters(), **kwargs)
     train(first, opt1, 3, schedule=schedule, base_lr=kwargs["lr"])
     weights, state = through_npz(first.state_dict()), through_npz(opt1.state_dict())
-    assert set(state) == {f"{n}.{k}" for n, _, _ in first.parameters() for k in opt1._state_keys()} | {"steps"}
+    assert set(state) == {
+        f"{n}.{k}" for n, _, _ in first.parameters() for k in opt1._state_keys()
+    } | {"steps"}
 
     resumed = small_model(dtype, seed=1)  # other initial weights: all must come from the files
     resumed.load_state_dict(weights)
@@ -236,7 +270,10 @@ def test_build_optimizer_and_config_round_trip():
     params = [("w", np.zeros(2), np.zeros(2))]
     opt = build_optimizer("SGD", params, 0.1, momentum=0.9, nesterov=True, eps=None)
     assert repr(opt) == "SGD(lr=0.1, momentum=0.9, dampening=0.0, nesterov=True, weight_decay=0.0)"
-    assert type(build_optimizer("adam", params, None)) is Adam and build_optimizer("adam", params, None).lr == 1e-3
+    assert (
+        type(build_optimizer("adam", params, None)) is Adam
+        and build_optimizer("adam", params, None).lr == 1e-3
+    )
     assert build_optimizer("adamw", params, 0.01).weight_decay == 0.01
     for name, cls in OPTIMIZERS.items():
         opt = build_optimizer(name, params, 0.05)
@@ -246,7 +283,9 @@ def test_build_optimizer_and_config_round_trip():
         assert type(again) is cls and repr(again) == repr(opt)
     with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'; known: adagrad, sgd"):
         build_optimizer("lbfgs", params, 0.1)
-    with pytest.raises(ValueError, match="'adagrad' does not take momentum; it takes lr, eps, weight_decay"):
+    with pytest.raises(
+        ValueError, match="'adagrad' does not take momentum; it takes lr, eps, weight_decay"
+    ):
         build_optimizer("adagrad", params, 0.1, momentum=0.9)
     with pytest.raises(ValueError, match="needs a learning rate"):
         build_optimizer("sgd", params, None)
@@ -269,15 +308,21 @@ def test_clip_grad_norm_scales_only_above_the_limit():
     assert clip_grad_norm([], 1.0) == 0.0
 
 
-@pytest.mark.parametrize("dtype,value", [(np.float32, 1e30), (np.float32, 1e-30),
-                                         (np.float64, 1e200), (np.float64, 1e-200)])
+@pytest.mark.parametrize(
+    "dtype,value",
+    [(np.float32, 1e30), (np.float32, 1e-30), (np.float64, 1e200), (np.float64, 1e-200)],
+)
 def test_clip_grad_norm_neither_overflows_nor_underflows(dtype, value):
     big = np.full((300, 7), value, dtype)  # norm = value * sqrt(2100 + 4)
     small = np.full(4, value, dtype)
     norm = clip_grad_norm([big, small], 1.0)
-    assert norm == pytest.approx(value * math.sqrt(2104), rel=1e-6 if dtype == np.float32 else 1e-12)
+    assert norm == pytest.approx(
+        value * math.sqrt(2104), rel=1e-6 if dtype == np.float32 else 1e-12
+    )
     if value > 1:
-        total = math.sqrt(np.sum(big.astype(np.float64) ** 2) + np.sum(small.astype(np.float64) ** 2))
+        total = math.sqrt(
+            np.sum(big.astype(np.float64) ** 2) + np.sum(small.astype(np.float64) ** 2)
+        )
         assert total == pytest.approx(1.0, rel=1e-5) and big.dtype == dtype
     else:
         np.testing.assert_array_equal(small, np.full(4, value, dtype))
@@ -288,7 +333,7 @@ def test_clip_grad_norm_returns_a_non_finite_norm_without_scaling(bad):
     g = np.array([1.0, bad, 2.0], np.float32)
     h = np.array([5.0], np.float32)
     norm = clip_grad_norm([g, h], 1.0)
-    assert (math.isnan(norm) if np.isnan(bad) else norm == math.inf)
+    assert math.isnan(norm) if np.isnan(bad) else norm == math.inf
     np.testing.assert_array_equal(h, [5.0])
     for max_norm in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="max_norm"):
@@ -306,9 +351,19 @@ def test_schedule_values():
     assert [StepLR(3, 0.5).lr_at(s, 0.8) for s in range(7)] == [0.8] * 3 + [0.4] * 3 + [0.2]
     assert ConstantLR().lr_at(10**6, 0.3) == 0.3
     cos = CosineLR(4, min_lr=0.1)
-    np.testing.assert_allclose([cos.lr_at(s, 1.1) for s in range(7)],
-                               [1.1, 0.1 + 0.5 * (1 + math.cos(math.pi / 4)), 0.6,
-                                0.1 + 0.5 * (1 - math.cos(math.pi / 4)), 0.1, 0.1, 0.1], rtol=1e-15)
+    np.testing.assert_allclose(
+        [cos.lr_at(s, 1.1) for s in range(7)],
+        [
+            1.1,
+            0.1 + 0.5 * (1 + math.cos(math.pi / 4)),
+            0.6,
+            0.1 + 0.5 * (1 - math.cos(math.pi / 4)),
+            0.1,
+            0.1,
+            0.1,
+        ],
+        rtol=1e-15,
+    )
     warm = WarmupLR(CosineLR(10), warmup_steps=4)
     lrs = [warm.lr_at(s, 1.0) for s in range(16)]
     np.testing.assert_allclose(lrs[:5], [0.2, 0.4, 0.6, 0.8, 1.0], rtol=1e-15)  # continuous
@@ -317,14 +372,24 @@ def test_schedule_values():
 
 
 def test_schedule_config_round_trip_and_repr():
-    for schedule in (ConstantLR(), StepLR(5, 0.5), CosineLR(100, 1e-4),
-                     WarmupLR(StepLR(2, 0.9), 10), WarmupLR(WarmupLR(CosineLR(3), 1), 2)):
+    for schedule in (
+        ConstantLR(),
+        StepLR(5, 0.5),
+        CosineLR(100, 1e-4),
+        WarmupLR(StepLR(2, 0.9), 10),
+        WarmupLR(WarmupLR(CosineLR(3), 1), 2),
+    ):
         config = schedule.config()
         assert config == through_npz_json(config)
         again = from_config(config)
         assert again == schedule and repr(again) == repr(schedule)
-        assert [again.lr_at(s, 0.1) for s in range(20)] == [schedule.lr_at(s, 0.1) for s in range(20)]
-    assert repr(WarmupLR(CosineLR(9), 1)) == "WarmupLR(inner=CosineLR(total_steps=9, min_lr=0.0), warmup_steps=1)"
+        assert [again.lr_at(s, 0.1) for s in range(20)] == [
+            schedule.lr_at(s, 0.1) for s in range(20)
+        ]
+    assert (
+        repr(WarmupLR(CosineLR(9), 1))
+        == "WarmupLR(inner=CosineLR(total_steps=9, min_lr=0.0), warmup_steps=1)"
+    )
     with pytest.raises(ValueError, match="unknown schedule 'OneCycle'"):
         from_config({"type": "OneCycle"})
     with pytest.raises(ValueError, match="StepLR"):
@@ -333,24 +398,36 @@ def test_schedule_config_round_trip_and_repr():
 
 def through_npz_json(config):
     import json
+
     return json.loads(json.dumps(config))
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda: StepLR(0), "step_size"), (lambda: StepLR(2.5), "step_size"),
-    (lambda: StepLR(2, 0.0), "gamma"), (lambda: StepLR(2, 1.5), "gamma"),
-    (lambda: CosineLR(0), "total_steps"), (lambda: CosineLR(10, -1.0), "min_lr"),
-    (lambda: WarmupLR(CosineLR(10), -1), "warmup_steps"), (lambda: WarmupLR(0.1, 3), "inner"),
-    (lambda: build_schedule("cosine"), "total_steps"), (lambda: build_schedule("step"), "step_size"),
-    (lambda: build_schedule("cosine", total_steps=5, warmup_steps=5), "exceed"),
-    (lambda: build_schedule("linear"), "unknown schedule 'linear'"),
-    # float() takes these, but they are not numbers
-    (lambda: StepLR(2, "0.5"), r"StepLR: invalid gamma value: '0.5' \(must be a real number"),
-    (lambda: CosineLR(10, np.True_), r"CosineLR: invalid min_lr value: (np\.)?True"),
-    (lambda: StepLR(True), "StepLR: invalid step_size value: True"),
-    (lambda: CosineLR(10, float("nan")), r"CosineLR: invalid min_lr value: nan \(must be a finite"),
-    (lambda: WarmupLR(ConstantLR(), "3"), "WarmupLR: invalid warmup_steps value: '3'"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: StepLR(0), "step_size"),
+        (lambda: StepLR(2.5), "step_size"),
+        (lambda: StepLR(2, 0.0), "gamma"),
+        (lambda: StepLR(2, 1.5), "gamma"),
+        (lambda: CosineLR(0), "total_steps"),
+        (lambda: CosineLR(10, -1.0), "min_lr"),
+        (lambda: WarmupLR(CosineLR(10), -1), "warmup_steps"),
+        (lambda: WarmupLR(0.1, 3), "inner"),
+        (lambda: build_schedule("cosine"), "total_steps"),
+        (lambda: build_schedule("step"), "step_size"),
+        (lambda: build_schedule("cosine", total_steps=5, warmup_steps=5), "exceed"),
+        (lambda: build_schedule("linear"), "unknown schedule 'linear'"),
+        # float() takes these, but they are not numbers
+        (lambda: StepLR(2, "0.5"), r"StepLR: invalid gamma value: '0.5' \(must be a real number"),
+        (lambda: CosineLR(10, np.True_), r"CosineLR: invalid min_lr value: (np\.)?True"),
+        (lambda: StepLR(True), "StepLR: invalid step_size value: True"),
+        (
+            lambda: CosineLR(10, float("nan")),
+            r"CosineLR: invalid min_lr value: nan \(must be a finite",
+        ),
+        (lambda: WarmupLR(ConstantLR(), "3"), "WarmupLR: invalid warmup_steps value: '3'"),
+    ],
+)
 def test_bad_schedules_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -358,8 +435,11 @@ def test_bad_schedules_are_refused(make, match):
 
 def test_schedules_take_numpy_numbers():
     assert StepLR(np.int64(3), np.float32(0.5)) == StepLR(3, 0.5)
-    assert CosineLR(np.int32(4), np.float64(0.1)).config() == {"type": "CosineLR", "total_steps": 4,
-                                                                "min_lr": 0.1}
+    assert CosineLR(np.int32(4), np.float64(0.1)).config() == {
+        "type": "CosineLR",
+        "total_steps": 4,
+        "min_lr": 0.1,
+    }
 
 
 def test_build_schedule_and_apply():

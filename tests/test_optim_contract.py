@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stablecnn import Adagrad, Adam, AdamW, RMSprop, SGD
+from stablecnn import SGD, Adagrad, Adam, AdamW, RMSprop
 from stablecnn.kernels import parallel
 from stablecnn.optim.optimizers import OPTIMIZERS, UPDATE_BLOCK, Optimizer
 
@@ -114,8 +114,10 @@ SHAPES = {"dense.weight": WEIGHT, "conv.weight": (64, 32, 12, 12), "dense.bias":
 
 def parameters(shapes, dtype=np.float32):
     rng = np.random.default_rng(1)
-    return [(name, rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype))
-            for name, shape in shapes.items()]
+    return [
+        (name, rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype))
+        for name, shape in shapes.items()
+    ]
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -160,7 +162,9 @@ def test_an_elementwise_rule_gets_flat_slices_that_cover_a_large_parameter_once(
             flat = slice(start, start + got_param.size)
             assert np.shares_memory(got_grad, grad) and got_grad.shape == got_param.shape
             assert got_state["buffer"].shape == got_param.shape
-            np.testing.assert_array_equal(got_state["buffer"], opt.state[name]["buffer"].reshape(-1)[flat])
+            np.testing.assert_array_equal(
+                got_state["buffer"], opt.state[name]["buffer"].reshape(-1)[flat]
+            )
         covered.sort()
         assert covered[0][0] == 0 and covered[-1][1] == param.size, name
         assert all(covered[i][1] == covered[i + 1][0] for i in range(len(covered) - 1)), name

@@ -83,15 +83,15 @@ def test_the_table_covers_every_hyperparameter():
 
 
 @pytest.mark.parametrize("cls, kwargs, label, value", CASES)
-def test_a_bad_hyperparameter_is_refused_naming_optimizer_name_and_value(cls, kwargs, label,
-                                                                          value):
+def test_a_bad_hyperparameter_is_refused_naming_optimizer_name_and_value(cls, kwargs, label, value):
     with pytest.raises(ValueError) as info:
         cls(params(), **{"lr": 0.1, **kwargs})
     assert f"{cls.__name__}: invalid {label} value: {shown(value)} (" in str(info.value)
 
 
-@pytest.mark.parametrize("cls, kwargs, label, value",
-                         [c for c in CASES if c.values[3] is not None])  # None: "not given"
+@pytest.mark.parametrize(
+    "cls, kwargs, label, value", [c for c in CASES if c.values[3] is not None]
+)  # None: "not given"
 def test_build_optimizer_and_check_optimizer_refuse_it_too(cls, kwargs, label, value):
     key = next(k for k, c in OPTIMIZERS.items() if c is cls)
     expected = f"{cls.__name__}: invalid {label} value: {shown(value)} ("
@@ -111,37 +111,60 @@ def test_messages_read_as_pytorch_with_the_optimizer_named():
             make()
         return str(info.value)
 
-    assert message(lambda: SGD(params(), lr=0.1, momentum=1.5)) == \
-        "SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"
-    assert message(lambda: Adam(params(), eps="small")) == \
-        "Adam: invalid eps value: 'small' (must be a real number in (0, inf), not str)"
-    assert message(lambda: RMSprop(params(), centered="no")) == \
-        "RMSprop: invalid centered value: 'no' (must be True or False, not str)"
-    assert message(lambda: AdamW(params(), betas=(0.9, NAN))) == \
-        "AdamW: invalid beta2 (betas[1]) value: nan (must be a finite number in [0, 1))"
-    assert message(lambda: Adagrad(params(), lr=-0.01)) == \
-        "Adagrad: invalid learning rate (lr) value: -0.01 (must be a finite number in (0, inf))"
+    assert (
+        message(lambda: SGD(params(), lr=0.1, momentum=1.5))
+        == "SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"
+    )
+    assert (
+        message(lambda: Adam(params(), eps="small"))
+        == "Adam: invalid eps value: 'small' (must be a real number in (0, inf), not str)"
+    )
+    assert (
+        message(lambda: RMSprop(params(), centered="no"))
+        == "RMSprop: invalid centered value: 'no' (must be True or False, not str)"
+    )
+    assert (
+        message(lambda: AdamW(params(), betas=(0.9, NAN)))
+        == "AdamW: invalid beta2 (betas[1]) value: nan (must be a finite number in [0, 1))"
+    )
+    assert (
+        message(lambda: Adagrad(params(), lr=-0.01))
+        == "Adagrad: invalid learning rate (lr) value: -0.01 (must be a finite number in (0, inf))"
+    )
 
 
-@pytest.mark.parametrize("kwargs, fault", [
-    (dict(nesterov=True), "SGD: Nesterov momentum needs momentum > 0 and dampening 0, got "
-                          "momentum=0.0, dampening=0.0"),
-    (dict(momentum=0.9, dampening=0.1, nesterov=True), "dampening=0.1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fault",
+    [
+        (
+            dict(nesterov=True),
+            "SGD: Nesterov momentum needs momentum > 0 and dampening 0, got "
+            "momentum=0.0, dampening=0.0",
+        ),
+        (dict(momentum=0.9, dampening=0.1, nesterov=True), "dampening=0.1"),
+    ],
+)
 def test_nesterov_needs_momentum_without_dampening(kwargs, fault):
     with pytest.raises(ValueError, match=fault):
         SGD(params(), lr=0.1, **kwargs)
 
 
 def test_the_edges_of_every_range_and_every_kind_of_real_number_are_accepted():
-    edges = [SGD(params(), lr=1, momentum=0, dampening=0, weight_decay=0),
-             SGD(params(), lr=np.float32(0.1), momentum=np.float64(0.99), dampening=0.99,
-                 nesterov=np.False_),
-             Adam(params(), lr=np.array(0.5), betas=(0, 0), eps=1e-30, weight_decay=0),
-             Adam(params(), betas=np.array([0.9, 0.999])),
-             AdamW(params(), lr=0.5, weight_decay=1.99),  # lr * weight_decay = 0.995 < 1
-             RMSprop(params(), alpha=0, eps=1e-30, momentum=0.999, centered=np.True_),
-             Adagrad(params(), eps=1e-30, weight_decay=0)]
+    edges = [
+        SGD(params(), lr=1, momentum=0, dampening=0, weight_decay=0),
+        SGD(
+            params(),
+            lr=np.float32(0.1),
+            momentum=np.float64(0.99),
+            dampening=0.99,
+            nesterov=np.False_,
+        ),
+        Adam(params(), lr=np.array(0.5), betas=(0, 0), eps=1e-30, weight_decay=0),
+        Adam(params(), betas=np.array([0.9, 0.999])),
+        AdamW(params(), lr=0.5, weight_decay=1.99),  # lr * weight_decay = 0.995 < 1
+        RMSprop(params(), alpha=0, eps=1e-30, momentum=0.999, centered=np.True_),
+        Adagrad(params(), eps=1e-30, weight_decay=0),
+    ]
     for opt in edges:  # every value kept is a plain Python number, ready for JSON
         config = opt.config()
         assert json.loads(json.dumps(config)) == config, config
@@ -150,18 +173,27 @@ def test_the_edges_of_every_range_and_every_kind_of_real_number_are_accepted():
     assert edges[1].nesterov is False and edges[5].centered is True
 
 
-@pytest.mark.parametrize("make, fault", [
-    (lambda p: Adam(p, eps=1e-50), "eps value: 1e-50 (it rounds to 0 in float32"),
-    (lambda p: Adagrad(p, eps=1e-50), "eps value: 1e-50 (it rounds to 0 in float32"),
-    (lambda p: RMSprop(p, eps=1e-50), "eps value: 1e-50 (it rounds to 0 in float32"),
-    (lambda p: SGD(p, lr=0.1, momentum=0.99999999), "momentum value: 0.99999999 (it rounds to 1 "
-                                                    "in float32"),
-    (lambda p: Adam(p, betas=(0.9, 0.999999999)), "beta2 (betas[1]) value: 0.999999999 (it "
-                                                  "rounds to 1 in float32"),
-    (lambda p: SGD(p, lr=0.1, weight_decay=1e300), "weight_decay value: 1e+300 (it rounds to inf "
-                                                   "in float32"),
-    (lambda p: SGD(p, lr=1e-60), "learning rate (lr) value: 1e-60 (it rounds to 0 in float32"),
-])
+@pytest.mark.parametrize(
+    "make, fault",
+    [
+        (lambda p: Adam(p, eps=1e-50), "eps value: 1e-50 (it rounds to 0 in float32"),
+        (lambda p: Adagrad(p, eps=1e-50), "eps value: 1e-50 (it rounds to 0 in float32"),
+        (lambda p: RMSprop(p, eps=1e-50), "eps value: 1e-50 (it rounds to 0 in float32"),
+        (
+            lambda p: SGD(p, lr=0.1, momentum=0.99999999),
+            "momentum value: 0.99999999 (it rounds to 1 in float32",
+        ),
+        (
+            lambda p: Adam(p, betas=(0.9, 0.999999999)),
+            "beta2 (betas[1]) value: 0.999999999 (it rounds to 1 in float32",
+        ),
+        (
+            lambda p: SGD(p, lr=0.1, weight_decay=1e300),
+            "weight_decay value: 1e+300 (it rounds to inf in float32",
+        ),
+        (lambda p: SGD(p, lr=1e-60), "learning rate (lr) value: 1e-60 (it rounds to 0 in float32"),
+    ],
+)
 def test_a_value_lost_in_the_parameters_dtype_is_refused(make, fault):
     """The updates use each hyperparameter in the parameters' dtype: Adam's eps of 1e-50 is 0 in
     float32 and a never-updated entry would get 0 / 0. The same values are fine in float64."""
@@ -199,9 +231,10 @@ def test_adamw_refuses_a_decay_that_would_zero_or_flip_the_weights():
     for lr, wd in ((1.0, 1.0), (0.1, 20.0)):
         with pytest.raises(ValueError) as info:
             AdamW(params(), lr=lr, weight_decay=wd)
-        assert (f"AdamW: invalid weight_decay value: {wd} with learning rate {lr} (each step "
-                f"multiplies the parameters by 1 - lr * weight_decay = {1 - lr * wd:g}") \
-            in str(info.value)
+        assert (
+            f"AdamW: invalid weight_decay value: {wd} with learning rate {lr} (each step "
+            f"multiplies the parameters by 1 - lr * weight_decay = {1 - lr * wd:g}"
+        ) in str(info.value)
     opt = AdamW(params(), lr=0.5, weight_decay=1.0)
     with pytest.raises(ValueError, match="lr \\* weight_decay must be < 1"):
         opt.lr = 1.0  # between steps, as a schedule would
@@ -211,21 +244,31 @@ def test_adamw_refuses_a_decay_that_would_zero_or_flip_the_weights():
 
 def test_check_optimizer_returns_the_full_configuration():
     assert check_optimizer("sgd", 0.1, momentum=0.9, weight_decay=None) == {
-        "name": "sgd", "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": False,
-        "weight_decay": 0.0}
+        "name": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "dampening": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+    }
     assert check_optimizer("AdamW")["weight_decay"] == 0.01
     with pytest.raises(ValueError, match="'adagrad' does not take momentum"):
         check_optimizer("adagrad", 0.01, momentum=0.9)
     assert math.isclose(check_optimizer("rmsprop", 0.01)["alpha"], 0.99)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--optimizer", "sgd", "--momentum", "1.5"],
-     "SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"),
-    (["--optimizer", "rmsprop", "--momentum", "nan"], "RMSprop: invalid momentum value: nan"),
-    (["--optimizer", "sgd", "--weight-decay", "inf"], "weight_decay"),
-    (["--optimizer", "sgd", "--weight-decay", "1e300"], "rounds to inf in float32"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--optimizer", "sgd", "--momentum", "1.5"],
+            "SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))",
+        ),
+        (["--optimizer", "rmsprop", "--momentum", "nan"], "RMSprop: invalid momentum value: nan"),
+        (["--optimizer", "sgd", "--weight-decay", "inf"], "weight_decay"),
+        (["--optimizer", "sgd", "--weight-decay", "1e300"], "rounds to inf in float32"),
+    ],
+)
 def test_the_command_line_refuses_them_with_exit_2(tmp_path, capsys, flags, message):
     from stablecnn.cli import main
     from stablecnn.data import write_idx
@@ -236,8 +279,20 @@ def test_the_command_line_refuses_them_with_exit_2(tmp_path, capsys, flags, mess
     for stem, n in (("train", 20), ("t10k", 10)):
         write_idx(folder / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), np.uint8))
         write_idx(folder / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
-    code = main(["train", "--data-dir", str(folder), "--no-verify", "--epochs", "1",
-                 "--out", str(tmp_path / "run"), "--no-plots", *flags])
+    code = main(
+        [
+            "train",
+            "--data-dir",
+            str(folder),
+            "--no-verify",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-plots",
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert message in err and "Traceback" not in err

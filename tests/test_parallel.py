@@ -1,4 +1,5 @@
-"""stablecnn.kernels.parallel: spans, the pool, split products, and thread-count-independent results."""
+"""stablecnn.kernels.parallel: spans, the pool, split products, results independent of the
+thread count."""
 
 import threading
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from stablecnn import Adagrad, Adam, RMSprop, SGD
+from stablecnn import SGD, Adagrad, Adam, RMSprop
 from stablecnn.kernels import parallel
 from stablecnn.nn import zoo
 from stablecnn.nn.layers import Conv2d, Linear, MaxPool2d, ReLU
@@ -120,11 +121,17 @@ def run_layer(layer, x, dout_seed=1):
 
 LAYERS = [
     ("conv rows", lambda: Conv2d(32, 16, 5, rng=np.random.default_rng(0)), (20, 32, 18, 18)),
-    ("conv rows same", lambda: Conv2d(24, 8, 3, padding="same", rng=np.random.default_rng(0)),
-     (6, 24, 11, 9)),
+    (
+        "conv rows same",
+        lambda: Conv2d(24, 8, 3, padding="same", rng=np.random.default_rng(0)),
+        (6, 24, 11, 9),
+    ),
     ("conv im2col", lambda: Conv2d(1, 32, 10, rng=np.random.default_rng(0)), (30, 1, 28, 28)),
-    ("conv im2col strided", lambda: Conv2d(3, 8, (3, 2), stride=(2, 3), padding=1,
-                                          rng=np.random.default_rng(0)), (9, 3, 17, 15)),
+    (
+        "conv im2col strided",
+        lambda: Conv2d(3, 8, (3, 2), stride=(2, 3), padding=1, rng=np.random.default_rng(0)),
+        (9, 3, 17, 15),
+    ),
     ("pool overlapping", lambda: MaxPool2d(2, stride=1), (40, 32, 19, 19)),
     ("pool one image", lambda: MaxPool2d(3, stride=2), (1, 64, 23, 20)),
     ("relu", ReLU, (64, 32, 19, 19)),
@@ -146,11 +153,16 @@ def test_layers_agree_across_thread_counts(threads, name, make, shape):
             np.testing.assert_array_equal(b, a)
 
 
-@pytest.mark.parametrize("make", [lambda p: Adagrad(p, lr=0.01), lambda p: Adam(p, lr=1e-3),
-                                  lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True,
-                                                weight_decay=1e-4),
-                                  lambda p: RMSprop(p, lr=1e-3, centered=True, momentum=0.5)],
-                         ids=["adagrad", "adam", "sgd", "rmsprop"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: Adagrad(p, lr=0.01),
+        lambda p: Adam(p, lr=1e-3),
+        lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+        lambda p: RMSprop(p, lr=1e-3, centered=True, momentum=0.5),
+    ],
+    ids=["adagrad", "adam", "sgd", "rmsprop"],
+)
 def test_optimizer_spans_are_bit_identical(threads, make):
     """The update of a large parameter in spans equals the update in one piece, bit for bit."""
     results = []
@@ -208,22 +220,35 @@ def test_sum_in_order_is_the_same_at_any_thread_count(threads, count):
         np.testing.assert_array_equal(got, results[0])
 
 
-@pytest.mark.parametrize("start, stop, item, block", [(0, 19, 7600, 1 << 20), (3, 20, 100, 450),
-                                                      (0, 5, 1 << 21, 1 << 20), (4, 4, 8, 64)])
+@pytest.mark.parametrize(
+    "start, stop, item, block",
+    [(0, 19, 7600, 1 << 20), (3, 20, 100, 450), (0, 5, 1 << 21, 1 << 20), (4, 4, 8, 64)],
+)
 def test_blocks_cover_the_range_in_order(start, stop, item, block):
     got = parallel.blocks(start, stop, item, block)
     assert [i for a, z in got for i in range(a, z)] == list(range(start, stop))
     assert all(z - a >= 1 and ((z - a) * item <= block or z - a == 1) for a, z in got)
 
 
-@pytest.mark.parametrize("total, least, most, align, parts, count", [
-    (19, 1, 1, 1, 12, 19),  # the cache needs 19 blocks
-    (19, 2, 4, 1, 6, 6),  # 5 needed, 6 aimed at
-    (19, 2, 4, 1, 12, 8),  # 12 aimed at, but blocks of 2 allow only 9: the even count below
-    (18, 1, 3, 1, 6, 6), (1024, 32, None, 16, 12, 12), (2704, 82, None, 16, 12, 12),
-    (1024, 97, None, 16, 12, 8), (10, 81, None, 16, 12, 1), (1000, 1, 84, 1, 1, 12),
-    (14, 4, 100, 1, 12, 2), (14, 4, 3, 1, 12, 5), (5, 1, None, 1, 12, 4), (1, 7, 1, 1, 12, 1),
-    (0, 1, None, 1, 12, 0)])
+@pytest.mark.parametrize(
+    "total, least, most, align, parts, count",
+    [
+        (19, 1, 1, 1, 12, 19),  # the cache needs 19 blocks
+        (19, 2, 4, 1, 6, 6),  # 5 needed, 6 aimed at
+        (19, 2, 4, 1, 12, 8),  # 12 aimed at, but blocks of 2 allow only 9: the even count below
+        (18, 1, 3, 1, 6, 6),
+        (1024, 32, None, 16, 12, 12),
+        (2704, 82, None, 16, 12, 12),
+        (1024, 97, None, 16, 12, 8),
+        (10, 81, None, 16, 12, 1),
+        (1000, 1, 84, 1, 1, 12),
+        (14, 4, 100, 1, 12, 2),
+        (14, 4, 3, 1, 12, 5),
+        (5, 1, None, 1, 12, 4),
+        (1, 7, 1, 1, 12, 1),
+        (0, 1, None, 1, 12, 0),
+    ],
+)
 def test_grid_is_fixed_by_its_arguments(threads, total, least, most, align, parts, count):
     grids = []
     for n in (1, 2, 3):
@@ -270,8 +295,9 @@ def test_for_each_block_gives_each_thread_a_run_of_whole_blocks(threads, monkeyp
         assert runs == [0] * 5 + [1] * 4
     owner.clear()
     current[:] = [0]
-    parallel.for_each_block(blocks, lambda i, a, z: owner.setdefault(i, current[0]), sizes,
-                            min_run=sum(sizes) / 2 + 1)  # too little work for two threads
+    parallel.for_each_block(
+        blocks, lambda i, a, z: owner.setdefault(i, current[0]), sizes, min_run=sum(sizes) / 2 + 1
+    )  # too little work for two threads
     assert set(owner.values()) == {0} and len(owner) == len(sizes)
 
 
@@ -282,8 +308,14 @@ def conv_case(make, shape, need_input_grad=True):
         dout = np.random.default_rng(1).standard_normal(out.shape).astype(x.dtype)
         dx = layer.backward(dout, need_input_grad=need_input_grad)
         inference = layer.forward(x, training=False)
-        return [out, *([dx] if need_input_grad else []), layer.grads["weight"].copy(),
-                layer.grads["bias"].copy(), inference]
+        return [
+            out,
+            *([dx] if need_input_grad else []),
+            layer.grads["weight"].copy(),
+            layer.grads["bias"].copy(),
+            inference,
+        ]
+
     return compute, shape
 
 
@@ -294,6 +326,7 @@ def linear_case(make, shape):
         dout = np.random.default_rng(1).standard_normal(out.shape).astype(x.dtype)
         dx = layer.backward(dout)
         return [out, dx, layer.grads["weight"].copy(), layer.grads["bias"].copy()]
+
     return compute, shape
 
 
@@ -301,6 +334,7 @@ def matmul_case(m, k, n):
     def compute(x):
         b = np.random.default_rng(3).standard_normal((k, n)).astype(np.float32)
         return [parallel.matmul(x, b), parallel.matmul(b.T.copy(), x.T.copy())]
+
     return compute, (m, k)
 
 
@@ -316,10 +350,12 @@ PRODUCTS = {
     "md1 conv2 rows": conv_case(seeded(Conv2d, 32, 16, 5), (100, 32, 18, 18)),
     "md1 linear1": linear_case(seeded(Linear, 2704, 1024), (100, 2704)),
     "md1 matmul": matmul_case(100, 2704, 1024),
-    "conv rows non-square": conv_case(seeded(Conv2d, 24, 8, (3, 4), padding=(1, 2)),
-                                      (40, 24, 17, 11)),
-    "conv im2col strided": conv_case(seeded(Conv2d, 32, 32, 3, stride=(2, 1), padding=1),
-                                     (64, 32, 15, 13)),
+    "conv rows non-square": conv_case(
+        seeded(Conv2d, 24, 8, (3, 4), padding=(1, 2)), (40, 24, 17, 11)
+    ),
+    "conv im2col strided": conv_case(
+        seeded(Conv2d, 32, 32, 3, stride=(2, 1), padding=1), (64, 32, 15, 13)
+    ),
     "linear non-square": linear_case(seeded(Linear, 1000, 600), (50, 1000)),
     "matmul rows": matmul_case(1500, 256, 100),
 }

@@ -10,13 +10,23 @@ import pytest
 from PIL import Image
 
 from stablecnn import cli
-from stablecnn.training import plots
 from stablecnn.errors import CheckpointError, DataError
+from stablecnn.training import plots
 from stablecnn.training.trainer import TrainConfig, Trainer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-           "Bag", "Ankle boot"]
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def assert_png(path, min_size=(300, 200)):
@@ -38,11 +48,25 @@ def step_rows(n=300, epochs=3, as_text=False):
     per_epoch = n // epochs
     for g in range(1, n + 1):
         loss = 2.3 * np.exp(-g / 50) + 0.05 + 0.05 * rng.random()
-        rows.append({"kind": "step", "epoch": (g - 1) // per_epoch + 1, "step": g, "loss": loss,
-                     "batch_acc": min(1.0, 1 - loss / 2.5)})
+        rows.append(
+            {
+                "kind": "step",
+                "epoch": (g - 1) // per_epoch + 1,
+                "step": g,
+                "loss": loss,
+                "batch_acc": min(1.0, 1 - loss / 2.5),
+            }
+        )
     for e in range(1, epochs + 1):
-        rows.append({"kind": "epoch", "epoch": e, "step": e * per_epoch, "test_acc": 0.9 + 0.02 * e,
-                     "test_loss": 0.3 / e})
+        rows.append(
+            {
+                "kind": "epoch",
+                "epoch": e,
+                "step": e * per_epoch,
+                "test_acc": 0.9 + 0.02 * e,
+                "test_loss": 0.3 / e,
+            }
+        )
     if as_text:
         rows = [{k: str(v) for k, v in row.items()} for row in rows]
     return rows
@@ -50,8 +74,10 @@ def step_rows(n=300, epochs=3, as_text=False):
 
 def random_data(n, seed):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-            rng.integers(0, 10, n).astype(np.uint8))
+    return (
+        rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n).astype(np.uint8),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +85,9 @@ def run_dir(tmp_path_factory):
     """A real run directory from one tiny epoch on random data."""
     folder = tmp_path_factory.mktemp("run")
     config = TrainConfig(epochs=1, batch_size=50, normalization="unit", dataset="fashion-mnist")
-    Trainer(config, folder, random_data(100, 0), random_data(40, 1), echo=False,
-            progress=False).fit()
+    Trainer(
+        config, folder, random_data(100, 0), random_data(40, 1), echo=False, progress=False
+    ).fit()
     return folder
 
 
@@ -72,12 +99,16 @@ def test_plot_curves(tmp_path, as_text):
     assert_png(path, (1000, 400))
 
 
-@pytest.mark.parametrize("rows", [
-    [],  # a run that has not finished a step
-    step_rows(5, 1),  # too few steps to smooth
-    [r for r in step_rows() if r["kind"] == "epoch"],  # epochs only
-    [{**r, "loss": 0.0} if r["kind"] == "step" else r for r in step_rows()],  # no log scale
-], ids=["empty", "short", "epochs-only", "zero-loss"])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],  # a run that has not finished a step
+        step_rows(5, 1),  # too few steps to smooth
+        [r for r in step_rows() if r["kind"] == "epoch"],  # epochs only
+        [{**r, "loss": 0.0} if r["kind"] == "step" else r for r in step_rows()],  # no log scale
+    ],
+    ids=["empty", "short", "epochs-only", "zero-loss"],
+)
 def test_plot_curves_sparse_or_odd_metrics(tmp_path, rows):
     assert_png(plots.plot_curves(rows, tmp_path / "curves.png"))
 
@@ -93,8 +124,10 @@ def test_plot_confusion(tmp_path):
     assert_png(plots.plot_confusion(confusion, tmp_path / "b.png", FASHION), (500, 500))
 
 
-@pytest.mark.parametrize("confusion, names", [(np.zeros((3, 4)), None), (np.zeros((0, 0)), None),
-                                              (np.eye(3), ["a", "b"])])
+@pytest.mark.parametrize(
+    "confusion, names",
+    [(np.zeros((3, 4)), None), (np.zeros((0, 0)), None), (np.eye(3), ["a", "b"])],
+)
 def test_plot_confusion_refuses_bad_input(tmp_path, confusion, names):
     with pytest.raises(ValueError):
         plots.plot_confusion(confusion, tmp_path / "x.png", names)
@@ -118,8 +151,17 @@ def test_plot_mistakes(tmp_path):
     predictions[::3] = (labels[::3] + 1) % 10
     confidences = np.where(predictions != labels, 0.8, np.nan)
     assert_png(plots.plot_mistakes(images, labels, predictions, tmp_path / "a.png"), (400, 400))
-    assert_png(plots.plot_mistakes(images, labels, predictions, tmp_path / "b.png", max_images=5,
-                                   class_names=FASHION, confidences=confidences))
+    assert_png(
+        plots.plot_mistakes(
+            images,
+            labels,
+            predictions,
+            tmp_path / "b.png",
+            max_images=5,
+            class_names=FASHION,
+            confidences=confidences,
+        )
+    )
 
 
 def test_plot_mistakes_without_mistakes(tmp_path):
@@ -140,7 +182,7 @@ def test_existing_file_replaced_atomically(tmp_path):
 # -- metrics ------------------------------------------------------------------------------------
 def test_smooth_is_a_trailing_mean():
     values = np.random.default_rng(0).random(50)
-    naive = [values[max(0, i - 6):i + 1].mean() for i in range(50)]
+    naive = [values[max(0, i - 6) : i + 1].mean() for i in range(50)]
     np.testing.assert_allclose(plots.smooth(values, 7), naive)
 
 
@@ -232,8 +274,10 @@ def test_no_pyplot_and_no_backend_change():
 
 
 def test_importing_the_cli_does_not_import_matplotlib():
-    code = ("import sys, stablecnn.cli as c\nc.build_parser()\n"
-            "assert 'matplotlib' not in sys.modules and 'PIL' not in sys.modules\n")
+    code = (
+        "import sys, stablecnn.cli as c\nc.build_parser()\n"
+        "assert 'matplotlib' not in sys.modules and 'PIL' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 

@@ -1,4 +1,5 @@
-"""Tests of stablecnn.data.pictures and stablecnn.cli.predict: image and .npy reading, the rules for odd inputs, the command.
+"""Tests of stablecnn.data.pictures and stablecnn.cli.predict: image and .npy reading, the rules
+for odd inputs, the command.
 
 The MNIST framing itself (each step and its right values) is tested in tests/data/test_framing.py;
 here: that predict frames pictures with it (and not ``.npy`` arrays), the ``framing`` keyword and
@@ -16,15 +17,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from stablecnn import cli
-from stablecnn.data import pictures
+from stablecnn.cli.predict import predict_files
+from stablecnn.data import Normalizer, pictures
+from stablecnn.data.framing import centre_of_mass, ink_bounding_box, to_mnist
+from stablecnn.data.pictures import load_image, load_images
+from stablecnn.errors import DataError
 from stablecnn.nn import zoo
 from stablecnn.training import checkpoint
-from stablecnn.data import Normalizer
-from stablecnn.data.framing import centre_of_mass, ink_bounding_box
-from stablecnn.errors import DataError
-from stablecnn.cli.predict import predict_files
-from stablecnn.data.framing import to_mnist
-from stablecnn.data.pictures import load_image, load_images
 from stablecnn.training.trainer import TrainConfig
 
 
@@ -32,8 +31,9 @@ def drawn_digit(size=(120, 160), ink=0, paper=255, mode="L") -> Image.Image:
     """A '1'-like stroke drawn on paper, as a user would draw it: dark ink on white by default."""
     w, h = size
     img = Image.new(mode, size, paper)
-    ImageDraw.Draw(img).line([(w * 0.45, h * 0.15), (w * 0.55, h * 0.85)], fill=ink,
-                             width=max(1, w // 10))
+    ImageDraw.Draw(img).line(
+        [(w * 0.45, h * 0.15), (w * 0.55, h * 0.85)], fill=ink, width=max(1, w // 10)
+    )
     return img
 
 
@@ -49,8 +49,11 @@ def mnist_like() -> np.ndarray:
 def ckpt_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.npz"
     model = zoo.build("md1", seed=0)
-    meta = {"train": TrainConfig().to_dict(), "normalizer": Normalizer.unit().to_dict(),
-            "progress": {"epoch": 1, "step": 0, "global_step": 1}}
+    meta = {
+        "train": TrainConfig().to_dict(),
+        "normalizer": Normalizer.unit().to_dict(),
+        "progress": {"epoch": 1, "step": 0, "global_step": 1},
+    }
     checkpoint.save(path, model, meta)
     return path
 
@@ -77,8 +80,11 @@ def shifted_difference(got: np.ndarray, expected: np.ndarray) -> int:
     The framing moves a digit by whole pixels so its centre of mass is nearest the centre; a
     lossy encoding can move the centre of mass by a hair across a half pixel, and the digit by one.
     """
-    return min(int(np.abs(np.roll(got, (dy, dx), axis=(0, 1)).astype(int) - expected).max())
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return min(
+        int(np.abs(np.roll(got, (dy, dx), axis=(0, 1)).astype(int) - expected).max())
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
 
 
 # -- images -------------------------------------------------------------------------------------
@@ -114,9 +120,21 @@ def test_28x28_picture_is_reframed(tmp_path):
     assert framed.max() == 255  # the brightest ink (250) stretched to white
 
 
-@pytest.mark.parametrize("mode, fmt", [("1", "PNG"), ("P", "PNG"), ("RGB", "PNG"), ("RGB", "JPEG"),
-                                       ("CMYK", "TIFF"), ("LA", "PNG"), ("RGBA", "PNG"),
-                                       ("L", "BMP"), ("L", "GIF"), ("RGB", "WEBP")])
+@pytest.mark.parametrize(
+    "mode, fmt",
+    [
+        ("1", "PNG"),
+        ("P", "PNG"),
+        ("RGB", "PNG"),
+        ("RGB", "JPEG"),
+        ("CMYK", "TIFF"),
+        ("LA", "PNG"),
+        ("RGBA", "PNG"),
+        ("L", "BMP"),
+        ("L", "GIF"),
+        ("RGB", "WEBP"),
+    ],
+)
 def test_modes_and_formats_agree_with_grey(tmp_path, mode, fmt):
     reference = drawn_digit()
     path = tmp_path / f"digit.{fmt.lower()}"
@@ -242,9 +260,12 @@ def test_npy_shapes(tmp_path, shape):
 
 def test_npy_value_rules(tmp_path):
     image = mnist_like()
-    cases = {"unit": image / 255.0, "bytes": image.astype(np.float32),
-             "ints": image.astype(np.int16),
-             "f16": (image / 255).astype(np.float16)}
+    cases = {
+        "unit": image / 255.0,
+        "bytes": image.astype(np.float32),
+        "ints": image.astype(np.int16),
+        "f16": (image / 255).astype(np.float16),
+    }
     for name, array in cases.items():
         np.save(tmp_path / f"{name}.npy", array)
         got = load_image(tmp_path / f"{name}.npy")
@@ -257,17 +278,20 @@ def test_npy_is_not_inverted(tmp_path):
     assert load_image(tmp_path / "light.npy").min() == 240
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((28, 27)), "shape"),
-    (np.zeros((2, 3, 28, 28)), "shape"),
-    (np.zeros((0, 28, 28)), "no images"),
-    (np.full((28, 28), -0.5), "normalised"),
-    (np.full((28, 28), 300.0), "[0, 255]"),
-    (np.full((28, 28), 256, np.int32), "[0, 255]"),
-    (np.full((28, 28), np.nan), "NaN"),
-    (np.zeros((28, 28), bool), "dtype"),
-    (np.zeros((28, 28), complex), "dtype"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((28, 27)), "shape"),
+        (np.zeros((2, 3, 28, 28)), "shape"),
+        (np.zeros((0, 28, 28)), "no images"),
+        (np.full((28, 28), -0.5), "normalised"),
+        (np.full((28, 28), 300.0), "[0, 255]"),
+        (np.full((28, 28), 256, np.int32), "[0, 255]"),
+        (np.full((28, 28), np.nan), "NaN"),
+        (np.zeros((28, 28), bool), "dtype"),
+        (np.zeros((28, 28), complex), "dtype"),
+    ],
+)
 def test_npy_refused(tmp_path, array, message):
     path = tmp_path / "bad.npy"
     np.save(path, array)
@@ -300,22 +324,34 @@ def test_load_image_refuses_a_stack(tmp_path):
 # -- bad files ------------------------------------------------------------------------------------
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width x height`` with almost no pixel data."""
+
     def chunk(kind, data):
         crc = struct.pack(">I", zlib.crc32(kind + data))
         return struct.pack(">I", len(data)) + kind + data + crc
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda p: p.mkdir(), "is a directory"),
-    (lambda p: None, "no such file"),
-    (lambda p: p.write_text("not a picture\n"), "not an image"),
-    (lambda p: p.write_bytes(b""), "not an image"),
-    (lambda p: p.write_bytes(png_header_only(8_000, 8_000)), "decompression bomb"),  # our limit
-    (lambda p: p.write_bytes(png_header_only(100_000, 100_000)), "decompression bomb"),  # Pillow's
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("not a picture\n"), "not an image"),
+        (lambda p: p.write_bytes(b""), "not an image"),
+        (lambda p: p.write_bytes(png_header_only(8_000, 8_000)), "decompression bomb"),  # our limit
+        (
+            lambda p: p.write_bytes(png_header_only(100_000, 100_000)),
+            "decompression bomb",
+        ),  # Pillow's
+    ],
+)
 def test_bad_files_raise_data_error_naming_them(tmp_path, setup, message):
     path = tmp_path / "input.png"
     setup(path)
@@ -382,8 +418,9 @@ def _registered(command: str) -> bool:
     return command in sub.choices
 
 
-needs_cli = pytest.mark.skipif(not _registered("predict"),
-                               reason="cli.py does not register the predict command yet")
+needs_cli = pytest.mark.skipif(
+    not _registered("predict"), reason="cli.py does not register the predict command yet"
+)
 
 
 @needs_cli
@@ -408,16 +445,18 @@ def test_cli_predict_reports_bad_files_and_predicts_the_rest(tmp_path, ckpt_path
 def test_cli_predict_json(tmp_path, ckpt_path, capsys):
     drawn_digit().save(tmp_path / "digit.png")
     (tmp_path / "notes.txt").write_text("hello")
-    code = cli.main(["predict", str(ckpt_path), str(tmp_path / "digit.png"), "--json",
-                     "--top", "4"])
+    code = cli.main(
+        ["predict", str(ckpt_path), str(tmp_path / "digit.png"), "--json", "--top", "4"]
+    )
     out, _ = capsys.readouterr()
     assert code == 0
     record = json.loads(out)
     assert record["file"] == str(tmp_path / "digit.png") and record["index"] == 0
     assert len(record["top"]) == 4 and record["top"][0]["class"] == record["class"]
     assert record["top"][0]["probability"] == record["probability"]
-    assert sorted((t["probability"] for t in record["top"]), reverse=True) == \
-        [t["probability"] for t in record["top"]]
+    assert sorted((t["probability"] for t in record["top"]), reverse=True) == [
+        t["probability"] for t in record["top"]
+    ]
     code = cli.main(["predict", str(ckpt_path), str(tmp_path / "notes.txt"), "--json"])
     out, err = capsys.readouterr()
     assert code == 1 and "notes.txt" in json.loads(out)["error"] and "notes.txt" in err
@@ -434,8 +473,9 @@ def test_cli_predict_bad_checkpoint(tmp_path, capsys):
 def thick_one(size=280) -> Image.Image:
     """A thick '1' drawn in the upper left of white paper (issue 12: it was read as a '3')."""
     img = Image.new("L", (size, size), 255)
-    ImageDraw.Draw(img).line([(size * 0.21, size * 0.07), (size * 0.25, size * 0.46)], fill=0,
-                             width=size // 17)
+    ImageDraw.Draw(img).line(
+        [(size * 0.21, size * 0.07), (size * 0.25, size * 0.46)], fill=0, width=size // 17
+    )
     return img
 
 
@@ -463,7 +503,9 @@ def test_off_centre_one_is_framed_like_mnist(tmp_path):
 def test_tight_crop_is_framed_like_mnist(tmp_path):
     paper = np.asarray(thick_one())
     rows, cols = np.flatnonzero(paper.min(1) < 255), np.flatnonzero(paper.min(0) < 255)
-    Image.fromarray(paper[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]).save(tmp_path / "crop.png")
+    Image.fromarray(paper[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]).save(
+        tmp_path / "crop.png"
+    )
     assert_framed_like_mnist(load_image(tmp_path / "crop.png"))
 
 
@@ -504,13 +546,18 @@ def test_cli_framing_flag(tmp_path, ckpt_path, capsys):
     thick_one().save(tmp_path / "one.png")
     model, ckpt = checkpoint.load_model(ckpt_path)
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
-    for flags, framing in (([], "mnist"), (["--framing", "mnist"], "mnist"),
-                           (["--framing", "none"], "none")):
-        code = cli.main(["predict", str(ckpt_path), str(tmp_path / "one.png"), "--json",
-                         "--top", "10", *flags])
+    for flags, framing in (
+        ([], "mnist"),
+        (["--framing", "mnist"], "mnist"),
+        (["--framing", "none"], "none"),
+    ):
+        code = cli.main(
+            ["predict", str(ckpt_path), str(tmp_path / "one.png"), "--json", "--top", "10", *flags]
+        )
         record = json.loads(capsys.readouterr().out)
-        (_, [expected]), = predict_files(model, normalizer, [tmp_path / "one.png"],
-                                         framing=framing)
+        ((_, [expected]),) = predict_files(
+            model, normalizer, [tmp_path / "one.png"], framing=framing
+        )
         got = {t["class"]: t["probability"] for t in record["top"]}
         assert code == 0 and got == {c: round(p, 6) for c, p in enumerate(expected.probabilities)}
     with pytest.raises(SystemExit) as info:
@@ -522,8 +569,9 @@ def test_cli_framing_flag(tmp_path, ckpt_path, capsys):
 def test_cli_blank_picture_is_reported_not_predicted(tmp_path, ckpt_path, capsys):
     Image.new("L", (200, 200), 255).save(tmp_path / "blank.png")
     thick_one().save(tmp_path / "one.png")
-    code = cli.main(["predict", str(ckpt_path), str(tmp_path / "blank.png"),
-                     str(tmp_path / "one.png")])
+    code = cli.main(
+        ["predict", str(ckpt_path), str(tmp_path / "blank.png"), str(tmp_path / "one.png")]
+    )
     out, err = capsys.readouterr()
     assert code == 1 and out.startswith(f"{tmp_path / 'one.png'}: ") and len(out.splitlines()) == 1
     blank = tmp_path / "blank.png"
@@ -552,9 +600,17 @@ def mnist_model():
     except DataError as exc:  # no cached copy and no way to fetch one
         pytest.skip(f"MNIST is not available: {exc}")
     rng = np.random.default_rng(0)
-    model = Sequential(Conv2d(1, 8, 5, rng=rng), ReLU(), MaxPool2d(2),
-                       Conv2d(8, 16, 5, rng=rng), ReLU(), MaxPool2d(2), Flatten(),
-                       Linear(256, 10, rng=rng), input_shape=(1, 28, 28))
+    model = Sequential(
+        Conv2d(1, 8, 5, rng=rng),
+        ReLU(),
+        MaxPool2d(2),
+        Conv2d(8, 16, 5, rng=rng),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(256, 10, rng=rng),
+        input_shape=(1, 28, 28),
+    )
     normalizer, loss = Normalizer.unit(), SoftmaxCrossEntropy()
     optimizer = Adam(model.parameters(), lr=3e-3)
     for xb, yb in iterate_batches(x, y, 50, np.random.default_rng(1), normalizer):
@@ -578,7 +634,7 @@ def test_mnist_digits_anywhere_on_a_larger_picture(tmp_path, mnist_model, canvas
     for i, digit in enumerate(digits):
         picture = np.zeros((canvas, canvas), np.uint8)
         top, left = rng.integers(0, canvas - 28 + 1, size=2)
-        picture[top:top + 28, left:left + 28] = digit
+        picture[top : top + 28, left : left + 28] = digit
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(255 - picture if inverted else picture).save(paths[-1])
     results = predict_files(model, normalizer, paths)
@@ -591,6 +647,7 @@ def test_drawn_digits_are_read(tmp_path, mnist_model):
     model, normalizer, _, _ = mnist_model
     thick_one().save(tmp_path / "one.png")
     seven().save(tmp_path / "seven.png")
-    (_, [one]), (_, [sev]) = predict_files(model, normalizer,
-                                           [tmp_path / "one.png", tmp_path / "seven.png"])
+    (_, [one]), (_, [sev]) = predict_files(
+        model, normalizer, [tmp_path / "one.png", tmp_path / "seven.png"]
+    )
     assert (one.label, sev.label) == (1, 7)

@@ -16,9 +16,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gradcheck import numerical_grad, rel_error
-from stablecnn import Adagrad, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy, reference
+
+from stablecnn import (
+    Adagrad,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    SoftmaxCrossEntropy,
+    reference,
+)
 from stablecnn.nn import zoo
 from stablecnn.nn.model import relu_pool_pairs
 
@@ -43,6 +59,7 @@ def assert_same(ours, ref, what, rtol=1e-12):
 def check_gradients(forward, backward_grads, inputs, dout):
     """``backward_grads`` (a dict name -> analytic gradient) against centered differences of
     ``sum(forward() * dout)`` with respect to each array in ``inputs`` (name -> array)."""
+
     def f():
         return float(np.sum(forward() * dout))
 
@@ -51,7 +68,7 @@ def check_gradients(forward, backward_grads, inputs, dout):
         assert err < 1e-7, f"d{name}: relative error {err:.3g}"
 
 
-# -- finite differences, float64 --------------------------------------------------------------------
+# -- finite differences, float64 -------------------------------------------------------------------
 CONV_CASES = [
     # (N, C, H, W), F, (kH, kW), (sH, sW), padding
     ((2, 2, 7, 5), 3, (3, 2), (1, 1), (0, 0)),  # non-square input and kernel
@@ -68,8 +85,12 @@ def test_conv2d_backward_matches_finite_differences(shape, f, kernel, stride, pa
     dout = normal(out.shape, 3)
     dx, dw, db = R.conv2d_backward(dout, x, w, stride, padding)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
-    check_gradients(lambda: R.conv2d_forward(x, w, b, stride, padding),
-                    {"x": dx, "w": dw, "b": db}, {"x": x, "w": w, "b": b}, dout)
+    check_gradients(
+        lambda: R.conv2d_forward(x, w, b, stride, padding),
+        {"x": dx, "w": dw, "b": db},
+        {"x": x, "w": w, "b": b},
+        dout,
+    )
 
 
 POOL_CASES = [
@@ -85,39 +106,56 @@ def test_maxpool2d_backward_matches_finite_differences(shape, kernel, stride):
     # distinct values 0.1 apart: no window's maximum is within the step h of another value
     x = np.random.default_rng(4).permutation(np.prod(shape)).reshape(shape) * 0.1
     dout = normal(R.maxpool2d_forward(x, kernel, stride).shape, 5)
-    check_gradients(lambda: R.maxpool2d_forward(x, kernel, stride),
-                    {"x": R.maxpool2d_backward(dout, x, kernel, stride)}, {"x": x}, dout)
+    check_gradients(
+        lambda: R.maxpool2d_forward(x, kernel, stride),
+        {"x": R.maxpool2d_backward(dout, x, kernel, stride)},
+        {"x": x},
+        dout,
+    )
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((2, 2, 6, 5), (2, 2), (1, 1), (0, 0)),
-    ((1, 2, 9, 8), (3, 2), (2, 1), (1, 1)),
-    ((2, 1, 7, 6), (3, 3), (2, 2), (1, 0)),
-])
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [
+        ((2, 2, 6, 5), (2, 2), (1, 1), (0, 0)),
+        ((1, 2, 9, 8), (3, 2), (2, 1), (1, 1)),
+        ((2, 1, 7, 6), (3, 3), (2, 2), (1, 0)),
+    ],
+)
 def test_avgpool2d_backward_matches_finite_differences(shape, kernel, stride, padding):
     x = normal(shape, 6)
     dout = normal(R.avgpool2d_forward(x, kernel, stride, padding).shape, 7)
     dx = R.avgpool2d_backward(dout, x.shape, kernel, stride, padding)
-    check_gradients(lambda: R.avgpool2d_forward(x, kernel, stride, padding), {"x": dx},
-                    {"x": x}, dout)
+    check_gradients(
+        lambda: R.avgpool2d_forward(x, kernel, stride, padding), {"x": dx}, {"x": x}, dout
+    )
 
 
 def test_global_avgpool2d_and_flatten_backward_match_finite_differences():
     x = normal((3, 4, 5, 2), 8)
     dout = normal((3, 4), 9)
-    check_gradients(lambda: R.global_avgpool2d_forward(x),
-                    {"x": R.global_avgpool2d_backward(dout, x.shape)}, {"x": x}, dout)
+    check_gradients(
+        lambda: R.global_avgpool2d_forward(x),
+        {"x": R.global_avgpool2d_backward(dout, x.shape)},
+        {"x": x},
+        dout,
+    )
     dout = normal((3, 40), 10)
-    check_gradients(lambda: R.flatten_forward(x), {"x": R.flatten_backward(dout, x.shape)},
-                    {"x": x}, dout)
+    check_gradients(
+        lambda: R.flatten_forward(x), {"x": R.flatten_backward(dout, x.shape)}, {"x": x}, dout
+    )
 
 
 def test_linear_backward_matches_finite_differences():
     x, w, b = normal((4, 7), 11), normal((5, 7), 12), normal(5, 13)
     dout = normal((4, 5), 14)
     dx, dw, db = R.linear_backward(dout, x, w)
-    check_gradients(lambda: R.linear_forward(x, w, b), {"x": dx, "w": dw, "b": db},
-                    {"x": x, "w": w, "b": b}, dout)
+    check_gradients(
+        lambda: R.linear_forward(x, w, b),
+        {"x": dx, "w": dw, "b": db},
+        {"x": x, "w": w, "b": b},
+        dout,
+    )
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4), (3, 4, 5, 2), (1, 2, 3, 4)])
@@ -127,9 +165,12 @@ def test_batchnorm_backward_matches_finite_differences(shape):
     beta = normal(shape[1], 17)
     dout = normal(shape, 18)
     dx, dgamma, dbeta = R.batchnorm_backward(dout, x, gamma, 1e-5)
-    check_gradients(lambda: R.batchnorm_forward(x, gamma, beta, 1e-5),
-                    {"x": dx, "gamma": dgamma, "beta": dbeta},
-                    {"x": x, "gamma": gamma, "beta": beta}, dout)
+    check_gradients(
+        lambda: R.batchnorm_forward(x, gamma, beta, 1e-5),
+        {"x": dx, "gamma": dgamma, "beta": dbeta},
+        {"x": x, "gamma": gamma, "beta": beta},
+        dout,
+    )
 
 
 def test_activations_and_dropout_backward_match_finite_differences():
@@ -137,33 +178,41 @@ def test_activations_and_dropout_backward_match_finite_differences():
     x[np.abs(x) < 1e-3] = 0.5  # no entry within the step h of the kink at 0
     dout = normal(x.shape, 20)
     check_gradients(lambda: R.relu_forward(x), {"x": R.relu_backward(dout, x)}, {"x": x}, dout)
-    check_gradients(lambda: R.leaky_relu_forward(x, 0.2),
-                    {"x": R.leaky_relu_backward(dout, x, 0.2)}, {"x": x}, dout)
+    check_gradients(
+        lambda: R.leaky_relu_forward(x, 0.2),
+        {"x": R.leaky_relu_backward(dout, x, 0.2)},
+        {"x": x},
+        dout,
+    )
     mask = (np.random.default_rng(21).random(x.shape) >= 0.3) / 0.7
-    check_gradients(lambda: R.dropout_forward(x, mask), {"x": R.dropout_backward(dout, mask)},
-                    {"x": x}, dout)
+    check_gradients(
+        lambda: R.dropout_forward(x, mask), {"x": R.dropout_backward(dout, mask)}, {"x": x}, dout
+    )
 
 
 def test_softmax_cross_entropy_backward_matches_finite_differences():
     logits, labels = normal((5, 7), 22) * 3, np.random.default_rng(23).integers(0, 7, 5)
-    check_gradients(lambda: R.softmax_cross_entropy_forward(logits, labels),
-                    {"z": R.softmax_cross_entropy_backward(logits, labels)}, {"z": logits},
-                    np.float64(1.0))
+    check_gradients(
+        lambda: R.softmax_cross_entropy_forward(logits, labels),
+        {"z": R.softmax_cross_entropy_backward(logits, labels)},
+        {"z": logits},
+        np.float64(1.0),
+    )
 
 
 # -- what the definitions promise -----------------------------------------------------------------
 def test_output_size_is_floor_of_padded_size_minus_kernel_over_stride_plus_one():
     x = np.zeros((2, 3, 11, 8))
     # Ho = floor((11 + 1 + 2 - 3) / 2) + 1 = 6, Wo = floor((8 + 0 + 1 - 2) / 3) + 1 = 3
-    assert R.conv2d_forward(x, np.zeros((4, 3, 3, 2)), np.zeros(4), (2, 3),
-                            ((1, 2), (0, 1))).shape == (2, 4, 6, 3)
+    assert R.conv2d_forward(
+        x, np.zeros((4, 3, 3, 2)), np.zeros(4), (2, 3), ((1, 2), (0, 1))
+    ).shape == (2, 4, 6, 3)
     assert R.maxpool2d_forward(x, (3, 2), (2, 3)).shape == (2, 3, 5, 3)
     assert R.avgpool2d_forward(x, (3, 2), (2, 3), (1, 1)).shape == (2, 3, 6, 3)
 
 
 def test_maxpool_ties_go_to_the_first_maximum_in_row_major_order():
-    x = np.array([[[[1.0, 5.0, 5.0],
-                    [5.0, 5.0, 2.0]]]])
+    x = np.array([[[[1.0, 5.0, 5.0], [5.0, 5.0, 2.0]]]])
     # two 2x2 windows, stride 1, each holding three 5s: in both the first in row-major order is
     # x[0, 1] (top row before bottom row, left column before right), which gets both shares
     dx = R.maxpool2d_backward(np.array([[[[1.0, 10.0]]]]), x, (2, 2), (1, 1))
@@ -218,18 +267,22 @@ def _calls():
 @pytest.mark.parametrize("index", range(len(_calls())), ids=[c[0] for c in _calls()])
 def test_float32_in_float32_out(index):
     name, fn, args = _calls()[index]
-    args32 = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
-              for a in args]
+    args32 = [
+        a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+        for a in args
+    ]
     results = fn(*args32)
     for out in results if isinstance(results, tuple) else (results,):
         assert np.asarray(out).dtype == np.float32, f"{name}: {np.asarray(out).dtype}"
     # and the same numbers as in float64, to float32's precision
-    for got, want in zip(results if isinstance(results, tuple) else (results,),
-                         fn(*args) if isinstance(results, tuple) else (fn(*args),)):
+    for got, want in zip(
+        results if isinstance(results, tuple) else (results,),
+        fn(*args) if isinstance(results, tuple) else (fn(*args),),
+    ):
         assert_same(np.asarray(got).astype(np.float64), want, name, rtol=1e-5)
 
 
-# -- against PyTorch (float64) ------------------------------------------------------------------------
+# -- against PyTorch (float64) ---------------------------------------------------------------------
 @pytest.fixture
 def F(one_torch_thread):
     """``torch.nn.functional`` (the test is skipped without PyTorch)."""
@@ -248,8 +301,11 @@ def torch_run(fn, arrays, dout):
     return out.detach().numpy(), [t.grad.numpy() for t in ts]
 
 
-TORCH_CONV = [((2, 3, 9, 7), 4, (3, 2), (2, 1), (1, 2)), ((1, 2, 8, 11), 3, (2, 4), (3, 2), (0, 1)),
-              ((2, 1, 28, 28), 4, (10, 10), (1, 1), (0, 0))]
+TORCH_CONV = [
+    ((2, 3, 9, 7), 4, (3, 2), (2, 1), (1, 2)),
+    ((1, 2, 8, 11), 3, (2, 4), (3, 2), (0, 1)),
+    ((2, 1, 28, 28), 4, (10, 10), (1, 1), (0, 0)),
+]
 
 
 @pytest.mark.parametrize("shape,f,kernel,stride,padding", TORCH_CONV)
@@ -259,8 +315,9 @@ def test_conv2d_matches_torch(F, shape, f, kernel, stride, padding):
     dout = normal(out.shape, 33)
     ref, grads = torch_run(lambda x, w, b: F.conv2d(x, w, b, stride, padding), (x, w, b), dout)
     assert_same(out, ref, "conv output")
-    for ours, theirs, name in zip(R.conv2d_backward(dout, x, w, stride, padding), grads,
-                                  ("dx", "dw", "db")):
+    for ours, theirs, name in zip(
+        R.conv2d_backward(dout, x, w, stride, padding), grads, ("dx", "dw", "db")
+    ):
         assert_same(ours, theirs, f"conv {name}")
 
 
@@ -268,8 +325,11 @@ def test_conv2d_matches_torch(F, shape, f, kernel, stride, padding):
 @pytest.mark.parametrize("shape,kernel,stride", POOL_CASES + [((2, 2, 10, 9), (3, 3), (2, 2))])
 def test_maxpool2d_matches_torch_ties_included(F, shape, kernel, stride, kind):
     rng = np.random.default_rng(34)
-    x = {"random": rng.standard_normal(shape), "ties": rng.integers(0, 3, shape) * 1.0,
-         "constant": np.full(shape, -1.5)}[kind]
+    x = {
+        "random": rng.standard_normal(shape),
+        "ties": rng.integers(0, 3, shape) * 1.0,
+        "constant": np.full(shape, -1.5),
+    }[kind]
     out = R.maxpool2d_forward(x, kernel, stride)
     dout = normal(out.shape, 35)  # distinct: a gradient routed to the wrong cell shows
     ref, (dx,) = torch_run(lambda x: F.max_pool2d(x, kernel, stride), (x,), dout)
@@ -277,8 +337,10 @@ def test_maxpool2d_matches_torch_ties_included(F, shape, kernel, stride, kind):
     assert_same(R.maxpool2d_backward(dout, x, kernel, stride), dx, f"max-pool dx ({kind})")
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((2, 2, 7, 5), (2, 2), (1, 1), (0, 0)), ((1, 2, 9, 8), (3, 2), (2, 1), (1, 1))])
+@pytest.mark.parametrize(
+    "shape,kernel,stride,padding",
+    [((2, 2, 7, 5), (2, 2), (1, 1), (0, 0)), ((1, 2, 9, 8), (3, 2), (2, 1), (1, 1))],
+)
 def test_avgpool2d_matches_torch(F, shape, kernel, stride, padding):
     x = normal(shape, 36)
     out = R.avgpool2d_forward(x, kernel, stride, padding)
@@ -305,9 +367,14 @@ def test_global_avgpool_linear_and_activations_match_torch(F):
     x[:, ::2] = normal((3, 4), 45)
     dout = normal(x.shape, 46)
     for name, ours, ours_back, fn in (
-            ("relu", R.relu_forward(x), R.relu_backward(dout, x), F.relu),
-            ("leaky relu", R.leaky_relu_forward(x, 0.2), R.leaky_relu_backward(dout, x, 0.2),
-             lambda x: F.leaky_relu(x, 0.2))):
+        ("relu", R.relu_forward(x), R.relu_backward(dout, x), F.relu),
+        (
+            "leaky relu",
+            R.leaky_relu_forward(x, 0.2),
+            R.leaky_relu_backward(dout, x, 0.2),
+            lambda x: F.leaky_relu(x, 0.2),
+        ),
+    ):
         ref, (dx,) = torch_run(fn, (x,), dout)
         assert_same(ours, ref, f"{name} output", rtol=0)
         assert_same(ours_back, dx, f"{name} dx", rtol=0)
@@ -322,19 +389,33 @@ def test_batchnorm_matches_torch_in_training_and_evaluation(F, shape):
     mean, var = normal(shape[1], 50), np.random.default_rng(51).uniform(0.5, 2, shape[1])
     dout = normal(shape, 52)
     running = [torch.tensor(mean), torch.tensor(var)]  # torch updates them in place
-    ref, grads = torch_run(lambda x, g, b: F.batch_norm(x, *running, g, b, True, 0.3, 1e-4),
-                           (x, gamma, beta), dout)
+    ref, grads = torch_run(
+        lambda x, g, b: F.batch_norm(x, *running, g, b, True, 0.3, 1e-4), (x, gamma, beta), dout
+    )
     assert_same(R.batchnorm_forward(x, gamma, beta, 1e-4), ref, "batch norm output", 1e-10)
-    for ours, theirs, name in zip(R.batchnorm_backward(dout, x, gamma, 1e-4), grads,
-                                  ("dx", "dgamma", "dbeta")):
+    for ours, theirs, name in zip(
+        R.batchnorm_backward(dout, x, gamma, 1e-4), grads, ("dx", "dgamma", "dbeta")
+    ):
         assert_same(ours, theirs, f"batch norm {name}", 1e-10)
-    for ours, theirs, name in zip(R.batchnorm_running_stats(x, mean, var, 0.3), running,
-                                  ("running mean", "running var")):
+    for ours, theirs, name in zip(
+        R.batchnorm_running_stats(x, mean, var, 0.3), running, ("running mean", "running var")
+    ):
         assert_same(ours, theirs.numpy(), name)
-    ref = F.batch_norm(torch.tensor(x), torch.tensor(mean), torch.tensor(var),
-                       torch.tensor(gamma), torch.tensor(beta), False, 0.3, 1e-4)
-    assert_same(R.batchnorm_eval_forward(x, gamma, beta, mean, var, 1e-4), ref.numpy(),
-                "batch norm evaluation output")
+    ref = F.batch_norm(
+        torch.tensor(x),
+        torch.tensor(mean),
+        torch.tensor(var),
+        torch.tensor(gamma),
+        torch.tensor(beta),
+        False,
+        0.3,
+        1e-4,
+    )
+    assert_same(
+        R.batchnorm_eval_forward(x, gamma, beta, mean, var, 1e-4),
+        ref.numpy(),
+        "batch norm evaluation output",
+    )
 
 
 def test_softmax_cross_entropy_matches_torch(F):
@@ -352,9 +433,15 @@ F64 = np.float64
 SWITCH_CASES = {
     # name: (make(rng) -> layer, input shape, integer inputs: ties in the pools)
     "conv im2col, stride, padding": (
-        lambda rng: Conv2d(3, 4, (3, 2), (2, 1), 1, rng=rng, dtype=F64), (2, 3, 9, 7), False),
+        lambda rng: Conv2d(3, 4, (3, 2), (2, 1), 1, rng=rng, dtype=F64),
+        (2, 3, 9, 7),
+        False,
+    ),
     "conv rows, same": (
-        lambda rng: Conv2d(32, 3, 3, padding="same", rng=rng, dtype=F64), (2, 32, 6, 5), False),
+        lambda rng: Conv2d(32, 3, 3, padding="same", rng=rng, dtype=F64),
+        (2, 32, 6, 5),
+        False,
+    ),
     "max-pool flat 2x2/1": (lambda rng: MaxPool2d(2, 1), (2, 3, 7, 6), True),
     "max-pool 2x2/2": (lambda rng: MaxPool2d(2), (2, 3, 8, 7), True),
     "max-pool 3x2/(2,1)": (lambda rng: MaxPool2d((3, 2), (2, 1)), (2, 3, 9, 7), True),
@@ -382,8 +469,11 @@ def _twins(make):
     return fast, ref
 
 
-@pytest.mark.parametrize("case,relu", [(case, False) for case in SWITCH_CASES] + [
-    (case, True) for case in SWITCH_CASES if case.startswith("max-pool")])  # ReLU fused in
+@pytest.mark.parametrize(
+    "case,relu",
+    [(case, False) for case in SWITCH_CASES]
+    + [(case, True) for case in SWITCH_CASES if case.startswith("max-pool")],
+)  # ReLU fused in
 def test_each_layer_on_the_reference_kernels_gives_the_fast_numbers(case, relu):
     make, shape, ties = SWITCH_CASES[case]
     fast, ref = _twins(make)
@@ -399,8 +489,11 @@ def test_each_layer_on_the_reference_kernels_gives_the_fast_numbers(case, relu):
             assert_same(ref.grads[name], fast.grads[name], f"{case} d{name}, step {step}")
         for name in fast.buffers:
             assert_same(ref.buffers[name], fast.buffers[name], f"{case} {name}, step {step}")
-    assert_same(ref.forward(x, training=False, **kwargs), fast.forward(x, training=False, **kwargs),
-                f"{case} evaluation output")
+    assert_same(
+        ref.forward(x, training=False, **kwargs),
+        fast.forward(x, training=False, **kwargs),
+        f"{case} evaluation output",
+    )
     ref.forward(x, **kwargs)
     assert ref.backward(normal(out.shape, 65), need_input_grad=False) is None
 
@@ -408,12 +501,25 @@ def test_each_layer_on_the_reference_kernels_gives_the_fast_numbers(case, relu):
 def _every_layer_model(kernels=None):
     rng = np.random.default_rng(66)
     return Sequential(
-        Conv2d(1, 3, 3, padding=1, rng=rng, dtype=F64), BatchNorm2d(3, dtype=F64), LeakyReLU(0.1),
-        AvgPool2d(2), Conv2d(3, 4, (2, 3), stride=(1, 2), rng=rng, dtype=F64), ReLU(),
-        MaxPool2d(2, 1), Dropout(0.3, rng=rng), Conv2d(4, 4, 1, rng=rng, dtype=F64), ReLU(),
-        GlobalAvgPool2d(), Linear(4, 5, rng=rng, dtype=F64), BatchNorm1d(5, dtype=F64), ReLU(),
-        Flatten(), Linear(5, 3, rng=rng, dtype=F64),
-        input_shape=(1, 9, 12), kernels=kernels)
+        Conv2d(1, 3, 3, padding=1, rng=rng, dtype=F64),
+        BatchNorm2d(3, dtype=F64),
+        LeakyReLU(0.1),
+        AvgPool2d(2),
+        Conv2d(3, 4, (2, 3), stride=(1, 2), rng=rng, dtype=F64),
+        ReLU(),
+        MaxPool2d(2, 1),
+        Dropout(0.3, rng=rng),
+        Conv2d(4, 4, 1, rng=rng, dtype=F64),
+        ReLU(),
+        GlobalAvgPool2d(),
+        Linear(4, 5, rng=rng, dtype=F64),
+        BatchNorm1d(5, dtype=F64),
+        ReLU(),
+        Flatten(),
+        Linear(5, 3, rng=rng, dtype=F64),
+        input_shape=(1, 9, 12),
+        kernels=kernels,
+    )
 
 
 def test_the_reference_path_runs_no_fast_kernel(monkeypatch):
@@ -429,13 +535,23 @@ def test_the_reference_path_runs_no_fast_kernel(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a fast kernel ran on the reference path")
 
-    for module, names in ((conv, ["conv2d_forward", "conv2d_backward"]),
-                          (pool, ["maxpool2d_forward", "maxpool2x2_forward",
-                                  "maxpool2x2_flat_forward", "maxpool2d_backward",
-                                  "maxpool2x2_backward", "maxpool2x2_flat_backward"]),
-                          (avgpool, ["avgpool2d_forward", "avgpool2d_backward"]),
-                          (norm, ["batchnorm_forward", "batchnorm_backward"]),
-                          (parallel, ["split", "matmul", "run", "for_each_span"])):
+    for module, names in (
+        (conv, ["conv2d_forward", "conv2d_backward"]),
+        (
+            pool,
+            [
+                "maxpool2d_forward",
+                "maxpool2x2_forward",
+                "maxpool2x2_flat_forward",
+                "maxpool2d_backward",
+                "maxpool2x2_backward",
+                "maxpool2x2_flat_backward",
+            ],
+        ),
+        (avgpool, ["avgpool2d_forward", "avgpool2d_backward"]),
+        (norm, ["batchnorm_forward", "batchnorm_backward"]),
+        (parallel, ["split", "matmul", "run", "for_each_span"]),
+    ):
         for name in names:
             monkeypatch.setattr(module, name, boom)
     with pytest.raises(AssertionError, match="a fast kernel ran"):

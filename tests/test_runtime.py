@@ -20,7 +20,8 @@ ROUNDS = textwrap.dedent("""
     from stablecnn.kernels import runtime
     applied = runtime.keep_freed_memory()
     def one_round():
-        arrays = [np.ones(size // 4, np.float32) for size in (3 << 20, 5 << 20, 9 << 20, 17 << 20, 1 << 20)]
+        sizes = (3 << 20, 5 << 20, 9 << 20, 17 << 20, 1 << 20)
+        arrays = [np.ones(size // 4, np.float32) for size in sizes]
         del arrays
     for _ in range(3):
         one_round()
@@ -33,8 +34,9 @@ ROUNDS = textwrap.dedent("""
 
 def faults_per_round(setting: str) -> tuple[bool, float]:
     env = {**os.environ, "STABLECNN_KEEP_FREED_MEMORY": setting}
-    out = subprocess.run([sys.executable, "-c", ROUNDS], env=env, capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", ROUNDS], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     return out[0] == "True", float(out[1])
 
 

@@ -8,8 +8,8 @@ passes against an independent implementation.
 Tolerance: elementwise ``|ours - ref| <= atol + rtol * |ref|`` with ``atol = rtol * max|ref|``,
 i.e. each entry must be right to ``rtol`` relative to the array's own magnitude. ``rtol`` is
 1e-5 in float32 (about 80 float32 epsilons: room for a different summation order over up to
-~3000 products) and 1e-10 in float64. A layout bug (height/width mix-up, wrong tie routing, a missing
-bias) makes errors of the order of the values themselves, far above either tolerance.
+~3000 products) and 1e-10 in float64. A layout bug (height/width mix-up, wrong tie routing, a
+missing bias) makes errors of the order of the values themselves, far above either tolerance.
 """
 
 from __future__ import annotations
@@ -17,11 +17,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0")
+torch = pytest.importorskip(
+    "torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0"
+)
 F = torch.nn.functional
 
 from stablecnn import (  # noqa: E402  (after the importorskip on purpose)
-    Adagrad, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential, SoftmaxCrossEntropy, zoo,
+    Adagrad,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Sequential,
+    SoftmaxCrossEntropy,
+    zoo,
 )
 
 DTYPES = [np.float32, np.float64]
@@ -39,7 +49,7 @@ def to_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def tensor(a: np.ndarray, requires_grad: bool = False) -> "torch.Tensor":
+def tensor(a: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
     """A torch copy of ``a`` with the same dtype (no memory shared, so nobody aliases anybody)."""
     t = torch.from_numpy(np.array(a, copy=True))
     return t.requires_grad_(requires_grad)
@@ -54,15 +64,18 @@ def assert_close(ours, ref, what: str, rtol: float | None = None, slack=0.0) -> 
     shapes and dtypes, how many entries are off, and the worst entry (index, ours, reference).
     """
     ours_np, ref_np = np.asarray(ours), to_numpy(ref)
-    head = (f"{what}: ours {ours_np.shape} {ours_np.dtype} vs reference "
-            f"{ref_np.shape} {ref_np.dtype}")
+    head = (
+        f"{what}: ours {ours_np.shape} {ours_np.dtype} vs reference {ref_np.shape} {ref_np.dtype}"
+    )
     assert ours_np.shape == ref_np.shape, f"{head}: shapes differ"
     assert ours_np.dtype == ref_np.dtype, f"{head}: dtypes differ"
     rtol = RTOL[ref_np.dtype] if rtol is None else rtol
     o, r = ours_np.astype(np.float64), ref_np.astype(np.float64)
     finite = np.isfinite(o) == np.isfinite(r)
-    assert finite.all(), (f"{head}: non-finite values differ at {int((~finite).sum())} entries, "
-                          f"first at {tuple(map(int, np.argwhere(~finite)[0]))}")
+    assert finite.all(), (
+        f"{head}: non-finite values differ at {int((~finite).sum())} entries, "
+        f"first at {tuple(map(int, np.argwhere(~finite)[0]))}"
+    )
     scale = float(np.max(np.abs(r), initial=0.0))
     atol = rtol * scale
     err = np.abs(o - r)
@@ -73,14 +86,17 @@ def assert_close(ours, ref, what: str, rtol: float | None = None, slack=0.0) -> 
         raise AssertionError(
             f"{head}: {int(bad.sum())} of {bad.size} entries differ beyond rtol={rtol:g}, "
             f"atol={atol:.3g} (rtol * max|ref|, max|ref| = {scale:.3g}); worst at index "
-            f"{tuple(map(int, worst))}: ours={o[worst]:.9g} ref={r[worst]:.9g} |diff|={err[worst]:.3g} "
+            f"{tuple(map(int, worst))}: ours={o[worst]:.9g} ref={r[worst]:.9g} "
+            f"|diff|={err[worst]:.3g} "
             f"allowed {np.broadcast_to(allowed, err.shape)[worst]:.3g}; "
             f"max |diff| {err.max():.3g}, relative to max|ref| {err.max() / max(scale, 1e-300):.3g}"
         )
 
 
 def assert_dtype(a, dtype, what: str) -> None:
-    assert np.asarray(a).dtype == np.dtype(dtype), f"{what}: dtype {np.asarray(a).dtype}, expected {np.dtype(dtype)}"
+    assert np.asarray(a).dtype == np.dtype(dtype), (
+        f"{what}: dtype {np.asarray(a).dtype}, expected {np.dtype(dtype)}"
+    )
 
 
 def normal(shape, dtype, seed=0, scale=1.0) -> np.ndarray:
@@ -136,8 +152,12 @@ def test_conv2d_matches_torch(case, dtype):
     ref = F.conv2d(xt, wt, bt, stride=stride, padding=torch_padding(padding))
     ref.backward(tensor(dout))
 
-    for a, what in ((out, "output"), (dx, "dx"), (layer.grads["weight"], "dweight"),
-                    (layer.grads["bias"], "dbias")):
+    for a, what in (
+        (out, "output"),
+        (dx, "dx"),
+        (layer.grads["weight"], "dweight"),
+        (layer.grads["bias"], "dbias"),
+    ):
         assert_dtype(a, dtype, f"conv {what}")
     assert_close(out, ref, "conv output")
     assert_close(dx, xt.grad, "conv dx")
@@ -209,13 +229,20 @@ def test_maxpool2d_matches_torch(case, kind, dtype):
     assert_close(dx, xt.grad, f"pool dx ({kind})")
     if kind != "random":
         # Routing must match exactly: the same set of input cells receives gradient.
-        np.testing.assert_array_equal(dx != 0, to_numpy(xt.grad) != 0,
-                                      err_msg=f"pool ({kind}): gradient routed to different cells")
+        np.testing.assert_array_equal(
+            dx != 0,
+            to_numpy(xt.grad) != 0,
+            err_msg=f"pool ({kind}): gradient routed to different cells",
+        )
 
 
 # -- Linear, ReLU, Flatten ----------------------------------------------------------------------
-LINEAR_CASES = [("batch1", 1, 5, 3), ("small", 3, 7, 10), ("md1-fc2", 4, 1024, 10),
-                ("md1-fc1", 4, 2704, 1024)]
+LINEAR_CASES = [
+    ("batch1", 1, 5, 3),
+    ("small", 3, 7, 10),
+    ("md1-fc2", 4, 1024, 10),
+    ("md1-fc1", 4, 2704, 1024),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -234,8 +261,12 @@ def test_linear_matches_torch(case, dtype):
     ref = F.linear(xt, wt, bt)
     ref.backward(tensor(dout))
 
-    for a, what in ((out, "output"), (dx, "dx"), (layer.grads["weight"], "dweight"),
-                    (layer.grads["bias"], "dbias")):
+    for a, what in (
+        (out, "output"),
+        (dx, "dx"),
+        (layer.grads["weight"], "dweight"),
+        (layer.grads["bias"], "dbias"),
+    ):
         assert_dtype(a, dtype, f"linear {what}")
     assert_close(out, ref, "linear output")
     assert_close(dx, xt.grad, "linear dx")
@@ -324,22 +355,31 @@ def test_softmax_cross_entropy_matches_torch(name, dtype):
 
 
 # -- Model 1 end to end -------------------------------------------------------------------------
-def torch_md1(model: Sequential) -> "torch.nn.Sequential":
+def torch_md1(model: Sequential) -> torch.nn.Sequential:
     """The PyTorch twin of ``zoo.build("md1")`` holding copies of ``model``'s parameters."""
     dtype = TORCH_DTYPE[model.dtype]
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 10), torch.nn.ReLU(), torch.nn.MaxPool2d(2, stride=1),
-        torch.nn.Conv2d(32, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2, stride=1),
+        torch.nn.Conv2d(1, 32, 10),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2, stride=1),
+        torch.nn.Conv2d(32, 16, 5),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2, stride=1),
         torch.nn.Flatten(),
-        torch.nn.Linear(13 * 13 * 16, 1024), torch.nn.ReLU(),
+        torch.nn.Linear(13 * 13 * 16, 1024),
+        torch.nn.ReLU(),
         torch.nn.Linear(1024, 10),
     ).to(dtype)
     ours = model.state_dict()
     theirs = dict(net.named_parameters())
-    assert sorted(ours) == sorted(theirs), f"parameter names differ: {sorted(ours)} vs {sorted(theirs)}"
+    assert sorted(ours) == sorted(theirs), (
+        f"parameter names differ: {sorted(ours)} vs {sorted(theirs)}"
+    )
     with torch.no_grad():
         for name, p in theirs.items():
-            assert tuple(p.shape) == ours[name].shape, f"{name}: {tuple(p.shape)} vs {ours[name].shape}"
+            assert tuple(p.shape) == ours[name].shape, (
+                f"{name}: {tuple(p.shape)} vs {ours[name].shape}"
+            )
             p.copy_(torch.from_numpy(ours[name]))
     return net
 
@@ -423,12 +463,15 @@ def test_md1_three_adagrad_steps_match_torch(dtype):
                 sum_sq[name] += p.grad * p.grad
                 p -= lr * p.grad / torch.sqrt(sum_sq[name] + eps)
                 g_tol = rtol * float(p.grad.abs().max())
-                slack[name] += 2 * lr / np.sqrt(to_numpy(sum_sq[name]).astype(np.float64) + eps) * g_tol
+                slack[name] += (
+                    2 * lr / np.sqrt(to_numpy(sum_sq[name]).astype(np.float64) + eps) * g_tol
+                )
 
         assert_close(np.asarray(value), ref_loss, f"step {step} loss")
         for name, p in tparams.items():
             assert_close(grads[name], p.grad, f"step {step} gradient {name}")
             assert_close(opt.state[name]["sum_sq"], sum_sq[name], f"step {step} Adagrad G[{name}]")
             assert_dtype(model.state_dict()[name], dtype, f"step {step} parameter {name}")
-            assert_close(model.state_dict()[name], p, f"step {step} parameter {name}",
-                         slack=slack[name])
+            assert_close(
+                model.state_dict()[name], p, f"step {step} parameter {name}", slack=slack[name]
+            )

@@ -15,14 +15,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0")
+torch = pytest.importorskip(
+    "torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0"
+)
 F = torch.nn.functional
 
-from stablecnn import (  # noqa: E402  (after the importorskip on purpose)
-    AvgPool2d, BatchNorm1d, BatchNorm2d, Dropout, GlobalAvgPool2d, LeakyReLU,
-)
 from test_torch_reference import (  # noqa: E402
-    DTYPES, RTOL, TORCH_DTYPE, assert_close, assert_dtype, ids, normal, tensor, to_numpy,
+    DTYPES,
+    RTOL,
+    TORCH_DTYPE,
+    assert_close,
+    assert_dtype,
+    ids,
+    normal,
+    tensor,
+    to_numpy,
+)
+
+from stablecnn import (  # noqa: E402  (after the importorskip on purpose)
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Dropout,
+    GlobalAvgPool2d,
+    LeakyReLU,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one torch thread here too
@@ -137,8 +153,11 @@ def _dx_slack(x, dout, gamma, eps):
     x, g = x.astype(np.float64), dout.astype(np.float64)
     inv_std = 1 / np.sqrt(x.var(axes, keepdims=True) + eps)
     x_hat = (x - x.mean(axes, keepdims=True)) * inv_std
-    terms = (np.abs(g) + np.abs(g.mean(axes, keepdims=True))
-             + np.abs(x_hat) * np.abs((g * x_hat).mean(axes, keepdims=True)))
+    terms = (
+        np.abs(g)
+        + np.abs(g.mean(axes, keepdims=True))
+        + np.abs(x_hat) * np.abs((g * x_hat).mean(axes, keepdims=True))
+    )
     return rtol * np.abs(gamma.astype(np.float64)).reshape(shape) * inv_std * terms
 
 
@@ -147,7 +166,10 @@ def _dx_slack(x, dout, gamma, eps):
 def test_batchnorm_matches_torch(case, dtype):
     _, cls, shape = case
     ours, ref = _twins(cls, shape[1], dtype)
-    assert repr(ref).startswith(repr(ours)[:-1] + ","), (repr(ours), repr(ref))  # ours omits the flags
+    assert repr(ref).startswith(repr(ours)[:-1] + ","), (
+        repr(ours),
+        repr(ref),
+    )  # ours omits the flags
 
     # three training calls on shifted, scaled data: outputs, all gradients, running statistics
     for step in range(3):
@@ -160,12 +182,17 @@ def test_batchnorm_matches_torch(case, dtype):
         ref_out = ref(xt)
         ref_out.backward(tensor(dout))
         tag = f"{cls.__name__} step {step}"
-        for a, what in ((out, "output"), (dx, "dx"), (ours.grads["weight"], "dweight"),
-                        (ours.grads["bias"], "dbias")):
+        for a, what in (
+            (out, "output"),
+            (dx, "dx"),
+            (ours.grads["weight"], "dweight"),
+            (ours.grads["bias"], "dbias"),
+        ):
             assert_dtype(a, dtype, f"{tag} {what}")
         assert_close(out, ref_out, f"{tag} output")
-        assert_close(dx, xt.grad, f"{tag} dx",
-                     slack=_dx_slack(x, dout, ours.params["weight"], ours.eps))
+        assert_close(
+            dx, xt.grad, f"{tag} dx", slack=_dx_slack(x, dout, ours.params["weight"], ours.eps)
+        )
         assert_close(ours.grads["weight"], ref.weight.grad, f"{tag} dweight")
         assert_close(ours.grads["bias"], ref.bias.grad, f"{tag} dbias")
         assert_close(ours.buffers["running_mean"], ref.running_mean, f"{tag} running_mean")
@@ -177,7 +204,9 @@ def test_batchnorm_matches_torch(case, dtype):
     for n in (shape[0], 1):
         x = normal((n, *shape[1:]), dtype, seed=30 + n, scale=2.0)
         with torch.no_grad():
-            assert_close(ours.forward(x, training=False), ref(tensor(x)), f"{cls.__name__} eval (N={n})")
+            assert_close(
+                ours.forward(x, training=False), ref(tensor(x)), f"{cls.__name__} eval (N={n})"
+            )
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -240,7 +269,10 @@ def test_dropout_scaling_and_mask_statistics_match_torch(p, dtype):
     ours_scale = out[out != 0] / x[out != 0]
     ref_scale = to_numpy(ref)[to_numpy(ref) != 0] / x[to_numpy(ref) != 0]
     assert_close(ours_scale, np.full_like(ours_scale, 1 / (1 - p)), "our scale vs 1/(1-p)")
-    assert_close(ours_scale[: ref_scale.size].mean(keepdims=True),
-                 ref_scale.mean(keepdims=True), "our scale vs torch's")
+    assert_close(
+        ours_scale[: ref_scale.size].mean(keepdims=True),
+        ref_scale.mean(keepdims=True),
+        "our scale vs torch's",
+    )
     assert_dtype(out, dtype, "dropout output")
     assert_dtype(dx, dtype, "dropout dx")

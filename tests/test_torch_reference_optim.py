@@ -18,12 +18,27 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0")
+torch = pytest.importorskip(
+    "torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0"
+)
 
 from test_torch_reference import DTYPES, assert_close, assert_dtype, tensor  # noqa: E402
 
-from stablecnn import (SGD, Adagrad, Adam, AdamW, Conv2d, Flatten, Linear, MaxPool2d,  # noqa: E402
-                       ReLU, RMSprop, Sequential, SoftmaxCrossEntropy, clip_grad_norm)
+from stablecnn import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    RMSprop,
+    Sequential,
+    SoftmaxCrossEntropy,
+    clip_grad_norm,
+)
 from stablecnn.optim.schedules import ConstantLR, CosineLR, StepLR, WarmupLR  # noqa: E402
 
 STEPS = 6
@@ -34,9 +49,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def small_model(dtype):
     rng = np.random.default_rng(0)
-    return Sequential(Conv2d(2, 4, (3, 2), padding=1, rng=rng, dtype=dtype), ReLU(), MaxPool2d(2),
-                      Flatten(), Linear(4 * 3 * 4, 5, rng=rng, dtype=dtype), ReLU(),
-                      Linear(5, 3, rng=rng, dtype=dtype))
+    return Sequential(
+        Conv2d(2, 4, (3, 2), padding=1, rng=rng, dtype=dtype),
+        ReLU(),
+        MaxPool2d(2),
+        Flatten(),
+        Linear(4 * 3 * 4, 5, rng=rng, dtype=dtype),
+        ReLU(),
+        Linear(5, 3, rng=rng, dtype=dtype),
+    )
 
 
 def our_gradients(model, step):
@@ -57,18 +78,41 @@ def torch_twins(model):
 CASES = [
     ("sgd", SGD, torch.optim.SGD, dict(lr=0.1)),
     ("sgd-momentum", SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
-    ("sgd-momentum-dampening-wd", SGD, torch.optim.SGD,
-     dict(lr=0.1, momentum=0.8, dampening=0.3, weight_decay=0.01)),
-    ("sgd-nesterov-wd", SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
+    (
+        "sgd-momentum-dampening-wd",
+        SGD,
+        torch.optim.SGD,
+        dict(lr=0.1, momentum=0.8, dampening=0.3, weight_decay=0.01),
+    ),
+    (
+        "sgd-nesterov-wd",
+        SGD,
+        torch.optim.SGD,
+        dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    ),
     ("adam", Adam, torch.optim.Adam, dict(lr=1e-2)),
-    ("adam-betas-eps-wd", Adam, torch.optim.Adam, dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05)),
+    (
+        "adam-betas-eps-wd",
+        Adam,
+        torch.optim.Adam,
+        dict(lr=1e-2, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05),
+    ),
     ("adamw", AdamW, torch.optim.AdamW, dict(lr=1e-2)),
     ("adamw-wd", AdamW, torch.optim.AdamW, dict(lr=1e-2, betas=(0.85, 0.99), weight_decay=0.3)),
     ("rmsprop", RMSprop, torch.optim.RMSprop, dict(lr=1e-2)),
-    ("rmsprop-momentum-wd", RMSprop, torch.optim.RMSprop, dict(lr=1e-3, momentum=0.9, weight_decay=0.01)),
+    (
+        "rmsprop-momentum-wd",
+        RMSprop,
+        torch.optim.RMSprop,
+        dict(lr=1e-3, momentum=0.9, weight_decay=0.01),
+    ),
     ("rmsprop-centered", RMSprop, torch.optim.RMSprop, dict(lr=1e-3, alpha=0.9, centered=True)),
-    ("rmsprop-centered-momentum-wd", RMSprop, torch.optim.RMSprop,
-     dict(lr=1e-3, alpha=0.95, eps=1e-6, momentum=0.5, centered=True, weight_decay=0.02)),
+    (
+        "rmsprop-centered-momentum-wd",
+        RMSprop,
+        torch.optim.RMSprop,
+        dict(lr=1e-3, alpha=0.95, eps=1e-6, momentum=0.5, centered=True, weight_decay=0.02),
+    ),
 ]
 SCHEDULES = {"constant-lr": None, "warmup-then-step-lr": WarmupLR(StepLR(2, 0.5), warmup_steps=2)}
 
@@ -76,7 +120,9 @@ SCHEDULES = {"constant-lr": None, "warmup-then-step-lr": WarmupLR(StepLR(2, 0.5)
 @pytest.mark.parametrize("schedule", list(SCHEDULES), ids=list(SCHEDULES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case,ours_cls,torch_cls,kwargs", CASES, ids=[c[0] for c in CASES])
-def test_optimizer_matches_torch_over_several_steps(case, ours_cls, torch_cls, kwargs, dtype, schedule):
+def test_optimizer_matches_torch_over_several_steps(
+    case, ours_cls, torch_cls, kwargs, dtype, schedule
+):
     schedule = SCHEDULES[schedule]
     model = small_model(dtype)
     twins = torch_twins(model)
@@ -135,7 +181,10 @@ def test_adagrad_with_weight_decay_matches_torch_rule(dtype):
 # -- clipping -----------------------------------------------------------------------------------
 def grads_like(dtype, scale, seed=0):
     rng = np.random.default_rng(seed)
-    return [(scale * rng.standard_normal(shape)).astype(dtype) for shape in ((4, 2, 3, 2), (4,), (5, 64), (5,))]
+    return [
+        (scale * rng.standard_normal(shape)).astype(dtype)
+        for shape in ((4, 2, 3, 2), (4,), (5, 64), (5,))
+    ]
 
 
 def torch_clip(grads, max_norm, dtype=None):
@@ -156,7 +205,7 @@ def test_clip_grad_norm_matches_torch(dtype, factor):
     true_norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in ours))
     max_norm = factor * true_norm
     ref_norm, ref_grads = torch_clip(ours, max_norm)
-    norm = clip_grad_norm([("g%d" % i, None, g) for i, g in enumerate(ours)], max_norm)
+    norm = clip_grad_norm([(f"g{i}", None, g) for i, g in enumerate(ours)], max_norm)
     rtol = 1e-6 if dtype == np.float32 else 1e-13
     assert norm == pytest.approx(ref_norm, rel=rtol)
     for i, (g, r) in enumerate(zip(ours, ref_grads)):
@@ -179,7 +228,9 @@ def test_clip_grad_norm_float32_extremes_match_torch_in_float64(scale):
         assert_dtype(g, np.float32, f"gradient {i}")
         assert_close(g, r.to(torch.float32), f"clipped gradient {i}")
     if scale > 1:
-        assert np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in ours)) == pytest.approx(1.0, rel=1e-5)
+        assert np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in ours)) == pytest.approx(
+            1.0, rel=1e-5
+        )
 
 
 # -- schedules ----------------------------------------------------------------------------------
@@ -204,7 +255,9 @@ def test_step_lr_matches_torch():
 def test_cosine_lr_matches_torch_over_its_length():
     """CosineAnnealingLR over steps 0..T; beyond T torch rises again, ours stays at min_lr."""
     ours = CosineLR(total_steps=10, min_lr=0.01)
-    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.01), 0.3, 15)
+    ref = torch_lrs(
+        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.01), 0.3, 15
+    )
     got = [ours.lr_at(s, 0.3) for s in range(15)]
     np.testing.assert_allclose(got[:11], ref[:11], rtol=1e-12, atol=1e-15)
     assert got[11:] == [0.01] * 4 and ref[11] > 0.01
@@ -215,8 +268,13 @@ def test_warmup_matches_torch_linear_then_the_inner_schedule():
     runs from its own step 0 (here torch's CosineAnnealingLR started at the end of the warm-up)."""
     W, base = 4, 0.1
     ours = WarmupLR(CosineLR(8), warmup_steps=W)
-    ramp = torch_lrs(lambda o: torch.optim.lr_scheduler.LinearLR(
-        o, start_factor=1 / (W + 1), end_factor=1.0, total_iters=W), base, W + 1)
+    ramp = torch_lrs(
+        lambda o: torch.optim.lr_scheduler.LinearLR(
+            o, start_factor=1 / (W + 1), end_factor=1.0, total_iters=W
+        ),
+        base,
+        W + 1,
+    )
     after = torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8), base, 9)
     got = [ours.lr_at(s, base) for s in range(W + 9)]
     np.testing.assert_allclose(got[: W + 1], ramp, rtol=1e-12)

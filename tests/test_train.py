@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 import pytest
+from support import default_sigint
 
+from stablecnn.cli import main
+from stablecnn.errors import TrainingError
 from stablecnn.training import checkpoint
 from stablecnn.training.callbacks import Callback
-from stablecnn.cli import main
-from support import default_sigint
-from stablecnn.errors import TrainingError
 from stablecnn.training.trainer import Interrupted, RunLock, TrainConfig, Trainer, resume_checkpoint
 
 
@@ -35,6 +35,7 @@ def data():
 @pytest.fixture
 def toy_data(monkeypatch, data):
     """Serve the toy data to the CLI in place of the real (digest-pinned) datasets."""
+
     def fake_load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
         return [data[0] if split == "train" else data[1] for split in splits]
 
@@ -64,8 +65,16 @@ def test_training_learns_and_leaves_a_complete_run_directory(tmp_path, data):
     assert sum(r.startswith("epoch,") for r in rows) == 3
     ckpt = checkpoint.load(tmp_path / "checkpoint.npz")
     assert ckpt.meta["progress"] == {"epoch": 3, "step": 0, "global_step": 18}
-    assert set(ckpt.params) == {"0.weight", "0.bias", "3.weight", "3.bias", "7.weight", "7.bias",
-                                "9.weight", "9.bias"}
+    assert set(ckpt.params) == {
+        "0.weight",
+        "0.bias",
+        "3.weight",
+        "3.bias",
+        "7.weight",
+        "7.bias",
+        "9.weight",
+        "9.bias",
+    }
     assert set(ckpt.optim) == {f"{p}.sum_sq" for p in ckpt.params} | {"steps"}
     assert len(ckpt.history["step_loss"]) == 18
 
@@ -119,7 +128,9 @@ class PoisonAt(Callback):
 
 
 def test_nan_loss_stops_training_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, data):
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 2 \(global step 8\)"):
+    with pytest.raises(
+        TrainingError, match=r"loss became nan at epoch 2, step 2 \(global step 8\)"
+    ):
         trainer(tmp_path, data, callbacks=[PoisonAt(7)]).fit()
     ckpt = checkpoint.load(tmp_path / "checkpoint.npz")
     assert ckpt.meta["progress"]["epoch"] == 1
@@ -129,8 +140,15 @@ def test_nan_loss_stops_training_names_the_step_and_keeps_the_last_good_checkpoi
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path):
     with RunLock(tmp_path):
         other = subprocess.run(
-            [sys.executable, "-c", f"from stablecnn.training.trainer import RunLock; RunLock({str(tmp_path)!r}).acquire()"],
-            capture_output=True, text=True)
+            [
+                sys.executable,
+                "-c",
+                "from stablecnn.training.runlock import RunLock; "
+                f"RunLock({str(tmp_path)!r}).acquire()",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert other.returncode != 0 and "in use by process" in other.stderr
     assert not (tmp_path / ".lock").exists()
 
@@ -141,10 +159,16 @@ def test_a_stale_lock_from_a_dead_process_is_taken_over(tmp_path):
         assert lock.held
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(lr=-0.1), "lr must be a positive"), (dict(batch_size=0), "batch_size"),
-    (dict(epochs=-1), "epochs"), (dict(dtype="float16"), "dtype"), (dict(optimizer="sgdx"), "optimizer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(lr=-0.1), "lr must be a positive"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(epochs=-1), "epochs"),
+        (dict(dtype="float16"), "dtype"),
+        (dict(optimizer="sgdx"), "optimizer"),
+    ],
+)
 def test_bad_hyperparameters_are_refused_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kwargs)
@@ -189,9 +213,24 @@ def test_sigint_in_a_real_process_leaves_a_resumable_checkpoint(tmp_path):
     run = tmp_path / "run"
     script = CLI_WITH_TOY_DATA.format(tests=os.path.dirname(__file__))
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, "train", "--epochs", "1", "--batch-size", "20",
-         "--out", str(run), "--no-plots"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+        [
+            sys.executable,
+            "-c",
+            script,
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--out",
+            str(run),
+            "--no-plots",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     metrics = run / "metrics.csv"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -207,8 +246,10 @@ def test_sigint_in_a_real_process_leaves_a_resumable_checkpoint(tmp_path):
     assert not (run / ".lock").exists()
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "summary", "predict", "plot", "data",
-                                     "export-pickle", "import-pickle"])
+@pytest.mark.parametrize(
+    "command",
+    ["train", "evaluate", "summary", "predict", "plot", "data", "export-pickle", "import-pickle"],
+)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -217,8 +258,16 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_other_optimizers_schedules_and_clipping_train_and_resume_bit_identically(tmp_path, data):
-    cfg = dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, schedule="cosine",
-               warmup_steps=3, clip=5.0, normalization="unit")
+    cfg = dict(
+        optimizer="sgd",
+        lr=0.05,
+        momentum=0.9,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup_steps=3,
+        clip=5.0,
+        normalization="unit",
+    )
     last = trainer(tmp_path / "full", data, config(**cfg)).fit()
     assert np.isfinite(last["test_loss"])
     lrs = checkpoint.load(tmp_path / "full").history["step_lr"]
@@ -244,12 +293,32 @@ def test_cli_trains_on_your_own_idx_files_with_no_verify(tmp_path, data, capsys)
     (xtr, ytr), (xte, yte) = data
     folder = tmp_path / "idx"
     folder.mkdir()
-    for name, arr in (("train-images-idx3-ubyte", xtr), ("train-labels-idx1-ubyte", ytr),
-                      ("t10k-images-idx3-ubyte.gz", xte), ("t10k-labels-idx1-ubyte.gz", yte)):
+    for name, arr in (
+        ("train-images-idx3-ubyte", xtr),
+        ("train-labels-idx1-ubyte", ytr),
+        ("t10k-images-idx3-ubyte.gz", xte),
+        ("t10k-labels-idx1-ubyte.gz", yte),
+    ):
         write_idx(folder / name, arr)
     run = tmp_path / "run"
-    assert main(["train", "--data-dir", str(folder), "--no-verify", "--epochs", "1",
-                 "--batch-size", "60", "--out", str(run), "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data-dir",
+                str(folder),
+                "--no-verify",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "60",
+                "--out",
+                str(run),
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     assert "240 images" in (run / "train_log.txt").read_text()  # ours, not MNIST's 60,000
     assert main(["evaluate", str(run), "--data-dir", str(folder), "--no-verify"]) == 0
     assert "100 images" in capsys.readouterr().out
@@ -266,10 +335,16 @@ def test_weight_decay_is_stored_as_the_number_the_run_uses(tmp_path):
     assert TrainConfig(optimizer="adam").weight_decay == 0.0
     images = np.zeros((4, 28, 28), np.uint8)
     labels = np.arange(4, dtype=np.uint8)
-    trainer = Trainer(TrainConfig(optimizer="adamw", weight_decay=0, epochs=1, batch_size=4,
-                                  normalization="unit"),
-                      tmp_path / "run", (images, labels), (images, labels), echo=False,
-                      progress=False)
+    trainer = Trainer(
+        TrainConfig(
+            optimizer="adamw", weight_decay=0, epochs=1, batch_size=4, normalization="unit"
+        ),
+        tmp_path / "run",
+        (images, labels),
+        (images, labels),
+        echo=False,
+        progress=False,
+    )
     assert trainer.optimizer.config()["weight_decay"] == 0
     stored = TrainConfig(optimizer="adamw", weight_decay=0).to_dict()
     assert TrainConfig.from_dict(stored).weight_decay == 0
@@ -279,11 +354,14 @@ def test_weight_decay_is_stored_as_the_number_the_run_uses(tmp_path):
     assert TrainConfig.from_dict({**version1, "optimizer": "sgd"}).weight_decay == 0.0
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(optimizer="sgd", momentum=1.5), "SGD: invalid momentum value: 1.5"),
-    (dict(optimizer="adam", weight_decay=float("inf")), "invalid weight_decay value: inf"),
-    (dict(optimizer="adagrad", momentum=0.9), "does not take momentum"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(optimizer="sgd", momentum=1.5), "SGD: invalid momentum value: 1.5"),
+        (dict(optimizer="adam", weight_decay=float("inf")), "invalid weight_decay value: inf"),
+        (dict(optimizer="adagrad", momentum=0.9), "does not take momentum"),
+    ],
+)
 def test_optimizer_settings_are_checked_with_the_config(kwargs, message):
     from stablecnn.training.trainer import TrainConfig
 

@@ -20,28 +20,96 @@ import importlib.abc
 import importlib.util
 import sys
 
-from stablecnn.errors import (CheckpointError, ConfigError, DataError, ShapeError, StableCNNError,
-                              TrainingError)
+from stablecnn.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ShapeError,
+    StableCNNError,
+    TrainingError,
+)
 from stablecnn.kernels import parallel, runtime
 from stablecnn.nn import init, zoo
-from stablecnn.nn.layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
-                                 GlobalAvgPool2d, Layer, LeakyReLU, Linear, MaxPool2d, ReLU)
+from stablecnn.nn.layers import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Layer,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
 from stablecnn.nn.losses import SoftmaxCrossEntropy, log_softmax, softmax
 from stablecnn.nn.model import Sequential
-from stablecnn.optim import (OPTIMIZERS, SGD, Adagrad, Adam, AdamW, ConstantLR, CosineLR,
-                             Optimizer, RMSprop, Schedule, StepLR, WarmupLR, build_optimizer,
-                             build_schedule, clip_grad_norm, schedules)
+from stablecnn.optim import (
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    ConstantLR,
+    CosineLR,
+    Optimizer,
+    RMSprop,
+    Schedule,
+    StepLR,
+    WarmupLR,
+    build_optimizer,
+    build_schedule,
+    clip_grad_norm,
+    schedules,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sequential", "Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten",
-    "AvgPool2d", "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "LeakyReLU",
-    "SoftmaxCrossEntropy", "softmax", "log_softmax", "Adagrad", "Optimizer", "init", "zoo",
-    "StableCNNError", "ConfigError", "DataError", "ShapeError", "CheckpointError",
-    "TrainingError", "SGD", "Adam", "AdamW", "RMSprop", "OPTIMIZERS", "build_optimizer",
-    "clip_grad_norm", "schedules", "Schedule", "ConstantLR", "StepLR", "CosineLR", "WarmupLR",
-    "build_schedule", "parallel", "runtime",
+    "Sequential",
+    "Layer",
+    "Conv2d",
+    "MaxPool2d",
+    "Linear",
+    "ReLU",
+    "Flatten",
+    "AvgPool2d",
+    "GlobalAvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Dropout",
+    "LeakyReLU",
+    "SoftmaxCrossEntropy",
+    "softmax",
+    "log_softmax",
+    "Adagrad",
+    "Optimizer",
+    "init",
+    "zoo",
+    "StableCNNError",
+    "ConfigError",
+    "DataError",
+    "ShapeError",
+    "CheckpointError",
+    "TrainingError",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "RMSprop",
+    "OPTIMIZERS",
+    "build_optimizer",
+    "clip_grad_norm",
+    "schedules",
+    "Schedule",
+    "ConstantLR",
+    "StepLR",
+    "CosineLR",
+    "WarmupLR",
+    "build_schedule",
+    "parallel",
+    "runtime",
 ]
 
 # old module path -> the module that took its place
@@ -73,7 +141,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def _target(fullname: str) -> str | None:
         for old, new in MOVED.items():
             if fullname == old or fullname.startswith(old + "."):
-                return new + fullname[len(old):]
+                return new + fullname[len(old) :]
         return None
 
     def find_spec(self, fullname, path=None, target=None):

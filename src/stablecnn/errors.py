@@ -29,9 +29,23 @@ code written against NumPy-style APIs.
 
 from __future__ import annotations
 
-__all__ = ["StableCNNError", "ConfigError", "ResumeMismatch", "ShapeError", "DataError",
-           "IdxError", "ChecksumError", "SourceError", "ImageError", "NoInkError",
-           "CheckpointError", "ModelFileError", "TrainingError", "Diverged", "Interrupted"]
+__all__ = [
+    "StableCNNError",
+    "ConfigError",
+    "ResumeMismatch",
+    "ShapeError",
+    "DataError",
+    "IdxError",
+    "ChecksumError",
+    "SourceError",
+    "ImageError",
+    "NoInkError",
+    "CheckpointError",
+    "ModelFileError",
+    "TrainingError",
+    "Diverged",
+    "Interrupted",
+]
 
 
 class StableCNNError(Exception):
@@ -51,7 +65,7 @@ class ShapeError(ConfigError):
     """An array's shape does not fit a layer or the model."""
 
 
-# -- data -------------------------------------------------------------------------------------------
+# -- data ------------------------------------------------------------------------------------------
 class DataError(StableCNNError, ValueError):
     """A data file or dataset source is missing, malformed or fails its checksum."""
 

@@ -59,8 +59,8 @@ def _pairs(padding):
 
 
 def _pad(x, padding):
-    """``x`` (N, C, H, W) with ``padding`` zeros around each map: (N, C, H + pT + pB, W + pL + pR).
-    """
+    """``x`` (N, C, H, W) with ``padding`` zeros around each map:
+    (N, C, H + pT + pB, W + pL + pR)."""
     return np.pad(x, ((0, 0), (0, 0), *_pairs(padding)))
 
 
@@ -128,7 +128,8 @@ def conv2d_backward(dout, x, w, stride=(1, 1), padding=((0, 0), (0, 0))):
     for p in range(kh):
         for q in range(kw):  # the input cells that kernel offset (p, q) read, one per output
             _at_offset(dxp, p, q, stride, dout.shape[2:])[...] += np.einsum(
-                "nfhw,fc->nchw", dout, w[:, :, p, q])
+                "nfhw,fc->nchw", dout, w[:, :, p, q]
+            )
     return _crop(dxp, padding, x.shape), dw, db
 
 
@@ -285,8 +286,11 @@ def batchnorm_backward(dout, x, gamma, eps=1e-5):
     x_hat = (x - mu) / std
     dbeta = dout.sum(axis=axes)
     dgamma = (dout * x_hat).sum(axis=axes)
-    dx = _per_channel(gamma, x) / std * (
-        dout - _per_channel(dbeta, x) / m - x_hat * _per_channel(dgamma, x) / m)
+    dx = (
+        _per_channel(gamma, x)
+        / std
+        * (dout - _per_channel(dbeta, x) / m - x_hat * _per_channel(dgamma, x) / m)
+    )
     return dx, dgamma, dbeta
 
 
@@ -302,8 +306,10 @@ def batchnorm_running_stats(x, running_mean, running_var, momentum=0.1):
     """
     axes = _channel_axes(x)
     mean, var_unbiased = x.mean(axis=axes), x.var(axis=axes, ddof=1)
-    return ((1 - momentum) * running_mean + momentum * mean,
-            (1 - momentum) * running_var + momentum * var_unbiased)
+    return (
+        (1 - momentum) * running_mean + momentum * mean,
+        (1 - momentum) * running_var + momentum * var_unbiased,
+    )
 
 
 def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis.extra import numpy as hnp
 
-from stablecnn.data import ORIGINAL_SUBSET, Normalizer, iterate_batches, subset
-from stablecnn.data import batching
+from stablecnn.data import ORIGINAL_SUBSET, Normalizer, batching, iterate_batches, subset
 from stablecnn.errors import DataError
 
 RNG = np.random.default_rng(7)
@@ -79,33 +78,39 @@ def test_binary_images_are_refused_for_their_deviation_not_as_constant():
     assert str(info.value) == (
         f"the standard deviation of the images' pixels is {std:.2f} (values 0 to 1), below 1, so "
         f"the original integer normalisation (divide by int(std) = 0) cannot be used; use the "
-        f"unit normalisation instead: --normalization unit (x / 255)")
+        f"unit normalisation instead: --normalization unit (x / 255)"
+    )
     assert "constant" not in str(info.value)
     x = Normalizer.unit()(images)  # the way out works: 0 and 1/255
     assert set(np.unique(x).tolist()) == {0.0, np.float32(1 / 255)}
 
 
-@pytest.mark.parametrize("images, shown", [
-    (np.array([0] * 999_999 + [1], np.uint8), "0.001"),  # one ink pixel in a million
-    (np.array([0, 1] * 50, np.uint8), "0.5"),
-    (np.array([3, 4] * 49 + [5, 3], np.uint8), "0.52"),
-    (np.array([0] * 10 + [2], np.uint8), "0.57"),
-    (np.array([0, 2] * 2000 + [1], np.uint8), "0.9999"),  # two digits would print 1
-])
+@pytest.mark.parametrize(
+    "images, shown",
+    [
+        (np.array([0] * 999_999 + [1], np.uint8), "0.001"),  # one ink pixel in a million
+        (np.array([0, 1] * 50, np.uint8), "0.5"),
+        (np.array([3, 4] * 49 + [5, 3], np.uint8), "0.52"),
+        (np.array([0] * 10 + [2], np.uint8), "0.57"),
+        (np.array([0, 2] * 2000 + [1], np.uint8), "0.9999"),  # two digits would print 1
+    ],
+)
 def test_a_deviation_below_one_is_shown_as_measured_and_never_as_1(images, shown):
     assert 0 < images.std() < 1
     with pytest.raises(DataError) as info:
         Normalizer.original(images)
-    assert f"pixels is {shown} (values {images.min()} to {images.max()}), below 1" \
-        in str(info.value)
+    assert f"pixels is {shown} (values {images.min()} to {images.max()}), below 1" in str(
+        info.value
+    )
 
 
 @pytest.mark.parametrize("value", [0, 7, 255])
 def test_constant_images_are_still_called_constant(value):
     with pytest.raises(DataError) as info:
         Normalizer.original(np.full((4, 28, 28), value, np.uint8))
-    assert str(info.value).startswith(f"the images are constant: every pixel is {value} "
-                                      f"(standard deviation 0)")
+    assert str(info.value).startswith(
+        f"the images are constant: every pixel is {value} (standard deviation 0)"
+    )
     assert "--normalization unit" not in str(info.value)
 
 
@@ -148,14 +153,17 @@ def test_normalizer_round_trips_through_plain_values():
     assert Normalizer.from_dict(Normalizer.unit().to_dict()) == Normalizer.unit()
 
 
-@pytest.mark.parametrize("kwargs, fault", [
-    (dict(mean=0.0, std=0.0), "positive finite std, got mean=0.0, std=0.0"),
-    (dict(mean=0.0, std=float("inf")), "positive finite std, got mean=0.0, std=inf"),
-    (dict(mean=float("nan"), std=1.0), "finite mean"),
-    (dict(mean=0.0, std="78"), "std='78'"),
-    (dict(mean=True, std=78.0), "mean=True"),
-    (dict(mean=0.0, std=1.0, kind="zscore"), "kind"),
-])
+@pytest.mark.parametrize(
+    "kwargs, fault",
+    [
+        (dict(mean=0.0, std=0.0), "positive finite std, got mean=0.0, std=0.0"),
+        (dict(mean=0.0, std=float("inf")), "positive finite std, got mean=0.0, std=inf"),
+        (dict(mean=float("nan"), std=1.0), "finite mean"),
+        (dict(mean=0.0, std="78"), "std='78'"),
+        (dict(mean=True, std=78.0), "mean=True"),
+        (dict(mean=0.0, std=1.0, kind="zscore"), "kind"),
+    ],
+)
 def test_invalid_normalizers(kwargs, fault):
     with pytest.raises(DataError, match=fault):
         Normalizer(**kwargs)
@@ -200,9 +208,18 @@ def test_drop_last_and_no_shuffle():
 
 def test_seeded_shuffle_is_reproducible_and_changes_each_epoch():
     def epoch_labels(rng):
-        return np.concatenate([y for _, y in iterate_batches(
-            np.arange(50, dtype=np.uint8).reshape(50, 1, 1).repeat(28, 1).repeat(28, 2),
-            np.arange(50), 8, rng, Normalizer.unit())])
+        return np.concatenate(
+            [
+                y
+                for _, y in iterate_batches(
+                    np.arange(50, dtype=np.uint8).reshape(50, 1, 1).repeat(28, 1).repeat(28, 2),
+                    np.arange(50),
+                    8,
+                    rng,
+                    Normalizer.unit(),
+                )
+            ]
+        )
 
     a, b = np.random.default_rng(42), np.random.default_rng(42)
     first_a, first_b = epoch_labels(a), epoch_labels(b)
@@ -259,7 +276,8 @@ def test_subset_takes_the_first_n_as_views():
 
 
 def test_train_on_binary_idx_files_exits_2_naming_the_deviation_and_the_way_out(
-        tmp_path, capsys, cache_root):
+    tmp_path, capsys, cache_root
+):
     from stablecnn.cli import main
     from stablecnn.data import write_idx
 
@@ -276,9 +294,11 @@ def test_train_on_binary_idx_files_exits_2_naming_the_deviation_and_the_way_out(
     args = ["train", "--data-dir", str(folder), "--no-verify", "--epochs", "1", "--no-plots"]
     assert main([*args, "--out", str(tmp_path / "refused")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"stablecnn: error: the standard deviation of the images' pixels is "
-                          f"{std:.2f} (values 0 to 1), below 1, so the original integer "
-                          f"normalisation"), err
+    assert err.startswith(
+        f"stablecnn: error: the standard deviation of the images' pixels is "
+        f"{std:.2f} (values 0 to 1), below 1, so the original integer "
+        f"normalisation"
+    ), err
     assert "--normalization unit" in err and "constant" not in err and "Traceback" not in err
     assert not (tmp_path / "refused").exists()  # refused before the run directory is made
     # the way the message names works on the same files

@@ -59,8 +59,15 @@ def test_verify_and_info_without_data(tiny, cache_root, capsys):
 
 def test_fetch_from_data_dir_and_explicit_cache_dir(tiny, tmp_path, capsys):
     cache_dir = tmp_path / "elsewhere"
-    code, out, _ = run(capsys, "fetch", "fashion-mnist", "--data-dir", str(tiny.raw_dir),
-                       "--cache-dir", str(cache_dir))
+    code, out, _ = run(
+        capsys,
+        "fetch",
+        "fashion-mnist",
+        "--data-dir",
+        str(tiny.raw_dir),
+        "--cache-dir",
+        str(cache_dir),
+    )
     assert code == 0 and out.count(f"<- data dir {tiny.raw_dir}") == 4
     assert (cache_dir / "fashion-mnist" / "train-images-idx3-ubyte").exists()
     code, out, _ = run(capsys, "verify", "fashion-mnist", "--data-dir", str(tiny.gz_dir))
@@ -68,8 +75,10 @@ def test_fetch_from_data_dir_and_explicit_cache_dir(tiny, tmp_path, capsys):
 
 
 def test_fetch_failure_is_a_one_line_error(tiny, cache_root, capsys, monkeypatch, tmp_path):
-    spec = dataclasses.replace(tiny.fashion, fallback=specs.DebianFallback(
-        "dataset-fashion-mnist", str(tmp_path / "absent")))
+    spec = dataclasses.replace(
+        tiny.fashion,
+        fallback=specs.DebianFallback("dataset-fashion-mnist", str(tmp_path / "absent")),
+    )
     monkeypatch.setitem(specs.SPECS, "fashion-mnist", spec)
     code, out, err = run(capsys, "fetch", "fashion-mnist", "-q")
     assert code == 2

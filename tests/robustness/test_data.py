@@ -32,7 +32,7 @@ def idx_bytes(array):
 
 
 def refused(path, *fragments, error=IdxError):
-    """Assert ``read_idx(path)`` raises ``error`` starting with the path and naming each fragment."""
+    """Assert ``read_idx(path)`` raises ``error`` starting with the path, naming each fragment."""
     with pytest.raises(error) as info:
         read_idx(path)
     text = str(info.value)
@@ -42,7 +42,7 @@ def refused(path, *fragments, error=IdxError):
     return text
 
 
-# -- the IDX files ----------------------------------------------------------------------------------
+# -- the IDX files ---------------------------------------------------------------------------------
 def test_idx_truncated(tmp_path):
     data = idx_bytes(IMAGES)
     header = tmp_path / "header-cut"
@@ -50,8 +50,11 @@ def test_idx_truncated(tmp_path):
     refused(header, "truncated header: 10 bytes, 16 needed for 3 dimension(s)")
     payload = tmp_path / "payload-cut"
     payload.write_bytes(data[:-100])
-    refused(payload, "truncated payload: the header promises 3920 bytes (images 5 x 28 x 28), "
-                     "the file holds 3820")
+    refused(
+        payload,
+        "truncated payload: the header promises 3920 bytes (images 5 x 28 x 28), "
+        "the file holds 3820",
+    )
     gz = tmp_path / "cut.gz"
     gz.write_bytes(gzip.compress(data)[:-30])
     refused(gz, "gzip data is truncated or corrupt")
@@ -80,8 +83,9 @@ def test_idx_empty(tmp_path):
 def test_idx_wrong_magic(tmp_path):
     path = tmp_path / "labels"
     path.write_bytes(struct.pack(">II", 0x00000802, 5) + LABELS.tobytes())  # signed-byte kind
-    refused(path, "wrong magic number 0x00000802: expected 0x00000803 (images) or "
-                  "0x00000801 (labels)")
+    refused(
+        path, "wrong magic number 0x00000802: expected 0x00000803 (images) or 0x00000801 (labels)"
+    )
     html = tmp_path / "page.html"
     html.write_bytes(b"<!DOCTYPE html><html>Not Found</html>")
     refused(html, "wrong magic number 0x3c21444f")
@@ -103,8 +107,11 @@ def test_idx_dims_disagree_with_payload(tmp_path):
     # a pair whose counts differ, in a folder of the user's own files
     write_idx(tmp_path / "t10k-images-idx3-ubyte", IMAGES)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte", LABELS[:4])
-    with pytest.raises(IdxError, match=r"t10k-images-idx3-ubyte holds 5 images but "
-                                       r".*t10k-labels-idx1-ubyte holds 4 labels"):
+    with pytest.raises(
+        IdxError,
+        match=r"t10k-images-idx3-ubyte holds 5 images but "
+        r".*t10k-labels-idx1-ubyte holds 4 labels",
+    ):
         load_dataset("mnist", "test", data_dir=tmp_path, verify=False, quiet=True)
 
 
@@ -116,7 +123,7 @@ def test_idx_labels_out_of_range(tmp_path):
     refused(path, "label 10 at index 3 is above 9")
 
 
-# -- the cache and the downloads ----------------------------------------------------------------------
+# -- the cache and the downloads -------------------------------------------------------------------
 class Mirror(http.server.ThreadingHTTPServer):
     """A local download mirror: ``/good/`` serves the files, ``/html/`` a 200 HTML page,
     ``/stall/`` the first bytes and then nothing."""
@@ -160,20 +167,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def mirror(monkeypatch, cache_root):
     """A tiny 'mnist' whose pinned digests are those of generated files, served locally."""
-    arrays = {"train-images": IMAGES, "train-labels": LABELS,
-              "t10k-images": IMAGES[:2], "t10k-labels": LABELS[:2]}
+    arrays = {
+        "train-images": IMAGES,
+        "train-labels": LABELS,
+        "t10k-images": IMAGES[:2],
+        "t10k-labels": LABELS[:2],
+    }
     files, served = {}, {}
     for key, fspec in specs.MNIST.files.items():
         raw = idx_bytes(arrays[key])
         served[fspec.gz_name] = gzip.compress(raw, mtime=0)
-        files[key] = dataclasses.replace(fspec, sha256=hashlib.sha256(raw).hexdigest(),
-                                         count=len(arrays[key]), gz_sha256=None)
+        files[key] = dataclasses.replace(
+            fspec, sha256=hashlib.sha256(raw).hexdigest(), count=len(arrays[key]), gz_sha256=None
+        )
     server = Mirror(served)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     # the offline fallback is a folder that does not exist: no pip, no network
-    spec = dataclasses.replace(specs.MNIST, files=files, mirrors=(server.url("good"),),
-                               fallback=specs.DebianFallback("none", str(cache_root / "absent")))
+    spec = dataclasses.replace(
+        specs.MNIST,
+        files=files,
+        mirrors=(server.url("good"),),
+        fallback=specs.DebianFallback("none", str(cache_root / "absent")),
+    )
     monkeypatch.setitem(specs.SPECS, "mnist", spec)
     server.spec, server.raw = spec, {k: idx_bytes(a) for k, a in arrays.items()}
     yield server
@@ -207,16 +223,20 @@ def test_download_stalls(mirror, cache_root, monkeypatch):
 
     spec = dataclasses.replace(mirror.spec, mirrors=(mirror.url("stall"),))
     monkeypatch.setitem(specs.SPECS, "mnist", spec)
-    monkeypatch.setattr(datasets, "fetch_from_mirrors",  # the default read timeout is 5 s
-                        lambda *a, **k: fetch_from_mirrors(*a, **{**k, "timeout": 0.5}))
+    monkeypatch.setattr(
+        datasets,
+        "fetch_from_mirrors",  # the default read timeout is 5 s
+        lambda *a, **k: fetch_from_mirrors(*a, **{**k, "timeout": 0.5}),
+    )
     t0 = time.monotonic()
     with pytest.raises(SourceError) as info:
         load_dataset("mnist", "train", quiet=True)
     assert time.monotonic() - t0 < 5  # the read timeout ends the wait, not the server
     host = mirror.url("stall").split("/")[2]
     text = str(info.value)
-    assert text.startswith("could not get mnist (train-images-idx3-ubyte, "
-                           "train-labels-idx1-ubyte) from any source")
+    assert text.startswith(
+        "could not get mnist (train-images-idx3-ubyte, train-labels-idx1-ubyte) from any source"
+    )
     assert f"download mirrors failed: {host}: unreachable (timed out)" in text
     assert "offline fallback" in text  # the next source was tried too
     assert list((cache_root / "mnist").iterdir()) == []  # nothing cached, no partial file
@@ -228,7 +248,9 @@ def test_download_returns_html_instead_of_gzip(mirror, cache_root):
     with pytest.raises(SourceError) as info:
         fetch_from_mirrors(spec, ["train-images"], dest, quiet=True)
     url = mirror.url("html") + "train-images-idx3-ubyte.gz"
-    assert (f"download mirrors failed: {url}: the server sent text/html, not gzip data "
-            f"(it starts with b'<!DOCTYPE html><')") in str(info.value)
+    assert (
+        f"download mirrors failed: {url}: the server sent text/html, not gzip data "
+        f"(it starts with b'<!DOCTYPE html><')"
+    ) in str(info.value)
     assert list(dest.iterdir()) == []
     assert isinstance(info.value, DataError)

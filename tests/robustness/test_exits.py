@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import default_sigint
 
 from stablecnn import cli
-from support import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY_SCRIPT = ROOT / "train_cnn_md1.py"
@@ -27,20 +27,27 @@ DEADLINE = 60.0  # seconds any one process here may take
 
 def stablecnn(*args, env=None, **popen) -> subprocess.Popen:
     """``python -m stablecnn ARGS`` in a new process (the installed command's entry point)."""
-    return subprocess.Popen([sys.executable, "-m", "stablecnn", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})}, preexec_fn=default_sigint,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "stablecnn", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+        preexec_fn=default_sigint,
+        **popen,
+    )
 
 
-# -- settings are read where errors are reported ----------------------------------------------------
+# -- settings are read where errors are reported ---------------------------------------------------
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "4,3,2", "1.5"])
 def test_a_bad_thread_count_is_one_line_and_exit_2(value):
     proc = stablecnn("summary", "md1", env={"STABLECNN_NUM_THREADS": value})
     out, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 2, err
-    assert err == f"stablecnn: error: STABLECNN_NUM_THREADS must be a positive integer, " \
-                  f"got {value!r}\n"
+    assert (
+        err == f"stablecnn: error: STABLECNN_NUM_THREADS must be a positive integer, "
+        f"got {value!r}\n"
+    )
     assert out == ""
 
 
@@ -59,8 +66,15 @@ def no_home(monkeypatch):
         Path.home()  # the situation the fixture promises
 
 
-@pytest.mark.parametrize("command", [["data", "info"], ["data", "fetch", "mnist"],
-                                     ["evaluate", "{ckpt}"], ["train", "--out", "{out}"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["data", "info"],
+        ["data", "fetch", "mnist"],
+        ["evaluate", "{ckpt}"],
+        ["train", "--out", "{out}"],
+    ],
+)
 def test_no_home_directory_is_one_line_and_exit_2(command, tmp_path, no_home, kit, capsys):
     ckpt = kit.save_small_checkpoint(tmp_path / "small.npz")
     out = tmp_path / "run"
@@ -79,7 +93,7 @@ def test_stablecnn_data_with_a_tilde_and_no_home(tmp_path, no_home, monkeypatch,
     assert "STABLECNN_DATA='~/data'" in err and err.count("\n") == 1
 
 
-# -- Ctrl-C -----------------------------------------------------------------------------------------
+# -- Ctrl-C ----------------------------------------------------------------------------------------
 def test_every_command_turns_ctrl_c_into_one_line(monkeypatch, capsys):
     """Whatever the command is doing when Ctrl-C arrives, the same line and 130."""
     import argparse
@@ -92,8 +106,11 @@ def test_every_command_turns_ctrl_c_into_one_line(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     for name in names:
-        monkeypatch.setattr(argparse.ArgumentParser, "parse_args",
-                            lambda self, argv=None: argparse.Namespace(func=interrupted))
+        monkeypatch.setattr(
+            argparse.ArgumentParser,
+            "parse_args",
+            lambda self, argv=None: argparse.Namespace(func=interrupted),
+        )
         assert cli.main([name]) == 130, name
         captured = capsys.readouterr()
         assert captured.err == "stablecnn: interrupted\n", name
@@ -152,10 +169,16 @@ def test_ctrl_c_in_train_cnn_md1(tmp_path):
         "    time.sleep(60)\n"
         "legacy.read_split = slow\n"
         f"sys.argv = [{str(LEGACY_SCRIPT)!r}, '0']\n"
-        f"runpy.run_path({str(LEGACY_SCRIPT)!r}, run_name='__main__')\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=default_sigint)
+        f"runpy.run_path({str(LEGACY_SCRIPT)!r}, run_name='__main__')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    )
     first = proc.stdout.readline()
     assert first == "reading\n", proc.communicate()
     out, err = _interrupt_when(proc, lambda: True)
@@ -185,15 +208,13 @@ def test_a_closed_pipe_from_a_shell_pipeline(tmp_path, kit):
     many = tmp_path / "many.npy"
     np.save(many, np.zeros((20_000, 2, 2), dtype=np.uint8))
     command = f"{sys.executable} -m stablecnn predict {ckpt} {many} | head -1"
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                          timeout=DEADLINE)
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=DEADLINE)
     assert done.returncode == 0
     assert done.stdout.count("\n") == 1
     assert done.stderr == ""
 
 
-@pytest.mark.parametrize("exc", [BrokenPipeError(32, "Broken pipe"),
-                                 OSError(32, "Broken pipe")])
+@pytest.mark.parametrize("exc", [BrokenPipeError(32, "Broken pipe"), OSError(32, "Broken pipe")])
 def test_run_command_treats_epipe_as_the_end_of_output(exc, capsys):
     def command():
         raise exc
@@ -207,8 +228,10 @@ def test_run_command_reports_an_os_error_with_its_file(capsys):
         raise PermissionError(13, "Permission denied", "/runs/x/checkpoint.npz")
 
     assert cli.run_command(command, prog="train_cnn_md1.py") == 2
-    assert capsys.readouterr().err == \
-        "train_cnn_md1.py: error: /runs/x/checkpoint.npz: Permission denied\n"
+    assert (
+        capsys.readouterr().err
+        == "train_cnn_md1.py: error: /runs/x/checkpoint.npz: Permission denied\n"
+    )
 
 
 # -- the user's mistake or a bug ------------------------------------------------------------------
@@ -222,9 +245,11 @@ def test_only_the_projects_errors_become_one_line(capsys):
     assert cli.run_command(bug) == cli.EXIT_BUG
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "IndexError: index 7" in err
-    assert err.rstrip().endswith("please report it with the traceback above and the command "
-                                 "that caused it")
+    assert err.rstrip().endswith(
+        "please report it with the traceback above and the command that caused it"
+    )
     for exc in (ValueError("bad"), TypeError("bad")):
+
         def raises(exc=exc):
             raise exc
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from stablecnn import cli
-from stablecnn.training import checkpoint
 from stablecnn.errors import CheckpointError
+from stablecnn.training import checkpoint
 from stablecnn.training.trainer import RunLock, resume_checkpoint
 
 # In the subprocess: every checkpoint after the first writes half its bytes, says so, then hangs.
@@ -88,8 +88,10 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path, kit, reference):
         proc.kill()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert f"checkpoint saved to {run / 'checkpoint.npz'}. Resume with: stablecnn train --resume " \
-           f"{run}" in err
+    assert (
+        f"checkpoint saved to {run / 'checkpoint.npz'}. Resume with: stablecnn train --resume "
+        f"{run}" in err
+    )
     ckpt = checkpoint.load(run)
     progress = ckpt.meta["progress"]
     assert progress["epoch"] == 1 and 1 <= progress["step"] < 3, progress  # mid-epoch
@@ -113,8 +115,10 @@ def _deny_writes_in(monkeypatch, folder, code=errno.EACCES):
     real_os_open, real_open = os.open, builtins.open
 
     def inside(path):
-        return isinstance(path, (str, os.PathLike)) and \
-            os.path.dirname(os.path.abspath(os.fspath(path))) == folder
+        return (
+            isinstance(path, (str, os.PathLike))
+            and os.path.dirname(os.path.abspath(os.fspath(path))) == folder
+        )
 
     def os_open(path, flags, *args, **kwargs):
         if inside(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
@@ -189,8 +193,10 @@ def test_disk_full(tmp_path, kit, reference, monkeypatch, capsys, toy_cli):
     err = capsys.readouterr().err
     monkeypatch.undo()
     assert code == 2
-    assert err == (f"stablecnn: error: could not write checkpoint {run / 'checkpoint.npz'}: "
-                   f"No space left on device\n")
+    assert err == (
+        f"stablecnn: error: could not write checkpoint {run / 'checkpoint.npz'}: "
+        f"No space left on device\n"
+    )
     ckpt = checkpoint.load(run)  # epoch 1's checkpoint is intact
     assert ckpt.meta["progress"] == {"epoch": 1, "step": 0, "global_step": 3}
     assert kit.temp_files(run) == [] and not (run / ".lock").exists()
@@ -202,8 +208,10 @@ def test_disk_full(tmp_path, kit, reference, monkeypatch, capsys, toy_cli):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "fsync", no_space)
-    with pytest.raises(CheckpointError, match=f"^could not write checkpoint {run / 'checkpoint.npz'}"
-                                              f": No space left on device$"):
+    with pytest.raises(
+        CheckpointError,
+        match=f"^could not write checkpoint {run / 'checkpoint.npz'}: No space left on device$",
+    ):
         checkpoint.save(run / "checkpoint.npz", checkpoint.load_model(run)[0], ckpt.meta)
     monkeypatch.undo()
     assert (run / "checkpoint.npz").read_bytes() == good and kit.temp_files(run) == []
@@ -216,13 +224,15 @@ def test_two_runs_on_the_same_run_directory(epoch1_run, kit):
             proc = kit.cli_process(*args)
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 2, err
-            assert err == (f"stablecnn: error: run directory {epoch1_run} is in use by process "
-                           f"{os.getpid()}; use another --out directory\n")
+            assert err == (
+                f"stablecnn: error: run directory {epoch1_run} is in use by process "
+                f"{os.getpid()}; use another --out directory\n"
+            )
         assert kit.snapshot(epoch1_run) == {**before, ".lock": str(os.getpid()).encode()}
     assert kit.snapshot(epoch1_run) == before  # the lock is gone, every file as it was
 
 
-# -- issue 12.4: any error during training leaves a checkpoint at the last completed step -----------
+# -- issue 12.4: any error during training leaves a checkpoint at the last completed step ----------
 def fail_in_layer(trainer, index, step, error):
     """Make layer ``index``'s forward raise ``error`` in global step ``step`` (1-based), after the
     layers before it have run (so a BatchNorm before it has already folded in the batch)."""
@@ -237,26 +247,36 @@ def fail_in_layer(trainer, index, step, error):
     layer.forward = forward
 
 
-@pytest.mark.parametrize("error, raised", [(ValueError("injected"), "TrainingError"),
-                                           (MemoryError(), "TrainingError"),
-                                           (RuntimeError("injected"), "RuntimeError")])
+@pytest.mark.parametrize(
+    "error, raised",
+    [
+        (ValueError("injected"), "TrainingError"),
+        (MemoryError(), "TrainingError"),
+        (RuntimeError("injected"), "RuntimeError"),
+    ],
+)
 def test_an_error_mid_epoch_leaves_a_checkpoint_at_the_last_completed_step(
-        tmp_path, kit, reference, error, raised):
+    tmp_path, kit, reference, error, raised
+):
     run = tmp_path / "run"
     trainer = kit.trainer(run)
     fail_in_layer(trainer, 7, step=5, error=error)  # epoch 2, step 2; layer 7 is md1's Linear
     with pytest.raises(Exception) as info:
         trainer.fit()
     assert type(info.value).__name__ == raised
-    saved = (f"checkpoint saved to {run / 'checkpoint.npz'} at the last completed step, global "
-             f"step 4 (epoch 2, step 1). Resume with: stablecnn train --resume {run}")
+    saved = (
+        f"checkpoint saved to {run / 'checkpoint.npz'} at the last completed step, global "
+        f"step 4 (epoch 2, step 1). Resume with: stablecnn train --resume {run}"
+    )
     if raised == "TrainingError":
         detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        assert str(info.value) == (f"training failed at epoch 2, step 2 (global step 5): "
-                                   f"{detail}; {saved}")
+        assert str(info.value) == (
+            f"training failed at epoch 2, step 2 (global step 5): {detail}; {saved}"
+        )
     else:  # a bug keeps its own type and traceback; the same facts come as a note
         assert info.value is error and info.value.__notes__ == [
-            f"stablecnn: training failed at epoch 2, step 2 (global step 5); {saved}"]
+            f"stablecnn: training failed at epoch 2, step 2 (global step 5); {saved}"
+        ]
     assert checkpoint.load(run).meta["progress"] == {"epoch": 1, "step": 1, "global_step": 4}
     assert not kit.temp_files(run)
     kit.assert_bit_exact(kit.resume_to_end(run), reference)
@@ -266,11 +286,13 @@ def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path, kit):
     """BatchNorm's running statistics (and its batch counter) as they were before the failed
     step: the resumed run ends bit-identical to an uninterrupted one."""
     path = tmp_path / "bn.toml"
-    path.write_text("input_shape = [1, 28, 28]\n"
-                    "[[layers]]\ntype = 'Conv2d'\nin_channels = 1\nout_channels = 2\nkernel_size = 5\n"
-                    "[[layers]]\ntype = 'BatchNorm2d'\nnum_features = 2\n"
-                    "[[layers]]\ntype = 'ReLU'\n[[layers]]\ntype = 'Flatten'\n"
-                    "[[layers]]\ntype = 'Linear'\nin_features = 1152\nout_features = 10\n")
+    path.write_text(
+        "input_shape = [1, 28, 28]\n"
+        "[[layers]]\ntype = 'Conv2d'\nin_channels = 1\nout_channels = 2\nkernel_size = 5\n"
+        "[[layers]]\ntype = 'BatchNorm2d'\nnum_features = 2\n"
+        "[[layers]]\ntype = 'ReLU'\n[[layers]]\ntype = 'Flatten'\n"
+        "[[layers]]\ntype = 'Linear'\nin_features = 1152\nout_features = 10\n"
+    )
     cfg = kit.config(model=str(path))
     kit.trainer(tmp_path / "full", cfg).fit()
     trainer = kit.trainer(tmp_path / "cut", cfg)
@@ -285,8 +307,8 @@ def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path, kit):
 
 def test_an_error_after_a_step_completed_saves_that_step(tmp_path, kit, reference):
     """A callback failing (the log's disk is full) after step 5: the checkpoint holds step 5."""
-    from stablecnn.training.callbacks import Callback
     from stablecnn.errors import TrainingError
+    from stablecnn.training.callbacks import Callback
 
     class FullDisk(Callback):
         def on_step(self, trainer, step):
@@ -294,8 +316,11 @@ def test_an_error_after_a_step_completed_saves_that_step(tmp_path, kit, referenc
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "train_log.txt")
 
     run = tmp_path / "run"
-    with pytest.raises(TrainingError, match=r"^training failed after epoch 2, step 2 \(global "
-                                            r"step 5\): OSError: .*No space left on device"):
+    with pytest.raises(
+        TrainingError,
+        match=r"^training failed after epoch 2, step 2 \(global "
+        r"step 5\): OSError: .*No space left on device",
+    ):
         kit.trainer(run, callbacks=[FullDisk()]).fit()
     assert checkpoint.load(run).meta["progress"] == {"epoch": 1, "step": 2, "global_step": 5}
     kit.assert_bit_exact(kit.resume_to_end(run), reference)
@@ -322,7 +347,8 @@ def test_an_error_while_the_weights_are_updated_keeps_the_previous_checkpoint(ep
         f"training failed at epoch 2, step 1 (global step 4): MemoryError; the error came "
         f"while the optimizer was updating the weights, so they were not saved; the last "
         f"checkpoint, {epoch1_run / 'checkpoint.npz'}, is kept. Resume with: stablecnn train "
-        f"--resume {epoch1_run}")
+        f"--resume {epoch1_run}"
+    )
     assert (epoch1_run / "checkpoint.npz").read_bytes() == before
     trainer.optimizer.step = real_step
 
@@ -333,14 +359,18 @@ def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, kit, r
     run = tmp_path / "run"
     trainer = kit.trainer(run)
     fail_in_layer(trainer, 7, step=5, error=KeyboardInterrupt())
-    with pytest.raises(Interrupted, match=r"^interrupted at epoch 2, step 2 \(global step 5\); "
-                                          r"checkpoint saved to .* global step 4 "):
+    with pytest.raises(
+        Interrupted,
+        match=r"^interrupted at epoch 2, step 2 \(global step 5\); "
+        r"checkpoint saved to .* global step 4 ",
+    ):
         trainer.fit()
     kit.assert_bit_exact(kit.resume_to_end(run), reference)
 
 
-def test_an_error_mid_epoch_through_the_cli_then_resume(tmp_path, kit, reference, monkeypatch,
-                                                        capsys, toy_cli):
+def test_an_error_mid_epoch_through_the_cli_then_resume(
+    tmp_path, kit, reference, monkeypatch, capsys, toy_cli
+):
     from stablecnn.training.trainer import Trainer
 
     real_step = Trainer.train_step
@@ -354,10 +384,12 @@ def test_an_error_mid_epoch_through_the_cli_then_resume(tmp_path, kit, reference
     run = tmp_path / "run"
     assert cli.main([*TRAIN_ARGS, "--out", str(run)]) == 2
     err = capsys.readouterr().err
-    assert err == (f"stablecnn: error: training failed at epoch 2, step 2 (global step 5): "
-                   f"ValueError: injected failure; checkpoint saved to {run / 'checkpoint.npz'} "
-                   f"at the last completed step, global step 4 (epoch 2, step 1). Resume with: "
-                   f"stablecnn train --resume {run}\n")
+    assert err == (
+        f"stablecnn: error: training failed at epoch 2, step 2 (global step 5): "
+        f"ValueError: injected failure; checkpoint saved to {run / 'checkpoint.npz'} "
+        f"at the last completed step, global step 4 (epoch 2, step 1). Resume with: "
+        f"stablecnn train --resume {run}\n"
+    )
     assert not (run / ".lock").exists()
     monkeypatch.setattr(Trainer, "train_step", real_step)
     assert cli.main(["train", "--resume", str(run), "--no-plots"]) == 0

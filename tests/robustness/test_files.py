@@ -24,8 +24,9 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
-@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o027, 0o640),
-                                            (0o002, 0o664)])
+@pytest.mark.parametrize(
+    "mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o027, 0o640), (0o002, 0o664)]
+)
 def test_files_take_the_umask_like_open(tmp_path, mask, expected):
     with umask(mask):
         assert default_file_mode() == expected

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from stablecnn import cli, legacy
-from stablecnn.nn import zoo
-from stablecnn.training import checkpoint
 from stablecnn.errors import CheckpointError
+from stablecnn.nn import zoo
 from stablecnn.nn.layers import Flatten, Linear, ReLU
 from stablecnn.nn.model import Sequential
+from stablecnn.training import checkpoint
 
 
 @pytest.fixture
@@ -66,34 +66,53 @@ def test_npz_with_an_unknown_zip_version(tmp_path, good, capsys):
 
 
 def test_npz_extra_array(tmp_path, kit, good, capsys):
-    extra = kit.rewrite_npz(good, tmp_path / "extra.npz",
-                            lambda a: a.__setitem__("param/2.weight", np.zeros((3, 3), np.float32)))
+    extra = kit.rewrite_npz(
+        good,
+        tmp_path / "extra.npz",
+        lambda a: a.__setitem__("param/2.weight", np.zeros((3, 3), np.float32)),
+    )
     refused(extra, "missing [], unexpected ['2.weight']")
-    stray = kit.rewrite_npz(good, tmp_path / "stray.npz",
-                            lambda a: a.__setitem__("script", np.array("rm -rf ~")))
+    stray = kit.rewrite_npz(
+        good, tmp_path / "stray.npz", lambda a: a.__setitem__("script", np.array("rm -rf ~"))
+    )
     refused(stray, "unexpected array 'script'", loader=checkpoint.load)
     cli_refuses(extra, capsys, "unexpected ['2.weight']", command=("summary",))
 
 
 def test_npz_wrong_shape(tmp_path, kit, good, capsys):
-    bad = kit.rewrite_npz(good, tmp_path / "shape.npz",
-                          lambda a: a.__setitem__("param/1.weight", np.zeros((3, 5), np.float32)))
+    bad = kit.rewrite_npz(
+        good,
+        tmp_path / "shape.npz",
+        lambda a: a.__setitem__("param/1.weight", np.zeros((3, 5), np.float32)),
+    )
     refused(bad, "parameter '1.weight' of layer 1 (Linear) should be (3, 4), is (3, 5)")
     cli_refuses(bad, capsys, "should be (3, 4), is (3, 5)", command=("summary",))
 
 
 def test_npz_wrong_dtype(tmp_path, kit, good, capsys):
-    as64 = kit.rewrite_npz(good, tmp_path / "f64.npz", lambda a: a.__setitem__(
-        "param/1.weight", a["param/1.weight"].astype(np.float64)))
+    as64 = kit.rewrite_npz(
+        good,
+        tmp_path / "f64.npz",
+        lambda a: a.__setitem__("param/1.weight", a["param/1.weight"].astype(np.float64)),
+    )
     refused(as64, "parameter '1.weight' is float64, the checkpoint says float32")
-    as_int = kit.rewrite_npz(good, tmp_path / "int.npz", lambda a: a.__setitem__(
-        "param/1.bias", np.zeros(3, np.int64)))
+    as_int = kit.rewrite_npz(
+        good, tmp_path / "int.npz", lambda a: a.__setitem__("param/1.bias", np.zeros(3, np.int64))
+    )
     refused(as_int, "parameter '1.bias': expected floating values, got int64")
-    complex_ = kit.rewrite_npz(good, tmp_path / "complex.npz", lambda a: a.__setitem__(
-        "param/1.bias", np.zeros(3, np.complex64)))
+    complex_ = kit.rewrite_npz(
+        good,
+        tmp_path / "complex.npz",
+        lambda a: a.__setitem__("param/1.bias", np.zeros(3, np.complex64)),
+    )
     refused(complex_, "array 'param/1.bias' has unsupported dtype complex64")
-    int8_model = kit.rewrite_npz(good, tmp_path / "int8.npz", lambda a: a.__setitem__(
-        "meta", np.array(str(a["meta"]).replace('"dtype": "float32"', '"dtype": "int8"'))))
+    int8_model = kit.rewrite_npz(
+        good,
+        tmp_path / "int8.npz",
+        lambda a: a.__setitem__(
+            "meta", np.array(str(a["meta"]).replace('"dtype": "float32"', '"dtype": "int8"'))
+        ),
+    )
     refused(int8_model, "the model dtype 'int8' is not 'float32' or 'float64'")
     cli_refuses(as64, capsys, "is float64", command=("summary",))
 
@@ -107,17 +126,20 @@ def test_npz_object_array_refused_never_unpickled(tmp_path, kit, good, capsys):
     arrays["param/1.bias"] = payload
     evil = tmp_path / "evil.npz"
     np.savez(evil, allow_pickle=True, **arrays)  # numpy pickles the object array inside the zip
-    refused(evil, "refused, it holds pickled objects; nothing was unpickled",
-            loader=checkpoint.load)
+    refused(
+        evil, "refused, it holds pickled objects; nothing was unpickled", loader=checkpoint.load
+    )
     cli_refuses(evil, capsys, "refused", command=("summary",))
     assert not marker.exists()
 
 
 def with_meta(kit, src, dst, **changes):
     """``src`` with some of its meta record's entries replaced."""
+
     def change(arrays):
         meta = json.loads(str(arrays["meta"]))
         arrays["meta"] = np.array(json.dumps({**meta, **changes}))
+
     return kit.rewrite_npz(src, dst, change)
 
 
@@ -125,22 +147,27 @@ def test_checkpoint_for_another_architecture(tmp_path, kit, good, capsys):
     # the weights of one architecture stored under another's description
     other = Sequential(Flatten(), Linear(4, 5), ReLU(), Linear(5, 3), input_shape=(1, 2, 2))
     forged = with_meta(kit, good, tmp_path / "forged.npz", model=other.config())
-    refused(forged, "weights do not fit the stored architecture",
-            "missing ['3.bias', '3.weight']")
+    refused(forged, "weights do not fit the stored architecture", "missing ['3.bias', '3.weight']")
     wider = Sequential(Flatten(), Linear(4, 7), input_shape=(1, 2, 2))
-    refused(with_meta(kit, good, tmp_path / "wider.npz", model=wider.config()),
-            "parameter '1.weight' of layer 1 (Linear) should be (7, 4), is (3, 4)")
+    refused(
+        with_meta(kit, good, tmp_path / "wider.npz", model=wider.config()),
+        "parameter '1.weight' of layer 1 (Linear) should be (7, 4), is (3, 4)",
+    )
     # a checkpoint of a small model where Model 1 is needed (the original's pickle layout)
     code = cli.main(["export-pickle", str(good), "-o", str(tmp_path / "out.pickle")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith(f"stablecnn: error: {good}: not a Model 1 (md1) network: parameter "
-                          f"'0.weight' is missing; the original layout needs (32, 1, 10, 10)"), err
+    assert err.startswith(
+        f"stablecnn: error: {good}: not a Model 1 (md1) network: parameter "
+        f"'0.weight' is missing; the original layout needs (32, 1, 10, 10)"
+    ), err
     assert not (tmp_path / "out.pickle").exists()
     # Model 1's description over the small model's weights
-    refused(with_meta(kit, good, tmp_path / "md1.npz", model=zoo.config("md1")),
-            "missing ['0.bias', '0.weight', '3.bias', '3.weight', '7.bias', '7.weight', "
-            "'9.bias', '9.weight']")
+    refused(
+        with_meta(kit, good, tmp_path / "md1.npz", model=zoo.config("md1")),
+        "missing ['0.bias', '0.weight', '3.bias', '3.weight', '7.bias', '7.weight', "
+        "'9.bias', '9.weight']",
+    )
 
 
 def test_pickle_with_malicious_reduce_is_refused_and_never_runs(tmp_path, kit, capsys):
@@ -148,12 +175,24 @@ def test_pickle_with_malicious_reduce_is_refused_and_never_runs(tmp_path, kit, c
     evil = tmp_path / "output_cnn_md1.pickle"
     for protocol in (0, 2, 4, 5):
         evil.write_bytes(kit.evil_pickle(marker, protocol))
-        refused(evil, "refused: it asks for the global posix.mkdir", "nothing was executed",
-                loader=legacy.load_original)
-        refused(evil, "refused: a Python pickle, which is never unpickled" if protocol >= 2
-                else "not a readable .npz checkpoint (it starts with b'cposix", loader=checkpoint.load)
-    for command in (["import-pickle", str(evil)], ["predict", str(evil), str(evil)],
-                    ["evaluate", str(evil)]):
+        refused(
+            evil,
+            "refused: it asks for the global posix.mkdir",
+            "nothing was executed",
+            loader=legacy.load_original,
+        )
+        refused(
+            evil,
+            "refused: a Python pickle, which is never unpickled"
+            if protocol >= 2
+            else "not a readable .npz checkpoint (it starts with b'cposix",
+            loader=checkpoint.load,
+        )
+    for command in (
+        ["import-pickle", str(evil)],
+        ["predict", str(evil), str(evil)],
+        ["evaluate", str(evil)],
+    ):
         assert cli.main(command) == 2, command
         err = capsys.readouterr().err
         assert err.startswith(f"stablecnn: error: {evil}") and "refused" in err, err
@@ -193,9 +232,13 @@ def test_a_forged_architecture_is_checked_before_any_weight_is_allocated(tmp_pat
     """A checkpoint whose stored architecture asks for a huge layer (its arrays are small)."""
     import tracemalloc
 
-    huge = {"input_shape": [1, 2, 2], "layers": [{"type": "Flatten"},
-                                                 {"type": "Linear", "in_features": 4,
-                                                  "out_features": 10**9}]}
+    huge = {
+        "input_shape": [1, 2, 2],
+        "layers": [
+            {"type": "Flatten"},
+            {"type": "Linear", "in_features": 4, "out_features": 10**9},
+        ],
+    }
     forged = with_meta(kit, good, tmp_path / "huge.npz", model=huge)
     tracemalloc.start()
     try:
@@ -207,8 +250,10 @@ def test_a_forged_architecture_is_checked_before_any_weight_is_allocated(tmp_pat
     fits = {**huge, "layers": [huge["layers"][0], {**huge["layers"][1], "out_features": 2**20}]}
     tracemalloc.start()
     try:
-        refused(with_meta(kit, good, tmp_path / "big.npz", model=fits),
-                "parameter '1.weight' of layer 1 (Linear) should be (1048576, 4), is (3, 4)")
+        refused(
+            with_meta(kit, good, tmp_path / "big.npz", model=fits),
+            "parameter '1.weight' of layer 1 (Linear) should be (1048576, 4), is (3, 4)",
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from stablecnn import cli
+from stablecnn.data.pictures import load_image
 from stablecnn.errors import DataError
 from stablecnn.nn.layers import Flatten, Linear
 from stablecnn.nn.model import Sequential
-from stablecnn.data.pictures import load_image
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def ckpt(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("predict") / "checkpoint.npz"
     model = Sequential.from_config(
-        Sequential(Flatten(), Linear(784, 10), input_shape=(1, 28, 28)).config(), seed=3)
+        Sequential(Flatten(), Linear(784, 10), input_shape=(1, 28, 28)).config(), seed=3
+    )
     checkpoint.save(path, model, {"normalizer": {"kind": "unit", "mean": 0.0, "std": 255.0}})
     return path
 
@@ -38,8 +39,7 @@ def ckpt(tmp_path_factory):
 def digit(mode="L", size=(56, 56)):
     """A dark stroke on white paper, as a user draws it."""
     img = Image.new("L", size, 255)
-    ImageDraw.Draw(img).line([(size[0] * 0.45, 8), (size[0] * 0.55, size[1] - 8)], fill=0,
-                             width=6)
+    ImageDraw.Draw(img).line([(size[0] * 0.45, 8), (size[0] * 0.55, size[1] - 8)], fill=0, width=6)
     return img
 
 
@@ -60,12 +60,16 @@ def assert_bad_file_reported(ckpt, capsys, tmp_path, bad, why):
 
 
 def test_predict_not_an_image(ckpt, capsys, tmp_path):
-    for name, data in (("notes.png", b"just some text\n"), ("noise.jpg", bytes(range(256)) * 4),
-                       ("empty.png", b"")):
+    for name, data in (
+        ("notes.png", b"just some text\n"),
+        ("noise.jpg", bytes(range(256)) * 4),
+        ("empty.png", b""),
+    ):
         bad = tmp_path / name
         bad.write_bytes(data)
-        assert_bad_file_reported(ckpt, capsys, tmp_path, bad,
-                                 "not an image or .npy array (Pillow cannot identify it)")
+        assert_bad_file_reported(
+            ckpt, capsys, tmp_path, bad, "not an image or .npy array (Pillow cannot identify it)"
+        )
     cut = tmp_path / "cut.png"
     digit(size=(300, 300)).save(cut)
     cut.write_bytes(cut.read_bytes()[:120])
@@ -74,11 +78,19 @@ def test_predict_not_an_image(ckpt, capsys, tmp_path):
 
 def png_declaring(width, height) -> bytes:
     """A valid PNG header declaring ``width x height`` pixels, with a few bytes of data."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_predict_huge_image_decompression_bomb(ckpt, capsys, tmp_path):
@@ -87,14 +99,23 @@ def test_predict_huge_image_decompression_bomb(ckpt, capsys, tmp_path):
     bomb.write_bytes(png_declaring(60_000, 60_000))
     assert bomb.stat().st_size < 200
     t0 = time.perf_counter()
-    assert_bad_file_reported(ckpt, capsys, tmp_path, bomb,  # Pillow's own limit, at open
-                             "refused as a possible decompression bomb (Image size (3600000000 "
-                             "pixels) exceeds limit")
+    assert_bad_file_reported(
+        ckpt,
+        capsys,
+        tmp_path,
+        bomb,  # Pillow's own limit, at open
+        "refused as a possible decompression bomb (Image size (3600000000 pixels) exceeds limit",
+    )
     header_only = tmp_path / "big.png"  # 8,000 x 8,000: under Pillow's limit, over ours
     header_only.write_bytes(png_declaring(8_000, 8_000))
-    assert_bad_file_reported(ckpt, capsys, tmp_path, header_only,
-                             "refused, 8000 x 8000 = 64,000,000 pixels is more than the limit "
-                             "of 50,000,000 (a possible decompression bomb)")
+    assert_bad_file_reported(
+        ckpt,
+        capsys,
+        tmp_path,
+        header_only,
+        "refused, 8000 x 8000 = 64,000,000 pixels is more than the limit "
+        "of 50,000,000 (a possible decompression bomb)",
+    )
     assert time.perf_counter() - t0 < 10  # refused from the header, nothing decoded
     # a real (tiny) deflate bomb: 8,000 x 8,000 zeros compress to a few kB
     real = tmp_path / "zeros.png"
@@ -139,22 +160,26 @@ def test_predict_a_directory(ckpt, capsys, tmp_path):
     folder = tmp_path / "digits"
     folder.mkdir()
     digit().save(folder / "inside.png")
-    assert_bad_file_reported(ckpt, capsys, tmp_path, folder,
-                             "is a directory, not an image (pass the files inside it)")
+    assert_bad_file_reported(
+        ckpt, capsys, tmp_path, folder, "is a directory, not an image (pass the files inside it)"
+    )
     with pytest.raises(DataError, match="is a directory"):
         load_image(folder)
 
 
 def test_predict_blank_or_uniform_picture(ckpt, capsys, tmp_path):
     # nothing to frame: refused by name, not predicted (issue 12)
-    for name, img in (("white.png", Image.new("L", (300, 200), 255)),
-                      ("black.jpg", Image.new("L", (64, 64), 0)),
-                      ("grey.png", Image.new("RGB", (50, 80), (120, 120, 120))),
-                      ("clear.png", Image.new("RGBA", (90, 90), (0, 0, 0, 0)))):
+    for name, img in (
+        ("white.png", Image.new("L", (300, 200), 255)),
+        ("black.jpg", Image.new("L", (64, 64), 0)),
+        ("grey.png", Image.new("RGB", (50, 80), (120, 120, 120))),
+        ("clear.png", Image.new("RGBA", (90, 90), (0, 0, 0, 0))),
+    ):
         bad = tmp_path / name
         img.save(bad)
-        assert_bad_file_reported(ckpt, capsys, tmp_path, bad,
-                                 "no ink found: the picture is uniform (every pixel ")
+        assert_bad_file_reported(
+            ckpt, capsys, tmp_path, bad, "no ink found: the picture is uniform (every pixel "
+        )
     # the same picture is predicted when the framing is off (it is then taken as it is)
     code = cli.main(["predict", str(ckpt), str(tmp_path / "white.png"), "--framing", "none"])
     out, err = capsys.readouterr()

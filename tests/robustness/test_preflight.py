@@ -3,8 +3,9 @@ step 1, and a refused run leaves no run directory.
 
 A BatchNorm layer in training mode needs at least two values per channel: with 21 images in
 batches of 10, step 3 of every epoch holds one image, which a BatchNorm1d cannot train on. The
-run is refused when the trainer is built (see :mod:`stablecnn.training.preflight` for why it is refused
-rather than dropped), naming the step, its size and the layer, and suggesting values that work.
+run is refused when the trainer is built (see :mod:`stablecnn.training.preflight` for why it is
+refused rather than dropped), naming the step, its size and the layer, and suggesting values that
+work.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 
 from stablecnn import cli
+from stablecnn.errors import DataError, ShapeError
 from stablecnn.training import preflight
 from stablecnn.training.callbacks import Callback
-from stablecnn.errors import DataError, ShapeError
+
 
 def linear(n_in, n_out):
     return f"[[layers]]\ntype = 'Linear'\nin_features = {n_in}\nout_features = {n_out}\n"
@@ -33,16 +35,29 @@ def model_file(folder, *layers: str, name="model.toml") -> str:
 
 def bn1d(folder):
     """(784,) -> Linear -> (8,) -> BatchNorm1d: one value per channel per image."""
-    return model_file(folder, layer("Flatten"), linear(784, 8), layer("BatchNorm1d", num_features=8),
-                      layer("ReLU"), linear(8, 10), name="bn1d.toml")
+    return model_file(
+        folder,
+        layer("Flatten"),
+        linear(784, 8),
+        layer("BatchNorm1d", num_features=8),
+        layer("ReLU"),
+        linear(8, 10),
+        name="bn1d.toml",
+    )
 
 
 def bn2d(folder, kernel):
     """A conv to (2, 29 - kernel, 29 - kernel), then BatchNorm2d."""
     side = 29 - kernel
-    return model_file(folder, layer("Conv2d", in_channels=1, out_channels=2, kernel_size=kernel),
-                      layer("BatchNorm2d", num_features=2), layer("ReLU"), layer("Flatten"),
-                      linear(2 * side * side, 10), name="bn2d.toml")
+    return model_file(
+        folder,
+        layer("Conv2d", in_channels=1, out_channels=2, kernel_size=kernel),
+        layer("BatchNorm2d", num_features=2),
+        layer("ReLU"),
+        layer("Flatten"),
+        linear(2 * side * side, 10),
+        name="bn2d.toml",
+    )
 
 
 class CountSteps(Callback):
@@ -64,7 +79,8 @@ def test_a_last_batch_of_one_is_refused_before_step_1_naming_the_batch_and_the_l
         "the last batch of every epoch (step 3 of 3: 21 = 2 x 10 + 1) holds 1 image, too few "
         "for layer 2 (BatchNorm1d(8, eps=1e-05, momentum=0.1)): training takes each channel's "
         "batch variance, which needs at least 2 values, and its input (8,) gives 1 per image; "
-        "use --train-size 20 or --batch-size 9 or 11 (refused before step 1)")
+        "use --train-size 20 or --batch-size 9 or 11 (refused before step 1)"
+    )
     assert count.steps == 0 and not run.exists()
     # the refusal is real: that batch fails in the layer itself
     from stablecnn.nn.zoo import resolve_model
@@ -73,14 +89,18 @@ def test_a_last_batch_of_one_is_refused_before_step_1_naming_the_batch_and_the_l
         resolve_model(model).forward(np.zeros((1, 1, 28, 28), np.float32), training=True)
     # and every value it suggests trains through its epoch
     for fix in (dict(train_size=20), dict(batch_size=9), dict(batch_size=11)):
-        last = kit.trainer(tmp_path / str(fix), kit.config(model=model, epochs=1, **fix),
-                           data=data).fit()
+        last = kit.trainer(
+            tmp_path / str(fix), kit.config(model=model, epochs=1, **fix), data=data
+        ).fit()
         assert np.isfinite(last["test_loss"]), fix
 
 
 def test_a_batch_size_of_one_with_batchnorm1d_is_refused_at_step_1(tmp_path, kit):
-    with pytest.raises(ShapeError, match=r"^every batch \(step 1 of 30\) holds 1 image, too few "
-                                         r"for layer 2 \(BatchNorm1d.*use --batch-size 2"):
+    with pytest.raises(
+        ShapeError,
+        match=r"^every batch \(step 1 of 30\) holds 1 image, too few "
+        r"for layer 2 \(BatchNorm1d.*use --batch-size 2",
+    ):
         kit.trainer(tmp_path / "run", kit.config(model=bn1d(tmp_path), batch_size=1))
     assert not (tmp_path / "run").exists()
 
@@ -92,8 +112,11 @@ def test_batchnorm2d_needs_n_h_w_above_1(tmp_path, kit, kernel, refused):
     cfg = kit.config(model=model, epochs=1)
     data = (kit.make_data(21, 0), kit.TEST)
     if refused:
-        with pytest.raises(ShapeError, match=r"step 3 of 3.*layer 1 \(BatchNorm2d.*its input "
-                                             r"\(2, 1, 1\) gives 1 per image"):
+        with pytest.raises(
+            ShapeError,
+            match=r"step 3 of 3.*layer 1 \(BatchNorm2d.*its input "
+            r"\(2, 1, 1\) gives 1 per image",
+        ):
             kit.trainer(tmp_path / "run", cfg, data=data)
     else:  # the last batch of one image trains
         last = kit.trainer(tmp_path / "run", cfg, data=data).fit()
@@ -134,12 +157,14 @@ def test_labels_beyond_the_models_classes_are_refused_before_step_1(tmp_path, ki
     with pytest.raises(DataError) as info:
         kit.trainer(tmp_path / "run", kit.config(model=model))
     bad = int(np.flatnonzero(labels >= 5)[0])
-    assert str(info.value) == (f"training label {labels[bad]} at index {bad} is outside [0, 5): "
-                               f"the model gives 5 class scores")
+    assert str(info.value) == (
+        f"training label {labels[bad]} at index {bad} is outside [0, 5): "
+        f"the model gives 5 class scores"
+    )
     assert not (tmp_path / "run").exists()
 
 
-# -- 13.1: a refused run leaves no directory ---------------------------------------------------------
+# -- 13.1: a refused run leaves no directory -------------------------------------------------------
 def refusals(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("input_shape = [1, 28, 28]\n" + layer("Nope"))
@@ -156,21 +181,33 @@ def refusals(tmp_path):
     }
 
 
-@pytest.mark.parametrize("case", ["bad model file", "model file missing",
-                                  "an option the optimizer does not take",
-                                  "--no-verify without --data-dir", "missing data",
-                                  "a last batch too small for a layer",
-                                  "train size above the data"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "bad model file",
+        "model file missing",
+        "an option the optimizer does not take",
+        "--no-verify without --data-dir",
+        "missing data",
+        "a last batch too small for a layer",
+        "train size above the data",
+    ],
+)
 @pytest.mark.parametrize("where", ["--out", "default"])
-def test_a_refused_run_leaves_no_run_directory(case, where, tmp_path, monkeypatch, capsys, kit,
-                                               cache_root):
+def test_a_refused_run_leaves_no_run_directory(
+    case, where, tmp_path, monkeypatch, capsys, kit, cache_root
+):
     import stablecnn.cli.train
 
     args = refusals(tmp_path)[case]
     if case != "missing data":  # the toy data; "missing data" reads the (empty) folder for real
-        monkeypatch.setattr(stablecnn.cli.train, "load_data",
-                            lambda dataset, data_dir=None, splits=("train", "test"), quiet=False,
-                            verify=True: [kit.TRAIN if s == "train" else kit.TEST for s in splits])
+        monkeypatch.setattr(
+            stablecnn.cli.train,
+            "load_data",
+            lambda dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True: [
+                kit.TRAIN if s == "train" else kit.TEST for s in splits
+            ],
+        )
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)

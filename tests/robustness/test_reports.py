@@ -8,18 +8,21 @@ import pytest
 from stablecnn import cli
 
 
-def test_a_class_without_test_images_is_not_reported_as_wrong(epoch1_template, kit, monkeypatch,
-                                                                 capsys):
+def test_a_class_without_test_images_is_not_reported_as_wrong(
+    epoch1_template, kit, monkeypatch, capsys
+):
     import stablecnn.cli.train
     from stablecnn.training.metrics import Evaluation
 
     images, labels = kit.make_data(40, 3)
     keep = labels != 3  # no image of class 3; class 5 kept, whatever its accuracy
-    monkeypatch.setattr(stablecnn.cli.train, "load_data",
-                        lambda *a, **k: [(images[keep], labels[keep])])
+    monkeypatch.setattr(
+        stablecnn.cli.train, "load_data", lambda *a, **k: [(images[keep], labels[keep])]
+    )
     assert cli.main(["evaluate", str(epoch1_template)]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines()
-                if x.startswith("per-class accuracy"))
+    line = next(
+        x for x in capsys.readouterr().out.splitlines() if x.startswith("per-class accuracy")
+    )
     assert "3: n/a" in line
     assert "n/a" not in line.replace("3: n/a", "")
     confusion = np.zeros((3, 3), np.int64)
@@ -28,7 +31,7 @@ def test_a_class_without_test_images_is_not_reported_as_wrong(epoch1_template, k
     assert per_class[0] == 1.0 and np.isnan(per_class[1]) and per_class[2] == 0.0
 
 
-# -- the data a run was trained on is the data evaluate and plot read --------------------------------
+# -- the data a run was trained on is the data evaluate and plot read ------------------------------
 @pytest.fixture(scope="module")
 def own_data_run(tmp_path_factory, kit):
     """A run trained on IDX files of the user's own (30 training and 50 test images)."""
@@ -41,8 +44,23 @@ def own_data_run(tmp_path_factory, kit):
         write_idx(folder / f"{stem}-images-idx3-ubyte", images)
         write_idx(folder / f"{stem}-labels-idx1-ubyte", labels)
     run = root / "run"
-    assert cli.main(["train", "--data-dir", str(folder), "--no-verify", "--epochs", "1",
-                     "--batch-size", "10", "--out", str(run)]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data-dir",
+                str(folder),
+                "--no-verify",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "10",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run, folder
 
 
@@ -51,9 +69,11 @@ def _confusions(monkeypatch) -> list[int]:
     from stablecnn.training import plots
 
     seen, real = [], plots.plot_confusion
-    monkeypatch.setattr(plots, "plot_confusion",
-                        lambda confusion, *a, **k: seen.append(int(confusion.sum()))
-                        or real(confusion, *a, **k))
+    monkeypatch.setattr(
+        plots,
+        "plot_confusion",
+        lambda confusion, *a, **k: seen.append(int(confusion.sum())) or real(confusion, *a, **k),
+    )
     return seen
 
 
@@ -67,8 +87,9 @@ def test_plot_and_evaluate_read_the_runs_own_data(own_data_run, monkeypatch, cap
     assert "test set, 50 images" in capsys.readouterr().out
 
 
-def test_plot_never_draws_another_datasets_results(own_data_run, kit, monkeypatch, capsys,
-                                                  tmp_path):
+def test_plot_never_draws_another_datasets_results(
+    own_data_run, kit, monkeypatch, capsys, tmp_path
+):
     """The issue's case: --data-dir without --no-verify used to warn, fall back to MNIST's
     10,000 test images and overwrite the plots of the user's 50."""
     run, folder = own_data_run

@@ -88,14 +88,17 @@ CASES = [  # option, value typed, what the message says the run has
 
 
 @pytest.mark.parametrize("option, value, stored", CASES, ids=[c[0] for c in CASES])
-def test_each_option_the_run_cannot_honour_is_refused(option, value, stored, run, capsys,
-                                                      no_data_read):
+def test_each_option_the_run_cannot_honour_is_refused(
+    option, value, stored, run, capsys, no_data_read
+):
     before = state(run)
     code = cli.main(["train", "--resume", str(run), option, value, "--epochs", "2"])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith(f"stablecnn: error: cannot resume {run} with other settings than it "
-                          f"started with: {option} {value} (the run has {stored}). "), err
+    assert err.startswith(
+        f"stablecnn: error: cannot resume {run} with other settings than it "
+        f"started with: {option} {value} (the run has {stored}). "
+    ), err
     assert err.count("\n") == 1
     assert state(run) == before  # the checkpoint and every other file: same bytes, same mtime
 
@@ -104,20 +107,42 @@ def test_every_differing_option_is_named_at_once(run, tmp_path, capsys, no_data_
     """The issue's own command: each differing option and its stored value, in one refusal."""
     before = state(run)
     model = other_model(tmp_path)
-    code = cli.main(["train", "--resume", str(run), "--model", str(model), "--optimizer", "adam",
-                     "--lr", "0.5", "--batch-size", "7", "--dataset", "fashion-mnist",
-                     "--epochs", "2"])
+    code = cli.main(
+        [
+            "train",
+            "--resume",
+            str(run),
+            "--model",
+            str(model),
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.5",
+            "--batch-size",
+            "7",
+            "--dataset",
+            "fashion-mnist",
+            "--epochs",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
-    for part in (f"--model {model} (the run has md1)", "--optimizer adam (the run has adagrad)",
-                 "--lr 0.5 (the run has 0.01)", "--batch-size 7 (the run has 10)",
-                 "--dataset fashion-mnist (the run has mnist)"):
+    for part in (
+        f"--model {model} (the run has md1)",
+        "--optimizer adam (the run has adagrad)",
+        "--lr 0.5 (the run has 0.01)",
+        "--batch-size 7 (the run has 10)",
+        "--dataset fashion-mnist (the run has mnist)",
+    ):
         assert part in err, (part, err)
     assert "--epochs" not in err.split("(only")[0]  # --epochs may change: not a difference
     assert state(run) == before
 
 
-def test_the_recipe_the_data_source_and_the_run_directory_are_compared_too(run, tmp_path, capsys, no_data_read):
+def test_the_recipe_the_data_source_and_the_run_directory_are_compared_too(
+    run, tmp_path, capsys, no_data_read
+):
     before = state(run)
     assert cli.main(["train", "--resume", str(run), "--recipe", "original"]) == 2
     err = capsys.readouterr().err
@@ -128,19 +153,20 @@ def test_the_recipe_the_data_source_and_the_run_directory_are_compared_too(run, 
     folder.mkdir()
     assert cli.main(["train", "--resume", str(run), "--data-dir", str(folder), "--no-verify"]) == 2
     err = capsys.readouterr().err
-    assert (f"--data-dir {folder} (the run has its data from stablecnn's data sources, no "
-            f"--data-dir)") in err, err
+    assert (
+        f"--data-dir {folder} (the run has its data from stablecnn's data sources, no --data-dir)"
+    ) in err, err
     assert "--no-verify (the run checked its data against the canonical digests)" in err, err
     assert cli.main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere")]) == 2
     err = capsys.readouterr().err
-    assert f"--out {tmp_path / 'elsewhere'} (the run is in {run}, where a resumed run goes on)" \
-        in err, err
+    assert (
+        f"--out {tmp_path / 'elsewhere'} (the run is in {run}, where a resumed run goes on)" in err
+    ), err
     assert not (tmp_path / "elsewhere").exists()
     assert state(run) == before
 
 
-def test_a_bad_model_file_on_resume_is_refused_naming_the_file(run, tmp_path, capsys,
-                                                               no_data_read):
+def test_a_bad_model_file_on_resume_is_refused_naming_the_file(run, tmp_path, capsys, no_data_read):
     before = state(run)
     bad = tmp_path / "bad.toml"
     bad.write_text("input_shape = [1, 28, 28]\n[[layers]]\ntype = 'Nope'\n")
@@ -149,24 +175,55 @@ def test_a_bad_model_file_on_resume_is_refused_naming_the_file(run, tmp_path, ca
     assert state(run) == before
 
 
-def test_the_runs_own_values_are_accepted_and_epochs_extends(run, kit, reference, capsys,
-                                                              monkeypatch, toy_cli):
+def test_the_runs_own_values_are_accepted_and_epochs_extends(
+    run, kit, reference, capsys, monkeypatch, toy_cli
+):
     from stablecnn.nn import zoo
     from stablecnn.training import checkpoint
 
-    same = ["--model", "md1", "--dataset", "mnist", "--batch-size", "10", "--lr", "0.01",
-            "--optimizer", "adagrad", "--weight-decay", "0", "--schedule", "constant",
-            "--step-epochs", "1", "--warmup-steps", "0", "--normalization", "original",
-            "--seed", "0", "--dtype", "float32"]
-    assert cli.main(["train", "--resume", str(run), *same, "--out", str(run), "--epochs", "2",
-                     "--no-plots"]) == 0
+    same = [
+        "--model",
+        "md1",
+        "--dataset",
+        "mnist",
+        "--batch-size",
+        "10",
+        "--lr",
+        "0.01",
+        "--optimizer",
+        "adagrad",
+        "--weight-decay",
+        "0",
+        "--schedule",
+        "constant",
+        "--step-epochs",
+        "1",
+        "--warmup-steps",
+        "0",
+        "--normalization",
+        "original",
+        "--seed",
+        "0",
+        "--dtype",
+        "float32",
+    ]
+    assert (
+        cli.main(
+            ["train", "--resume", str(run), *same, "--out", str(run), "--epochs", "2", "--no-plots"]
+        )
+        == 0
+    )
     assert checkpoint.load(run).meta["progress"]["epoch"] == 2
     kit.assert_bit_exact(kit.state_of(run), reference)  # the run went on exactly as it was
     capsys.readouterr()
     # the same architecture spelt as a model file is the same model
     md1_file = zoo.model_files()["md1"]
-    assert cli.main(["train", "--resume", str(run), "--model", str(md1_file), "--epochs", "3",
-                     "--no-plots"]) == 0
+    assert (
+        cli.main(
+            ["train", "--resume", str(run), "--model", str(md1_file), "--epochs", "3", "--no-plots"]
+        )
+        == 0
+    )
     assert checkpoint.load(run).meta["progress"]["epoch"] == 3
 
 
@@ -190,5 +247,19 @@ def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, kit, monkeypatch
     assert calls == [("mnist", str(folder.resolve()), False)]
     assert checkpoint.load(run).meta["data"] == data_record("mnist", folder, False)
     # the same source named again is accepted
-    assert cli.main(["train", "--resume", str(run), "--data-dir", str(folder), "--no-verify",
-                     "--epochs", "2", "--no-plots"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--data-dir",
+                str(folder),
+                "--no-verify",
+                "--epochs",
+                "2",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )

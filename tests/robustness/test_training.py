@@ -14,17 +14,20 @@ import numpy as np
 import pytest
 
 from stablecnn import cli
-from stablecnn.errors import DataError, ShapeError, StableCNNError, TrainingError
 from stablecnn.data.pictures import load_images
+from stablecnn.errors import DataError, ShapeError, StableCNNError, TrainingError
 from stablecnn.training.trainer import TrainConfig
 
 
-@pytest.mark.parametrize("option, value, field, message", [
-    ("--lr", "-0.1", "lr", "lr must be a positive finite number, got -0.1"),
-    ("--lr", "nan", "lr", "lr must be a positive finite number, got nan"),
-    ("--batch-size", "0", "batch_size", "batch_size must be a positive integer, got 0"),
-    ("--epochs", "-1", "epochs", "epochs must be a positive integer, got -1"),
-])
+@pytest.mark.parametrize(
+    "option, value, field, message",
+    [
+        ("--lr", "-0.1", "lr", "lr must be a positive finite number, got -0.1"),
+        ("--lr", "nan", "lr", "lr must be a positive finite number, got nan"),
+        ("--batch-size", "0", "batch_size", "batch_size must be a positive integer, got 0"),
+        ("--epochs", "-1", "epochs", "epochs must be a positive integer, got -1"),
+    ],
+)
 def test_hyperparameter_out_of_range(option, value, field, message, tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_:
@@ -44,8 +47,10 @@ def test_input_size_does_not_fit_the_model(tmp_path, kit):
     with pytest.raises(ShapeError) as info:
         kit.trainer(tmp_path, data=((images, labels), kit.TEST)).fit()
     text = str(info.value)
-    assert text.startswith("training images: model input (1, 32, 32): layer 7 (Linear("
-                           "in_features=2704, out_features=1024)) does not fit its input (4624,)"), text
+    assert text.startswith(
+        "training images: model input (1, 32, 32): layer 7 (Linear("
+        "in_features=2704, out_features=1024)) does not fit its input (4624,)"
+    ), text
     assert not (tmp_path / "checkpoint.npz").exists()
 
 
@@ -64,12 +69,13 @@ def test_input_size_does_not_fit_the_model_test_split_refused_before_training(tm
 
 
 def test_nan_or_inf_in_the_input_predict(tmp_path, capsys, kit):
-    from stablecnn.training import checkpoint
     from stablecnn.nn.layers import Flatten, Linear
     from stablecnn.nn.model import Sequential
+    from stablecnn.training import checkpoint
 
     ckpt = kit.save_small_checkpoint(
-        tmp_path / "checkpoint.npz", Sequential(Flatten(), Linear(784, 10), input_shape=(1, 28, 28)))
+        tmp_path / "checkpoint.npz", Sequential(Flatten(), Linear(784, 10), input_shape=(1, 28, 28))
+    )
     files = []
     for name, bad in (("nan.npy", np.nan), ("inf.npy", np.inf), ("neg-inf.npy", -np.inf)):
         array = np.full((2, 28, 28), 0.5, np.float32)
@@ -101,17 +107,20 @@ def test_nan_or_inf_in_the_input_training(tmp_path, kit):
     images = kit.TRAIN[0].astype(np.float32)
     images[7, 3, 3] = np.nan
     with pytest.raises(StableCNNError) as info:
-        kit.trainer(tmp_path, kit.config(normalization="unit"), data=((images, kit.TRAIN[1]),
-                                                                    kit.TEST))
+        kit.trainer(
+            tmp_path, kit.config(normalization="unit"), data=((images, kit.TRAIN[1]), kit.TEST)
+        )
     text = str(info.value)
     assert "training images" in text and ("uint8" in text or "NaN" in text), text
     assert not isinstance(info.value, TrainingError) or "learning rate" not in text
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
-                            "ignore:invalid value encountered:RuntimeWarning")
-def test_learning_rate_so_large_the_loss_diverges(epoch1_run, kit, reference, tmp_path, capsys,
-                                                  toy_cli):
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
+)
+def test_learning_rate_so_large_the_loss_diverges(
+    epoch1_run, kit, reference, tmp_path, capsys, toy_cli
+):
     from stablecnn.training.trainer import resume_checkpoint
 
     good = (epoch1_run / "checkpoint.npz").read_bytes()
@@ -121,20 +130,36 @@ def test_learning_rate_so_large_the_loss_diverges(epoch1_run, kit, reference, tm
         kit.trainer(epoch1_run, cfg, checkpoint=ckpt).fit()
     assert str(info.value) == (
         f"loss became nan at epoch 2, step 2 (global step 5); training stopped. The last good "
-        f"checkpoint is {epoch1_run / 'checkpoint.npz'}; try a lower learning rate")
+        f"checkpoint is {epoch1_run / 'checkpoint.npz'}; try a lower learning rate"
+    )
     assert (epoch1_run / "checkpoint.npz").read_bytes() == good  # kept, byte for byte
     kit.assert_bit_exact(kit.resume_to_end(epoch1_run), reference)  # and it resumes exactly
     # the CLI: exit 2, one line naming the step
     run = tmp_path / "cli"
-    assert cli.main(["train", "--lr", "1e30", "--epochs", "2", "--batch-size", "10",
-                     "--out", str(run), "--no-plots"]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--lr",
+                "1e30",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "10",
+                "--out",
+                str(run),
+                "--no-plots",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "stablecnn: error: loss became nan at epoch 1, step 2 (global step 2)" in err, err
     assert "(none yet)" in err and not (run / "checkpoint.npz").exists()
     assert not (run / ".lock").exists()
 
 
-# -- issue 12.7: a run that collapses to chance is warned about --------------------------------------
+# -- issue 12.7: a run that collapses to chance is warned about ------------------------------------
 def test_the_collapse_rule():
     """Exploded: a loss above 100 x max(ln K, first loss). Chance: test accuracy at most the
     largest class's share plus half of 1/K."""
@@ -154,27 +179,46 @@ def test_the_collapse_rule():
     assert at_chance(0.42, skewed, 10) and not at_chance(0.4201, skewed, 10)
 
 
-COLLAPSE = (r"warning: epoch {epoch} ended at chance level \(test accuracy \d+\.\d\d%; a constant "
-            r"guess scores 20\.00%\) after the training loss exploded at global step {step} "
-            r"\(epoch 1, step {step}: loss {loss}, over 100 x {first}\); the model has likely "
-            r"collapsed\. Try a lower learning rate \(this run has sgd lr 4; e\.g\. --lr 0\.4\)")
+COLLAPSE = (
+    r"warning: epoch {epoch} ended at chance level \(test accuracy \d+\.\d\d%; a constant "
+    r"guess scores 20\.00%\) after the training loss exploded at global step {step} "
+    r"\(epoch 1, step {step}: loss {loss}, over 100 x {first}\); the model has likely "
+    r"collapsed\. Try a lower learning rate \(this run has sgd lr 4; e\.g\. --lr 0\.4\)"
+)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
-                            "ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.filterwarnings(
+    "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
+)
 def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, kit, capsys, toy_cli):
     """``--optimizer sgd --lr 4``: the loss jumps at step 2 and the model ends at chance; the run
     goes on (exit 0) with a warning per such epoch, in the log and on stderr."""
     import csv
     import re
-
     import warnings
 
     run = tmp_path / "run"
     with warnings.catch_warnings():  # the warning is ours: no NumPy overflow chatter besides
         warnings.simplefilter("error", RuntimeWarning)
-        assert cli.main(["train", "--optimizer", "sgd", "--lr", "4", "--epochs", "2",
-                         "--batch-size", "10", "--out", str(run), "--no-plots"]) == 0
+        assert (
+            cli.main(
+                [
+                    "train",
+                    "--optimizer",
+                    "sgd",
+                    "--lr",
+                    "4",
+                    "--epochs",
+                    "2",
+                    "--batch-size",
+                    "10",
+                    "--out",
+                    str(run),
+                    "--no-plots",
+                ]
+            )
+            == 0
+        )
     err = capsys.readouterr().err
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     losses = [float(r["loss"]) for r in rows if r["kind"] == "step"]
@@ -183,8 +227,12 @@ def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, kit, capsys, t
     assert all(float(r["test_acc"]) <= 0.25 for r in rows if r["kind"] == "epoch")
     log = (run / "train_log.txt").read_text()
     for epoch in (1, 2):
-        pattern = COLLAPSE.format(epoch=epoch, step=2, loss=f"{losses[1]:.3g}".replace("+", r"\+"),
-                                  first=f"{losses[0]:.3g}")
+        pattern = COLLAPSE.format(
+            epoch=epoch,
+            step=2,
+            loss=f"{losses[1]:.3g}".replace("+", r"\+"),
+            first=f"{losses[0]:.3g}",
+        )
         assert len(re.findall(pattern, err)) == 1, err
         assert len(re.findall(pattern, log)) == 1, log
 
@@ -194,8 +242,10 @@ def test_a_healthy_run_gets_no_collapse_warning(tmp_path, kit, capsys, toy_cli):
     from stablecnn.training import checkpoint
 
     run = tmp_path / "run"
-    assert cli.main(["train", "--epochs", "2", "--batch-size", "10", "--out", str(run),
-                     "--no-plots"]) == 0
+    assert (
+        cli.main(["train", "--epochs", "2", "--batch-size", "10", "--out", str(run), "--no-plots"])
+        == 0
+    )
     history = checkpoint.load(run).history
     assert history["epoch_test_acc"][0] <= 0.25  # chance alone is a slow start, not a collapse
     assert max(history["step_loss"]) > 5 * history["step_loss"][0]  # and a spike is no explosion

@@ -32,7 +32,7 @@ import errno
 import os
 import sys
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from stablecnn.errors import StableCNNError
 
@@ -49,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stablecnn",
         description="A numerically stable CNN library in NumPy: train, predict, evaluate.",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of any error, not only of bugs")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of any error, not only of bugs",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     train.add_parsers(sub)  # train, evaluate, summary
@@ -61,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(command: Callable[[], int | None], prog: str = "stablecnn",
-                debug: Callable[[], bool] = lambda: False) -> int:
+def run_command(
+    command: Callable[[], int | None],
+    prog: str = "stablecnn",
+    debug: Callable[[], bool] = lambda: False,
+) -> int:
     """Run ``command()`` and return its exit status, ending early as the module doc's table says.
 
     Every setting a command reads (``STABLECNN_NUM_THREADS``, the data cache's folder, ...) is
@@ -87,8 +93,11 @@ def run_command(command: Callable[[], int | None], prog: str = "stablecnn",
         return _error(prog, f"{where}{exc.strerror or exc}")
     except Exception:  # noqa: BLE001 - not the user's to fix: show where it happened
         traceback.print_exc()
-        print(f"{prog}: internal error: this is a bug in stablecnn; please report it with the "
-              f"traceback above and the command that caused it", file=sys.stderr)
+        print(
+            f"{prog}: internal error: this is a bug in stablecnn; please report it with the "
+            f"traceback above and the command that caused it",
+            file=sys.stderr,
+        )
         return EXIT_BUG
 
 

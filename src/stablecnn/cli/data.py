@@ -27,23 +27,28 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register the ``data`` command and its actions on the CLI's ``subparsers``."""
     parser = subparsers.add_parser(
-        "data", help="fetch, describe and verify the datasets",
+        "data",
+        help="fetch, describe and verify the datasets",
         description="Get MNIST and Fashion-MNIST from several sources, all checked byte for byte "
         "against pinned SHA-256 digests.",
     )
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
     actions.required = True
     for name, func, text in (
-        ("fetch", cmd_fetch,
-         "put the canonical files in the cache, from the first source that works"),
+        (
+            "fetch",
+            cmd_fetch,
+            "put the canonical files in the cache, from the first source that works",
+        ),
         ("info", cmd_info, "print sizes, class counts and where the files are"),
         ("verify", cmd_verify, "re-check the SHA-256 digest of every file"),
     ):
         sub = actions.add_parser(name, help=text, description=text)
         sub.add_argument("dataset", nargs="?", choices=list(SPECS), help="default: every dataset")
         sub.add_argument("--data-dir", help="a folder holding the four IDX files (raw or .gz)")
-        sub.add_argument("--cache-dir", help="the cache root (default: $STABLECNN_DATA, else "
-                         "~/.cache/stablecnn)")
+        sub.add_argument(
+            "--cache-dir", help="the cache root (default: $STABLECNN_DATA, else ~/.cache/stablecnn)"
+        )
         if name == "fetch":
             sub.add_argument("--quiet", "-q", action="store_true", help="no progress output")
         sub.set_defaults(func=func)
@@ -123,6 +128,9 @@ def cmd_verify(args) -> int:
             print(f"  {r.raw_name:<26} {'ok' if r.ok else 'FAILED: ' + r.detail}")
             if not r.ok:
                 status = EXIT_FAILED
-    print("all files match their pinned SHA-256 digests" if status == EXIT_OK
-          else "some files are missing or do not match their pinned SHA-256 digests")
+    print(
+        "all files match their pinned SHA-256 digests"
+        if status == EXIT_OK
+        else "some files are missing or do not match their pinned SHA-256 digests"
+    )
     return status

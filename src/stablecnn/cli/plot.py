@@ -12,16 +12,24 @@ from stablecnn.training.plots import plot_run
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``plot RUN_DIR [--data-dir DIR [--no-verify]]`` on the CLI's ``subparsers``."""
     parser = subparsers.add_parser(
-        "plot", help="draw a run's curves, confusion matrix, filters and mistakes",
+        "plot",
+        help="draw a run's curves, confusion matrix, filters and mistakes",
         description="Write curves.png, confusion.png, filters.png and mistakes.png into a run "
-        "directory, from its metrics.csv and checkpoint.npz (evaluated on the test set of the data it "
-        "was trained on, read from where it came from).")
+        "directory, from its metrics.csv and checkpoint.npz (evaluated on the test set of the "
+        "data it was trained on, read from where it came from).",
+    )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
-    parser.add_argument("--data-dir", type=Path,
-                        help="a folder holding the IDX files (default: where the run's came from)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="with --data-dir: use your own IDX files there (structure checked, "
-                             "not the canonical SHA-256 digests)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a folder holding the IDX files (default: where the run's came from)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with --data-dir: use your own IDX files there (structure checked, "
+        "not the canonical SHA-256 digests)",
+    )
     parser.set_defaults(func=cmd_plot)
     return parser
 

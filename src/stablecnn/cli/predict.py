@@ -40,13 +40,16 @@ class Prediction:
 
 def predict_images(model, normalizer, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Probabilities ``(N, K)`` (float64) for uint8 images ``(N, H, W)``, one batch at a time."""
-    out = [model.predict_proba(normalizer(images[i:i + batch_size], dtype=model.dtype))
-           for i in range(0, len(images), batch_size)]
+    out = [
+        model.predict_proba(normalizer(images[i : i + batch_size], dtype=model.dtype))
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
 
 
-def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None,
-                  framing: str = "mnist"):
+def predict_files(
+    model, normalizer, paths, size: tuple[int, int] | None = None, framing: str = "mnist"
+):
     """Predict every file in ``paths``; a bad file does not stop the others.
 
     Args:
@@ -81,7 +84,7 @@ def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None,
     results, start = [], 0
     for path, images in loaded:
         if isinstance(images, np.ndarray):
-            chunk = probs[start:start + len(images)]
+            chunk = probs[start : start + len(images)]
             start += len(images)
             images = [Prediction(int(p.argmax()), p) for p in chunk]
         results.append((path, images))
@@ -92,7 +95,8 @@ def predict_files(model, normalizer, paths, size: tuple[int, int] | None = None,
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``predict CKPT FILE... [--top K] [--json]`` on the CLI's ``subparsers``."""
     parser = subparsers.add_parser(
-        "predict", help="classify image files or .npy arrays with a checkpoint",
+        "predict",
+        help="classify image files or .npy arrays with a checkpoint",
         description="Print the predicted class and the most probable classes of each file. "
         "Images (PNG, JPEG, ...; any size, grey or colour, dark ink on light paper or light on "
         "dark) are framed as MNIST's digits were: inverted when the paper is light, the contrast "
@@ -100,33 +104,48 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "20 of 28 pixels and centred by its centre of mass (see --framing). A blank or uniform "
         "picture is refused (no ink found). .npy arrays (28, 28), (N, 28, 28) or (N, 1, 28, 28) "
         "hold uint8 or [0, 1] / [0, 255] float pixels, light on dark, already framed: they are "
-        "used as they are. Exit status 1 when any file failed (the others are still predicted).")
+        "used as they are. Exit status 1 when any file failed (the others are still predicted).",
+    )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or .npy arrays")
-    parser.add_argument("--top", type=positive_int, default=3, metavar="K",
-                        help="how many of the most probable classes to show (default 3)")
-    parser.add_argument("--framing", choices=FRAMINGS, default="mnist",
-                        help="how images are framed: 'mnist' (default) crops the ink, fits it in "
-                             "a 20 x 20 box and centres it by its centre of mass, as MNIST was "
-                             "made; 'none' only inverts a light background and fits the whole "
-                             "picture to the model's input size (28 x 28), for pictures already "
-                             "framed like MNIST. .npy arrays are never reframed")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object per image and line on stdout (a failed file gives "
-                             '{"file": ..., "error": ...})')
+    parser.add_argument(
+        "--top",
+        type=positive_int,
+        default=3,
+        metavar="K",
+        help="how many of the most probable classes to show (default 3)",
+    )
+    parser.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="mnist",
+        help="how images are framed: 'mnist' (default) crops the ink, fits it in "
+        "a 20 x 20 box and centres it by its centre of mass, as MNIST was "
+        "made; 'none' only inverts a light background and fits the whole "
+        "picture to the model's input size (28 x 28), for pictures already "
+        "framed like MNIST. .npy arrays are never reframed",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per image and line on stdout (a failed file gives "
+        '{"file": ..., "error": ...})',
+    )
     parser.set_defaults(func=cmd_predict)
     return parser
 
 
 def cmd_predict(args) -> int:
-    from stablecnn.training.checkpoint import load_model
     from stablecnn.data import Normalizer
     from stablecnn.errors import CheckpointError
+    from stablecnn.training.checkpoint import load_model
 
     model, ckpt = load_model(args.checkpoint)
     if "normalizer" not in ckpt.meta:
-        raise CheckpointError(f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
-                              f"cannot be prepared as in training")
+        raise CheckpointError(
+            f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
+            f"cannot be prepared as in training"
+        )
     normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
     results = predict_files(model, normalizer, args.files, framing=args.framing)
     dataset = (ckpt.meta.get("train") or {}).get("dataset")
@@ -142,18 +161,25 @@ def cmd_predict(args) -> int:
         for index, pred in enumerate(result):
             print(_format(path, index, len(result), pred, names, args.top, args.json), flush=True)
     if failed:
-        print(f"stablecnn: {failed} of {len(results)} files could not be predicted",
-              file=sys.stderr)
+        print(
+            f"stablecnn: {failed} of {len(results)} files could not be predicted", file=sys.stderr
+        )
     return 1 if failed else 0
 
 
 def _format(path, index, count, pred, names, k, as_json) -> str:
     top = pred.top(k)
     if as_json:
-        return json.dumps({
-            "file": str(path), "index": index, "class": pred.label, "name": names[pred.label],
-            "probability": round(float(pred.probabilities[pred.label]), 6),
-            "top": [{"class": c, "name": names[c], "probability": round(p, 6)} for c, p in top]})
+        return json.dumps(
+            {
+                "file": str(path),
+                "index": index,
+                "class": pred.label,
+                "name": names[pred.label],
+                "probability": round(float(pred.probabilities[pred.label]), 6),
+                "top": [{"class": c, "name": names[c], "probability": round(p, 6)} for c, p in top],
+            }
+        )
     where = f"{path}[{index}]" if count > 1 else str(path)
     label = names[pred.label]
     name = label if label == str(pred.label) else f"{pred.label} ({label})"

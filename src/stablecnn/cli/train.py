@@ -9,28 +9,35 @@ from pathlib import Path
 
 import numpy as np
 
-
-from stablecnn.training import checkpoint as ckpt_io
-from stablecnn.nn import modelfile, zoo
 from stablecnn.cli.argtypes import positive_float, positive_int
 from stablecnn.data.augment import Augment
-from stablecnn.optim import OPTIMIZERS
-from stablecnn.training.resume import data_record, refuse_changes, run_data_source
-from stablecnn.training.trainer import Interrupted, RunLock, TrainConfig, Trainer, load_data, resume_checkpoint
 from stablecnn.errors import ConfigError
-
-
-
-
+from stablecnn.nn import modelfile, zoo
+from stablecnn.optim import OPTIMIZERS
+from stablecnn.training import checkpoint as ckpt_io
+from stablecnn.training.resume import data_record, refuse_changes, run_data_source
+from stablecnn.training.trainer import (
+    Interrupted,
+    RunLock,
+    TrainConfig,
+    Trainer,
+    load_data,
+    resume_checkpoint,
+)
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("train", help="train a model (default: Model 1 on full MNIST)",
-                       description="Train a model and write a run directory with the checkpoint, "
-                                   "train_log.txt, metrics.csv and plots.")
-    p.add_argument("--model",
-                   help=f"a built-in architecture ({', '.join(zoo.names())}; default md1) or a "
-                        f".toml/.json model file")
+    p = sub.add_parser(
+        "train",
+        help="train a model (default: Model 1 on full MNIST)",
+        description="Train a model and write a run directory with the checkpoint, "
+        "train_log.txt, metrics.csv and plots.",
+    )
+    p.add_argument(
+        "--model",
+        help=f"a built-in architecture ({', '.join(zoo.names())}; default md1) or a "
+        f".toml/.json model file",
+    )
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="default mnist")
     p.add_argument("--epochs", type=positive_int, help="epochs (default 5)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default 100)")
@@ -38,71 +45,119 @@ def add_parsers(sub) -> None:
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adagrad")
     p.add_argument("--momentum", type=float, help="momentum (sgd, rmsprop)")
     p.add_argument("--weight-decay", type=float, help="L2 weight decay (decoupled for adamw)")
-    p.add_argument("--schedule", choices=["constant", "step", "cosine"],
-                   help="learning rate per step (default constant); step: x0.1 every "
-                        "--step-epochs epochs")
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "step", "cosine"],
+        help="learning rate per step (default constant); step: x0.1 every --step-epochs epochs",
+    )
     p.add_argument("--step-epochs", type=positive_int, help="epochs between step decays")
     p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
     p.add_argument("--clip", type=positive_float, help="clip gradients to this global L2 norm")
-    p.add_argument("--train-size", type=positive_int,
-                   help="use the first N training images (default: all)")
-    p.add_argument("--normalization", choices=["original", "unit"],
-                   help="'original': subtract int(mean), divide by int(std) of the training "
-                        "images used (default); 'unit': scale to [0, 1]")
-    p.add_argument("--augment", nargs="?", const="2,10", type=_augment, metavar="SHIFT,DEGREES",
-                   help="augment the training batches: random shifts up to SHIFT pixels and "
-                        "rotations up to DEGREES (default when given: 2,10; off when absent)")
+    p.add_argument(
+        "--train-size", type=positive_int, help="use the first N training images (default: all)"
+    )
+    p.add_argument(
+        "--normalization",
+        choices=["original", "unit"],
+        help="'original': subtract int(mean), divide by int(std) of the training "
+        "images used (default); 'unit': scale to [0, 1]",
+    )
+    p.add_argument(
+        "--augment",
+        nargs="?",
+        const="2,10",
+        type=_augment,
+        metavar="SHIFT,DEGREES",
+        help="augment the training batches: random shifts up to SHIFT pixels and "
+        "rotations up to DEGREES (default when given: 2,10; off when absent)",
+    )
     p.add_argument("--seed", type=int, help="seed for the weights and the shuffles (default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
-    p.add_argument("--recipe", choices=["original"],
-                   help="'original': the original recipe exactly (first 20,000 images, "
-                        "int mean/std, 5 epochs of 100, Adagrad 0.01)")
+    p.add_argument(
+        "--recipe",
+        choices=["original"],
+        help="'original': the original recipe exactly (first 20,000 images, "
+        "int mean/std, 5 epochs of 100, Adagrad 0.01)",
+    )
     p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
-    p.add_argument("--no-verify", action="store_true",
-                   help="with --data-dir: use your own IDX files there (structure checked, "
-                        "not the canonical SHA-256 digests)")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with --data-dir: use your own IDX files there (structure checked, "
+        "not the canonical SHA-256 digests)",
+    )
     p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<dataset>-<time>)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                   help="continue the run in RUN_DIR from its checkpoint with the settings it "
-                        "started with (--epochs may extend it; any other option given with "
-                        "another value than the run's is refused)")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint with the settings it "
+        "started with (--epochs may extend it; any other option given with "
+        "another value than the run's is refused)",
+    )
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy, loss, per-class accuracy, confusion matrix",
-                       description="Evaluate a checkpoint on the test set of the data it was "
-                                   "trained on (the same dataset and, for a run on your own IDX "
-                                   "files, the same folder), unless told otherwise.")
+    p = sub.add_parser(
+        "evaluate",
+        help="test accuracy, loss, per-class accuracy, confusion matrix",
+        description="Evaluate a checkpoint on the test set of the data it was "
+        "trained on (the same dataset and, for a run on your own IDX "
+        "files, the same folder), unless told otherwise.",
+    )
     p.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"],
-                   help="default: the dataset the checkpoint was trained on")
-    p.add_argument("--data-dir", type=Path,
-                   help="a folder holding the IDX files (default: where the run's came from)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="with --data-dir: use your own IDX files there (structure checked, "
-                        "not the canonical SHA-256 digests)")
+    p.add_argument(
+        "--dataset",
+        choices=["mnist", "fashion-mnist"],
+        help="default: the dataset the checkpoint was trained on",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a folder holding the IDX files (default: where the run's came from)",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="with --data-dir: use your own IDX files there (structure checked, "
+        "not the canonical SHA-256 digests)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("summary", help="print a model's layers, shapes and parameter counts")
-    p.add_argument("model", help="a built-in architecture name, a .toml/.json model file, or "
-                                 "a checkpoint")
+    p.add_argument(
+        "model", help="a built-in architecture name, a .toml/.json model file, or a checkpoint"
+    )
     p.set_defaults(func=cmd_summary)
 
 
 # the TrainConfig field each option sets
-OPTION_FIELDS = {"model": "--model", "dataset": "--dataset", "epochs": "--epochs",
-                 "batch_size": "--batch-size", "lr": "--lr", "optimizer": "--optimizer",
-                 "momentum": "--momentum", "weight_decay": "--weight-decay",
-                 "schedule": "--schedule", "step_epochs": "--step-epochs",
-                 "warmup_steps": "--warmup-steps", "clip": "--clip", "train_size": "--train-size",
-                 "normalization": "--normalization", "seed": "--seed", "dtype": "--dtype",
-                 "augment": "--augment"}
+OPTION_FIELDS = {
+    "model": "--model",
+    "dataset": "--dataset",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "optimizer": "--optimizer",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "schedule": "--schedule",
+    "step_epochs": "--step-epochs",
+    "warmup_steps": "--warmup-steps",
+    "clip": "--clip",
+    "train_size": "--train-size",
+    "normalization": "--normalization",
+    "seed": "--seed",
+    "dtype": "--dtype",
+    "augment": "--augment",
+}
 
 
 def _given(args) -> dict:
     """``{field: value}`` for each TrainConfig option on the command line."""
-    return {field: getattr(args, field) for field in OPTION_FIELDS
-            if getattr(args, field) is not None}
+    return {
+        field: getattr(args, field) for field in OPTION_FIELDS if getattr(args, field) is not None
+    }
 
 
 def _config_from_args(args) -> TrainConfig:
@@ -113,7 +168,9 @@ def _config_from_args(args) -> TrainConfig:
 
 
 def _resume_options(args) -> dict:
-    """``{field: (option as typed, value)}`` for :func:`stablecnn.training.resume.refuse_changes`."""
+    """``{field: (option as typed, value)}`` for
+    :func:`stablecnn.training.resume.refuse_changes`."""
+
     def typed(field, value):
         if field == "augment":
             return f"--augment {value['max_shift']},{value['max_degrees']:g}"
@@ -122,8 +179,15 @@ def _resume_options(args) -> dict:
     given = {field: (typed(field, value), value) for field, value in _given(args).items()}
     if args.recipe == "original":  # the recipe's settings, where no option overrides them
         recipe = TrainConfig.original_recipe()
-        for field in ("model", "dataset", "batch_size", "lr", "optimizer", "train_size",
-                      "normalization"):
+        for field in (
+            "model",
+            "dataset",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "train_size",
+            "normalization",
+        ):
             value = getattr(recipe, field)
             given.setdefault(field, (f"--recipe original ({typed(field, value)})", value))
     if args.data_dir is not None:
@@ -159,12 +223,20 @@ def cmd_train(args) -> int:
         config, ckpt = _config_from_args(args), None
         zoo.model_config(config.model, num_classes=10)  # a bad model file fails here
         name = Path(config.model).stem if modelfile.is_model_path(config.model) else config.model
-        run_dir = args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = (
+            args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
     if not verify and data_dir is None:
         raise ConfigError("--no-verify applies to --data-dir: name the folder of your IDX files")
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
-    trainer = Trainer(config, run_dir, train, test, checkpoint=ckpt,
-                      data_source=data_record(config.dataset, data_dir, verify))
+    trainer = Trainer(
+        config,
+        run_dir,
+        train,
+        test,
+        checkpoint=ckpt,
+        data_source=data_record(config.dataset, data_dir, verify),
+    )
     run_dir.mkdir(parents=True, exist_ok=True)  # only now: everything above may refuse the run
     with RunLock(run_dir):
         print(f"run directory: {run_dir}")
@@ -175,8 +247,10 @@ def cmd_train(args) -> int:
             print(f"\n{exc}", file=sys.stderr)
             return 130
         seconds = time.perf_counter() - t0
-        print(f"test accuracy {100 * last['test_acc']:.2f}%, test loss {last['test_loss']:.4f} "
-              f"({seconds:.1f} s this session); checkpoint {trainer.checkpoint_path}")
+        print(
+            f"test accuracy {100 * last['test_acc']:.2f}%, test loss {last['test_loss']:.4f} "
+            f"({seconds:.1f} s this session); checkpoint {trainer.checkpoint_path}"
+        )
         if not args.no_plots:
             from stablecnn.training import plots
 
@@ -190,17 +264,27 @@ def cmd_evaluate(args) -> int:
     from stablecnn.training.metrics import evaluate
 
     model, ckpt = ckpt_io.load_model(args.checkpoint)
-    dataset, data_dir, verify = run_data_source(ckpt.meta, args.dataset, args.data_dir,
-                                                args.no_verify)
+    dataset, data_dir, verify = run_data_source(
+        ckpt.meta, args.dataset, args.data_dir, args.no_verify
+    )
     images, labels = load_data(dataset, data_dir=data_dir, splits=("test",), verify=verify)[0]
-    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
+    normalizer = (
+        Normalizer.from_dict(ckpt.meta["normalizer"])
+        if "normalizer" in ckpt.meta
         else Normalizer.original(images)
+    )
     result = evaluate(model, images, labels, normalizer)
-    print(f"{dataset} test set, {len(labels)} images: accuracy {100 * result.accuracy:.2f}%, "
-          f"loss {result.loss:.4f}")
-    print("per-class accuracy: " + ", ".join(
-        f"{k}: {'n/a' if np.isnan(a) else f'{100 * a:.1f}%'}"  # n/a: no test image of class k
-        for k, a in enumerate(result.per_class_accuracy)))
+    print(
+        f"{dataset} test set, {len(labels)} images: accuracy {100 * result.accuracy:.2f}%, "
+        f"loss {result.loss:.4f}"
+    )
+    print(
+        "per-class accuracy: "
+        + ", ".join(
+            f"{k}: {'n/a' if np.isnan(a) else f'{100 * a:.1f}%'}"  # n/a: no test image of class k
+            for k, a in enumerate(result.per_class_accuracy)
+        )
+    )
     print("confusion matrix (rows: true class, columns: predicted):")
     width = max(4, len(str(result.confusion.max())) + 1)
     print("    " + "".join(f"{k:>{width}}" for k in range(result.confusion.shape[1])))

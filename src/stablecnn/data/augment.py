@@ -67,8 +67,9 @@ def shift_rotate(images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray) ->
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def augment_batch(images: np.ndarray, rng: np.random.Generator, max_shift: int = 2,
-                  max_degrees: float = 10.0) -> np.ndarray:
+def augment_batch(
+    images: np.ndarray, rng: np.random.Generator, max_shift: int = 2, max_degrees: float = 10.0
+) -> np.ndarray:
     """A random shift (integer, up to ``max_shift`` pixels per axis) and rotation (uniform in
     ``[-max_degrees, max_degrees]``) for each image of a uint8 (B, H, W) batch.
 
@@ -89,9 +90,11 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator, max_shift: int =
 
 def _check_images(images) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"augmentation takes a uint8 batch (B, H, W), got "
-                        f"{getattr(images, 'dtype', type(images).__name__)} "
-                        f"{getattr(images, 'shape', '')}")
+        raise DataError(
+            f"augmentation takes a uint8 batch (B, H, W), got "
+            f"{getattr(images, 'dtype', type(images).__name__)} "
+            f"{getattr(images, 'shape', '')}"
+        )
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,17 @@ class Augment:
     max_degrees: float = 10.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_shift, (int, np.integer)) or isinstance(self.max_shift, bool) \
-                or self.max_shift < 0:
+        if (
+            not isinstance(self.max_shift, (int, np.integer))
+            or isinstance(self.max_shift, bool)
+            or self.max_shift < 0
+        ):
             raise ConfigError(f"max_shift must be an int >= 0, got {self.max_shift!r}")
-        if not isinstance(self.max_degrees, (int, float, np.integer, np.floating)) \
-                or isinstance(self.max_degrees, bool) or not 0 <= self.max_degrees <= 180:
+        if (
+            not isinstance(self.max_degrees, (int, float, np.integer, np.floating))
+            or isinstance(self.max_degrees, bool)
+            or not 0 <= self.max_degrees <= 180
+        ):
             raise ConfigError(f"max_degrees must be a number in [0, 180], got {self.max_degrees!r}")
         object.__setattr__(self, "max_shift", int(self.max_shift))
         object.__setattr__(self, "max_degrees", float(self.max_degrees))
@@ -132,7 +141,7 @@ class Augment:
         return {"max_shift": self.max_shift, "max_degrees": self.max_degrees}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Augment":
+    def from_dict(cls, data: dict) -> Augment:
         """Inverse of :meth:`to_dict` (accepts NumPy scalars as loaded from a ``.npz``)."""
         try:
             shift, degrees = data["max_shift"], data["max_degrees"]
@@ -143,7 +152,7 @@ class Augment:
             raise ConfigError(f"not an augmentation description: {data!r} ({exc})") from None
 
     @classmethod
-    def parse(cls, text: str) -> "Augment":
+    def parse(cls, text: str) -> Augment:
         """``"SHIFT,DEGREES"`` (e.g. ``"2,10"``), as a command line gives it."""
         parts = text.split(",")
         try:
@@ -151,5 +160,6 @@ class Augment:
                 raise ConfigError("expected two numbers")
             return cls(int(parts[0]), float(parts[1]))
         except ValueError as exc:
-            raise ConfigError(f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r} "
-                             f"({exc})") from None
+            raise ConfigError(
+                f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r} ({exc})"
+            ) from None

@@ -54,12 +54,16 @@ class Normalizer:
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise DataError(f"Normalizer kind must be one of {_KINDS}, got {self.kind!r}")
-        numbers_ = all(isinstance(v, (int, float, np.integer, np.floating))
-                       and not isinstance(v, (bool, np.bool_)) for v in (self.mean, self.std))
-        if not (numbers_ and math.isfinite(self.std) and self.std > 0
-                and math.isfinite(self.mean)):
-            raise DataError(f"Normalizer needs a finite mean and a positive finite std, got "
-                            f"mean={self.mean!r}, std={self.std!r}")
+        numbers_ = all(
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, (bool, np.bool_))
+            for v in (self.mean, self.std)
+        )
+        if not (numbers_ and math.isfinite(self.std) and self.std > 0 and math.isfinite(self.mean)):
+            raise DataError(
+                f"Normalizer needs a finite mean and a positive finite std, got "
+                f"mean={self.mean!r}, std={self.std!r}"
+            )
 
     @classmethod
     def original(cls, images: np.ndarray) -> Normalizer:
@@ -92,7 +96,7 @@ class Normalizer:
         flat = images.reshape(-1)  # a view when contiguous
         counts = np.zeros(256, dtype=np.int64)
         for start in range(0, flat.size, _STATS_CHUNK):
-            counts += np.bincount(flat[start:start + _STATS_CHUNK], minlength=256)
+            counts += np.bincount(flat[start : start + _STATS_CHUNK], minlength=256)
         values = range(256)
         n = int(flat.size)
         s1 = sum(v * int(c) for v, c in zip(values, counts, strict=True))
@@ -106,12 +110,14 @@ class Normalizer:
                 raise DataError(
                     f"the images are constant: every pixel is {present[0]} (standard deviation "
                     f"0), so there is nothing to learn from them and the original normalisation "
-                    f"would divide by 0; check that these are the image files you meant")
+                    f"would divide by 0; check that these are the image files you meant"
+                )
             raise DataError(
                 f"the standard deviation of the images' pixels is "
                 f"{_below_one(math.sqrt(n2_var) / n)} (values {present[0]} to {present[-1]}), "
                 f"below 1, so the original integer normalisation (divide by int(std) = 0) cannot "
-                f"be used; use the unit normalisation instead: --normalization unit (x / 255)")
+                f"be used; use the unit normalisation instead: --normalization unit (x / 255)"
+            )
         return cls(float(mean), float(std), "original")
 
     @classmethod
@@ -210,8 +216,8 @@ def iterate_batches(
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:
-            xb, yb = images[start:start + batch_size], labels[start:start + batch_size]
+            xb, yb = images[start : start + batch_size], labels[start : start + batch_size]
         else:
-            idx = order[start:start + batch_size]  # (B,)
+            idx = order[start : start + batch_size]  # (B,)
             xb, yb = images[idx], labels[idx]  # uint8 copies of one batch only
         yield normalizer(xb, dtype=dtype), yb.astype(np.int64)

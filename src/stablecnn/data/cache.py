@@ -47,7 +47,8 @@ def default_cache_dir() -> Path:
         raise DataError(
             f"no home directory to keep the data cache in{f' ({ENV_VAR}={env!r})' if env else ''}; "
             f"set {ENV_VAR} to a folder (for example {ENV_VAR}=/tmp/stablecnn-data) or pass "
-            f"--data-dir with the four IDX files") from None
+            f"--data-dir with the four IDX files"
+        ) from None
 
 
 def dataset_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:

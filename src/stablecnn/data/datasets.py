@@ -21,7 +21,11 @@ from stablecnn.data.cache import dataset_cache_dir, remove_stale_temps, warn
 from stablecnn.data.errors import ChecksumError, SourceError
 from stablecnn.data.idx import check_pair, read_idx
 from stablecnn.data.sources import (
-    copy_from_folder, fetch_from_fallback, fetch_from_mirrors, locate, read_verified,
+    copy_from_folder,
+    fetch_from_fallback,
+    fetch_from_mirrors,
+    locate,
+    read_verified,
 )
 from stablecnn.data.specs import FILE_KEYS, DatasetSpec, get_spec
 from stablecnn.errors import DataError
@@ -89,10 +93,12 @@ def _load_from_folder(spec: DatasetSpec, files, folder: Path, verify: bool):
         if verify:
             arrays.append(read_verified(path, fspec, spec))
         else:
-            arrays.append(read_idx(path, image_shape=spec.image_shape,
-                                   num_classes=len(spec.classes)))
-    check_pair(arrays[0], arrays[1], str(folder / files[0].raw_name),
-               str(folder / files[1].raw_name))
+            arrays.append(
+                read_idx(path, image_shape=spec.image_shape, num_classes=len(spec.classes))
+            )
+    check_pair(
+        arrays[0], arrays[1], str(folder / files[0].raw_name), str(folder / files[1].raw_name)
+    )
     return arrays[0], arrays[1]
 
 
@@ -142,8 +148,10 @@ def load_dataset(
         try:
             return _load_from_folder(spec, files, Path(data_dir), verify)
         except ChecksumError as exc:
-            raise ChecksumError(f"--data-dir: {exc}. These are not the canonical {spec.name} "
-                                f"files; to use your own IDX files there, pass --no-verify") from None
+            raise ChecksumError(
+                f"--data-dir: {exc}. These are not the canonical {spec.name} "
+                f"files; to use your own IDX files there, pass --no-verify"
+            ) from None
         except DataError as exc:
             raise type(exc)(f"--data-dir: {exc}") from None
     folder = dataset_cache_dir(spec.name, cache_dir)
@@ -187,9 +195,9 @@ def fetch_dataset(
     if data_dir is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            served.update(copy_from_folder(
-                spec, keys, Path(data_dir), folder, f"data dir {data_dir}", quiet
-            ))
+            served.update(
+                copy_from_folder(spec, keys, Path(data_dir), folder, f"data dir {data_dir}", quiet)
+            )
         except DataError as exc:
             warn(f"--data-dir: {exc}; trying the cache and the download sources")
     for key in keys:

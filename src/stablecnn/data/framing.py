@@ -31,8 +31,9 @@ INK_THRESHOLD = 0.25  # after the contrast stretch, a pixel brighter than this i
 MIN_CONTRAST = 0.1  # ink must differ from the paper by 10% of the full range (25.5 of 255)
 
 
-def to_mnist(grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE,
-             framing: str = "mnist") -> np.ndarray:
+def to_mnist(
+    grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE, framing: str = "mnist"
+) -> np.ndarray:
     """A picture's grey floats ``(H, W)`` in [0, 1] as a uint8 image ``size`` in MNIST's framing.
 
     Args:
@@ -111,7 +112,7 @@ def frame_mnist(grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE) -> np.ndar
     y = min(max(math.floor(out_h / 2 - com_y + 0.5), 0), out_h - h)
     x = min(max(math.floor(out_w / 2 - com_x + 0.5), 0), out_w - w)
     frame = np.zeros((out_h, out_w), np.float32)
-    frame[y:y + h, x:x + w] = digit
+    frame[y : y + h, x : x + w] = digit
     return _to_uint8(frame)  # step 7
 
 
@@ -134,7 +135,7 @@ def fit_unframed(grey: np.ndarray, size: tuple[int, int] = MNIST_SIZE) -> np.nda
         new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
         canvas = np.full((out_h, out_w), np.median(border(grey)), dtype=np.float32)
         top, left = (out_h - new_h) // 2, (out_w - new_w) // 2
-        canvas[top:top + new_h, left:left + new_w] = _resize(grey, new_h, new_w)
+        canvas[top : top + new_h, left : left + new_w] = _resize(grey, new_h, new_w)
         grey = canvas
     return _to_uint8(grey)
 
@@ -191,8 +192,10 @@ def stretch_contrast(grey: np.ndarray) -> np.ndarray:
         if float(grey.min()) == ink:
             why = f"the picture is uniform (every pixel {round(255 * ink)} of 255)"
         else:
-            why = (f"nothing stands out of the paper by {round(255 * MIN_CONTRAST)} of 255 or "
-                   f"more (the most is {round(255 * (ink - paper))})")
+            why = (
+                f"nothing stands out of the paper by {round(255 * MIN_CONTRAST)} of 255 or "
+                f"more (the most is {round(255 * (ink - paper))})"
+            )
         raise NoInkError(f"no ink found: {why}")
     noise = paper - float(np.percentile(ring, 16))
     floor = paper + min(3 * noise, (ink - paper) / 4)
@@ -200,8 +203,9 @@ def stretch_contrast(grey: np.ndarray) -> np.ndarray:
     return np.clip(stretched, 0, 1, out=stretched).astype(np.float32, copy=False)
 
 
-def ink_bounding_box(grey: np.ndarray,
-                     threshold: float = INK_THRESHOLD) -> tuple[int, int, int, int]:
+def ink_bounding_box(
+    grey: np.ndarray, threshold: float = INK_THRESHOLD
+) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` of the pixels brighter than ``threshold``, as slice bounds.
 
     ``grey[top:bottom, left:right]`` is the smallest rectangle holding all of the ink.

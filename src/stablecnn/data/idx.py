@@ -134,8 +134,7 @@ def _parse_stream(stream, path: Path, image_shape, num_classes) -> tuple[np.ndar
     kind = "images" if ndim == 3 else "labels"
     if ndim == 3 and image_shape is not None and tuple(dims[1:]) != tuple(image_shape):
         raise IdxError(
-            f"{path}: images are {dims[1]}x{dims[2]}, expected "
-            f"{image_shape[0]}x{image_shape[1]}"
+            f"{path}: images are {dims[1]}x{dims[2]}, expected {image_shape[0]}x{image_shape[1]}"
         )
     expected = 1
     for d in dims:
@@ -156,9 +155,7 @@ def _parse_stream(stream, path: Path, image_shape, num_classes) -> tuple[np.ndar
     array = np.frombuffer(buf, dtype=np.uint8, offset=header_len).reshape(dims)  # view, no copy
     if ndim == 1 and num_classes is not None and array.size and array.max() >= num_classes:
         where = int(np.argmax(array >= num_classes))  # the first one
-        raise IdxError(
-            f"{path}: label {array[where]} at index {where} is above {num_classes - 1}"
-        )
+        raise IdxError(f"{path}: label {array[where]} at index {where} is above {num_classes - 1}")
     return array, digest
 
 

@@ -107,13 +107,16 @@ def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
     elif array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[1:] != (h, w):
-        raise ImageError(f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
-                         f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})")
+        raise ImageError(
+            f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
+            f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})"
+        )
     if len(array) == 0:
         raise ImageError(f"{path}: holds no images (shape {array.shape})")
     if array.dtype.kind not in "uif":
-        raise ImageError(f"{path}: array of dtype {array.dtype}; expected uint8, integers or "
-                         f"floats")
+        raise ImageError(
+            f"{path}: array of dtype {array.dtype}; expected uint8, integers or floats"
+        )
     try:
         if array.dtype == np.uint8:
             return np.array(array)  # read from the file into memory
@@ -126,8 +129,10 @@ def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
     if array.dtype.kind == "f" and lo >= 0 and hi <= 1:
         values *= 255.0
     elif lo < 0 or hi > 255:
-        raise ImageError(f"{path}: values lie in [{lo:.4g}, {hi:.4g}]; expected raw pixels in "
-                         f"[0, 1] or [0, 255] (not an array already normalised)")
+        raise ImageError(
+            f"{path}: values lie in [{lo:.4g}, {hi:.4g}]; expected raw pixels in "
+            f"[0, 1] or [0, 255] (not an array already normalised)"
+        )
     return np.rint(values).astype(np.uint8)
 
 
@@ -149,15 +154,17 @@ def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray
         except ImageError:
             raise
         except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image or .npy array (Pillow cannot identify it)") \
-                from None
+            raise ImageError(
+                f"{path}: not an image or .npy array (Pillow cannot identify it)"
+            ) from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
         except MemoryError:
             raise ImageError(f"{path}: image too large to decode") from None
         except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad input
-            raise ImageError(f"{path}: cannot decode the image "
-                             f"({type(exc).__name__}: {exc})") from None
+            raise ImageError(
+                f"{path}: cannot decode the image ({type(exc).__name__}: {exc})"
+            ) from None
     try:
         return to_mnist(gray, size, framing)
     except NoInkError as exc:
@@ -165,8 +172,10 @@ def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray
 
 
 def _too_big(path, width, height) -> str:
-    return (f"{path}: refused, {width} x {height} = {width * height:,} pixels is more than the "
-            f"limit of {MAX_IMAGE_PIXELS:,} (a possible decompression bomb)")
+    return (
+        f"{path}: refused, {width} x {height} = {width * height:,} pixels is more than the "
+        f"limit of {MAX_IMAGE_PIXELS:,} (a possible decompression bomb)"
+    )
 
 
 def unit_range(values: np.ndarray, full_scale: float | None = None) -> np.ndarray:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 import sys
 import tempfile
 import urllib.error
@@ -71,8 +70,12 @@ def read_verified(path: Path, fspec: FileSpec, spec: DatasetSpec) -> np.ndarray:
 
 
 def _store_array(dest: Path, fspec: FileSpec, array: np.ndarray, origin: str) -> None:
-    store_verified(dest / fspec.raw_name, [idx_header(array), array], fspec.sha256,
-                   f"{fspec.raw_name} from {origin}")
+    store_verified(
+        dest / fspec.raw_name,
+        [idx_header(array), array],
+        fspec.sha256,
+        f"{fspec.raw_name} from {origin}",
+    )
 
 
 def copy_from_folder(
@@ -90,8 +93,14 @@ def copy_from_folder(
     missing = [f.raw_name for f in files if locate(folder, f) is None]
     if missing:
         raise SourceError(f"{folder} has no {', '.join(missing)} (raw or .gz)")
-    for fspec in tqdm(files, desc=f"  {spec.name}: verify and copy", unit="file",
-                      disable=quiet, file=sys.stderr, leave=False):
+    for fspec in tqdm(
+        files,
+        desc=f"  {spec.name}: verify and copy",
+        unit="file",
+        disable=quiet,
+        file=sys.stderr,
+        leave=False,
+    ):
         path = locate(folder, fspec)
         _store_array(dest, fspec, read_verified(path, fspec, spec), str(path))
     return {f.key: label for f in files}
@@ -111,15 +120,24 @@ def _download(url: str, target, quiet: bool, timeout: float) -> str:
         total = response.length  # None when the server sends no Content-Length
         name = url.rsplit("/", 1)[-1]
         head = b""
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"  {name}", disable=quiet,
-                  file=sys.stderr, leave=False) as bar:
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=f"  {name}",
+            disable=quiet,
+            file=sys.stderr,
+            leave=False,
+        ) as bar:
             while chunk := response.read(_CHUNK):
                 if len(head) < 2:
                     head += chunk[: 2 - len(head)]
                     if len(head) == 2 and head != b"\x1f\x8b":
                         kind = response.headers.get("Content-Type") or "unknown content type"
-                        raise SourceError(f"{url}: the server sent {kind}, not gzip data "
-                                          f"(it starts with {chunk[:16]!r})")
+                        raise SourceError(
+                            f"{url}: the server sent {kind}, not gzip data "
+                            f"(it starts with {chunk[:16]!r})"
+                        )
                 target.write(chunk)
                 digest.update(chunk)
                 bar.update(len(chunk))
@@ -129,7 +147,10 @@ def _download(url: str, target, quiet: bool, timeout: float) -> str:
 
 
 def fetch_from_mirrors(
-    spec: DatasetSpec, keys: list[str], dest: Path, quiet: bool = False,
+    spec: DatasetSpec,
+    keys: list[str],
+    dest: Path,
+    quiet: bool = False,
     timeout: float = CONNECT_TIMEOUT,
 ) -> dict[str, str]:
     """Download each requested ``.gz`` file from the first mirror that serves the canonical bytes.
@@ -164,7 +185,7 @@ def fetch_from_mirrors(
                 break
             except urllib.error.HTTPError as exc:
                 failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-            except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+            except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
                 dead_hosts.add(host)
                 reason = getattr(exc, "reason", exc)
                 failures.append(f"{host}: unreachable ({reason})")

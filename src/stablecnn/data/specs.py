@@ -153,8 +153,16 @@ FASHION_MNIST = DatasetSpec(
         package="dataset-fashion-mnist", directory="/usr/share/datasets/fashion-mnist"
     ),
     classes=(
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
 )
 

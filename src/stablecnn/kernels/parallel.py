@@ -11,9 +11,10 @@ one thread and splits each large product into column (or row) blocks itself, han
 own threads: measured on 2 cores, as fast as two BLAS threads on every Model 1 product.
 
 Until :func:`set_num_threads` is called everything runs in the calling thread and NumPy's BLAS
-keeps its own setting, so importing stablecnn changes nothing. :class:`~stablecnn.training.trainer.Trainer`,
-the command line and the benchmark call ``set_num_threads(default_num_threads())``; the default
-is the CPUs this process may use, or ``STABLECNN_NUM_THREADS``.
+keeps its own setting, so importing stablecnn changes nothing.
+:class:`~stablecnn.training.trainer.Trainer`, the command line and the benchmark call
+``set_num_threads(default_num_threads())``; the default is the CPUs this process may use, or
+``STABLECNN_NUM_THREADS``.
 
 Results are bit-identical for any thread count (once :func:`set_num_threads` has put BLAS on one
 thread), for two reasons:
@@ -43,17 +44,35 @@ import bisect
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 
 from stablecnn.errors import ConfigError
 
-__all__ = ["default_num_threads", "get_num_threads", "set_num_threads", "spans", "run",
-           "for_each_span", "split", "outer_axis", "matmul", "sum_in_order", "blocks", "grid",
-           "for_each_block", "product_grid", "MIN_SPAN", "MIN_BLOCK", "MIN_MACS", "GRID", "ALIGN",
-           "MAX_REPACK"]
+__all__ = [
+    "default_num_threads",
+    "get_num_threads",
+    "set_num_threads",
+    "spans",
+    "run",
+    "for_each_span",
+    "split",
+    "outer_axis",
+    "matmul",
+    "sum_in_order",
+    "blocks",
+    "grid",
+    "for_each_block",
+    "product_grid",
+    "MIN_SPAN",
+    "MIN_BLOCK",
+    "MIN_MACS",
+    "GRID",
+    "ALIGN",
+    "MAX_REPACK",
+]
 
 # Handing a span to the pool and waiting for it costs 80-130 us here, about what one
 # element-wise pass over 2**17 elements takes: smaller work stays in the calling thread.
@@ -111,8 +130,9 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=max(get_num_threads() - 1, 1),
-                                       thread_name_prefix="stablecnn")
+            _pool = ThreadPoolExecutor(
+                max_workers=max(get_num_threads() - 1, 1), thread_name_prefix="stablecnn"
+            )
         return _pool
 
 
@@ -218,8 +238,9 @@ def _even_counts(limit: int) -> list[int]:
     return counts
 
 
-def grid(total: int, min_items: int = 1, max_items: int | None = None, align: int = 1,
-         parts: int = GRID) -> list[tuple[int, int]]:
+def grid(
+    total: int, min_items: int = 1, max_items: int | None = None, align: int = 1, parts: int = GRID
+) -> list[tuple[int, int]]:
     """``range(total)`` as consecutive ``(a, z)`` blocks that depend on the arguments only, never
     on the thread count: the blocks of a product, each one BLAS call (see the module doc).
 
@@ -243,8 +264,12 @@ def grid(total: int, min_items: int = 1, max_items: int | None = None, align: in
     return [(bounds[i], bounds[i + 1]) for i in range(count) if bounds[i] < bounds[i + 1]]
 
 
-def for_each_block(blocks: list[tuple], fn: Callable[..., object],
-                   sizes: list[float] | None = None, min_run: float = 0) -> None:
+def for_each_block(
+    blocks: list[tuple],
+    fn: Callable[..., object],
+    sizes: list[float] | None = None,
+    min_run: float = 0,
+) -> None:
     """``fn(*block)`` for every block, in parallel: each thread takes a run of consecutive
     blocks of about equal total size (``sizes``, default ``z - a`` of each ``(a, z)``), at
     least ``min_run`` of it (less work stays in fewer threads: a hand-off costs 80-130 us).
@@ -279,8 +304,9 @@ def product_grid(lines: int, macs_per_line: int, shared_bytes: int) -> list[tupl
     ``macs_per_line`` multiply-adds, every block's call packing the ``shared_bytes`` operand
     they all read: blocks of at least :data:`MIN_BLOCK` lines and :data:`MIN_MACS`
     multiply-adds, and few enough to pack the shared operand :data:`MAX_REPACK` bytes in all."""
-    least = max(MIN_BLOCK, -(-MIN_MACS // max(macs_per_line, 1)),
-                -(-lines * shared_bytes // MAX_REPACK))
+    least = max(
+        MIN_BLOCK, -(-MIN_MACS // max(macs_per_line, 1)), -(-lines * shared_bytes // MAX_REPACK)
+    )
     return grid(lines, least, align=ALIGN)
 
 

@@ -21,9 +21,10 @@ ReLU then max-pool: ``maxpool(relu(x)) == relu(maxpool(x))`` (both are monotone)
 kernel takes ``relu=True`` and computes the pair on the pooled output, which is smaller, in the
 pool's own passes: the gradient is masked where the pooled output is not positive, then routed.
 That is the pair's gradient exactly. Where the window's maximum is positive both pick the same
-input; where it is not, the pair's gradient is zero either way. :class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d` is
-the pair as one layer; :func:`stablecnn.nn.fuse.fuse` puts one in a model's execution plan for
-each ReLU that a MaxPool2d follows.
+input; where it is not, the pair's gradient is zero either way.
+:class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d` is the pair as one layer;
+:func:`stablecnn.nn.fuse.fuse` puts one in a model's execution plan for each ReLU that a MaxPool2d
+follows.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
         left_col = x[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw]
         right_col = x[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw]
         pairs = np.maximum(left_col, right_col)  # (n, c, hr, Wo): each row's window winner
-        top, bottom = pairs[:, :, 0 : sh * (ho - 1) + 1 : sh], pairs[:, :, 1 : sh * (ho - 1) + 2 : sh]
+        top, bottom = (
+            pairs[:, :, 0 : sh * (ho - 1) + 1 : sh],
+            pairs[:, :, 1 : sh * (ho - 1) + 2 : sh],
+        )
         np.maximum(top, bottom, out=out)
         if relu:
             np.maximum(out, 0, out=out)
@@ -129,7 +133,9 @@ def contiguous_order(x) -> list[int] | None:
     return order
 
 
-FLAT_BLOCK = 1 << 20  # bytes of input a thread's flat passes work at a time (measured: 256 KB slower)
+FLAT_BLOCK = (
+    1 << 20
+)  # bytes of input a thread's flat passes work at a time (measured: 256 KB slower)
 
 
 def _flat_split(fn, order, *arrays) -> None:

@@ -1,8 +1,9 @@
 """Process-wide settings that decide how fast NumPy can train: threads and the allocator.
 
-:func:`configure` is what :class:`~stablecnn.training.trainer.Trainer`, the command line and the benchmark
-call: :func:`keep_freed_memory` below, and :func:`stablecnn.kernels.parallel.set_num_threads` with the
-default thread count unless the program chose one already.
+:func:`configure` is what :class:`~stablecnn.training.trainer.Trainer`, the command line and the
+benchmark call: :func:`keep_freed_memory` below, and
+:func:`stablecnn.kernels.parallel.set_num_threads` with the default thread count unless the program
+chose one already.
 
 A training step of Model 1 allocates and frees about a hundred arrays of 0.1 to 20 MB. glibc's
 ``malloc`` serves every block above its mmap threshold (128 KiB at start, raised only by what it
@@ -13,8 +14,8 @@ of a 80-100 ms step (measured with ``resource.getrusage``; the arithmetic is unc
 :func:`keep_freed_memory` asks glibc (``mallopt``) to serve blocks up to 32 MiB from its heap and
 to keep freed heap memory for reuse instead of returning it to the kernel. The peak resident set
 does not grow (it is set by the largest step, which the process touches anyway); memory freed
-after the peak stays with the process until it exits. :class:`~stablecnn.training.trainer.Trainer` and the
-command line call it; library users who drive the layers themselves can call it once.
+after the peak stays with the process until it exits. :class:`~stablecnn.training.trainer.Trainer`
+and the command line call it; library users who drive the layers themselves can call it once.
 
 On a C library other than glibc (musl, macOS, Windows) it does nothing and returns False.
 Setting the environment variable ``STABLECNN_KEEP_FREED_MEMORY=0`` turns it off.

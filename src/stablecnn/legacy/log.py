@@ -48,8 +48,10 @@ class OriginalLog(Callback):
 
     def on_train_begin(self, trainer):
         c = trainer.config
-        self._write(f"Learning Rate:{c.lr}, Batch Size:{c.batch_size}",
-                    mode="a" if trainer.global_step else "w")
+        self._write(
+            f"Learning Rate:{c.lr}, Batch Size:{c.batch_size}",
+            mode="a" if trainer.global_step else "w",
+        )
         h = trainer.history  # on resume, this epoch's batches so far
         this_epoch = [a for e, a in zip(h["step_epoch"], h["step_acc"]) if e == trainer.epoch]
         self._epoch, self._count = trainer.epoch, len(this_epoch)
@@ -60,15 +62,25 @@ class OriginalLog(Callback):
             self._epoch, self._acc_sum, self._count = step["epoch"], 0.0, 0
         self._acc_sum += step["acc"]
         self._count += 1
-        self._write(f"Epoch:{_short(100 * step['step'] / trainer.steps_per_epoch)}% Of "
-                    f"{step['epoch'] + 1}/{trainer.config.epochs}, Loss:{step['loss']:.6f}, "
-                    f"Batch Acc:{_short(100 * step['acc'])}%, "
-                    f"Epoch Acc:{_short(100 * self._acc_sum / self._count)}%",
-                    f"Time Remaining: {_hms(trainer.eta_seconds())}")
+        self._write(
+            f"Epoch:{_short(100 * step['step'] / trainer.steps_per_epoch)}% Of "
+            f"{step['epoch'] + 1}/{trainer.config.epochs}, Loss:{step['loss']:.6f}, "
+            f"Batch Acc:{_short(100 * step['acc'])}%, "
+            f"Epoch Acc:{_short(100 * self._acc_sum / self._count)}%",
+            f"Time Remaining: {_hms(trainer.eta_seconds())}",
+        )
 
 
-def predict_original(model, images, labels, log_path, normalizer=None, model_file=PICKLE_NAME,
-                     echo: bool = False, batch_size: int = 500):
+def predict_original(
+    model,
+    images,
+    labels,
+    log_path,
+    normalizer=None,
+    model_file=PICKLE_NAME,
+    echo: bool = False,
+    batch_size: int = 500,
+):
     """Predict ``images`` and write the original's ``predict_cnn_md1_log.txt``::
 
         predicting for test dataset with trained model file:output_cnn_md1.pickle
@@ -97,34 +109,46 @@ def predict_original(model, images, labels, log_path, normalizer=None, model_fil
 
     n = len(images)
     if n == 0 or len(labels) != n:
-        raise DataError(f"predict needs images and labels of one positive length, got {n} "
-                        f"images and {len(labels)} labels")
+        raise DataError(
+            f"predict needs images and labels of one positive length, got {n} "
+            f"images and {len(labels)} labels"
+        )
     normalizer = normalizer or Normalizer.original(images)
     every = max(1, int(0.05 * n))
     predictions = np.empty(n, dtype=np.int64)
     losses = np.empty(n, dtype=np.float64)
     y_all = np.asarray(labels).astype(np.intp)
     log = OriginalLog(log_path, echo=echo)
-    log._write(f"predicting for test dataset with trained model file:{model_file}",
-               "Computing accuracy over test set:", mode="w")
+    log._write(
+        f"predicting for test dataset with trained model file:{model_file}",
+        "Computing accuracy over test set:",
+        mode="w",
+    )
     reported = 0
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        logp = log_softmax(model.forward(normalizer(images[start:stop], dtype=model.dtype),
-                                         training=False))
+        logp = log_softmax(
+            model.forward(normalizer(images[start:stop], dtype=model.dtype), training=False)
+        )
         y = y_all[start:stop]
         predictions[start:stop] = logp.argmax(axis=1)
         losses[start:stop] = -logp[np.arange(len(y)), y]
         while reported + every <= stop:
             reported += every
             acc = np.mean(predictions[:reported] == y_all[:reported])
-            log._write(f"{_short(100 * reported / n)}% Completed",
-                       f"Test Set Accuracy: {_short(100 * acc)}% Test Set Loss: "
-                       f"{losses[:reported].mean():.6f}")
-    result = Evaluation(accuracy=float(np.mean(predictions == y_all)), loss=float(losses.mean()),
-                        predictions=predictions, confusion=confusion_matrix(y_all, predictions, 10))
-    log._write(f"Final Test Set Accuracy: {_short(100 * result.accuracy)}% Test Set Loss: "
-               f"{result.loss:.6f}")
+            log._write(
+                f"{_short(100 * reported / n)}% Completed",
+                f"Test Set Accuracy: {_short(100 * acc)}% Test Set Loss: "
+                f"{losses[:reported].mean():.6f}",
+            )
+    result = Evaluation(
+        accuracy=float(np.mean(predictions == y_all)),
+        loss=float(losses.mean()),
+        predictions=predictions,
+        confusion=confusion_matrix(y_all, predictions, 10),
+    )
+    log._write(
+        f"Final Test Set Accuracy: {_short(100 * result.accuracy)}% Test Set Loss: "
+        f"{result.loss:.6f}"
+    )
     return result
-
-

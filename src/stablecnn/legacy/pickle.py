@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stablecnn.training import checkpoint as ckpt_io
 from stablecnn.errors import CheckpointError
+from stablecnn.training import checkpoint as ckpt_io
 
 PICKLE_NAME = "output_cnn_md1.pickle"
 TRAIN_LOG_NAME = "train_cnn_md1_log.txt"
@@ -54,12 +54,26 @@ LOSS_SCALE = 10.0  # the original logged and stored cross-entropy / number of cl
 ORIGINAL_TRAIN_STATS = (33.0, 78.0)
 
 # (item name, our parameter, how it is laid out in the original)
-PARAMS = (("filt1", "0.weight", "filters"), ("filt2", "3.weight", "filters"),
-          ("bias1", "0.bias", "scalars"), ("bias2", "3.bias", "scalars"),
-          ("W_fc1", "7.weight", "matrix"), ("bias_fc1", "7.bias", "column"),
-          ("theta3", "9.weight", "matrix"), ("bias3", "9.bias", "column"))
-SHAPES = {"0.weight": (32, 1, 10, 10), "0.bias": (32,), "3.weight": (16, 32, 5, 5), "3.bias": (16,),
-          "7.weight": (1024, 2704), "7.bias": (1024,), "9.weight": (10, 1024), "9.bias": (10,)}
+PARAMS = (
+    ("filt1", "0.weight", "filters"),
+    ("filt2", "3.weight", "filters"),
+    ("bias1", "0.bias", "scalars"),
+    ("bias2", "3.bias", "scalars"),
+    ("W_fc1", "7.weight", "matrix"),
+    ("bias_fc1", "7.bias", "column"),
+    ("theta3", "9.weight", "matrix"),
+    ("bias3", "9.bias", "column"),
+)
+SHAPES = {
+    "0.weight": (32, 1, 10, 10),
+    "0.bias": (32,),
+    "3.weight": (16, 32, 5, 5),
+    "3.bias": (16,),
+    "7.weight": (1024, 2704),
+    "7.bias": (1024,),
+    "9.weight": (10, 1024),
+    "9.bias": (10,),
+}
 ITEMS = (*(p[0] for p in PARAMS), "bloss", "acc", *("gd" + p[0] for p in PARAMS))
 
 
@@ -69,8 +83,11 @@ def _numpy_helpers() -> dict[str, object]:
         from numpy._core import multiarray, numeric
     except ImportError:  # pragma: no cover - NumPy 1.x before numpy._core existed
         from numpy.core import multiarray, numeric
-    return {"_reconstruct": multiarray._reconstruct, "scalar": multiarray.scalar,
-            "_frombuffer": numeric._frombuffer}
+    return {
+        "_reconstruct": multiarray._reconstruct,
+        "scalar": multiarray.scalar,
+        "_frombuffer": numeric._frombuffer,
+    }
 
 
 def _latin1_bytes(text, encoding="latin1"):
@@ -83,8 +100,11 @@ def _latin1_bytes(text, encoding="latin1"):
 
 def _allowed_globals() -> dict[tuple[str, str], object]:
     helpers = _numpy_helpers()
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-               ("_codecs", "encode"): _latin1_bytes}
+    allowed = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_bytes,
+    }
     for prefix in ("numpy.core", "numpy._core"):
         allowed[(f"{prefix}.multiarray", "_reconstruct")] = helpers["_reconstruct"]
         allowed[(f"{prefix}.multiarray", "scalar")] = helpers["scalar"]
@@ -105,7 +125,8 @@ class SafeUnpickler(pickle.Unpickler):
         except KeyError:
             raise pickle.UnpicklingError(
                 f"refused: it asks for the global {module}.{name}; only NumPy arrays, NumPy "
-                f"scalars, lists, dicts, ints and floats are admitted") from None
+                f"scalars, lists, dicts, ints and floats are admitted"
+            ) from None
 
 
 def load_original(path) -> list:
@@ -119,8 +140,10 @@ def load_original(path) -> list:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file (run `python train_cnn_md1.py 1` to make "
-                              f"one, or `stablecnn export-pickle CHECKPOINT`)") from None
+        raise CheckpointError(
+            f"{path}: no such file (run `python train_cnn_md1.py 1` to make "
+            f"one, or `stablecnn export-pickle CHECKPOINT`)"
+        ) from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read it: {exc.strerror or exc}") from None
     if not data:
@@ -134,16 +157,19 @@ def load_original(path) -> list:
             raise CheckpointError(f"{path}: {text}; nothing was executed") from None
         raise CheckpointError(f"{path}: not a readable pickle ({text})") from None
     except EOFError:
-        raise CheckpointError(f"{path}: truncated: the pickle ends early, at {len(data)} "
-                              f"bytes") from None
+        raise CheckpointError(
+            f"{path}: truncated: the pickle ends early, at {len(data)} bytes"
+        ) from None
     except MemoryError:
-        raise CheckpointError(f"{path}: refused: it asks for an array too large for "
-                              f"memory") from None
+        raise CheckpointError(
+            f"{path}: refused: it asks for an array too large for memory"
+        ) from None
     except Exception as exc:  # a malformed stream makes the whitelisted helpers raise anything
         raise CheckpointError(f"{path}: corrupt pickle ({type(exc).__name__}: {exc})") from None
     if stream.tell() != len(data):
-        raise CheckpointError(f"{path}: {len(data) - stream.tell()} unexpected bytes after the "
-                              f"end of the pickle")
+        raise CheckpointError(
+            f"{path}: {len(data) - stream.tell()} unexpected bytes after the end of the pickle"
+        )
     return check_original(items, str(path))
 
 
@@ -158,8 +184,11 @@ def _is_real_scalar(value) -> bool:
 
 
 def _kind(value) -> str:
-    what = (f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray)
-            else type(value).__name__)
+    what = (
+        f"{value.dtype} array of shape {value.shape}"
+        if isinstance(value, np.ndarray)
+        else type(value).__name__
+    )
     return ("an " if what[0] in "aeiou" else "a ") + what
 
 
@@ -170,11 +199,15 @@ def check_original(items, where: str = "pickle") -> list:
         CheckpointError: naming ``where`` and the item (index and name) at fault.
     """
     if not isinstance(items, (list, tuple)):
-        raise CheckpointError(f"{where}: holds {_kind(items)}; expected the original's list of "
-                              f"{len(ITEMS)} items ({', '.join(ITEMS)})")
+        raise CheckpointError(
+            f"{where}: holds {_kind(items)}; expected the original's list of "
+            f"{len(ITEMS)} items ({', '.join(ITEMS)})"
+        )
     if len(items) != len(ITEMS):
-        raise CheckpointError(f"{where}: holds a list of {len(items)} items; expected "
-                              f"{len(ITEMS)} ({', '.join(ITEMS)})")
+        raise CheckpointError(
+            f"{where}: holds a list of {len(items)} items; expected "
+            f"{len(ITEMS)} ({', '.join(ITEMS)})"
+        )
     by_name = dict(zip(ITEMS, items))
     for index, name in enumerate(ITEMS):
         value = by_name[name]
@@ -208,9 +241,11 @@ def check_original(items, where: str = "pickle") -> list:
             if name.startswith("gd") and np.any(v < 0):
                 bad(f"{label}holds negative values; Adagrad sums of squares are >= 0")
     if len(by_name["bloss"]) != len(by_name["acc"]):
-        raise CheckpointError(f"{where}: item 8 (bloss) and item 9 (acc) differ in length "
-                              f"({len(by_name['bloss'])} and {len(by_name['acc'])}); expected one "
-                              f"entry each per batch")
+        raise CheckpointError(
+            f"{where}: item 8 (bloss) and item 9 (acc) differ in length "
+            f"({len(by_name['bloss'])} and {len(by_name['acc'])}); expected one "
+            f"entry each per batch"
+        )
     return list(items)
 
 
@@ -221,11 +256,14 @@ def _entries(value, kind, shape, bad) -> list[tuple[str, object]]:
     if not isinstance(value, dict):
         bad(f"is {_kind(value)}; expected a dict with keys 0..{shape[0] - 1}")
     keys = list(value)
-    if (any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) for k in keys)
-            or sorted(int(k) for k in keys) != list(range(shape[0]))):
+    if any(
+        isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) for k in keys
+    ) or sorted(int(k) for k in keys) != list(range(shape[0])):
         shown = sorted(map(repr, keys))
-        bad(f"has keys {shown[:5] + ['...'] if len(shown) > 5 else shown}; expected the ints "
-            f"0..{shape[0] - 1}")
+        bad(
+            f"has keys {shown[:5] + ['...'] if len(shown) > 5 else shown}; expected the ints "
+            f"0..{shape[0] - 1}"
+        )
     return [(f"entry {int(k)} ", value[k]) for k in sorted(keys, key=int)]
 
 
@@ -268,20 +306,26 @@ def to_original(model, optimizer_state: dict | None = None, history: dict | None
     for name, shape in SHAPES.items():
         if name not in state or tuple(state[name].shape) != shape:
             got = tuple(state[name].shape) if name in state else "missing"
-            raise CheckpointError(f"not a Model 1 (md1) network: parameter {name!r} is {got}; "
-                                  f"the original layout needs {shape}")
+            raise CheckpointError(
+                f"not a Model 1 (md1) network: parameter {name!r} is {got}; "
+                f"the original layout needs {shape}"
+            )
     optimizer_state = {k: v for k, v in (optimizer_state or {}).items() if k != "steps"}
     sums = {name: optimizer_state.get(f"{name}.sum_sq") for name in SHAPES}
     if optimizer_state and any(v is None for v in sums.values()):
         missing = sorted(f"{n}.sum_sq" for n, v in sums.items() if v is None)
-        raise CheckpointError(f"the optimizer state has no Adagrad sums {missing}; the original "
-                              f"layout stores Adagrad's sums of squared gradients")
+        raise CheckpointError(
+            f"the optimizer state has no Adagrad sums {missing}; the original "
+            f"layout stores Adagrad's sums of squared gradients"
+        )
     history = history or {}
     losses = _floats(history.get("step_loss", []))
     accs = _floats(history.get("step_acc", []))
     weights = [_to_layout(state[param], kind) for _, param, kind in PARAMS]
-    gds = [_to_layout(np.zeros(SHAPES[param]) if sums[param] is None else sums[param], kind)
-           for _, param, kind in PARAMS]
+    gds = [
+        _to_layout(np.zeros(SHAPES[param]) if sums[param] is None else sums[param], kind)
+        for _, param, kind in PARAMS
+    ]
     return [*weights, [v / LOSS_SCALE for v in losses], accs, *gds]
 
 
@@ -309,8 +353,10 @@ class _Numpy1Pickler(pickle._Pickler):
     """Writes NumPy's array helpers under their NumPy 1.x names (``numpy.core.*``), which NumPy
     1.x and 2.x both read; NumPy 2 would write ``numpy._core.*``, unknown to NumPy < 1.26."""
 
-    OLD_NAMES = {id(obj): ("numpy.core." + {"_frombuffer": "numeric"}.get(n, "multiarray"), n)
-                 for n, obj in _numpy_helpers().items()}
+    OLD_NAMES = {
+        id(obj): ("numpy.core." + {"_frombuffer": "numeric"}.get(n, "multiarray"), n)
+        for n, obj in _numpy_helpers().items()
+    }
 
     def save_global(self, obj, name=None):
         old = self.OLD_NAMES.get(id(obj))
@@ -379,16 +425,27 @@ def checkpoint_from_original(items, out, where: str = "pickle", dtype=None) -> P
     n = len(bloss)
     config.epochs = max(config.epochs, math.ceil(n / per_epoch))
     steps = np.arange(n)
-    series = {"epoch": steps // per_epoch, "step": steps % per_epoch + 1, "global_step": steps + 1,
-              "loss": bloss, "acc": acc, "lr": np.full(n, config.lr), "seconds": np.full(n, np.nan)}
+    series = {
+        "epoch": steps // per_epoch,
+        "step": steps % per_epoch + 1,
+        "global_step": steps + 1,
+        "loss": bloss,
+        "acc": acc,
+        "lr": np.full(n, config.lr),
+        "seconds": np.full(n, np.nan),
+    }
     history = {f"step_{k}": series[k] for k in STEP_SERIES}
     history.update({f"epoch_{k}": np.zeros(0) for k in EPOCH_SERIES})
-    history = {k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
-               for k, v in history.items()}
+    history = {
+        k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
+        for k, v in history.items()
+    }
     mean, std = ORIGINAL_TRAIN_STATS
-    meta = {"train": config.to_dict(),
-            "normalizer": {"kind": "original", "mean": mean, "std": std},
-            "progress": {"epoch": n // per_epoch, "step": n % per_epoch, "global_step": n},
-            "imported_from": where}
+    meta = {
+        "train": config.to_dict(),
+        "normalizer": {"kind": "original", "mean": mean, "std": std},
+        "progress": {"epoch": n // per_epoch, "step": n % per_epoch, "global_step": n},
+        "imported_from": where,
+    }
     ckpt_io.save(out, model, meta, optim, history)
     return Path(out)

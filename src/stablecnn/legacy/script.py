@@ -8,9 +8,15 @@ from pathlib import Path
 
 from stablecnn.errors import DataError
 from stablecnn.legacy.log import OriginalLog, predict_original
-from stablecnn.legacy.pickle import (PICKLE_NAME, PREDICT_LOG_NAME, TRAIN_LOG_NAME,
-                                     load_original, model_from_original, save_original,
-                                     to_original)
+from stablecnn.legacy.pickle import (
+    PICKLE_NAME,
+    PREDICT_LOG_NAME,
+    TRAIN_LOG_NAME,
+    load_original,
+    model_from_original,
+    save_original,
+    to_original,
+)
 
 
 def read_split(folder, split: str):
@@ -30,30 +36,48 @@ def read_split(folder, split: str):
         return None
     if any(p is None for p in paths):
         missing = next(f for f, p in zip(files, paths) if p is None)
-        raise DataError(f"{folder} has {next(p for p in paths if p).name} but no "
-                        f"{missing.raw_name} or {missing.gz_name}")
+        raise DataError(
+            f"{folder} has {next(p for p in paths if p).name} but no "
+            f"{missing.raw_name} or {missing.gz_name}"
+        )
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     check_pair(images, labels, str(paths[0]), str(paths[1]))
     return images, labels
 
 
-
-
-def train_mode(config, train, test, run_dir, log_path=TRAIN_LOG_NAME, pickle_path=PICKLE_NAME,
-               checkpoint=None, echo: bool = True):
+def train_mode(
+    config,
+    train,
+    test,
+    run_dir,
+    log_path=TRAIN_LOG_NAME,
+    pickle_path=PICKLE_NAME,
+    checkpoint=None,
+    echo: bool = True,
+):
     """``train_cnn_md1.py 1``: train in ``run_dir`` with the original log, then write the pickle.
 
-    Returns the last epoch's record. Raises :class:`~stablecnn.training.trainer.Interrupted` on Ctrl-C.
+    Returns the last epoch's record. Raises :class:`~stablecnn.training.trainer.Interrupted` on
+    Ctrl-C.
     """
     from stablecnn.training.trainer import RunLock, Trainer
 
-    trainer = Trainer(config, run_dir, train, test, checkpoint=checkpoint, echo=False,
-                      progress=False, callbacks=[OriginalLog(log_path, echo=echo)])
+    trainer = Trainer(
+        config,
+        run_dir,
+        train,
+        test,
+        checkpoint=checkpoint,
+        echo=False,
+        progress=False,
+        callbacks=[OriginalLog(log_path, echo=echo)],
+    )
     Path(run_dir).mkdir(parents=True, exist_ok=True)  # only now: the Trainer's checks passed
     with RunLock(run_dir):
         last = trainer.fit()
-        save_original(pickle_path, to_original(trainer.model, trainer.optimizer.state_dict(),
-                                               trainer.history))
+        save_original(
+            pickle_path, to_original(trainer.model, trainer.optimizer.state_dict(), trainer.history)
+        )
     return last
 
 
@@ -62,8 +86,9 @@ def predict_mode(test, pickle_path=PICKLE_NAME, log_path=PREDICT_LOG_NAME, echo:
     images, labels = test
     model = model_from_original(load_original(pickle_path), str(pickle_path))[0]
     t0 = time.perf_counter()
-    result = predict_original(model, images, labels, log_path, model_file=str(pickle_path),
-                              echo=echo)
+    result = predict_original(
+        model, images, labels, log_path, model_file=str(pickle_path), echo=echo
+    )
     if echo:
         print(f"({len(labels)} images in {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     return result

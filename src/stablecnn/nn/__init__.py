@@ -12,11 +12,40 @@ pass, model files and the zoo of named architectures.
 """
 
 from stablecnn.nn import init, zoo
-from stablecnn.nn.layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten,
-                                 GlobalAvgPool2d, Layer, LeakyReLU, Linear, MaxPool2d, ReLU)
+from stablecnn.nn.layers import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2d,
+    Layer,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
 from stablecnn.nn.losses import SoftmaxCrossEntropy, log_softmax, softmax
 from stablecnn.nn.model import Sequential
 
-__all__ = ["Sequential", "Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten", "AvgPool2d",
-           "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "LeakyReLU",
-           "SoftmaxCrossEntropy", "softmax", "log_softmax", "init", "zoo"]
+__all__ = [
+    "Sequential",
+    "Layer",
+    "Conv2d",
+    "MaxPool2d",
+    "Linear",
+    "ReLU",
+    "Flatten",
+    "AvgPool2d",
+    "GlobalAvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Dropout",
+    "LeakyReLU",
+    "SoftmaxCrossEntropy",
+    "softmax",
+    "log_softmax",
+    "init",
+    "zoo",
+]

@@ -33,9 +33,13 @@ def relu_pool_pairs(layers: Sequence[Layer]) -> frozenset[int]:
     :class:`~stablecnn.nn.layers.activations.ReLU` directly followed by a
     :class:`~stablecnn.nn.layers.pool.MaxPool2d`, both on the fast kernels. Only these exact
     classes are joined (a subclass may compute something else)."""
-    return frozenset(i for i in range(len(layers) - 1)
-                     if type(layers[i]) is ReLU and type(layers[i + 1]) is MaxPool2d
-                     and layers[i].kernels == layers[i + 1].kernels == "fast")
+    return frozenset(
+        i
+        for i in range(len(layers) - 1)
+        if type(layers[i]) is ReLU
+        and type(layers[i + 1]) is MaxPool2d
+        and layers[i].kernels == layers[i + 1].kernels == "fast"
+    )
 
 
 def fuse(layers: Sequence[Layer]) -> list[Layer]:

@@ -2,9 +2,10 @@
 
 An initialiser is a callable ``init(shape, rng, dtype) -> ndarray``. Every random draw comes from
 the ``numpy.random.Generator`` passed in, so a model built from the same seed is the same model.
-Fan-in and fan-out follow PyTorch: for a weight ``(out, in, *kernel)`` they are ``in * prod(kernel)``
-and ``out * prod(kernel)``. An initialiser checks its numbers when it is made (finite, within
-float32's range, positive where a scale must be), so a model file's are checked before any weight.
+Fan-in and fan-out follow PyTorch: for a weight ``(out, in, *kernel)`` they are ``in *
+prod(kernel)`` and ``out * prod(kernel)``. An initialiser checks its numbers when it is made
+(finite, within float32's range, positive where a scale must be), so a model file's are checked
+before any weight.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 
 from stablecnn.errors import ConfigError
 
-
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -26,8 +26,9 @@ def _check_number(owner: str, name: str, value, positive: bool = False) -> None:
     if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
         raise ConfigError(f"{owner}: {name} must be a number, got {value!r}")
     if not abs(value) <= _FLOAT32_MAX:  # NaN, inf and huge integers alike (no float() of them)
-        raise ConfigError(f"{owner}: {name} must be finite and within float32's range "
-                         f"(+-3.4e38), got {value!r}")
+        raise ConfigError(
+            f"{owner}: {name} must be finite and within float32's range (+-3.4e38), got {value!r}"
+        )
     if positive and not value > 0:
         raise ConfigError(f"{owner}: {name} must be positive, got {value!r}")
 
@@ -133,8 +134,10 @@ class GlorotUniform:
         return rng.uniform(-a, a, shape).astype(dtype)
 
 
-INITIALIZERS = {cls.__name__: cls for cls in (TruncatedNormal, Constant, HeNormal, HeUniform,
-                                              GlorotNormal, GlorotUniform)}
+INITIALIZERS = {
+    cls.__name__: cls
+    for cls in (TruncatedNormal, Constant, HeNormal, HeUniform, GlorotNormal, GlorotUniform)
+}
 
 
 def check_shape(initializer, shape: tuple[int, ...]) -> None:

@@ -49,8 +49,13 @@ class Sequential:
         (2, 10)
     """
 
-    def __init__(self, *layers: Layer, input_shape: tuple[int, ...] | None = None,
-                 fuse: bool = True, kernels: str | None = None):
+    def __init__(
+        self,
+        *layers: Layer,
+        input_shape: tuple[int, ...] | None = None,
+        fuse: bool = True,
+        kernels: str | None = None,
+    ):
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} must be a stablecnn Layer, got {type(layer).__name__}")
@@ -150,12 +155,15 @@ class Sequential:
     # -- architecture as data ---------------------------------------------------------------------
     def config(self) -> dict:
         """The architecture as plain data (JSON-ready): input shape and each layer's config."""
-        return {"input_shape": list(self.input_shape) if self.input_shape else None,
-                "layers": [layer.config() for layer in self.layers]}
+        return {
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "layers": [layer.config() for layer in self.layers],
+        }
 
     @classmethod
-    def from_config(cls, config: dict, seed: int | None = 0, dtype=np.float32,
-                    weights: bool = True) -> "Sequential":
+    def from_config(
+        cls, config: dict, seed: int | None = 0, dtype=np.float32, weights: bool = True
+    ) -> Sequential:
         """Build a model from :meth:`config`'s output, drawing initial weights from ``seed``.
 
         ``weights=False`` builds every layer by :meth:`Layer.without_weights`: the shapes,
@@ -170,21 +178,26 @@ class Sequential:
         layers = []
         for i, layer_config in enumerate(config["layers"]):
             try:
-                layers.append(layer_from_config(layer_config, rng=rng, dtype=dtype,
-                                                weights=weights))
+                layers.append(
+                    layer_from_config(layer_config, rng=rng, dtype=dtype, weights=weights)
+                )
             except ValueError as exc:
                 raise type(exc)(f"layer {i}: {exc}") from None
         shape = config.get("input_shape")
-        if shape is not None and not (isinstance(shape, (list, tuple))
-                                      and all(isinstance(v, int) and v > 0 for v in shape)):
+        if shape is not None and not (
+            isinstance(shape, (list, tuple)) and all(isinstance(v, int) and v > 0 for v in shape)
+        ):
             raise ConfigError(f"input_shape must be a list of positive ints, got {shape!r}")
         return cls(*layers, input_shape=tuple(shape) if shape else None)
 
     # -- parameters -----------------------------------------------------------------------------
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(name, param, grad)`` triples; the arrays are the layers' own, updated in place."""
-        return [(f"{i}.{key}", layer.params[key], layer.grads[key])
-                for i, layer in enumerate(self.layers) for key in layer.params]
+        return [
+            (f"{i}.{key}", layer.params[key], layer.grads[key])
+            for i, layer in enumerate(self.layers)
+            for key in layer.params
+        ]
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``{name: array}`` for every parameter and buffer (the arrays themselves, not copies).
@@ -207,13 +220,17 @@ class Sequential:
         own = self.state_dict()
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
         if missing or extra:
-            raise ConfigError(f"state does not match the model: missing {missing}, unexpected {extra}")
+            raise ConfigError(
+                f"state does not match the model: missing {missing}, unexpected {extra}"
+            )
         params = {name for name, _, _ in self.parameters()}
         for name, target in own.items():
             what = "parameter" if name in params else "buffer"
             value = np.asarray(state[name])
             if value.shape != target.shape:
-                raise ShapeError(f"{what} {name!r}: expected shape {target.shape}, got {value.shape}")
+                raise ShapeError(
+                    f"{what} {name!r}: expected shape {target.shape}, got {value.shape}"
+                )
             if np.issubdtype(target.dtype, np.floating):
                 if not np.issubdtype(value.dtype, np.floating):
                     raise TypeError(f"{what} {name!r}: expected floating values, got {value.dtype}")
@@ -231,15 +248,19 @@ class Sequential:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         x = np.asarray(x)
-        out = [softmax(self.forward(x[i : i + batch_size], training=False))
-               for i in range(0, len(x), batch_size)]
+        out = [
+            softmax(self.forward(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros((0, 0), self.dtype)
 
     def predict(self, x, batch_size: int = 1000) -> np.ndarray:
         """Predicted class indices (N,)."""
         x = np.asarray(x)
-        out = [self.forward(x[i : i + batch_size], training=False).argmax(axis=1)
-               for i in range(0, len(x), batch_size)]
+        out = [
+            self.forward(x[i : i + batch_size], training=False).argmax(axis=1)
+            for i in range(0, len(x), batch_size)
+        ]
         return np.concatenate(out) if out else np.zeros(0, np.intp)
 
     # -- description ----------------------------------------------------------------------------
@@ -249,12 +270,22 @@ class Sequential:
         if input_shape is None:
             raise ConfigError("summary needs an input_shape (the model was built without one)")
         shapes = self.shapes(input_shape)
-        rows = [("#", "layer", "output shape", "params"), ("", "input", str(tuple(input_shape)), "")]
-        rows += [(str(i), repr(layer), str(shape), f"{layer.num_params:,}")
-                 for i, (layer, shape) in enumerate(zip(self.layers, shapes))]
+        rows = [
+            ("#", "layer", "output shape", "params"),
+            ("", "input", str(tuple(input_shape)), ""),
+        ]
+        rows += [
+            (str(i), repr(layer), str(shape), f"{layer.num_params:,}")
+            for i, (layer, shape) in enumerate(zip(self.layers, shapes))
+        ]
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
-        lines = ["  ".join(cell.ljust(w) if c < 3 else cell.rjust(w)
-                           for c, (cell, w) in enumerate(zip(r, widths))) for r in rows]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if c < 3 else cell.rjust(w)
+                for c, (cell, w) in enumerate(zip(r, widths))
+            )
+            for r in rows
+        ]
         lines.insert(1, "-" * len(lines[0]))
         lines.append("-" * len(lines[0]))
         lines.append(f"total parameters: {self.num_params:,} ({self.dtype})")

@@ -67,17 +67,33 @@ from pathlib import Path
 
 import numpy as np
 
-from stablecnn.nn import init as initializers
 from stablecnn.errors import ModelFileError, ShapeError
+from stablecnn.nn import init as initializers
 from stablecnn.nn.layers import LAYERS, Conv2d
 from stablecnn.nn.layers import from_config as layer_from_config
 from stablecnn.nn.model import Sequential
 from stablecnn.nn.modelfile_text import (  # the two reading limits are documented here too
-    MAX_DEPTH, MAX_FILE_BYTES, parse_json, parse_toml, printable_kind, read_text)
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    parse_json,
+    parse_toml,
+    printable_kind,
+    read_text,
+)
 
-__all__ = ["MAX_ACTIVATION", "MAX_DEPTH", "MAX_FILE_BYTES", "MAX_LAYER_MACS", "MAX_LAYER_PARAMS",
-           "MAX_PARAMS", "SUFFIXES", "TOP_LEVEL_KEYS", "is_model_path", "load_model_file",
-           "validate"]
+__all__ = [
+    "MAX_ACTIVATION",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_LAYER_MACS",
+    "MAX_LAYER_PARAMS",
+    "MAX_PARAMS",
+    "SUFFIXES",
+    "TOP_LEVEL_KEYS",
+    "is_model_path",
+    "load_model_file",
+    "validate",
+]
 
 SUFFIXES = (".toml", ".json")
 TOP_LEVEL_KEYS = ("name", "description", "input_shape", "layers")
@@ -130,8 +146,10 @@ def _bad_number(config: dict) -> str | None:
         if isinstance(value, float) and not math.isfinite(value):
             return f"{where} is {value}: every number in a model file must be finite"
         if isinstance(value, int) and not -(1 << 63) <= value < 1 << 63:
-            return (f"{where} is an integer of {value.bit_length()} bits: integers in a model file "
-                    f"must fit in 64 bits (as TOML requires)")
+            return (
+                f"{where} is an integer of {value.bit_length()} bits: integers in a model file "
+                f"must fit in 64 bits (as TOML requires)"
+            )
         if isinstance(value, (dict, list)):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             stack.extend(((*path, k), v) for k, v in reversed(list(items)))
@@ -142,8 +160,12 @@ def _shapes(shapes: dict) -> str:
     return ", ".join(f"{name} {shape}" for name, shape in shapes.items())
 
 
-def validate(config: dict, source: str = "model config", lines: dict | list | None = None,
-             num_classes: int | None = None) -> Sequential:
+def validate(
+    config: dict,
+    source: str = "model config",
+    lines: dict | list | None = None,
+    num_classes: int | None = None,
+) -> Sequential:
     """Check ``config`` completely without allocating any weight; return the model without weights.
 
     Checks the top-level keys, each layer's type and arguments (every number finite), its
@@ -160,8 +182,9 @@ def validate(config: dict, source: str = "model config", lines: dict | list | No
         ModelFileError: naming ``source``, the line where known and the layer (index and type).
     """
     if not isinstance(config, dict):
-        raise ModelFileError(f"{source}: a model is a table with input_shape and layers, "
-                             f"got {type(config).__name__}")
+        raise ModelFileError(
+            f"{source}: a model is a table with input_shape and layers, got {type(config).__name__}"
+        )
     layers = config.get("layers")
     if isinstance(lines, list):
         ok = isinstance(layers, list) and len(lines) == len(layers)
@@ -178,8 +201,10 @@ def validate(config: dict, source: str = "model config", lines: dict | list | No
 
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     if unknown:
-        fail(f"unknown top-level key(s) {unknown}; a model file has {list(TOP_LEVEL_KEYS)}",
-             key=unknown[0])
+        fail(
+            f"unknown top-level key(s) {unknown}; a model file has {list(TOP_LEVEL_KEYS)}",
+            key=unknown[0],
+        )
     for key in ("name", "description"):
         if key in config and not isinstance(config[key], str):
             fail(f"{key} must be a string, got {config[key]!r:.80}", key=key)
@@ -188,60 +213,89 @@ def validate(config: dict, source: str = "model config", lines: dict | list | No
     shape = config["input_shape"]
     if _bad_number({"input_shape": shape}):
         fail(_bad_number({"input_shape": shape}), key="input_shape")
-    if not (isinstance(shape, list) and shape and all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
-        fail(f"input_shape must be a list of positive ints such as [1, 28, 28], got {shape!r:.80}",
-             key="input_shape")
+    if not (
+        isinstance(shape, list)
+        and shape
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
+        fail(
+            f"input_shape must be a list of positive ints such as [1, 28, 28], got {shape!r:.80}",
+            key="input_shape",
+        )
     if math.prod(shape) > MAX_ACTIVATION:
-        fail(f"input_shape {tuple(shape)} holds {math.prod(shape):,} values per example, more "
-             f"than the {MAX_ACTIVATION:,} a model file allows", key="input_shape")
+        fail(
+            f"input_shape {tuple(shape)} holds {math.prod(shape):,} values per example, more "
+            f"than the {MAX_ACTIVATION:,} a model file allows",
+            key="input_shape",
+        )
     if not isinstance(layers, list) or not layers:
-        fail("no layers (each layer is a [[layers]] table with a type and its arguments)",
-             key="layers")
+        fail(
+            "no layers (each layer is a [[layers]] table with a type and its arguments)",
+            key="layers",
+        )
 
     rng = np.random.default_rng(0)  # Dropout draws its seed: nothing else is drawn
     built, shape, total = [], tuple(shape), 0
     for i, layer in enumerate(layers):
-        layer = _check_arguments(layer, lambda message: fail(message, i))
+        layer = _check_arguments(layer, lambda message, i=i: fail(message, i))
         try:
             made = layer_from_config(layer, rng=rng, dtype=np.float32, weights=False)
         except (ValueError, TypeError, ArithmeticError) as exc:
             message, kind = str(exc), layer["type"]
-            fail(message[len(kind) + 2:] if message.startswith(f"{kind}: ") else message, i)
+            fail(message[len(kind) + 2 :] if message.startswith(f"{kind}: ") else message, i)
         for key, param in (("weight_init", "weight"), ("bias_init", "bias")):
             if key in layer and param in made.param_shapes:
                 try:
-                    initializers.check_shape(initializers.from_config(layer[key]),
-                                             made.param_shapes[param])
+                    initializers.check_shape(
+                        initializers.from_config(layer[key]), made.param_shapes[param]
+                    )
                 except ValueError as exc:
                     fail(f"{key} {layer[key]['type']} cannot fill the {param}: {exc}", i)
         count = made.num_params
         if count > MAX_LAYER_PARAMS:
-            fail(f"{count:,} parameters ({_shapes(made.param_shapes)}), more than the "
-                 f"{MAX_LAYER_PARAMS:,} a layer of a model file may have", i)
+            fail(
+                f"{count:,} parameters ({_shapes(made.param_shapes)}), more than the "
+                f"{MAX_LAYER_PARAMS:,} a layer of a model file may have",
+                i,
+            )
         total += count
         if total > MAX_PARAMS:
-            fail(f"the model reaches {total:,} parameters at this layer, more than the "
-                 f"{MAX_PARAMS:,} a model file may have in all", i)
+            fail(
+                f"the model reaches {total:,} parameters at this layer, more than the "
+                f"{MAX_PARAMS:,} a model file may have in all",
+                i,
+            )
         try:
             out = tuple(made.output_shape(shape))
         except (ShapeError, ValueError) as exc:
-            fail(f"does not fit its input {shape} (from input_shape {tuple(config['input_shape'])}"
-                 f"): {exc}", i)
+            fail(
+                f"does not fit its input {shape} (from input_shape {tuple(config['input_shape'])}"
+                f"): {exc}",
+                i,
+            )
         for what, size in (("its input padded to", made.padded_shape(shape)), ("its output", out)):
             if math.prod(size) > MAX_ACTIVATION:
-                fail(f"{what} {size} holds {math.prod(size):,} values per example, more than the "
-                     f"{MAX_ACTIVATION:,} a model file allows at any layer", i)
+                fail(
+                    f"{what} {size} holds {math.prod(size):,} values per example, more than the "
+                    f"{MAX_ACTIVATION:,} a model file allows at any layer",
+                    i,
+                )
         if isinstance(made, Conv2d):
             macs = math.prod(made.param_shapes["weight"]) * out[1] * out[2]
             if macs > MAX_LAYER_MACS:
-                fail(f"{macs:,} multiply-adds per example, more than the {MAX_LAYER_MACS:,} a "
-                     f"layer of a model file may do", i)
+                fail(
+                    f"{macs:,} multiply-adds per example, more than the {MAX_LAYER_MACS:,} a "
+                    f"layer of a model file may do",
+                    i,
+                )
         built.append(made)
         shape = out
     if num_classes is not None and shape != (num_classes,):
-        fail(f"the model ends in shape {shape} per example, but {num_classes} class scores are "
-             f"needed (end with Linear(..., {num_classes}))", len(built) - 1)
+        fail(
+            f"the model ends in shape {shape} per example, but {num_classes} class scores are "
+            f"needed (end with Linear(..., {num_classes}))",
+            len(built) - 1,
+        )
     return Sequential(*built, input_shape=tuple(config["input_shape"]))
 
 
@@ -257,18 +311,25 @@ def _check_arguments(layer, fail) -> dict:
         fail(f"unknown layer type {kind!r:.80}; known: {', '.join(sorted(LAYERS))}")
     params = inspect.signature(LAYERS[kind].__init__).parameters
     accepted = [name for name in params if name not in ("self", *_INJECTED)]
-    missing = [name for name in accepted
-               if params[name].default is params[name].empty and name not in layer]
+    missing = [
+        name
+        for name in accepted
+        if params[name].default is params[name].empty and name not in layer
+    ]
     unknown = sorted(set(layer) - {"type", *accepted, *_INJECTED})
     if unknown:  # first: a misspelt argument also shows up as a missing one
-        fail(f"unknown argument(s) {unknown}; {kind} takes {accepted}"
-             + (f" (missing: {missing})" if missing else ""))
+        fail(
+            f"unknown argument(s) {unknown}; {kind} takes {accepted}"
+            + (f" (missing: {missing})" if missing else "")
+        )
     if missing:
         fail(f"missing argument(s) {missing}")
     injected = sorted(set(layer) & set(_INJECTED))
     if injected:
-        fail(f"{injected} cannot be set in a model file (the seed and dtype are chosen when "
-             f"the model is built)")
+        fail(
+            f"{injected} cannot be set in a model file (the seed and dtype are chosen when "
+            f"the model is built)"
+        )
     bad = _bad_number(layer)
     if bad is not None:
         fail(bad)
@@ -276,8 +337,10 @@ def _check_arguments(layer, fail) -> dict:
         if key not in layer:
             continue
         if not isinstance(layer[key], dict):
-            fail(f"{key} must be an initialiser table such as {{type = \"HeNormal\"}}, "
-                 f"got {layer[key]!r:.80}")
+            fail(
+                f'{key} must be an initialiser table such as {{type = "HeNormal"}}, '
+                f"got {layer[key]!r:.80}"
+            )
         try:
             initializers.from_config(layer[key])
         except ValueError as exc:

@@ -55,13 +55,16 @@ def read_text(path: Path) -> str:
         raise ModelFileError(f"{path}: cannot read the model file: {exc.strerror or exc}") from None
     data = b"".join(chunks)
     if len(data) > MAX_FILE_BYTES:
-        raise ModelFileError(f"{path}: larger than the {MAX_FILE_BYTES:,} bytes a model file may "
-                             f"have (md2's is about 2 KB); is it a model file?")
+        raise ModelFileError(
+            f"{path}: larger than the {MAX_FILE_BYTES:,} bytes a model file may "
+            f"have (md2's is about 2 KB); is it a model file?"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ModelFileError(f"{path}: cannot read the model file: not UTF-8 text "
-                             f"({exc.reason} at byte {exc.start})") from None
+        raise ModelFileError(
+            f"{path}: cannot read the model file: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def _line_of(text: str):
@@ -77,8 +80,10 @@ def _line_of(text: str):
 
 def parse_toml(text: str, path: Path) -> tuple[dict, dict]:
     if tomllib is None:
-        raise ModelFileError(f"{path}: reading TOML needs Python 3.11+ or the 'tomli' package; "
-                             f"a .json model file works everywhere")
+        raise ModelFileError(
+            f"{path}: reading TOML needs Python 3.11+ or the 'tomli' package; "
+            f"a .json model file works everywhere"
+        )
     try:
         config = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -86,8 +91,9 @@ def parse_toml(text: str, path: Path) -> tuple[dict, dict]:
         at = _TOML_POSITION.search(message)
         if at is None:
             raise ModelFileError(f"{path}: not valid TOML: {message}") from None
-        raise ModelFileError(f"{path}, line {at[1]}, column {at[2]}: not valid TOML: "
-                             f"{message[:at.start()]}") from None
+        raise ModelFileError(
+            f"{path}, line {at[1]}, column {at[2]}: not valid TOML: {message[: at.start()]}"
+        ) from None
     except RecursionError:
         raise ModelFileError(f"{path}: nested too deeply (a model file needs 4 levels)") from None
     except ValueError as exc:  # an integer of more than 4300 digits
@@ -108,8 +114,9 @@ def parse_json(text: str, path: Path) -> tuple[dict, dict]:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON: "
-                             f"{exc.msg}") from None
+        raise ModelFileError(
+            f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}"
+        ) from None
     except RecursionError:
         raise ModelFileError(f"{path}: nested too deeply (a model file needs 4 levels)") from None
     except ValueError as exc:  # an integer of more than 4300 digits
@@ -130,7 +137,8 @@ def parse_json(text: str, path: Path) -> tuple[dict, dict]:
         raise ModelFileError(
             f"{path}, line {line}, column {column}{where}: the key {key!r} is given twice (first "
             f"on line {first}); JSON readers keep only the last, so the file is refused (TOML "
-            f"refuses it too)") from None
+            f"refuses it too)"
+        ) from None
     return config, {key: line_of(offset)[0] for key, offset in offsets.items()}
 
 
@@ -183,7 +191,9 @@ def _check_depth(config, path) -> None:
         value, depth = stack.pop()
         if isinstance(value, (dict, list)):
             if depth > MAX_DEPTH:
-                raise ModelFileError(f"{path}: nested more than {MAX_DEPTH} levels deep (a model "
-                                     f"file needs 4)")
-            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict)
-                                                  else value))
+                raise ModelFileError(
+                    f"{path}: nested more than {MAX_DEPTH} levels deep (a model file needs 4)"
+                )
+            stack.extend(
+                (v, depth + 1) for v in (value.values() if isinstance(value, dict) else value)
+            )

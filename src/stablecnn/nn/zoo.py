@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stablecnn.errors import ConfigError, ModelFileError
 from stablecnn.nn import modelfile
 from stablecnn.nn.model import Sequential
-from stablecnn.errors import ConfigError, ModelFileError
+
 
 def model_files() -> dict[str, Path]:
     """``{name: path}`` of the model files shipped in ``stablecnn/nn/models/``."""
@@ -71,12 +72,19 @@ def model_config(name_or_path, num_classes: int | None = None) -> dict:
         return found
     if modelfile.is_model_path(name_or_path) or Path(name_or_path).exists():
         return modelfile.load_model_file(name_or_path, num_classes=num_classes)
-    raise ModelFileError(f"unknown model {name!r}: not a built-in ({', '.join(names())}) "
-                         f"and not a path to a .toml or .json model file")
+    raise ModelFileError(
+        f"unknown model {name!r}: not a built-in ({', '.join(names())}) "
+        f"and not a path to a .toml or .json model file"
+    )
 
 
-def resolve_model(name_or_path, seed: int = 0, dtype=np.float32,
-                  num_classes: int | None = None, weights: bool = True) -> Sequential:
+def resolve_model(
+    name_or_path,
+    seed: int = 0,
+    dtype=np.float32,
+    num_classes: int | None = None,
+    weights: bool = True,
+) -> Sequential:
     """Build a built-in model or a model file with weights drawn from ``default_rng(seed)``.
 
     The same seed gives the same weights whether ``md1`` is named or read from ``md1.toml``.
@@ -91,5 +99,6 @@ def resolve_model(name_or_path, seed: int = 0, dtype=np.float32,
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ConfigError(f"dtype must be float32 or float64, got {dtype}")
-    return Sequential.from_config(model_config(name_or_path, num_classes), seed=seed, dtype=dtype,
-                                  weights=weights)
+    return Sequential.from_config(
+        model_config(name_or_path, num_classes), seed=seed, dtype=dtype, weights=weights
+    )

@@ -21,8 +21,8 @@ import numbers
 
 import numpy as np
 
-from stablecnn.kernels import parallel
 from stablecnn.errors import ConfigError
+from stablecnn.kernels import parallel
 
 
 def _shown(value) -> str:
@@ -32,8 +32,17 @@ def _shown(value) -> str:
     return repr(value)
 
 
-def check_number(owner: str, name: str, value, low: float = 0.0, high: float = math.inf, *,
-                 low_open=False, high_open=True, dtypes=()) -> float:
+def check_number(
+    owner: str,
+    name: str,
+    value,
+    low: float = 0.0,
+    high: float = math.inf,
+    *,
+    low_open=False,
+    high_open=True,
+    dtypes=(),
+) -> float:
     """``float(value)``, checked to be a real number in the interval, else a ValueError.
 
     The message names ``owner`` (the optimizer), the hyperparameter and the value received, in
@@ -43,6 +52,7 @@ def check_number(owner: str, name: str, value, low: float = 0.0, high: float = m
     interval once rounded to each of ``dtypes`` (the parameters' dtypes, in which the update
     uses it): ``eps=1e-50`` is 0 in float32, and ``momentum=0.99999999`` is 1.
     """
+
     def inside(x):
         below = x <= low if low_open else x < low
         above = x >= high if high_open else x > high
@@ -54,31 +64,41 @@ def check_number(owner: str, name: str, value, low: float = 0.0, high: float = m
     else:
         real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if not real:
-        raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} (must be a real number "
-                         f"in {interval}, not {type(value).__name__})")
+        raise ConfigError(
+            f"{owner}: invalid {name} value: {_shown(value)} (must be a real number "
+            f"in {interval}, not {type(value).__name__})"
+        )
     x = float(value)
     if not inside(x):
-        raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} "
-                         f"(must be a finite number in {interval})")
+        raise ConfigError(
+            f"{owner}: invalid {name} value: {_shown(value)} "
+            f"(must be a finite number in {interval})"
+        )
     for dtype in dtypes:
         with np.errstate(over="ignore", under="ignore"):
             rounded = float(np.dtype(dtype).type(x))
         if not inside(rounded):
-            raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} (it rounds to "
-                             f"{rounded:g} in {np.dtype(dtype)}, the parameters' dtype; must be "
-                             f"in {interval} there)")
+            raise ConfigError(
+                f"{owner}: invalid {name} value: {_shown(value)} (it rounds to "
+                f"{rounded:g} in {np.dtype(dtype)}, the parameters' dtype; must be "
+                f"in {interval} there)"
+            )
     return x
 
 
 def _flag(owner: str, name: str, value) -> bool:
     """``value`` if it is a bool (Python's or NumPy's), else a ValueError naming it."""
     if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{owner}: invalid {name} value: {_shown(value)} "
-                         f"(must be True or False, not {type(value).__name__})")
+        raise ConfigError(
+            f"{owner}: invalid {name} value: {_shown(value)} "
+            f"(must be True or False, not {type(value).__name__})"
+        )
     return bool(value)
 
 
-UPDATE_BLOCK = 1 << 20  # bytes of a parameter updated at a time (Adagrad on Model 1: -0.4 ms a step)
+UPDATE_BLOCK = (
+    1 << 20
+)  # bytes of a parameter updated at a time (Adagrad on Model 1: -0.4 ms a step)
 
 
 class Optimizer:
@@ -104,10 +124,10 @@ class Optimizer:
     ``update`` is called several times a step for it, each time on a flat 1-D slice
     ``param.reshape(-1)[a:z]`` of at most :data:`UPDATE_BLOCK` bytes, with the same slices of
     ``grad`` and of every state array (in a new dict), the spans of slices running concurrently,
-    one per thread (see :mod:`stablecnn.kernels.parallel`); smaller parameters still come whole. Such a
-    rule must not look across elements (no sum, norm, mean, shape or reshape of its arguments),
-    add state slots, or set attributes in ``update`` (:meth:`workspace` is safe); its results
-    are then bit-identical for any thread count. The opt-in holds for the ``update`` it is
+    one per thread (see :mod:`stablecnn.kernels.parallel`); smaller parameters still come whole.
+    Such a rule must not look across elements (no sum, norm, mean, shape or reshape of its
+    arguments), add state slots, or set attributes in ``update`` (:meth:`workspace` is safe); its
+    results are then bit-identical for any thread count. The opt-in holds for the ``update`` it is
     declared with: a subclass that overrides ``update`` gets whole arrays unless it sets
     ``elementwise = True`` itself (AdamW inherits Adam's rule, and its opt-in).
 
@@ -160,9 +180,10 @@ class Optimizer:
         """Refuse a rate that is valid alone but not with the other hyperparameters (AdamW)."""
 
     def _number(self, name: str, value, low: float = 0.0, high: float = math.inf, **interval):
-        """:func:`check_number` with this optimizer's class name, checked in the parameters' dtypes."""
-        return check_number(type(self).__name__, name, value, low, high, dtypes=self._dtypes,
-                            **interval)
+        """:func:`check_number` with this optimizer's class name, in the parameters' dtypes."""
+        return check_number(
+            type(self).__name__, name, value, low, high, dtypes=self._dtypes, **interval
+        )
 
     def _flag(self, name: str, value) -> bool:
         """:func:`_flag` with this optimizer's class name in the message."""
@@ -173,15 +194,18 @@ class Optimizer:
 
         :meth:`update` gets each whole parameter (see the class doc), except under an
         :attr:`elementwise` rule: a large parameter is then updated in one contiguous span per
-        thread (see :mod:`stablecnn.kernels.parallel`), each with its own slices of the state, and each
-        span :data:`UPDATE_BLOCK` bytes of parameter at a time, so the rule's several passes find
-        the block's arrays in cache.
+        thread (see :mod:`stablecnn.kernels.parallel`), each with its own slices of the state, and
+        each span :data:`UPDATE_BLOCK` bytes of parameter at a time, so the rule's several passes
+        find the block's arrays in cache.
         """
         for name, param, grad in self.params:
             state = self.state[name]
             arrays = (param, grad, *state.values())
-            if (not self.elementwise or param.size < 2 * parallel.MIN_SPAN
-                    or not all(a.flags.c_contiguous for a in arrays)):
+            if (
+                not self.elementwise
+                or param.size < 2 * parallel.MIN_SPAN
+                or not all(a.flags.c_contiguous for a in arrays)
+            ):
                 self.update(param, grad, state)
                 continue
             keys = tuple(state)
@@ -224,8 +248,11 @@ class Optimizer:
     # -- checkpointing --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
         """Flat ``{"<param name>.<state key>": array}`` plus ``"steps"``, for an ``.npz`` file."""
-        flat = {f"{name}.{key}": value for name, state in self.state.items()
-                for key, value in state.items()}
+        flat = {
+            f"{name}.{key}": value
+            for name, state in self.state.items()
+            for key, value in state.items()
+        }
         flat["steps"] = np.asarray(self.steps, dtype=np.int64)
         return flat
 
@@ -236,13 +263,17 @@ class Optimizer:
         got = set(flat) - {"steps"}
         if got != expected:
             missing, extra = sorted(expected - got), sorted(got - expected)
-            raise ConfigError(f"optimizer state does not match: missing {missing}, unexpected {extra}")
+            raise ConfigError(
+                f"optimizer state does not match: missing {missing}, unexpected {extra}"
+            )
         for key in got:
             name, _, slot = key.rpartition(".")
             value = np.asarray(flat[key])
             if value.shape != params[name].shape:
-                raise ConfigError(f"optimizer state {key!r} has shape {value.shape}, "
-                                 f"the parameter has {params[name].shape}")
+                raise ConfigError(
+                    f"optimizer state {key!r} has shape {value.shape}, "
+                    f"the parameter has {params[name].shape}"
+                )
             self.state[name][slot] = value.astype(params[name].dtype, copy=True)
         self.steps = int(flat.get("steps", 0))
 
@@ -258,9 +289,14 @@ class Optimizer:
 
     def config(self) -> dict:
         """``{"name": "sgd", "lr": ..., ...}``: plain data that :func:`build_optimizer` accepts."""
-        name = next((key for key, cls in OPTIMIZERS.items() if cls is type(self)), type(self).__name__)
+        name = next(
+            (key for key, cls in OPTIMIZERS.items() if cls is type(self)), type(self).__name__
+        )
         values = {h: getattr(self, h) for h in self.hyperparameters}
-        return {"name": name, **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}
+        return {
+            "name": name,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()},
+        }
 
     def __repr__(self):
         args = ", ".join(f"{h}={getattr(self, h)!r}" for h in self.hyperparameters)
@@ -295,17 +331,26 @@ class SGD(Optimizer):
     hyperparameters = ("lr", "momentum", "dampening", "nesterov", "weight_decay")
     elementwise = True
 
-    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         self.momentum = self._number("momentum", momentum, 0.0, 1.0)
         self.dampening = self._number("dampening", dampening, 0.0, 1.0)
         self.weight_decay = self._number("weight_decay", weight_decay)
         self.nesterov = self._flag("nesterov", nesterov)
         if self.nesterov and (self.momentum == 0 or self.dampening != 0):
-            raise ConfigError(f"{type(self).__name__}: Nesterov momentum needs momentum > 0 and "
-                             f"dampening 0, got momentum={_shown(momentum)}, "
-                             f"dampening={_shown(dampening)}")
+            raise ConfigError(
+                f"{type(self).__name__}: Nesterov momentum needs momentum > 0 and "
+                f"dampening 0, got momentum={_shown(momentum)}, "
+                f"dampening={_shown(dampening)}"
+            )
         self._init_state()
 
     def _state_keys(self):
@@ -361,16 +406,25 @@ class Adam(Optimizer):
     elementwise = True
     decoupled = False  # AdamW: decay the parameter directly instead of adding to the gradient
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         owner = type(self).__name__  # Adam or AdamW
         pair = isinstance(betas, (tuple, list)) or isinstance(betas, np.ndarray) and betas.ndim == 1
         if not pair or len(betas) != 2:
-            raise ConfigError(f"{owner}: invalid betas value: {_shown(betas)} (must be a pair "
-                             f"(beta1, beta2), each in [0, 1))")
-        self.betas = tuple(self._number(f"beta{i + 1} (betas[{i}])", b, 0.0, 1.0)
-                           for i, b in enumerate(betas))
+            raise ConfigError(
+                f"{owner}: invalid betas value: {_shown(betas)} (must be a pair "
+                f"(beta1, beta2), each in [0, 1))"
+            )
+        self.betas = tuple(
+            self._number(f"beta{i + 1} (betas[{i}])", b, 0.0, 1.0) for i, b in enumerate(betas)
+        )
         self.eps = self._number("eps", eps, low_open=True)
         self.weight_decay = self._number("weight_decay", weight_decay)
         self._check_lr(self.lr)
@@ -382,7 +436,8 @@ class Adam(Optimizer):
             raise ConfigError(
                 f"{type(self).__name__}: invalid weight_decay value: {_shown(wd)} with learning "
                 f"rate {_shown(lr)} (each step multiplies the parameters by 1 - lr * weight_decay "
-                f"= {1 - lr * wd:g}; lr * weight_decay must be < 1)")
+                f"= {1 - lr * wd:g}; lr * weight_decay must be < 1)"
+            )
 
     def _state_keys(self):
         return ("exp_avg", "exp_avg_sq")
@@ -404,9 +459,9 @@ class Adam(Optimizer):
         np.multiply(g, g, out=work)
         work *= dt(1.0 - beta2)
         v += work
-        step_size = self.lr / (1.0 - beta1 ** t)
+        step_size = self.lr / (1.0 - beta1**t)
         np.sqrt(v, out=work)
-        work /= dt(math.sqrt(1.0 - beta2 ** t))
+        work /= dt(math.sqrt(1.0 - beta2**t))
         work += dt(self.eps)
         np.divide(m, work, out=work)
         work *= dt(step_size)
@@ -428,8 +483,14 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
@@ -460,8 +521,16 @@ class RMSprop(Optimizer):
     hyperparameters = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay")
     elementwise = True
 
-    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, centered: bool = False, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        centered: bool = False,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, lr)
         self.alpha = self._number("alpha", alpha, 0.0, 1.0)
         self.eps = self._number("eps", eps, low_open=True)
@@ -471,8 +540,11 @@ class RMSprop(Optimizer):
         self._init_state()
 
     def _state_keys(self):
-        return (("square_avg",) + (("grad_avg",) if self.centered else ())
-                + (("momentum_buffer",) if self.momentum else ()))
+        return (
+            ("square_avg",)
+            + (("grad_avg",) if self.centered else ())
+            + (("momentum_buffer",) if self.momentum else ())
+        )
 
     def update(self, param, grad, state):
         dt, work = param.dtype.type, self.workspace(param)
@@ -525,7 +597,8 @@ class Adagrad(Optimizer):
 
     Example:
         >>> opt = Adagrad(model.parameters(), lr=0.01)          # doctest: +SKIP
-        >>> loss.forward(model.forward(x), y); model.backward(loss.backward()); opt.step()  # doctest: +SKIP
+        >>> loss.forward(model.forward(x), y)  # doctest: +SKIP
+        >>> model.backward(loss.backward()); opt.step()  # doctest: +SKIP
     """
 
     hyperparameters = ("lr", "eps", "weight_decay")
@@ -554,7 +627,11 @@ class Adagrad(Optimizer):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
-    "adagrad": Adagrad, "sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop,
+    "adagrad": Adagrad,
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": RMSprop,
 }
 
 
@@ -566,7 +643,7 @@ def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Opt
     optimizer does not take raises ValueError listing what is accepted.
 
     Example:
-        >>> build_optimizer("sgd", model.parameters(), 0.05, momentum=0.9, eps=None)  # doctest: +SKIP
+        >>> opt = build_optimizer("sgd", model.parameters(), 0.05, momentum=0.9)  # doctest: +SKIP
     """
     key = str(name).lower()
     if key not in OPTIMIZERS:
@@ -579,8 +656,9 @@ def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Opt
         kwargs["lr"] = lr
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ConfigError(f"optimizer {key!r} does not take {', '.join(unknown)}; "
-                         f"it takes {', '.join(accepted)}")
+        raise ConfigError(
+            f"optimizer {key!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}"
+        )
     if "lr" not in kwargs and signature["lr"].default is inspect.Parameter.empty:
         raise ConfigError(f"optimizer {key!r} needs a learning rate (lr)")
     return cls(params, **kwargs)

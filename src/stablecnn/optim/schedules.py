@@ -40,18 +40,34 @@ def _int(owner: str, name: str, value, low: int) -> int:
     return number
 
 
-def _float(owner: str, name: str, value, low: float, high: float = math.inf, *,
-           low_ok: bool = True, high_ok: bool = False) -> float:
+def _float(
+    owner: str,
+    name: str,
+    value,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_ok: bool = True,
+    high_ok: bool = False,
+) -> float:
     """``float(value)`` in the interval; a bool or a string (which float() takes) is refused."""
     interval = f"{'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{owner}: invalid {name} value: {value!r} (must be a real number in "
-                         f"{interval}, not {type(value).__name__})")
+        raise ConfigError(
+            f"{owner}: invalid {name} value: {value!r} (must be a real number in "
+            f"{interval}, not {type(value).__name__})"
+        )
     x = float(value)
-    if (not math.isfinite(x) or x < low or x > high or (x == low and not low_ok)
-            or (x == high and not high_ok)):
-        raise ConfigError(f"{owner}: invalid {name} value: {value!r} (must be a finite number "
-                         f"in {interval})")
+    if (
+        not math.isfinite(x)
+        or x < low
+        or x > high
+        or (x == low and not low_ok)
+        or (x == high and not high_ok)
+    ):
+        raise ConfigError(
+            f"{owner}: invalid {name} value: {value!r} (must be a finite number in {interval})"
+        )
     return x
 
 
@@ -74,7 +90,7 @@ class Schedule:
         return {"type": type(self).__name__, **{f: getattr(self, f) for f in self.fields}}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Schedule":
+    def from_config(cls, config: dict) -> Schedule:
         return from_config(config)
 
     def __eq__(self, other):
@@ -177,7 +193,10 @@ class WarmupLR(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {
-    "ConstantLR": ConstantLR, "StepLR": StepLR, "CosineLR": CosineLR, "WarmupLR": WarmupLR,
+    "ConstantLR": ConstantLR,
+    "StepLR": StepLR,
+    "CosineLR": CosineLR,
+    "WarmupLR": WarmupLR,
 }
 
 
@@ -195,9 +214,15 @@ def from_config(config: dict) -> Schedule:
         raise ConfigError(f"schedule {name}: {exc}") from None
 
 
-def build_schedule(name: str = "constant", *, total_steps: int | None = None,
-                   step_size: int | None = None, gamma: float = 0.1, min_lr: float = 0.0,
-                   warmup_steps: int = 0) -> Schedule:
+def build_schedule(
+    name: str = "constant",
+    *,
+    total_steps: int | None = None,
+    step_size: int | None = None,
+    gamma: float = 0.1,
+    min_lr: float = 0.0,
+    warmup_steps: int = 0,
+) -> Schedule:
     """A schedule from command-line words: ``name`` is ``constant``, ``step`` or ``cosine``.
 
     ``step`` needs ``step_size``; ``cosine`` needs ``total_steps``, the length of the whole run
@@ -216,7 +241,9 @@ def build_schedule(name: str = "constant", *, total_steps: int | None = None,
             raise ConfigError("the cosine schedule needs total_steps")
         total_steps = _int("build_schedule", "total_steps", total_steps, 1)
         if total_steps <= warmup_steps:
-            raise ConfigError(f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})")
+            raise ConfigError(
+                f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})"
+            )
         inner = CosineLR(total_steps - warmup_steps, min_lr)
     else:
         raise ConfigError(f"unknown schedule {name!r}; known: constant, step, cosine")

@@ -37,8 +37,9 @@ class TextLog(Callback):
     ``echo_steps=False`` keeps the per-step lines out of stdout (a progress bar shows them).
     """
 
-    def __init__(self, path: Path, echo: bool = False, lines_per_epoch: int = 10,
-                 echo_steps: bool = True):
+    def __init__(
+        self, path: Path, echo: bool = False, lines_per_epoch: int = 10, echo_steps: bool = True
+    ):
         self.path, self.echo, self.lines_per_epoch = Path(path), echo, lines_per_epoch
         self.echo_steps = echo_steps
 
@@ -51,22 +52,29 @@ class TextLog(Callback):
     def on_train_begin(self, trainer):
         c = trainer.config
         what = "resuming" if trainer.global_step else "training"
-        self.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what} {c.model} on {c.dataset}: "
-                   f"{trainer.num_train} images, {c.epochs} epochs, batch {c.batch_size}, "
-                   f"{c.optimizer} lr {c.lr}, seed {c.seed}, {c.dtype}")
+        self.write(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what} {c.model} on {c.dataset}: "
+            f"{trainer.num_train} images, {c.epochs} epochs, batch {c.batch_size}, "
+            f"{c.optimizer} lr {c.lr}, seed {c.seed}, {c.dtype}"
+        )
 
     def on_step(self, trainer, step):
         every = max(1, trainer.steps_per_epoch // self.lines_per_epoch)
         if step["step"] % every == 0 or step["step"] == trainer.steps_per_epoch:
-            self.write(f"epoch {step['epoch'] + 1}/{trainer.config.epochs} "
-                       f"step {step['step']}/{trainer.steps_per_epoch}: loss {step['loss']:.4f}, "
-                       f"batch acc {100 * step['acc']:.1f}%, "
-                       f"eta {format_seconds(trainer.eta_seconds())}", echo=self.echo_steps)
+            self.write(
+                f"epoch {step['epoch'] + 1}/{trainer.config.epochs} "
+                f"step {step['step']}/{trainer.steps_per_epoch}: loss {step['loss']:.4f}, "
+                f"batch acc {100 * step['acc']:.1f}%, "
+                f"eta {format_seconds(trainer.eta_seconds())}",
+                echo=self.echo_steps,
+            )
 
     def on_epoch_end(self, trainer, epoch):
-        self.write(f"epoch {epoch['epoch'] + 1}/{trainer.config.epochs} done in "
-                   f"{format_seconds(epoch['seconds'])}: test accuracy "
-                   f"{100 * epoch['test_acc']:.2f}%, test loss {epoch['test_loss']:.4f}")
+        self.write(
+            f"epoch {epoch['epoch'] + 1}/{trainer.config.epochs} done in "
+            f"{format_seconds(epoch['seconds'])}: test accuracy "
+            f"{100 * epoch['test_acc']:.2f}%, test loss {epoch['test_loss']:.4f}"
+        )
 
 
 # A collapse: the loss exploded, then the model ended an epoch no better than a constant guess.
@@ -126,15 +134,17 @@ class CollapseWarning(Callback):
         if jump is None or not at_chance(epoch["test_acc"], trainer.test_labels, k):
             return
         h, c = trainer.history, trainer.config
-        line = (f"warning: epoch {epoch['epoch'] + 1} ended at chance level (test accuracy "
-                f"{100 * epoch['test_acc']:.2f}%; a constant guess scores "
-                f"{100 * chance_accuracy(trainer.test_labels, k):.2f}%) after the training loss "
-                f"exploded at global step {h['step_global_step'][jump]} (epoch "
-                f"{h['step_epoch'][jump] + 1}, step {h['step_step'][jump]}: loss "
-                f"{h['step_loss'][jump]:.3g}, over {EXPLODED_FACTOR:g} x "
-                f"{max(math.log(k), h['step_loss'][0]):.3g}); the model has likely collapsed. "
-                f"Try a lower learning rate (this run has {c.optimizer} lr {c.lr:g}; e.g. --lr "
-                f"{c.lr / 10:g})")
+        line = (
+            f"warning: epoch {epoch['epoch'] + 1} ended at chance level (test accuracy "
+            f"{100 * epoch['test_acc']:.2f}%; a constant guess scores "
+            f"{100 * chance_accuracy(trainer.test_labels, k):.2f}%) after the training loss "
+            f"exploded at global step {h['step_global_step'][jump]} (epoch "
+            f"{h['step_epoch'][jump] + 1}, step {h['step_step'][jump]}: loss "
+            f"{h['step_loss'][jump]:.3g}, over {EXPLODED_FACTOR:g} x "
+            f"{max(math.log(k), h['step_loss'][0]):.3g}); the model has likely collapsed. "
+            f"Try a lower learning rate (this run has {c.optimizer} lr {c.lr:g}; e.g. --lr "
+            f"{c.lr / 10:g})"
+        )
         self.log.write(line, echo=False)
         print(line, file=self.stream or sys.stderr, flush=True)
 
@@ -142,7 +152,17 @@ class CollapseWarning(Callback):
 class MetricsCSV(Callback):
     """``metrics.csv``: one row per step and one per epoch, rebuilt from the history on resume."""
 
-    FIELDS = ["kind", "epoch", "step", "loss", "batch_acc", "lr", "seconds", "test_acc", "test_loss"]
+    FIELDS = [
+        "kind",
+        "epoch",
+        "step",
+        "loss",
+        "batch_acc",
+        "lr",
+        "seconds",
+        "test_acc",
+        "test_loss",
+    ]
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -159,13 +179,31 @@ class MetricsCSV(Callback):
 
     @staticmethod
     def _step_row(s):
-        return ["step", s["epoch"] + 1, s["global_step"], f"{s['loss']:.6g}", f"{s['acc']:.4f}",
-                f"{s['lr']:.6g}", f"{s['seconds']:.4f}", "", ""]
+        return [
+            "step",
+            s["epoch"] + 1,
+            s["global_step"],
+            f"{s['loss']:.6g}",
+            f"{s['acc']:.4f}",
+            f"{s['lr']:.6g}",
+            f"{s['seconds']:.4f}",
+            "",
+            "",
+        ]
 
     @staticmethod
     def _epoch_row(e):
-        return ["epoch", e["epoch"] + 1, e["global_step"], "", "", "", f"{e['seconds']:.2f}",
-                f"{e['test_acc']:.4f}", f"{e['test_loss']:.6g}"]
+        return [
+            "epoch",
+            e["epoch"] + 1,
+            e["global_step"],
+            "",
+            "",
+            "",
+            f"{e['seconds']:.2f}",
+            f"{e['test_acc']:.4f}",
+            f"{e['test_loss']:.6g}",
+        ]
 
     def _append(self, row):
         with open(self.path, "a", newline="", encoding="utf-8") as f:
@@ -193,17 +231,24 @@ class Progress(Callback):
     def _open(self, trainer, epoch):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.step_in_epoch - 1,
-                        desc=f"epoch {epoch + 1}/{trainer.config.epochs}", unit="batch",
-                        file=self.stream, dynamic_ncols=True, leave=True)
+        self.bar = tqdm(
+            total=trainer.steps_per_epoch,
+            initial=trainer.step_in_epoch - 1,
+            desc=f"epoch {epoch + 1}/{trainer.config.epochs}",
+            unit="batch",
+            file=self.stream,
+            dynamic_ncols=True,
+            leave=True,
+        )
 
     def on_step(self, trainer, step):
         if not self.active:
             return
         if self.bar is None:
             self._open(trainer, step["epoch"])
-        self.bar.set_postfix(loss=f"{step['loss']:.4f}", acc=f"{100 * step['acc']:.1f}%",
-                             refresh=False)
+        self.bar.set_postfix(
+            loss=f"{step['loss']:.4f}", acc=f"{100 * step['acc']:.1f}%", refresh=False
+        )
         self.bar.update(1)
         if step["step"] == trainer.steps_per_epoch:  # close before the evaluation's log line
             self.on_train_end(trainer)

@@ -48,42 +48,57 @@ class Checkpoint:
         arrays in the file, all before a weight is allocated: a forged architecture cannot ask
         for more memory than the file's own arrays hold.
         """
-        from stablecnn.nn import modelfile
         from stablecnn.errors import ModelFileError
+        from stablecnn.nn import modelfile
 
         where = self.meta.get("path", "checkpoint")
         dtype = self.meta.get("dtype")
         if dtype not in ("float32", "float64"):
-            raise CheckpointError(f"{where}: the model dtype {dtype!r} is not 'float32' or 'float64'")
+            raise CheckpointError(
+                f"{where}: the model dtype {dtype!r} is not 'float32' or 'float64'"
+            )
         try:
             plan = modelfile.validate(self.meta.get("model"), source=f"{where} (its architecture)")
         except ModelFileError as exc:
             raise CheckpointError(str(exc)) from None
-        shapes = {f"{i}.{key}": (i, layer, tuple(shape)) for i, layer in enumerate(plan.layers)
-                  for key, shape in layer.param_shapes.items()}
+        shapes = {
+            f"{i}.{key}": (i, layer, tuple(shape))
+            for i, layer in enumerate(plan.layers)
+            for key, shape in layer.param_shapes.items()
+        }
         missing = sorted(set(shapes) - set(self.params))
         if missing:
-            raise CheckpointError(f"{where}: weights do not fit the stored architecture: "
-                                  f"missing {missing}")
+            raise CheckpointError(
+                f"{where}: weights do not fit the stored architecture: missing {missing}"
+            )
         for name, (i, layer, shape) in shapes.items():
             if self.params[name].shape != shape:
-                raise CheckpointError(f"{where}: weights do not fit the stored architecture: "
-                                      f"parameter {name!r} of layer {i} ({type(layer).__name__}) "
-                                      f"should be {shape}, is {self.params[name].shape}")
+                raise CheckpointError(
+                    f"{where}: weights do not fit the stored architecture: "
+                    f"parameter {name!r} of layer {i} ({type(layer).__name__}) "
+                    f"should be {shape}, is {self.params[name].shape}"
+                )
         try:
             model = Sequential.from_config(self.meta["model"], seed=0, dtype=np.dtype(dtype))
             model.load_state_dict(self.params)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{where}: weights do not fit the stored architecture: "
-                                  f"{exc}") from None
+            raise CheckpointError(
+                f"{where}: weights do not fit the stored architecture: {exc}"
+            ) from None
         except MemoryError:  # a forged architecture asking for huge layers
-            raise CheckpointError(f"{where}: the stored architecture is too large to build in "
-                                  f"memory") from None
+            raise CheckpointError(
+                f"{where}: the stored architecture is too large to build in memory"
+            ) from None
         return model
 
 
-def save(path, model: Sequential, meta: dict, optim_state: dict | None = None,
-         history: dict | None = None) -> None:
+def save(
+    path,
+    model: Sequential,
+    meta: dict,
+    optim_state: dict | None = None,
+    history: dict | None = None,
+) -> None:
     """Write a checkpoint atomically. ``meta`` must be JSON-serialisable."""
     meta = {**meta, "format": FORMAT_VERSION, "model": model.config(), "dtype": str(model.dtype)}
     arrays = {"meta": np.array(json.dumps(meta))}
@@ -106,11 +121,15 @@ def load(path) -> Checkpoint:
             head = f.read(8)
         if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
             if head.startswith(b"\x80"):  # pickle protocol 2 and later
-                raise CheckpointError(f"{path}: refused: a Python pickle, which is never "
-                                      f"unpickled here (a pickle in the original Model 1 layout "
-                                      f"converts with `stablecnn import-pickle`)")
-            raise CheckpointError(f"{path}: not a readable .npz checkpoint ("
-                                  + (f"it starts with {head!r})" if head else "empty, 0 bytes)"))
+                raise CheckpointError(
+                    f"{path}: refused: a Python pickle, which is never "
+                    f"unpickled here (a pickle in the original Model 1 layout "
+                    f"converts with `stablecnn import-pickle`)"
+                )
+            raise CheckpointError(
+                f"{path}: not a readable .npz checkpoint ("
+                + (f"it starts with {head!r})" if head else "empty, 0 bytes)")
+            )
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array
             raise CheckpointError(f"{path}: a single .npy array, not a .npz checkpoint")
@@ -128,13 +147,22 @@ def load(path) -> Checkpoint:
         raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
     except ValueError as exc:
         if "pickle" in str(exc):  # object arrays need pickle: refused, never unpickled
-            raise CheckpointError(f"{path}: refused, it holds pickled objects; nothing was "
-                                  f"unpickled ({exc})") from None
+            raise CheckpointError(
+                f"{path}: refused, it holds pickled objects; nothing was unpickled ({exc})"
+            ) from None
         raise CheckpointError(f"{path}: not a readable .npz checkpoint ({exc})") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, KeyError, MemoryError,
-            NotImplementedError) as exc:  # zipfile: an unknown zip version or compression
-        raise CheckpointError(f"{path}: not a readable .npz checkpoint "
-                              f"({exc or type(exc).__name__})") from None
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        KeyError,
+        MemoryError,
+        NotImplementedError,
+    ) as exc:  # zipfile: an unknown zip version or compression
+        raise CheckpointError(
+            f"{path}: not a readable .npz checkpoint ({exc or type(exc).__name__})"
+        ) from None
     if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].ndim != 0:
         raise CheckpointError(f"{path}: not a stablecnn checkpoint (no 'meta' record)")
     try:
@@ -142,12 +170,16 @@ def load(path) -> Checkpoint:
     except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: corrupt 'meta' record ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}"
-                              if isinstance(meta, dict) else f"{path}: corrupt 'meta' record")
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {meta.get('format')!r}"
+            if isinstance(meta, dict)
+            else f"{path}: corrupt 'meta' record"
+        )
     meta["path"] = str(path)
     if meta.get("dtype") not in ("float32", "float64"):
-        raise CheckpointError(f"{path}: the model dtype {meta.get('dtype')!r} is not 'float32' "
-                              f"or 'float64'")
+        raise CheckpointError(
+            f"{path}: the model dtype {meta.get('dtype')!r} is not 'float32' or 'float64'"
+        )
     groups: dict[str, dict] = {"param": {}, "optim": {}, "history": {}}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
@@ -156,13 +188,16 @@ def load(path) -> Checkpoint:
         if value.dtype.kind not in "fiub":
             raise CheckpointError(f"{path}: array {key!r} has unsupported dtype {value.dtype}")
         groups[group][name] = value
-    ckpt = Checkpoint(meta=meta, params=groups["param"], optim=groups["optim"],
-                      history=groups["history"])
+    ckpt = Checkpoint(
+        meta=meta, params=groups["param"], optim=groups["optim"], history=groups["history"]
+    )
     for name, value in ckpt.params.items():
         # integer buffers (counters such as BatchNorm's num_batches_tracked) keep their own dtype
         if value.dtype.kind == "f" and value.dtype != np.dtype(meta.get("dtype", "float32")):
-            raise CheckpointError(f"{path}: parameter {name!r} is {value.dtype}, "
-                                  f"the checkpoint says {meta.get('dtype')}")
+            raise CheckpointError(
+                f"{path}: parameter {name!r} is {value.dtype}, "
+                f"the checkpoint says {meta.get('dtype')}"
+            )
     return ckpt
 
 

@@ -12,7 +12,6 @@ from stablecnn.data.augment import Augment
 from stablecnn.errors import ConfigError
 from stablecnn.optim import OPTIMIZERS, check_optimizer
 
-
 NORMALIZATIONS = ("original", "unit")
 SCHEDULES = ("constant", "step", "cosine")
 
@@ -33,7 +32,9 @@ class TrainConfig:
     optimizer: str = "adagrad"
     momentum: float | None = None  # sgd and rmsprop only
     weight_decay: float | None = None  # None: the optimizer's default (adamw 0.01, the others 0)
-    schedule: str = "constant"  # learning rate per step: constant, step (x0.1 every step_epochs), cosine
+    schedule: str = (
+        "constant"  # learning rate per step: constant, step (x0.1 every step_epochs), cosine
+    )
     step_epochs: int = 1
     warmup_steps: int = 0
     clip: float | None = None  # clip gradients to this global L2 norm
@@ -54,7 +55,9 @@ class TrainConfig:
                 bad(name, value, "a positive integer")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
             bad("lr", self.lr, "a positive finite number")
-        if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size < 1):
+        if self.train_size is not None and (
+            not isinstance(self.train_size, int) or self.train_size < 1
+        ):
             bad("train_size", self.train_size, "a positive integer or None")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", self.optimizer, f"one of {sorted(OPTIMIZERS)}")
@@ -76,16 +79,29 @@ class TrainConfig:
         if self.augment is not None:
             Augment.from_dict(self.augment)  # raises ValueError naming the bad value
         # the optimizer's own checks (momentum, weight decay, ...), before any data is read
-        resolved = check_optimizer(self.optimizer, self.lr, dtype=np.dtype(self.dtype),
-                                   momentum=self.momentum, weight_decay=self.weight_decay)
+        resolved = check_optimizer(
+            self.optimizer,
+            self.lr,
+            dtype=np.dtype(self.dtype),
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
         if self.weight_decay is None:  # stored as the number the run uses
             self.weight_decay = float(resolved["weight_decay"])
 
     @classmethod
-    def original_recipe(cls, **overrides) -> "TrainConfig":
+    def original_recipe(cls, **overrides) -> TrainConfig:
         """The original Model 1 recipe: first 20,000 images, int mean/std, 5 x 100, Adagrad 0.01."""
-        base = dict(model="md1", dataset="mnist", epochs=5, batch_size=100, lr=0.01,
-                    optimizer="adagrad", train_size=20_000, normalization="original")
+        base = dict(
+            model="md1",
+            dataset="mnist",
+            epochs=5,
+            batch_size=100,
+            lr=0.01,
+            optimizer="adagrad",
+            train_size=20_000,
+            normalization="original",
+        )
         return cls(**{**base, **overrides})
 
     # 2: weight_decay holds the decay the run uses. Version 1 stored 0.0 for "the optimizer's
@@ -96,7 +112,7 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "version": self.VERSION}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if data.get("version", 1) < 2 and values.get("optimizer") == "adamw":

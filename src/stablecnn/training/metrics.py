@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablecnn.nn.losses import log_softmax
 from stablecnn.errors import DataError
+from stablecnn.nn.losses import log_softmax
 
 
 @dataclass
@@ -27,8 +27,9 @@ class Evaluation:
         "every example wrong". Reports print it as ``n/a`` (JSON: ``null``).
         """
         totals = self.confusion.sum(axis=1)
-        return np.divide(np.diag(self.confusion), totals, out=np.full(len(totals), np.nan),
-                         where=totals > 0)
+        return np.divide(
+            np.diag(self.confusion), totals, out=np.full(len(totals), np.nan), where=totals > 0
+        )
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -37,8 +38,14 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def evaluate(model, images: np.ndarray, labels: np.ndarray, normalizer, batch_size: int = 1000,
-             num_classes: int = 10) -> Evaluation:
+def evaluate(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    normalizer,
+    batch_size: int = 1000,
+    num_classes: int = 10,
+) -> Evaluation:
     """Evaluate ``model`` on uint8 ``images`` (N, H, W), normalising one batch at a time."""
     n = len(images)
     if n == 0:

@@ -70,14 +70,16 @@ def read_metrics(path) -> list[dict]:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"kind", "step"} <= set(reader.fieldnames):
-                raise DataError(f"{path}: not a stablecnn metrics file "
-                                f"(header {reader.fieldnames})")
+                raise DataError(
+                    f"{path}: not a stablecnn metrics file (header {reader.fieldnames})"
+                )
             rows = []
             for row in reader:
                 if row.get("kind") not in ("step", "epoch") or _num(row.get("step")) is None:
                     continue
-                rows.append({k: (v if k == "kind" else _num(v)) for k, v in row.items()
-                             if k is not None})
+                rows.append(
+                    {k: (v if k == "kind" else _num(v)) for k, v in row.items() if k is not None}
+                )
     except FileNotFoundError:
         raise DataError(f"{path}: no such metrics file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -87,15 +89,28 @@ def read_metrics(path) -> list[dict]:
 
 def rows_from_history(history: dict) -> list[dict]:
     """``metrics.csv``-shaped rows from a checkpoint's history arrays (when the file is gone)."""
+
     def series(key):
         return np.asarray(history.get(key, np.zeros(0)), dtype=np.float64)
 
-    rows = [{"kind": "step", "epoch": e + 1, "step": s, "loss": loss, "batch_acc": acc}
-            for e, s, loss, acc in zip(series("step_epoch"), series("step_global_step"),
-                                       series("step_loss"), series("step_acc"))]
-    rows += [{"kind": "epoch", "epoch": e + 1, "step": s, "test_acc": acc, "test_loss": loss}
-             for e, s, acc, loss in zip(series("epoch_epoch"), series("epoch_global_step"),
-                                        series("epoch_test_acc"), series("epoch_test_loss"))]
+    rows = [
+        {"kind": "step", "epoch": e + 1, "step": s, "loss": loss, "batch_acc": acc}
+        for e, s, loss, acc in zip(
+            series("step_epoch"),
+            series("step_global_step"),
+            series("step_loss"),
+            series("step_acc"),
+        )
+    ]
+    rows += [
+        {"kind": "epoch", "epoch": e + 1, "step": s, "test_acc": acc, "test_loss": loss}
+        for e, s, acc, loss in zip(
+            series("epoch_epoch"),
+            series("epoch_global_step"),
+            series("epoch_test_acc"),
+            series("epoch_test_loss"),
+        )
+    ]
     return rows
 
 
@@ -110,11 +125,16 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 def _series(rows, kind, *keys):
     """Sorted-by-step arrays of ``keys`` from the rows of ``kind`` that have all of them."""
-    picked = sorted((float(_num(r.get("step"))), *(_num(r.get(k)) for k in keys)) for r in rows
-                    if r.get("kind") == kind and all(_num(r.get(k)) is not None
-                                                     for k in ("step", *keys)))
-    return [np.array(col, dtype=np.float64) for col in zip(*picked)] if picked else \
-        [np.zeros(0) for _ in range(len(keys) + 1)]
+    picked = sorted(
+        (float(_num(r.get("step"))), *(_num(r.get(k)) for k in keys))
+        for r in rows
+        if r.get("kind") == kind and all(_num(r.get(k)) is not None for k in ("step", *keys))
+    )
+    return (
+        [np.array(col, dtype=np.float64) for col in zip(*picked)]
+        if picked
+        else [np.zeros(0) for _ in range(len(keys) + 1)]
+    )
 
 
 def plot_curves(metrics_rows, path) -> Path:
@@ -145,18 +165,26 @@ def curves_figure(metrics_rows):
 
     fig = _figure(12, 4.5)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    panels = ((ax_loss, loss, l_steps, t_loss, "loss", "loss"),
-              (ax_acc, 100 * acc, t_steps, 100 * t_acc, "accuracy", "accuracy (%)"))
+    panels = (
+        (ax_loss, loss, l_steps, t_loss, "loss", "loss"),
+        (ax_acc, 100 * acc, t_steps, 100 * t_acc, "accuracy", "accuracy (%)"),
+    )
     for ax, raw, test_x, test_y, what, name in panels:
         if len(steps):
             if window > 1:
                 ax.plot(steps, raw, color=RAW, lw=0.7, label=f"batch {what}")
-                ax.plot(steps, smooth(raw, window), color=SMOOTH, lw=1.8,
-                        label=f"smoothed ({window} steps)")
+                ax.plot(
+                    steps,
+                    smooth(raw, window),
+                    color=SMOOTH,
+                    lw=1.8,
+                    label=f"smoothed ({window} steps)",
+                )
             else:
                 marker = "o" if len(steps) <= FEW_POINTS else None
-                ax.plot(steps, raw, color=SMOOTH, lw=1.5, marker=marker, ms=4,
-                        label=f"batch {what}")
+                ax.plot(
+                    steps, raw, color=SMOOTH, lw=1.5, marker=marker, ms=4, label=f"batch {what}"
+                )
         if len(test_x):
             ax.plot(test_x, test_y, "o-", color=TEST, lw=1.5, ms=5, label=f"test {what}", zorder=3)
         for x in ep_steps if len(ep_steps) <= 50 else ():
@@ -176,7 +204,7 @@ def curves_figure(metrics_rows):
     # zoom the accuracy axis onto where the curves settle (past the first tenth of training)
     settled = [100 * t_acc]
     if len(steps):
-        settled.append(smooth(100 * acc, window)[len(steps) // 10:])
+        settled.append(smooth(100 * acc, window)[len(steps) // 10 :])
     settled = np.concatenate(settled)
     if settled.size:
         low = float(settled.min())
@@ -185,9 +213,15 @@ def curves_figure(metrics_rows):
     if len(t_acc):
         epoch = int(ep_num[-1]) if len(ep_num) else len(t_acc)
         title += f": test {100 * t_acc[-1]:.2f}% after epoch {epoch}"
-        ax_acc.annotate(f"{100 * t_acc[-1]:.2f}%", (t_steps[-1], 100 * t_acc[-1]),
-                        textcoords="offset points", xytext=(-6, -14), ha="right", color=TEST,
-                        fontsize=9)
+        ax_acc.annotate(
+            f"{100 * t_acc[-1]:.2f}%",
+            (t_steps[-1], 100 * t_acc[-1]),
+            textcoords="offset points",
+            xytext=(-6, -14),
+            ha="right",
+            color=TEST,
+            fontsize=9,
+        )
     ax_acc.set_title(title)
     return fig
 
@@ -211,8 +245,9 @@ def plot_confusion(confusion, path, class_names=None, title=None) -> Path:
 
     confusion = np.asarray(confusion, dtype=np.int64)
     if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1] or confusion.shape[0] == 0:
-        raise ConfigError(f"confusion must be a non-empty (K, K) matrix, "
-                         f"got shape {confusion.shape}")
+        raise ConfigError(
+            f"confusion must be a non-empty (K, K) matrix, got shape {confusion.shape}"
+        )
     k = confusion.shape[0]
     names = [str(c) for c in (class_names if class_names is not None else range(k))]
     if len(names) != k:
@@ -227,8 +262,10 @@ def plot_confusion(confusion, path, class_names=None, title=None) -> Path:
     side = max(5.0, 0.55 * k + 2.5)
     fig = _figure(side + 1.6, side)
     ax = fig.subplots()
-    blues, reds = (ScalarMappable(Normalize(0, top), colormaps[name])
-                   for top, name in ((1.0, "Blues"), (worst, "Reds")))
+    blues, reds = (
+        ScalarMappable(Normalize(0, top), colormaps[name])
+        for top, name in ((1.0, "Blues"), (worst, "Reds"))
+    )
     colours = np.ones((k, k, 4))  # white where nothing was counted
     colours[diagonal] = blues.to_rgba(fraction[diagonal])
     off = ~diagonal & (confusion > 0)
@@ -239,23 +276,48 @@ def plot_confusion(confusion, path, class_names=None, title=None) -> Path:
     for (t, p), count in np.ndenumerate(confusion):
         if count:
             dark = fraction[t, p] > (0.5 if t == p else 0.6 * worst)
-            ax.text(p, t, str(count), ha="center", va="center", fontsize=fontsize,
-                    color="white" if dark else "black")
+            ax.text(
+                p,
+                t,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if dark else "black",
+            )
     long_names = max(len(n) for n in names) > 3
-    ax.set_xticks(range(k), names, rotation=45 if long_names else 0,
-                  ha="right" if long_names else "center", rotation_mode="anchor")
+    ax.set_xticks(
+        range(k),
+        names,
+        rotation=45 if long_names else 0,
+        ha="right" if long_names else "center",
+        rotation_mode="anchor",
+    )
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     recall = ax.secondary_yaxis("right")
-    recall.set_yticks(range(k), [f"{100 * f:.1f}%" if n else "-"
-                                 for f, n in zip(np.diag(fraction), totals[:, 0])])
+    recall.set_yticks(
+        range(k), [f"{100 * f:.1f}%" if n else "-" for f, n in zip(np.diag(fraction), totals[:, 0])]
+    )
     recall.set_ylabel("correct per true class")
     recall.tick_params(length=0, labelsize=8)
-    fig.colorbar(reds, ax=ax, shrink=0.7, pad=0.01, label="errors: fraction of the true class",
-                 format=lambda x, _: f"{100 * x:.1f}%")
-    fig.colorbar(blues, ax=ax, shrink=0.7, pad=0.01, label="correct: fraction of the true class",
-                 format=lambda x, _: f"{100 * x:.0f}%")
+    fig.colorbar(
+        reds,
+        ax=ax,
+        shrink=0.7,
+        pad=0.01,
+        label="errors: fraction of the true class",
+        format=lambda x, _: f"{100 * x:.1f}%",
+    )
+    fig.colorbar(
+        blues,
+        ax=ax,
+        shrink=0.7,
+        pad=0.01,
+        label="correct: fraction of the true class",
+        format=lambda x, _: f"{100 * x:.0f}%",
+    )
     ax.set_title(title or f"Confusion matrix: {100 * accuracy:.2f}% of {total:,} correct")
     return _save(fig, path)
 
@@ -278,9 +340,18 @@ def mosaic(tiles: np.ndarray, cols: int, gap: int, band: int = 0) -> np.ndarray:
     padded[:t] = tiles
     grid = padded.reshape(rows, cols, *tiles.shape[1:])  # (rows, cols, h, w[, 3])
     for r in range(rows):  # a loop over grid rows only: a few dozen at most
-        block = np.concatenate([np.pad(grid[r, c], [(0, 0), (0, gap)] + [(0, 0)] * (tiles.ndim - 3),
-                                       constant_values=np.nan) for c in range(cols)], axis=1)
-        out[r * cell_h + band + gap:(r + 1) * cell_h] = block[:, :out.shape[1]]
+        block = np.concatenate(
+            [
+                np.pad(
+                    grid[r, c],
+                    [(0, 0), (0, gap)] + [(0, 0)] * (tiles.ndim - 3),
+                    constant_values=np.nan,
+                )
+                for c in range(cols)
+            ],
+            axis=1,
+        )
+        out[r * cell_h + band + gap : (r + 1) * cell_h] = block[:, : out.shape[1]]
     return out
 
 
@@ -303,8 +374,9 @@ def plot_filters(weight, path, title=None) -> Path:
     """
     weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 4 or 0 in weight.shape:
-        raise ConfigError(f"weight must be a non-empty (F, C, kH, kW) array, "
-                         f"got shape {weight.shape}")
+        raise ConfigError(
+            f"weight must be a non-empty (F, C, kH, kW) array, got shape {weight.shape}"
+        )
     f, c, kh, kw = weight.shape
     rgb = c == 3
     tiles = weight.transpose(0, 2, 3, 1) if rgb else weight.mean(axis=1)  # (F, kH, kW[, 3])
@@ -323,17 +395,24 @@ def plot_filters(weight, path, title=None) -> Path:
     ax.set_axis_off()
     if rgb:
         alpha = np.isfinite(image[..., :1]).astype(float)
-        ax.imshow(np.concatenate([np.nan_to_num(image, nan=1.0), alpha], axis=-1),
-                  interpolation="nearest")
+        ax.imshow(
+            np.concatenate([np.nan_to_num(image, nan=1.0), alpha], axis=-1), interpolation="nearest"
+        )
     else:
         from matplotlib import colormaps
 
         limit = float(np.abs(tiles).max()) or 1.0
-        shown = ax.imshow(np.ma.masked_invalid(image), interpolation="nearest", vmin=-limit,
-                          vmax=limit, cmap=colormaps["RdBu_r"].with_extremes(bad="white"))
+        shown = ax.imshow(
+            np.ma.masked_invalid(image),
+            interpolation="nearest",
+            vmin=-limit,
+            vmax=limit,
+            cmap=colormaps["RdBu_r"].with_extremes(bad="white"),
+        )
         fig.colorbar(shown, ax=ax, shrink=0.8, pad=0.02, label="weight")
-    notes = ([] if c == 1 or rgb else [f"mean over {c} input channels"]) + \
-        (["numbered row by row from 0"] if rows > 1 else [])
+    notes = ([] if c == 1 or rgb else [f"mean over {c} input channels"]) + (
+        ["numbered row by row from 0"] if rows > 1 else []
+    )
     fig.suptitle(f"{title or 'Convolution'}: {f} filter{'s' if f > 1 else ''} of {kh} x {kw}")
     if notes:
         fig.supxlabel("; ".join(notes), fontsize=9, color="0.3")
@@ -341,8 +420,9 @@ def plot_filters(weight, path, title=None) -> Path:
 
 
 # -- mistakes -------------------------------------------------------------------------------------
-def plot_mistakes(images, labels, predictions, path, max_images=36, class_names=None,
-                  confidences=None) -> Path:
+def plot_mistakes(
+    images, labels, predictions, path, max_images=36, class_names=None, confidences=None
+) -> Path:
     """A grid of the first ``max_images`` misclassified images with true and predicted classes.
 
     Args:
@@ -357,8 +437,10 @@ def plot_mistakes(images, labels, predictions, path, max_images=36, class_names=
 
     images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
     if images.ndim != 3 or not len(images) == len(labels) == len(predictions):
-        raise ConfigError(f"expected images (N, H, W) with N labels and predictions, got "
-                         f"{images.shape}, {labels.shape}, {predictions.shape}")
+        raise ConfigError(
+            f"expected images (N, H, W) with N labels and predictions, got "
+            f"{images.shape}, {labels.shape}, {predictions.shape}"
+        )
     wrong = np.flatnonzero(labels != predictions)
     shown = wrong[:max_images]
     names = (lambda k: str(class_names[k])) if class_names is not None else str
@@ -367,8 +449,14 @@ def plot_mistakes(images, labels, predictions, path, max_images=36, class_names=
         fig = _figure(6, 2.5)
         ax = fig.subplots()
         ax.set_axis_off()
-        ax.text(0.5, 0.5, f"No misclassified images among {len(labels):,}", ha="center",
-                va="center", fontsize=13)
+        ax.text(
+            0.5,
+            0.5,
+            f"No misclassified images among {len(labels):,}",
+            ha="center",
+            va="center",
+            fontsize=13,
+        )
         return _save(fig, path)
     _, h, w = images.shape
     cols = min(n, math.ceil(math.sqrt(n)))
@@ -378,18 +466,34 @@ def plot_mistakes(images, labels, predictions, path, max_images=36, class_names=
     fig = _figure(max(6.0, image.shape[1] * inches), image.shape[0] * inches + 0.5)
     ax = fig.subplots()
     ax.set_axis_off()
-    ax.imshow(np.ma.masked_invalid(image), cmap=colormaps["gray"].with_extremes(bad="white"),
-              vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_invalid(image),
+        cmap=colormaps["gray"].with_extremes(bad="white"),
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
     for k, i in enumerate(shown):
         x, y = _cell_origin(k, cols, h, w, gap, band)
         label = f"{names(int(labels[i]))} → {names(int(predictions[i]))}"
         if confidences is not None and np.isfinite(confidences[i]):
             label += f"\n{100 * confidences[i]:.0f}% sure"
-        ax.text(x + w / 2, y - 1, label, ha="center", va="bottom", color="#a4161a",
-                fontsize=8 if len(label) < 30 else 6.5, linespacing=1.1)
+        ax.text(
+            x + w / 2,
+            y - 1,
+            label,
+            ha="center",
+            va="bottom",
+            color="#a4161a",
+            fontsize=8 if len(label) < 30 else 6.5,
+            linespacing=1.1,
+        )
     share = f"{len(wrong):,} ({100 * len(wrong) / len(labels):.2f}%) of {len(labels):,}"
-    fig.suptitle(f"Misclassified (true → predicted): the first {n} of {share}"
-                 if n < len(wrong) else f"Misclassified (true → predicted): {share}")
+    fig.suptitle(
+        f"Misclassified (true → predicted): the first {n} of {share}"
+        if n < len(wrong)
+        else f"Misclassified (true → predicted): {share}"
+    )
     return _save(fig, path)
 
 
@@ -419,11 +523,11 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
         DataError: the run's data cannot be read from its source. Nothing is drawn from
             another dataset instead: the plots already in ``run_dir`` are left as they are.
     """
-    from stablecnn.training.checkpoint import load_model
-    from stablecnn.data import Normalizer, load_dataset
-    from stablecnn.training.metrics import evaluate
     from stablecnn.cli.predict import predict_images
+    from stablecnn.data import Normalizer, load_dataset
     from stablecnn.data.specs import class_names
+    from stablecnn.training.checkpoint import load_model
+    from stablecnn.training.metrics import evaluate
     from stablecnn.training.resume import run_data_source
 
     run_dir = Path(run_dir)
@@ -438,11 +542,20 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
         test_data = load_dataset(dataset, "test", data_dir=folder, quiet=True, verify=verify)
     written = [plot_curves(rows, run_dir / "curves.png")]
     images, labels = test_data
-    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"]) if "normalizer" in ckpt.meta \
+    normalizer = (
+        Normalizer.from_dict(ckpt.meta["normalizer"])
+        if "normalizer" in ckpt.meta
         else Normalizer.original(images)
+    )
     num_classes = model.shapes(model.input_shape)[-1][0] if model.input_shape else 10
-    result = evaluate(model, images, labels, normalizer, train.get("eval_batch_size", 1000),
-                      num_classes=num_classes)
+    result = evaluate(
+        model,
+        images,
+        labels,
+        normalizer,
+        train.get("eval_batch_size", 1000),
+        num_classes=num_classes,
+    )
     names = class_names(train.get("dataset"), num_classes)
     written.append(plot_confusion(result.confusion, run_dir / "confusion.png", names))
 
@@ -455,6 +568,9 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
     if len(shown):
         probs = predict_images(model, normalizer, images[shown])
         confidences[shown] = probs[np.arange(len(shown)), result.predictions[shown]]
-    written.append(plot_mistakes(images, labels, result.predictions, run_dir / "mistakes.png",
-                                 36, names, confidences))
+    written.append(
+        plot_mistakes(
+            images, labels, result.predictions, run_dir / "mistakes.png", 36, names, confidences
+        )
+    )
     return written

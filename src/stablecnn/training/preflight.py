@@ -1,6 +1,7 @@
 """What the sizes alone predict about a training run, checked before its first step.
 
-:class:`~stablecnn.training.trainer.Trainer` calls :func:`check_run` before it writes anything, so a run that
+:class:`~stablecnn.training.trainer.Trainer` calls :func:`check_run` before it writes anything, so a
+run that
 cannot finish is refused at once (and leaves no run directory) instead of failing mid-epoch:
 
 - each split holds uint8 images ``(N, H, W)`` and integer labels ``(N,)`` in ``[0, K)``, where
@@ -42,20 +43,28 @@ def check_split(what: str, images, labels, num_classes: int | None = None) -> No
     """
     images, labels = np.asarray(images), np.asarray(labels)
     if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{what} images must be uint8 (N, H, W) as the datasets hold them "
-                        f"(no NaN or Inf possible), got {images.dtype} {images.shape}")
-    if (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
-            or len(labels) != len(images)):
-        raise DataError(f"{what} labels must be {len(images)} integers, got {labels.dtype} "
-                        f"{labels.shape}")
+        raise DataError(
+            f"{what} images must be uint8 (N, H, W) as the datasets hold them "
+            f"(no NaN or Inf possible), got {images.dtype} {images.shape}"
+        )
+    if (
+        labels.ndim != 1
+        or not np.issubdtype(labels.dtype, np.integer)
+        or len(labels) != len(images)
+    ):
+        raise DataError(
+            f"{what} labels must be {len(images)} integers, got {labels.dtype} {labels.shape}"
+        )
     if len(images) == 0:
         raise DataError(f"the {what} set is empty")
     if num_classes is None:
         return
     bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
     if bad.size:
-        raise DataError(f"{what} label {labels[bad[0]]} at index {bad[0]} is outside "
-                        f"[0, {num_classes}): the model gives {num_classes} class scores")
+        raise DataError(
+            f"{what} label {labels[bad[0]]} at index {bad[0]} is outside "
+            f"[0, {num_classes}): the model gives {num_classes} class scores"
+        )
 
 
 def num_classes(model, image_shape) -> int:
@@ -65,8 +74,10 @@ def num_classes(model, image_shape) -> int:
     """
     out = model.shapes(tuple(image_shape))[-1]
     if len(out) != 1:
-        raise ShapeError(f"the model ends in shape {out} per image; training needs (K,) class "
-                         f"scores (end with a Linear layer)")
+        raise ShapeError(
+            f"the model ends in shape {out} per image; training needs (K,) class "
+            f"scores (end with a Linear layer)"
+        )
     return int(out[0])
 
 
@@ -108,26 +119,33 @@ def check_batches(model, image_shape, num_train: int, batch_size: int) -> None:
             continue
         layer = model.layers[index]
         layer_input = ([tuple(image_shape)] + model.shapes(tuple(image_shape)))[index]
-        which = (f"the last batch of every epoch (step {step} of {steps}: {num_train} = "
-                 f"{steps - 1} x {batch_size} + {size})" if step == steps and step > 1
-                 else f"every batch (step {step} of {steps})")
+        which = (
+            f"the last batch of every epoch (step {step} of {steps}: {num_train} = "
+            f"{steps - 1} x {batch_size} + {size})"
+            if step == steps and step > 1
+            else f"every batch (step {step} of {steps})"
+        )
         fixes = []
         if num_train > size and step == steps and step > 1:
             fixes.append(f"--train-size {num_train - size}")
-        below = next((b for b in range(batch_size - 1, need - 1, -1)
-                      if _works(num_train, b, need)), None)
-        above = next((b for b in range(batch_size + 1, num_train + 1)
-                      if _works(num_train, b, need)), None)
+        below = next(
+            (b for b in range(batch_size - 1, need - 1, -1) if _works(num_train, b, need)), None
+        )
+        above = next(
+            (b for b in range(batch_size + 1, num_train + 1) if _works(num_train, b, need)), None
+        )
         sizes = [str(b) for b in (below, above) if b is not None]
         if sizes:
             fixes.append(f"--batch-size {' or '.join(sizes)}")
-        advice = (f"; use {' or '.join(fixes)}" if fixes
-                  else f"; use at least {need} training images")
+        advice = (
+            f"; use {' or '.join(fixes)}" if fixes else f"; use at least {need} training images"
+        )
         raise ShapeError(
             f"{which} holds {size} image{'s' if size != 1 else ''}, too few for layer {index} "
             f"({layer!r}): training takes each channel's batch variance, which needs at least 2 "
             f"values, and its input {layer_input} gives {math.prod(layer_input[1:])} per image"
-            f"{advice} (refused before step 1)")
+            f"{advice} (refused before step 1)"
+        )
 
 
 def check_run(model, train, test, batch_size: int) -> None:

@@ -2,14 +2,14 @@
 
 A run's checkpoint stores everything fixed when it started: the model (its architecture), the
 dataset and where it came from, the training-set size, batch size, optimizer and its settings,
-schedule, clipping, normalisation, augmentation, seed and dtype (:class:`~stablecnn.training.trainer.
-TrainConfig`, plus the checkpoint's ``data`` record). A resumed run goes on with exactly those;
-an option given with another value cannot be honoured, so :func:`refuse_changes` refuses the
-resume before anything runs (nothing is read beyond the checkpoint, nothing is written), naming
-every option that differs and the value the run has. An option given with the run's own value is
-accepted. What may change on resume: ``--epochs`` (to extend or shorten the run) and where plots
-go (``--no-plots``). Later commands read the data of a run from where it came from
-(:func:`run_data_source`).
+schedule, clipping, normalisation, augmentation, seed and dtype
+(:class:`~stablecnn.training.trainer. TrainConfig`, plus the checkpoint's ``data`` record). A
+resumed run goes on with exactly those; an option given with another value cannot be honoured, so
+:func:`refuse_changes` refuses the resume before anything runs (nothing is read beyond the
+checkpoint, nothing is written), naming every option that differs and the value the run has. An
+option given with the run's own value is accepted. What may change on resume: ``--epochs`` (to
+extend or shorten the run) and where plots go (``--no-plots``). Later commands read the data of a
+run from where it came from (:func:`run_data_source`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
 
 
 def _same(field: str, given, stored) -> bool:
-    if field in ("lr", "momentum", "weight_decay", "clip") and given is not None and stored is not None:
+    if (
+        field in ("lr", "momentum", "weight_decay", "clip")
+        and given is not None
+        and stored is not None
+    ):
         return float(given) == float(stored)
     return given == stored
 
@@ -31,7 +35,9 @@ def _shown(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, dict):  # augmentation
-        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+        return ",".join(
+            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
+        )
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -44,8 +50,8 @@ def same_model(given: str, stored: str, checkpoint) -> bool:
 
     Raises :class:`~stablecnn.errors.ModelFileError` for a model file that cannot be read.
     """
-    from stablecnn.nn import zoo
     from stablecnn.errors import ModelFileError
+    from stablecnn.nn import zoo
     from stablecnn.nn.model import Sequential
 
     config = zoo.model_config(given)
@@ -66,12 +72,16 @@ def _unnamed(config: dict) -> dict:
 
 def data_record(dataset: str, data_dir, verify: bool) -> dict:
     """Where a run's data come from, as its checkpoints keep it (``data_dir`` made absolute)."""
-    return {"dataset": dataset, "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-            "verify": bool(verify)}
+    return {
+        "dataset": dataset,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+        "verify": bool(verify),
+    }
 
 
-def run_data_source(meta: dict, dataset: str | None = None, data_dir=None,
-                    no_verify: bool = False) -> tuple[str, str | None, bool]:
+def run_data_source(
+    meta: dict, dataset: str | None = None, data_dir=None, no_verify: bool = False
+) -> tuple[str, str | None, bool]:
     """The ``(dataset, data_dir, verify)`` a later command (evaluate, plot) reads a run's data from.
 
     A run keeps where its data came from (:func:`data_record`, the checkpoint's ``data``
@@ -103,14 +113,17 @@ def run_data_source(meta: dict, dataset: str | None = None, data_dir=None,
         return dataset, None, True
     verify = bool(record.get("verify", True)) and not no_verify
     if not Path(recorded).is_dir():
-        raise DataError(f"this run was trained on the IDX files in {recorded}"
-                        f"{'' if verify else ' (not verified)'}, which is no longer there; "
-                        f"pass --data-dir with the folder where they are now")
+        raise DataError(
+            f"this run was trained on the IDX files in {recorded}"
+            f"{'' if verify else ' (not verified)'}, which is no longer there; "
+            f"pass --data-dir with the folder where they are now"
+        )
     return dataset, recorded, verify
 
 
-def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
-                   changeable: str = "--epochs and --no-plots") -> None:
+def refuse_changes(
+    run_dir, stored, given: dict, checkpoint=None, changeable: str = "--epochs and --no-plots"
+) -> None:
     """Raise :class:`ResumeMismatch` if an option given on resume differs from the run's value.
 
     Args:
@@ -133,16 +146,27 @@ def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
                 differ.append(f"{option} (the run has {stored.model})")
         elif field == "data_dir":
             if data and data_record("", value, True)["data_dir"] != data.get("data_dir"):
-                differ.append(f"{option} (the run has "
-                              + (f"--data-dir {data['data_dir']})" if data.get("data_dir")
-                                 else "its data from stablecnn's data sources, no --data-dir)"))
+                differ.append(
+                    f"{option} (the run has "
+                    + (
+                        f"--data-dir {data['data_dir']})"
+                        if data.get("data_dir")
+                        else "its data from stablecnn's data sources, no --data-dir)"
+                    )
+                )
         elif field == "run_dir":
             if Path(value).resolve() != Path(run_dir).resolve():
                 differ.append(f"{option} (the run is in {run_dir}, where a resumed run goes on)")
         elif field == "verify":
             if data and bool(value) != bool(data.get("verify", True)):
-                differ.append(f"{option} (the run " + ("checked its data against the canonical "
-                              "digests)" if data.get("verify", True) else "used --no-verify)"))
+                differ.append(
+                    f"{option} (the run "
+                    + (
+                        "checked its data against the canonical digests)"
+                        if data.get("verify", True)
+                        else "used --no-verify)"
+                    )
+                )
         elif not _same(field, value, getattr(stored, field)):
             differ.append(f"{option} (the run has {_shown(getattr(stored, field))})")
     if differ:
@@ -150,4 +174,5 @@ def refuse_changes(run_dir, stored, given: dict, checkpoint=None,
             f"cannot resume {run_dir} with other settings than it started with: "
             f"{'; '.join(differ)}. A resumed run keeps them (only {changeable} may "
             f"change): drop these options to resume it, or start a new run with them; nothing "
-            f"was changed")
+            f"was changed"
+        )

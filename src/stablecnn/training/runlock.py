@@ -27,8 +27,9 @@ class RunLock:
                 self._clear_stale()  # raises while a live process holds the lock
                 continue
             except OSError as exc:  # read-only, full disk, --out that is a file, ...
-                raise TrainingError(f"cannot write in run directory {self.path.parent}: "
-                                    f"{exc.strerror or exc}") from None
+                raise TrainingError(
+                    f"cannot write in run directory {self.path.parent}: {exc.strerror or exc}"
+                ) from None
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             self.held = True
@@ -45,8 +46,10 @@ class RunLock:
         except (OSError, ValueError):
             pid = 0
         if pid and _alive(pid) and pid != os.getpid():
-            raise TrainingError(f"run directory {self.path.parent} is in use by process "
-                                f"{pid}; use another --out directory")
+            raise TrainingError(
+                f"run directory {self.path.parent} is in use by process "
+                f"{pid}; use another --out directory"
+            )
         self.path.unlink(missing_ok=True)  # a stale lock from a dead run
 
     def release(self) -> None:

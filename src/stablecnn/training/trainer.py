@@ -3,8 +3,8 @@
 A run lives in a run directory: ``checkpoint.npz`` (written atomically at the end of every epoch,
 and on Ctrl-C or any other error at the last completed step), ``train_log.txt``, ``metrics.csv``
 and the plots. The directory is created only when training starts: whatever the sizes predict
-(data, shapes, labels, batches too small for a layer; see :mod:`stablecnn.training.preflight`) is checked
-when the :class:`Trainer` is built, before any file is written.
+(data, shapes, labels, batches too small for a layer; see :mod:`stablecnn.training.preflight`) is
+checked when the :class:`Trainer` is built, before any file is written.
 
 An error during a step leaves a checkpoint at the last completed step, so ``--resume`` goes on
 from there: the batch statistics the failed step's forward pass had already folded into the
@@ -28,19 +28,19 @@ from typing import NoReturn
 
 import numpy as np
 
-from stablecnn.training import checkpoint as ckpt_io
-from stablecnn.kernels import runtime
-from stablecnn.training import preflight
-from stablecnn.training.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
 from stablecnn.data.augment import Augment
 from stablecnn.errors import ConfigError, Diverged, Interrupted, StableCNNError, TrainingError
+from stablecnn.kernels import runtime
 from stablecnn.nn.losses import SoftmaxCrossEntropy
-from stablecnn.training.metrics import evaluate
 from stablecnn.nn.zoo import resolve_model
 from stablecnn.optim import build_optimizer, clip_grad_norm
-from stablecnn.training.config import TrainConfig
-from stablecnn.training.runlock import RunLock  # noqa: F401  (part of this module's interface)
 from stablecnn.optim.schedules import build_schedule
+from stablecnn.training import checkpoint as ckpt_io
+from stablecnn.training import preflight
+from stablecnn.training.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
+from stablecnn.training.config import TrainConfig
+from stablecnn.training.metrics import evaluate
+from stablecnn.training.runlock import RunLock  # noqa: F401  (part of this module's interface)
 
 # errors a step can meet that say something about the data, the settings or the system, not a bug:
 # reported in one line (after saving a checkpoint), as the command line reports them
@@ -70,9 +70,18 @@ class Trainer:
     :mod:`stablecnn.training.preflight`).
     """
 
-    def __init__(self, config: TrainConfig, run_dir, train_data, test_data, callbacks=(),
-                 checkpoint: ckpt_io.Checkpoint | None = None, echo: bool = True,
-                 progress: bool = True, data_source: dict | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir,
+        train_data,
+        test_data,
+        callbacks=(),
+        checkpoint: ckpt_io.Checkpoint | None = None,
+        echo: bool = True,
+        progress: bool = True,
+        data_source: dict | None = None,
+    ):
         from stablecnn.data import Normalizer
 
         runtime.configure()  # threads, and freed memory kept (page faults cost a quarter otherwise)
@@ -81,8 +90,10 @@ class Trainer:
         images, labels = train_data
         if config.train_size is not None:
             if config.train_size > len(images):
-                raise ConfigError(f"train_size {config.train_size} exceeds the {len(images)} "
-                                 f"training images of {config.dataset}")
+                raise ConfigError(
+                    f"train_size {config.train_size} exceeds the {len(images)} "
+                    f"training images of {config.dataset}"
+                )
             images, labels = images[: config.train_size], labels[: config.train_size]
         self.test_images, self.test_labels = test_data
         for what, x, y in (("training", images, labels), ("test", *test_data)):
@@ -91,12 +102,17 @@ class Trainer:
         self.num_train = len(images)
         self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
         self.loss_fn = SoftmaxCrossEntropy()
-        self.history = {**{f"step_{k}": [] for k in STEP_SERIES},
-                        **{f"epoch_{k}": [] for k in EPOCH_SERIES}}
+        self.history = {
+            **{f"step_{k}": [] for k in STEP_SERIES},
+            **{f"epoch_{k}": [] for k in EPOCH_SERIES},
+        }
         if checkpoint is None:
             self.model = resolve_model(config.model, seed=config.seed, dtype=np.dtype(config.dtype))
-            self.normalizer = (Normalizer.original(images) if config.normalization == "original"
-                               else Normalizer.unit())
+            self.normalizer = (
+                Normalizer.original(images)
+                if config.normalization == "original"
+                else Normalizer.unit()
+            )
             self.optimizer = self._build_optimizer()
             self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         else:
@@ -106,8 +122,10 @@ class Trainer:
             try:
                 self.optimizer.load_state_dict(checkpoint.optim)
             except ValueError as exc:
-                raise ckpt_io.CheckpointError(f"{checkpoint.meta['path']}: optimizer state does "
-                                              f"not fit {config.optimizer}: {exc}") from None
+                raise ckpt_io.CheckpointError(
+                    f"{checkpoint.meta['path']}: optimizer state does "
+                    f"not fit {config.optimizer}: {exc}"
+                ) from None
             progress_ = checkpoint.meta["progress"]
             self.epoch, self.step_in_epoch = progress_["epoch"], progress_["step"]
             self.global_step = progress_["global_step"]
@@ -119,8 +137,11 @@ class Trainer:
         preflight.check_run(self.model, (images, labels), test_data, config.batch_size)
         self.num_classes = preflight.num_classes(self.model, (1, *images.shape[1:]))
         bar = Progress() if progress else None
-        log = TextLog(self.run_dir / "train_log.txt", echo=echo,
-                      echo_steps=not (bar is not None and bar.active))  # the bar shows the steps
+        log = TextLog(
+            self.run_dir / "train_log.txt",
+            echo=echo,
+            echo_steps=not (bar is not None and bar.active),
+        )  # the bar shows the steps
         self.callbacks: list[Callback] = [log, MetricsCSV(self.run_dir / "metrics.csv")]
         if bar is not None:
             self.callbacks.append(bar)
@@ -133,11 +154,19 @@ class Trainer:
 
     def _build_optimizer(self):
         c = self.config
-        optimizer = build_optimizer(c.optimizer, self.model.parameters(), lr=c.lr,
-                                    momentum=c.momentum, weight_decay=c.weight_decay)
+        optimizer = build_optimizer(
+            c.optimizer,
+            self.model.parameters(),
+            lr=c.lr,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+        )
         self.schedule = build_schedule(
-            c.schedule, total_steps=c.epochs * self.steps_per_epoch,
-            step_size=c.step_epochs * self.steps_per_epoch, warmup_steps=c.warmup_steps)
+            c.schedule,
+            total_steps=c.epochs * self.steps_per_epoch,
+            step_size=c.step_epochs * self.steps_per_epoch,
+            warmup_steps=c.warmup_steps,
+        )
         return optimizer
 
     # -- history views --------------------------------------------------------------------------
@@ -147,7 +176,9 @@ class Trainer:
 
     def history_epochs(self):
         h = self.history
-        return [{k: h[f"epoch_{k}"][i] for k in EPOCH_SERIES} for i in range(len(h["epoch_test_acc"]))]
+        return [
+            {k: h[f"epoch_{k}"][i] for k in EPOCH_SERIES} for i in range(len(h["epoch_test_acc"]))
+        ]
 
     def eta_seconds(self) -> float:
         if not self._steps_this_session:
@@ -162,13 +193,21 @@ class Trainer:
         return self.run_dir / "checkpoint.npz"
 
     def save_checkpoint(self) -> None:
-        meta = {"train": self.config.to_dict(), "normalizer": self.normalizer.to_dict(),
-                "progress": {"epoch": self.epoch, "step": self.step_in_epoch,
-                             "global_step": self.global_step}}
+        meta = {
+            "train": self.config.to_dict(),
+            "normalizer": self.normalizer.to_dict(),
+            "progress": {
+                "epoch": self.epoch,
+                "step": self.step_in_epoch,
+                "global_step": self.global_step,
+            },
+        }
         if self.data_source is not None:
             meta["data"] = self.data_source
-        history = {k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
-                   for k, v in self.history.items()}
+        history = {
+            k: np.asarray(v, dtype=np.int64 if k.endswith(("epoch", "step")) else np.float64)
+            for k, v in self.history.items()
+        }
         ckpt_io.save(self.checkpoint_path, self.model, meta, self.optimizer.state_dict(), history)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -186,7 +225,8 @@ class Trainer:
                 f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
                 f"(global step {self.global_step + 1}); training stopped. The last good checkpoint "
                 f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
-                f"try a lower learning rate")
+                f"try a lower learning rate"
+            )
         acc = float(np.mean(logits.argmax(axis=1) == y))
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows in the next loss
             self.model.backward(self.loss_fn.backward(), need_input_grad=False)
@@ -197,7 +237,8 @@ class Trainer:
                     f"gradient norm became {norm} at epoch {self.epoch + 1}, step "
                     f"{self.step_in_epoch + 1} (global step {self.global_step + 1}); training "
                     f"stopped before the update. The last good checkpoint is "
-                    f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}")
+                    f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}"
+                )
         self.schedule.apply(self.optimizer, self.config.lr)
         self._updating = True  # an error from here on leaves the weights half updated
         with np.errstate(over="ignore", invalid="ignore"):  # likewise
@@ -217,29 +258,47 @@ class Trainer:
         kept = self.checkpoint_path if self.checkpoint_path.exists() else None
         resume = f"Resume with: stablecnn train --resume {self.run_dir}"
         if self._updating:
-            saved = ("the error came while the optimizer was updating the weights, so they were "
-                     "not saved; " + (f"the last checkpoint, {kept}, is kept. {resume}" if kept
-                                      else "no checkpoint had been written yet"))
+            saved = (
+                "the error came while the optimizer was updating the weights, so they were "
+                "not saved; "
+                + (
+                    f"the last checkpoint, {kept}, is kept. {resume}"
+                    if kept
+                    else "no checkpoint had been written yet"
+                )
+            )
         elif self.global_step == 0:
             saved = "no step had completed, so there is no checkpoint to resume from"
         else:
             for array, copy in restore or ():
                 array[...] = copy
-            where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}" if self.step_in_epoch
-                     else f"end of epoch {self.epoch}")
+            where = (
+                f"epoch {self.epoch + 1}, step {self.step_in_epoch}"
+                if self.step_in_epoch
+                else f"end of epoch {self.epoch}"
+            )
             try:
                 self.save_checkpoint()
-                saved = (f"checkpoint saved to {self.checkpoint_path} at the last completed step, "
-                         f"global step {self.global_step} ({where}). {resume}")
+                saved = (
+                    f"checkpoint saved to {self.checkpoint_path} at the last completed step, "
+                    f"global step {self.global_step} ({where}). {resume}"
+                )
             except (StableCNNError, OSError) as save_error:
-                saved = (f"saving a checkpoint failed as well ({save_error}); " +
-                         (f"the last checkpoint, {kept}, is kept. {resume}" if kept
-                          else "no checkpoint had been written yet"))
+                saved = f"saving a checkpoint failed as well ({save_error}); " + (
+                    f"the last checkpoint, {kept}, is kept. {resume}"
+                    if kept
+                    else "no checkpoint had been written yet"
+                )
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"interrupted {what}; {saved}") from None
         if isinstance(exc, REPORTED_ERRORS):
-            detail = (str(exc) if isinstance(exc, StableCNNError) else
-                      f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            detail = (
+                str(exc)
+                if isinstance(exc, StableCNNError)
+                else f"{type(exc).__name__}: {exc}"
+                if str(exc)
+                else type(exc).__name__
+            )
             raise TrainingError(f"training failed {what}: {detail}; {saved}") from exc
         if hasattr(exc, "add_note"):  # Python 3.11+
             exc.add_note(f"stablecnn: training failed {what}; {saved}")
@@ -292,9 +351,15 @@ class Trainer:
                 loss, acc = self.train_step(x, y)
                 self.step_in_epoch, self.global_step = s + 1, self.global_step + 1
                 self._steps_this_session += 1
-                record = {"epoch": epoch, "step": s + 1, "global_step": self.global_step,
-                          "loss": loss, "acc": acc, "lr": self.optimizer.lr,
-                          "seconds": time.perf_counter() - t}
+                record = {
+                    "epoch": epoch,
+                    "step": s + 1,
+                    "global_step": self.global_step,
+                    "loss": loss,
+                    "acc": acc,
+                    "lr": self.optimizer.lr,
+                    "seconds": time.perf_counter() - t,
+                }
                 for k in STEP_SERIES:
                     self.history[f"step_{k}"].append(record[k])
                 done = True
@@ -303,24 +368,36 @@ class Trainer:
             except Diverged:
                 raise
             except BaseException as exc:
-                what = (f"after epoch {epoch + 1}, step {s + 1} (global step {self.global_step})"
-                        if done else f"at epoch {epoch + 1}, step {s + 1} (global step "
-                                     f"{self.global_step + 1})")
+                what = (
+                    f"after epoch {epoch + 1}, step {s + 1} (global step {self.global_step})"
+                    if done
+                    else f"at epoch {epoch + 1}, step {s + 1} (global step {self.global_step + 1})"
+                )
                 self._stop_on_error(exc, what, restore=None if done else buffers)
             if self._interrupt:
                 self.save_checkpoint()
                 raise Interrupted(
                     f"interrupted at epoch {epoch + 1}, step {s + 1}; checkpoint saved to "
-                    f"{self.checkpoint_path}. Resume with: stablecnn train --resume {self.run_dir}")
+                    f"{self.checkpoint_path}. Resume with: stablecnn train --resume {self.run_dir}"
+                )
         try:
-            result = evaluate(self.model, self.test_images, self.test_labels, self.normalizer,
-                              config.eval_batch_size)
+            result = evaluate(
+                self.model,
+                self.test_images,
+                self.test_labels,
+                self.normalizer,
+                config.eval_batch_size,
+            )
         except BaseException as exc:
             self._stop_on_error(exc, f"in the evaluation after epoch {epoch + 1}", restore=None)
         self.epoch, self.step_in_epoch = epoch + 1, 0
-        record = {"epoch": epoch, "global_step": self.global_step,
-                  "seconds": time.perf_counter() - t_epoch, "test_acc": result.accuracy,
-                  "test_loss": result.loss}
+        record = {
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "seconds": time.perf_counter() - t_epoch,
+            "test_acc": result.accuracy,
+            "test_loss": result.loss,
+        }
         for k in EPOCH_SERIES:
             self.history[f"epoch_{k}"].append(record[k])
         self.save_checkpoint()
@@ -343,8 +420,10 @@ def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False
     """
     from stablecnn.data import load_dataset
 
-    return [load_dataset(dataset, split, data_dir=data_dir, quiet=quiet, verify=verify)
-            for split in splits]
+    return [
+        load_dataset(dataset, split, data_dir=data_dir, quiet=quiet, verify=verify)
+        for split in splits
+    ]
 
 
 def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
@@ -364,6 +443,7 @@ def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
             raise ConfigError(f"progress {progress}: global_step is below step")
         Normalizer.from_dict(ckpt.meta["normalizer"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ckpt_io.CheckpointError(f"{ckpt.meta['path']}: not a resumable training checkpoint "
-                                      f"({exc})") from None
+        raise ckpt_io.CheckpointError(
+            f"{ckpt.meta['path']}: not a resumable training checkpoint ({exc})"
+        ) from None
     return config, ckpt

@@ -6,6 +6,7 @@ import inspect
 
 import numpy as np
 
+from stablecnn.errors import ConfigError
 from stablecnn.nn import init as initializers
 from stablecnn.nn.layers.activations import LeakyReLU, ReLU
 from stablecnn.nn.layers.avgpool import AvgPool2d, GlobalAvgPool2d
@@ -16,16 +17,28 @@ from stablecnn.nn.layers.dropout import Dropout
 from stablecnn.nn.layers.norm import BatchNorm1d, BatchNorm2d
 from stablecnn.nn.layers.pool import MaxPool2d
 from stablecnn.nn.layers.reshape import Flatten
-from stablecnn.errors import ConfigError
 
-LAYERS: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
-    Conv2d, MaxPool2d, Linear, ReLU, Flatten,
-    AvgPool2d, GlobalAvgPool2d, BatchNorm1d, BatchNorm2d, Dropout, LeakyReLU,
-)}
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (
+        Conv2d,
+        MaxPool2d,
+        Linear,
+        ReLU,
+        Flatten,
+        AvgPool2d,
+        GlobalAvgPool2d,
+        BatchNorm1d,
+        BatchNorm2d,
+        Dropout,
+        LeakyReLU,
+    )
+}
 
 
-def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.float32,
-                weights: bool = True) -> Layer:
+def from_config(
+    config: dict, rng: np.random.Generator | None = None, dtype=np.float32, weights: bool = True
+) -> Layer:
     """Build a layer from ``{"type": name, **constructor arguments}``.
 
     ``weight_init`` and ``bias_init`` may be given as initialiser configs
@@ -58,6 +71,19 @@ def from_config(config: dict, rng: np.random.Generator | None = None, dtype=np.f
         raise ConfigError(f"{name}: {exc}") from None
 
 
-__all__ = ["Layer", "Conv2d", "MaxPool2d", "Linear", "ReLU", "Flatten", "AvgPool2d",
-           "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "LeakyReLU", "LAYERS",
-           "from_config"]
+__all__ = [
+    "Layer",
+    "Conv2d",
+    "MaxPool2d",
+    "Linear",
+    "ReLU",
+    "Flatten",
+    "AvgPool2d",
+    "GlobalAvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Dropout",
+    "LeakyReLU",
+    "LAYERS",
+    "from_config",
+]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from stablecnn import reference
+from stablecnn.errors import ConfigError
 from stablecnn.kernels import parallel
 from stablecnn.nn.layers.base import Layer
-from stablecnn.errors import ConfigError
 
 
 class ReLU(Layer):
@@ -42,8 +42,13 @@ class ReLU(Layer):
         if self.kernels == "reference":
             return reference.relu_backward(dout, out)  # out > 0 exactly where x > 0
         dx = np.empty_like(out, dtype=dout.dtype)  # the layout of the forward output
-        parallel.split(lambda dout, out, dx: np.multiply(dout, out > 0, out=dx), dout, out, dx,
-                       axis=parallel.outer_axis(dx))
+        parallel.split(
+            lambda dout, out, dx: np.multiply(dout, out > 0, out=dx),
+            dout,
+            out,
+            dx,
+            axis=parallel.outer_axis(dx),
+        )
         return dx
 
     def __repr__(self):
@@ -70,8 +75,11 @@ class LeakyReLU(Layer):
 
     def __init__(self, negative_slope=0.01):
         super().__init__()
-        if (not isinstance(negative_slope, (int, float, np.integer, np.floating))
-                or isinstance(negative_slope, bool) or not np.isfinite(negative_slope)):
+        if (
+            not isinstance(negative_slope, (int, float, np.integer, np.floating))
+            or isinstance(negative_slope, bool)
+            or not np.isfinite(negative_slope)
+        ):
             raise ConfigError(f"negative_slope must be a finite number, got {negative_slope!r}")
         self.negative_slope = float(negative_slope)
         self._positive = None

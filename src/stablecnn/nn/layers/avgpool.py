@@ -97,13 +97,18 @@ class AvgPool2d(Layer):
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding", minimum=0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
-            raise ConfigError(f"padding must be at most half the kernel size {self.kernel_size}, "
-                             f"got {padding!r}")
+            raise ConfigError(
+                f"padding must be at most half the kernel size {self.kernel_size}, got {padding!r}"
+            )
         self._x_shape = None
 
     def config(self):
-        return {"type": "AvgPool2d", "kernel_size": list(self.kernel_size),
-                "stride": list(self.stride), "padding": list(self.padding)}
+        return {
+            "type": "AvgPool2d",
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+        }
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -111,8 +116,10 @@ class AvgPool2d(Layer):
         c, h, w = input_shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         if h + 2 * ph < kh or w + 2 * pw < kw:
-            raise ShapeError(f"{self!r}: input {h}x{w} (padded {h + 2 * ph}x{w + 2 * pw}) is "
-                             f"smaller than the window")
+            raise ShapeError(
+                f"{self!r}: input {h}x{w} (padded {h + 2 * ph}x{w + 2 * pw}) is "
+                f"smaller than the window"
+            )
         return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
     def padded_shape(self, input_shape):
@@ -133,8 +140,9 @@ class AvgPool2d(Layer):
         if not need_input_grad:
             return None
         if self.kernels == "reference":
-            return reference.avgpool2d_backward(dout, x_shape, self.kernel_size, self.stride,
-                                                self.padding)
+            return reference.avgpool2d_backward(
+                dout, x_shape, self.kernel_size, self.stride, self.padding
+            )
         return avgpool2d_backward(dout, x_shape, self.kernel_size, self.stride, self.padding)
 
     def __repr__(self):

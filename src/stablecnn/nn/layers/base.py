@@ -38,7 +38,7 @@ class Layer:
         self._param_dtype = None
 
     @classmethod
-    def without_weights(cls, *args, **kwargs) -> "Layer":
+    def without_weights(cls, *args, **kwargs) -> Layer:
         """The layer ``cls(*args, **kwargs)`` with its arguments checked, but no parameter arrays.
 
         ``param_shapes``, :attr:`num_params`, :attr:`dtype`, :meth:`output_shape`, :meth:`config`
@@ -80,7 +80,8 @@ class Layer:
     def config(self) -> dict:
         """The constructor arguments as plain data: ``{"type": "Conv2d", "in_channels": 1, ...}``.
 
-        Together with the weights this rebuilds the layer (see :func:`stablecnn.nn.layers.from_config`).
+        Together with the weights this rebuilds the layer (see
+        :func:`stablecnn.nn.layers.from_config`).
         """
         return {"type": type(self).__name__}
 
@@ -126,7 +127,7 @@ class Layer:
             return p.dtype
         return self._param_dtype
 
-    def astype(self, dtype) -> "Layer":
+    def astype(self, dtype) -> Layer:
         """Cast parameters (and gradients) to ``dtype`` in place of the old arrays; returns self.
 
         Floating buffers are cast too; integer buffers (counters) keep their integer dtype.
@@ -142,12 +143,12 @@ class Layer:
 
     def _check_input(self, x: np.ndarray, ndim: int) -> None:
         if x.ndim != ndim:
-            raise ShapeError(
-                f"{self!r} expects a {ndim}-D input, got shape {x.shape}"
-            )
+            raise ShapeError(f"{self!r} expects a {ndim}-D input, got shape {x.shape}")
         if not self.has_weights:
-            raise RuntimeError(f"{self!r} was made without weights (shapes only, for a summary "
-                               f"or a size check): build the layer itself to run it")
+            raise RuntimeError(
+                f"{self!r} was made without weights (shapes only, for a summary "
+                f"or a size check): build the layer itself to run it"
+            )
         dtype = self.dtype
         if dtype is not None and x.dtype != dtype:
             raise TypeError(
@@ -168,8 +169,10 @@ def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
     """Turn an int or a pair of ints, each >= ``minimum``, into a pair, or raise ConfigError."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         out = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    elif (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     ):
         out = (int(value[0]), int(value[1]))
     else:

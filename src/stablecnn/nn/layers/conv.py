@@ -10,8 +10,12 @@ import numpy as np
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
-from stablecnn.kernels.conv import (conv2d_backward, conv2d_forward, conv_output_size,
-                                    resolve_padding)
+from stablecnn.kernels.conv import (
+    conv2d_backward,
+    conv2d_forward,
+    conv_output_size,
+    resolve_padding,
+)
 from stablecnn.nn import init as initializers
 from stablecnn.nn.layers.base import Layer, pair
 
@@ -46,8 +50,19 @@ class Conv2d(Layer):
         (2, 32, 19, 19)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
-                 weight_init=None, bias_init=None, rng=None, dtype=np.float32):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        *,
+        weight_init=None,
+        bias_init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -67,9 +82,14 @@ class Conv2d(Layer):
 
     def config(self):
         padding = self.padding_arg
-        return {"type": "Conv2d", "in_channels": self.in_channels, "out_channels": self.out_channels,
-                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(padding) if isinstance(padding, (tuple, list)) else padding}
+        return {
+            "type": "Conv2d",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(padding) if isinstance(padding, (tuple, list)) else padding,
+        }
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -96,11 +116,19 @@ class Conv2d(Layer):
         self._check_input(x, 4)
         if self.kernels == "reference":
             self._cache = (("reference", x), x.shape) if training else None
-            return reference.conv2d_forward(x, self.params["weight"], self.params["bias"],
-                                            self.stride, self.padding)
+            return reference.conv2d_forward(
+                x, self.params["weight"], self.params["bias"], self.stride, self.padding
+            )
         # inference keeps no window matrix (and leaves a pending training cache intact)
-        out, cache = conv2d_forward(x, self.params["weight"], self.params["bias"], self.stride,
-                                    self.padding, scratch=self.scratch, keep=training)
+        out, cache = conv2d_forward(
+            x,
+            self.params["weight"],
+            self.params["bias"],
+            self.stride,
+            self.padding,
+            scratch=self.scratch,
+            keep=training,
+        )
         self._cache = (cache, x.shape) if training else None
         return out
 
@@ -109,12 +137,20 @@ class Conv2d(Layer):
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, x_shape = self._cache
         if cache[0] == "reference":
-            dx, dw, db = reference.conv2d_backward(dout, cache[1], self.params["weight"],
-                                                   self.stride, self.padding)
+            dx, dw, db = reference.conv2d_backward(
+                dout, cache[1], self.params["weight"], self.stride, self.padding
+            )
             dx = dx if need_input_grad else None
         else:
-            dx, dw, db = conv2d_backward(dout, cache, x_shape, self.params["weight"], self.stride,
-                                         self.padding, need_input_grad)
+            dx, dw, db = conv2d_backward(
+                dout,
+                cache,
+                x_shape,
+                self.params["weight"],
+                self.stride,
+                self.padding,
+                need_input_grad,
+            )
         self.grads["weight"][...] = dw
         self.grads["bias"][...] = db
         self._cache = None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablecnn.nn import init as initializers
 from stablecnn import reference
-from stablecnn.kernels import parallel
 from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.kernels import parallel
+from stablecnn.nn import init as initializers
 from stablecnn.nn.layers.base import Layer
 
 
@@ -31,12 +31,21 @@ class Linear(Layer):
         bias (out_features,).
 
     Example:
-        >>> Linear(2704, 1024, rng=np.random.default_rng(0)).forward(np.zeros((5, 2704), np.float32)).shape
+        >>> layer = Linear(2704, 1024, rng=np.random.default_rng(0))
+        >>> layer.forward(np.zeros((5, 2704), np.float32)).shape
         (5, 1024)
     """
 
-    def __init__(self, in_features, out_features, *, weight_init=None, bias_init=None, rng=None,
-                 dtype=np.float32):
+    def __init__(
+        self,
+        in_features,
+        out_features,
+        *,
+        weight_init=None,
+        bias_init=None,
+        rng=None,
+        dtype=np.float32,
+    ):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -51,7 +60,11 @@ class Linear(Layer):
         self._x = None
 
     def config(self):
-        return {"type": "Linear", "in_features": self.in_features, "out_features": self.out_features}
+        return {
+            "type": "Linear",
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+        }
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
@@ -79,7 +92,11 @@ class Linear(Layer):
             dx, dw[...], self.grads["bias"][...] = reference.linear_backward(dout, x, weight)
             return dx if need_input_grad else None
         np.sum(dout, axis=0, out=self.grads["bias"])
-        dx = np.empty((dout.shape[0], self.in_features), dtype=dout.dtype) if need_input_grad else None
+        dx = (
+            np.empty((dout.shape[0], self.in_features), dtype=dout.dtype)
+            if need_input_grad
+            else None
+        )
 
         # one hand-off for both products, each cut into a grid of blocks fixed by the shapes (so
         # the results do not depend on the thread count): row blocks of dW (whole rows run ~10%
@@ -99,8 +116,10 @@ class Linear(Layer):
                 np.matmul(dout, weight[:, a:z], out=dx[:, a:z])
 
         # sizes in multiply-adds: a row of dW costs batch * in, a column of dx batch * out
-        sizes = [(z - a) * batch * (self.in_features if grad == "dw" else self.out_features)
-                 for grad, a, z in blocks]
+        sizes = [
+            (z - a) * batch * (self.in_features if grad == "dw" else self.out_features)
+            for grad, a, z in blocks
+        ]
         parallel.for_each_block(blocks, product, sizes, min_run=parallel.MIN_MACS)
         return dx
 

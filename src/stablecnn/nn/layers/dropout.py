@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablecnn.nn.layers.base import Layer
 from stablecnn.errors import ConfigError
+from stablecnn.nn.layers.base import Layer
 
 
 def dropout_mask(shape, p: float, seed: int, counter: int, dtype) -> np.ndarray:
@@ -60,8 +60,11 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, *, rng=None):
         super().__init__()
-        if (not isinstance(p, (int, float, np.integer, np.floating)) or isinstance(p, bool)
-                or not 0 <= p < 1):
+        if (
+            not isinstance(p, (int, float, np.integer, np.floating))
+            or isinstance(p, bool)
+            or not 0 <= p < 1
+        ):
             raise ConfigError(f"p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         rng = rng if rng is not None else np.random.default_rng()

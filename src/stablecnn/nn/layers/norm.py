@@ -69,8 +69,9 @@ def batchnorm_backward(dout, x_hat, inv_std, gamma, axes, need_input_grad=True):
     shape[1] = dout.shape[1]
     dbeta = dout.sum(axis=axes, dtype=np.float64)  # (C,)
     n, c = dout.shape[:2]
-    dgamma = np.einsum("ncl,ncl->c", dout.reshape(n, c, -1), x_hat.reshape(n, c, -1),
-                       dtype=np.float64)  # (C,) = sum g * x_hat, without an (N, C, ...) temporary
+    dgamma = np.einsum(
+        "ncl,ncl->c", dout.reshape(n, c, -1), x_hat.reshape(n, c, -1), dtype=np.float64
+    )  # (C,) = sum g * x_hat, without an (N, C, ...) temporary
     if not need_input_grad:
         return None, dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
     scale = gamma * inv_std.reshape(-1)  # (C,)
@@ -90,21 +91,32 @@ class _BatchNorm(Layer):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype=np.float32):
         super().__init__()
         name = type(self).__name__
-        if (not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool)
-                or num_features < 1):
+        if (
+            not isinstance(num_features, (int, np.integer))
+            or isinstance(num_features, bool)
+            or num_features < 1
+        ):
             raise ConfigError(f"{name}: num_features must be a positive int, got {num_features!r}")
-        if not isinstance(eps, (int, float, np.integer, np.floating)) or isinstance(eps, bool) \
-                or not 0 < eps < np.inf:
+        if (
+            not isinstance(eps, (int, float, np.integer, np.floating))
+            or isinstance(eps, bool)
+            or not 0 < eps < np.inf
+        ):
             raise ConfigError(f"{name}: eps must be a positive number, got {eps!r}")
-        if not isinstance(momentum, (int, float, np.integer, np.floating)) or \
-                isinstance(momentum, bool) or not 0 <= momentum <= 1:
+        if (
+            not isinstance(momentum, (int, float, np.integer, np.floating))
+            or isinstance(momentum, bool)
+            or not 0 <= momentum <= 1
+        ):
             raise ConfigError(f"{name}: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         c = self.num_features
-        self._new_param("weight", (c,), lambda shape, rng, dtype: np.ones(shape, dtype), None,
-                        dtype)  # gamma
-        self._new_param("bias", (c,), lambda shape, rng, dtype: np.zeros(shape, dtype), None,
-                        dtype)  # beta
+        self._new_param(
+            "weight", (c,), lambda shape, rng, dtype: np.ones(shape, dtype), None, dtype
+        )  # gamma
+        self._new_param(
+            "bias", (c,), lambda shape, rng, dtype: np.zeros(shape, dtype), None, dtype
+        )  # beta
         if self.has_weights:  # (C,) buffers too are arrays a layer without weights does not hold
             self.buffers["running_mean"] = np.zeros(c, dtype=dtype)
             self.buffers["running_var"] = np.ones(c, dtype=dtype)
@@ -112,13 +124,19 @@ class _BatchNorm(Layer):
         self._cache = None
 
     def config(self):
-        return {"type": type(self).__name__, "num_features": self.num_features, "eps": self.eps,
-                "momentum": self.momentum}
+        return {
+            "type": type(self).__name__,
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+        }
 
     def output_shape(self, input_shape):
         if len(input_shape) + 1 not in self._ndims or input_shape[0] != self.num_features:
-            raise ShapeError(f"{self!r} expects {self._layout} inputs with C = "
-                             f"{self.num_features}, got (N, {', '.join(map(str, input_shape))})")
+            raise ShapeError(
+                f"{self!r} expects {self._layout} inputs with C = "
+                f"{self.num_features}, got (N, {', '.join(map(str, input_shape))})"
+            )
         return tuple(input_shape)
 
     def forward(self, x, training=True):
@@ -130,8 +148,13 @@ class _BatchNorm(Layer):
             self._cache = None
             if self.kernels == "reference":
                 return reference.batchnorm_eval_forward(
-                    x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
-                    self.buffers["running_var"], self.eps)
+                    x,
+                    self.params["weight"],
+                    self.params["bias"],
+                    self.buffers["running_mean"],
+                    self.buffers["running_var"],
+                    self.eps,
+                )
             inv_std = 1 / np.sqrt(self.buffers["running_var"] + x.dtype.type(self.eps))
             scale = self.params["weight"] * inv_std  # (C,)
             # (x - mean) first: folding the mean into a shift would cancel when mean >> spread
@@ -141,18 +164,23 @@ class _BatchNorm(Layer):
             return out
         m = x.size // self.num_features
         if m < 2:
-            raise ConfigError(f"{self!r}: training needs more than 1 value per channel to take a "
-                             f"batch variance, got input shape {x.shape}")
+            raise ConfigError(
+                f"{self!r}: training needs more than 1 value per channel to take a "
+                f"batch variance, got input shape {x.shape}"
+            )
         if self.kernels == "reference":
             run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
-            run_mean[...], run_var[...] = reference.batchnorm_running_stats(x, run_mean, run_var,
-                                                                            self.momentum)
+            run_mean[...], run_var[...] = reference.batchnorm_running_stats(
+                x, run_mean, run_var, self.momentum
+            )
             self.buffers["num_batches_tracked"] += 1
             self._cache = ("reference", x)
-            return reference.batchnorm_forward(x, self.params["weight"], self.params["bias"],
-                                               self.eps)
+            return reference.batchnorm_forward(
+                x, self.params["weight"], self.params["bias"], self.eps
+            )
         y, x_hat, inv_std, mu, var = batchnorm_forward(
-            x, self.params["weight"], self.params["bias"], self.eps, axes)
+            x, self.params["weight"], self.params["bias"], self.eps, axes
+        )
         mom = x.dtype.type(self.momentum)
         run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
         run_mean *= 1 - mom
@@ -168,19 +196,23 @@ class _BatchNorm(Layer):
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, self._cache = self._cache, None
         if cache[0] == "reference":
-            dx, dgamma, dbeta = reference.batchnorm_backward(dout, cache[1], self.params["weight"],
-                                                             self.eps)
+            dx, dgamma, dbeta = reference.batchnorm_backward(
+                dout, cache[1], self.params["weight"], self.eps
+            )
             dx = dx if need_input_grad else None
         else:
             _, x_hat, inv_std, axes = cache
-            dx, dgamma, dbeta = batchnorm_backward(dout, x_hat, inv_std, self.params["weight"],
-                                                   axes, need_input_grad)
+            dx, dgamma, dbeta = batchnorm_backward(
+                dout, x_hat, inv_std, self.params["weight"], axes, need_input_grad
+            )
         self.grads["weight"][...] = dgamma
         self.grads["bias"][...] = dbeta
         return dx
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+        return (
+            f"{type(self).__name__}({self.num_features}, eps={self.eps}, momentum={self.momentum})"
+        )
 
 
 class BatchNorm2d(_BatchNorm):
@@ -197,14 +229,16 @@ class BatchNorm2d(_BatchNorm):
         dtype: parameter and buffer dtype, default float32.
 
     Parameters: ``weight`` (gamma, ones) and ``bias`` (beta, zeros), both (C,).
-    Buffers: ``running_mean`` (zeros), ``running_var`` (ones), (C,); ``num_batches_tracked`` (int64).
+    Buffers: ``running_mean`` (zeros), ``running_var`` (ones), (C,); ``num_batches_tracked``
+    (int64).
 
     Shape:
         input (N, C, H, W) -> output (N, C, H, W). Training needs ``N * H * W > 1``.
 
     Example:
         >>> bn = BatchNorm2d(3)
-        >>> y = bn.forward(np.random.default_rng(0).standard_normal((4, 3, 5, 6)).astype(np.float32))
+        >>> x = np.random.default_rng(0).standard_normal((4, 3, 5, 6)).astype(np.float32)
+        >>> y = bn.forward(x)
         >>> bool(np.allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-6))
         True
     """
@@ -214,7 +248,8 @@ class BatchNorm2d(_BatchNorm):
 
 
 class BatchNorm1d(_BatchNorm):
-    r"""Batch normalisation of (N, C) features (or (N, C, L) sequences), per channel over N (or N, L).
+    r"""Batch normalisation of (N, C) features (or (N, C, L) sequences), per channel over N (or
+    N, L).
 
     ``y = gamma * (x - mu) / sqrt(var + eps) + beta`` with the batch's mean and biased variance
     while training, the running statistics at evaluation; backward and running statistics as in
@@ -227,7 +262,8 @@ class BatchNorm1d(_BatchNorm):
         dtype: parameter and buffer dtype, default float32.
 
     Parameters: ``weight`` (gamma, ones) and ``bias`` (beta, zeros), both (C,).
-    Buffers: ``running_mean`` (zeros), ``running_var`` (ones), (C,); ``num_batches_tracked`` (int64).
+    Buffers: ``running_mean`` (zeros), ``running_var`` (ones), (C,); ``num_batches_tracked``
+    (int64).
 
     Shape:
         input (N, C) or (N, C, L) -> output of the same shape. Training needs ``N * L > 1``: a

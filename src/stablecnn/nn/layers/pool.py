@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
-from stablecnn.kernels.pool import (contiguous_order, maxpool2d_backward, maxpool2d_forward,
-                                    maxpool2x2_backward, maxpool2x2_flat_backward,
-                                    maxpool2x2_flat_forward, maxpool2x2_forward)
+from stablecnn.kernels.pool import (
+    contiguous_order,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    maxpool2x2_backward,
+    maxpool2x2_flat_backward,
+    maxpool2x2_flat_forward,
+    maxpool2x2_forward,
+)
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer, pair
 
@@ -45,7 +51,11 @@ class MaxPool2d(Layer):
         self._cache = None
 
     def config(self):
-        return {"type": "MaxPool2d", "kernel_size": list(self.kernel_size), "stride": list(self.stride)}
+        return {
+            "type": "MaxPool2d",
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+        }
 
     def output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -53,8 +63,11 @@ class MaxPool2d(Layer):
         c, h, w = input_shape
         if h < self.kernel_size[0] or w < self.kernel_size[1]:
             raise ShapeError(f"{self!r}: input {h}x{w} is smaller than the window")
-        return (c, (h - self.kernel_size[0]) // self.stride[0] + 1,
-                (w - self.kernel_size[1]) // self.stride[1] + 1)
+        return (
+            c,
+            (h - self.kernel_size[0]) // self.stride[0] + 1,
+            (w - self.kernel_size[1]) // self.stride[1] + 1,
+        )
 
     def forward(self, x, training=True, relu=False):
         """Pool ``x``. ``relu=True`` computes ``maxpool(relu(x))`` (as ``relu(maxpool(x))``, see
@@ -76,8 +89,9 @@ class MaxPool2d(Layer):
             out, choice = maxpool2x2_forward(x, self.stride, with_choice=training, relu=relu)
         else:
             kind = "any"
-            out, choice = maxpool2d_forward(x, self.kernel_size, self.stride,
-                                            with_argmax=training, relu=relu)
+            out, choice = maxpool2d_forward(
+                x, self.kernel_size, self.stride, with_argmax=training, relu=relu
+            )
         # x is the previous layer's output; after a ReLU, out masks the gradient (the flat
         # kernel folds that mask into its choices)
         mask = out if relu and kind != "flat" else None
@@ -144,8 +158,10 @@ class ReLUMaxPool2d(Layer):
     def __init__(self, relu: ReLU, pool: MaxPool2d):
         super().__init__()
         if type(relu) is not ReLU or type(pool) is not MaxPool2d:
-            raise TypeError(f"ReLUMaxPool2d takes a ReLU and a MaxPool2d, got "
-                            f"{type(relu).__name__} and {type(pool).__name__}")
+            raise TypeError(
+                f"ReLUMaxPool2d takes a ReLU and a MaxPool2d, got "
+                f"{type(relu).__name__} and {type(pool).__name__}"
+            )
         self.relu, self.pool = relu, pool
 
     @property
@@ -159,9 +175,11 @@ class ReLUMaxPool2d(Layer):
         self.pool.kernels = value
 
     def config(self):
-        raise TypeError("ReLUMaxPool2d is a step of a model's execution plan made by "
-                        "stablecnn.nn.fuse.fuse, not a layer of an architecture: save the ReLU "
-                        "and the MaxPool2d it runs (Sequential.config does)")
+        raise TypeError(
+            "ReLUMaxPool2d is a step of a model's execution plan made by "
+            "stablecnn.nn.fuse.fuse, not a layer of an architecture: save the ReLU "
+            "and the MaxPool2d it runs (Sequential.config does)"
+        )
 
     def output_shape(self, input_shape):
         return self.pool.output_shape(input_shape)

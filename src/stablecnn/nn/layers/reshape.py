@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 from stablecnn.nn.layers.base import Layer
 
 
