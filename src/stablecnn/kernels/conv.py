@@ -6,13 +6,13 @@ Their definition is :func:`stablecnn.reference.conv2d_forward` and
 Two forward kernels compute the same thing; the layer picks the faster one for its shape.
 
 - **im2col** (any stride): the input windows are copied once into a matrix ``cols`` of shape
-  ``(C*kH*kW + 1, Ho*N*Wo)`` and the convolution is one product with the ``(F, C*kH*kW + 1)``
+  ``(C*kH*kW + 1, Ho*Wo*N)`` and the convolution is one product with the ``(F, C*kH*kW + 1)``
   weights; the last row of ones and column of biases fold the bias into the product (and the
   bias gradient into the weight gradient's).
 - **rows** (row stride 1, deep enough windows): only the kW horizontal taps are copied, into
-  ``taps`` of shape ``(C*kW, Hp*N*Wo)``, one block of columns per padded input row. Kernel row
-  ``i`` applied to input row ``r`` gives output row ``r - i``: the middle input rows serve all
-  kH kernel rows, so they are multiplied by the ``(kH*F, C*kW)`` stacked kernel rows in one
+  ``taps`` of shape ``(C*kW, Hp*Wo*N)``, a block of Wo*N columns per padded input row. Kernel
+  row ``i`` applied to input row ``r`` gives output row ``r - i``: the middle input rows serve
+  all kH kernel rows, so they are multiplied by the ``(kH*F, C*kW)`` stacked kernel rows in one
   product (kH times wider than F, which BLAS runs near its peak where F alone, 16 for Model 1's
   second conv, would starve it); the top and bottom kH-1 rows by the kernel rows that reach
   them. Output row h is then the sum of kernel row i's products on input row h + i. The copy is
@@ -318,9 +318,10 @@ def conv2d_forward(
         # backward copies the windows again, from the (small) input rather than keeping the
         # window matrix, kH*kW times larger (Model 1's first conv: 14 MB at batch 100)
         return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("im2col", windows)
-    # rows: the taps of every padded row, rows outermost: (C*kW, Hp*Wo*N). Then for each run of
-    # input rows one product with the kernel rows that read it (kH*F rows in the middle keep the
-    # product wide), and output row h sums kernel row i's products on input row h + i.
+    # rows: the taps of every padded row, a block of Wo*N columns each: (C*kW, Hp*Wo*N). For
+    # each run of input rows one product with the kernel rows that read it (kH*F rows in the
+    # middle keep the product wide), and output row h sums kernel row i's products on input
+    # row h + i.
     taps_view = row_view(xp, kw, stride[1])  # (C, kW, Hp, Wo, N)
     per = wo * n  # columns per input row
     stacked = stacked_rows(w)

@@ -61,27 +61,28 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=Fa
     out = np.empty_like(_window(x, 0, 0, stride, (ho, wo)), order="K")
     argmax = np.empty_like(out, dtype=np.uint8) if with_argmax else None
 
-    def running_argmax(x, out, argmax):
-        argmax[...] = 0
-        better = np.empty_like(out, dtype=bool)
-        index = np.empty_like(argmax)
+    def running_argmax(x_span, out_span, argmax_span):
+        argmax_span[...] = 0
+        better = np.empty_like(out_span, dtype=bool)
+        index = np.empty_like(argmax_span)
         for k in range(1, kh * kw):
-            candidate = _window(x, k // kw, k % kw, stride, (ho, wo))
-            np.greater(candidate, out, out=better)  # strict: a later equal value never wins
-            np.maximum(out, candidate, out=out)
+            candidate = _window(x_span, k // kw, k % kw, stride, (ho, wo))
+            np.greater(candidate, out_span, out=better)  # strict: a later equal value never wins
+            np.maximum(out_span, candidate, out=out_span)
             # offsets come in increasing order, so "k where better, else keep" is a running max
             np.multiply(better, np.uint8(k), out=index)
-            np.maximum(argmax, index, out=argmax)
+            np.maximum(argmax_span, index, out=argmax_span)
 
-    def pool(x, out, argmax):
-        out[...] = _window(x, 0, 0, stride, (ho, wo))
-        if argmax is None:
+    def pool(x_span, out_span, argmax_span):  # one thread's span of images or channels
+        out_span[...] = _window(x_span, 0, 0, stride, (ho, wo))
+        if argmax_span is None:
             for k in range(1, kh * kw):
-                np.maximum(out, _window(x, k // kw, k % kw, stride, (ho, wo)), out=out)
+                candidate = _window(x_span, k // kw, k % kw, stride, (ho, wo))
+                np.maximum(out_span, candidate, out=out_span)
         else:
-            running_argmax(x, out, argmax)
+            running_argmax(x_span, out_span, argmax_span)
         if relu:
-            np.maximum(out, 0, out=out)
+            np.maximum(out_span, 0, out=out_span)
 
     parallel.split(pool, x, out, argmax, axis=batch_or_channel(out))
     return out, argmax
@@ -104,20 +105,20 @@ def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
     right = np.empty_like(x[:, :, :hr, :wo], dtype=bool, order="K") if with_choice else None
     below = np.empty_like(out, dtype=bool) if with_choice else None
 
-    def pool(x, out, right, below):
-        left_col = x[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw]
-        right_col = x[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw]
+    def pool(x_span, out_span, right_span, below_span):  # a span of images or channels
+        left_col = x_span[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw]
+        right_col = x_span[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw]
         pairs = np.maximum(left_col, right_col)  # (n, c, hr, Wo): each row's window winner
         top, bottom = (
             pairs[:, :, 0 : sh * (ho - 1) + 1 : sh],
             pairs[:, :, 1 : sh * (ho - 1) + 2 : sh],
         )
-        np.maximum(top, bottom, out=out)
+        np.maximum(top, bottom, out=out_span)
         if relu:
-            np.maximum(out, 0, out=out)
-        if right is not None:
-            np.greater(right_col, left_col, out=right)
-            np.greater(bottom, top, out=below)
+            np.maximum(out_span, 0, out=out_span)
+        if right_span is not None:
+            np.greater(right_col, left_col, out=right_span)
+            np.greater(bottom, top, out=below_span)
 
     parallel.split(pool, x, out, right, below, axis=batch_or_channel(out))
     return out, ((right, below) if with_choice else None)
@@ -168,27 +169,28 @@ def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
     measured slower in all."""
     n, c, h, w = x.shape
     xt = x.transpose(order)  # C-contiguous
-    # elements from one row, or one column, to the next (1 and W for NCHW, N*W and N for CHWN)
+    # elements from one row, and from one column, to the next: W and 1 for NCHW, W*N and N for
+    # the convolutions' (C, H, W, N)
     row, col = x.strides[2] // x.itemsize, x.strides[3] // x.itemsize
     full = np.empty(xt.shape, dtype=x.dtype)
     right, below = (np.empty(xt.shape, dtype=bool) if with_choice else None for _ in range(2))
     top = np.empty(xt.shape, dtype=bool) if with_choice and relu else None
 
-    def pool(xt, full, right, below, top):  # a block of whole channels or images
-        xf, size = xt.reshape(-1), xt.size
+    def pool(xt_span, full_span, right_span, below_span, top_span):  # whole channels or images
+        xf, size = xt_span.reshape(-1), xt_span.size
         last = size - col - row  # positions < last have a full 2x2 window in the flat vector
         pairs = np.maximum(xf[:-col], xf[col:])  # pairs[k]: max of column k and the next
-        pooled = full.reshape(-1)[:last]
+        pooled = full_span.reshape(-1)[:last]
         np.maximum(pairs[:-row], pairs[row:], out=pooled)
         if relu:
             np.maximum(pooled, 0, out=pooled)
-        if right is None:
+        if right_span is None:
             return
-        np.greater(xf[col:], xf[:-col], out=right.reshape(-1)[: size - col])
-        bottom_wins = np.greater(pairs[row:], pairs[:-row], out=below.reshape(-1)[:last])
+        np.greater(xf[col:], xf[:-col], out=right_span.reshape(-1)[: size - col])
+        bottom_wins = np.greater(pairs[row:], pairs[:-row], out=below_span.reshape(-1)[:last])
         if relu:
             positive = pooled > 0
-            np.greater(positive, bottom_wins, out=top.reshape(-1)[:last])  # True > False only
+            np.greater(positive, bottom_wins, out=top_span.reshape(-1)[:last])  # True > False
             bottom_wins &= positive
 
     _flat_split(pool, order, xt, full, right, below, top)
@@ -208,25 +210,25 @@ def maxpool2x2_flat_backward(dout, choice):
     col = right.strides[inverse[3]] // right.itemsize
     dx = np.empty(right.shape, dtype=dout.dtype)  # the permuted, C-contiguous layout
 
-    def route(dout, right, below, top, dx):  # all in the permuted layout
-        size = dx.size
+    def route(dout_span, right_span, below_span, top_span, dx_span):  # the permuted layout
+        size = dx_span.size
         last = size - col - row
-        grid = np.empty(dx.shape, dtype=dx.dtype)  # dout on the full grid, 0 on the edges
+        grid = np.empty(dx_span.shape, dtype=dx_span.dtype)  # dout on the full grid, 0 on the edges
         view = grid.transpose(inverse)
-        view[:, :, :ho, :wo] = dout.transpose(inverse)
+        view[:, :, :ho, :wo] = dout_span.transpose(inverse)
         view[:, :, ho:] = 0
         view[:, :, :ho, wo:] = 0
         g = grid.reshape(-1)[:last]
-        to_bottom = g * below.reshape(-1)[:last]  # exact: g * 1 or g * 0
-        pairs = np.empty(size - col, dtype=dx.dtype)  # the gradient of each column pair's max
-        if top is None:
+        to_bottom = g * below_span.reshape(-1)[:last]  # exact: g * 1 or g * 0
+        pairs = np.empty(size - col, dtype=dx_span.dtype)  # the gradient of each column pair's max
+        if top_span is None:
             np.subtract(g, to_bottom, out=pairs[:last])  # g - g = 0 exactly
         else:
-            np.multiply(g, top.reshape(-1)[:last], out=pairs[:last])
+            np.multiply(g, top_span.reshape(-1)[:last], out=pairs[:last])
         pairs[last:] = 0
         pairs[row:] += to_bottom
-        to_right = pairs * right.reshape(-1)[: size - col]
-        dxf = dx.reshape(-1)
+        to_right = pairs * right_span.reshape(-1)[: size - col]
+        dxf = dx_span.reshape(-1)
         np.subtract(pairs, to_right, out=dxf[: size - col])  # what goes to the left column
         dxf[size - col :] = 0
         dxf[col:] += to_right
@@ -244,19 +246,18 @@ def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
     hr = right.shape[2]
     dx = np.empty_like(x_like, dtype=dout.dtype)
 
-    def route(dout, right, below, dx, out):
-        if out is not None:
-            dout = dout * (out > 0)
-        to_bottom = dout * below  # exact: dout * 1 or dout * 0
-        to_top = np.subtract(dout, to_bottom, out=np.empty_like(dout))  # dout - dout = 0 exactly
-        dpairs = np.zeros(right.shape, dtype=dout.dtype)  # the gradient each row's winner gets
+    def route(dout_span, right_span, below_span, dx_span, out_span):  # images or channels
+        g = dout_span if out_span is None else dout_span * (out_span > 0)
+        to_bottom = g * below_span  # exact: g * 1 or g * 0
+        to_top = np.subtract(g, to_bottom, out=np.empty_like(g))  # g - g = 0 exactly
+        dpairs = np.zeros(right_span.shape, dtype=g.dtype)  # the gradient each row's winner gets
         dpairs[:, :, 0 : sh * (ho - 1) + 1 : sh] += to_top
         dpairs[:, :, 1 : sh * (ho - 1) + 2 : sh] += to_bottom
-        to_right = dpairs * right
+        to_right = dpairs * right_span
         np.subtract(dpairs, to_right, out=dpairs)  # what goes to the left column
-        dx[...] = 0
-        dx[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw] += dpairs
-        dx[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw] += to_right
+        dx_span[...] = 0
+        dx_span[:, :, :hr, 0 : sw * (wo - 1) + 1 : sw] += dpairs
+        dx_span[:, :, :hr, 1 : sw * (wo - 1) + 2 : sw] += to_right
 
     parallel.split(route, dout, right, below, dx, out, axis=batch_or_channel(dx))
     return dx
@@ -274,16 +275,15 @@ def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2), out=N
     ho, wo = dout.shape[2:]
     dx = np.empty_like(x_like, dtype=dout.dtype)
 
-    def route(dout, argmax, dx, out):
-        if out is not None:
-            dout = dout * (out > 0)
-        dx[...] = 0
-        chosen = np.empty_like(argmax, dtype=bool)
-        routed = np.empty_like(dout)
+    def route(dout_span, argmax_span, dx_span, out_span):  # a span of images or channels
+        g = dout_span if out_span is None else dout_span * (out_span > 0)
+        dx_span[...] = 0
+        chosen = np.empty_like(argmax_span, dtype=bool)
+        routed = np.empty_like(g)
         for k in range(kh * kw):
-            np.equal(argmax, k, out=chosen)
-            np.multiply(dout, chosen, out=routed)
-            _window(dx, k // kw, k % kw, stride, (ho, wo))[...] += routed
+            np.equal(argmax_span, k, out=chosen)
+            np.multiply(g, chosen, out=routed)
+            _window(dx_span, k // kw, k % kw, stride, (ho, wo))[...] += routed
 
     parallel.split(route, dout, argmax, dx, out, axis=batch_or_channel(dx))
     return dx

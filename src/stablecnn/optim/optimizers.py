@@ -210,9 +210,13 @@ class Optimizer:
                 continue
             keys = tuple(state)
 
-            def update_span(param, grad, *slots, keys=keys):
-                for a, z in parallel.blocks(0, param.size, param.itemsize, UPDATE_BLOCK):
-                    self.update(param[a:z], grad[a:z], {k: s[a:z] for k, s in zip(keys, slots)})
+            def update_span(param_span, grad_span, *slots, keys=keys):  # flat 1-D spans
+                for a, z in parallel.blocks(0, param_span.size, param_span.itemsize, UPDATE_BLOCK):
+                    self.update(
+                        param_span[a:z],
+                        grad_span[a:z],
+                        {k: slot[a:z] for k, slot in zip(keys, slots)},
+                    )
 
             parallel.split(update_span, *(a.reshape(-1) for a in arrays), axis=0)
         self.steps += 1

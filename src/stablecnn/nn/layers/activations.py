@@ -29,7 +29,7 @@ class ReLU(Layer):
             out = reference.relu_forward(x)
         else:
             out = np.empty_like(x, order="K")
-            parallel.split(lambda x, out: np.maximum(x, 0, out=out), x, out)
+            parallel.split(lambda x_span, out_span: np.maximum(x_span, 0, out=out_span), x, out)
         self._out = out if training else None
         return out
 
@@ -43,7 +43,7 @@ class ReLU(Layer):
             return reference.relu_backward(dout, out)  # out > 0 exactly where x > 0
         dx = np.empty_like(out, dtype=dout.dtype)  # the layout of the forward output
         parallel.split(
-            lambda dout, out, dx: np.multiply(dout, out > 0, out=dx),
+            lambda dout_span, out_span, dx_span: np.multiply(dout_span, out_span > 0, out=dx_span),
             dout,
             out,
             dx,

@@ -119,7 +119,9 @@ class Conv2d(Layer):
             return reference.conv2d_forward(
                 x, self.params["weight"], self.params["bias"], self.stride, self.padding
             )
-        # inference keeps no window matrix (and leaves a pending training cache intact)
+        # inference keeps no window matrix and, like every layer, drops a pending training
+        # cache: a backward after it would pair the gradient of this output with an older
+        # batch's input, so it raises instead (inference's work arrays are never self.scratch)
         out, cache = conv2d_forward(
             x,
             self.params["weight"],

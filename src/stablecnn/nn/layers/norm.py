@@ -37,6 +37,7 @@ import numpy as np
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.nn import init as initializers
 from stablecnn.nn.layers.base import Layer
 
 
@@ -111,12 +112,8 @@ class _BatchNorm(Layer):
             raise ConfigError(f"{name}: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         c = self.num_features
-        self._new_param(
-            "weight", (c,), lambda shape, rng, dtype: np.ones(shape, dtype), None, dtype
-        )  # gamma
-        self._new_param(
-            "bias", (c,), lambda shape, rng, dtype: np.zeros(shape, dtype), None, dtype
-        )  # beta
+        self._new_param("weight", (c,), initializers.Constant(1.0), None, dtype)  # gamma
+        self._new_param("bias", (c,), initializers.Constant(0.0), None, dtype)  # beta
         if self.has_weights:  # (C,) buffers too are arrays a layer without weights does not hold
             self.buffers["running_mean"] = np.zeros(c, dtype=dtype)
             self.buffers["running_var"] = np.ones(c, dtype=dtype)
