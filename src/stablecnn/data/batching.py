@@ -9,12 +9,14 @@ How the original recipe batches: it trains on the first 20,000 training images (
 Here the shuffle of an epoch is ``rng.permutation(N)`` of a seeded ``numpy.random.Generator``
 passed by the caller, so a given seed gives the same batches on every run; calling
 :func:`iterate_batches` once per epoch with the same generator gives a new order each epoch.
+The trainer batches through :func:`iterate_batches` too, with a generator made from the run's
+seed and the epoch (see :meth:`stablecnn.training.trainer.Trainer.epoch_batches`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -192,8 +194,18 @@ def iterate_batches(
     normalizer: Normalizer,
     dtype=np.float32,
     drop_last: bool = False,
+    *,
+    augment: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    start: int = 0,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of normalised batches.
+    """One epoch of normalised batches: the only batching path, the trainer's too.
+
+    The epoch's order is ``order = rng.permutation(N)`` (the file order without ``rng``) and
+    batch ``s`` holds the images ``order[s * batch_size : (s + 1) * batch_size]``, augmented
+    (uint8, before normalisation) by ``augment(images, s)`` when given, then normalised. The
+    trainer passes ``rng = default_rng([seed, epoch])`` and an ``augment`` that seeds each batch
+    with ``default_rng([seed, epoch, s, 1])``: every batch is a pure function of (seed, epoch,
+    s), which is what lets a run resumed at step ``s`` (``start=s``) replay the same batches.
 
     Args:
         images: uint8 (N, H, W).
@@ -203,21 +215,38 @@ def iterate_batches(
         normalizer: turns each uint8 batch into floats.
         dtype: float dtype of the batches.
         drop_last: skip a final batch smaller than ``batch_size``.
+        augment: ``augment(images, s)`` -> images: applied to the uint8 (B, H, W) batch number
+            ``s`` (counted from 0 within the epoch, whatever ``start`` is); ``None``: none.
+        start: the number of the first batch to yield: the ones before it are skipped without
+            being read, in the whole epoch's order.
 
     Yields:
         ``(x, y)``: x of ``dtype`` (B, 1, H, W), y int64 (B,).
+
+    Raises:
+        DataError: ``batch_size`` below 1, ``start`` negative, or as many labels as images not
+            given (raised by the first ``next``).
+
+    Example:
+        >>> for x, y in iterate_batches(images, labels, 64, rng, norm):  # doctest: +SKIP
+        ...     loss.forward(model.forward(x), y)
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be positive, got {batch_size}")
+    if start < 0:
+        raise DataError(f"start must be a batch number >= 0, got {start}")
     n = len(images)
     if len(labels) != n:
         raise DataError(f"{n} images but {len(labels)} labels")
     order = rng.permutation(n) if rng is not None else None  # (N,) indices of this epoch
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
+    count = n // batch_size if drop_last else -(-n // batch_size)  # batches in the epoch
+    for s in range(start, count):
+        batch = slice(s * batch_size, (s + 1) * batch_size)
         if order is None:
-            xb, yb = images[start : start + batch_size], labels[start : start + batch_size]
+            xb, yb = images[batch], labels[batch]
         else:
-            idx = order[start : start + batch_size]  # (B,)
+            idx = order[batch]  # (B,)
             xb, yb = images[idx], labels[idx]  # uint8 copies of one batch only
+        if augment is not None:
+            xb = augment(xb, s)
         yield normalizer(xb, dtype=dtype), yb.astype(np.int64)

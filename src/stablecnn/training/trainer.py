@@ -13,9 +13,11 @@ keep the previous checkpoint instead: a loss or gradient that is NaN or infinite
 the state it would save is the one that diverged), and an error while the optimizer was updating
 the weights (they are half updated).
 
-Resuming is exact: the order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``, a pure
-function of the seed and the epoch, so a run resumed from a checkpoint at (epoch, step) replays
-the same batches and ends with weights bit-identical to an uninterrupted run.
+Resuming is exact: the batches come from :func:`stablecnn.data.batching.iterate_batches` (see
+:meth:`Trainer.epoch_batches`), in the order ``default_rng([seed, e]).permutation(n)`` for epoch
+``e``, batch ``s`` augmented with ``default_rng([seed, e, s, 1])``: pure functions of the seed,
+the epoch and the step, so a run resumed from a checkpoint at (epoch, step) replays the same
+batches and ends with weights bit-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
 from stablecnn.data.augment import Augment
+from stablecnn.data.batching import iterate_batches
 from stablecnn.errors import ConfigError, Diverged, Interrupted, StableCNNError, TrainingError
 from stablecnn.kernels import runtime
 from stablecnn.nn.losses import SoftmaxCrossEntropy
@@ -211,9 +215,30 @@ class Trainer:
         ckpt_io.save(self.checkpoint_path, self.model, meta, self.optimizer.state_dict(), history)
 
     # -- the loop -------------------------------------------------------------------------------
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """The shuffled order of epoch ``epoch``: a pure function of (seed, epoch)."""
-        return np.random.default_rng([self.config.seed, epoch]).permutation(self.num_train)
+    def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The training batches ``(x, y)`` of epoch ``epoch`` from batch ``start`` on.
+
+        :func:`~stablecnn.data.batching.iterate_batches` over the order
+        ``default_rng([seed, epoch]).permutation(n)``, each batch ``s`` augmented (when the run
+        augments) with draws from ``default_rng([seed, epoch, s, 1])``, then normalised to the
+        model's dtype: a pure function of (seed, epoch, s), so a resumed run replays it.
+        """
+        seed, augment = self.config.seed, None
+        if self.augment is not None:  # a generator per batch, so a resumed run replays it
+
+            def augment(images: np.ndarray, s: int) -> np.ndarray:
+                return self.augment(images, np.random.default_rng([seed, epoch, s, 1]))
+
+        return iterate_batches(
+            self.images,
+            self.labels,
+            self.config.batch_size,
+            np.random.default_rng([seed, epoch]),
+            self.normalizer,
+            dtype=self.model.dtype,
+            augment=augment,
+            start=start,
+        )
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """One forward, backward and optimizer step; returns (loss, batch accuracy)."""
@@ -334,20 +359,14 @@ class Trainer:
 
     def _run_epoch(self) -> dict:
         config, epoch = self.config, self.epoch
-        order = self.epoch_order(epoch)
         t_epoch = time.perf_counter()
-        dtype = self.model.dtype
+        batches = self.epoch_batches(epoch, start=self.step_in_epoch)
         for s in range(self.step_in_epoch, self.steps_per_epoch):
             t = time.perf_counter()
             buffers = [(b, b.copy()) for layer in self.model.layers for b in layer.buffers.values()]
             done = False  # the step's update is in and counted
             try:
-                idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-                images = self.images[idx]  # (B, H, W) uint8
-                if self.augment is not None:  # a generator per batch, so a resumed run replays it
-                    images = self.augment(images, np.random.default_rng([config.seed, epoch, s, 1]))
-                x = self.normalizer(images, dtype=dtype)
-                y = self.labels[idx].astype(np.intp)
+                x, y = next(batches)  # batch s; read here so an error in it is the step's
                 loss, acc = self.train_step(x, y)
                 self.step_in_epoch, self.global_step = s + 1, self.global_step + 1
                 self._steps_this_session += 1
