@@ -39,12 +39,9 @@ class Prediction:
 
 
 def predict_images(model, normalizer, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Probabilities ``(N, K)`` (float64) for uint8 images ``(N, H, W)``, one batch at a time."""
-    out = [
-        model.predict_proba(normalizer(images[i : i + batch_size], dtype=model.dtype))
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+    """Probabilities ``(N, K)`` (float64) for uint8 images ``(N, H, W)``, one batch at a time:
+    :meth:`~stablecnn.nn.model.Sequential.predict_proba` with ``normalizer``, widened."""
+    return model.predict_proba(images, batch_size, normalizer).astype(np.float64)
 
 
 def predict_files(

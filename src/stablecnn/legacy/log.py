@@ -125,11 +125,9 @@ def predict_original(
         mode="w",
     )
     reported = 0
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        logp = log_softmax(
-            model.forward(normalizer(images[start:stop], dtype=model.dtype), training=False)
-        )
+    for start, logits in model.forward_batches(images, batch_size, normalizer):
+        stop = start + len(logits)
+        logp = log_softmax(logits)
         y = y_all[start:stop]
         predictions[start:stop] = logp.argmax(axis=1)
         losses[start:stop] = -logp[np.arange(len(y)), y]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from stablecnn.errors import ConfigError, ShapeError
@@ -243,23 +245,73 @@ class Sequential:
         return sum(layer.num_params for layer in self.layers)
 
     # -- inference ------------------------------------------------------------------------------
-    def predict_proba(self, x, batch_size: int = 1000) -> np.ndarray:
-        """Class probabilities (N, K), computed ``batch_size`` examples at a time."""
+    def forward_batches(
+        self, x, batch_size: int = 1000, normalizer=None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Evaluation-mode forward passes over ``x``, ``batch_size`` examples at a time.
+
+        The one batched-inference loop: :meth:`predict_proba`, :meth:`predict`,
+        :func:`stablecnn.training.metrics.evaluate` (and so the trainer's evaluation and the
+        plots), the ``predict`` command and the original predict log all run it. Only one batch
+        is normalised (and run) at a time, so uint8 images never become a float copy of the
+        whole set.
+
+        Args:
+            x: examples (N, ...): inputs for the model, or raw ones for ``normalizer``.
+            batch_size: examples per forward pass (the last pass may hold fewer), >= 1.
+            normalizer: ``normalizer(batch, dtype=...)``, applied to each slice ``x[a:z]``
+                with the model's dtype before the forward pass (a
+                :class:`stablecnn.data.Normalizer` turns uint8 images (B, H, W) into
+                (B, 1, H, W) floats); ``None`` passes the slices as they are.
+
+        Yields:
+            ``(start, logits)``: the logits (B, K) of examples ``start .. start + B - 1``.
+
+        Raises:
+            ConfigError: ``batch_size`` is not an int >= 1 (when called, before any work).
+            ShapeError: a batch does not fit the model (see :meth:`forward`).
+
+        Example:
+            >>> for start, logits in model.forward_batches(images, 500, norm):  # doctest: +SKIP
+            ...     predicted[start : start + len(logits)] = logits.argmax(axis=1)
+        """
+        if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool):
+            raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
+
+        def batches():
+            for start in range(0, len(x), batch_size):
+                batch = x[start : start + batch_size]
+                if normalizer is not None:
+                    batch = normalizer(batch, dtype=self.dtype)
+                yield start, self.forward(batch, training=False)
+
+        return batches()
+
+    def predict_proba(self, x, batch_size: int = 1000, normalizer=None) -> np.ndarray:
+        """Class probabilities (N, K), the softmax of the logits, in the model's dtype, from
+        :meth:`forward_batches` (``batch_size`` and ``normalizer`` as there).
+
+        Raises:
+            ConfigError: ``batch_size`` is not an int >= 1.
+            ShapeError: the examples do not fit the model (see :meth:`forward`).
+        """
         x = np.asarray(x)
-        out = [
-            softmax(self.forward(x[i : i + batch_size], training=False))
-            for i in range(0, len(x), batch_size)
-        ]
+        out = [softmax(logits) for _, logits in self.forward_batches(x, batch_size, normalizer)]
         return np.concatenate(out) if out else np.zeros((0, 0), self.dtype)
 
-    def predict(self, x, batch_size: int = 1000) -> np.ndarray:
-        """Predicted class indices (N,)."""
+    def predict(self, x, batch_size: int = 1000, normalizer=None) -> np.ndarray:
+        """Predicted class indices (N,): the argmax of the logits, from :meth:`forward_batches`
+        (``batch_size`` and ``normalizer`` as there).
+
+        Raises:
+            ConfigError: ``batch_size`` is not an int >= 1.
+            ShapeError: the examples do not fit the model (see :meth:`forward`).
+        """
         x = np.asarray(x)
         out = [
-            self.forward(x[i : i + batch_size], training=False).argmax(axis=1)
-            for i in range(0, len(x), batch_size)
+            logits.argmax(axis=1) for _, logits in self.forward_batches(x, batch_size, normalizer)
         ]
         return np.concatenate(out) if out else np.zeros(0, np.intp)
 

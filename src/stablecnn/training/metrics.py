@@ -46,16 +46,31 @@ def evaluate(
     batch_size: int = 1000,
     num_classes: int = 10,
 ) -> Evaluation:
-    """Evaluate ``model`` on uint8 ``images`` (N, H, W), normalising one batch at a time."""
+    """Evaluate ``model`` on uint8 ``images`` (N, H, W), normalising one batch at a time.
+
+    The logits come from :meth:`~stablecnn.nn.model.Sequential.forward_batches` (the one
+    batched-inference loop); the loss is the mean of ``-log softmax(z)[n, y_n]``, summed in
+    float64.
+
+    Args:
+        model: a :class:`~stablecnn.nn.model.Sequential`.
+        images, labels: uint8 (N, H, W) and integer (N,) in [0, ``num_classes``).
+        normalizer: the run's :class:`~stablecnn.data.Normalizer`.
+        batch_size: images per forward pass.
+        num_classes: K, the size of the confusion matrix.
+
+    Raises:
+        DataError: no images.
+        ConfigError: ``batch_size`` below 1.
+    """
     n = len(images)
     if n == 0:
         raise DataError("cannot evaluate on an empty set")
     predictions = np.empty(n, dtype=np.int64)
     total_loss = 0.0
-    for start in range(0, n, batch_size):
-        x = normalizer(images[start : start + batch_size], dtype=model.dtype)
-        y = labels[start : start + batch_size].astype(np.intp)
-        logp = log_softmax(model.forward(x, training=False))
+    for start, logits in model.forward_batches(images, batch_size, normalizer):
+        y = labels[start : start + len(logits)].astype(np.intp)
+        logp = log_softmax(logits)
         predictions[start : start + len(y)] = logp.argmax(axis=1)
         total_loss -= float(logp[np.arange(len(y)), y].sum(dtype=np.float64))
     return Evaluation(
