@@ -43,6 +43,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 if (REPO / "src" / "stablecnn").is_dir():
     sys.path.insert(0, str(REPO / "src"))  # benchmark the working tree, not an installed copy
+sys.path.insert(0, str(REPO / "tests"))  # the support package: PyTorch's twin of our model
 
 import stablecnn  # noqa: E402
 from stablecnn import Adagrad, Conv2d, Linear, SoftmaxCrossEntropy  # noqa: E402
@@ -169,7 +170,11 @@ def torch_worker(args) -> dict:
         from stablecnn.kernels import runtime
 
         keep_freed = runtime.keep_freed_memory()
-    net = torch_twin(zoo.build(args.model, seed=args.seed), torch)  # the same initial weights
+    # the tests' twin of the model (tests/support/twins.py), which they hold to ours: the same
+    # layers and the same initial weights
+    from support.twins import torch_twin
+
+    net = torch_twin(zoo.build(args.model, seed=args.seed))
     gc.collect()  # our model's arrays are freed here, before any peak is recorded
     opt = torch.optim.Adagrad(net.parameters(), lr=LR, eps=EPS)
     cross_entropy = torch.nn.functional.cross_entropy
@@ -199,40 +204,6 @@ def torch_worker(args) -> dict:
         },
         convert=to_torch,
     )
-
-
-def torch_twin(model, torch):
-    """A ``torch.nn.Sequential`` with the same layers and a copy of ``model``'s parameters."""
-    from stablecnn import Flatten, MaxPool2d, ReLU
-
-    layers = []
-    for layer in model.layers:
-        if isinstance(layer, Conv2d):
-            pad = (
-                layer.padding_arg
-                if isinstance(layer.padding_arg, (str, int))
-                else tuple(layer.padding_arg)
-            )
-            layers.append(
-                torch.nn.Conv2d(
-                    layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, pad
-                )
-            )
-        elif isinstance(layer, Linear):
-            layers.append(torch.nn.Linear(layer.in_features, layer.out_features))
-        elif isinstance(layer, MaxPool2d):
-            layers.append(torch.nn.MaxPool2d(layer.kernel_size, layer.stride))
-        elif isinstance(layer, ReLU):
-            layers.append(torch.nn.ReLU())
-        elif isinstance(layer, Flatten):
-            layers.append(torch.nn.Flatten())
-        else:
-            raise NotImplementedError(f"no PyTorch twin for {layer!r}")
-    net = torch.nn.Sequential(*layers)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(torch.from_numpy(model.state_dict()[name]))
-    return net
 
 
 def run_worker(args, train_step, infer_step, info: dict, convert=lambda data: data) -> dict:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-# tests import their helpers (gradcheck.py, the twin helpers) as plain modules
+# tests import their helpers from the support package (tests/support/) as a top-level package
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -30,3 +30,11 @@ def threads():
 
     yield parallel.set_num_threads
     parallel.set_num_threads(1)
+
+
+@pytest.fixture
+def cache_root(tmp_path, monkeypatch) -> Path:
+    """An empty data cache root, also set as ``$STABLECNN_DATA``."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("STABLECNN_DATA", str(root))
+    return root

@@ -1,6 +1,7 @@
 """benchmarks/bench.py: its arithmetic and its report (no timings are asserted here)."""
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,24 @@ def test_bad_arguments_are_refused():
         [sys.executable, str(BENCH), "--rounds", "0"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2 and "--rounds must be at least 1" in proc.stderr
+
+
+def test_the_pytorch_worker_times_the_tests_twin_of_the_model():
+    """The PyTorch side is :func:`support.twins.torch_twin` (the twin the tests hold to ours, in
+    test_twins_loss_model.py), not a copy of its own; a worker trains and infers on it (no timing
+    is asserted)."""
+    source = BENCH.read_text()
+    assert "from support.twins import torch_twin" in source
+    assert "torch.nn.Conv2d" not in source and "torch.nn.Linear" not in source
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--worker", "torch", "--train-batch", "2"]
+        + ["--infer-batches", "3", "--batches", "1", "--repeats", "1", "--warmup", "0"]
+        + ["--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["framework"] == "torch" and result["torch_threads"] == 1
+    assert len(result["train"]) == 1 and list(result["infer"]) == ["3"]

@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, rel_error
+from support.gradcheck import numerical_grad, rel_error
 
 from stablecnn import Conv2d, Flatten, Linear, MaxPool2d, ReLU, ShapeError, reference
 from stablecnn.kernels.conv import resolve_padding

@@ -4,7 +4,7 @@ dicts and checkpoints."""
 
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, rel_error
+from support.gradcheck import numerical_grad, rel_error
 
 from stablecnn import (
     AvgPool2d,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.payloads import Payload, payloads
 
 from stablecnn import legacy
 from stablecnn.cli import legacy as cli_legacy
@@ -225,23 +226,6 @@ def test_a_pickle_written_under_numpy2_loads(tmp_path, protocol):
     path = dump(tmp_path / "p.pickle", items, protocol)
     state = legacy.from_original(legacy.load_original(path))[0]
     np.testing.assert_array_equal(state["9.weight"], items[6])
-
-
-class Payload:
-    """Unpickling this calls ``func(*args)``: the classic malicious ``__reduce__``."""
-
-    def __init__(self, func, *args):
-        self.func, self.args = func, args
-
-    def __reduce__(self):
-        return self.func, self.args
-
-
-def payloads(marker: Path):
-    yield Payload(os.mkdir, str(marker))
-    yield Payload(exec, f"open({str(marker)!r}, 'w').close()")
-    if os.name == "posix":
-        yield Payload(os.system, f"touch '{marker}'")
 
 
 def assert_refused(path: Path, marker: Path) -> None:

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, rel_error
+from support.gradcheck import numerical_grad, rel_error
 
 from stablecnn import ShapeError, SoftmaxCrossEntropy, log_softmax, reference, softmax
 

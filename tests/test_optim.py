@@ -2,7 +2,7 @@
 
 The rules are checked by hand on tiny arrays, the checkpoints by an interrupted run that must end
 bit-identical to an uninterrupted one, and every hyperparameter by the error it raises. The
-twins against ``torch.optim`` are in ``test_torch_reference_optim.py``.
+twins against ``torch.optim`` are in ``test_twins_optim.py``.
 """
 
 from __future__ import annotations

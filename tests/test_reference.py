@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, rel_error
+from support.gradcheck import numerical_grad, rel_error
 
 from stablecnn import (
     Adagrad,

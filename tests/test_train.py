@@ -8,23 +8,14 @@ import time
 
 import numpy as np
 import pytest
-from support import default_sigint
+from support.fakes import make_data, toy_loader
+from support.processes import cli_process
 
 from stablecnn.cli import main
 from stablecnn.errors import TrainingError
 from stablecnn.training import checkpoint
 from stablecnn.training.callbacks import Callback
 from stablecnn.training.trainer import Interrupted, RunLock, TrainConfig, Trainer, resume_checkpoint
-
-
-def make_data(n, seed):
-    """Learnable toy digits: class k lights up row block k of an otherwise noisy image."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-    for k in range(10):
-        images[labels == k, 2 + 2 * k : 4 + 2 * k, 4:24] = 255
-    return images, labels
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +26,7 @@ def data():
 @pytest.fixture
 def toy_data(monkeypatch, data):
     """Serve the toy data to the CLI in place of the real (digest-pinned) datasets."""
-
-    def fake_load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
-        return [data[0] if split == "train" else data[1] for split in splits]
-
-    monkeypatch.setattr("stablecnn.cli.train.load_data", fake_load_data)
+    monkeypatch.setattr("stablecnn.cli.train.load_data", toy_loader(*data))
 
 
 def config(**kw):
@@ -199,37 +186,19 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert "positive" in capsys.readouterr().err
 
 
-CLI_WITH_TOY_DATA = """
-import sys, numpy as np, stablecnn.cli.train
-sys.path.insert(0, {tests!r})
-from test_train import make_data
-stablecnn.cli.train.load_data = lambda *a, **k: [make_data(4000, 0), make_data(50, 1)]
-from stablecnn.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_sigint_in_a_real_process_leaves_a_resumable_checkpoint(tmp_path):
     run = tmp_path / "run"
-    script = CLI_WITH_TOY_DATA.format(tests=os.path.dirname(__file__))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            script,
-            "train",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "20",
-            "--out",
-            str(run),
-            "--no-plots",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_sigint,
+    proc = cli_process(
+        "train",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--out",
+        run,
+        "--no-plots",
+        train=(4000, 0),
+        test=(50, 1),
     )
     metrics = run / "metrics.csv"
     deadline = time.time() + 60

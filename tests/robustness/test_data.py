@@ -17,18 +17,14 @@ import time
 
 import numpy as np
 import pytest
+from support.fakes import idx_bytes
 
 from stablecnn.data import IdxError, SourceError, load_dataset, read_idx, specs, write_idx
-from stablecnn.data.idx import idx_header
 from stablecnn.data.sources import fetch_from_mirrors
 from stablecnn.errors import DataError
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
 LABELS = np.array([3, 1, 4, 1, 5], np.uint8)
-
-
-def idx_bytes(array):
-    return idx_header(array) + array.tobytes()
 
 
 def refused(path, *fragments, error=IdxError):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import default_sigint
+from support.fakes import save_small_checkpoint
+from support.processes import default_sigint, stablecnn_process
 
 from stablecnn import cli
 
@@ -25,23 +26,10 @@ LEGACY_SCRIPT = ROOT / "train_cnn_md1.py"
 DEADLINE = 60.0  # seconds any one process here may take
 
 
-def stablecnn(*args, env=None, **popen) -> subprocess.Popen:
-    """``python -m stablecnn ARGS`` in a new process (the installed command's entry point)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "stablecnn", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-        preexec_fn=default_sigint,
-        **popen,
-    )
-
-
 # -- settings are read where errors are reported ---------------------------------------------------
 @pytest.mark.parametrize("value", ["abc", "0", "-1", "4,3,2", "1.5"])
 def test_a_bad_thread_count_is_one_line_and_exit_2(value):
-    proc = stablecnn("summary", "md1", env={"STABLECNN_NUM_THREADS": value})
+    proc = stablecnn_process("summary", "md1", env={"STABLECNN_NUM_THREADS": value})
     out, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 2, err
     assert (
@@ -75,8 +63,8 @@ def no_home(monkeypatch):
         ["train", "--out", "{out}"],
     ],
 )
-def test_no_home_directory_is_one_line_and_exit_2(command, tmp_path, no_home, kit, capsys):
-    ckpt = kit.save_small_checkpoint(tmp_path / "small.npz")
+def test_no_home_directory_is_one_line_and_exit_2(command, tmp_path, no_home, capsys):
+    ckpt = save_small_checkpoint(tmp_path / "small.npz")
     out = tmp_path / "run"
     args = [a.format(ckpt=ckpt, out=out) for a in command]
     assert cli.main(args) == 2
@@ -142,13 +130,13 @@ def _reader_waiting(fifo: Path):
     return ready, held
 
 
-def test_ctrl_c_while_predict_reads_a_file(tmp_path, kit):
+def test_ctrl_c_while_predict_reads_a_file(tmp_path):
     """A real SIGINT while ``predict`` waits on its input (a FIFO that never delivers)."""
-    ckpt = kit.save_small_checkpoint(tmp_path / "small.npz")
+    ckpt = save_small_checkpoint(tmp_path / "small.npz")
     fifo = tmp_path / "picture.png"
     os.mkfifo(fifo)
     ready, held = _reader_waiting(fifo)
-    proc = stablecnn("predict", ckpt, fifo)
+    proc = stablecnn_process("predict", ckpt, fifo)
     try:
         out, err = _interrupt_when(proc, ready)
     finally:
@@ -187,12 +175,12 @@ def test_ctrl_c_in_train_cnn_md1(tmp_path):
 
 
 # -- a closed pipe --------------------------------------------------------------------------------
-def test_a_closed_pipe_ends_predict_quietly(tmp_path, kit):
+def test_a_closed_pipe_ends_predict_quietly(tmp_path):
     """``stablecnn predict RUN many.npy | head -1``: no error, status 141 (128 + SIGPIPE)."""
-    ckpt = kit.save_small_checkpoint(tmp_path / "small.npz")
+    ckpt = save_small_checkpoint(tmp_path / "small.npz")
     many = tmp_path / "many.npy"
     np.save(many, np.random.default_rng(0).integers(0, 256, (20_000, 2, 2), dtype=np.uint8))
-    proc = stablecnn("predict", ckpt, many)
+    proc = stablecnn_process("predict", ckpt, many)
     first = proc.stdout.readline()
     assert first.startswith(f"{many}[0]: "), first
     proc.stdout.close()  # what `head -1` does after its line
@@ -203,8 +191,8 @@ def test_a_closed_pipe_ends_predict_quietly(tmp_path, kit):
     assert proc.returncode == 141
 
 
-def test_a_closed_pipe_from_a_shell_pipeline(tmp_path, kit):
-    ckpt = kit.save_small_checkpoint(tmp_path / "small.npz")
+def test_a_closed_pipe_from_a_shell_pipeline(tmp_path):
+    ckpt = save_small_checkpoint(tmp_path / "small.npz")
     many = tmp_path / "many.npy"
     np.save(many, np.zeros((20_000, 2, 2), dtype=np.uint8))
     command = f"{sys.executable} -m stablecnn predict {ckpt} {many} | head -1"

@@ -14,6 +14,16 @@ import signal
 
 import numpy as np
 import pytest
+from support.processes import cli_process, wait_for_line
+from support.runs import (
+    assert_bit_exact,
+    make_config,
+    make_trainer,
+    resume_to_end,
+    snapshot,
+    state_of,
+    temp_files,
+)
 
 from stablecnn import cli
 from stablecnn.errors import CheckpointError
@@ -53,13 +63,13 @@ Trainer.train_step = slow_step
 TRAIN_ARGS = ("train", "--epochs", "2", "--batch-size", "10", "--no-plots")
 
 
-def test_sigkill_while_writing_a_checkpoint(tmp_path, kit, reference):
+def test_sigkill_while_writing_a_checkpoint(tmp_path, reference):
     run = tmp_path / "run"
-    proc = kit.cli_process(*TRAIN_ARGS, "--out", run, setup=SLOW_SECOND_SAVE)
+    proc = cli_process(*TRAIN_ARGS, "--out", run, setup=SLOW_SECOND_SAVE)
     try:
-        kit.wait_for_line(proc.stderr, "WRITING CHECKPOINT")  # epoch 2's checkpoint, half written
+        wait_for_line(proc.stderr, "WRITING CHECKPOINT")  # epoch 2's checkpoint, half written
         before = (run / "checkpoint.npz").read_bytes()  # epoch 1's, complete
-        assert len(kit.temp_files(run)) == 1
+        assert len(temp_files(run)) == 1
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -67,21 +77,21 @@ def test_sigkill_while_writing_a_checkpoint(tmp_path, kit, reference):
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert (run / "checkpoint.npz").read_bytes() == before  # byte-identical
-    stray = kit.temp_files(run)  # the half-written file is all that is left of the write
+    stray = temp_files(run)  # the half-written file is all that is left of the write
     assert len(stray) == 1 and stray[0].startswith(".checkpoint.npz.")
     ckpt = checkpoint.load(run)  # loads, and ignores the stray file
     assert ckpt.meta["progress"] == {"epoch": 1, "step": 0, "global_step": 3}
     with RunLock(run) as lock:  # the dead run's lock is taken over, not a refusal
         assert lock.held
-        assert kit.temp_files(run) == []  # and the new holder clears the dead write's temp file
-    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+        assert temp_files(run) == []  # and the new holder clears the dead write's temp file
+    assert_bit_exact(resume_to_end(run), reference)
 
 
-def test_sigint_leaves_a_resumable_checkpoint(tmp_path, kit, reference):
+def test_sigint_leaves_a_resumable_checkpoint(tmp_path, reference):
     run = tmp_path / "run"
-    proc = kit.cli_process(*TRAIN_ARGS, "--out", run, setup=SLOW_STEPS)
+    proc = cli_process(*TRAIN_ARGS, "--out", run, setup=SLOW_STEPS)
     try:
-        kit.wait_for_line(proc.stderr, "STEP 4")  # epoch 2, step 1
+        wait_for_line(proc.stderr, "STEP 4")  # epoch 2, step 1
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -95,8 +105,8 @@ def test_sigint_leaves_a_resumable_checkpoint(tmp_path, kit, reference):
     ckpt = checkpoint.load(run)
     progress = ckpt.meta["progress"]
     assert progress["epoch"] == 1 and 1 <= progress["step"] < 3, progress  # mid-epoch
-    assert not (run / ".lock").exists() and kit.temp_files(run) == []
-    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+    assert not (run / ".lock").exists() and temp_files(run) == []
+    assert_bit_exact(resume_to_end(run), reference)
 
 
 def _deny_writes_in(monkeypatch, folder, code=errno.EACCES):
@@ -135,11 +145,11 @@ def _deny_writes_in(monkeypatch, folder, code=errno.EACCES):
     return monkeypatch.undo
 
 
-def test_output_directory_read_only(epoch1_run, kit, reference, monkeypatch):
-    before = kit.snapshot(epoch1_run)
+def test_output_directory_read_only(epoch1_run, reference, monkeypatch):
+    before = snapshot(epoch1_run)
     cfg, ckpt = resume_checkpoint(epoch1_run)
     cfg.epochs = 2
-    trainer = kit.trainer(epoch1_run, cfg, checkpoint=ckpt)
+    trainer = make_trainer(epoch1_run, cfg, checkpoint=ckpt)
     restore = _deny_writes_in(monkeypatch, epoch1_run)
     try:
         with pytest.raises(CheckpointError) as info:
@@ -148,11 +158,11 @@ def test_output_directory_read_only(epoch1_run, kit, reference, monkeypatch):
         restore()
     path = epoch1_run / "checkpoint.npz"
     assert str(info.value) == f"could not write checkpoint {path}: Permission denied"
-    assert kit.snapshot(epoch1_run) == before and kit.temp_files(epoch1_run) == []
-    kit.assert_bit_exact(kit.resume_to_end(epoch1_run), reference)
+    assert snapshot(epoch1_run) == before and temp_files(epoch1_run) == []
+    assert_bit_exact(resume_to_end(epoch1_run), reference)
 
 
-def test_output_directory_read_only_cli(tmp_path, kit, monkeypatch, capsys, toy_cli):
+def test_output_directory_read_only_cli(tmp_path, monkeypatch, capsys, toy_cli):
     run = tmp_path / "readonly"
     run.mkdir()
     (run / "notes.txt").write_text("mine\n")
@@ -164,7 +174,7 @@ def test_output_directory_read_only_cli(tmp_path, kit, monkeypatch, capsys, toy_
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("stablecnn: error: ") and str(run) in err, err
     assert "Permission denied" in err
-    assert kit.snapshot(run) == {"notes.txt": b"mine\n"}
+    assert snapshot(run) == {"notes.txt": b"mine\n"}
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     assert cli.main([*TRAIN_ARGS, "--out", str(a_file)]) == 2
@@ -186,7 +196,7 @@ def _fill_disk_after(monkeypatch, good_saves: int):
     return calls
 
 
-def test_disk_full(tmp_path, kit, reference, monkeypatch, capsys, toy_cli):
+def test_disk_full(tmp_path, reference, monkeypatch, capsys, toy_cli):
     run = tmp_path / "run"
     _fill_disk_after(monkeypatch, good_saves=1)  # epoch 1 saved, epoch 2's checkpoint fails
     code = cli.main([*TRAIN_ARGS, "--out", str(run)])
@@ -199,8 +209,8 @@ def test_disk_full(tmp_path, kit, reference, monkeypatch, capsys, toy_cli):
     )
     ckpt = checkpoint.load(run)  # epoch 1's checkpoint is intact
     assert ckpt.meta["progress"] == {"epoch": 1, "step": 0, "global_step": 3}
-    assert kit.temp_files(run) == [] and not (run / ".lock").exists()
-    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+    assert temp_files(run) == [] and not (run / ".lock").exists()
+    assert_bit_exact(resume_to_end(run), reference)
     # the same through the API, with the full disk showing up at fsync
     good = (run / "checkpoint.npz").read_bytes()
 
@@ -214,22 +224,22 @@ def test_disk_full(tmp_path, kit, reference, monkeypatch, capsys, toy_cli):
     ):
         checkpoint.save(run / "checkpoint.npz", checkpoint.load_model(run)[0], ckpt.meta)
     monkeypatch.undo()
-    assert (run / "checkpoint.npz").read_bytes() == good and kit.temp_files(run) == []
+    assert (run / "checkpoint.npz").read_bytes() == good and temp_files(run) == []
 
 
-def test_two_runs_on_the_same_run_directory(epoch1_run, kit):
-    before = kit.snapshot(epoch1_run)
+def test_two_runs_on_the_same_run_directory(epoch1_run):
+    before = snapshot(epoch1_run)
     with RunLock(epoch1_run):
         for args in ([*TRAIN_ARGS, "--out", epoch1_run], [*TRAIN_ARGS, "--resume", epoch1_run]):
-            proc = kit.cli_process(*args)
+            proc = cli_process(*args)
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 2, err
             assert err == (
                 f"stablecnn: error: run directory {epoch1_run} is in use by process "
                 f"{os.getpid()}; use another --out directory\n"
             )
-        assert kit.snapshot(epoch1_run) == {**before, ".lock": str(os.getpid()).encode()}
-    assert kit.snapshot(epoch1_run) == before  # the lock is gone, every file as it was
+        assert snapshot(epoch1_run) == {**before, ".lock": str(os.getpid()).encode()}
+    assert snapshot(epoch1_run) == before  # the lock is gone, every file as it was
 
 
 # -- issue 12.4: any error during training leaves a checkpoint at the last completed step ----------
@@ -256,10 +266,10 @@ def fail_in_layer(trainer, index, step, error):
     ],
 )
 def test_an_error_mid_epoch_leaves_a_checkpoint_at_the_last_completed_step(
-    tmp_path, kit, reference, error, raised
+    tmp_path, reference, error, raised
 ):
     run = tmp_path / "run"
-    trainer = kit.trainer(run)
+    trainer = make_trainer(run)
     fail_in_layer(trainer, 7, step=5, error=error)  # epoch 2, step 2; layer 7 is md1's Linear
     with pytest.raises(Exception) as info:
         trainer.fit()
@@ -278,11 +288,11 @@ def test_an_error_mid_epoch_leaves_a_checkpoint_at_the_last_completed_step(
             f"stablecnn: training failed at epoch 2, step 2 (global step 5); {saved}"
         ]
     assert checkpoint.load(run).meta["progress"] == {"epoch": 1, "step": 1, "global_step": 4}
-    assert not kit.temp_files(run)
-    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+    assert not temp_files(run)
+    assert_bit_exact(resume_to_end(run), reference)
 
 
-def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path, kit):
+def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path):
     """BatchNorm's running statistics (and its batch counter) as they were before the failed
     step: the resumed run ends bit-identical to an uninterrupted one."""
     path = tmp_path / "bn.toml"
@@ -293,19 +303,19 @@ def test_the_failed_steps_batch_statistics_are_not_kept(tmp_path, kit):
         "[[layers]]\ntype = 'ReLU'\n[[layers]]\ntype = 'Flatten'\n"
         "[[layers]]\ntype = 'Linear'\nin_features = 1152\nout_features = 10\n"
     )
-    cfg = kit.config(model=str(path))
-    kit.trainer(tmp_path / "full", cfg).fit()
-    trainer = kit.trainer(tmp_path / "cut", cfg)
+    cfg = make_config(model=str(path))
+    make_trainer(tmp_path / "full", cfg).fit()
+    trainer = make_trainer(tmp_path / "cut", cfg)
     fail_in_layer(trainer, 2, step=5, error=ValueError("injected"))  # after BatchNorm2d ran
     with pytest.raises(Exception, match="global step 4"):
         trainer.fit()
     ckpt = checkpoint.load(tmp_path / "cut")
     assert ckpt.meta["progress"]["global_step"] == 4
     assert int(ckpt.params["1.num_batches_tracked"]) == 4
-    kit.assert_bit_exact(kit.resume_to_end(tmp_path / "cut"), kit.state_of(tmp_path / "full"))
+    assert_bit_exact(resume_to_end(tmp_path / "cut"), state_of(tmp_path / "full"))
 
 
-def test_an_error_after_a_step_completed_saves_that_step(tmp_path, kit, reference):
+def test_an_error_after_a_step_completed_saves_that_step(tmp_path, reference):
     """A callback failing (the log's disk is full) after step 5: the checkpoint holds step 5."""
     from stablecnn.errors import TrainingError
     from stablecnn.training.callbacks import Callback
@@ -321,19 +331,19 @@ def test_an_error_after_a_step_completed_saves_that_step(tmp_path, kit, referenc
         match=r"^training failed after epoch 2, step 2 \(global "
         r"step 5\): OSError: .*No space left on device",
     ):
-        kit.trainer(run, callbacks=[FullDisk()]).fit()
+        make_trainer(run, callbacks=[FullDisk()]).fit()
     assert checkpoint.load(run).meta["progress"] == {"epoch": 1, "step": 2, "global_step": 5}
-    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+    assert_bit_exact(resume_to_end(run), reference)
 
 
-def test_an_error_while_the_weights_are_updated_keeps_the_previous_checkpoint(epoch1_run, kit):
+def test_an_error_while_the_weights_are_updated_keeps_the_previous_checkpoint(epoch1_run):
     """Half-updated weights are never saved: the last checkpoint stays byte-identical."""
     from stablecnn.errors import TrainingError
 
     before = (epoch1_run / "checkpoint.npz").read_bytes()
     cfg, ckpt = resume_checkpoint(epoch1_run)
     cfg.epochs = 2
-    trainer = kit.trainer(epoch1_run, cfg, checkpoint=ckpt)
+    trainer = make_trainer(epoch1_run, cfg, checkpoint=ckpt)
     real_step = trainer.optimizer.step
 
     def half_step():
@@ -353,11 +363,11 @@ def test_an_error_while_the_weights_are_updated_keeps_the_previous_checkpoint(ep
     trainer.optimizer.step = real_step
 
 
-def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, kit, reference):
+def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, reference):
     from stablecnn.training.trainer import Interrupted
 
     run = tmp_path / "run"
-    trainer = kit.trainer(run)
+    trainer = make_trainer(run)
     fail_in_layer(trainer, 7, step=5, error=KeyboardInterrupt())
     with pytest.raises(
         Interrupted,
@@ -365,11 +375,11 @@ def test_a_second_ctrl_c_mid_step_saves_the_last_completed_step(tmp_path, kit, r
         r"checkpoint saved to .* global step 4 ",
     ):
         trainer.fit()
-    kit.assert_bit_exact(kit.resume_to_end(run), reference)
+    assert_bit_exact(resume_to_end(run), reference)
 
 
 def test_an_error_mid_epoch_through_the_cli_then_resume(
-    tmp_path, kit, reference, monkeypatch, capsys, toy_cli
+    tmp_path, reference, monkeypatch, capsys, toy_cli
 ):
     from stablecnn.training.trainer import Trainer
 
@@ -393,4 +403,4 @@ def test_an_error_mid_epoch_through_the_cli_then_resume(
     assert not (run / ".lock").exists()
     monkeypatch.setattr(Trainer, "train_step", real_step)
     assert cli.main(["train", "--resume", str(run), "--no-plots"]) == 0
-    kit.assert_bit_exact(kit.state_of(run), reference)
+    assert_bit_exact(state_of(run), reference)

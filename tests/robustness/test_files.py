@@ -7,6 +7,7 @@ import stat
 from contextlib import contextmanager
 
 import pytest
+from support.runs import TEST, make_config, make_trainer
 
 from stablecnn.files import atomic_write, atomic_writer, default_file_mode
 
@@ -49,14 +50,14 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077])
-def test_every_file_of_a_run_has_one_mode(tmp_path, kit, mask):
+def test_every_file_of_a_run_has_one_mode(tmp_path, mask):
     """Checkpoint, plots, metrics and log: one documented choice, the umask's."""
     from stablecnn.training import plots
 
     run = tmp_path / "run"
     with umask(mask):
-        kit.trainer(run, kit.config(epochs=1)).fit()
-        plots.plot_run(run, kit.TEST)
+        make_trainer(run, make_config(epochs=1)).fit()
+        plots.plot_run(run, TEST)
     files = [p for p in run.iterdir() if p.is_file()]
     names = {p.name for p in files}
     assert {"checkpoint.npz", "metrics.csv", "train_log.txt", "curves.png"} <= names, names

@@ -12,6 +12,8 @@ import json
 
 import numpy as np
 import pytest
+from support.fakes import rewrite_npz, save_small_checkpoint
+from support.payloads import Payload, evil_pickle
 
 from stablecnn import cli, legacy
 from stablecnn.errors import CheckpointError
@@ -22,8 +24,8 @@ from stablecnn.training import checkpoint
 
 
 @pytest.fixture
-def good(tmp_path, kit):
-    return kit.save_small_checkpoint(tmp_path / "good.npz")
+def good(tmp_path):
+    return save_small_checkpoint(tmp_path / "good.npz")
 
 
 def refused(path, *fragments, loader=checkpoint.load_model):
@@ -46,8 +48,8 @@ def cli_refuses(path, capsys, *fragments, command=("evaluate",)):
     assert err.count("\n") == 1  # one line
 
 
-def test_npz_missing_array(tmp_path, kit, good, capsys):
-    bad = kit.rewrite_npz(good, tmp_path / "missing.npz", lambda a: a.pop("param/1.bias"))
+def test_npz_missing_array(tmp_path, good, capsys):
+    bad = rewrite_npz(good, tmp_path / "missing.npz", lambda a: a.pop("param/1.bias"))
     refused(bad, "weights do not fit the stored architecture", "missing ['1.bias']")
     cli_refuses(bad, capsys, "missing ['1.bias']", command=("summary",))
 
@@ -65,22 +67,22 @@ def test_npz_with_an_unknown_zip_version(tmp_path, good, capsys):
     cli_refuses(bad, capsys, "zip file version 10.9", command=("summary",))
 
 
-def test_npz_extra_array(tmp_path, kit, good, capsys):
-    extra = kit.rewrite_npz(
+def test_npz_extra_array(tmp_path, good, capsys):
+    extra = rewrite_npz(
         good,
         tmp_path / "extra.npz",
         lambda a: a.__setitem__("param/2.weight", np.zeros((3, 3), np.float32)),
     )
     refused(extra, "missing [], unexpected ['2.weight']")
-    stray = kit.rewrite_npz(
+    stray = rewrite_npz(
         good, tmp_path / "stray.npz", lambda a: a.__setitem__("script", np.array("rm -rf ~"))
     )
     refused(stray, "unexpected array 'script'", loader=checkpoint.load)
     cli_refuses(extra, capsys, "unexpected ['2.weight']", command=("summary",))
 
 
-def test_npz_wrong_shape(tmp_path, kit, good, capsys):
-    bad = kit.rewrite_npz(
+def test_npz_wrong_shape(tmp_path, good, capsys):
+    bad = rewrite_npz(
         good,
         tmp_path / "shape.npz",
         lambda a: a.__setitem__("param/1.weight", np.zeros((3, 5), np.float32)),
@@ -89,24 +91,24 @@ def test_npz_wrong_shape(tmp_path, kit, good, capsys):
     cli_refuses(bad, capsys, "should be (3, 4), is (3, 5)", command=("summary",))
 
 
-def test_npz_wrong_dtype(tmp_path, kit, good, capsys):
-    as64 = kit.rewrite_npz(
+def test_npz_wrong_dtype(tmp_path, good, capsys):
+    as64 = rewrite_npz(
         good,
         tmp_path / "f64.npz",
         lambda a: a.__setitem__("param/1.weight", a["param/1.weight"].astype(np.float64)),
     )
     refused(as64, "parameter '1.weight' is float64, the checkpoint says float32")
-    as_int = kit.rewrite_npz(
+    as_int = rewrite_npz(
         good, tmp_path / "int.npz", lambda a: a.__setitem__("param/1.bias", np.zeros(3, np.int64))
     )
     refused(as_int, "parameter '1.bias': expected floating values, got int64")
-    complex_ = kit.rewrite_npz(
+    complex_ = rewrite_npz(
         good,
         tmp_path / "complex.npz",
         lambda a: a.__setitem__("param/1.bias", np.zeros(3, np.complex64)),
     )
     refused(complex_, "array 'param/1.bias' has unsupported dtype complex64")
-    int8_model = kit.rewrite_npz(
+    int8_model = rewrite_npz(
         good,
         tmp_path / "int8.npz",
         lambda a: a.__setitem__(
@@ -117,10 +119,10 @@ def test_npz_wrong_dtype(tmp_path, kit, good, capsys):
     cli_refuses(as64, capsys, "is float64", command=("summary",))
 
 
-def test_npz_object_array_refused_never_unpickled(tmp_path, kit, good, capsys):
+def test_npz_object_array_refused_never_unpickled(tmp_path, good, capsys):
     marker = tmp_path / "pwned"
     payload = np.empty(1, dtype=object)
-    payload[0] = kit.Payload(__import__("os").mkdir, str(marker))
+    payload[0] = Payload(__import__("os").mkdir, str(marker))
     with np.load(good, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
     arrays["param/1.bias"] = payload
@@ -133,24 +135,24 @@ def test_npz_object_array_refused_never_unpickled(tmp_path, kit, good, capsys):
     assert not marker.exists()
 
 
-def with_meta(kit, src, dst, **changes):
+def with_meta(src, dst, **changes):
     """``src`` with some of its meta record's entries replaced."""
 
     def change(arrays):
         meta = json.loads(str(arrays["meta"]))
         arrays["meta"] = np.array(json.dumps({**meta, **changes}))
 
-    return kit.rewrite_npz(src, dst, change)
+    return rewrite_npz(src, dst, change)
 
 
-def test_checkpoint_for_another_architecture(tmp_path, kit, good, capsys):
+def test_checkpoint_for_another_architecture(tmp_path, good, capsys):
     # the weights of one architecture stored under another's description
     other = Sequential(Flatten(), Linear(4, 5), ReLU(), Linear(5, 3), input_shape=(1, 2, 2))
-    forged = with_meta(kit, good, tmp_path / "forged.npz", model=other.config())
+    forged = with_meta(good, tmp_path / "forged.npz", model=other.config())
     refused(forged, "weights do not fit the stored architecture", "missing ['3.bias', '3.weight']")
     wider = Sequential(Flatten(), Linear(4, 7), input_shape=(1, 2, 2))
     refused(
-        with_meta(kit, good, tmp_path / "wider.npz", model=wider.config()),
+        with_meta(good, tmp_path / "wider.npz", model=wider.config()),
         "parameter '1.weight' of layer 1 (Linear) should be (7, 4), is (3, 4)",
     )
     # a checkpoint of a small model where Model 1 is needed (the original's pickle layout)
@@ -164,17 +166,17 @@ def test_checkpoint_for_another_architecture(tmp_path, kit, good, capsys):
     assert not (tmp_path / "out.pickle").exists()
     # Model 1's description over the small model's weights
     refused(
-        with_meta(kit, good, tmp_path / "md1.npz", model=zoo.config("md1")),
+        with_meta(good, tmp_path / "md1.npz", model=zoo.config("md1")),
         "missing ['0.bias', '0.weight', '3.bias', '3.weight', '7.bias', '7.weight', "
         "'9.bias', '9.weight']",
     )
 
 
-def test_pickle_with_malicious_reduce_is_refused_and_never_runs(tmp_path, kit, capsys):
+def test_pickle_with_malicious_reduce_is_refused_and_never_runs(tmp_path, capsys):
     marker = tmp_path / "pwned"
     evil = tmp_path / "output_cnn_md1.pickle"
     for protocol in (0, 2, 4, 5):
-        evil.write_bytes(kit.evil_pickle(marker, protocol))
+        evil.write_bytes(evil_pickle(marker, protocol))
         refused(
             evil,
             "refused: it asks for the global posix.mkdir",
@@ -201,7 +203,7 @@ def test_pickle_with_malicious_reduce_is_refused_and_never_runs(tmp_path, kit, c
     # the proof that the payload is live: plain pickle runs it
     import pickle
 
-    pickle.loads(kit.evil_pickle(marker))
+    pickle.loads(evil_pickle(marker))
     assert marker.is_dir()
 
 
@@ -228,7 +230,7 @@ def test_model_file_of_another_kind(tmp_path, capsys):
     cli_refuses(npy, capsys, "not a .npz checkpoint", command=("summary",))
 
 
-def test_a_forged_architecture_is_checked_before_any_weight_is_allocated(tmp_path, kit, good):
+def test_a_forged_architecture_is_checked_before_any_weight_is_allocated(tmp_path, good):
     """A checkpoint whose stored architecture asks for a huge layer (its arrays are small)."""
     import tracemalloc
 
@@ -239,7 +241,7 @@ def test_a_forged_architecture_is_checked_before_any_weight_is_allocated(tmp_pat
             {"type": "Linear", "in_features": 4, "out_features": 10**9},
         ],
     }
-    forged = with_meta(kit, good, tmp_path / "huge.npz", model=huge)
+    forged = with_meta(good, tmp_path / "huge.npz", model=huge)
     tracemalloc.start()
     try:
         refused(forged, "(its architecture)", "layer 1 (Linear)")
@@ -251,7 +253,7 @@ def test_a_forged_architecture_is_checked_before_any_weight_is_allocated(tmp_pat
     tracemalloc.start()
     try:
         refused(
-            with_meta(kit, good, tmp_path / "big.npz", model=fits),
+            with_meta(good, tmp_path / "big.npz", model=fits),
             "parameter '1.weight' of layer 1 (Linear) should be (1048576, 4), is (3, 4)",
         )
         peak = tracemalloc.get_traced_memory()[1]

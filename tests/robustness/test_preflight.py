@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.fakes import make_data
+from support.runs import TEST, TRAIN, make_config, make_trainer
 
 from stablecnn import cli
 from stablecnn.errors import DataError, ShapeError
@@ -68,13 +70,13 @@ class CountSteps(Callback):
         self.steps += 1
 
 
-def test_a_last_batch_of_one_is_refused_before_step_1_naming_the_batch_and_the_layer(tmp_path, kit):
+def test_a_last_batch_of_one_is_refused_before_step_1_naming_the_batch_and_the_layer(tmp_path):
     model = bn1d(tmp_path)
-    data = (kit.make_data(21, 0), kit.TEST)
+    data = (make_data(21, 0), TEST)
     count = CountSteps()
     run = tmp_path / "run"
     with pytest.raises(ShapeError) as info:
-        kit.trainer(run, kit.config(model=model), data=data, callbacks=[count])
+        make_trainer(run, make_config(model=model), data=data, callbacks=[count])
     assert str(info.value) == (
         "the last batch of every epoch (step 3 of 3: 21 = 2 x 10 + 1) holds 1 image, too few "
         "for layer 2 (BatchNorm1d(8, eps=1e-05, momentum=0.1)): training takes each channel's "
@@ -89,37 +91,37 @@ def test_a_last_batch_of_one_is_refused_before_step_1_naming_the_batch_and_the_l
         resolve_model(model).forward(np.zeros((1, 1, 28, 28), np.float32), training=True)
     # and every value it suggests trains through its epoch
     for fix in (dict(train_size=20), dict(batch_size=9), dict(batch_size=11)):
-        last = kit.trainer(
-            tmp_path / str(fix), kit.config(model=model, epochs=1, **fix), data=data
+        last = make_trainer(
+            tmp_path / str(fix), make_config(model=model, epochs=1, **fix), data=data
         ).fit()
         assert np.isfinite(last["test_loss"]), fix
 
 
-def test_a_batch_size_of_one_with_batchnorm1d_is_refused_at_step_1(tmp_path, kit):
+def test_a_batch_size_of_one_with_batchnorm1d_is_refused_at_step_1(tmp_path):
     with pytest.raises(
         ShapeError,
         match=r"^every batch \(step 1 of 30\) holds 1 image, too few "
         r"for layer 2 \(BatchNorm1d.*use --batch-size 2",
     ):
-        kit.trainer(tmp_path / "run", kit.config(model=bn1d(tmp_path), batch_size=1))
+        make_trainer(tmp_path / "run", make_config(model=bn1d(tmp_path), batch_size=1))
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("kernel, refused", [(5, False), (28, True)])
-def test_batchnorm2d_needs_n_h_w_above_1(tmp_path, kit, kernel, refused):
+def test_batchnorm2d_needs_n_h_w_above_1(tmp_path, kernel, refused):
     """One image of 24x24 gives 576 values per channel; one image of 1x1 gives 1."""
     model = bn2d(tmp_path, kernel)
-    cfg = kit.config(model=model, epochs=1)
-    data = (kit.make_data(21, 0), kit.TEST)
+    cfg = make_config(model=model, epochs=1)
+    data = (make_data(21, 0), TEST)
     if refused:
         with pytest.raises(
             ShapeError,
             match=r"step 3 of 3.*layer 1 \(BatchNorm2d.*its input "
             r"\(2, 1, 1\) gives 1 per image",
         ):
-            kit.trainer(tmp_path / "run", cfg, data=data)
+            make_trainer(tmp_path / "run", cfg, data=data)
     else:  # the last batch of one image trains
-        last = kit.trainer(tmp_path / "run", cfg, data=data).fit()
+        last = make_trainer(tmp_path / "run", cfg, data=data).fit()
         assert np.isfinite(last["test_loss"])
 
 
@@ -151,11 +153,11 @@ def test_every_refused_size_is_one_that_fails_and_every_suggestion_works():
                 assert not has_one, (n, b)
 
 
-def test_labels_beyond_the_models_classes_are_refused_before_step_1(tmp_path, kit):
+def test_labels_beyond_the_models_classes_are_refused_before_step_1(tmp_path):
     model = model_file(tmp_path, layer("Flatten"), linear(784, 5))
-    images, labels = kit.TRAIN
+    images, labels = TRAIN
     with pytest.raises(DataError) as info:
-        kit.trainer(tmp_path / "run", kit.config(model=model))
+        make_trainer(tmp_path / "run", make_config(model=model))
     bad = int(np.flatnonzero(labels >= 5)[0])
     assert str(info.value) == (
         f"training label {labels[bad]} at index {bad} is outside [0, 5): "
@@ -195,7 +197,7 @@ def refusals(tmp_path):
 )
 @pytest.mark.parametrize("where", ["--out", "default"])
 def test_a_refused_run_leaves_no_run_directory(
-    case, where, tmp_path, monkeypatch, capsys, kit, cache_root
+    case, where, tmp_path, monkeypatch, capsys, cache_root
 ):
     import stablecnn.cli.train
 
@@ -205,7 +207,7 @@ def test_a_refused_run_leaves_no_run_directory(
             stablecnn.cli.train,
             "load_data",
             lambda dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True: [
-                kit.TRAIN if s == "train" else kit.TEST for s in splits
+                TRAIN if s == "train" else TEST for s in splits
             ],
         )
     work = tmp_path / "work"

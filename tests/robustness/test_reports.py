@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.fakes import make_data
+from support.runs import snapshot
 
 from stablecnn import cli
 
 
-def test_a_class_without_test_images_is_not_reported_as_wrong(
-    epoch1_template, kit, monkeypatch, capsys
-):
+def test_a_class_without_test_images_is_not_reported_as_wrong(epoch1_template, monkeypatch, capsys):
     import stablecnn.cli.train
     from stablecnn.training.metrics import Evaluation
 
-    images, labels = kit.make_data(40, 3)
+    images, labels = make_data(40, 3)
     keep = labels != 3  # no image of class 3; class 5 kept, whatever its accuracy
     monkeypatch.setattr(
         stablecnn.cli.train, "load_data", lambda *a, **k: [(images[keep], labels[keep])]
@@ -33,14 +33,14 @@ def test_a_class_without_test_images_is_not_reported_as_wrong(
 
 # -- the data a run was trained on is the data evaluate and plot read ------------------------------
 @pytest.fixture(scope="module")
-def own_data_run(tmp_path_factory, kit):
+def own_data_run(tmp_path_factory):
     """A run trained on IDX files of the user's own (30 training and 50 test images)."""
     from stablecnn.data import write_idx
 
     root = tmp_path_factory.mktemp("own")
     folder = root / "idx"
     folder.mkdir()
-    for stem, (images, labels) in (("train", kit.make_data(30, 0)), ("t10k", kit.make_data(50, 1))):
+    for stem, (images, labels) in (("train", make_data(30, 0)), ("t10k", make_data(50, 1))):
         write_idx(folder / f"{stem}-images-idx3-ubyte", images)
         write_idx(folder / f"{stem}-labels-idx1-ubyte", labels)
     run = root / "run"
@@ -87,13 +87,11 @@ def test_plot_and_evaluate_read_the_runs_own_data(own_data_run, monkeypatch, cap
     assert "test set, 50 images" in capsys.readouterr().out
 
 
-def test_plot_never_draws_another_datasets_results(
-    own_data_run, kit, monkeypatch, capsys, tmp_path
-):
+def test_plot_never_draws_another_datasets_results(own_data_run, monkeypatch, capsys, tmp_path):
     """The issue's case: --data-dir without --no-verify used to warn, fall back to MNIST's
     10,000 test images and overwrite the plots of the user's 50."""
     run, folder = own_data_run
-    before = kit.snapshot(run)
+    before = snapshot(run)
     seen = _confusions(monkeypatch)
     assert cli.main(["plot", str(run), "--data-dir", str(folder)]) == 2
     err = capsys.readouterr().err
@@ -107,7 +105,7 @@ def test_plot_never_draws_another_datasets_results(
             assert f"trained on the IDX files in {folder}" in err and "--data-dir" in err, err
     finally:
         moved.rename(folder)
-    assert seen == [] and kit.snapshot(run) == before
+    assert seen == [] and snapshot(run) == before
 
 
 def test_no_verify_needs_a_folder(own_data_run, epoch1_template, capsys):

@@ -9,6 +9,8 @@ extends the run.
 from __future__ import annotations
 
 import pytest
+from support.fakes import rewrite_npz
+from support.runs import TEST, TRAIN, assert_bit_exact, state_of
 
 from stablecnn import cli
 from stablecnn.training.resume import data_record
@@ -24,7 +26,7 @@ out_features = 10
 """
 
 
-def with_data_record(kit, run, record):
+def with_data_record(run, record):
     """Rewrite the run's checkpoint so it records ``record`` as its data source."""
     import json
 
@@ -35,14 +37,15 @@ def with_data_record(kit, run, record):
         meta["data"] = record
         arrays["meta"] = np.array(json.dumps(meta))
 
-    kit.rewrite_npz(run / "checkpoint.npz", run / "checkpoint.npz", change)
+    rewrite_npz(run / "checkpoint.npz", run / "checkpoint.npz", change)
     return run
 
 
 @pytest.fixture
-def run(epoch1_run, kit):
-    """The kit's recipe after epoch 1, its checkpoint recording stablecnn's data sources."""
-    return with_data_record(kit, epoch1_run, data_record("mnist", None, True))
+def run(epoch1_run):
+    """The recipe (support.runs) after epoch 1, its checkpoint recording stablecnn's data
+    sources."""
+    return with_data_record(epoch1_run, data_record("mnist", None, True))
 
 
 @pytest.fixture
@@ -176,7 +179,7 @@ def test_a_bad_model_file_on_resume_is_refused_naming_the_file(run, tmp_path, ca
 
 
 def test_the_runs_own_values_are_accepted_and_epochs_extends(
-    run, kit, reference, capsys, monkeypatch, toy_cli
+    run, reference, capsys, monkeypatch, toy_cli
 ):
     from stablecnn.nn import zoo
     from stablecnn.training import checkpoint
@@ -214,7 +217,7 @@ def test_the_runs_own_values_are_accepted_and_epochs_extends(
         == 0
     )
     assert checkpoint.load(run).meta["progress"]["epoch"] == 2
-    kit.assert_bit_exact(kit.state_of(run), reference)  # the run went on exactly as it was
+    assert_bit_exact(state_of(run), reference)  # the run went on exactly as it was
     capsys.readouterr()
     # the same architecture spelt as a model file is the same model
     md1_file = zoo.model_files()["md1"]
@@ -227,7 +230,7 @@ def test_the_runs_own_values_are_accepted_and_epochs_extends(
     assert checkpoint.load(run).meta["progress"]["epoch"] == 3
 
 
-def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, kit, monkeypatch, capsys):
+def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, monkeypatch, capsys):
     """A run trained on --data-dir DIR --no-verify resumes from DIR unverified without them."""
     import stablecnn.cli.train
     from stablecnn.training import checkpoint
@@ -235,12 +238,12 @@ def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, kit, monkeypatch
     folder = tmp_path / "idx"
     folder.mkdir()
 
-    with_data_record(kit, run, data_record("mnist", folder, False))
+    with_data_record(run, data_record("mnist", folder, False))
     calls = []
 
     def load_data(dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True):
         calls.append((dataset, data_dir, verify))
-        return [kit.TRAIN if s == "train" else kit.TEST for s in splits]
+        return [TRAIN if s == "train" else TEST for s in splits]
 
     monkeypatch.setattr(stablecnn.cli.train, "load_data", load_data)
     assert cli.main(["train", "--resume", str(run), "--epochs", "2", "--no-plots"]) == 0

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.fakes import make_data, save_small_checkpoint
+from support.runs import TEST, TRAIN, assert_bit_exact, make_config, make_trainer, resume_to_end
 
 from stablecnn import cli
 from stablecnn.data.pictures import load_images
@@ -41,11 +43,11 @@ def test_hyperparameter_out_of_range(option, value, field, message, tmp_path, ca
     assert str(info.value) == message
 
 
-def test_input_size_does_not_fit_the_model(tmp_path, kit):
+def test_input_size_does_not_fit_the_model(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (20, 32, 32)).astype(np.uint8)
     labels = np.arange(20, dtype=np.uint8) % 10
     with pytest.raises(ShapeError) as info:
-        kit.trainer(tmp_path, data=((images, labels), kit.TEST)).fit()
+        make_trainer(tmp_path, data=((images, labels), TEST)).fit()
     text = str(info.value)
     assert text.startswith(
         "training images: model input (1, 32, 32): layer 7 (Linear("
@@ -54,8 +56,8 @@ def test_input_size_does_not_fit_the_model(tmp_path, kit):
     assert not (tmp_path / "checkpoint.npz").exists()
 
 
-def test_input_size_does_not_fit_the_model_test_split_refused_before_training(tmp_path, kit):
-    test = kit.make_data(10, 1, size=32)
+def test_input_size_does_not_fit_the_model_test_split_refused_before_training(tmp_path):
+    test = make_data(10, 1, size=32)
     steps = []
     from stablecnn.training.callbacks import Callback
 
@@ -64,16 +66,16 @@ def test_input_size_does_not_fit_the_model_test_split_refused_before_training(tm
             steps.append(step)
 
     with pytest.raises(ShapeError, match=r"test images: .*\(1, 32, 32\)"):
-        kit.trainer(tmp_path, data=(kit.TRAIN, test), callbacks=[Count()]).fit()
+        make_trainer(tmp_path, data=(TRAIN, test), callbacks=[Count()]).fit()
     assert steps == []  # refused before the first step
 
 
-def test_nan_or_inf_in_the_input_predict(tmp_path, capsys, kit):
+def test_nan_or_inf_in_the_input_predict(tmp_path, capsys):
     from stablecnn.nn.layers import Flatten, Linear
     from stablecnn.nn.model import Sequential
     from stablecnn.training import checkpoint
 
-    ckpt = kit.save_small_checkpoint(
+    ckpt = save_small_checkpoint(
         tmp_path / "checkpoint.npz", Sequential(Flatten(), Linear(784, 10), input_shape=(1, 28, 28))
     )
     files = []
@@ -103,13 +105,11 @@ def test_nan_or_inf_in_the_input_predict(tmp_path, capsys, kit):
     assert np.isnan(model.forward(np.full((1, 1, 28, 28), np.nan, np.float32))).all()
 
 
-def test_nan_or_inf_in_the_input_training(tmp_path, kit):
-    images = kit.TRAIN[0].astype(np.float32)
+def test_nan_or_inf_in_the_input_training(tmp_path):
+    images = TRAIN[0].astype(np.float32)
     images[7, 3, 3] = np.nan
     with pytest.raises(StableCNNError) as info:
-        kit.trainer(
-            tmp_path, kit.config(normalization="unit"), data=((images, kit.TRAIN[1]), kit.TEST)
-        )
+        make_trainer(tmp_path, make_config(normalization="unit"), data=((images, TRAIN[1]), TEST))
     text = str(info.value)
     assert "training images" in text and ("uint8" in text or "NaN" in text), text
     assert not isinstance(info.value, TrainingError) or "learning rate" not in text
@@ -118,22 +118,20 @@ def test_nan_or_inf_in_the_input_training(tmp_path, kit):
 @pytest.mark.filterwarnings(
     "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
 )
-def test_learning_rate_so_large_the_loss_diverges(
-    epoch1_run, kit, reference, tmp_path, capsys, toy_cli
-):
+def test_learning_rate_so_large_the_loss_diverges(epoch1_run, reference, tmp_path, capsys, toy_cli):
     from stablecnn.training.trainer import resume_checkpoint
 
     good = (epoch1_run / "checkpoint.npz").read_bytes()
     cfg, ckpt = resume_checkpoint(epoch1_run)
     cfg.epochs, cfg.lr = 2, 1e30  # epoch 2 with a learning rate that blows the weights up
     with pytest.raises(TrainingError) as info:
-        kit.trainer(epoch1_run, cfg, checkpoint=ckpt).fit()
+        make_trainer(epoch1_run, cfg, checkpoint=ckpt).fit()
     assert str(info.value) == (
         f"loss became nan at epoch 2, step 2 (global step 5); training stopped. The last good "
         f"checkpoint is {epoch1_run / 'checkpoint.npz'}; try a lower learning rate"
     )
     assert (epoch1_run / "checkpoint.npz").read_bytes() == good  # kept, byte for byte
-    kit.assert_bit_exact(kit.resume_to_end(epoch1_run), reference)  # and it resumes exactly
+    assert_bit_exact(resume_to_end(epoch1_run), reference)  # and it resumes exactly
     # the CLI: exit 2, one line naming the step
     run = tmp_path / "cli"
     assert (
@@ -190,7 +188,7 @@ COLLAPSE = (
 @pytest.mark.filterwarnings(
     "ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning"
 )
-def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, kit, capsys, toy_cli):
+def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, capsys, toy_cli):
     """``--optimizer sgd --lr 4``: the loss jumps at step 2 and the model ends at chance; the run
     goes on (exit 0) with a warning per such epoch, in the log and on stderr."""
     import csv
@@ -237,8 +235,9 @@ def test_a_run_that_collapses_to_chance_is_warned_about(tmp_path, kit, capsys, t
         assert len(re.findall(pattern, log)) == 1, log
 
 
-def test_a_healthy_run_gets_no_collapse_warning(tmp_path, kit, capsys, toy_cli):
-    """The kit's recipe (Adagrad 0.01) ends epoch 1 at chance without an explosion: no warning."""
+def test_a_healthy_run_gets_no_collapse_warning(tmp_path, capsys, toy_cli):
+    """The recipe (support.runs, Adagrad 0.01) ends epoch 1 at chance without an explosion: no
+    warning."""
     from stablecnn.training import checkpoint
 
     run = tmp_path / "run"

@@ -1,121 +1,34 @@
-"""Reference twins for the deeper-model layers: AvgPool2d, GlobalAvgPool2d, BatchNorm1d/2d,
-Dropout and LeakyReLU against PyTorch, in float32 and float64.
+"""PyTorch twins of BatchNorm1d/2d and Dropout, in float32 and float64.
 
-Same method and tolerances as :mod:`test_torch_reference` (whose helpers this reuses): copy our
-parameters into the PyTorch twin, run both on the same input and upstream gradient, compare the
-output and every gradient. BatchNorm also compares the running statistics after several training
-calls and the evaluation output. Dropout cannot share masks (the generators differ), so its twin
-checks what must agree: p = 0 and evaluation are the identity, kept values are scaled by
-``1 / (1 - p)`` exactly as PyTorch scales them, the kept fraction is 1 - p within sampling error,
-and the gradient uses the forward's mask.
+Method and tolerances: :mod:`support.twins`. BatchNorm also compares the running statistics after
+several training calls and the evaluation output. Dropout cannot share masks (the generators
+differ), so its twin checks what must agree: p = 0 and evaluation are the identity, kept values
+are scaled by ``1 / (1 - p)`` exactly as PyTorch scales them, the kept fraction is 1 - p within
+sampling error, and the gradient uses the forward's mask.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip(
-    "torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0"
-)
-F = torch.nn.functional
-
-from test_torch_reference import (  # noqa: E402
+import torch
+from support.twins import (
+    DTYPE_IDS,
     DTYPES,
     RTOL,
-    TORCH_DTYPE,
+    F,
     assert_close,
     assert_dtype,
     ids,
     normal,
     tensor,
     to_numpy,
+    torch_layer,
 )
 
-from stablecnn import (  # noqa: E402  (after the importorskip on purpose)
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Dropout,
-    GlobalAvgPool2d,
-    LeakyReLU,
-)
+from stablecnn import BatchNorm1d, BatchNorm2d, Dropout
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one torch thread here too
-DTYPE_IDS = ["f32", "f64"]
-
-
-# -- AvgPool2d ----------------------------------------------------------------------------------
-# (id, N, C, H, W, kernel, stride, padding); H != W and kH != kW wherever possible
-AVG_CASES = [
-    ("k2-default-stride", 2, 3, 8, 6, 2, None, 0),
-    ("k2-s1-overlap", 2, 3, 7, 5, 2, 1, 0),
-    ("nonsquare-k-and-s", 1, 2, 9, 7, (3, 2), (2, 1), 0),
-    ("k3-s2-pad1-leftover", 2, 2, 10, 9, 3, 2, 1),
-    ("pad-pair", 2, 2, 7, 8, (2, 4), (1, 3), (1, 2)),
-    ("stride-gt-kernel", 2, 2, 7, 8, 2, 3, 0),
-    ("batch1-kernel-is-input", 1, 4, 5, 3, (5, 3), 1, 0),
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("case", AVG_CASES, ids=ids(AVG_CASES))
-def test_avgpool2d_matches_torch(case, dtype):
-    _, n, c, h, w, kernel, stride, padding = case
-    layer = AvgPool2d(kernel, stride, padding)
-    x = normal((n, c, h, w), dtype, seed=1)
-    out = layer.forward(x)
-    dout = normal(out.shape, dtype, seed=2)
-    dx = layer.backward(dout)
-
-    xt = tensor(x, True)
-    ref = F.avg_pool2d(xt, kernel, stride, padding, count_include_pad=True)
-    ref.backward(tensor(dout))
-    assert_dtype(out, dtype, "avgpool output")
-    assert_dtype(dx, dtype, "avgpool dx")
-    assert_close(out, ref, "avgpool output")
-    assert_close(dx, xt.grad, "avgpool dx")
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (1, 4, 1, 6), (3, 2, 1, 1)], ids=str)
-def test_global_avgpool2d_matches_torch(shape, dtype):
-    layer = GlobalAvgPool2d()
-    x = normal(shape, dtype, seed=3)
-    out = layer.forward(x)
-    dout = normal(out.shape, dtype, seed=4)
-    dx = layer.backward(dout)
-
-    xt = tensor(x, True)
-    ref = F.adaptive_avg_pool2d(xt, 1).flatten(1)
-    ref.backward(tensor(dout))
-    assert_dtype(out, dtype, "global avgpool output")
-    assert_dtype(dx, dtype, "global avgpool dx")
-    assert_close(out, ref, "global avgpool output")
-    assert_close(dx, xt.grad, "global avgpool dx")
-
-
-# -- LeakyReLU ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("slope", [0.01, 0.3], ids=str)
-@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (6, 7)], ids=["4d", "2d"])
-def test_leaky_relu_matches_torch(shape, slope, dtype):
-    # integers in [-2, 2]: many exact zeros, where both libraries take the slope as the derivative
-    x = np.random.default_rng(0).integers(-2, 3, shape).astype(dtype)
-    x.flat[::3] = normal(x.size, dtype, seed=1).flat[::3]
-    layer = LeakyReLU(slope)
-    out = layer.forward(x)
-    dout = normal(shape, dtype, seed=2)
-    dx = layer.backward(dout)
-
-    xt = tensor(x, True)
-    ref = F.leaky_relu(xt, slope)
-    ref.backward(tensor(dout))
-    assert_dtype(out, dtype, "leaky_relu output")
-    assert_dtype(dx, dtype, "leaky_relu dx")
-    assert_close(out, ref, "leaky_relu output")
-    assert_close(dx, xt.grad, "leaky_relu dx")
-    assert repr(layer) == repr(torch.nn.LeakyReLU(slope))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- BatchNorm ----------------------------------------------------------------------------------
@@ -129,18 +42,13 @@ BN_CASES = [
     ("1d-batch2", BatchNorm1d, (2, 3)),
     ("1d-sequences", BatchNorm1d, (3, 4, 7)),
 ]
-TORCH_BN = {BatchNorm1d: torch.nn.BatchNorm1d, BatchNorm2d: torch.nn.BatchNorm2d}
 
 
 def _twins(cls, c, dtype, momentum=0.1, eps=1e-5):
     ours = cls(c, eps=eps, momentum=momentum, dtype=dtype)
     ours.params["weight"][...] = np.random.default_rng(5).uniform(0.5, 1.5, c)
     ours.params["bias"][...] = normal(c, dtype, seed=6)
-    ref = TORCH_BN[cls](c, eps=eps, momentum=momentum, dtype=TORCH_DTYPE[np.dtype(dtype)])
-    with torch.no_grad():
-        ref.weight.copy_(tensor(ours.params["weight"]))
-        ref.bias.copy_(tensor(ours.params["bias"]))
-    return ours, ref
+    return ours, torch_layer(ours)
 
 
 def _dx_slack(x, dout, gamma, eps):

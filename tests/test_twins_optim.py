@@ -4,11 +4,11 @@ Each optimizer twin isolates the update rule: our model computes the gradients, 
 gradients are copied into the ``.grad`` of PyTorch parameters that started as copies of ours, and
 both optimizers step. After every one of 6 steps the parameters and every state slot (momentum
 buffers, moments, square averages, step count) must agree to ``assert_close``'s tolerance
-(``rtol`` 1e-5 in float32, 1e-10 in float64, relative to the array's largest entry). Both sides
-see identical gradients, so the only differences are rounding inside the rules (torch's fused
-``addcmul``/``lerp`` against our separate multiplies), a few float32 epsilons per step; a wrong
-rule (missing bias correction, decay applied to the wrong term, a buffer started at 0 instead of
-the first gradient) is off by orders of magnitude more.
+(:mod:`support.twins`: ``rtol`` 1e-5 in float32, 1e-10 in float64, relative to the array's largest
+entry). Both sides see identical gradients, so the only differences are rounding inside the rules
+(torch's fused ``addcmul``/``lerp`` against our separate multiplies), a few float32 epsilons per
+step; a wrong rule (missing bias correction, decay applied to the wrong term, a buffer started at
+0 instead of the first gradient) is off by orders of magnitude more.
 """
 
 from __future__ import annotations
@@ -17,12 +17,8 @@ import math
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip(
-    "torch", reason="PyTorch is the reference for these tests; pip install torch==2.13.0"
-)
-
-from test_torch_reference import DTYPES, assert_close, assert_dtype, tensor  # noqa: E402
+import torch
+from support.twins import DTYPES, assert_close, assert_dtype, tensor
 
 from stablecnn import (
     SGD,
@@ -39,7 +35,7 @@ from stablecnn import (
     SoftmaxCrossEntropy,
     clip_grad_norm,
 )
-from stablecnn.optim.schedules import ConstantLR, CosineLR, StepLR, WarmupLR  # noqa: E402
+from stablecnn.optim.schedules import ConstantLR, CosineLR, StepLR, WarmupLR
 
 STEPS = 6
 
@@ -157,7 +153,7 @@ def test_adagrad_with_weight_decay_matches_torch_rule(dtype):
 
     The reference is written in torch ops rather than ``torch.optim.Adagrad`` because our
     epsilon sits inside the square root (the original Model 1 rule; see
-    ``test_torch_reference.py``).
+    ``test_twins_loss_model.py``).
     """
     lr, eps, wd = 0.05, 1e-6, 0.1
     model = small_model(dtype)
