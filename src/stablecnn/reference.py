@@ -51,40 +51,51 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+# (pH, pW) zeros on both sides, or ((top, bottom), (left, right))
+PaddingArg = tuple[int, int] | tuple[tuple[int, int], tuple[int, int]]
+
 
 # -- windows --------------------------------------------------------------------------------------
-def _pairs(padding):
+def _pairs(padding: PaddingArg) -> tuple[tuple[int, int], tuple[int, int]]:
     """``(pH, pW)`` or ``((top, bottom), (left, right))`` as the second form."""
     return tuple((p, p) if np.isscalar(p) else tuple(p) for p in padding)
 
 
-def _pad(x, padding):
+def _pad(x: np.ndarray, padding: PaddingArg) -> np.ndarray:
     """``x`` (N, C, H, W) with ``padding`` zeros around each map:
     (N, C, H + pT + pB, W + pL + pR)."""
     return np.pad(x, ((0, 0), (0, 0), *_pairs(padding)))
 
 
-def _windows(xp, kernel, stride):
+def _windows(xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> np.ndarray:
     """The (N, C, Ho, Wo, kH, kW) view whose ``[n, c, i, j]`` is the window
     ``xp[n, c, i*sH : i*sH + kH, j*sW : j*sW + kW]``: no copy."""
     return sliding_window_view(xp, tuple(kernel), axis=(2, 3))[:, :, :: stride[0], :: stride[1]]
 
 
-def _at_offset(a, p, q, stride, out_hw):
+def _at_offset(
+    a: np.ndarray, p: int, q: int, stride: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
     """The (N, C, Ho, Wo) view of ``a`` whose ``[n, c, i, j]`` is ``a[n, c, i*sH + p, j*sW + q]``:
     the cell at offset (p, q) of every window. Backward passes add into it."""
     (sh, sw), (ho, wo) = stride, out_hw
     return a[:, :, p : p + sh * (ho - 1) + 1 : sh, q : q + sw * (wo - 1) + 1 : sw]
 
 
-def _crop(xp, padding, x_shape):
+def _crop(xp: np.ndarray, padding: PaddingArg, x_shape: tuple[int, ...]) -> np.ndarray:
     """Undo :func:`_pad`: the (N, C, H, W) middle of a padded array."""
     (top, _), (left, _) = _pairs(padding)
     return xp[:, :, top : top + x_shape[2], left : left + x_shape[3]]
 
 
 # -- Conv2d ---------------------------------------------------------------------------------------
-def conv2d_forward(x, w, b, stride=(1, 1), padding=((0, 0), (0, 0))):
+def conv2d_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    stride: tuple[int, int] = (1, 1),
+    padding: PaddingArg = ((0, 0), (0, 0)),
+) -> np.ndarray:
     r"""2-D convolution (cross-correlation, as in every deep-learning library).
 
     .. math::
@@ -107,7 +118,13 @@ def conv2d_forward(x, w, b, stride=(1, 1), padding=((0, 0), (0, 0))):
     return np.einsum("nchwpq,fcpq->nfhw", win, w) + b[:, None, None]
 
 
-def conv2d_backward(dout, x, w, stride=(1, 1), padding=((0, 0), (0, 0))):
+def conv2d_backward(
+    dout: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    stride: tuple[int, int] = (1, 1),
+    padding: PaddingArg = ((0, 0), (0, 0)),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``.
 
     .. math::
@@ -134,7 +151,9 @@ def conv2d_backward(dout, x, w, stride=(1, 1), padding=((0, 0), (0, 0))):
 
 
 # -- pooling --------------------------------------------------------------------------------------
-def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2)):
+def maxpool2d_forward(
+    x: np.ndarray, kernel: tuple[int, int] = (2, 2), stride: tuple[int, int] = (2, 2)
+) -> np.ndarray:
     r"""2-D max pooling: ``out[n, c, i, j] = max_{p < kH, q < kW} x[n, c, i sH + p, j sW + q]``.
 
     Shapes: x (N, C, H, W) -> out (N, C, Ho, Wo), ``Ho = floor((H - kH) / sH) + 1`` (no padding:
@@ -143,7 +162,12 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2)):
     return _windows(x, kernel, stride).max(axis=(4, 5))
 
 
-def maxpool2d_backward(dout, x, kernel=(2, 2), stride=(2, 2)):
+def maxpool2d_backward(
+    dout: np.ndarray,
+    x: np.ndarray,
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+) -> np.ndarray:
     r"""Gradient of :func:`maxpool2d_forward`: each ``dout[n, c, i, j]`` goes to the cell that
     holds its window's maximum; overlapping windows (stride < kernel) add at a shared cell.
 
@@ -172,7 +196,12 @@ def maxpool2d_backward(dout, x, kernel=(2, 2), stride=(2, 2)):
     return dx
 
 
-def avgpool2d_forward(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+def avgpool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+    padding: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     r"""2-D average pooling, the padding zeros counted (PyTorch's ``count_include_pad=True``):
 
     .. math::
@@ -184,7 +213,13 @@ def avgpool2d_forward(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
     return _windows(_pad(x, padding), kernel, stride).mean(axis=(4, 5))
 
 
-def avgpool2d_backward(dout, x_shape, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+def avgpool2d_backward(
+    dout: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+    padding: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     r"""Gradient of :func:`avgpool2d_forward`: every cell of window (i, j) gets
     ``dout[n, c, i, j] / (kH kW)``; overlapping windows add; the padding's share is dropped.
 
@@ -198,7 +233,7 @@ def avgpool2d_backward(dout, x_shape, kernel=(2, 2), stride=(2, 2), padding=(0, 
     return _crop(dxp, padding, x_shape)
 
 
-def global_avgpool2d_forward(x):
+def global_avgpool2d_forward(x: np.ndarray) -> np.ndarray:
     r"""Each channel's mean over its whole map: ``out[n, c] = (1 / HW) sum_{i, j} x[n, c, i, j]``.
 
     Shapes: x (N, C, H, W) -> out (N, C).
@@ -206,7 +241,7 @@ def global_avgpool2d_forward(x):
     return x.mean(axis=(2, 3))
 
 
-def global_avgpool2d_backward(dout, x_shape):
+def global_avgpool2d_backward(dout: np.ndarray, x_shape: tuple[int, int, int, int]) -> np.ndarray:
     r"""Gradient of :func:`global_avgpool2d_forward`: ``dx[n, c, i, j] = dout[n, c] / (H W)``.
 
     Shapes: dout (N, C), ``x_shape`` = (N, C, H, W) -> dx (N, C, H, W).
@@ -216,7 +251,7 @@ def global_avgpool2d_backward(dout, x_shape):
 
 
 # -- Linear ---------------------------------------------------------------------------------------
-def linear_forward(x, w, b):
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     r"""Affine map ``out = x w^T + b``: ``out[n, o] = b[o] + sum_i x[n, i] w[o, i]``.
 
     Shapes: x (N, in_features), w (out_features, in_features), b (out_features,) ->
@@ -225,7 +260,9 @@ def linear_forward(x, w, b):
     return x @ w.T + b
 
 
-def linear_backward(dout, x, w):
+def linear_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Gradients of :func:`linear_forward`. Returns ``(dx, dw, db)``:
     ``dx = dout w``, ``dw = dout^T x``, ``db = sum_n dout[n]``.
 
@@ -235,17 +272,19 @@ def linear_backward(dout, x, w):
 
 
 # -- BatchNorm ------------------------------------------------------------------------------------
-def _channel_axes(x):
+def _channel_axes(x: np.ndarray) -> tuple[int, ...]:
     """Every axis but the channels (axis 1): the values one channel's statistics are taken over."""
     return (0, *range(2, x.ndim))
 
 
-def _per_channel(v, x):
+def _per_channel(v: np.ndarray, x: np.ndarray) -> np.ndarray:
     """A (C,) vector shaped to broadcast against ``x`` along axis 1: (1, C, 1, ...)."""
     return v.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-def batchnorm_forward(x, gamma, beta, eps=1e-5):
+def batchnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+) -> np.ndarray:
     r"""Batch normalisation in training mode, with the batch's own statistics.
 
     Per channel c, over the M values it holds in the batch (M = N, N*L or N*H*W):
@@ -265,7 +304,9 @@ def batchnorm_forward(x, gamma, beta, eps=1e-5):
     return _per_channel(gamma, x) * x_hat + _per_channel(beta, x)
 
 
-def batchnorm_backward(dout, x, gamma, eps=1e-5):
+def batchnorm_backward(
+    dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Gradients of :func:`batchnorm_forward`. Returns ``(dx, dgamma, dbeta)``.
 
     Per channel, sums over its M values, with ``g = dout``:
@@ -294,7 +335,9 @@ def batchnorm_backward(dout, x, gamma, eps=1e-5):
     return dx, dgamma, dbeta
 
 
-def batchnorm_running_stats(x, running_mean, running_var, momentum=0.1):
+def batchnorm_running_stats(
+    x: np.ndarray, running_mean: np.ndarray, running_var: np.ndarray, momentum: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     r"""The running statistics after one training batch, as PyTorch keeps them:
 
     .. math::
@@ -312,7 +355,14 @@ def batchnorm_running_stats(x, running_mean, running_var, momentum=0.1):
     )
 
 
-def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
+def batchnorm_eval_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float = 1e-5,
+) -> np.ndarray:
     r"""Batch normalisation in evaluation mode, with the running statistics:
     ``y = gamma (x - running_mean) / sqrt(running_var + eps) + beta``, per channel.
 
@@ -323,28 +373,30 @@ def batchnorm_eval_forward(x, gamma, beta, running_mean, running_var, eps=1e-5):
 
 
 # -- activations, dropout, flatten ----------------------------------------------------------------
-def relu_forward(x):
+def relu_forward(x: np.ndarray) -> np.ndarray:
     """``max(x, 0)``, elementwise. Any shape."""
     return np.maximum(x, 0)
 
 
-def relu_backward(dout, x):
+def relu_backward(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
     """``dout`` where ``x > 0``, else 0 (at exactly 0 too, as in PyTorch). ``x`` may also be the
     forward's output: it is positive exactly where ``x`` is."""
     return dout * (x > 0)
 
 
-def leaky_relu_forward(x, negative_slope=0.01):
+def leaky_relu_forward(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
     """``x`` where ``x > 0``, else ``negative_slope * x``. Any shape."""
     return np.where(x > 0, x, negative_slope * x)
 
 
-def leaky_relu_backward(dout, x, negative_slope=0.01):
+def leaky_relu_backward(
+    dout: np.ndarray, x: np.ndarray, negative_slope: float = 0.01
+) -> np.ndarray:
     """``dout`` where ``x > 0``, else ``negative_slope * dout`` (at exactly 0 too, as PyTorch)."""
     return np.where(x > 0, dout, negative_slope * dout)
 
 
-def dropout_forward(x, mask):
+def dropout_forward(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     r"""Inverted dropout with a given mask: ``out = x * mask``, where ``mask`` is ``1 / (1 - p)``
     for a kept unit and 0 for a dropped one (the layer draws it with
     :func:`stablecnn.nn.layers.dropout.dropout_mask`), so ``E[out] = x``. Evaluation is the
@@ -352,23 +404,23 @@ def dropout_forward(x, mask):
     return x * mask
 
 
-def dropout_backward(dout, mask):
+def dropout_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Gradient of :func:`dropout_forward`: ``dx = dout * mask``."""
     return dout * mask
 
 
-def flatten_forward(x):
+def flatten_forward(x: np.ndarray) -> np.ndarray:
     """(N, d1, d2, ...) -> (N, d1*d2*...), in C order (channels, then rows, then columns)."""
     return x.reshape(x.shape[0], -1)
 
 
-def flatten_backward(dout, x_shape):
+def flatten_backward(dout: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
     """Gradient of :func:`flatten_forward`: ``dout`` reshaped back to ``x_shape``."""
     return dout.reshape(x_shape)
 
 
 # -- the loss -------------------------------------------------------------------------------------
-def log_softmax(logits):
+def log_softmax(logits: np.ndarray) -> np.ndarray:
     r"""Row-wise ``log softmax(z)[n, k] = z[n, k] - m[n] - log sum_j exp(z[n, j] - m[n])`` with
     ``m[n] = max_j z[n, j]``: every exponent is at most 0 (no overflow) and the sum is at least 1
     (the log never sees 0), for any finite logits. Shapes: (N, K) -> (N, K)."""
@@ -376,7 +428,7 @@ def log_softmax(logits):
     return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy_forward(logits, labels):
+def softmax_cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.floating:
     r"""Mean softmax cross-entropy: ``L = -(1/N) sum_n log softmax(z)[n, y_n]``.
 
     Shapes: logits (N, K), labels (N,) integers in [0, K) -> a scalar of the logits' dtype.
@@ -385,7 +437,7 @@ def softmax_cross_entropy_forward(logits, labels):
     return -log_softmax(logits)[np.arange(n), labels].mean()
 
 
-def softmax_cross_entropy_backward(logits, labels):
+def softmax_cross_entropy_backward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     r"""Gradient of :func:`softmax_cross_entropy_forward`:
     ``dL/dz[n, k] = (softmax(z)[n, k] - [k = y_n]) / N``. Shapes: as the forward's -> (N, K)."""
     n = logits.shape[0]

@@ -38,6 +38,8 @@ of whole blocks, so the results are the same at any thread count; see
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -45,7 +47,8 @@ from stablecnn.errors import ConfigError
 from stablecnn.kernels import parallel
 from stablecnn.kernels.scratch import fresh
 
-Padding = tuple[tuple[int, int], tuple[int, int]]
+Padding = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
+ConvCache = tuple[str, np.ndarray]  # ("im2col", windows) or ("rows", taps): for the backward pass
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
@@ -53,7 +56,9 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) 
     return (size + pad[0] + pad[1] - kernel) // stride + 1
 
 
-def resolve_padding(padding, kernel_size: tuple[int, int], stride: tuple[int, int]) -> Padding:
+def resolve_padding(
+    padding: int | tuple[int, int] | str, kernel_size: tuple[int, int], stride: tuple[int, int]
+) -> Padding:
     """Turn an int, a pair, ``"valid"`` or ``"same"`` into ``((top, bottom), (left, right))``.
 
     ``"same"`` (stride 1 only, as in PyTorch) pads ``k - 1`` in all, the odd one at the end.
@@ -138,14 +143,22 @@ def row_groups(h0: int, h1: int, kh: int) -> list[tuple[int, int, int, int]]:
     return [tuple(g) for g in groups]
 
 
-def _runs(groups, a: int, z: int):
+def _runs(
+    groups: list[tuple[int, int, int, int]], a: int, z: int
+) -> Iterator[tuple[int, int, int, int]]:
     """The parts of ``groups`` inside rows [a, z)."""
     for r0, r1, lo, hi in groups:
         if r0 < z and r1 > a:
             yield max(r0, a), min(r1, z), lo, hi
 
 
-def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
+def conv2d_input_grad(
+    dmat: np.ndarray,
+    w: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    stride: tuple[int, int],
+    padding: Padding,
+) -> np.ndarray:
     """dL/dx from ``dmat`` = dL/dout as (F, Ho*Wo*N): the adjoint of im2col, one offset at a time.
     Reference: the ``dx`` of :func:`stablecnn.reference.conv2d_backward`.
 
@@ -184,7 +197,9 @@ def conv2d_input_grad(dmat, w, x_shape, stride, padding: Padding) -> np.ndarray:
 ROWS_MIN_DEPTH = 64  # C*kW below this makes the rows kernel's products too thin to pay off
 
 
-def use_rows_kernel(in_channels: int, kernel_size, stride) -> bool:
+def use_rows_kernel(
+    in_channels: int, kernel_size: tuple[int, int], stride: tuple[int, int]
+) -> bool:
     """Whether the rows kernel (see the module docstring) is the faster choice for this shape."""
     return stride[0] == 1 and in_channels * kernel_size[1] >= ROWS_MIN_DEPTH
 
@@ -199,7 +214,9 @@ CACHE_BLOCK = 1 << 20  # bytes of window matrix worked at a time: about one core
 WEIGHT_GRAD_CHUNK = 2048  # columns (windows) per partial product of an im2col weight gradient
 
 
-def window_rows(windows, h0: int, h1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
+def window_rows(
+    windows: np.ndarray, h0: int, h1: int, n0: int = 0, n1: int | None = None
+) -> np.ndarray:
     """The window matrix of output rows h0..h1 (images n0..n1): ``(C*kH*kW + 1, rows*Wo*n)``,
     a copy of the :func:`window_view` ``windows`` with a last row of ones (the bias's)."""
     c, kh, kw, _, wo, n = windows.shape
@@ -233,7 +250,9 @@ def _for_each_row_block(blocks, fn, per_item: int) -> None:
     parallel.for_each_block(blocks, fn, min_run=_min_items(per_item))
 
 
-def taps_rows(taps_view, r0: int, r1: int, n0: int = 0, n1: int | None = None) -> np.ndarray:
+def taps_rows(
+    taps_view: np.ndarray, r0: int, r1: int, n0: int = 0, n1: int | None = None
+) -> np.ndarray:
     """A copy of the :func:`row_view` taps of input rows r0..r1 (images n0..n1) as a
     ``(C*kW, rows*Wo*n)`` matrix."""
     c, kw, _, wo, n = taps_view.shape
@@ -275,8 +294,15 @@ def _min_items(per_item: int) -> int:
 
 
 def conv2d_forward(
-    x, w, b, stride=(1, 1), padding: Padding = ((0, 0), (0, 0)), rows=None, scratch=fresh, keep=True
-):
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    stride: tuple[int, int] = (1, 1),
+    padding: Padding = ((0, 0), (0, 0)),
+    rows: bool | None = None,
+    scratch: Callable[[str, tuple[int, ...], np.dtype], np.ndarray] = fresh,
+    keep: bool = True,
+) -> tuple[np.ndarray, ConvCache | None]:
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
     ``out[n, f, i, j] = b[f] + sum_{c,p,q} w[f, c, p, q] * xpad[n, c, i*sH + p, j*sW + q]``
@@ -284,7 +310,7 @@ def conv2d_forward(
 
     ``rows`` picks the kernel (default: :func:`use_rows_kernel`). Returns ``(out, cache)``: out
     (N, F, Ho, Wo) and what :func:`conv2d_backward` needs (None unless ``keep``). ``scratch``
-    (a :class:`~stablecnn.nn.layers.base.Scratch`) supplies the work arrays. The rows are cut into
+    (a :class:`~stablecnn.kernels.scratch.Scratch`) supplies the work arrays. The rows are cut into
     a grid of cache blocks fixed by the shapes (:func:`_cache_grid`), each copied and multiplied
     at once, and each thread takes a run of whole blocks: every column of the window matrix
     belongs to one row, so the blocks never meet. Without ``keep`` (inference) nothing is kept
@@ -437,14 +463,14 @@ def _im2col_weight_grad(windows, dmat) -> np.ndarray:
 
 
 def conv2d_backward(
-    dout,
-    cache,
-    x_shape,
-    w,
-    stride=(1, 1),
+    dout: np.ndarray,
+    cache: ConvCache,
+    x_shape: tuple[int, int, int, int],
+    w: np.ndarray,
+    stride: tuple[int, int] = (1, 1),
     padding: Padding = ((0, 0), (0, 0)),
-    need_input_grad=True,
-):
+    need_input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d_forward`. Returns ``(dx, dw, db)``; dx is None if not needed.
     Reference: :func:`stablecnn.reference.conv2d_backward`.
 

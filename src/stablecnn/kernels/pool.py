@@ -29,24 +29,37 @@ follows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from stablecnn.kernels import parallel
 
+# the flat kernel's choices: (right, below, top or None, axis order); see maxpool2x2_flat_forward
+FlatChoice = tuple[np.ndarray, np.ndarray, np.ndarray | None, list[int]]
 
-def _window(x, i, j, stride, out_hw):
+
+def _window(
+    x: np.ndarray, i: int, j: int, stride: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
     """The (N, C, Ho, Wo) view of ``x`` at kernel offset (i, j)."""
     (sh, sw), (ho, wo) = stride, out_hw
     return x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
 
 
-def batch_or_channel(x) -> int:
+def batch_or_channel(x: np.ndarray) -> int:
     """Axis 0 or 1, whichever is outermost in memory (and longer than 1): the axis to split
     across threads, since windows never cross it."""
     return max((0, 1), key=lambda i: (x.shape[i] > 1, abs(x.strides[i])))
 
 
-def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=False):
+def maxpool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+    with_argmax: bool = True,
+    relu: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``out[n, c, i, j] = max_{p<kH, q<kW} x[n, c, i*sH + p, j*sW + q]``, then ``max(out, 0)``
     if ``relu`` (see the module doc). Reference: :func:`stablecnn.reference.maxpool2d_forward`.
 
@@ -88,7 +101,9 @@ def maxpool2d_forward(x, kernel=(2, 2), stride=(2, 2), with_argmax=True, relu=Fa
     return out, argmax
 
 
-def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
+def maxpool2x2_forward(
+    x: np.ndarray, stride: tuple[int, int] = (2, 2), with_choice: bool = True, relu: bool = False
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """2x2 max-pool in two separable passes; same result and tie rule as :func:`maxpool2d_forward`
     (and the same ``relu``). Reference: :func:`stablecnn.reference.maxpool2d_forward`.
 
@@ -124,7 +139,7 @@ def maxpool2x2_forward(x, stride=(2, 2), with_choice=True, relu=False):
     return out, ((right, below) if with_choice else None)
 
 
-def contiguous_order(x) -> list[int] | None:
+def contiguous_order(x: np.ndarray) -> list[int] | None:
     """The axis order, outermost first, in which ``x`` is one C-contiguous block
     (``[0, 1, 2, 3]`` for NCHW, ``[1, 2, 3, 0]`` for the convolutions' (C, H, W, N) outputs),
     else None."""
@@ -139,7 +154,7 @@ FLAT_BLOCK = (
 )  # bytes of input a thread's flat passes work at a time (measured: 256 KB slower)
 
 
-def _flat_split(fn, order, *arrays) -> None:
+def _flat_split(fn: Callable[..., object], order: list[int], *arrays: np.ndarray | None) -> None:
     """``fn(*arrays)`` on permuted, C-contiguous arrays, split across threads along their
     outermost axis unless it is H or W (a block boundary would then cut the row or column pairs
     the flat passes read across); each thread works its span :data:`FLAT_BLOCK` bytes at a
@@ -155,7 +170,9 @@ def _flat_split(fn, order, *arrays) -> None:
     parallel.split(in_blocks, *arrays, axis=0)
 
 
-def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
+def maxpool2x2_flat_forward(
+    x: np.ndarray, order: list[int], with_choice: bool = True, relu: bool = False
+) -> tuple[np.ndarray, FlatChoice | None]:
     """Stride-1 2x2 max-pool of ``x`` laid out as ``order`` (see :func:`contiguous_order`), on
     flat vectors (``relu`` as in :func:`maxpool2d_forward`). Returns ``(out, choice)``: ``out``
     is a view of the valid part of the full H x W grid the passes fill.
@@ -199,7 +216,7 @@ def maxpool2x2_flat_forward(x, order, with_choice=True, relu=False):
     return out, ((right, below, top, order) if with_choice else None)
 
 
-def maxpool2x2_flat_backward(dout, choice):
+def maxpool2x2_flat_backward(dout: np.ndarray, choice: FlatChoice) -> np.ndarray:
     """Gradient of :func:`maxpool2x2_flat_forward` (of the ReLU's input too, after
     ``relu=True``); dx has the forward input's layout.
     Reference: :func:`stablecnn.reference.maxpool2d_backward`."""
@@ -237,7 +254,13 @@ def maxpool2x2_flat_backward(dout, choice):
     return dx.transpose(inverse)
 
 
-def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
+def maxpool2x2_backward(
+    dout: np.ndarray,
+    choice: tuple[np.ndarray, np.ndarray],
+    x_like: np.ndarray,
+    stride: tuple[int, int] = (2, 2),
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Gradient of :func:`maxpool2x2_forward`: each output's gradient goes down to the winning
     row, then across to the winning column; overlapping windows add. ``out`` as in
     :func:`maxpool2x2_flat_backward`. Reference: :func:`stablecnn.reference.maxpool2d_backward`."""
@@ -263,7 +286,14 @@ def maxpool2x2_backward(dout, choice, x_like, stride=(2, 2), out=None):
     return dx
 
 
-def maxpool2d_backward(dout, argmax, x_like, kernel=(2, 2), stride=(2, 2), out=None):
+def maxpool2d_backward(
+    dout: np.ndarray,
+    argmax: np.ndarray,
+    x_like: np.ndarray,
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """Route each output gradient to the input position that held its window's maximum.
     Reference: :func:`stablecnn.reference.maxpool2d_backward`.
 

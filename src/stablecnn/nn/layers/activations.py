@@ -20,11 +20,11 @@ class ReLU(Layer):
     Shape: any; output has the input's shape and dtype.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._out = None
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if self.kernels == "reference":
             out = reference.relu_forward(x)
         else:
@@ -33,7 +33,7 @@ class ReLU(Layer):
         self._out = out if training else None
         return out
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._out is None:
             raise RuntimeError("ReLU: backward needs a forward(x, training=True) first")
         out, self._out = self._out, None
@@ -73,7 +73,7 @@ class LeakyReLU(Layer):
         array([-0.2,  0. ,  3. ])
     """
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         if (
             not isinstance(negative_slope, (int, float, np.integer, np.floating))
@@ -84,16 +84,16 @@ class LeakyReLU(Layer):
         self.negative_slope = float(negative_slope)
         self._positive = None
 
-    def config(self):
+    def config(self) -> dict:
         return {"type": "LeakyReLU", "negative_slope": self.negative_slope}
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         positive = x > 0
         out = np.where(positive, x, x * x.dtype.type(self.negative_slope))
         self._positive = positive if training else None
         return out
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._positive is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         positive, self._positive = self._positive, None

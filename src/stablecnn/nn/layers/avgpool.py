@@ -13,20 +13,27 @@ from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.nn.layers.base import Layer, pair
 
 
-def _window(x, i, j, stride, out_hw):
+def _window(
+    x: np.ndarray, i: int, j: int, stride: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
     """The (N, C, Ho, Wo) view of ``x`` at kernel offset (i, j)."""
     (sh, sw), (ho, wo) = stride, out_hw
     return x[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
 
 
-def _pad(x, padding):
+def _pad(x: np.ndarray, padding: tuple[int, int]) -> np.ndarray:
     (ph, pw) = padding
     if ph == pw == 0:
         return x
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def avgpool2d_forward(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+def avgpool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+    padding: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     """``out[n, c, i, j] = sum_{p<kH, q<kW} xpad[n, c, i*sH + p, j*sW + q] / (kH * kW)``.
 
     ``xpad`` is ``x`` with ``padding`` zeros on each side; the zeros count in the divisor
@@ -44,7 +51,13 @@ def avgpool2d_forward(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
     return out
 
 
-def avgpool2d_backward(dout, x_shape, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+def avgpool2d_backward(
+    dout: np.ndarray,
+    x_shape: tuple[int, int, int, int],
+    kernel: tuple[int, int] = (2, 2),
+    stride: tuple[int, int] = (2, 2),
+    padding: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     """``dxpad[n, c, i*sH + p, j*sW + q] += dout[n, c, i, j] / (kH * kW)``, then the padding is cut.
 
     Overlapping windows (stride < kernel) send several shares to one input: they add.
@@ -91,7 +104,12 @@ class AvgPool2d(Layer):
         (2, 8, 4, 3)
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
@@ -102,7 +120,7 @@ class AvgPool2d(Layer):
             )
         self._x_shape = None
 
-    def config(self):
+    def config(self) -> dict:
         return {
             "type": "AvgPool2d",
             "kernel_size": list(self.kernel_size),
@@ -110,7 +128,7 @@ class AvgPool2d(Layer):
             "padding": list(self.padding),
         }
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ShapeError(f"{self!r} expects (N, C, H, W) inputs, got (N, {input_shape})")
         c, h, w = input_shape
@@ -122,18 +140,18 @@ class AvgPool2d(Layer):
             )
         return (c, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
 
-    def padded_shape(self, input_shape):
+    def padded_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         c, h, w = input_shape
         return (c, h + 2 * self.padding[0], w + 2 * self.padding[1])
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._check_input(x, 4)
         self._x_shape = x.shape if training else None
         if self.kernels == "reference":
             return reference.avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._x_shape is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         x_shape, self._x_shape = self._x_shape, None
@@ -166,21 +184,21 @@ class GlobalAvgPool2d(Layer):
         (2, 16)
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._x_shape = None
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ShapeError(f"{self!r} expects (N, C, H, W) inputs, got (N, {input_shape})")
         return (input_shape[0],)
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._check_input(x, 4)
         self._x_shape = x.shape if training else None
         return x.mean(axis=(2, 3))  # (N, C), in x's dtype
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._x_shape is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         x_shape, self._x_shape = self._x_shape, None

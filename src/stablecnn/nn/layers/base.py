@@ -17,11 +17,16 @@ its summary that way before (or without) allocating any weight.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels.scratch import Scratch, fresh  # noqa: F401  (fresh: part of this interface)
+
+# an initialiser, ``init(shape, rng, dtype) -> array`` (see :mod:`stablecnn.nn.init`)
+Initializer = Callable[[tuple[int, ...], np.random.Generator | None, DTypeLike], np.ndarray]
 
 
 class Layer:
@@ -93,7 +98,14 @@ class Layer:
         self.grads[name] = np.zeros_like(value)
         self.param_shapes[name] = value.shape
 
-    def _new_param(self, name: str, shape: tuple[int, ...], init, rng, dtype) -> None:
+    def _new_param(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        init: Initializer,
+        rng: np.random.Generator | None,
+        dtype: DTypeLike,
+    ) -> None:
         """Declare parameter ``name`` of ``shape`` and, unless the layer was made by
         :meth:`without_weights`, fill it with ``init(shape, rng, dtype)`` (and a zero gradient)."""
         self.param_shapes[name] = tuple(shape)
@@ -120,14 +132,14 @@ class Layer:
         self._kernels = value
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype | None:
         """The parameters' dtype (declared, for a layer without weights), or ``None`` for a layer
         without parameters."""
         for p in self.params.values():
             return p.dtype
         return self._param_dtype
 
-    def astype(self, dtype) -> Layer:
+    def astype(self, dtype: DTypeLike) -> Layer:
         """Cast parameters (and gradients) to ``dtype`` in place of the old arrays; returns self.
 
         Floating buffers are cast too; integer buffers (counters) keep their integer dtype.
@@ -165,7 +177,7 @@ class Layer:
         return sum(math.prod(shape) for shape in self.param_shapes.values())
 
 
-def pair(value, name: str, minimum: int = 1) -> tuple[int, int]:
+def pair(value: int | tuple[int, int], name: str, minimum: int = 1) -> tuple[int, int]:
     """Turn an int or a pair of ints, each >= ``minimum``, into a pair, or raise ConfigError."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         out = (int(value), int(value))

@@ -7,6 +7,7 @@ The math and its readable definition: :func:`stablecnn.reference.conv2d_forward`
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
@@ -17,7 +18,7 @@ from stablecnn.kernels.conv import (
     resolve_padding,
 )
 from stablecnn.nn import init as initializers
-from stablecnn.nn.layers.base import Layer, pair
+from stablecnn.nn.layers.base import Initializer, Layer, pair
 
 
 class Conv2d(Layer):
@@ -52,17 +53,17 @@ class Conv2d(Layer):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
         *,
-        weight_init=None,
-        bias_init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        weight_init: Initializer | None = None,
+        bias_init: Initializer | None = None,
+        rng: np.random.Generator | None = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -80,7 +81,7 @@ class Conv2d(Layer):
         self._new_param("bias", (self.out_channels,), bias_init, rng, dtype)
         self._cache = None
 
-    def config(self):
+    def config(self) -> dict:
         padding = self.padding_arg
         return {
             "type": "Conv2d",
@@ -91,7 +92,7 @@ class Conv2d(Layer):
             "padding": list(padding) if isinstance(padding, (tuple, list)) else padding,
         }
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ShapeError(
                 f"{self!r} expects inputs of shape (N, {self.in_channels}, H, W), "
@@ -108,11 +109,11 @@ class Conv2d(Layer):
             )
         return (self.out_channels, ho, wo)
 
-    def padded_shape(self, input_shape):
+    def padded_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         c, h, w = input_shape
         return (c, h + sum(self.padding[0]), w + sum(self.padding[1]))
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._check_input(x, 4)
         if self.kernels == "reference":
             self._cache = (("reference", x), x.shape) if training else None
@@ -134,7 +135,7 @@ class Conv2d(Layer):
         self._cache = (cache, x.shape) if training else None
         return out
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, x_shape = self._cache

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels import parallel
 from stablecnn.nn import init as initializers
-from stablecnn.nn.layers.base import Layer
+from stablecnn.nn.layers.base import Initializer, Layer
 
 
 class Linear(Layer):
@@ -38,14 +39,14 @@ class Linear(Layer):
 
     def __init__(
         self,
-        in_features,
-        out_features,
+        in_features: int,
+        out_features: int,
         *,
-        weight_init=None,
-        bias_init=None,
-        rng=None,
-        dtype=np.float32,
-    ):
+        weight_init: Initializer | None = None,
+        bias_init: Initializer | None = None,
+        rng: np.random.Generator | None = None,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -59,14 +60,14 @@ class Linear(Layer):
         self._new_param("bias", (self.out_features,), bias_init, rng, dtype)
         self._x = None
 
-    def config(self):
+    def config(self) -> dict:
         return {
             "type": "Linear",
             "in_features": self.in_features,
             "out_features": self.out_features,
         }
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if tuple(input_shape) != (self.in_features,):
             raise ShapeError(
                 f"{self!r} expects inputs of shape (N, {self.in_features}), "
@@ -74,7 +75,7 @@ class Linear(Layer):
             )
         return (self.out_features,)
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._check_input(x, 2)
         self._x = x if training else None
         if self.kernels == "reference":
@@ -83,7 +84,7 @@ class Linear(Layer):
         out += self.params["bias"]
         return out
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._x is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         x, self._x = self._x, None

@@ -10,12 +10,15 @@ masks the uninterrupted run would have drawn.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from stablecnn.errors import ConfigError
 from stablecnn.nn.layers.base import Layer
 
 
-def dropout_mask(shape, p: float, seed: int, counter: int, dtype) -> np.ndarray:
+def dropout_mask(
+    shape: tuple[int, ...], p: float, seed: int, counter: int, dtype: DTypeLike
+) -> np.ndarray:
     """The scaled keep-mask of call ``counter``: ``1 / (1 - p)`` with probability ``1 - p``, else 0.
 
     The uniforms are drawn in float32 whatever ``dtype`` is, so a float32 and a float64 model with
@@ -58,7 +61,7 @@ class Dropout(Layer):
         True
     """
 
-    def __init__(self, p=0.5, *, rng=None):
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | None = None) -> None:
         super().__init__()
         if (
             not isinstance(p, (int, float, np.integer, np.floating))
@@ -72,10 +75,10 @@ class Dropout(Layer):
         self.buffers["counter"] = np.array(0, dtype=np.int64)
         self._cache = None
 
-    def config(self):
+    def config(self) -> dict:
         return {"type": "Dropout", "p": self.p}
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if not training:
             self._cache = None
             return x
@@ -88,7 +91,7 @@ class Dropout(Layer):
         self._cache = (mask,)
         return x * mask
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         (mask,), self._cache = self._cache, None

@@ -34,6 +34,7 @@ catastrophically in float32 for data far from zero.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
@@ -46,7 +47,9 @@ def _channel_mean(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return a.mean(axis=axes, dtype=np.float64, keepdims=True).astype(a.dtype, copy=False)
 
 
-def batchnorm_forward(x, gamma, beta, eps, axes):
+def batchnorm_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Training-mode forward. Returns ``(y, x_hat, inv_std, mu, var)``; mu and var (biased) have
     ``x``'s shape with size 1 on ``axes``.
     Reference: :func:`stablecnn.reference.batchnorm_forward`."""
@@ -62,7 +65,14 @@ def batchnorm_forward(x, gamma, beta, eps, axes):
     return y, x_hat, inv_std, mu, var
 
 
-def batchnorm_backward(dout, x_hat, inv_std, gamma, axes, need_input_grad=True):
+def batchnorm_backward(
+    dout: np.ndarray,
+    x_hat: np.ndarray,
+    inv_std: np.ndarray,
+    gamma: np.ndarray,
+    axes: tuple[int, ...],
+    need_input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Returns ``(dx, dgamma, dbeta)`` by the formula in the module docstring (dx ``None`` when
     ``need_input_grad`` is false). Reference: :func:`stablecnn.reference.batchnorm_backward`."""
     m = x_hat.size // x_hat.shape[1]
@@ -89,7 +99,14 @@ class _BatchNorm(Layer):
     _ndims: tuple[int, ...] = ()
     _layout = ""
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype=np.float32):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        *,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         super().__init__()
         name = type(self).__name__
         if (
@@ -120,7 +137,7 @@ class _BatchNorm(Layer):
         self.buffers["num_batches_tracked"] = np.array(0, dtype=np.int64)
         self._cache = None
 
-    def config(self):
+    def config(self) -> dict:
         return {
             "type": type(self).__name__,
             "num_features": self.num_features,
@@ -128,7 +145,7 @@ class _BatchNorm(Layer):
             "momentum": self.momentum,
         }
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) + 1 not in self._ndims or input_shape[0] != self.num_features:
             raise ShapeError(
                 f"{self!r} expects {self._layout} inputs with C = "
@@ -136,7 +153,7 @@ class _BatchNorm(Layer):
             )
         return tuple(input_shape)
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._check_input(x, x.ndim if x.ndim in self._ndims else self._ndims[0])
         axes = (0, *range(2, x.ndim))  # every axis but the channels
         shape = [1] * x.ndim
@@ -188,7 +205,7 @@ class _BatchNorm(Layer):
         self._cache = ("fast", x_hat, inv_std, axes)
         return y
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, self._cache = self._cache, None

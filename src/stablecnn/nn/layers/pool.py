@@ -8,6 +8,8 @@ order); the fast kernels, and why ReLU then max-pool is one pass: :mod:`stablecn
 
 from __future__ import annotations
 
+import numpy as np
+
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels.pool import (
@@ -42,7 +44,9 @@ class MaxPool2d(Layer):
         (1, 32, 18, 18)
     """
 
-    def __init__(self, kernel_size, stride=None):
+    def __init__(
+        self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None
+    ) -> None:
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
@@ -50,14 +54,14 @@ class MaxPool2d(Layer):
             raise ConfigError(f"kernel_size {self.kernel_size} is too large (at most 255 cells)")
         self._cache = None
 
-    def config(self):
+    def config(self) -> dict:
         return {
             "type": "MaxPool2d",
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
         }
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3:
             raise ShapeError(f"{self!r} expects (N, C, H, W) inputs, got (N, {input_shape})")
         c, h, w = input_shape
@@ -69,7 +73,7 @@ class MaxPool2d(Layer):
             (w - self.kernel_size[1]) // self.stride[1] + 1,
         )
 
-    def forward(self, x, training=True, relu=False):
+    def forward(self, x: np.ndarray, training: bool = True, relu: bool = False) -> np.ndarray:
         """Pool ``x``. ``relu=True`` computes ``maxpool(relu(x))`` (as ``relu(maxpool(x))``, see
         the module doc) and :meth:`backward` then returns the gradient with respect to the
         ReLU's input: :class:`ReLUMaxPool2d` runs a ReLU followed by a max-pool this way, one
@@ -98,7 +102,7 @@ class MaxPool2d(Layer):
         self._cache = (kind, choice, x, mask) if training else None
         return out
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         kind, choice, x, out = self._cache
@@ -155,7 +159,7 @@ class ReLUMaxPool2d(Layer):
         [[[[0.0]]]]
     """
 
-    def __init__(self, relu: ReLU, pool: MaxPool2d):
+    def __init__(self, relu: ReLU, pool: MaxPool2d) -> None:
         super().__init__()
         if type(relu) is not ReLU or type(pool) is not MaxPool2d:
             raise TypeError(
@@ -174,20 +178,20 @@ class ReLUMaxPool2d(Layer):
         self.relu.kernels = value
         self.pool.kernels = value
 
-    def config(self):
+    def config(self) -> dict:
         raise TypeError(
             "ReLUMaxPool2d is a step of a model's execution plan made by "
             "stablecnn.nn.fuse.fuse, not a layer of an architecture: save the ReLU "
             "and the MaxPool2d it runs (Sequential.config does)"
         )
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return self.pool.output_shape(input_shape)
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         return self.pool.forward(x, training, relu=True)
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         return self.pool.backward(dout, need_input_grad)
 
     def __repr__(self):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from stablecnn.nn.layers.base import Layer
 
 
@@ -17,18 +19,18 @@ class Flatten(Layer):
     Shape: (N, *dims) -> (N, prod(dims)).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self._shape = None
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (math.prod(input_shape),)
 
-    def forward(self, x, training=True):
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         self._shape = x.shape if training else None
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dout, need_input_grad=True):
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self._shape is None:
             raise RuntimeError("Flatten: backward needs a forward(x, training=True) first")
         shape, self._shape = self._shape, None
