@@ -9,7 +9,8 @@ trains on them.
   steps give the fast kernels' numbers, with the fast kernels out of reach.
 
 The fast kernels are held to these definitions over the layer tests' own tables of shapes
-(``test_layers.py``, ``test_layers_extra.py``, ``test_loss.py``).
+(``test_layers_conv.py``, ``test_layers_pool.py``, ``test_layers_dense_activations.py``,
+``test_layers_norm_dropout.py``, ``test_loss.py``).
 """
 
 from __future__ import annotations
