@@ -1,4 +1,5 @@
-"""Sequential and Model 1: shapes, whole-model gradient check, parameters, optimizer, init."""
+"""Sequential and Model 1: shapes, whole-model gradient checks, parameters across training steps,
+summary, repr, batched prediction."""
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from stablecnn import (
     Sequential,
     SoftmaxCrossEntropy,
 )
-from stablecnn.nn import init, zoo
+from stablecnn.nn import zoo
 
 
 def test_md1_has_the_original_shapes_and_parameter_names():
@@ -142,66 +143,6 @@ def test_parameters_stay_the_same_objects_across_steps():
     after = [(p, g) for _, p, g in model.parameters()]
     assert all(p is q and g is h for (p, g), (q, h) in zip(before, after))
     assert losses[-1] < 0.5 * losses[0]  # a tiny batch is memorised
-
-
-def test_adagrad_rule_and_state():
-    p = np.array([1.0, -2.0, 3.0])
-    g = np.zeros_like(p)
-    opt = Adagrad([("w", p, g)], lr=0.5, eps=1e-6)
-    G = np.zeros_like(p)
-    ref = p.copy()
-    for grad in ([0.1, -0.2, 0.0], [0.3, 0.1, -0.5]):
-        g[...] = grad
-        opt.step()
-        G += np.square(grad)
-        ref -= 0.5 * np.asarray(grad) / np.sqrt(G + 1e-6)
-        np.testing.assert_allclose(p, ref, rtol=1e-15)
-    state = opt.state_dict()
-    np.testing.assert_allclose(state["w.sum_sq"], G)
-    assert int(state["steps"]) == 2
-    other = Adagrad([("w", p.copy(), g)], lr=0.5)
-    other.load_state_dict(state)
-    np.testing.assert_array_equal(other.state["w"]["sum_sq"], G)
-    with pytest.raises(ValueError, match="missing"):
-        other.load_state_dict({"steps": np.array(1)})
-
-
-@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
-def test_optimizer_rejects_a_bad_learning_rate(lr):
-    with pytest.raises(ValueError, match="learning rate"):
-        Adagrad([("w", np.zeros(2), np.zeros(2))], lr=lr)
-
-
-def test_adagrad_keeps_the_parameter_dtype():
-    p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
-    opt = Adagrad([("w", p, g)])
-    opt.step()
-    assert p.dtype == np.float32 and opt.state["w"]["sum_sq"].dtype == np.float32
-
-
-def test_truncated_normal_is_cut_at_two_sigma_and_seeded():
-    a = init.truncated_normal((200_000,), np.random.default_rng(0), np.float64, std=0.1)
-    assert np.max(np.abs(a)) <= 0.2
-    # the std of a normal truncated at +-2 sigma is 0.8796 sigma
-    assert a.std() == pytest.approx(0.08796, rel=0.01)
-    b = init.truncated_normal((200_000,), np.random.default_rng(0), np.float64, std=0.1)
-    np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize(
-    "cls,expected_std",
-    [
-        (init.HeNormal, np.sqrt(2 / 50)),
-        (init.HeUniform, np.sqrt(2 / 50)),
-        (init.GlorotNormal, np.sqrt(2 / 150)),
-        (init.GlorotUniform, np.sqrt(2 / 150)),
-    ],
-)
-def test_fan_based_initialisers_have_the_right_spread(cls, expected_std):
-    w = cls()((400, 2, 5, 5), np.random.default_rng(0), np.float64)  # fan_in 50, fan_out 10000
-    if "Glorot" in cls.__name__:
-        expected_std = np.sqrt(2 / (50 + 10000))
-    assert w.std() == pytest.approx(expected_std, rel=0.02)
 
 
 def test_summary_and_repr():

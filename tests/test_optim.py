@@ -262,6 +262,41 @@ def test_the_learning_rate_can_change_between_steps():
     assert opt.lr == 0.25
 
 
+def test_adagrad_rule_and_state():
+    p = np.array([1.0, -2.0, 3.0])
+    g = np.zeros_like(p)
+    opt = Adagrad([("w", p, g)], lr=0.5, eps=1e-6)
+    G = np.zeros_like(p)
+    ref = p.copy()
+    for grad in ([0.1, -0.2, 0.0], [0.3, 0.1, -0.5]):
+        g[...] = grad
+        opt.step()
+        G += np.square(grad)
+        ref -= 0.5 * np.asarray(grad) / np.sqrt(G + 1e-6)
+        np.testing.assert_allclose(p, ref, rtol=1e-15)
+    state = opt.state_dict()
+    np.testing.assert_allclose(state["w.sum_sq"], G)
+    assert int(state["steps"]) == 2
+    other = Adagrad([("w", p.copy(), g)], lr=0.5)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(other.state["w"]["sum_sq"], G)
+    with pytest.raises(ValueError, match="missing"):
+        other.load_state_dict({"steps": np.array(1)})
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), float("inf")])
+def test_optimizer_rejects_a_bad_learning_rate(lr):
+    with pytest.raises(ValueError, match="learning rate"):
+        Adagrad([("w", np.zeros(2), np.zeros(2))], lr=lr)
+
+
+def test_adagrad_keeps_the_parameter_dtype():
+    p, g = np.ones(3, np.float32), np.full(3, 0.5, np.float32)
+    opt = Adagrad([("w", p, g)])
+    opt.step()
+    assert p.dtype == np.float32 and opt.state["w"]["sum_sq"].dtype == np.float32
+
+
 # -- validation, registry, repr -----------------------------------------------------------------
 # every hyperparameter's refusals: test_optim_validation.py
 
