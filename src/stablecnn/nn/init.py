@@ -21,7 +21,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_number(owner: str, name: str, value, positive: bool = False) -> None:
-    """Raise ValueError unless ``value`` is a real number, finite, within float32's range (so the
+    """Raise ConfigError unless ``value`` is a real number, finite, within float32's range (so the
     weights it gives are finite in float32 too) and, with ``positive``, above 0."""
     if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
         raise ConfigError(f"{owner}: {name} must be a number, got {value!r}")
@@ -141,7 +141,7 @@ INITIALIZERS = {
 
 
 def check_shape(initializer, shape: tuple[int, ...]) -> None:
-    """Raise ValueError if ``initializer`` cannot fill a parameter of ``shape``, drawing nothing:
+    """Raise ConfigError if ``initializer`` cannot fill a parameter of ``shape``, drawing nothing:
     the fan-based ones (He, Glorot) need a weight of at least 2 dimensions."""
     if isinstance(initializer, (HeNormal, HeUniform, GlorotNormal, GlorotUniform)):
         fans(shape)

@@ -22,16 +22,43 @@ import numpy as np
 from stablecnn.errors import DataError, ShapeError
 
 
+def _check_logits(logits: np.ndarray) -> None:
+    if logits.ndim != 2 or logits.shape[1] == 0:
+        raise ShapeError(f"logits must be (N, K) with K >= 1, got shape {logits.shape}")
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax of (N, K) logits, stable for any finite logits.
-    Reference: :func:`stablecnn.reference.log_softmax`."""
+    r"""Row-wise log-softmax, stable for any finite logits.
+
+    .. math::
+        \log p[n, k] = z[n, k] - m[n] - \log \sum_j e^{z[n, j] - m[n]}, \qquad
+        m[n] = \max_j z[n, j]
+
+    Reference: :func:`stablecnn.reference.log_softmax`.
+
+    Shape:
+        (N, K) float -> (N, K), the logits' dtype.
+
+    Raises:
+        ShapeError: ``logits`` not 2-D, or with no classes (K = 0).
+    """
+    _check_logits(logits)
     shifted = logits - logits.max(axis=1, keepdims=True)  # every entry <= 0
     shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # the sum is in [1, K]
     return shifted
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of (N, K) logits; rows sum to 1, no overflow for finite logits."""
+    r"""Row-wise softmax: ``p[n, k] = exp(z[n, k] - m[n]) / sum_j exp(z[n, j] - m[n])`` with
+    ``m[n] = max_j z[n, j]``; rows sum to 1, no overflow for finite logits.
+
+    Shape:
+        (N, K) float -> (N, K), the logits' dtype.
+
+    Raises:
+        ShapeError: ``logits`` not 2-D, or with no classes (K = 0).
+    """
+    _check_logits(logits)
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     e /= e.sum(axis=1, keepdims=True)
     return e
@@ -50,29 +77,40 @@ def _check_labels(labels, n: int, k: int) -> np.ndarray:
 
 
 class SoftmaxCrossEntropy:
-    """Mean softmax cross-entropy over a batch, from integer class labels.
+    r"""Mean softmax cross-entropy over a batch, from integer class labels.
 
-    Reference: :func:`stablecnn.reference.softmax_cross_entropy_forward` and
+    .. math::
+        L = -\frac{1}{N} \sum_n \log \mathrm{softmax}(z)[n, y_n], \qquad
+        \frac{\partial L}{\partial z} = \frac{\mathrm{softmax}(z) - \mathrm{onehot}(y)}{N}
+
+    in log-sum-exp form (see the module doc). Reference:
+    :func:`stablecnn.reference.softmax_cross_entropy_forward` and
     :func:`~stablecnn.reference.softmax_cross_entropy_backward` (this class adds the label
     checks, and flushes subnormal gradient entries to 0).
+
+    Shape:
+        logits (N, K) float, labels (N,) int in [0, K) -> a scalar of the logits' dtype;
+        ``backward()`` returns dL/dlogits (N, K) in the logits' dtype.
+
+    Raises:
+        ShapeError: ``forward`` of logits that are not 2-D (or have no classes), of an empty
+            batch (N = 0: the mean is undefined), or of labels that are not (N,).
+        TypeError: ``forward`` of labels that are not integers.
+        DataError: ``forward`` of a label outside [0, K) (the message names it).
+        RuntimeError: ``backward`` before any ``forward``.
 
     Example:
         >>> loss = SoftmaxCrossEntropy()
         >>> value = loss.forward(np.array([[1e4, -1e4]], np.float32), np.array([1]))
         >>> float(value), loss.backward().tolist()
         (20000.0, [[1.0, -1.0]])
-
-    Shape:
-        logits (N, K) float, labels (N,) int in [0, K) -> a scalar of the logits' dtype;
-        ``backward()`` returns dL/dlogits (N, K) in the logits' dtype.
     """
 
     def __init__(self):
         self._cache = None
 
     def forward(self, logits: np.ndarray, labels: np.ndarray):
-        if logits.ndim != 2:
-            raise ShapeError(f"logits must be (N, K), got shape {logits.shape}")
+        _check_logits(logits)
         n, k = logits.shape
         if n == 0:
             raise ShapeError("the batch is empty: the mean loss of 0 examples is undefined")

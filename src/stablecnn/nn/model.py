@@ -44,6 +44,18 @@ class Sequential:
             ``"fast"`` on the fast kernels; default ``None`` leaves each layer's own
             :attr:`~stablecnn.nn.layers.base.Layer.kernels` as it is. See :attr:`kernels`.
 
+    Shape:
+        input (N, *input_shape) -> output (N, *shape of the last layer's output), e.g. (N, 10)
+        for Model 1's (N, 1, 28, 28); see :meth:`shapes`.
+
+    Raises:
+        TypeError: a layer that is not a stablecnn :class:`~stablecnn.nn.layers.base.Layer`, or
+            layers holding parameters of different dtypes.
+        ConfigError: no layers, or ``kernels`` other than ``"fast"``, ``"reference"`` or
+            ``None``.
+        ShapeError: ``input_shape`` given and a layer does not fit the shape it would get (the
+            message names the layer).
+
     Example:
         >>> model = Sequential(Conv2d(1, 4, 3), ReLU(), Flatten(), Linear(4 * 26 * 26, 10),
         ...                    input_shape=(1, 28, 28))
@@ -106,7 +118,12 @@ class Sequential:
 
     # -- shapes ---------------------------------------------------------------------------------
     def shapes(self, input_shape) -> list[tuple[int, ...]]:
-        """Output shape (without the batch axis) after each layer, for one example's shape."""
+        """Output shape (without the batch axis) after each layer, for one example's shape.
+
+        Raises:
+            ShapeError: a layer does not fit the shape it gets; the message names the layer,
+                its index and that shape.
+        """
         shapes, shape = [], tuple(input_shape)
         for i, layer in enumerate(self.layers):
             try:
@@ -123,9 +140,14 @@ class Sequential:
     def forward(self, x, training: bool = True) -> np.ndarray:
         """Run ``x`` (N, *input_shape) through each step of :attr:`plan` in turn (every layer,
         a ReLU and its max-pool as one step when fused); ``training`` keeps what backward needs.
+        ``x`` is cast to the model's dtype first.
 
-        Raises ``ShapeError`` naming the layer an input of this shape does not fit, before any
-        work is done."""
+        Raises:
+            ShapeError: ``x`` is not a batch (fewer than 2 dimensions), or a layer does not fit
+                the shape it would get (naming the layer), before any work is done.
+            RuntimeError: the model was built without weights
+                (``from_config(..., weights=False)``).
+        """
         x = np.asarray(x)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
@@ -148,6 +170,11 @@ class Sequential:
 
         ``need_input_grad=False`` skips the first layer's input gradient, which training never
         reads (for Model 1 that saves the first conv's whole input gradient), and returns ``None``.
+
+        Raises:
+            RuntimeError: no ``forward(x, training=True)`` is pending: none yet, its backward
+                already run, or an evaluation forward since (raised by the layer, from the
+                last, that finds nothing kept).
         """
         plan = self._last_plan or self.plan  # before any forward, the layers say what is missing
         for layer in reversed(plan[1:]):
@@ -171,6 +198,13 @@ class Sequential:
         ``weights=False`` builds every layer by :meth:`Layer.without_weights`: the shapes,
         parameter counts, :meth:`summary` and ``repr`` of the model, with no parameter array
         allocated (``forward`` raises ``RuntimeError``).
+
+        Raises:
+            ConfigError: ``config`` is not a mapping with a ``"layers"`` list; a layer of an
+                unknown type, with an argument it does not take or lacks, or with a value its
+                constructor refuses (the message starts ``"layer <index>: "``); an
+                ``input_shape`` that is not a list of positive ints.
+            ShapeError: the layers do not fit ``input_shape`` (naming the layer).
         """
         from stablecnn.nn.layers import from_config as layer_from_config
 
@@ -218,6 +252,15 @@ class Sequential:
 
         Parameters and floating buffers take floating values; integer buffers (counters) take
         integer values.
+
+        Raises:
+            ConfigError: a name of the model missing from ``state``, or one ``state`` has that
+                the model does not (both lists in the message); nothing is copied then.
+            ShapeError: an array's shape is not the parameter's or buffer's.
+            TypeError: integer values for a floating array, or the other way round.
+
+            A shape or dtype error leaves the arrays before it (in :meth:`state_dict` order)
+            already copied.
         """
         own = self.state_dict()
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -317,7 +360,12 @@ class Sequential:
 
     # -- description ----------------------------------------------------------------------------
     def summary(self, input_shape=None) -> str:
-        """A table of each layer, its output shape and its parameter count."""
+        """A table of each layer, its output shape and its parameter count.
+
+        Raises:
+            ConfigError: no ``input_shape`` given and none given when the model was built.
+            ShapeError: a layer does not fit the shape it gets (see :meth:`shapes`).
+        """
         input_shape = input_shape or self.input_shape
         if input_shape is None:
             raise ConfigError("summary needs an input_shape (the model was built without one)")

@@ -29,6 +29,12 @@ def clip_grad_norm(params, max_norm: float) -> float:
 
     Returns:
         The global norm before clipping, as a Python float.
+
+    Raises:
+        ConfigError: ``max_norm`` not a finite real number > 0 (a bool or a string is not one).
+
+    Example:
+        >>> norm = clip_grad_norm(model.parameters(), max_norm=1.0)  # doctest: +SKIP
     """
     max_norm = check_number("clip_grad_norm", "max_norm", max_norm, low_open=True)
     grads = [item[2] if isinstance(item, tuple) else item for item in params]

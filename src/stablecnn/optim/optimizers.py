@@ -43,7 +43,7 @@ def check_number(
     high_open=True,
     dtypes=(),
 ) -> float:
-    """``float(value)``, checked to be a real number in the interval, else a ValueError.
+    """``float(value)``, checked to be a real number in the interval, else a ConfigError.
 
     The message names ``owner`` (the optimizer), the hyperparameter and the value received, in
     PyTorch's words: ``"SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"``.
@@ -87,7 +87,7 @@ def check_number(
 
 
 def _flag(owner: str, name: str, value) -> bool:
-    """``value`` if it is a bool (Python's or NumPy's), else a ValueError naming it."""
+    """``value`` if it is a bool (Python's or NumPy's), else a ConfigError naming it."""
     if not isinstance(value, (bool, np.bool_)):
         raise ConfigError(
             f"{owner}: invalid {name} value: {_shown(value)} "
@@ -138,10 +138,14 @@ class Optimizer:
             schedule may reach 0).
 
     Raises:
-        ValueError: no parameters, a name given twice, or a hyperparameter whose update would be
-            undefined or meaningless (NaN, inf, out of its range, a bool or a string for a
+        ConfigError: (a ``ValueError``) when built, no parameters or a name given twice; a
+            hyperparameter whose update would be undefined or meaningless (NaN, inf, out of its
+            range, or so once rounded to the parameters' dtype; a bool or a string for a
             number): the message names the optimizer, the hyperparameter and the value, e.g.
-            ``"SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"``.
+            ``"SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))"``. Setting
+            :attr:`lr` to a negative or non-finite value; :meth:`load_state_dict` of a state
+            whose names or shapes are not this optimizer's.
+        NotImplementedError: :meth:`step` of a subclass that defines no :meth:`update`.
     """
 
     hyperparameters: tuple[str, ...] = ("lr",)
@@ -328,6 +332,12 @@ class SGD(Optimizer):
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0), default False.
         weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
 
+    Raises:
+        ConfigError: ``lr`` not > 0, ``momentum`` or ``dampening`` not in [0, 1),
+            ``weight_decay`` not >= 0 (each a finite real number, in its interval in the
+            parameters' dtype too); ``nesterov`` not a bool, or Nesterov momentum without
+            momentum > 0 and dampening 0; and as :class:`Optimizer`.
+
     Example:
         >>> opt = SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)  # doctest: +SKIP
     """
@@ -404,6 +414,14 @@ class Adam(Optimizer):
         eps: > 0, added to the root of :math:`v`, default 1e-8 (> 0 so an entry whose gradient
             has always been 0 gets a 0 update, not 0 / 0).
         weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
+
+    Raises:
+        ConfigError: ``lr`` not > 0, ``betas`` not a pair whose entries are in [0, 1), ``eps``
+            not > 0, ``weight_decay`` not >= 0 (each a finite real number, in its interval in
+            the parameters' dtype too); and as :class:`Optimizer`.
+
+    Example:
+        >>> opt = Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.99))  # doctest: +SKIP
     """
 
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
@@ -483,6 +501,13 @@ class AdamW(Adam):
         weight_decay: :math:`\lambda` >= 0, default 1e-2, with ``lr * weight_decay < 1`` (at
             1 or above the decay would zero or flip the sign of every parameter each step; the
             learning rate set later between steps is held to the same bound).
+
+    Raises:
+        ConfigError: as :class:`Adam`; and ``lr * weight_decay >= 1``, when built or when
+            :attr:`lr` is set to such a rate later.
+
+    Example:
+        >>> opt = AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)  # doctest: +SKIP
     """
 
     decoupled = True
@@ -520,6 +545,14 @@ class RMSprop(Optimizer):
         momentum: :math:`\mu` in [0, 1), default 0.
         centered: normalise by the variance instead of the second moment, default False.
         weight_decay: L2 coefficient :math:`\lambda` >= 0 added to the gradient, default 0.
+
+    Raises:
+        ConfigError: ``lr`` not > 0, ``alpha`` or ``momentum`` not in [0, 1), ``eps`` not > 0,
+            ``weight_decay`` not >= 0 (each a finite real number, in its interval in the
+            parameters' dtype too), ``centered`` not a bool; and as :class:`Optimizer`.
+
+    Example:
+        >>> opt = RMSprop(model.parameters(), lr=1e-3, centered=True)  # doctest: +SKIP
     """
 
     hyperparameters = ("lr", "alpha", "eps", "momentum", "centered", "weight_decay")
@@ -599,6 +632,11 @@ class Adagrad(Optimizer):
             an entry whose gradients have all been 0, a dead unit's, would get 0 / 0 = NaN).
         weight_decay: L2 coefficient :math:`\lambda` >= 0, default 0.
 
+    Raises:
+        ConfigError: ``lr`` not > 0, ``eps`` not > 0, ``weight_decay`` not >= 0 (each a finite
+            real number, in its interval in the parameters' dtype too); and as
+            :class:`Optimizer`.
+
     Example:
         >>> opt = Adagrad(model.parameters(), lr=0.01)          # doctest: +SKIP
         >>> loss.forward(model.forward(x), y)  # doctest: +SKIP
@@ -643,8 +681,12 @@ def build_optimizer(name: str, params, lr: float | None = None, **kwargs) -> Opt
     """The optimizer ``name`` (a key of :data:`OPTIMIZERS`) over ``params``.
 
     ``lr=None`` and keyword arguments set to ``None`` mean "not given": the optimizer's default
-    applies, so a command line can pass every flag it has. An unknown name or an argument the
-    optimizer does not take raises ValueError listing what is accepted.
+    applies, so a command line can pass every flag it has.
+
+    Raises:
+        ConfigError: an unknown ``name`` (listing the known ones), an argument the optimizer
+            does not take (listing those it takes), no ``lr`` for an optimizer without a
+            default rate (SGD); and whatever the optimizer's constructor raises for the values.
 
     Example:
         >>> opt = build_optimizer("sgd", model.parameters(), 0.05, momentum=0.9)  # doctest: +SKIP
@@ -679,13 +721,14 @@ def check_optimizer(name: str, lr: float | None = None, *, dtype=np.float32, **k
         The optimizer's :meth:`~Optimizer.config` with its defaults filled in.
 
     Raises:
-        ValueError: as :func:`build_optimizer`, naming the optimizer, hyperparameter and value.
+        ConfigError: (a ``ValueError``) as :func:`build_optimizer`, naming the optimizer, the
+            hyperparameter and the value.
 
     Example:
-        >>> check_optimizer("sgd", 0.1, momentum=1.5)
+        >>> check_optimizer("sgd", 0.1, momentum=1.5)  # doctest: +IGNORE_EXCEPTION_DETAIL
         Traceback (most recent call last):
         ...
-        ValueError: SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))
+        ConfigError: SGD: invalid momentum value: 1.5 (must be a finite number in [0, 1))
     """
     scratch = [("check", np.zeros(1, dtype), np.zeros(1, dtype))]
     return build_optimizer(name, scratch, lr, **kwargs).config()

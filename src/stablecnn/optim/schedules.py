@@ -72,7 +72,15 @@ def _float(
 
 
 class Schedule:
-    """Base class: ``lr_at``, ``apply``, ``config`` and ``__repr__`` from ``fields``."""
+    """Base class: ``lr_at``, ``apply``, ``config`` and ``__repr__`` from ``fields``.
+
+    A subclass writes :meth:`lr_at` and lists its constructor's arguments in ``fields``.
+
+    Raises:
+        NotImplementedError: :meth:`lr_at` of a subclass that does not define it.
+        ConfigError: :meth:`apply` of a rate the optimizer refuses (see
+            :attr:`stablecnn.optim.Optimizer.lr`).
+    """
 
     fields: tuple[str, ...] = ()
 
@@ -102,7 +110,10 @@ class Schedule:
 
 
 class ConstantLR(Schedule):
-    """The base rate at every step. (Not ``torch``'s ConstantLR, which scales the first steps.)"""
+    """The base rate at every step. (Not ``torch``'s ConstantLR, which scales the first steps.)
+
+    Raises: nothing of its own (see :class:`Schedule`).
+    """
 
     def lr_at(self, step, base_lr):
         return float(base_lr)
@@ -116,6 +127,14 @@ class StepLR(Schedule):
     Args:
         step_size: steps between decays, >= 1.
         gamma: factor per decay, in (0, 1], default 0.1.
+
+    Raises:
+        ConfigError: ``step_size`` not an integer >= 1 (a bool or a float is not one), or
+            ``gamma`` not a real number in (0, 1].
+
+    Example:
+        >>> StepLR(step_size=100, gamma=0.5).lr_at(250, base_lr=0.1)
+        0.025
     """
 
     fields = ("step_size", "gamma")
@@ -142,6 +161,14 @@ class CosineLR(Schedule):
     Args:
         total_steps: ``T``, >= 1.
         min_lr: the final rate, >= 0, default 0.
+
+    Raises:
+        ConfigError: ``total_steps`` not an integer >= 1, or ``min_lr`` not a finite real
+            number >= 0.
+
+    Example:
+        >>> CosineLR(total_steps=100).lr_at(50, base_lr=0.1)
+        0.05
     """
 
     fields = ("total_steps", "min_lr")
@@ -172,6 +199,13 @@ class WarmupLR(Schedule):
     Args:
         inner: the schedule after the warm-up (e.g. :class:`CosineLR`, :class:`ConstantLR`).
         warmup_steps: ``W``, >= 0 (0: no warm-up).
+
+    Raises:
+        ConfigError: ``inner`` not a :class:`Schedule`, or ``warmup_steps`` not an integer >= 0.
+
+    Example:
+        >>> WarmupLR(ConstantLR(), warmup_steps=3).lr_at(0, base_lr=0.1)
+        0.025
     """
 
     fields = ("inner", "warmup_steps")
@@ -201,7 +235,12 @@ SCHEDULES: dict[str, type[Schedule]] = {
 
 
 def from_config(config: dict) -> Schedule:
-    """Build a schedule from :meth:`Schedule.config`'s output; unknown types raise ConfigError."""
+    """Build a schedule from :meth:`Schedule.config`'s output.
+
+    Raises:
+        ConfigError: an unknown ``type``, an argument the schedule does not take or lacks, or
+            a value its constructor refuses.
+    """
     config = dict(config)
     name = config.pop("type", None)
     if name not in SCHEDULES:
@@ -228,6 +267,16 @@ def build_schedule(
     ``step`` needs ``step_size``; ``cosine`` needs ``total_steps``, the length of the whole run
     including any warm-up (the cosine then spans ``total_steps - warmup_steps``). With
     ``warmup_steps > 0`` the result is wrapped in :class:`WarmupLR`.
+
+    Raises:
+        ConfigError: an unknown ``name``; ``step`` without ``step_size``; ``cosine`` without
+            ``total_steps`` or with ``total_steps <= warmup_steps``; ``warmup_steps`` or
+            ``total_steps`` not a non-negative (positive) integer; and what the schedules'
+            constructors refuse.
+
+    Example:
+        >>> build_schedule("cosine", total_steps=1000, warmup_steps=100)
+        WarmupLR(inner=CosineLR(total_steps=900, min_lr=0.0), warmup_steps=100)
     """
     warmup_steps = _int("build_schedule", "warmup_steps", warmup_steps, 0)
     if name == "constant":

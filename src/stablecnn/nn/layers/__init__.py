@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -42,10 +43,18 @@ def from_config(
     """Build a layer from ``{"type": name, **constructor arguments}``.
 
     ``weight_init`` and ``bias_init`` may be given as initialiser configs
-    (``{"type": "TruncatedNormal", "std": 0.1}``). Unknown types, unknown or missing arguments
-    raise ``ValueError`` naming the layer type. ``weights=False`` checks the same arguments but
-    allocates no parameter (see :meth:`Layer.without_weights`).
+    (``{"type": "TruncatedNormal", "std": 0.1}``). ``weights=False`` checks the same arguments
+    but allocates no parameter (see :meth:`Layer.without_weights`).
+
+    Raises:
+        ConfigError: ``config`` is not a mapping; an unknown type, an argument the layer does
+            not take or lacks (naming the layer type), or a value its constructor refuses.
     """
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"a layer config must be a mapping with a 'type', got {type(config).__name__} "
+            f"{str(config)[:80]}"
+        )
     config = dict(config)
     name = config.pop("type", None)
     if name not in LAYERS:

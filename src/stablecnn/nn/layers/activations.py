@@ -18,6 +18,10 @@ class ReLU(Layer):
     (``kernels = "reference"`` runs them instead of the threaded passes).
 
     Shape: any; output has the input's shape and dtype.
+
+    Raises:
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since).
     """
 
     def __init__(self) -> None:
@@ -67,6 +71,11 @@ class LeakyReLU(Layer):
         negative_slope: the slope for ``x <= 0``, default 0.01 (PyTorch's).
 
     Shape: any; output has the input's shape and dtype.
+
+    Raises:
+        ConfigError: when built, ``negative_slope`` not a finite real number.
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since).
 
     Example:
         >>> LeakyReLU(0.1).forward(np.array([-2.0, 0.0, 3.0]))

@@ -99,6 +99,15 @@ class AvgPool2d(Layer):
         input (N, C, H, W) -> output (N, C, Ho, Wo), ``Ho = floor((H + 2 pH - kH) / sH) + 1``,
         ``Wo = floor((W + 2 pW - kW) / sW) + 1``.
 
+    Raises:
+        ConfigError: when built, ``kernel_size`` or ``stride`` not a positive int or pair of
+            them, ``padding`` not a non-negative int or pair, or more than half the kernel.
+        ShapeError: ``forward`` of an input that is not 4-D or whose padded map is smaller than
+            the window (and :meth:`output_shape` of such a shape).
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+
     Example:
         >>> AvgPool2d(3, stride=2, padding=1).forward(np.zeros((2, 8, 7, 6), np.float32)).shape
         (2, 8, 4, 3)
@@ -178,6 +187,13 @@ class GlobalAvgPool2d(Layer):
 
     Shape:
         input (N, C, H, W) -> output (N, C).
+
+    Raises:
+        ShapeError: ``forward`` of an input that is not 4-D (and :meth:`output_shape` of a
+            shape that is not (C, H, W)).
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
 
     Example:
         >>> GlobalAvgPool2d().forward(np.ones((2, 16, 7, 5), np.float32)).shape

@@ -121,8 +121,8 @@ class Layer:
         default) or ``"reference"`` (the readable definitions in :mod:`stablecnn.reference`:
         slow, the same numbers within float rounding). Change it between steps, not between a
         forward and its backward. Layers whose own code is their definition (Flatten, Dropout,
-        LeakyReLU, GlobalAvgPool2d) run the same code either way. Raises ``ValueError`` for any
-        other value."""
+        LeakyReLU, GlobalAvgPool2d) run the same code either way. Setting any other value
+        raises :class:`~stablecnn.errors.ConfigError`."""
         return self._kernels
 
     @kernels.setter

@@ -45,6 +45,20 @@ class Conv2d(Layer):
         ``Ho = floor((H + pad_top + pad_bottom - kH) / sH) + 1`` (Wo likewise).
         weight (F, C, kH, kW), bias (F,).
 
+    Raises:
+        ConfigError: when built, ``in_channels`` or ``out_channels`` not a positive int,
+            ``kernel_size`` or ``stride`` not a positive int or pair of them, ``padding`` not a
+            non-negative int or pair, ``"valid"`` or ``"same"`` (or ``"same"`` with a stride
+            other than 1).
+        ShapeError: ``forward`` of an input that is not 4-D, whose channels are not
+            ``in_channels``, or whose padded map is smaller than the kernel
+            (:meth:`output_shape` raises the same for a shape).
+        TypeError: ``forward`` of an input whose dtype is not the parameters' (a
+            :class:`~stablecnn.nn.model.Sequential` casts its inputs).
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+
     Example:
         >>> conv = Conv2d(1, 32, 10, rng=np.random.default_rng(0))
         >>> conv.forward(np.zeros((2, 1, 28, 28), np.float32)).shape

@@ -31,6 +31,15 @@ class Linear(Layer):
         input (N, in_features) -> output (N, out_features); weight (out_features, in_features),
         bias (out_features,).
 
+    Raises:
+        ConfigError: when built, ``in_features`` or ``out_features`` not a positive int.
+        ShapeError: ``forward`` of an input that is not (N, ``in_features``) (and
+            :meth:`output_shape` of any other shape).
+        TypeError: ``forward`` of an input whose dtype is not the parameters'.
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+
     Example:
         >>> layer = Linear(2704, 1024, rng=np.random.default_rng(0))
         >>> layer.forward(np.zeros((5, 2704), np.float32)).shape

@@ -52,6 +52,11 @@ class Dropout(Layer):
 
     Shape: any; output has the input's shape and dtype.
 
+    Raises:
+        ConfigError: when built, ``p`` not a real number in [0, 1).
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since).
+
     Example:
         >>> drop = Dropout(0.25, rng=np.random.default_rng(0))
         >>> out = drop.forward(np.ones((4, 8), np.float32))

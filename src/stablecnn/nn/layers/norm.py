@@ -249,6 +249,17 @@ class BatchNorm2d(_BatchNorm):
     Shape:
         input (N, C, H, W) -> output (N, C, H, W). Training needs ``N * H * W > 1``.
 
+    Raises:
+        ConfigError: when built, ``num_features`` not a positive int, ``eps`` not a positive
+            finite number, ``momentum`` not in [0, 1]; and ``forward(x, training=True)`` of a
+            batch with one value per channel (``N * H * W == 1``: no batch variance).
+        ShapeError: ``forward`` of an input that is not (N, ``num_features``, H, W) (and
+            :meth:`output_shape` of another shape).
+        TypeError: ``forward`` of an input whose dtype is not the parameters'.
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+
     Example:
         >>> bn = BatchNorm2d(3)
         >>> x = np.random.default_rng(0).standard_normal((4, 3, 5, 6)).astype(np.float32)
@@ -281,7 +292,18 @@ class BatchNorm1d(_BatchNorm):
 
     Shape:
         input (N, C) or (N, C, L) -> output of the same shape. Training needs ``N * L > 1``: a
-        batch of one (N, C) row raises ``ValueError``, as in PyTorch.
+        batch of one (N, C) row raises ``ConfigError`` (a ``ValueError``), as PyTorch raises.
+
+    Raises:
+        ConfigError: when built, ``num_features`` not a positive int, ``eps`` not a positive
+            finite number, ``momentum`` not in [0, 1]; and ``forward(x, training=True)`` of a
+            batch with one value per channel (``N * L == 1``, a single (N, C) row).
+        ShapeError: ``forward`` of an input that is not (N, C) or (N, C, L) with C =
+            ``num_features`` (and :meth:`output_shape` of another shape).
+        TypeError: ``forward`` of an input whose dtype is not the parameters'.
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
 
     Example:
         >>> bn = BatchNorm1d(10)

@@ -39,6 +39,15 @@ class MaxPool2d(Layer):
     Shape:
         input (N, C, H, W) -> output (N, C, Ho, Wo), ``Ho = floor((H - kH) / sH) + 1``.
 
+    Raises:
+        ConfigError: when built, ``kernel_size`` or ``stride`` not a positive int or pair of
+            them, or a window of more than 255 cells (the argmax is kept as uint8).
+        ShapeError: ``forward`` of an input that is not 4-D or is smaller than the window (and
+            :meth:`output_shape` of such a shape).
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
+            layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+
     Example:
         >>> MaxPool2d(2, stride=1).forward(np.zeros((1, 32, 19, 19), np.float32)).shape
         (1, 32, 18, 18)
@@ -151,7 +160,10 @@ class ReLUMaxPool2d(Layer):
         input (N, C, H, W) -> output (N, C, Ho, Wo), as ``pool``.
 
     Raises:
-        TypeError: ``relu`` is not a ReLU or ``pool`` not a MaxPool2d.
+        TypeError: when built, ``relu`` is not a ReLU or ``pool`` not a MaxPool2d; and
+            :meth:`config` always (a step of a plan is not saved; its two layers are).
+        ShapeError, RuntimeError: as ``pool``'s :meth:`MaxPool2d.forward` and
+            :meth:`MaxPool2d.backward`.
 
     Example:
         >>> fused = ReLUMaxPool2d(ReLU(), MaxPool2d(2))

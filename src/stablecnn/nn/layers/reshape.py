@@ -17,6 +17,10 @@ class Flatten(Layer):
     :func:`~stablecnn.reference.flatten_backward`, which this code is.
 
     Shape: (N, *dims) -> (N, prod(dims)).
+
+    Raises:
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
+            its ``backward`` already run, or an evaluation ``forward`` since).
     """
 
     def __init__(self) -> None:
