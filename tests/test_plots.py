@@ -281,13 +281,6 @@ def test_importing_the_cli_does_not_import_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def _registered(command: str) -> bool:
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return command in sub.choices
-
-
-@pytest.mark.skipif(not _registered("plot"), reason="cli.py does not register the plot command yet")
 def test_cli_plot(run_dir, monkeypatch, capsys):
     import stablecnn.data
 

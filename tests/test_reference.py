@@ -2,7 +2,7 @@
 trains on them.
 
 - every backward against float64 centered finite differences (relative error < 1e-7);
-- forward and backward against PyTorch (skipped without it) on non-square inputs and kernels,
+- forward and backward against PyTorch on non-square inputs and kernels,
   stride > 1, padding, and max-pool windows full of ties;
 - float32 in, float32 out, for every function;
 - ``kernels="reference"``: each layer, a model with every layer type and Model 1 for two Adagrad
@@ -286,7 +286,7 @@ def test_float32_in_float32_out(index):
 # -- against PyTorch (float64) ---------------------------------------------------------------------
 @pytest.fixture
 def F(one_torch_thread):
-    """``torch.nn.functional`` (the test is skipped without PyTorch)."""
+    """``torch.nn.functional``, on one torch thread."""
     import torch
 
     return torch.nn.functional

@@ -29,7 +29,7 @@ from stablecnn.nn.layers import LAYERS
 from stablecnn.nn.model import Sequential
 from stablecnn.training import checkpoint
 
-# no example database and no "explain" phase: the xfail rows must not leave patch files behind
+# no example database and no "explain" phase: a failing search must not leave patch files behind
 FUZZ = settings(
     max_examples=200,
     deadline=None,
@@ -224,8 +224,8 @@ def test_property_model_file_parser_well_formed_configs(config):
 def unexpected_exceptions(search, *given_args, **given_kwargs) -> list[str]:
     """Run ``search`` over the examples and list the exceptions it let through, once per kind.
 
-    The xfail rows use this instead of failing inside hypothesis, so a known defect reports its
-    examples in the assertion and hypothesis writes no patch files for it.
+    A test asserts the list is empty instead of failing inside hypothesis, so a defect reports
+    one example of each kind of exception in the assertion and hypothesis writes no patch files.
     """
     found: dict[str, str] = {}
 
