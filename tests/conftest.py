@@ -1,3 +1,6 @@
+"""Fixtures for every test. The shared helpers are modules of the support package (tests/support/),
+which this file puts on the path; no test imports a conftest."""
+
 import sys
 from pathlib import Path
 

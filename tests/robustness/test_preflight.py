@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.fakes import make_data
+from support.fakes import make_data, toy_loader
 from support.runs import TEST, TRAIN, make_config, make_trainer
 
 from stablecnn import cli
@@ -203,13 +203,7 @@ def test_a_refused_run_leaves_no_run_directory(
 
     args = refusals(tmp_path)[case]
     if case != "missing data":  # the toy data; "missing data" reads the (empty) folder for real
-        monkeypatch.setattr(
-            stablecnn.cli.train,
-            "load_data",
-            lambda dataset, data_dir=None, splits=("train", "test"), quiet=False, verify=True: [
-                TRAIN if s == "train" else TEST for s in splits
-            ],
-        )
+        monkeypatch.setattr(stablecnn.cli.train, "load_data", toy_loader(TRAIN, TEST))
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
