@@ -224,8 +224,8 @@ def iterate_batches(
         ``(x, y)``: x of ``dtype`` (B, 1, H, W), y int64 (B,).
 
     Raises:
-        DataError: ``batch_size`` below 1, ``start`` negative, or as many labels as images not
-            given (raised by the first ``next``).
+        DataError: ``batch_size`` below 1, ``start`` negative, or a number of labels other
+            than the number of images (raised by the first ``next``).
 
     Example:
         >>> for x, y in iterate_batches(images, labels, 64, rng, norm):  # doctest: +SKIP
