@@ -73,6 +73,41 @@ def test_no_module_imports_itself_back():
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+# What each folder of the package may import (besides itself): one direction, from the engine's
+# kernels up to the commands. Top-level modules count as folders of their own.
+ALLOWED = {
+    "errors": set(),
+    "files": set(),
+    "reference": set(),
+    "kernels": {"errors"},
+    "data": {"errors", "files"},
+    "nn": {"errors", "kernels", "reference"},
+    "optim": {"errors", "kernels"},
+    "training": {"errors", "files", "kernels", "nn", "optim", "data"},
+    "legacy": {"errors", "files", "nn", "optim", "data", "training"},
+    "cli": {"errors", "files", "kernels", "nn", "optim", "data", "training", "legacy"},
+}
+
+
+def test_each_folder_imports_only_the_folders_below_it():
+    """A change belongs in one folder, and what it may use is the folders below (README, Layout)."""
+    table = modules()
+    known = set(table)
+
+    def folder(name: str) -> str:
+        parts = name.split(".")
+        return parts[1] if len(parts) > 1 else "stablecnn"
+
+    wrong = sorted(
+        f"{name} imports {other}"
+        for name, path in table.items()
+        if folder(name) in ALLOWED
+        for other in imports(path, name, known)
+        if folder(other) != folder(name) and folder(other) not in ALLOWED[folder(name)]
+    )
+    assert not wrong, "\n".join(wrong)
+
+
 def test_every_module_imports_first_in_a_fresh_interpreter():
     """Whichever module a program imports first, it loads (no order-dependent cycle)."""
     names = sorted(n for n in modules() if n != "stablecnn.__main__")

@@ -523,7 +523,6 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
         DataError: the run's data cannot be read from its source. Nothing is drawn from
             another dataset instead: the plots already in ``run_dir`` are left as they are.
     """
-    from stablecnn.cli.predict import predict_images
     from stablecnn.data import Normalizer, load_dataset
     from stablecnn.data.specs import class_names
     from stablecnn.training.checkpoint import load_model
@@ -566,7 +565,7 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
     shown = np.flatnonzero(result.predictions != labels)[:36]
     confidences = np.full(len(labels), np.nan)
     if len(shown):
-        probs = predict_images(model, normalizer, images[shown])
+        probs = model.predict_proba(images[shown], normalizer=normalizer)
         confidences[shown] = probs[np.arange(len(shown)), result.predictions[shown]]
     written.append(
         plot_mistakes(
