@@ -177,6 +177,13 @@ class Layer:
         return sum(math.prod(shape) for shape in self.param_shapes.values())
 
 
+def positive_int(value: int, name: str) -> int:
+    """``value`` as an int >= 1 (a bool is not one), or raise ConfigError naming ``name``."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def pair(value: int | tuple[int, int], name: str, minimum: int = 1) -> tuple[int, int]:
     """Turn an int or a pair of ints, each >= ``minimum``, into a pair, or raise ConfigError."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):

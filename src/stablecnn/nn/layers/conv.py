@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from stablecnn import reference
-from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.errors import ShapeError
 from stablecnn.kernels.conv import (
     conv2d_backward,
     conv2d_forward,
@@ -18,7 +18,7 @@ from stablecnn.kernels.conv import (
     resolve_padding,
 )
 from stablecnn.nn import init as initializers
-from stablecnn.nn.layers.base import Initializer, Layer, pair
+from stablecnn.nn.layers.base import Initializer, Layer, pair, positive_int
 
 
 class Conv2d(Layer):
@@ -79,10 +79,8 @@ class Conv2d(Layer):
         dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
         self.padding_arg = padding

@@ -6,10 +6,10 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from stablecnn import reference
-from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.errors import ShapeError
 from stablecnn.kernels import parallel
 from stablecnn.nn import init as initializers
-from stablecnn.nn.layers.base import Initializer, Layer
+from stablecnn.nn.layers.base import Initializer, Layer, positive_int
 
 
 class Linear(Layer):
@@ -57,10 +57,8 @@ class Linear(Layer):
         dtype: DTypeLike = np.float32,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         rng = rng if rng is not None else np.random.default_rng()
         weight_init = weight_init or initializers.HeNormal()
         bias_init = bias_init or initializers.Constant(0.0)
