@@ -208,19 +208,6 @@ CONFIG = (
 )
 
 
-@FUZZ
-@given(config=CONFIG)
-def test_property_model_file_parser_well_formed_configs(config):
-    """Configs that have a "layers" list: only ValueError/TypeError/StableCNNError, or a model."""
-    if not (isinstance(config, dict) and "layers" in config):
-        return
-    try:
-        model = Sequential.from_config(config)
-    except (ValueError, TypeError, StableCNNError):
-        return
-    assert isinstance(model, Sequential)
-
-
 def unexpected_exceptions(search, *given_args, **given_kwargs) -> list[str]:
     """Run ``search`` over the examples and list the exceptions it let through, once per kind.
 
