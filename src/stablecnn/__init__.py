@@ -20,6 +20,7 @@ import importlib.abc
 import importlib.util
 import sys
 
+from stablecnn import nn, optim
 from stablecnn.errors import (
     CheckpointError,
     ConfigError,
@@ -29,85 +30,22 @@ from stablecnn.errors import (
     TrainingError,
 )
 from stablecnn.kernels import parallel, runtime
-from stablecnn.nn import init, zoo
-from stablecnn.nn.layers import (
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2d,
-    Layer,
-    LeakyReLU,
-    Linear,
-    MaxPool2d,
-    ReLU,
-)
-from stablecnn.nn.losses import SoftmaxCrossEntropy, log_softmax, softmax
-from stablecnn.nn.model import Sequential
-from stablecnn.optim import (
-    OPTIMIZERS,
-    SGD,
-    Adagrad,
-    Adam,
-    AdamW,
-    ConstantLR,
-    CosineLR,
-    Optimizer,
-    RMSprop,
-    Schedule,
-    StepLR,
-    WarmupLR,
-    build_optimizer,
-    build_schedule,
-    clip_grad_norm,
-    schedules,
-)
+from stablecnn.nn import *  # noqa: F403  (nn.__all__: Sequential, the layers, the loss, init, zoo)
+from stablecnn.optim import *  # noqa: F403  (optim.__all__: optimizers, schedules, clipping)
+from stablecnn.optim import schedules
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sequential",
-    "Layer",
-    "Conv2d",
-    "MaxPool2d",
-    "Linear",
-    "ReLU",
-    "Flatten",
-    "AvgPool2d",
-    "GlobalAvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "Dropout",
-    "LeakyReLU",
-    "SoftmaxCrossEntropy",
-    "softmax",
-    "log_softmax",
-    "Adagrad",
-    "Optimizer",
-    "init",
-    "zoo",
+    *nn.__all__,
+    *optim.__all__,
+    "schedules",
     "StableCNNError",
     "ConfigError",
     "DataError",
     "ShapeError",
     "CheckpointError",
     "TrainingError",
-    "SGD",
-    "Adam",
-    "AdamW",
-    "RMSprop",
-    "OPTIMIZERS",
-    "build_optimizer",
-    "clip_grad_norm",
-    "schedules",
-    "Schedule",
-    "ConstantLR",
-    "StepLR",
-    "CosineLR",
-    "WarmupLR",
-    "build_schedule",
     "parallel",
     "runtime",
 ]

@@ -11,38 +11,17 @@ pass, model files and the zoo of named architectures.
   :mod:`~stablecnn.nn.zoo`: the named architectures (``nn/models/*.toml``).
 """
 
-from stablecnn.nn import init, zoo
-from stablecnn.nn.layers import (
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Dropout,
-    Flatten,
-    GlobalAvgPool2d,
-    Layer,
-    LeakyReLU,
-    Linear,
-    MaxPool2d,
-    ReLU,
-)
+from stablecnn.nn import init, layers, zoo
+from stablecnn.nn.layers import *  # noqa: F403  (every class of layers.LAYERS)
+from stablecnn.nn.layers import Layer
 from stablecnn.nn.losses import SoftmaxCrossEntropy, log_softmax, softmax
 from stablecnn.nn.model import Sequential
 
+# a layer added to layers.LAYERS is part of this API (and stablecnn's) without another edit
 __all__ = [
     "Sequential",
     "Layer",
-    "Conv2d",
-    "MaxPool2d",
-    "Linear",
-    "ReLU",
-    "Flatten",
-    "AvgPool2d",
-    "GlobalAvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "Dropout",
-    "LeakyReLU",
+    *layers.LAYERS,
     "SoftmaxCrossEntropy",
     "softmax",
     "log_softmax",

@@ -80,19 +80,4 @@ def from_config(
         raise ConfigError(f"{name}: {exc}") from None
 
 
-__all__ = [
-    "Layer",
-    "Conv2d",
-    "MaxPool2d",
-    "Linear",
-    "ReLU",
-    "Flatten",
-    "AvgPool2d",
-    "GlobalAvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "Dropout",
-    "LeakyReLU",
-    "LAYERS",
-    "from_config",
-]
+__all__ = ["Layer", "LAYERS", "from_config", *LAYERS]  # every registered layer, by its name
