@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.cli.argtypes import positive_float, positive_int
+from stablecnn.data import DATASETS
 from stablecnn.data.augment import Augment
 from stablecnn.errors import ConfigError
 from stablecnn.nn import modelfile, zoo
@@ -38,7 +39,7 @@ def add_parsers(sub) -> None:
         help=f"a built-in architecture ({', '.join(zoo.names())}; default md1) or a "
         f".toml/.json model file",
     )
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], help="default mnist")
+    p.add_argument("--dataset", choices=DATASETS, help="default mnist")
     p.add_argument("--epochs", type=positive_int, help="epochs (default 5)")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default 100)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default 0.01)")
@@ -108,7 +109,7 @@ def add_parsers(sub) -> None:
     p.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     p.add_argument(
         "--dataset",
-        choices=["mnist", "fashion-mnist"],
+        choices=DATASETS,
         help="default: the dataset the checkpoint was trained on",
     )
     p.add_argument(
