@@ -1,6 +1,10 @@
-"""Data augmentation: shifts and small rotations of uint8 batches, seeded and vectorised."""
+"""Data augmentation: shifts and small rotations of uint8 batches, seeded and vectorised; the
+`Augment` description (round trip, checks, old checkpoints). Crops, flips and erasing:
+test_augment_crop_flip_erase.py."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -92,34 +96,117 @@ def test_rotation_keeps_the_ink_roughly():
     assert np.all(np.abs(ink - 1) < 0.05)
 
 
+def test_a_colour_batch_gets_the_same_map_on_every_channel():
+    colour = np.random.default_rng(3).integers(0, 256, (6, 3, 10, 13), dtype=np.uint8)
+    shifts = np.array([[0, 0], [1, -2], [-3, 1], [2, 2], [0, 1], [1, 0]])
+    degrees = np.array([0.0, 7.0, -12.0, 90.0, 33.0, -5.0])
+    out = shift_rotate(colour, shifts, degrees)
+    assert out.dtype == np.uint8 and out.shape == colour.shape
+    for c in range(3):
+        np.testing.assert_array_equal(out[:, c], shift_rotate(colour[:, c], shifts, degrees))
+    a = augment_batch(colour, np.random.default_rng(4))
+    for c in range(3):  # the draws depend on B only: one map for all channels
+        np.testing.assert_array_equal(
+            a[:, c], augment_batch(colour[:, c], np.random.default_rng(4))
+        )
+
+
+def digest(images):
+    return hashlib.sha256(images.tobytes()).hexdigest()
+
+
+def test_shift_rotate_gives_the_bytes_it_gave_before_colour_and_the_new_steps():
+    """Pinned digests of augment_batch's output computed with the module as it was before the
+    colour batches and the crop, flip and erasing steps (commit cc9eaf0): a checkpoint's
+    augmentation must replay bit for bit, so these may never change."""
+    x = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    old = {"max_shift": 2, "max_degrees": 10.0}  # what a checkpoint stored before
+    for seed, expected in (
+        ([0, 1, 2, 1], "16e86eb70550f3779c1c412c369b4c131e750d15e8f4003d38e4bd774b80b92c"),
+        ([3, 0, 5, 1], "4157c6fc63a58d1d0c198f02af5b8c261962770bbfe2df79bb0c169805c4aa28"),
+    ):
+        assert digest(augment_batch(x, np.random.default_rng(seed), 2, 10.0)) == expected
+        assert digest(Augment.from_dict(old)(x, np.random.default_rng(seed))) == expected
+    x = np.random.default_rng(1).integers(0, 256, (5, 6, 11), dtype=np.uint8)
+    assert (
+        digest(augment_batch(x, np.random.default_rng(7), 3, 25.0))
+        == "573f3b23683ed01078ad2cb9d240ed85a38fd49281e4eb8b88da29e5d34ec98c"
+    )
+
+
 def test_bad_batches_are_refused():
     with pytest.raises(DataError, match="uint8"):
         augment_batch(np.zeros((2, 4, 4), np.float32), np.random.default_rng(0))
-    with pytest.raises(DataError, match=r"\(B, H, W\)"):
-        augment_batch(np.zeros((2, 1, 4, 4), np.uint8), np.random.default_rng(0))
+    with pytest.raises(DataError, match=r"\(B, H, W\) or \(B, C, H, W\), got uint8 \(2, 4\)"):
+        augment_batch(np.zeros((2, 4), np.uint8), np.random.default_rng(0))
+    with pytest.raises(DataError, match="uint8"):
+        Augment(hflip=True)(np.zeros((2, 1, 1, 4, 4), np.uint8), np.random.default_rng(0))
+    with pytest.raises(DataError, match="shifts"):
+        shift_rotate(np.zeros((2, 4, 4), np.uint8), np.zeros((3, 2)), np.zeros(2))
 
 
 def test_augment_config_round_trips_and_checks_its_values():
     aug = Augment(3, 15)
     assert aug == Augment.from_dict(aug.to_dict())
-    assert aug.to_dict() == {"max_shift": 3, "max_degrees": 15.0}
+    assert aug.to_dict() == {
+        "max_shift": 3,
+        "max_degrees": 15.0,
+        "random_crop": 0,
+        "hflip": False,
+        "random_erasing": 0.0,
+        "erasing_scale": [0.02, 0.33],
+        "erasing_ratio": [0.3, 3.3],
+    }
+    # an old checkpoint's description: the new steps off
     assert Augment.from_dict({"max_shift": np.int64(3), "max_degrees": np.float64(15)}) == aug
     assert Augment.parse("3,15") == aug
+    full = Augment(1, 5.0, random_crop=4, hflip=True, random_erasing=0.25, erasing_ratio=(0.5, 2))
+    loaded = {  # as a .npz's JSON and NumPy scalars give it back
+        k: (np.bool_(v) if isinstance(v, bool) else v) for k, v in full.to_dict().items()
+    }
+    assert Augment.from_dict(loaded) == full
+    assert repr(Augment(3, 15)) == "Augment(max_shift=3, max_degrees=15.0)"
+    assert eval(repr(full)) == full
     images = batch(4, 10, 10)
     np.testing.assert_array_equal(
         aug(images, np.random.default_rng(5)),
         augment_batch(images, np.random.default_rng(5), 3, 15),
     )
-    for bad in (
-        dict(max_shift=-1),
-        dict(max_shift=1.5),
-        dict(max_degrees=200),
-        dict(max_degrees=float("nan")),
+    for bad, name in (
+        (dict(max_shift=-1), "max_shift"),
+        (dict(max_shift=1.5), "max_shift"),
+        (dict(max_degrees=200), "max_degrees"),
+        (dict(max_degrees=float("nan")), "max_degrees"),
+        (dict(random_crop=-4), "random_crop"),
+        (dict(random_crop=True), "random_crop"),
+        (dict(hflip=1), "hflip"),
+        (dict(random_erasing=1.5), "random_erasing"),
+        (dict(random_erasing=float("nan")), "random_erasing"),
+        (dict(erasing_scale=(0.5, 0.2)), "erasing_scale"),
+        (dict(erasing_scale=(0.0, 0.2)), "erasing_scale"),
+        (dict(erasing_scale=(0.1, 1.5)), "erasing_scale"),
+        (dict(erasing_scale=0.3), "erasing_scale"),
+        (dict(erasing_ratio=(0.3, float("inf"))), "erasing_ratio"),
+        (dict(erasing_ratio=("a", 2)), "erasing_ratio"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=name):
             Augment(**bad)
-    for bad in ({"max_shift": 2}, {"max_shift": 2.5, "max_degrees": 1}):
+    for bad in (
+        {"max_shift": 2},
+        {"max_shift": 2.5, "max_degrees": 1},
+        {"max_shift": 2, "max_degrees": 1, "random_crop": 1.5},
+        {"max_shift": 2, "max_degrees": 1, "vflip": True},  # a field this version does not know
+    ):
         with pytest.raises(ValueError, match="not an augmentation"):
             Augment.from_dict(bad)
     with pytest.raises(ValueError, match="SHIFT,DEGREES"):
         Augment.parse("2")
+
+
+def test_all_off_is_the_identity_and_draws_nothing():
+    images = batch(4, 7, 7)
+    rng = np.random.default_rng(0)
+    out = Augment()(images, rng)
+    np.testing.assert_array_equal(out, images)
+    assert out is not images  # a new array, as every step gives
+    assert rng.random() == np.random.default_rng(0).random()  # the generator untouched

@@ -1,21 +1,59 @@
-"""Light data augmentation: each image shifted by a few pixels and rotated by a few degrees.
+"""Data augmentation of uint8 batches, seeded and vectorised over the batch.
 
 Works on the uint8 batch, before normalisation, so the rest of the data flow is unchanged::
 
-    images[idx] (B, H, W) uint8 -> augment_batch(..., rng) (B, H, W) uint8 -> Normalizer -> model
+    images[idx] (B, H, W) or (B, C, H, W) uint8 -> Augment(...)(images, rng) (same shape, uint8)
+    -> Normalizer -> model
 
-One inverse map covers both moves. For an output pixel ``p = (y, x)``, with ``c`` the image
-centre ``((H - 1) / 2, (W - 1) / 2)``, shift ``t = (dy, dx)`` and angle ``theta``::
+Four augmentations, each a pure function of the images and the parameters drawn for them (no
+Python loop over images or pixels), and a colour batch gets the same map on every channel:
+
+- :func:`shift_rotate`: a shift by whole pixels and a rotation about the centre (bilinear, 0
+  outside the image).
+- :func:`pad_crop`: random crops with padding, the CIFAR recipe (He et al. 2016, "Deep Residual
+  Learning for Image Recognition", section 4.2: pad 4 zero pixels on each side, crop a random
+  32x32 window; torchvision's ``RandomCrop(32, padding=4)``). A crop at offset ``(oy, ox)`` of
+  the padded image is the shift ``(P - oy, P - ox)`` with zero fill: it draws the same
+  translations as ``shift_rotate`` with ``max_shift = P`` and no rotation, as its own readable
+  step under the field's name.
+- :func:`flip_horizontal`: mirror images left to right, each with probability 1/2
+  (torchvision's ``RandomHorizontalFlip(p=0.5)``). For datasets whose classes are mirror-symmetric
+  (clothes, objects: Fashion-MNIST, CIFAR-10), never for digits: a mirrored 2, 3, 4, 5, 6, 7 or 9
+  is no longer that digit (and a mirrored 6 is no 9 either), so flipping teaches the model
+  pictures that are wrong for their labels. :class:`~stablecnn.training.config.TrainConfig`
+  refuses flips on ``mnist``; they are never on by default.
+- :func:`erase`: random erasing (Zhong et al. 2017, "Random Erasing Data Augmentation",
+  Algorithm 1; torchvision's ``RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0)``):
+  with probability ``p`` an image gets one rectangle of area ``s H W``, ``s ~ U(scale)``, and
+  aspect ratio ``r`` (height / width), ``log r ~ U(log ratio)``, set to 0, placed uniformly where
+  it fits inside the image (:func:`erasing_boxes`). Cutout (DeVries & Taylor 2017, "Improved
+  Regularization of Convolutional Neural Networks with Cutout") is the close cousin with a fixed
+  square that may cross the border; this module implements random erasing. The fill is 0
+  (black, as the shift's and the crop's fill), on the uint8 image: torchvision erases after
+  normalisation, where ``value=0`` is the mean colour instead.
+
+:class:`Augment` composes them in a fixed order, each step drawing from the generator only when it
+is on, always in this order (so equal generators give equal batches, and a run stored before the
+later steps existed draws exactly what it drew then)::
+
+    1. shift, rotate (max_shift S, max_degrees D)  rng.integers(-S, S + 1, (B, 2)),
+                                                   rng.uniform(-D, D, B)
+    2. random crop (random_crop = P)               rng.integers(0, 2 P + 1, (B, 2))
+    3. horizontal flip (hflip)                     rng.random(B) < 0.5
+    4. random erasing (random_erasing = p)         the draws of erasing_boxes
+
+Crop, then flip, then erase is torchvision's CIFAR recipe order. The trainer seeds one generator
+per batch (``default_rng([seed, epoch, step, 1])``), so a resumed run sees the same augmented
+batches.
+
+The shift and rotation: for an output pixel ``p = (y, x)``, with ``c`` the image centre
+``((H - 1) / 2, (W - 1) / 2)``, shift ``t = (dy, dx)`` and angle ``theta``::
 
     source = R(-theta) (p - c - t) + c
 
 and the output is the bilinear interpolation of the input at ``source``, with 0 (black) outside
-the image, rounded back to uint8. The map of the whole batch is built at once as (B, H, W)
-arrays of coordinates and gathered from the flat batch: no Python loop over images or pixels.
-With ``theta = 0`` the weights are exactly 0 and 1, so a pure shift moves pixels unchanged.
-
-The result depends only on the images and the generator passed in: the trainer seeds one per
-batch (``default_rng([seed, epoch, step, 1])``), so a resumed run sees the same augmented batches.
+the image, rounded back to uint8. With ``theta = 0`` the weights are exactly 0 and 1, so a pure
+shift moves pixels unchanged.
 """
 
 from __future__ import annotations
@@ -27,54 +65,94 @@ import numpy as np
 
 from stablecnn.errors import ConfigError, DataError
 
+ERASING_ATTEMPTS = 10  # tries at a rectangle that fits, as torchvision's RandomErasing
+
+
+def _check_images(images) -> np.ndarray:
+    """The batch as (B, C, H, W) (a view; a (B, H, W) batch gets C = 1)."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise DataError(
+            f"augmentation takes a uint8 batch (B, H, W) or (B, C, H, W), got "
+            f"{getattr(images, 'dtype', type(images).__name__)} "
+            f"{getattr(images, 'shape', '')}"
+        )
+    return images[:, None] if images.ndim == 3 else images
+
+
+def _per_image(values, b: int, shape: tuple, what: str, dtype=None) -> np.ndarray:
+    values = np.asarray(values, dtype=dtype)
+    if values.size != b * math.prod(shape):
+        raise DataError(f"{what} must hold {(b, *shape)} values for {b} images, got {values.shape}")
+    return values.reshape(b, *shape)
+
 
 def shift_rotate(images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray) -> np.ndarray:
-    """Shift and rotate each image about its centre (bilinear, zero fill).
+    r"""Shift and rotate each image about its centre (bilinear, zero fill).
+
+    .. math::
+        \mathrm{source}(p) = R(-\theta)\,(p - c - t) + c
+
+    for output pixel ``p = (y, x)``, centre ``c = ((H - 1) / 2, (W - 1) / 2)``, shift ``t`` and
+    angle ``theta``; the output is the bilinear interpolation of the input at the source, 0
+    outside the image, rounded to uint8. Every channel of a colour image moves the same way.
 
     Args:
-        images: uint8 (B, H, W).
+        images: uint8 (B, H, W) or (B, C, H, W).
         shifts: (B, 2) pixels ``(dy, dx)``; positive moves the content down and right.
         degrees: (B,) angles; positive turns the content counter-clockwise as displayed (row 0
             at the top), like ``np.rot90``.
 
-    Returns:
-        uint8 (B, H, W), a new array.
+    Shape:
+        the input's, uint8; a new array.
+
+    Raises:
+        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, or ``shifts`` and
+            ``degrees`` not one per image.
     """
-    _check_images(images)
-    b, h, w = images.shape
-    shifts = np.asarray(shifts, dtype=np.float64).reshape(b, 2)
-    theta = np.deg2rad(np.asarray(degrees, dtype=np.float64).reshape(b))
-    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]  # (B, 1, 1)
+    x = _check_images(images)
+    b, c, h, w = x.shape
+    shifts = _per_image(shifts, b, (2,), "shifts", np.float64)
+    theta = np.deg2rad(_per_image(degrees, b, (), "degrees", np.float64))
+    cos, sin = np.cos(theta)[:, None, None, None], np.sin(theta)[:, None, None, None]  # (B,1,1,1)
     cy, cx = (h - 1) / 2, (w - 1) / 2
-    oy = np.arange(h, dtype=np.float64)[None, :, None] - cy - shifts[:, 0, None, None]  # (B, H, 1)
-    ox = np.arange(w, dtype=np.float64)[None, None, :] - cx - shifts[:, 1, None, None]  # (B, 1, W)
+    oy = np.arange(h, dtype=np.float64)[None, None, :, None] - cy - shifts[:, 0, None, None, None]
+    ox = np.arange(w, dtype=np.float64)[None, None, None, :] - cx - shifts[:, 1, None, None, None]
     # R(-theta) in (row, column) coordinates: rows point down, so a counter-clockwise turn on
     # screen is clockwise in (row, column) and its inverse has these signs
-    sy = cos * oy + sin * ox + cy  # (B, H, W) source row of each output pixel
-    sx = -sin * oy + cos * ox + cx  # (B, H, W) source column
+    sy = cos * oy + sin * ox + cy  # (B, 1, H, W) source row of each output pixel
+    sx = -sin * oy + cos * ox + cx  # (B, 1, H, W) source column
     y0, x0 = np.floor(sy), np.floor(sx)
-    fy, fx = sy - y0, sx - x0  # (B, H, W) bilinear weights of the lower neighbours' partners
+    fy, fx = sy - y0, sx - x0  # (B, 1, H, W) bilinear weights of the lower neighbours' partners
     y0, x0 = y0.astype(np.intp), x0.astype(np.intp)
-    flat = images.reshape(-1)
-    base = (np.arange(b, dtype=np.intp) * (h * w))[:, None, None]  # (B, 1, 1) first pixel of each
-    out = np.zeros((b, h, w), dtype=np.float64)
+    flat = x.reshape(-1)
+    # (B, C, 1, 1) first pixel of each image's channel
+    base = (np.arange(b, dtype=np.intp) * (c * h * w))[:, None, None, None] + (
+        np.arange(c, dtype=np.intp) * (h * w)
+    )[None, :, None, None]
+    out = np.zeros((b, c, h, w), dtype=np.float64)
     for dy, wy in ((0, 1 - fy), (1, fy)):  # the four neighbours: a loop over offsets, not pixels
         for dx, wx in ((0, 1 - fx), (1, fx)):
             yy, xx = y0 + dy, x0 + dx
             inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            idx = base + np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)
+            idx = base + np.clip(yy, 0, h - 1) * w + np.clip(xx, 0, w - 1)  # (B, C, H, W)
             out += np.where(inside, wy * wx, 0.0) * flat[idx]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(images.shape)
 
 
 def augment_batch(
     images: np.ndarray, rng: np.random.Generator, max_shift: int = 2, max_degrees: float = 10.0
 ) -> np.ndarray:
     """A random shift (integer, up to ``max_shift`` pixels per axis) and rotation (uniform in
-    ``[-max_degrees, max_degrees]``) for each image of a uint8 (B, H, W) batch.
+    ``[-max_degrees, max_degrees]``) for each image of a uint8 batch (:func:`shift_rotate`).
 
     Draws ``rng.integers(-max_shift, max_shift + 1, (B, 2))`` then ``rng.uniform(..., B)``, always
     in that order, so equal generators give equal batches.
+
+    Shape:
+        (B, H, W) or (B, C, H, W) uint8 -> the same, a new array.
+
+    Raises:
+        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array.
 
     Example:
         >>> batch = np.zeros((4, 28, 28), np.uint8); batch[:, 10:18, 12:16] = 255
@@ -88,67 +166,325 @@ def augment_batch(
     return shift_rotate(images, shifts, degrees)
 
 
-def _check_images(images) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+def pad_crop(images: np.ndarray, padding: int, offsets: np.ndarray) -> np.ndarray:
+    r"""Pad each image with ``padding`` zero pixels on every side and take the H x W window at
+    ``offsets`` (random crops with padding, as the CIFAR recipe).
+
+    .. math::
+        \mathrm{out}[b, c, y, x] = \mathrm{padded}[b, c, y + o_y[b], x + o_x[b]], \qquad
+        0 \le o_y, o_x \le 2P
+
+    so ``offsets = (P, P)`` (and ``padding = 0``) give the image back unchanged, and offset
+    ``(oy, ox)`` moves the content by ``(P - oy, P - ox)`` pixels, down and right, zero filled.
+
+    Args:
+        images: uint8 (B, H, W) or (B, C, H, W).
+        padding: P, an int >= 0.
+        offsets: (B, 2) ints ``(oy, ox)`` in [0, 2P], the window's top-left corner in the padded
+            image.
+
+    Shape:
+        the input's, uint8; a new array.
+
+    Raises:
+        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, ``offsets`` not
+            (B, 2) integers in [0, 2P].
+        ConfigError: ``padding`` not an int >= 0.
+    """
+    x = _check_images(images)
+    b, c, h, w = x.shape
+    padding = _nonnegative_int("padding", padding)
+    offsets = _per_image(offsets, b, (2,), "offsets")
+    if not np.issubdtype(offsets.dtype, np.integer) or (
+        offsets.size and (offsets.min() < 0 or offsets.max() > 2 * padding)
+    ):
         raise DataError(
-            f"augmentation takes a uint8 batch (B, H, W), got "
-            f"{getattr(images, 'dtype', type(images).__name__)} "
-            f"{getattr(images, 'shape', '')}"
+            f"crop offsets must be integers in [0, {2 * padding}] for padding {padding}, got "
+            f"{offsets.dtype} in [{offsets.min() if offsets.size else ''}, "
+            f"{offsets.max() if offsets.size else ''}]"
         )
+    p = padding
+    padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))  # (B, C, H + 2P, W + 2P), zeros
+    rows = offsets[:, 0, None] + np.arange(h)  # (B, H) rows of the window in the padded image
+    cols = offsets[:, 1, None] + np.arange(w)  # (B, W)
+    out = padded[
+        np.arange(b)[:, None, None, None],
+        np.arange(c)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]  # (B, C, H, W)
+    return out.reshape(images.shape)
+
+
+def flip_horizontal(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """Mirror the images where ``flip`` is true: ``out[b, ..., x] = images[b, ..., W - 1 - x]``.
+
+    Args:
+        images: uint8 (B, H, W) or (B, C, H, W).
+        flip: (B,) bools, which images to mirror.
+
+    Shape:
+        the input's, uint8; a new array.
+
+    Raises:
+        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, ``flip`` not (B,)
+            bools.
+    """
+    x = _check_images(images)
+    flip = _per_image(flip, x.shape[0], (), "flip")
+    if flip.dtype != np.bool_:
+        raise DataError(f"flip must be booleans, one per image, got {flip.dtype}")
+    return np.where(flip[:, None, None, None], x[..., ::-1], x).reshape(images.shape)
+
+
+def erasing_boxes(
+    rng: np.random.Generator,
+    batch: int,
+    height: int,
+    width: int,
+    p: float,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+) -> np.ndarray:
+    """The rectangles of random erasing (Zhong et al. 2017, Algorithm 1, as torchvision's
+    ``RandomErasing.get_params``), drawn for a whole batch at once.
+
+    Image ``b`` is erased with probability ``p``. Its rectangle: for attempt ``a = 1 .. 10``,
+    area ``s H W`` with ``s ~ U(scale)``, aspect ratio ``r`` with ``log r ~ U(log ratio)``,
+    height ``round(sqrt(s H W r))``, width ``round(sqrt(s H W / r))``; the first attempt smaller
+    than the image in both sides is placed at a uniform position inside the image
+    (``top = floor(u H')`` with ``u ~ U[0, 1)`` and ``H' = H - height + 1``, the same for the
+    left edge). An image not erased, or with no attempt that fits, gets the empty box
+    (0, 0, 0, 0). The draws are always, in this order and whatever the outcome:
+    ``rng.random(B)`` (erase or not), ``rng.uniform(*scale, (B, 10))``,
+    ``rng.uniform(log ratio, (B, 10))``, ``rng.random((B, 2))``.
+
+    Args:
+        rng: the generator to draw from.
+        batch, height, width: B, H, W.
+        p: probability of erasing an image, in [0, 1].
+        scale: (min, max) fraction of the image's area, 0 < min <= max <= 1.
+        ratio: (min, max) aspect ratio height / width, 0 < min <= max.
+
+    Returns:
+        (B, 4) ints ``(top, left, height, width)``; height and width 0 for an image left alone.
+
+    Raises:
+        ConfigError: ``p``, ``scale`` or ``ratio`` out of range.
+    """
+    p, scale, ratio = _check_erasing(p, scale, ratio)
+    b, h, w = batch, height, width
+    erased = rng.random(b) < p  # (B,)
+    area = (h * w) * rng.uniform(scale[0], scale[1], (b, ERASING_ATTEMPTS))  # (B, 10)
+    aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), (b, ERASING_ATTEMPTS)))
+    eh = np.rint(np.sqrt(area * aspect)).astype(np.intp)  # (B, 10) heights of the attempts
+    ew = np.rint(np.sqrt(area / aspect)).astype(np.intp)
+    fits = (eh < h) & (ew < w)
+    first = fits.argmax(axis=1)  # (B,) the first attempt that fits (0 when none does)
+    keep = erased & fits.any(axis=1)
+    rows = np.arange(b)
+    eh = np.where(keep, eh[rows, first], 0)
+    ew = np.where(keep, ew[rows, first], 0)
+    u = rng.random((b, 2))
+    top = np.where(keep, np.floor(u[:, 0] * (h - eh + 1)), 0).astype(np.intp)
+    left = np.where(keep, np.floor(u[:, 1] * (w - ew + 1)), 0).astype(np.intp)
+    return np.stack([top, left, eh, ew], axis=1)
+
+
+def erase(images: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Set one rectangle of each image to 0 (every channel).
+
+    ``out[b, c, y, x] = 0`` where ``top[b] <= y < top[b] + height[b]`` and
+    ``left[b] <= x < left[b] + width[b]``, else ``images[b, c, y, x]``.
+
+    Args:
+        images: uint8 (B, H, W) or (B, C, H, W).
+        boxes: (B, 4) ints ``(top, left, height, width)`` (:func:`erasing_boxes`); a height or
+            width of 0 erases nothing, and a box is clipped to the image.
+
+    Shape:
+        the input's, uint8; a new array.
+
+    Raises:
+        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, ``boxes`` not (B, 4)
+            integers with non-negative sizes.
+    """
+    x = _check_images(images)
+    b, _, h, w = x.shape
+    boxes = _per_image(boxes, b, (4,), "boxes")
+    if not np.issubdtype(boxes.dtype, np.integer) or (boxes.size and boxes[:, 2:].min() < 0):
+        raise DataError(f"boxes must be integers with sizes >= 0, got {boxes.dtype} {boxes}")
+    top, left, eh, ew = boxes.T  # (B,) each
+    ys, xs = np.arange(h), np.arange(w)
+    in_rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])  # (B, H)
+    in_cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])  # (B, W)
+    mask = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # (B, 1, H, W)
+    return np.where(mask, np.uint8(0), x).reshape(images.shape)
+
+
+def _nonnegative_int(what: str, value) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{what} must be an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_erasing(p, scale, ratio) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    if not _number(p) or not 0 <= p <= 1:
+        raise ConfigError(f"random_erasing (a probability) must be in [0, 1], got {p!r}")
+    pairs = []
+    for what, pair, top in (("erasing_scale", scale, 1.0), ("erasing_ratio", ratio, math.inf)):
+        values = tuple(pair) if isinstance(pair, (tuple, list, np.ndarray)) else ()
+        if len(values) != 2 or not all(_number(v) for v in values):
+            raise ConfigError(f"{what} must be two numbers (min, max), got {pair!r}")
+        lo, hi = float(values[0]), float(values[1])
+        if not (0 < lo <= hi <= top and math.isfinite(hi)):
+            bound = "0 < min <= max <= 1" if top == 1 else "0 < min <= max, finite"
+            raise ConfigError(f"{what} must have {bound}, got {pair!r}")
+        pairs.append((lo, hi))
+    return float(p), pairs[0], pairs[1]
 
 
 @dataclass(frozen=True)
 class Augment:
-    """The augmentation of a training run (stored in its checkpoint).
+    """The augmentation of a training run (stored in its checkpoint), every step off by default.
+
+    Applied in a fixed order, each step drawing from the generator only when on (the module doc
+    lists the draws): shift and rotate, random crop, horizontal flip, random erasing.
 
     Args:
-        max_shift: largest shift in pixels along each axis (an int >= 0), default 2.
-        max_degrees: largest rotation in degrees (0 to 180), default 10.
+        max_shift: largest shift in pixels along each axis (an int >= 0).
+        max_degrees: largest rotation in degrees (0 to 180).
+        random_crop: P, the padding of random crops with padding (an int >= 0; 4 is the CIFAR
+            recipe for 32x32 images).
+        hflip: mirror each image left to right with probability 1/2. Not for digits (the module
+            doc says why).
+        random_erasing: the probability of erasing a rectangle of an image, in [0, 1].
+        erasing_scale: (min, max) fraction of the area erased, default torchvision's
+            (0.02, 0.33).
+        erasing_ratio: (min, max) aspect ratio of the rectangle, default (0.3, 3.3).
+
+    Shape:
+        ``aug(images, rng)``: uint8 (B, H, W) or (B, C, H, W) -> the same shape, a new array.
+
+    Raises:
+        ConfigError: a value out of its range (the message names it).
 
     Example:
-        >>> aug = Augment(max_shift=2, max_degrees=10)
+        >>> aug = Augment(max_shift=2, max_degrees=10, random_crop=4, hflip=True)
         >>> Augment.from_dict(aug.to_dict()) == aug
         True
         >>> Augment.parse("3,15")
         Augment(max_shift=3, max_degrees=15.0)
+        >>> aug(np.zeros((8, 3, 32, 32), np.uint8), np.random.default_rng(0)).shape
+        (8, 3, 32, 32)
     """
 
-    max_shift: int = 2
-    max_degrees: float = 10.0
+    max_shift: int = 0
+    max_degrees: float = 0.0
+    random_crop: int = 0
+    hflip: bool = False
+    random_erasing: float = 0.0
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
 
     def __post_init__(self) -> None:
-        if (
-            not isinstance(self.max_shift, (int, np.integer))
-            or isinstance(self.max_shift, bool)
-            or self.max_shift < 0
-        ):
-            raise ConfigError(f"max_shift must be an int >= 0, got {self.max_shift!r}")
-        if (
-            not isinstance(self.max_degrees, (int, float, np.integer, np.floating))
-            or isinstance(self.max_degrees, bool)
-            or not 0 <= self.max_degrees <= 180
-        ):
+        max_shift = _nonnegative_int("max_shift", self.max_shift)
+        if not _number(self.max_degrees) or not 0 <= self.max_degrees <= 180:
             raise ConfigError(f"max_degrees must be a number in [0, 180], got {self.max_degrees!r}")
-        object.__setattr__(self, "max_shift", int(self.max_shift))
-        object.__setattr__(self, "max_degrees", float(self.max_degrees))
+        random_crop = _nonnegative_int("random_crop", self.random_crop)
+        if not isinstance(self.hflip, (bool, np.bool_)):
+            raise ConfigError(f"hflip must be true or false, got {self.hflip!r}")
+        p, scale, ratio = _check_erasing(
+            self.random_erasing, self.erasing_scale, self.erasing_ratio
+        )
+        for name, value in (
+            ("max_shift", max_shift),
+            ("max_degrees", float(self.max_degrees)),
+            ("random_crop", random_crop),
+            ("hflip", bool(self.hflip)),
+            ("random_erasing", p),
+            ("erasing_scale", scale),
+            ("erasing_ratio", ratio),
+        ):
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:  # the fields that differ from the defaults: reads like the call
+        shown = [f"max_shift={self.max_shift}", f"max_degrees={self.max_degrees!r}"]
+        for name, default in (
+            ("random_crop", 0),
+            ("hflip", False),
+            ("random_erasing", 0.0),
+            ("erasing_scale", (0.02, 0.33)),
+            ("erasing_ratio", (0.3, 3.3)),
+        ):
+            if getattr(self, name) != default:
+                shown.append(f"{name}={getattr(self, name)!r}")
+        return f"Augment({', '.join(shown)})"
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Augment one uint8 (B, H, W) batch with draws from ``rng``."""
-        return augment_batch(images, rng, self.max_shift, self.max_degrees)
+        """Augment one uint8 (B, H, W) or (B, C, H, W) batch with draws from ``rng``."""
+        x = _check_images(images)
+        b, _, h, w = x.shape
+        out = images
+        if self.max_shift or self.max_degrees:  # off: the identity, and no draw
+            out = augment_batch(out, rng, self.max_shift, self.max_degrees)
+        if self.random_crop:
+            p = self.random_crop
+            out = pad_crop(out, p, rng.integers(0, 2 * p + 1, size=(b, 2)))
+        if self.hflip:
+            out = flip_horizontal(out, rng.random(b) < 0.5)
+        if self.random_erasing:
+            boxes = erasing_boxes(
+                rng, b, h, w, self.random_erasing, self.erasing_scale, self.erasing_ratio
+            )
+            out = erase(out, boxes)
+        return out.copy() if out is images else out
 
     def to_dict(self) -> dict:
-        """``{"max_shift": int, "max_degrees": float}``, JSON-ready."""
-        return {"max_shift": self.max_shift, "max_degrees": self.max_degrees}
+        """Every field, JSON-ready (the pairs as lists)."""
+        return {
+            "max_shift": self.max_shift,
+            "max_degrees": self.max_degrees,
+            "random_crop": self.random_crop,
+            "hflip": self.hflip,
+            "random_erasing": self.random_erasing,
+            "erasing_scale": list(self.erasing_scale),
+            "erasing_ratio": list(self.erasing_ratio),
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Augment:
-        """Inverse of :meth:`to_dict` (accepts NumPy scalars as loaded from a ``.npz``)."""
+        """Inverse of :meth:`to_dict` (accepts NumPy scalars as loaded from a ``.npz``).
+
+        ``max_shift`` and ``max_degrees`` are required; the later fields default to off, so a
+        checkpoint written before they existed (``{"max_shift": 2, "max_degrees": 10.0}``)
+        augments exactly as it did. An unknown field is refused (a newer stablecnn's option
+        this one cannot honour).
+        """
         try:
+            unknown = set(data) - {f for f in cls.__dataclass_fields__}
+            if unknown:
+                raise ConfigError(f"unknown fields {sorted(unknown)}")
             shift, degrees = data["max_shift"], data["max_degrees"]
             if float(shift) != math.floor(float(shift)):
                 raise ConfigError(f"max_shift {shift!r} is not a whole number")
-            return cls(int(shift), float(degrees))
-        except (KeyError, TypeError, ValueError) as exc:
+            rest = {k: v for k, v in data.items() if k not in ("max_shift", "max_degrees")}
+            if "random_crop" in rest:
+                crop = rest["random_crop"]
+                if float(crop) != math.floor(float(crop)):
+                    raise ConfigError(f"random_crop {crop!r} is not a whole number")
+                rest["random_crop"] = int(crop)
+            if "hflip" in rest and isinstance(rest["hflip"], np.bool_):
+                rest["hflip"] = bool(rest["hflip"])
+            for pair in ("erasing_scale", "erasing_ratio"):
+                if pair in rest:
+                    rest[pair] = tuple(float(v) for v in rest[pair])
+            return cls(int(shift), float(degrees), **rest)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not an augmentation description: {data!r} ({exc})") from None
 
     @classmethod
