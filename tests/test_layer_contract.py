@@ -13,13 +13,15 @@ Every layer of :data:`stablecnn.nn.layers.LAYERS`, and the fused :class:`ReLUMax
   dtype) and, given the same weights, computes the same outputs and gradients, bit for bit; the
   config is plain data (JSON);
 - have a readable ``repr``: the type and the arguments that differ from the defaults, written so
-  that evaluating it builds the same layer;
+  that evaluating it builds the same layer (one line; a block's repr shows its layers one to a
+  line, as PyTorch prints a module of modules);
 - have a ``without_weights`` counterpart that knows the parameter shapes, count, dtype, config,
   repr and output shape but holds no array (and refuses to run, when it has parameters).
 
 A new layer is checked by registering it in LAYERS and adding its constructor arguments and an
-input shape to :data:`EXAMPLES` (``rng`` and ``dtype`` are added where the constructor takes them);
-the contract fails for a registered layer without an example.
+input shape to :data:`EXAMPLES` (``rng`` and ``dtype`` are added where the constructor takes them;
+a block's layers are given as configs and built as :func:`from_config` builds them); the contract
+fails for a registered layer without an example.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from support.gradcheck import gradcheck_layer
 
 from stablecnn.errors import ShapeError
 from stablecnn.nn.layers import (
+    CONTAINERS,
     LAYERS,
     AvgPool2d,
     BatchNorm1d,
@@ -60,6 +63,11 @@ EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
         ),
         # the rows kernel (stride 1 in height, C * kW >= 64), padding per axis
         (dict(in_channels=16, out_channels=3, kernel_size=(3, 4), padding=(1, 2)), (2, 16, 5, 4)),
+        # no bias (a conv before batch norm), the stride-2 3x3 of a residual network's stages
+        (
+            dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1, bias=False),
+            (2, 3, 7, 6),
+        ),
     ],
     "MaxPool2d": [
         (dict(kernel_size=(3, 2), stride=(2, 1)), (2, 3, 7, 6)),  # the general kernel
@@ -78,6 +86,67 @@ EXAMPLES: dict[str, list[tuple[dict, tuple[int, ...]]]] = {
     "BatchNorm2d": [(dict(num_features=3, eps=1e-3, momentum=0.2), (3, 3, 4, 5))],
     "Dropout": [(dict(p=0.3), (4, 6))],
     "LeakyReLU": [(dict(negative_slope=0.1), (2, 3, 4, 5))],
+    "Residual": [
+        # the basic block: identity shortcut, conv-bn-relu-conv-bn, ReLU after the sum
+        (
+            dict(
+                body=[
+                    dict(
+                        type="Conv2d",
+                        in_channels=3,
+                        out_channels=3,
+                        kernel_size=3,
+                        padding=1,
+                        bias=False,
+                    ),
+                    dict(type="BatchNorm2d", num_features=3),
+                    dict(type="ReLU"),
+                    dict(
+                        type="Conv2d",
+                        in_channels=3,
+                        out_channels=3,
+                        kernel_size=3,
+                        padding=1,
+                        bias=False,
+                    ),
+                    dict(type="BatchNorm2d", num_features=3),
+                ],
+                activation="ReLU",
+            ),
+            (3, 3, 5, 4),
+        ),
+        # the projection block: stride 2 and more channels on both paths, no activation
+        (
+            dict(
+                body=[
+                    dict(
+                        type="Conv2d",
+                        in_channels=2,
+                        out_channels=4,
+                        kernel_size=3,
+                        stride=2,
+                        padding=1,
+                        bias=False,
+                    ),
+                    dict(type="BatchNorm2d", num_features=4),
+                ],
+                shortcut=[
+                    dict(
+                        type="Conv2d",
+                        in_channels=2,
+                        out_channels=4,
+                        kernel_size=1,
+                        stride=2,
+                        bias=False,
+                    ),
+                    dict(type="BatchNorm2d", num_features=4),
+                ],
+            ),
+            (3, 2, 7, 6),
+        ),
+        # any layers: a dense residual on (N, F) with a bias
+        (dict(body=[dict(type="Linear", in_features=5, out_features=5)]), (4, 5)),
+    ],
 }
 
 # steps of a model's execution plan that are layers but not architecture layers (no config):
@@ -99,7 +168,7 @@ CASE_IDS = [f"{name}-{i}" for name, i in CASES]
 LAYER_IDS = [f"{name}-{i}" for name, i in LAYER_CASES]
 
 
-def arguments(name: str, index: int, dtype=np.float64, seed: int = 0) -> dict:
+def arguments(name: str, index: int, dtype=np.float64, seed: int = 0, weights: bool = True) -> dict:
     """The constructor arguments of example ``index`` of layer ``name``, with ``rng`` and ``dtype``
     where the constructor takes them (as :func:`stablecnn.nn.layers.from_config` adds them)."""
     examples = EXAMPLES.get(name)
@@ -109,6 +178,12 @@ def arguments(name: str, index: int, dtype=np.float64, seed: int = 0) -> dict:
             f"(tests/test_layer_contract.py): add its constructor arguments and an input shape"
         )
     kwargs = dict(examples[index][0])
+    rng = np.random.default_rng(seed)
+    for key in CONTAINERS.get(LAYERS[name], ()):  # a block's layers, built from their configs
+        if key in kwargs:
+            kwargs[key] = [
+                from_config(c, rng=rng, dtype=dtype, weights=weights) for c in kwargs[key]
+            ]
     accepted = inspect.signature(LAYERS[name].__init__).parameters
     if "rng" in accepted:
         kwargs["rng"] = np.random.default_rng(seed)
@@ -213,6 +288,18 @@ def test_the_input_gradient_is_skipped_on_request(name, index, dtype):
         layer.backward(dout)
 
 
+@pytest.mark.parametrize("name,index", CASES, ids=CASE_IDS)
+def test_backward_leaves_its_gradient_argument_unchanged(name, index):
+    # a residual block hands one gradient to both of its paths: a layer that wrote into its
+    # dout would change what the other path gets
+    layer, shape = build(name, index, np.float32)
+    out = layer.forward(distinct_input(shape, np.float32))
+    dout = np.random.default_rng(4).standard_normal(out.shape).astype(np.float32)
+    before = dout.copy()
+    layer.backward(dout)
+    np.testing.assert_array_equal(dout, before, err_msg=f"{layer!r} changed its dout")
+
+
 @pytest.mark.parametrize("name,index", LAYER_CASES, ids=LAYER_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 def test_the_config_rebuilds_the_same_layer(name, index, dtype):
@@ -248,7 +335,8 @@ def test_the_config_rebuilds_the_same_layer(name, index, dtype):
 def test_the_repr_names_the_type_and_builds_the_same_layer(name, index):
     layer, _ = build(name, index)
     text = repr(layer)
-    assert text.startswith(f"{name}(") and text.endswith(")") and "\n" not in text, text
+    block = type(layer) in CONTAINERS  # its layers one to a line, indented
+    assert text.startswith(f"{name}(") and text.endswith(")") and ("\n" in text) == block, text
     if name in PLAN_STEPS:  # no config, no constructor of plain values: the pool's arguments
         pool = layer.pool
         assert f"kernel_size={pool.kernel_size}" in text and f"stride={pool.stride}" in text, text
@@ -259,7 +347,9 @@ def test_the_repr_names_the_type_and_builds_the_same_layer(name, index):
     assert again.config() == layer.config(), f"{text} builds {again!r}"
     defaults = inspect.signature(LAYERS[name].__init__).parameters
     for key, value in EXAMPLES[name][index][0].items():  # every argument given is shown
-        if value != defaults[key].default:
+        if key in CONTAINERS.get(LAYERS[name], ()):
+            assert all(repr(child) in text for child in getattr(layer, key)), (key, text)
+        elif value != defaults[key].default:
             shown = str(tuple(value) if isinstance(value, list) else value)
             assert shown in text or str(again.config()[key]) in text, (key, text)
 
@@ -267,7 +357,7 @@ def test_the_repr_names_the_type_and_builds_the_same_layer(name, index):
 @pytest.mark.parametrize("name,index", LAYER_CASES, ids=LAYER_IDS)
 def test_without_weights_knows_everything_but_the_arrays(name, index):
     layer, shape = build(name, index)
-    light = LAYERS[name].without_weights(**arguments(name, index))
+    light = LAYERS[name].without_weights(**arguments(name, index, weights=False))
     assert not light.has_weights and light.params == {} and light.grads == {}, repr(light)
     assert light.param_shapes == {k: v.shape for k, v in layer.params.items()}
     assert light.num_params == layer.num_params and light.dtype == layer.dtype

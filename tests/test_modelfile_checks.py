@@ -225,20 +225,6 @@ def test_a_layer_without_weights_refuses_to_run():
         Linear.without_weights(3, 0)  # the arguments are checked all the same
 
 
-def test_every_layer_type_can_be_made_without_weights():
-    args = {
-        "Conv2d": (1, 2, 3),
-        "Linear": (3, 2),
-        "MaxPool2d": (2,),
-        "AvgPool2d": (2,),
-        "BatchNorm1d": (3,),
-        "BatchNorm2d": (3,),
-    }
-    for name, cls in LAYERS.items():
-        layer = cls.without_weights(*args.get(name, ()))
-        assert layer.num_params == cls(*args.get(name, ())).num_params and not layer.params
-
-
 # -- keys given twice ------------------------------------------------------------------------------
 def test_json_keys_given_twice_are_refused_with_their_line(tmp_path):
     text = (

@@ -41,6 +41,7 @@ from stablecnn.nn.layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    Residual,
 )
 from stablecnn.nn.layers.pool import ReLUMaxPool2d
 from stablecnn.optim import check_optimizer
@@ -111,6 +112,35 @@ LAYER_ERRORS = {
         "stride 1",
     ),
     "Conv2d: padding": (lambda: Conv2d(1, 2, 3, padding=-1), ConfigError, "padding"),
+    "Conv2d: bias not a bool": (lambda: Conv2d(1, 2, 3, bias="no"), ConfigError, "bias must"),
+    "Conv2d: bias_init without a bias": (
+        lambda: Conv2d(1, 2, 3, bias=False, bias_init=lambda *a: None),
+        ConfigError,
+        "bias_init",
+    ),
+    "Residual: not a layer": (lambda: Residual([ReLU(), "conv"]), TypeError, r"body\[1\]"),
+    "Residual: one layer, not a list": (lambda: Residual(ReLU()), TypeError, "list of layers"),
+    "Residual: empty body": (lambda: Residual([]), ConfigError, "at least one layer"),
+    "Residual: activation": (
+        lambda: Residual([ReLU()], activation="tanh"),
+        ConfigError,
+        "activation.*'tanh'",
+    ),
+    "Residual: dtypes": (
+        lambda: Residual([Linear(2, 2, dtype=np.float64)], [Linear(2, 2)]),
+        ConfigError,
+        "one dtype",
+    ),
+    "Residual: shapes": (
+        lambda: Residual([Conv2d(2, 4, 3, stride=2, padding=1)]).forward(x4(1, 2, 6, 6)),
+        ShapeError,
+        r"body gives \(4, 3, 3\).*identity shortcut gives \(2, 6, 6\)",
+    ),
+    "Residual: backward after eval": (
+        lambda: after_eval_forward(Residual([Linear(3, 3)]), x4(2, 3)),
+        RuntimeError,
+        "backward needs a forward",
+    ),
     "Conv2d: 3-D input": (lambda: Conv2d(1, 2, 3).forward(x4(1, 5, 5)), ShapeError, "4-D"),
     "Conv2d: channels in": (lambda: Conv2d(2, 2, 3).forward(x4(1, 1, 5, 5)), ShapeError, "2"),
     "Conv2d: small map": (lambda: Conv2d(1, 2, 3).forward(x4(1, 1, 2, 5)), ShapeError, "kernel"),

@@ -200,19 +200,22 @@ class Sequential:
         allocated (``forward`` raises ``RuntimeError``).
 
         Raises:
-            ConfigError: ``config`` is not a mapping with a ``"layers"`` list; a layer of an
-                unknown type, with an argument it does not take or lacks, or with a value its
-                constructor refuses (the message starts ``"layer <index>: "``); an
+            ConfigError: ``config`` is not a mapping with a ``"layers"`` list; a bad ``repeat``
+                count (a layer config ``{"repeat": k, ...}`` stands for ``k`` copies of it, see
+                :func:`stablecnn.nn.layers.expand_repeats`); a layer of an unknown type, with an
+                argument it does not take or lacks, or with a value its constructor refuses (the
+                message starts ``"layer <index>: "``); an
                 ``input_shape`` that is not a list of positive ints.
             ShapeError: the layers do not fit ``input_shape`` (naming the layer).
         """
+        from stablecnn.nn.layers import expand_repeats
         from stablecnn.nn.layers import from_config as layer_from_config
 
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
             raise ConfigError(f"a model config needs a 'layers' list, got {str(config)[:80]}")
         rng = np.random.default_rng(seed)
         layers = []
-        for i, layer_config in enumerate(config["layers"]):
+        for i, layer_config in enumerate(expand_repeats(config["layers"])):
             try:
                 layers.append(
                     layer_from_config(layer_config, rng=rng, dtype=dtype, weights=weights)
@@ -228,12 +231,15 @@ class Sequential:
 
     # -- parameters -----------------------------------------------------------------------------
     def parameters(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
-        """``(name, param, grad)`` triples; the arrays are the layers' own, updated in place."""
-        return [
-            (f"{i}.{key}", layer.params[key], layer.grads[key])
-            for i, layer in enumerate(self.layers)
-            for key in layer.params
-        ]
+        """``(name, param, grad)`` triples; the arrays are the layers' own, updated in place.
+
+        Names are ``"<layer index>.<param>"``; a block's parameters carry its own dotted names
+        after the index (``"3.body.0.weight"``), as in PyTorch."""
+        triples = []
+        for i, layer in enumerate(self.layers):
+            params, grads = layer.params, layer.grads  # a block gathers these from its children
+            triples += [(f"{i}.{key}", param, grads[key]) for key, param in params.items()]
+        return triples
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``{name: array}`` for every parameter and buffer (the arrays themselves, not copies).
@@ -360,7 +366,8 @@ class Sequential:
 
     # -- description ----------------------------------------------------------------------------
     def summary(self, input_shape=None) -> str:
-        """A table of each layer, its output shape and its parameter count.
+        """A table of each layer, its output shape and its parameter count; a block's row is
+        followed by one row for each of its layers (``3.body.0``), whose counts its row sums.
 
         Raises:
             ConfigError: no ``input_shape`` given and none given when the model was built.
@@ -374,10 +381,22 @@ class Sequential:
             ("#", "layer", "output shape", "params"),
             ("", "input", str(tuple(input_shape)), ""),
         ]
-        rows += [
-            (str(i), repr(layer), str(shape), f"{layer.num_params:,}")
-            for i, (layer, shape) in enumerate(zip(self.layers, shapes))
-        ]
+        before = [tuple(input_shape), *shapes[:-1]]
+        for i, (layer, shape) in enumerate(zip(self.layers, shapes)):
+            describe = getattr(layer, "describe", None)  # a block: one line, then its layers
+            rows.append(
+                (
+                    str(i),
+                    describe() if describe else repr(layer),
+                    str(shape),
+                    f"{layer.num_params:,}",
+                )
+            )
+            if hasattr(layer, "child_shapes"):
+                rows += [
+                    (f"{i}.{name}", f"  {child!r}", str(out), f"{child.num_params:,}")
+                    for name, child, out in layer.child_shapes(before[i])
+                ]
         widths = [max(len(r[c]) for r in rows) for c in range(4)]
         lines = [
             "  ".join(
@@ -392,5 +411,7 @@ class Sequential:
         return "\n".join(lines)
 
     def __repr__(self):
-        body = "\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        body = "\n".join(
+            f"  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self.layers)
+        )
         return f"Sequential(\n{body}\n)"

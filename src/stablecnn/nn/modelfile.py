@@ -69,7 +69,7 @@ import numpy as np
 
 from stablecnn.errors import ModelFileError, ShapeError
 from stablecnn.nn import init as initializers
-from stablecnn.nn.layers import LAYERS, Conv2d
+from stablecnn.nn.layers import CONTAINERS, LAYERS, MAX_REPEAT, Conv2d
 from stablecnn.nn.layers import from_config as layer_from_config
 from stablecnn.nn.model import Sequential
 from stablecnn.nn.modelfile_text import (  # the two reading limits are documented here too
@@ -191,12 +191,22 @@ def validate(
         lines = {("layers", i): line for i, line in enumerate(lines)} if ok else {}
     lines = lines or {}
 
-    def fail(message, index=None, key=None):
-        line = lines.get(("layers", index) if index is not None else (key,))
+    def fail(message, at=None, key=None):
+        """Raise naming the source, the line and, when ``at`` is given, the layer: ``at`` is an
+        :class:`_At` (a layer, or a block's layer inside it)."""
+        line = lines.get(("layers", *at.file_path)) if at is not None else lines.get((key,))
+        if line is None and at is not None:  # a layer inside an inline table: its block's line
+            line = next(
+                (
+                    lines[("layers", *at.file_path[:n])]
+                    for n in range(len(at.file_path) - 1, 0, -1)
+                    if ("layers", *at.file_path[:n]) in lines
+                ),
+                None,
+            )
         where = source if line is None else f"{source}, line {line}"
-        if index is not None:
-            kind = layers[index].get("type") if isinstance(layers[index], dict) else None
-            where += f", layer {index}" + (f" ({kind})" if printable_kind(kind) else "")
+        if at is not None:
+            where += f", {at.label}"
         raise ModelFileError(f"{where}: {message}")
 
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
@@ -205,6 +215,7 @@ def validate(
             f"unknown top-level key(s) {unknown}; a model file has {list(TOP_LEVEL_KEYS)}",
             key=unknown[0],
         )
+
     for key in ("name", "description"):
         if key in config and not isinstance(config[key], str):
             fail(f"{key} must be a string, got {config[key]!r:.80}", key=key)
@@ -235,68 +246,119 @@ def validate(
         )
 
     rng = np.random.default_rng(0)  # Dropout draws its seed: nothing else is drawn
-    built, shape, total = [], tuple(shape), 0
-    for i, layer in enumerate(layers):
-        layer = _check_arguments(layer, lambda message, i=i: fail(message, i))
-        try:
-            made = layer_from_config(layer, rng=rng, dtype=np.float32, weights=False)
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            message, kind = str(exc), layer["type"]
-            fail(message[len(kind) + 2 :] if message.startswith(f"{kind}: ") else message, i)
-        for key, param in (("weight_init", "weight"), ("bias_init", "bias")):
-            if key in layer and param in made.param_shapes:
-                try:
-                    initializers.check_shape(
-                        initializers.from_config(layer[key]), made.param_shapes[param]
-                    )
-                except ValueError as exc:
-                    fail(f"{key} {layer[key]['type']} cannot fill the {param}: {exc}", i)
-        count = made.num_params
-        if count > MAX_LAYER_PARAMS:
-            fail(
-                f"{count:,} parameters ({_shapes(made.param_shapes)}), more than the "
-                f"{MAX_LAYER_PARAMS:,} a layer of a model file may have",
-                i,
-            )
-        total += count
-        if total > MAX_PARAMS:
-            fail(
-                f"the model reaches {total:,} parameters at this layer, more than the "
-                f"{MAX_PARAMS:,} a model file may have in all",
-                i,
-            )
-        try:
-            out = tuple(made.output_shape(shape))
-        except (ShapeError, ValueError) as exc:
-            fail(
-                f"does not fit its input {shape} (from input_shape {tuple(config['input_shape'])}"
-                f"): {exc}",
-                i,
-            )
-        for what, size in (("its input padded to", made.padded_shape(shape)), ("its output", out)):
-            if math.prod(size) > MAX_ACTIVATION:
-                fail(
-                    f"{what} {size} holds {math.prod(size):,} values per example, more than the "
-                    f"{MAX_ACTIVATION:,} a model file allows at any layer",
-                    i,
-                )
-        if isinstance(made, Conv2d):
-            macs = math.prod(made.param_shapes["weight"]) * out[1] * out[2]
-            if macs > MAX_LAYER_MACS:
-                fail(
-                    f"{macs:,} multiply-adds per example, more than the {MAX_LAYER_MACS:,} a "
-                    f"layer of a model file may do",
-                    i,
-                )
+    count = {"params": 0}  # parameters so far, blocks' layers included
+    built, shape = [], tuple(shape)
+    for at, layer in _expand(layers, _At(), fail):
+        made, shape = _check_layer(layer, shape, at, rng, count, config, fail)
         built.append(made)
-        shape = out
     if num_classes is not None and shape != (num_classes,):
         fail(
             f"the model ends in shape {shape} per example, but {num_classes} class scores are "
             f"needed (end with Linear(..., {num_classes}))",
-            len(built) - 1,
+            at,
         )
     return Sequential(*built, input_shape=tuple(config["input_shape"]))
+
+
+class _At:
+    """Where a layer is: its label for messages (``"layer 5 (Residual), body.2 (Conv2d)"``, by
+    the model's indices, repeats written out) and its path in the file (``(3, "body", 2)``, by
+    the file's entries), which finds its line."""
+
+    def __init__(self, label: str = "", file_path: tuple = (), model_path: tuple = ()):
+        self.label, self.file_path, self.model_path = label, file_path, model_path
+
+    def child(self, key, file_index: int, model_index: int, layer) -> _At:
+        kind = layer.get("type") if isinstance(layer, dict) else None
+        name = f"layer {model_index}" if key is None else f"{key}.{model_index}"
+        name += f" ({kind})" if printable_kind(kind) else ""
+        file_path = (*self.file_path, *(() if key is None else (key,)), file_index)
+        return _At(f"{self.label}, {name}" if self.label else name, file_path)
+
+
+def _expand(layers: list, at: _At, fail, key=None) -> list[tuple[_At, object]]:
+    """Each entry of ``layers`` with where it is, ``{"repeat": k, ...}`` written out as ``k``
+    copies (see :func:`stablecnn.nn.layers.expand_repeats`)."""
+    out = []
+    for i, layer in enumerate(layers):
+        count = layer.get("repeat", 1) if isinstance(layer, dict) else 1
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPEAT:
+            fail(
+                f"repeat must be an int from 1 to {MAX_REPEAT} (the number of copies of this "
+                f"layer), got {count!r:.40}",
+                at.child(key, i, len(out), layer),
+            )
+        if isinstance(layer, dict):
+            layer = {k: v for k, v in layer.items() if k != "repeat"}
+        out += [(at.child(key, i, len(out) + r, layer), layer) for r in range(count)]
+    return out
+
+
+def _check_layer(layer, shape: tuple, at: _At, rng, count: dict, config: dict, fail):
+    """Check one layer (a block: its layers first, each by this function) against the shape it
+    gets; return the layer made without weights and its output shape."""
+    layer = _check_arguments(layer, lambda message: fail(message, at))
+    kind = layer["type"]
+    for key in CONTAINERS.get(LAYERS[kind], ()):  # a block: each path's layers, in order
+        if key not in layer:
+            continue
+        if not isinstance(layer[key], list):
+            fail(f"{key} must be a list of layers, got {layer[key]!r:.80}", at)
+        inner = shape
+        for child_at, child in _expand(layer[key], at, fail, key):
+            _, inner = _check_layer(child, inner, child_at, rng, count, config, fail)
+        layer = {**layer, key: [c for _, c in _expand(layer[key], at, fail, key)]}
+    try:
+        made = layer_from_config(layer, rng=rng, dtype=np.float32, weights=False)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        message = str(exc)
+        fail(message[len(kind) + 2 :] if message.startswith(f"{kind}: ") else message, at)
+    for key, param in (("weight_init", "weight"), ("bias_init", "bias")):
+        if key in layer and param in made.param_shapes:
+            try:
+                initializers.check_shape(
+                    initializers.from_config(layer[key]), made.param_shapes[param]
+                )
+            except ValueError as exc:
+                fail(f"{key} {layer[key]['type']} cannot fill the {param}: {exc}", at)
+    if LAYERS[kind] not in CONTAINERS:  # a block's layers were counted one by one
+        if made.num_params > MAX_LAYER_PARAMS:
+            fail(
+                f"{made.num_params:,} parameters ({_shapes(made.param_shapes)}), more than the "
+                f"{MAX_LAYER_PARAMS:,} a layer of a model file may have",
+                at,
+            )
+        count["params"] += made.num_params
+        if count["params"] > MAX_PARAMS:
+            fail(
+                f"the model reaches {count['params']:,} parameters at this layer, more than the "
+                f"{MAX_PARAMS:,} a model file may have in all",
+                at,
+            )
+    try:
+        out = tuple(made.output_shape(shape))
+    except (ShapeError, ValueError) as exc:
+        fail(
+            f"does not fit its input {shape} (from input_shape {tuple(config['input_shape'])}"
+            f"): {exc}",
+            at,
+        )
+    for what, size in (("its input padded to", made.padded_shape(shape)), ("its output", out)):
+        if math.prod(size) > MAX_ACTIVATION:
+            fail(
+                f"{what} {size} holds {math.prod(size):,} values per example, more than the "
+                f"{MAX_ACTIVATION:,} a model file allows at any layer",
+                at,
+            )
+    if isinstance(made, Conv2d):
+        macs = math.prod(made.param_shapes["weight"]) * out[1] * out[2]
+        if macs > MAX_LAYER_MACS:
+            fail(
+                f"{macs:,} multiply-adds per example, more than the {MAX_LAYER_MACS:,} a "
+                f"layer of a model file may do",
+                at,
+            )
+    return made, out
 
 
 def _check_arguments(layer, fail) -> dict:

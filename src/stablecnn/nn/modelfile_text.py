@@ -28,7 +28,11 @@ except ModuleNotFoundError:  # Python 3.10: the tomli backport has the same inte
 
 MAX_FILE_BYTES = 1 << 20  # a model file is at most 1 MiB (md2's is about 2 KB)
 MAX_DEPTH = 16  # containers nest at most this deep (a model file needs 4)
-_TOML_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*layers[ \t]*\]\][ \t]*(?:#.*)?$", re.MULTILINE)
+# an array-of-tables header: [[layers]], or [[layers.body]] for a layer of the last block
+_TOML_HEADER = re.compile(
+    r"^[ \t]*\[\[[ \t]*([A-Za-z0-9_-]+(?:[ \t]*\.[ \t]*[A-Za-z0-9_-]+)*)[ \t]*\]\][ \t]*(?:#.*)?$",
+    re.MULTILINE,
+)
 _TOML_TABLE = re.compile(r"^[ \t]*\[", re.MULTILINE)
 _TOML_KEY = re.compile(r"^[ \t]*([A-Za-z0-9_-]+)[ \t]*=", re.MULTILINE)
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -101,13 +105,44 @@ def parse_toml(text: str, path: Path) -> tuple[dict, dict]:
     _check_depth(config, path)
     line_of = _line_of(text)
     lines = {}
-    headers = [line_of(m.start())[0] for m in _TOML_HEADER.finditer(text)]
-    if isinstance(config.get("layers"), list) and len(headers) == len(config["layers"]):
-        lines.update({("layers", i): line for i, line in enumerate(headers)})
+    lines.update(_header_lines(text, config, line_of))
     first_table = _TOML_TABLE.search(text)
     for m in _TOML_KEY.finditer(text, 0, first_table.start() if first_table else len(text)):
         lines.setdefault((m[1],), line_of(m.start())[0])  # top-level keys come before any table
     return config, lines
+
+
+def _header_lines(text: str, config: dict, line_of) -> dict[tuple, int]:
+    """The line of each ``[[layers]]`` table by its path, ``("layers", 3)``, and of each table
+    of a block's list, ``[[layers.body]]`` after the fourth ``[[layers]]``, by
+    ``("layers", 3, "body", 0)``: a header appends to the list of the last table of its
+    parent, as TOML reads it. Paths that do not lead to a table of ``config`` are left out (a
+    header inside a string, a key quoted in a way the scan does not read)."""
+    lines, count = {}, {}
+    for m in _TOML_HEADER.finditer(text):
+        keys = tuple(k.strip() for k in m[1].split("."))
+        path = ()
+        for n in range(1, len(keys)):  # the parent lists' current tables
+            path += (keys[n - 1], count.get(keys[:n], 0) - 1)
+        count[keys] = count.get(keys, 0) + 1
+        for other in [k for k in count if k[: len(keys)] == keys and len(k) > len(keys)]:
+            del count[other]  # a new table: the lists inside the previous one are done
+        path += (keys[-1], count[keys] - 1)
+        if _table_at(config, path):
+            lines[path] = line_of(m.start())[0]
+    return lines
+
+
+def _table_at(config, path: tuple) -> bool:
+    value = config
+    for key in path:
+        if isinstance(key, int):
+            if not (isinstance(value, list) and 0 <= key < len(value)):
+                return False
+        elif not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return isinstance(value, dict)
 
 
 def parse_json(text: str, path: Path) -> tuple[dict, dict]:

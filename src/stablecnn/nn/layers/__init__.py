@@ -18,6 +18,7 @@ from stablecnn.nn.layers.dropout import Dropout
 from stablecnn.nn.layers.norm import BatchNorm1d, BatchNorm2d
 from stablecnn.nn.layers.pool import MaxPool2d
 from stablecnn.nn.layers.reshape import Flatten
+from stablecnn.nn.layers.residual import Residual
 
 LAYERS: dict[str, type[Layer]] = {
     cls.__name__: cls
@@ -33,8 +34,36 @@ LAYERS: dict[str, type[Layer]] = {
         BatchNorm2d,
         Dropout,
         LeakyReLU,
+        Residual,
     )
 }
+CONTAINERS: dict[type[Layer], tuple[str, ...]] = {
+    Residual: ("body", "shortcut")
+}  # a block type -> its arguments that hold layers
+MAX_REPEAT = 1000  # a "repeat" count above this is a typo (ResNet-1202 repeats a block 200 times)
+
+
+def expand_repeats(configs: list) -> list:
+    """Layer configs with each ``{"repeat": k, ...}`` written out as ``k`` copies (without the
+    key), so a model file describes a block once and repeats it. Configs without ``repeat`` are
+    kept as they are (the same objects).
+
+    Raises:
+        ConfigError: ``repeat`` not an int in [1, :data:`MAX_REPEAT`] (naming the layer index).
+    """
+    out = []
+    for i, config in enumerate(configs):
+        if not (isinstance(config, Mapping) and "repeat" in config):
+            out.append(config)
+            continue
+        count = config["repeat"]
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPEAT:
+            raise ConfigError(
+                f"layer {i}: repeat must be an int from 1 to {MAX_REPEAT}, got {count!r:.40}"
+            )
+        one = {k: v for k, v in config.items() if k != "repeat"}
+        out.extend(dict(one) for _ in range(count))
+    return out
 
 
 def from_config(
@@ -63,6 +92,9 @@ def from_config(
     for key in ("weight_init", "bias_init"):
         if isinstance(config.get(key), dict):
             config[key] = initializers.from_config(config[key])
+    for key in CONTAINERS.get(cls, ()):  # a block: its layers first, in order, from rng
+        if key in config:
+            config[key] = _children(config[key], key, name, rng, dtype, weights)
     accepted = inspect.signature(cls.__init__).parameters
     # each only where the constructor takes it: Dropout draws its seed from rng but has no dtype,
     # BatchNorm has a dtype but draws nothing
@@ -75,9 +107,33 @@ def from_config(
         raise ConfigError(f"{name}: unknown argument(s) {unknown}")
     make = cls if weights else cls.without_weights
     try:
-        return make(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        return make(
+            **{
+                k: tuple(v) if isinstance(v, list) and k not in CONTAINERS.get(cls, ()) else v
+                for k, v in config.items()
+            }
+        )
     except TypeError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
 
-__all__ = ["Layer", "LAYERS", "from_config", *LAYERS]  # every registered layer, by its name
+def _children(configs, key: str, name: str, rng, dtype, weights: bool) -> list[Layer]:
+    """The layers of a block's ``key`` (``"body"``, ``"shortcut"``) from their configs."""
+    if not isinstance(configs, list):
+        raise ConfigError(f"{name}: {key} must be a list of layers, got {str(configs)[:80]}")
+    layers = []
+    for i, config in enumerate(expand_repeats(configs)):
+        try:
+            layers.append(from_config(config, rng=rng, dtype=dtype, weights=weights))
+        except ValueError as exc:
+            raise type(exc)(f"{name} {key}.{i}: {exc}") from None
+    return layers
+
+
+__all__ = [
+    "Layer",
+    "LAYERS",
+    "expand_repeats",
+    "from_config",
+    *LAYERS,
+]  # every registered layer, by its name

@@ -90,7 +90,9 @@ class Layer:
         """
         return {"type": type(self).__name__}
 
-    __call__ = forward
+    def __call__(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """``layer(x)`` is ``layer.forward(x)`` (the subclass's)."""
+        return self.forward(x, training)
 
     # -- helpers ------------------------------------------------------------------------------
     def _add_param(self, name: str, value: np.ndarray) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from stablecnn import reference
-from stablecnn.errors import ShapeError
+from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels.conv import (
     conv2d_backward,
     conv2d_forward,
@@ -36,20 +36,23 @@ class Conv2d(Layer):
         stride: int or (sH, sW), default 1.
         padding: int, (pH, pW), ``"valid"`` (no padding) or ``"same"`` (stride 1 only).
         weight_init: initialiser for the weight, default He normal.
-        bias_init: initialiser for the bias, default zeros.
+        bias: learn a bias (default True, PyTorch's ``bias``); ``False`` for a convolution
+            followed by batch norm, whose shift makes a bias redundant: no ``"bias"``
+            parameter then, and ``b = 0`` in the math.
+        bias_init: initialiser for the bias, default zeros (only with ``bias=True``).
         rng: ``numpy.random.Generator`` for the initial weights (default: a fresh unseeded one).
         dtype: parameter dtype, default float32.
 
     Shape:
         input (N, C, H, W) -> output (N, F, Ho, Wo) with
         ``Ho = floor((H + pad_top + pad_bottom - kH) / sH) + 1`` (Wo likewise).
-        weight (F, C, kH, kW), bias (F,).
+        weight (F, C, kH, kW), bias (F,) (none with ``bias=False``).
 
     Raises:
         ConfigError: when built, ``in_channels`` or ``out_channels`` not a positive int,
             ``kernel_size`` or ``stride`` not a positive int or pair of them, ``padding`` not a
             non-negative int or pair, ``"valid"`` or ``"same"`` (or ``"same"`` with a stride
-            other than 1).
+            other than 1), or ``bias_init`` with ``bias=False``.
         ShapeError: ``forward`` of an input that is not 4-D, whose channels are not
             ``in_channels``, or whose padded map is smaller than the kernel
             (:meth:`output_shape` raises the same for a shape).
@@ -73,6 +76,7 @@ class Conv2d(Layer):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] | str = 0,
         *,
+        bias: bool = True,
         weight_init: Initializer | None = None,
         bias_init: Initializer | None = None,
         rng: np.random.Generator | None = None,
@@ -85,12 +89,18 @@ class Conv2d(Layer):
         self.stride = pair(stride, "stride")
         self.padding_arg = padding
         self.padding = resolve_padding(padding, self.kernel_size, self.stride)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise ConfigError(f"bias must be true or false, got {bias!r}")
+        if not bias and bias_init is not None:
+            raise ConfigError("bias_init is given but bias=False (the layer has no bias)")
+        self.bias = bool(bias)
         rng = rng if rng is not None else np.random.default_rng()
         weight_init = weight_init or initializers.HeNormal()
-        bias_init = bias_init or initializers.Constant(0.0)
         shape = (self.out_channels, self.in_channels, *self.kernel_size)
         self._new_param("weight", shape, weight_init, rng, dtype)
-        self._new_param("bias", (self.out_channels,), bias_init, rng, dtype)
+        if self.bias:
+            bias_init = bias_init or initializers.Constant(0.0)
+            self._new_param("bias", (self.out_channels,), bias_init, rng, dtype)
         self._cache = None
 
     def config(self) -> dict:
@@ -102,7 +112,15 @@ class Conv2d(Layer):
             "kernel_size": list(self.kernel_size),
             "stride": list(self.stride),
             "padding": list(padding) if isinstance(padding, (tuple, list)) else padding,
+            **({} if self.bias else {"bias": False}),  # the default is left out, as before
         }
+
+    def _bias(self) -> np.ndarray:
+        """The bias, or zeros for a layer without one (the kernels add a bias; adding 0 changes
+        no value)."""
+        if self.bias:
+            return self.params["bias"]
+        return np.zeros(self.out_channels, self.params["weight"].dtype)
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
@@ -130,7 +148,7 @@ class Conv2d(Layer):
         if self.kernels == "reference":
             self._cache = (("reference", x), x.shape) if training else None
             return reference.conv2d_forward(
-                x, self.params["weight"], self.params["bias"], self.stride, self.padding
+                x, self.params["weight"], self._bias(), self.stride, self.padding
             )
         # inference keeps no window matrix and, like every layer, drops a pending training
         # cache: a backward after it would pair the gradient of this output with an older
@@ -138,7 +156,7 @@ class Conv2d(Layer):
         out, cache = conv2d_forward(
             x,
             self.params["weight"],
-            self.params["bias"],
+            self._bias(),
             self.stride,
             self.padding,
             scratch=self.scratch,
@@ -167,7 +185,8 @@ class Conv2d(Layer):
                 need_input_grad,
             )
         self.grads["weight"][...] = dw
-        self.grads["bias"][...] = db
+        if self.bias:
+            self.grads["bias"][...] = db
         self._cache = None
         return dx
 
@@ -177,5 +196,7 @@ class Conv2d(Layer):
             extra += f", stride={self.stride}"
         if self.padding != ((0, 0), (0, 0)):
             extra += f", padding={self.padding_arg!r}"
+        if not self.bias:
+            extra += ", bias=False"
         k = self.kernel_size
         return f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={k}{extra})"

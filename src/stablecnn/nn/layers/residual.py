@@ -1,0 +1,278 @@
+r"""The residual block: a layer made of layers, ``out = act(body(x) + shortcut(x))``.
+
+He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition" (CVPR 2016), section 3.2:
+a block learns the residual ``F(x) = body(x)`` and adds its input back, so a stack of blocks can
+be as deep as it likes and still pass its input (and, backward, its gradient) through unchanged.
+
+Forward, with ``act`` the optional activation after the sum (ReLU in the paper's basic block)::
+
+    h = body(x)                          # the body's layers, in order
+    s = shortcut(x)                      # x itself (identity), or a projection's layers
+    out = act(h + s)
+
+Backward: the sum sends its gradient ``g = dL/d(h + s)`` unchanged down both paths, and ``x``
+collects what each path gives back (the chain rule for a value used twice)::
+
+    g  = act'(h + s) * dout               # dL/d(h + s)
+    dx = body.backward(g) + shortcut.backward(g)       # shortcut.backward(g) = g for identity
+
+Both are exact: an addition has derivative 1 on each side, so nothing is approximated or scaled.
+The definition above is the code: this layer has no fast kernel of its own (its children run
+theirs), so ``kernels = "reference"`` only passes the choice to the children.
+
+Parameters and buffers are the children's under dotted names: ``"body.0.weight"``,
+``"shortcut.1.running_mean"``; in a model, ``"3.body.0.weight"`` (the PyTorch naming). They are
+gathered from the children on every access, so they are always the children's own arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.nn.layers.activations import ReLU
+from stablecnn.nn.layers.base import Layer
+
+ACTIVATIONS = {"ReLU": ReLU}  # the activation a block may apply after its sum, by name
+
+
+class Residual(Layer):
+    r"""A residual block: ``act(body(x) + shortcut(x))``.
+
+    .. math:: y = \mathrm{act}\big(\mathrm{body}(x) + \mathrm{shortcut}(x)\big)
+
+    The math, forward and backward: the docstring of :mod:`stablecnn.nn.layers.residual`.
+
+    Args:
+        body: the layers of the residual branch, first to last (at least one).
+        shortcut: the layers of the shortcut, first to last; empty (the default) for the
+            identity. When the body changes the shape (a stride 2, more channels), the shortcut
+            must change it the same way: the usual projection is
+            ``[Conv2d(C, F, 1, stride=2, bias=False), BatchNorm2d(F)]`` (the paper's option B).
+        activation: ``"ReLU"`` to apply a ReLU after the sum (the paper's basic block), or
+            ``None`` (the default) for none.
+
+    Shape:
+        input (N, *S) -> output (N, *T), where the body takes S to T and the shortcut takes S to
+        the same T (the identity needs T = S).
+
+    Raises:
+        TypeError: a body or shortcut element that is not a stablecnn Layer.
+        ConfigError: an empty body; an unknown ``activation``; children holding parameters of
+            different dtypes.
+        ShapeError: :meth:`output_shape` (and so ``forward``, or a model's check of its shapes)
+            when the body and the shortcut give different shapes, naming both.
+        RuntimeError: ``backward`` without a pending ``forward(x, training=True)``.
+
+    Example:
+        >>> block = Residual(
+        ...     [Conv2d(8, 8, 3, padding=1, bias=False), BatchNorm2d(8), ReLU(),
+        ...      Conv2d(8, 8, 3, padding=1, bias=False), BatchNorm2d(8)],
+        ...     activation="ReLU",
+        ... )
+        >>> block.forward(np.zeros((2, 8, 14, 14), np.float32)).shape
+        (2, 8, 14, 14)
+        >>> sorted(block.params)[:2]
+        ['body.0.weight', 'body.1.bias']
+    """
+
+    def __init__(
+        self,
+        body: Iterable[Layer],
+        shortcut: Iterable[Layer] = (),
+        activation: str | None = None,
+    ) -> None:
+        # a block holds no arrays of its own: params, grads, buffers and param_shapes are its
+        # children's (properties below), so Layer.__init__, which makes those dicts, is not run
+        self.body = self._children(body, "body")
+        self.shortcut = self._children(shortcut, "shortcut")
+        if not self.body:
+            raise ConfigError("a Residual block needs at least one layer in its body")
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation must be one of {sorted(ACTIVATIONS)} or none, got {activation!r}"
+            )
+        self.activation = activation
+        self.act = ACTIVATIONS[activation]() if activation is not None else None
+        dtypes = {layer.dtype for layer in self.children() if layer.dtype is not None}
+        if len(dtypes) > 1:
+            raise ConfigError(
+                f"a block's layers must share one dtype, got {sorted(map(str, dtypes))}"
+            )
+
+    @staticmethod
+    def _children(layers: Iterable[Layer], what: str) -> list[Layer]:
+        if isinstance(layers, Layer):
+            raise TypeError(f"{what} must be a list of layers, got one {type(layers).__name__}")
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"{what}[{i}] must be a stablecnn Layer, got {type(layer).__name__}"
+                )
+        return layers
+
+    @classmethod
+    def without_weights(cls, *args, **kwargs) -> Residual:
+        """A block of layers made without weights is itself without weights: nothing to skip."""
+        return cls(*args, **kwargs)
+
+    # -- the children and what they hold --------------------------------------------------------
+    def children(self) -> list[Layer]:
+        """Every layer of the block: the body's, the shortcut's, then the activation's."""
+        return [*self.body, *self.shortcut, *([self.act] if self.act is not None else [])]
+
+    def named_children(self) -> list[tuple[str, Layer]]:
+        """``("body.0", layer), ..., ("shortcut.0", layer), ...``: the prefixes of the names."""
+        return [(f"body.{i}", layer) for i, layer in enumerate(self.body)] + [
+            (f"shortcut.{i}", layer) for i, layer in enumerate(self.shortcut)
+        ]
+
+    def _gather(self, what: str) -> dict:
+        return {
+            f"{prefix}.{key}": value
+            for prefix, layer in self.named_children()
+            for key, value in getattr(layer, what).items()
+        }
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self._gather("params")
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        return self._gather("grads")
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        return self._gather("buffers")
+
+    @property
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        return self._gather("param_shapes")
+
+    @property
+    def has_weights(self) -> bool:
+        return all(layer.has_weights for layer in self.children())
+
+    @property
+    def num_params(self) -> int:
+        return sum(layer.num_params for layer in self.children())
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        for layer in self.children():
+            if layer.dtype is not None:
+                return layer.dtype
+        return None
+
+    def astype(self, dtype: DTypeLike) -> Residual:
+        for layer in self.children():
+            layer.astype(dtype)
+        return self
+
+    @property
+    def kernels(self) -> str:
+        """The children's kernels (``"mixed"`` when they differ); setting it sets every child's."""
+        kinds = {layer.kernels for layer in self.children()}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        for layer in self.children():
+            layer.kernels = value
+
+    # -- shapes ---------------------------------------------------------------------------------
+    def child_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[str, Layer, tuple]]:
+        """``(name, layer, output shape)`` for each child of :meth:`named_children`.
+
+        Raises:
+            ShapeError: a child does not fit the shape it gets (naming it).
+        """
+        rows = []
+        for branch, layers in (("body", self.body), ("shortcut", self.shortcut)):
+            shape = tuple(input_shape)
+            for i, layer in enumerate(layers):
+                try:
+                    shape = tuple(layer.output_shape(shape))
+                except ShapeError as exc:
+                    raise ShapeError(
+                        f"{branch}.{i} ({layer!r}) does not fit {shape}: {exc}"
+                    ) from None
+                rows.append((f"{branch}.{i}", layer, shape))
+        return rows
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shapes = {"body": tuple(input_shape), "shortcut": tuple(input_shape)}
+        for name, _, shape in self.child_shapes(input_shape):
+            shapes[name.split(".")[0]] = shape
+        if shapes["body"] != shapes["shortcut"]:
+            kind = "the shortcut" if self.shortcut else "the identity shortcut"
+            raise ShapeError(
+                f"the body gives {shapes['body']} but {kind} gives {shapes['shortcut']}; the two "
+                f"are added, so they must agree"
+                + (
+                    ""
+                    if self.shortcut
+                    else " (add a projection shortcut, e.g. a 1x1 Conv2d with the body's stride)"
+                )
+            )
+        return shapes["body"]
+
+    # -- the passes -----------------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        h = x
+        for layer in self.body:
+            h = layer.forward(h, training)
+        s = x
+        for layer in self.shortcut:
+            s = layer.forward(s, training)
+        if h.shape != s.shape:
+            self.output_shape(x.shape[1:])  # raises the ShapeError naming both shapes
+        out = h + s  # a new array: a child may keep its output for its backward
+        return self.act.forward(out, training) if self.act is not None else out
+
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        g = self.act.backward(dout) if self.act is not None else dout  # dL/d(h + s)
+        dx_body = _back(self.body, g, need_input_grad)
+        dx_short = _back(self.shortcut, g, need_input_grad) if self.shortcut else g
+        if not need_input_grad:
+            return None
+        return dx_body + dx_short  # x was used twice: its gradients add
+
+    # -- description ----------------------------------------------------------------------------
+    def config(self) -> dict:
+        config = {"type": "Residual", "body": [layer.config() for layer in self.body]}
+        if self.shortcut:
+            config["shortcut"] = [layer.config() for layer in self.shortcut]
+        if self.activation is not None:
+            config["activation"] = self.activation
+        return config
+
+    def __repr__(self):
+        def block(layers):
+            return "[\n" + "".join(f"    {layer!r},\n" for layer in layers) + "  ]"
+
+        parts = [f"  body={block(self.body)},"]  # evaluating the text builds the same block
+        if self.shortcut:  # the identity is the default, left out as PyTorch leaves it out
+            parts.append(f"  shortcut={block(self.shortcut)},")
+        if self.activation is not None:
+            parts.append(f"  activation={self.activation!r},")
+        return "Residual(\n" + "\n".join(parts) + "\n)"
+
+    def describe(self) -> str:
+        """One line for a summary table: the kind of shortcut and the activation."""
+        shortcut = "projection" if self.shortcut else "identity"
+        act = f", activation={self.activation!r}" if self.activation else ""
+        return f"Residual(shortcut={shortcut}{act})"
+
+
+def _back(layers: list[Layer], dout: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
+    """Back-propagate ``dout`` through ``layers``, last to first (the first skips its input
+    gradient when ``need_input_grad`` is false)."""
+    for layer in reversed(layers[1:]):
+        dout = layer.backward(dout)
+    return layers[0].backward(dout, need_input_grad=need_input_grad)
