@@ -40,8 +40,8 @@ Functions, and the fast code each one defines:
   :mod:`stablecnn.nn.layers.activations`
 - ``dropout_forward``, ``dropout_backward`` (given the mask): :class:`~stablecnn.nn.layers.Dropout`
 - ``flatten_forward``, ``flatten_backward``: :class:`~stablecnn.nn.layers.Flatten`
-- ``log_softmax``, ``softmax_cross_entropy_forward``, ``softmax_cross_entropy_backward``:
-  :mod:`stablecnn.nn.losses`
+- ``log_softmax``, ``smoothed_targets``, ``softmax_cross_entropy_forward``,
+  ``softmax_cross_entropy_backward``: :mod:`stablecnn.nn.losses`
 
 This module imports nothing but NumPy.
 """
@@ -428,19 +428,41 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return logits - m - np.log(np.exp(logits - m).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy_forward(logits: np.ndarray, labels: np.ndarray) -> np.floating:
-    r"""Mean softmax cross-entropy: ``L = -(1/N) sum_n log softmax(z)[n, y_n]``.
+def smoothed_targets(
+    labels: np.ndarray, num_classes: int, label_smoothing: float = 0.0, dtype=np.float64
+) -> np.ndarray:
+    r"""The target distribution of label smoothing (Szegedy et al. 2016, "Rethinking the Inception
+    Architecture for Computer Vision", section 7; PyTorch's ``label_smoothing``):
+    ``q[n, k] = (1 - eps) [k = y_n] + eps / K``. ``eps = 0`` is the one-hot label, ``eps = 1``
+    the uniform distribution. Shapes: labels (N,) integers in [0, K) -> (N, K), rows summing to 1.
+    """
+    n, k, eps = len(labels), num_classes, label_smoothing
+    q = np.zeros((n, k), dtype=dtype)
+    for i in range(n):
+        for j in range(k):
+            q[i, j] = (1 - eps) * (j == labels[i]) + eps / k
+    return q
+
+
+def softmax_cross_entropy_forward(
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
+) -> np.floating:
+    r"""Mean softmax cross-entropy against the (smoothed) targets ``q`` of
+    :func:`smoothed_targets`: ``L = -(1/N) sum_n sum_k q[n, k] log softmax(z)[n, k]``; with
+    ``label_smoothing = 0`` this is ``-(1/N) sum_n log softmax(z)[n, y_n]``.
 
     Shapes: logits (N, K), labels (N,) integers in [0, K) -> a scalar of the logits' dtype.
     """
-    n = logits.shape[0]
-    return -log_softmax(logits)[np.arange(n), labels].mean()
+    q = smoothed_targets(labels, logits.shape[1], label_smoothing, logits.dtype)
+    return -(q * log_softmax(logits)).sum(axis=1).mean()
 
 
-def softmax_cross_entropy_backward(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def softmax_cross_entropy_backward(
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
+) -> np.ndarray:
     r"""Gradient of :func:`softmax_cross_entropy_forward`:
-    ``dL/dz[n, k] = (softmax(z)[n, k] - [k = y_n]) / N``. Shapes: as the forward's -> (N, K)."""
+    ``dL/dz[n, k] = (softmax(z)[n, k] - q[n, k]) / N`` (the rows of ``q`` sum to 1). Shapes: as
+    the forward's -> (N, K)."""
     n = logits.shape[0]
-    grad = np.exp(log_softmax(logits))  # softmax
-    grad[np.arange(n), labels] -= 1
-    return grad / n
+    q = smoothed_targets(labels, logits.shape[1], label_smoothing, logits.dtype)
+    return (np.exp(log_softmax(logits)) - q) / n
