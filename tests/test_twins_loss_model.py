@@ -1,4 +1,5 @@
-"""PyTorch twins of the loss and of Model 1: softmax cross-entropy (extreme logits included),
+"""PyTorch twins of the loss and of Model 1: softmax cross-entropy (extreme logits included, and
+with label smoothing 0, 0.1, 0.5 and 1),
 Model 1's forward, loss and every gradient, and three Adagrad steps, in float32 and float64.
 
 Method and tolerances: :mod:`support.twins`. Model 1's twin is :func:`support.twins.torch_twin`,
@@ -66,6 +67,54 @@ def test_softmax_cross_entropy_matches_torch(name, dtype):
     assert_dtype(grad, dtype, "loss gradient")
     assert_close(np.asarray(value), ref, f"loss value ({name})")
     assert_close(grad, lt.grad, f"loss gradient ({name})")
+
+
+SMOOTHING = [0.0, 0.1, 0.5, 1.0]
+
+
+def smoothing_cases(dtype):
+    """Moderate logits, and spreads at the edge of each dtype: 1e4 in float32 (the naive formula
+    overflows past ~89), 1e30 in float64 (past ~710)."""
+    rng = np.random.default_rng(1)
+    big = 1e4 if dtype == np.float32 else 1e30
+    extreme = np.array([[big, -big, 0.0], [-big, big, -big], [big, big, -big], [-big, -big, -big]])
+    return {
+        "random": (rng.standard_normal((6, 10)) * 3, rng.integers(0, 10, 6)),
+        "extreme": (extreme, np.array([1, 1, 2, 0])),
+        "extreme-right": (extreme, np.array([0, 1, 0, 2])),
+        "wide-random": (rng.uniform(-big, big, (5, 7)), rng.integers(0, 7, 5)),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("eps", SMOOTHING)
+@pytest.mark.parametrize("name", ["random", "extreme", "extreme-right", "wide-random"])
+def test_label_smoothing_matches_torch(name, eps, dtype):
+    logits, labels = smoothing_cases(dtype)[name]
+    logits = logits.astype(dtype)
+    loss = SoftmaxCrossEntropy(label_smoothing=eps)
+    value = loss.forward(logits, labels)
+    grad = loss.backward()
+
+    lt = tensor(logits, True)
+    ref = F.cross_entropy(lt, torch.from_numpy(labels.astype(np.int64)), label_smoothing=eps)
+    ref.backward()
+
+    what = f"({name}, label_smoothing={eps})"
+    assert np.isfinite(value) and np.isfinite(ref.item()), f"loss {what}: {value}, {ref.item()}"
+    assert np.all(np.isfinite(grad)), f"loss gradient {what} is not finite: {grad}"
+    assert_dtype(value, dtype, "loss value")
+    assert_dtype(grad, dtype, "loss gradient")
+    assert_close(np.asarray(value), ref, f"loss value {what}")
+    assert_close(grad, lt.grad, f"loss gradient {what}")
+    if name.startswith("extreme"):  # the value itself, from the log-probabilities written out
+        b, l2, l3 = float(logits[0, 0]), np.log(2.0), np.log(3.0)
+        logp = np.array(
+            [[0, -2 * b, -b], [-2 * b, 0, -2 * b], [-l2, -l2, -2 * b - l2], [-l3, -l3, -l3]]
+        )
+        picked = logp[np.arange(4), labels]
+        expected = -np.mean((1 - eps) * picked + eps * logp.mean(axis=1))
+        assert float(value) == pytest.approx(expected, rel=RTOL[np.dtype(dtype)]), what
 
 
 # -- Model 1 end to end -------------------------------------------------------------------------
