@@ -14,6 +14,9 @@ from stablecnn.optim import OPTIMIZERS, check_optimizer
 
 NORMALIZATIONS = ("original", "unit")
 SCHEDULES = ("constant", "step", "cosine")
+# datasets whose classes a horizontal flip does not keep: a mirrored 2, 3, 4, 5, 6, 7 or 9 is no
+# longer that digit, so flipping would train on pictures that are wrong for their labels
+NO_HFLIP = frozenset({"mnist"})
 
 
 @dataclass
@@ -22,6 +25,17 @@ class TrainConfig:
 
     ``train_size`` takes the first N training images (the original recipe used 20,000);
     ``normalization="original"`` subtracts int(mean) and divides by int(std) of those images.
+
+    ``augment`` is :meth:`stablecnn.data.augment.Augment.to_dict` (stored with every field, so a
+    description from an older checkpoint that lacks the later steps is read with them off);
+    horizontal flips are refused on ``mnist`` (digits are not mirror-symmetric). ``label_smoothing``
+    (``eps`` in [0, 1), default 0) trains on the targets ``(1 - eps) one_hot + eps / K``
+    (:class:`~stablecnn.nn.losses.SoftmaxCrossEntropy`): the training loss the run reports (its
+    log, metrics file and plots) is then the smoothed loss, while the test loss stays the plain
+    cross-entropy, so the two are not the same measure.
+
+    Raises:
+        ConfigError: a value out of its range, naming the field and the value.
     """
 
     model: str = "md1"
@@ -43,7 +57,8 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"
     eval_batch_size: int = 1000
-    augment: dict | None = None  # Augment.to_dict(), e.g. {"max_shift": 2, "max_degrees": 10.0}
+    augment: dict | None = None  # Augment.to_dict(): max_shift, max_degrees, random_crop, ...
+    label_smoothing: float = 0.0  # eps of the training loss's targets (1 - eps) one_hot + eps / K
 
     def __post_init__(self):
         def bad(what, value, rule):
@@ -77,7 +92,26 @@ class TrainConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             bad("seed", self.seed, "a non-negative integer")
         if self.augment is not None:
-            Augment.from_dict(self.augment)  # raises ValueError naming the bad value
+            augment = Augment.from_dict(self.augment)  # raises ConfigError naming the bad value
+            if augment.hflip and self.dataset in NO_HFLIP:
+                raise ConfigError(
+                    f"horizontal flips (hflip) are not for {self.dataset}: a mirrored 2, 3, 4, "
+                    f"5, 6, 7 or 9 is not that digit, so the flipped pictures would be wrong for "
+                    f"their labels; use them on datasets whose classes a mirror keeps "
+                    f"(fashion-mnist, cifar10)"
+                )
+            self.augment = augment.to_dict()  # stored with every field
+        if (
+            not isinstance(self.label_smoothing, (int, float))
+            or isinstance(self.label_smoothing, bool)
+            or not 0 <= self.label_smoothing < 1
+        ):
+            bad(
+                "label_smoothing",
+                self.label_smoothing,
+                "a number in [0, 1) (1 would make every target uniform and the labels unused)",
+            )
+        self.label_smoothing = float(self.label_smoothing)
         # the optimizer's own checks (momentum, weight decay, ...), before any data is read
         resolved = check_optimizer(
             self.optimizer,

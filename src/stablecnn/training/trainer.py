@@ -105,7 +105,7 @@ class Trainer:
         self.images, self.labels = images, labels
         self.num_train = len(images)
         self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
-        self.loss_fn = SoftmaxCrossEntropy()
+        self.loss_fn = SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
         self.history = {
             **{f"step_{k}": [] for k in STEP_SERIES},
             **{f"epoch_{k}": [] for k in EPOCH_SERIES},
