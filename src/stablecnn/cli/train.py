@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,34 @@ def add_parsers(sub) -> None:
         metavar="SHIFT,DEGREES",
         help="augment the training batches: random shifts up to SHIFT pixels and "
         "rotations up to DEGREES (default when given: 2,10; off when absent)",
+    )
+    p.add_argument(
+        "--random-crop",
+        type=positive_int,
+        metavar="PAD",
+        help="random crops with padding: pad PAD zero pixels on every side and take a random "
+        "window of the image's size (the CIFAR recipe: 4 for 32x32); off when absent",
+    )
+    p.add_argument(
+        "--hflip",
+        action="store_true",
+        help="mirror each training image left to right with probability 1/2 (for fashion-mnist "
+        "and cifar10; refused on mnist, as a mirrored digit is not that digit); off when absent",
+    )
+    p.add_argument(
+        "--random-erasing",
+        type=_random_erasing,
+        metavar="P",
+        help="random erasing (Zhong et al. 2017): with probability P, set one rectangle of "
+        "2-33%% of the image, aspect ratio 0.3-3.3, to 0; off when absent. Applied after the "
+        "shifts and rotations, crops and flips, in that order",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=_label_smoothing,
+        metavar="EPS",
+        help="train on the targets (1 - EPS) one-hot + EPS / classes (default 0). The training "
+        "loss reported is then the smoothed loss; the test loss stays the plain cross-entropy",
     )
     p.add_argument("--seed", type=int, help="seed for the weights and the shuffles (default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
@@ -150,15 +179,39 @@ OPTION_FIELDS = {
     "normalization": "--normalization",
     "seed": "--seed",
     "dtype": "--dtype",
+    "augment": "--augment",  # with the options of AUGMENT_OPTIONS, which set parts of it
+    "label_smoothing": "--label-smoothing",
+}
+# the options that each set part of TrainConfig.augment (Augment's fields): "augment" is --augment
+# SHIFT,DEGREES (max_shift, max_degrees), the others the Augment field of the same name
+AUGMENT_OPTIONS = {
     "augment": "--augment",
+    "random_crop": "--random-crop",
+    "hflip": "--hflip",
+    "random_erasing": "--random-erasing",
 }
 
 
+def _augment_parts(args) -> dict:
+    """``{part: value}`` for each augmentation option on the command line (``"augment"``: the
+    pair ``(max_shift, max_degrees)``; ``"hflip"`` only when given, as True)."""
+    parts = {part: getattr(args, part) for part in AUGMENT_OPTIONS}
+    return {part: value for part, value in parts.items() if value not in (None, False)}
+
+
 def _given(args) -> dict:
-    """``{field: value}`` for each TrainConfig option on the command line."""
-    return {
-        field: getattr(args, field) for field in OPTION_FIELDS if getattr(args, field) is not None
+    """``{field: value}`` for each TrainConfig option on the command line (the augmentation
+    options combined into one ``augment`` description, the steps not named off)."""
+    given = {
+        field: getattr(args, field)
+        for field in OPTION_FIELDS
+        if field != "augment" and getattr(args, field) is not None
     }
+    parts = _augment_parts(args)
+    if parts:
+        shift, degrees = parts.pop("augment", (0, 0.0))
+        given["augment"] = Augment(shift, degrees, **parts).to_dict()
+    return given
 
 
 def _config_from_args(args) -> TrainConfig:
@@ -173,11 +226,21 @@ def _resume_options(args) -> dict:
     :func:`stablecnn.training.resume.refuse_changes`."""
 
     def typed(field, value):
-        if field == "augment":
-            return f"--augment {value['max_shift']},{value['max_degrees']:g}"
         return f"{OPTION_FIELDS[field]} {value}"
 
-    given = {field: (typed(field, value), value) for field, value in _given(args).items()}
+    given = {
+        field: (typed(field, value), value)
+        for field, value in _given(args).items()
+        if field != "augment"
+    }
+    # each augmentation option against its part of the run's augmentation (resume.refuse_changes)
+    for part, value in _augment_parts(args).items():
+        option = AUGMENT_OPTIONS[part]
+        if part == "augment":
+            option += f" {value[0]},{value[1]:g}"
+        elif part != "hflip":
+            option += f" {value:g}" if isinstance(value, float) else f" {value}"
+        given[f"augment.{part}"] = (option, value)
     if args.recipe == "original":  # the recipe's settings, where no option overrides them
         recipe = TrainConfig.original_recipe()
         for field in (
@@ -200,11 +263,35 @@ def _resume_options(args) -> dict:
     return given
 
 
-def _augment(text: str) -> dict:
+def _augment(text: str) -> tuple[int, float]:
+    """``SHIFT,DEGREES`` -> ``(max_shift, max_degrees)``, checked by :class:`Augment`."""
     try:
-        return Augment.parse(text).to_dict()
+        aug = Augment.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return aug.max_shift, aug.max_degrees
+
+
+def _random_erasing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"the probability of random erasing must be in (0, 1], got {text!r}"
+        )
+    return value
+
+
+def _label_smoothing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"label smoothing must be in [0, 1), got {text!r}")
+    return value
 
 
 def cmd_train(args) -> int:

@@ -2,7 +2,7 @@
 
 A run's checkpoint stores everything fixed when it started: the model (its architecture), the
 dataset and where it came from, the training-set size, batch size, optimizer and its settings,
-schedule, clipping, normalisation, augmentation, seed and dtype
+schedule, clipping, normalisation, augmentation (each of its steps), label smoothing, seed and dtype
 (:class:`~stablecnn.training.trainer. TrainConfig`, plus the checkpoint's ``data`` record). A
 resumed run goes on with exactly those; an option given with another value cannot be honoured, so
 :func:`refuse_changes` refuses the resume before anything runs (nothing is read beyond the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stablecnn.data.augment import Augment
 from stablecnn.errors import ResumeMismatch
 
 CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
@@ -23,11 +24,13 @@ CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
 
 def _same(field: str, given, stored) -> bool:
     if (
-        field in ("lr", "momentum", "weight_decay", "clip")
+        field in ("lr", "momentum", "weight_decay", "clip", "label_smoothing")
         and given is not None
         and stored is not None
     ):
         return float(given) == float(stored)
+    if field == "augment" and given is not None and stored is not None:
+        return Augment.from_dict(given) == Augment.from_dict(stored)  # older ones: steps off
     return given == stored
 
 
@@ -39,6 +42,27 @@ def _shown(value) -> str:
             f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
         )
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def augment_part(augment: dict | None, part: str):
+    """The value of one augmentation option in a run's ``augment`` description (None: no
+    augmentation, every step off): ``"augment"`` -> ``(max_shift, max_degrees)``, else the
+    :class:`~stablecnn.data.augment.Augment` field ``part`` (``random_crop``, ``hflip``,
+    ``random_erasing``)."""
+    aug = Augment.from_dict(augment) if augment else Augment()
+    if part == "augment":
+        return aug.max_shift, aug.max_degrees
+    return getattr(aug, part)
+
+
+def _shown_part(part: str, value) -> str:
+    if not value or value == (0, 0.0):
+        return "none"
+    if part == "augment":
+        return f"{value[0]},{value[1]:g}"
+    if part == "hflip":
+        return "--hflip"
+    return f"{value:g}"
 
 
 def same_model(given: str, stored: str, checkpoint) -> bool:
@@ -132,7 +156,8 @@ def refuse_changes(
         given: ``{field: (option as typed, value)}`` for each option the user gave (fields of
             ``TrainConfig``; ``"model"`` is compared by architecture, ``"data_dir"`` and
             ``"verify"`` with the checkpoint's ``data`` record when it has one, ``"run_dir"``
-            (``--out``) with ``run_dir``).
+            (``--out``) with ``run_dir``, ``"augment.<part>"`` with that part of the run's
+            augmentation, :func:`augment_part`).
         checkpoint: the loaded checkpoint (for the architecture and the data record).
         changeable: the options that may change, for the message.
     """
@@ -167,6 +192,11 @@ def refuse_changes(
                         else "used --no-verify)"
                     )
                 )
+        elif field.startswith("augment."):
+            part = field.split(".", 1)[1]
+            has = augment_part(stored.augment, part)
+            if value != has:
+                differ.append(f"{option} (the run has {_shown_part(part, has)})")
         elif not _same(field, value, getattr(stored, field)):
             differ.append(f"{option} (the run has {_shown(getattr(stored, field))})")
     if differ:
