@@ -16,6 +16,7 @@ code written against NumPy-style APIs.
     │   └── ShapeError                     an array's shape does not fit a layer or the model
     ├── DataError (ValueError)             a data file or source cannot serve the data
     │   ├── IdxError                       a malformed IDX file
+    │   ├── ArchiveError                   a malformed or hostile dataset archive (CIFAR-10's)
     │   ├── ChecksumError                  bytes that are not the canonical ones
     │   ├── SourceError                    a source (folder, mirror, fallback) cannot serve
     │   ├── ImageError                     a file given to predict is not a usable picture/array
@@ -36,6 +37,7 @@ __all__ = [
     "ShapeError",
     "DataError",
     "IdxError",
+    "ArchiveError",
     "ChecksumError",
     "SourceError",
     "ImageError",
@@ -72,6 +74,11 @@ class DataError(StableCNNError, ValueError):
 
 class IdxError(DataError):
     """An IDX file is malformed; the message names the file and the fault."""
+
+
+class ArchiveError(DataError):
+    """A dataset archive (a tar of fixed-size records) is malformed, truncated or hostile (links,
+    absolute or ``..`` paths, members of the wrong size); the message names the file and member."""
 
 
 class ChecksumError(DataError):

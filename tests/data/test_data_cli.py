@@ -29,7 +29,7 @@ def test_fetch_says_which_source_served(tiny, cache_root, capsys):
 def test_fetch_all_then_verify_and_info(tiny, cache_root, capsys):
     assert run(capsys, "fetch", "--quiet")[0] == 0
     code, out, _ = run(capsys, "verify")
-    assert code == 0 and out.count(" ok\n") == 8
+    assert code == 0 and out.count(" ok\n") == 9  # 4 + 4 IDX files, 1 CIFAR-10 archive
     assert "all files match their pinned SHA-256 digests" in out
     code, out, _ = run(capsys, "info", "mnist")
     assert code == 0
@@ -90,4 +90,4 @@ def test_usage_errors(capsys):
     with pytest.raises(SystemExit):
         main(["data"])
     with pytest.raises(SystemExit):
-        main(["data", "fetch", "cifar10"])
+        main(["data", "fetch", "cifar100"])

@@ -1,10 +1,11 @@
-"""``stablecnn data fetch | info | verify [mnist|fashion-mnist]``.
+"""``stablecnn data fetch | info | verify [mnist|fashion-mnist|cifar10]``.
 
 - fetch: put the canonical files in the cache, showing progress and which source served each.
 - info: sizes, class counts and where the files are (nothing is fetched).
 - verify: re-check the SHA-256 of every file; exit status 1 if any fails.
 
-Without a dataset name each action covers every dataset.
+Without a dataset name each action covers every dataset. CIFAR-10 is one archive
+(``cifar-10-binary.tar.gz``), cached and verified as a whole; see :mod:`stablecnn.data.cifar`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import time
 import numpy as np
 
 from stablecnn.data.cache import dataset_cache_dir
-from stablecnn.data.datasets import fetch_dataset, verify_dataset
+from stablecnn.data.datasets import fetch_dataset, load_dataset, verify_dataset
 from stablecnn.data.sources import locate, read_verified
-from stablecnn.data.specs import SPECS, SPLITS, get_spec
+from stablecnn.data.specs import SPECS, SPLITS, ArchiveSpec, get_spec
 from stablecnn.errors import DataError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
@@ -29,8 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "data",
         help="fetch, describe and verify the datasets",
-        description="Get MNIST and Fashion-MNIST from several sources, all checked byte for byte "
-        "against pinned SHA-256 digests.",
+        description="Get MNIST, Fashion-MNIST and CIFAR-10 from several sources, all checked "
+        "byte for byte against pinned SHA-256 digests. CIFAR-10 cannot be fetched without "
+        "internet: download cifar-10-binary.tar.gz from https://www.cs.toronto.edu/~kriz/"
+        "cifar.html and pass --data-dir with the folder holding it.",
     )
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
     actions.required = True
@@ -45,7 +48,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     ):
         sub = actions.add_parser(name, help=text, description=text)
         sub.add_argument("dataset", nargs="?", choices=list(SPECS), help="default: every dataset")
-        sub.add_argument("--data-dir", help="a folder holding the four IDX files (raw or .gz)")
+        sub.add_argument(
+            "--data-dir",
+            help="a folder holding the four IDX files (raw or .gz), or cifar-10-binary.tar.gz",
+        )
         sub.add_argument(
             "--cache-dir", help="the cache root (default: $STABLECNN_DATA, else ~/.cache/stablecnn)"
         )
@@ -87,6 +93,9 @@ def cmd_info(args) -> int:
         folder = args.data_dir or dataset_cache_dir(name, args.cache_dir)
         print(f"{name}: {spec.description}")
         print(f"  files in: {folder}")
+        if isinstance(spec, ArchiveSpec):
+            status = max(status, _info_archive(spec, folder, args.data_dir, args.cache_dir))
+            continue
         for split in SPLITS:
             im_spec, lb_spec = spec.split_files(split)
             im_path, lb_path = locate(folder, im_spec), locate(folder, lb_spec)
@@ -108,6 +117,27 @@ def cmd_info(args) -> int:
             per_class = ", ".join(f"{c}: {n}" for c, n in zip(spec.classes, counts, strict=False))
             print(f"    classes: {per_class}")
     return status
+
+
+def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> int:
+    """``info`` for an archive dataset: reads the archive (or, in ``data_dir``, its unpacked
+    folder) and prints each split's size and class counts; 1 when it cannot be read."""
+    archive = folder / spec.archive_name if data_dir is None else None
+    if archive is not None and not archive.is_file():
+        print(f"  not fetched (run: stablecnn data fetch {spec.name} --data-dir FOLDER)")
+        return EXIT_FAILED
+    for split in SPLITS:
+        try:
+            _, labels = load_dataset(spec.name, split, data_dir, cache_dir, quiet=True)
+        except DataError as exc:
+            print(f"  {split}: {exc}")
+            return EXIT_FAILED
+        c, h, w = spec.image_shape
+        print(f"  {split}: {labels.size} images {c}x{h}x{w}, uint8")
+        counts = np.bincount(labels, minlength=len(spec.classes))
+        per_class = zip(spec.classes, counts, strict=True)
+        print("    classes: " + ", ".join(f"{k}: {n}" for k, n in per_class))
+    return EXIT_OK
 
 
 def cmd_verify(args) -> int:

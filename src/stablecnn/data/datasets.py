@@ -6,6 +6,13 @@ pinned SHA-256 of its uncompressed bytes before it is used or cached; a cached f
 reported on stderr and fetched again. The one exception is asked for by name:
 ``load_dataset(..., data_dir=folder, verify=False)`` reads the user's own IDX files, checked for
 structure only.
+
+A dataset published as one archive (CIFAR-10, :class:`~stablecnn.data.specs.ArchiveSpec`) goes
+through the same order: ``data_dir`` holding the archive (its SHA-256 checked) or the folder it
+unpacks to (``cifar-10-batches-bin/``, whose files' names, sizes, records and class names are
+checked: no digest of them is published), then the cached archive (its SHA-256 checked on every
+load), then the mirrors. There is no offline fallback: when nothing serves it, the error says
+where to download the archive and where to put it. See :mod:`stablecnn.data.cifar` for the reader.
 """
 
 from __future__ import annotations
@@ -18,16 +25,20 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.data.cache import dataset_cache_dir, remove_stale_temps, warn
+from stablecnn.data.cifar import extracted_folder, read_archive, read_folder
 from stablecnn.data.errors import ChecksumError, SourceError
 from stablecnn.data.idx import check_pair, read_idx
 from stablecnn.data.sources import (
+    check_archive,
+    copy_archive,
     copy_from_folder,
+    fetch_archive_from_mirrors,
     fetch_from_fallback,
     fetch_from_mirrors,
     locate,
     read_verified,
 )
-from stablecnn.data.specs import FILE_KEYS, DatasetSpec, get_spec
+from stablecnn.data.specs import FILE_KEYS, ArchiveSpec, DatasetSpec, get_spec
 from stablecnn.errors import DataError
 
 PathLike = str | os.PathLike
@@ -114,9 +125,10 @@ def load_dataset(
     """Load one split of a dataset as uint8 arrays, fetching it into the cache when needed.
 
     Args:
-        name: "mnist" or "fashion-mnist".
-        split: "train" (60,000 images) or "test" (10,000).
-        data_dir: a folder holding the split's two standard files (raw or .gz), read in place.
+        name: "mnist", "fashion-mnist" or "cifar10".
+        split: "train" (60,000 images; CIFAR-10: 50,000) or "test" (10,000).
+        data_dir: a folder holding the split's two standard files (raw or .gz), read in place;
+            for CIFAR-10, ``cifar-10-binary.tar.gz`` or the extracted ``cifar-10-batches-bin/``.
             A folder the user names is the only source used: when its files are missing or not
             the canonical ones, the call fails (no other source is tried, so a run never trains
             or evaluates on another dataset than the one it was pointed at).
@@ -125,11 +137,13 @@ def load_dataset(
         verify: ``False`` accepts the user's own IDX files in ``data_dir`` (e.g. a small generated
             set): they are checked for structure (magic, dimensions, lengths, labels, counts) but
             not against the pinned digests, and any fault is an error instead of a fall-through.
-            The cache and the downloads are always verified.
+            For CIFAR-10: the archive's digest is not checked and its files may hold any whole
+            number of records up to 10,000. The cache and the downloads are always verified.
 
     Returns:
-        ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,); proven canonical by SHA-256
-        unless ``verify=False`` served them from ``data_dir``.
+        ``(images, labels)``: uint8 (N, 28, 28), or (N, 3, 32, 32) for CIFAR-10, and uint8 (N,);
+        proven canonical by SHA-256 unless ``verify=False`` served them from ``data_dir`` (or
+        they came from an extracted CIFAR-10 folder, checked for structure: a warning says so).
 
     Raises:
         DataError: unknown name or split; ``data_dir`` cannot serve the split (missing files,
@@ -143,6 +157,8 @@ def load_dataset(
         ((60000, 28, 28), dtype('uint8'), (60000,))
     """
     spec = get_spec(name)
+    if isinstance(spec, ArchiveSpec):
+        return _load_archive_split(spec, split, data_dir, cache_dir, quiet, verify)
     files = spec.split_files(split)  # (images, labels)
     if data_dir is not None:
         try:
@@ -186,9 +202,16 @@ def fetch_dataset(
     offline fallback.
 
     Returns:
-        ``{raw file name: description of the source that served it}``.
+        ``{raw file name: description of the source that served it}`` (for CIFAR-10, one entry:
+        the archive).
+
+    Raises:
+        SourceError: no source could serve every file (for CIFAR-10 the message says where to
+            download the archive and where to put it).
     """
     spec = get_spec(name)
+    if isinstance(spec, ArchiveSpec):
+        return _fetch_archive(spec, data_dir, cache_dir, quiet)
     folder = dataset_cache_dir(spec.name, cache_dir)
     served: dict[str, str] = {}
     keys = list(FILE_KEYS)
@@ -232,10 +255,12 @@ def verify_dataset(
 
     Returns:
         One :class:`FileStatus` per file, in the order train-images, train-labels, t10k-images,
-        t10k-labels. Nothing is fetched.
+        t10k-labels; for CIFAR-10 one, the archive's. Nothing is fetched.
     """
     spec = get_spec(name)
     folder = Path(data_dir) if data_dir is not None else dataset_cache_dir(spec.name, cache_dir)
+    if isinstance(spec, ArchiveSpec):
+        return [_verify_archive(spec, folder)]
     result = []
     for key in FILE_KEYS:
         fspec = spec.files[key]
@@ -249,3 +274,115 @@ def verify_dataset(
         except DataError as exc:
             result.append(FileStatus(fspec.raw_name, path, False, str(exc)))
     return result
+
+
+# -- datasets published as one archive (CIFAR-10) -------------------------------------------------
+def where_to_get(spec: ArchiveSpec, cache_dir: PathLike | None = None) -> str:
+    """How a user provides the archive by hand: where to download it and where to put it."""
+    try:
+        cached = str(dataset_cache_dir(spec.name, cache_dir) / spec.archive_name)
+    except DataError:
+        cached = None
+    url = f" ({spec.mirrors[0]}{spec.archive_name})" if spec.mirrors else ""
+    return (
+        f"download {spec.archive_name} ({spec.size:,d} bytes, the binary version) from "
+        f"{spec.homepage}{url} and pass --data-dir FOLDER, the folder holding it (or the "
+        f"{spec.folder}/ it unpacks to)" + (f", or put it at {cached}" if cached else "")
+    )
+
+
+def _cached_archive(spec: ArchiveSpec, cache_dir, quiet: bool) -> tuple[Path, str]:
+    """The verified archive in the cache, fetched from the mirrors when missing or corrupt, and
+    the source that served it."""
+    folder = dataset_cache_dir(spec.name, cache_dir)
+    path = folder / spec.archive_name
+    if path.exists():
+        try:
+            check_archive(path, spec)
+            return path, "cache (already present)"
+        except DataError as exc:
+            warn(f"cached file failed verification, fetching it again: {exc}")
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)
+    _progress(quiet, f"{spec.name}: trying download mirrors")
+    try:
+        served = fetch_archive_from_mirrors(spec, folder, quiet=quiet)
+    except DataError as exc:
+        raise SourceError(
+            f"could not get {spec.name} ({spec.archive_name}) from any source:\n  - {exc}\n"
+            f"To provide it yourself: {where_to_get(spec, cache_dir)}"
+        ) from None
+    return path, served
+
+
+def _load_archive_split(
+    spec: ArchiveSpec, split: str, data_dir, cache_dir, quiet: bool, verify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`load_dataset` for an archive dataset (see the module doc for the order)."""
+    spec.split_members(split)  # an unknown split fails first
+    if data_dir is None:
+        return read_archive(_cached_archive(spec, cache_dir, quiet)[0], spec, (split,))[split]
+    folder = Path(data_dir)
+    archive = folder / spec.archive_name
+    try:
+        if archive.is_file():
+            if verify:
+                check_archive(archive, spec)
+            return read_archive(archive, spec, (split,), pinned=verify)[split]
+        extracted = extracted_folder(folder, spec)
+        if extracted is None:
+            raise SourceError(
+                f"{folder} has neither {spec.archive_name} nor the {spec.folder}/ folder it "
+                f"unpacks to; {where_to_get(spec, cache_dir)}"
+            )
+        if verify:
+            warn(
+                f"{extracted} holds {spec.name} unpacked: its files' names, sizes, records and "
+                f"class names are checked, not their bytes (only the archive's SHA-256 is "
+                f"published; put {spec.archive_name} in {folder} to have it checked)"
+            )
+        return read_folder(extracted, spec, split, pinned=verify)
+    except ChecksumError as exc:
+        raise ChecksumError(
+            f"--data-dir: {exc}. This is not the canonical {spec.archive_name}; to use your own "
+            f"data in its format there, pass --no-verify"
+        ) from None
+    except DataError as exc:
+        raise type(exc)(f"--data-dir: {exc}") from None
+
+
+def _fetch_archive(spec: ArchiveSpec, data_dir, cache_dir, quiet: bool) -> dict[str, str]:
+    """:func:`fetch_dataset` for an archive dataset: ``{archive name: source}``."""
+    folder = dataset_cache_dir(spec.name, cache_dir)
+    if data_dir is not None:
+        source = Path(data_dir) / spec.archive_name
+        try:
+            if not source.is_file():
+                raise SourceError(
+                    f"{data_dir} has no {spec.archive_name} (the cache keeps only the archive, "
+                    f"whose digest is published)"
+                )
+            copy_archive(spec, source, folder)
+            return {spec.archive_name: f"data dir {data_dir}"}
+        except (DataError, OSError) as exc:
+            warn(f"--data-dir: {exc}; trying the cache and the download sources")
+    return {spec.archive_name: _cached_archive(spec, cache_dir, quiet)[1]}
+
+
+def _verify_archive(spec: ArchiveSpec, folder: Path) -> FileStatus:
+    """The archive's :class:`FileStatus` in ``folder`` (its extracted files are not enough)."""
+    path = folder / spec.archive_name
+    if not path.is_file():
+        extracted = extracted_folder(folder, spec)
+        detail = (
+            "missing"
+            if extracted is None
+            else f"missing (only the unpacked {extracted} is there, and no digest of its files "
+            f"is published to check them against)"
+        )
+        return FileStatus(spec.archive_name, None, False, detail)
+    try:
+        check_archive(path, spec)
+        return FileStatus(spec.archive_name, path, True, "ok")
+    except DataError as exc:
+        return FileStatus(spec.archive_name, path, False, str(exc))

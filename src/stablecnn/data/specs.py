@@ -1,7 +1,14 @@
 """What each dataset is: its files, their pinned digests, its mirrors and its offline fallback.
 
-The SHA-256 digests of the uncompressed IDX files are the definition of "the canonical data": every
-source (a user folder, the cache, a mirror, an offline fallback) is checked against them.
+Two kinds of dataset:
+
+- :class:`DatasetSpec`: four IDX files (MNIST, Fashion-MNIST). The SHA-256 digests of the
+  uncompressed IDX files are the definition of "the canonical data": every source (a user
+  folder, the cache, a mirror, an offline fallback) is checked against them.
+- :class:`ArchiveSpec`: one archive holding every split (CIFAR-10's ``cifar-10-binary.tar.gz``).
+  The SHA-256 of the archive as published is the definition of the canonical data; its members'
+  names, sizes and record counts are pinned too, and checked as the archive is read
+  (:mod:`stablecnn.data.cifar`).
 """
 
 from __future__ import annotations
@@ -79,6 +86,11 @@ class DatasetSpec:
     classes: tuple[str, ...]
     image_shape: tuple[int, int] = (28, 28)
     description: str = field(default="", compare=False)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image as a model takes it: (1, 28, 28)."""
+        return (1, *self.image_shape)
 
     def split_files(self, split: str) -> tuple[FileSpec, FileSpec]:
         """The (images, labels) file specs of ``split`` ("train" or "test")."""
@@ -166,12 +178,148 @@ FASHION_MNIST = DatasetSpec(
     ),
 )
 
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One file inside a dataset archive.
+
+    Attributes:
+        name: its exact path in the archive, e.g. "cifar-10-batches-bin/data_batch_1.bin".
+        split: "train" or "test" for a file of records, "meta" for the class names.
+        count: records it holds (for "meta": 0).
+        size: its exact size in bytes (``count * record_bytes``) for records; ``None`` for the
+            class names, whose text is checked instead (it must name :attr:`ArchiveSpec.classes`).
+    """
+
+    name: str
+    split: str
+    count: int
+    size: int | None
+
+    @property
+    def basename(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """A dataset published as one archive of fixed-size records (CIFAR-10's binary version).
+
+    Attributes:
+        name: the dataset's name ("cifar10").
+        archive_name: the published file name, e.g. "cifar-10-binary.tar.gz".
+        sha256: digest of the archive as published (what the mirrors serve).
+        size: its size in bytes.
+        folder: the folder the archive unpacks to ("cifar-10-batches-bin").
+        members: the files read from it, in the order a split concatenates them.
+        mirrors: download folders (URL prefixes), tried in order.
+        classes: the class names, in label order.
+        image_shape: (C, H, W) of one image.
+        homepage: where people download it by hand.
+        md5: the archive's MD5 as the homepage publishes it (shown, never used to verify).
+    """
+
+    name: str
+    archive_name: str
+    sha256: str
+    size: int
+    folder: str
+    members: tuple[ArchiveMember, ...]
+    mirrors: tuple[str, ...]
+    classes: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    homepage: str
+    md5: str = ""
+    description: str = field(default="", compare=False)
+    fallback: None = None  # no offline fallback: the archive comes from a mirror or the user
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image: (3, 32, 32) for CIFAR-10."""
+        return self.image_shape
+
+    @property
+    def record_bytes(self) -> int:
+        """Bytes of one record: 1 label byte, then C * H * W pixel bytes (3,073 for CIFAR-10)."""
+        c, h, w = self.image_shape
+        return 1 + c * h * w
+
+    def split_members(self, split: str) -> tuple[ArchiveMember, ...]:
+        """The members holding ``split`` ("train" or "test"), in order.
+
+        Raises:
+            DataError: an unknown split.
+        """
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}: expected one of {sorted(SPLITS)}")
+        return tuple(m for m in self.members if m.split == split)
+
+    @property
+    def meta_member(self) -> ArchiveMember:
+        """The member naming the classes (``batches.meta.txt``)."""
+        return next(m for m in self.members if m.split == "meta")
+
+
+def _cifar10_members(per_batch: int = 10_000) -> tuple[ArchiveMember, ...]:
+    record = 1 + 3 * 32 * 32
+    batches = [(f"data_batch_{i}.bin", "train") for i in range(1, 6)] + [("test_batch.bin", "test")]
+    members = [
+        ArchiveMember(f"cifar-10-batches-bin/{name}", split, per_batch, per_batch * record)
+        for name, split in batches
+    ]
+    meta = ArchiveMember("cifar-10-batches-bin/batches.meta.txt", "meta", 0, None)
+    return (*members, meta)
+
+
+# CIFAR-10, binary version (Krizhevsky 2009; https://www.cs.toronto.edu/~kriz/cifar.html).
+# The homepage publishes the archive's MD5 (c32a1d4ab5d03f1284b67883e8d87530), not its SHA-256;
+# SHA-256 digests of the official cifar-10-binary.tar.gz (170,052,171 bytes) are published in
+# dataset registries that pin their downloads, e.g. TensorFlow Datasets'
+# tensorflow_datasets/url_checksums/cifar10.txt, Julia's MLDatasets.jl (its CIFAR10 DataDep)
+# and GoMLX's CIFAR loader, which all give the digest below. No digest of the archive's members
+# is published, so their names, sizes and record counts are pinned instead (and the class names
+# in batches.meta.txt are checked against the list below).
+CIFAR10 = ArchiveSpec(
+    name="cifar10",
+    description="32x32 colour images in 10 classes (Krizhevsky, Nair, Hinton)",
+    archive_name="cifar-10-binary.tar.gz",
+    sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+    size=170_052_171,
+    md5="c32a1d4ab5d03f1284b67883e8d87530",
+    folder="cifar-10-batches-bin",
+    members=_cifar10_members(),
+    mirrors=(
+        "https://www.cs.toronto.edu/~kriz/",
+        "https://cave.cs.toronto.edu/kriz/",
+    ),
+    classes=(
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+    image_shape=(3, 32, 32),
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+)
+
+AnySpec = DatasetSpec | ArchiveSpec
+
 # name -> spec; tests swap entries for small generated datasets.
-SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+SPECS: dict[str, AnySpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST, CIFAR10)}
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The spec of dataset ``name`` ("mnist" or "fashion-mnist")."""
+def get_spec(name: str) -> AnySpec:
+    """The spec of dataset ``name`` ("mnist", "fashion-mnist" or "cifar10").
+
+    Raises:
+        DataError: an unknown name (the message lists the known ones).
+    """
     try:
         return SPECS[name]
     except KeyError:

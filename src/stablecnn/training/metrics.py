@@ -46,7 +46,8 @@ def evaluate(
     batch_size: int = 1000,
     num_classes: int = 10,
 ) -> Evaluation:
-    """Evaluate ``model`` on uint8 ``images`` (N, H, W), normalising one batch at a time.
+    """Evaluate ``model`` on uint8 ``images`` (N, H, W) or (N, C, H, W), normalising one batch at
+    a time.
 
     The logits come from :meth:`~stablecnn.nn.model.Sequential.forward_batches` (the one
     batched-inference loop); the loss is the mean of ``-log softmax(z)[n, y_n]``, summed in
@@ -54,14 +55,16 @@ def evaluate(
 
     Args:
         model: a :class:`~stablecnn.nn.model.Sequential`.
-        images, labels: uint8 (N, H, W) and integer (N,) in [0, ``num_classes``).
+        images, labels: uint8 (N, H, W) (grey) or (N, C, H, W) (colour), and integer (N,) in
+            [0, ``num_classes``).
         normalizer: the run's :class:`~stablecnn.data.Normalizer`.
         batch_size: images per forward pass.
         num_classes: K, the size of the confusion matrix.
 
     Raises:
-        DataError: no images.
+        DataError: no images, or images whose channels the normalizer's statistics do not fit.
         ConfigError: ``batch_size`` below 1.
+        ShapeError: the images do not fit the model.
     """
     n = len(images)
     if n == 0:

@@ -4,8 +4,11 @@
 run that
 cannot finish is refused at once (and leaves no run directory) instead of failing mid-epoch:
 
-- each split holds uint8 images ``(N, H, W)`` and integer labels ``(N,)`` in ``[0, K)``, where
-  ``K`` is the number of class scores the model ends in (:func:`check_split`);
+- each split holds uint8 images ``(N, H, W)`` (grey) or ``(N, C, H, W)`` (colour) and integer
+  labels ``(N,)`` in ``[0, K)``, where ``K`` is the number of class scores the model ends in
+  (:func:`check_split`);
+- the images have the channels the model takes (its ``input_shape``): a grey model is refused
+  colour images and the other way round, naming both shapes;
 - both splits' images fit the model: every layer accepts the shape the previous one gives;
 - every batch an epoch holds is large enough for every layer that takes batch statistics while
   training (:func:`check_batches`).
@@ -36,15 +39,22 @@ from stablecnn.nn.layers import BatchNorm1d, BatchNorm2d
 BATCH_STATISTICS = (BatchNorm1d, BatchNorm2d)  # layers that need >= 2 values per channel to train
 
 
+def example_shape(images) -> tuple[int, int, int]:
+    """(C, H, W) of one image of a dataset held as (N, H, W) (C = 1) or (N, C, H, W)."""
+    shape = tuple(np.shape(images)[1:])
+    return (1, *shape) if len(shape) == 2 else shape
+
+
 def check_split(what: str, images, labels, num_classes: int | None = None) -> None:
-    """uint8 images (N, H, W) and integer labels (N,) in [0, num_classes), or a DataError.
+    """uint8 images (N, H, W) or (N, C, H, W) and integer labels (N,) in [0, num_classes), or a
+    DataError.
 
     ``num_classes=None`` checks the structure only (dtypes, shapes, lengths), not the labels' range.
     """
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 3:
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
         raise DataError(
-            f"{what} images must be uint8 (N, H, W) as the datasets hold them "
+            f"{what} images must be uint8 (N, H, W) or (N, C, H, W) as the datasets hold them "
             f"(no NaN or Inf possible), got {images.dtype} {images.shape}"
         )
     if (
@@ -152,9 +162,18 @@ def check_run(model, train, test, batch_size: int) -> None:
     """Every check of the module doc, in order; raises DataError or ShapeError naming the fault."""
     for what, (images, labels) in (("training", train), ("test", test)):
         check_split(what, images, labels)
+        shape = example_shape(images)
+        declared = getattr(model, "input_shape", None)
+        if declared is not None and len(declared) == 3 and tuple(declared)[0] != shape[0]:
+            raise ShapeError(
+                f"the model takes {tuple(declared)} inputs (C, H, W) and the {what} images are "
+                f"{shape}: {shape[0]} channel{'s' if shape[0] != 1 else ''} where the model "
+                f"takes {tuple(declared)[0]} (a model for this dataset has input_shape {shape})"
+            )
         try:  # both splits must fit the model before a single step is spent
-            classes = num_classes(model, (1, *np.shape(images)[1:]))
+            classes = num_classes(model, shape)
         except ShapeError as exc:
-            raise ShapeError(f"{what} images: {exc}") from None
+            into = f"; the model takes {tuple(declared)} (C, H, W)" if declared is not None else ""
+            raise ShapeError(f"{what} images: {exc}{into}") from None
         check_split(what, images, labels, classes)
-    check_batches(model, (1, *np.asarray(train[0]).shape[1:]), len(train[0]), batch_size)
+    check_batches(model, example_shape(train[0]), len(train[0]), batch_size)

@@ -60,7 +60,10 @@ class Trainer:
     Args:
         config: the run's :class:`TrainConfig`.
         run_dir: the run directory (created by :meth:`fit`, not before).
-        train_data, test_data: ``(images uint8 (N, H, W), labels uint8 (N,))`` pairs.
+        train_data, test_data: ``(images uint8 (N, H, W) or (N, C, H, W), labels uint8 (N,))``
+            pairs (grey images as MNIST holds them, colour ones as CIFAR-10 does). The
+            normalisation "original" takes one mean and std for grey images and one per channel
+            for colour ones (:meth:`stablecnn.data.Normalizer.original`).
         callbacks: extra callbacks (the text log, metrics file, progress bar and collapse
             warning are always on).
         checkpoint: a loaded checkpoint to resume from (see :func:`resume_checkpoint`).
@@ -139,7 +142,7 @@ class Trainer:
         self.data_source = data_source
         self.augment = Augment.from_dict(config.augment) if config.augment else None
         preflight.check_run(self.model, (images, labels), test_data, config.batch_size)
-        self.num_classes = preflight.num_classes(self.model, (1, *images.shape[1:]))
+        self.num_classes = preflight.num_classes(self.model, preflight.example_shape(images))
         bar = Progress() if progress else None
         log = TextLog(
             self.run_dir / "train_log.txt",
