@@ -37,6 +37,7 @@ from stablecnn.nn.layers import (
     Linear,
     MaxPool2d,
     ReLU,
+    Residual,
 )
 
 F = torch.nn.functional
@@ -131,6 +132,7 @@ def _module(layer) -> torch.nn.Module:
             layer.kernel_size,
             layer.stride,
             torch_padding(layer.padding_arg),
+            bias=layer.bias,
         )
     if isinstance(layer, Linear):
         return torch.nn.Linear(layer.in_features, layer.out_features)
@@ -153,7 +155,24 @@ def _module(layer) -> torch.nn.Module:
         return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum)
     if isinstance(layer, Dropout):
         return torch.nn.Dropout(layer.p)
+    if isinstance(layer, Residual):
+        return TorchResidual(layer)
     raise NotImplementedError(f"no PyTorch twin for {layer!r}")
+
+
+class TorchResidual(torch.nn.Module):
+    """A residual block written in PyTorch as its users write one (torchvision's BasicBlock):
+    ``act(body(x) + shortcut(x))``, autograd doing the backward. Its submodules are named
+    ``body`` and ``shortcut``, so its parameters are ours by name (``"body.0.weight"``)."""
+
+    def __init__(self, block: Residual):
+        super().__init__()
+        self.body = torch.nn.Sequential(*(_module(layer) for layer in block.body))
+        self.shortcut = torch.nn.Sequential(*(_module(layer) for layer in block.shortcut))
+        self.act = torch.nn.ReLU() if block.activation == "ReLU" else torch.nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.body(x) + self.shortcut(x))  # an empty Sequential is the identity
 
 
 def torch_layer(layer) -> torch.nn.Module:
