@@ -1,10 +1,12 @@
 """``stablecnn predict CKPT FILE...``: classes and probabilities of images and ``.npy`` arrays.
 
-Every file becomes uint8 images in MNIST's convention (light digit on a dark background, 28 x 28
-or whatever the model takes; see :mod:`stablecnn.data.pictures` for the rules: Pillow's formats,
-the MNIST framing, ``.npy`` arrays, decompression bombs), is normalised with the checkpoint's own
-normalizer and goes through the model. A file that cannot be read gets a
-:class:`~stablecnn.errors.DataError` naming it; the other files are still predicted.
+For a grey model (1 input channel) every file becomes uint8 images in MNIST's convention (light
+digit on a dark background, 28 x 28 or whatever the model takes; see :mod:`stablecnn.data.pictures`
+for the rules: Pillow's formats, the MNIST framing, ``.npy`` arrays, decompression bombs). For a
+colour model (3 input channels, e.g. one trained on CIFAR-10) a picture stays in colour and is
+resized as a whole to the model's input size (32 x 32), never framed. Either way the images are
+normalised with the checkpoint's own normalizer and go through the model. A file that cannot be read
+gets a :class:`~stablecnn.errors.DataError` naming it; the other files are still predicted.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class Prediction:
 
 
 def predict_images(model, normalizer, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Probabilities ``(N, K)`` (float64) for uint8 images ``(N, H, W)``, one batch at a time:
+    """Probabilities ``(N, K)`` (float64) for uint8 images ``(N, H, W)`` or ``(N, C, H, W)``, one
+    batch at a time:
     :meth:`~stablecnn.nn.model.Sequential.predict_proba` with ``normalizer``, widened."""
     return model.predict_proba(images, batch_size, normalizer).astype(np.float64)
 
@@ -54,8 +57,9 @@ def predict_files(
         normalizer: the checkpoint's :class:`~stablecnn.data.Normalizer`.
         paths: image files or ``.npy`` arrays.
         size: ``(H, W)`` of the images (default: the model's input size, else 28 x 28).
-        framing: how images are framed, ``"mnist"`` or ``"none"`` (see :func:`load_images`);
-            ``.npy`` arrays are never reframed.
+        framing: how grey images are framed, ``"mnist"`` or ``"none"`` (see
+            :func:`load_images`); ``.npy`` arrays and a colour model's pictures (its
+            ``input_shape`` has 3 channels: kept in colour, resized) are never reframed.
 
     Raises:
         ValueError: ``framing`` is not one of :data:`FRAMINGS` (before any file is read).
@@ -66,13 +70,14 @@ def predict_files(
     """
     if framing not in FRAMINGS:
         raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    shape = getattr(model, "input_shape", None)
     if size is None:
-        shape = getattr(model, "input_shape", None)
         size = tuple(shape[-2:]) if shape else IMAGE_SIZE
+    channels = 3 if shape is not None and len(shape) == 3 and shape[0] == 3 else 1
     loaded = []
     for path in paths:
         try:
-            loaded.append((path, load_images(path, size, framing)))
+            loaded.append((path, load_images(path, size, framing, channels)))
         except DataError as exc:
             loaded.append((path, exc))
     good = [images for _, images in loaded if isinstance(images, np.ndarray)]
@@ -101,7 +106,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "20 of 28 pixels and centred by its centre of mass (see --framing). A blank or uniform "
         "picture is refused (no ink found). .npy arrays (28, 28), (N, 28, 28) or (N, 1, 28, 28) "
         "hold uint8 or [0, 1] / [0, 255] float pixels, light on dark, already framed: they are "
-        "used as they are. Exit status 1 when any file failed (the others are still predicted).",
+        "used as they are. A colour model's pictures (3 input channels, e.g. CIFAR-10's) stay in "
+        "colour and are resized as a whole to its input size (32 x 32), never framed; its .npy "
+        "arrays are (3, H, W) or (N, 3, H, W). "
+        "Exit status 1 when any file failed (the others are still predicted).",
     )
     parser.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or .npy arrays")
@@ -116,11 +124,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--framing",
         choices=FRAMINGS,
         default="mnist",
-        help="how images are framed: 'mnist' (default) crops the ink, fits it in "
-        "a 20 x 20 box and centres it by its centre of mass, as MNIST was "
+        help="how images are framed for a grey model: 'mnist' (default) crops the ink, fits it "
+        "in a 20 x 20 box and centres it by its centre of mass, as MNIST was "
         "made; 'none' only inverts a light background and fits the whole "
         "picture to the model's input size (28 x 28), for pictures already "
-        "framed like MNIST. .npy arrays are never reframed",
+        "framed like MNIST. .npy arrays and a colour model's pictures are never reframed",
     )
     parser.add_argument(
         "--json",

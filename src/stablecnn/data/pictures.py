@@ -1,5 +1,6 @@
 """Picture and ``.npy`` files as uint8 images in MNIST's convention, for predicting (and the
-web page): every file becomes light digits on a dark background, framed as MNIST's were.
+web page): every file becomes light digits on a dark background, framed as MNIST's were. For a
+colour model (3 input channels, CIFAR-10's) pictures stay in colour instead: see "Colour" below.
 
 Images (PNG, JPEG, GIF, BMP, TIFF, WebP, ... anything Pillow reads; the first frame only):
 
@@ -26,6 +27,13 @@ prediction per image). Their values:
   by 255), else it must lie in [0, 255]. Rounded to the nearest integer. Values below 0 (an array
   already normalised) are refused.
 
+Colour (``channels=3``): an image is decoded as RGB (EXIF rotation applied, transparency composited
+on white, grey and 16-bit pictures repeated into the three channels) and resized as a whole to the
+model's input size (CIFAR-10's 32 x 32) with Pillow's Lanczos filter, its aspect ratio not kept: the
+model sees the whole picture, as it saw whole 32 x 32 pictures in training. Nothing is inverted,
+cropped or framed (MNIST's framing is for digits on paper). ``.npy`` arrays hold (3, H, W) or (N, 3,
+H, W) channels first, as the dataset holds its images, with the values above.
+
 Decompression bombs: an image declaring more than :data:`MAX_IMAGE_PIXELS` pixels (50 million,
 about 7,000 x 7,000, above any phone camera's 48 MP) is refused from its header, before its pixels
 are decoded, and so is anything Pillow itself flags (its ``DecompressionBombWarning`` is turned
@@ -47,8 +55,11 @@ IMAGE_SIZE = (28, 28)  # (H, W) of MNIST
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def load_images(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist") -> np.ndarray:
-    """The images in ``path`` as uint8 ``(N, H, W)`` in MNIST's convention (N = 1 for an image).
+def load_images(
+    path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist", channels: int = 1
+) -> np.ndarray:
+    """The images in ``path`` as uint8 ``(N, H, W)`` in MNIST's convention (N = 1 for an image),
+    or, with ``channels=3``, as colour ``(N, 3, H, W)``.
 
     Args:
         path: an image file Pillow reads, or a ``.npy`` array (recognised by its content).
@@ -56,16 +67,20 @@ def load_images(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist"
         framing: for an image, ``"mnist"`` frames it as MNIST's digits were (ink cropped, resized
             into a box of 20/28 of ``size``, centred by its centre of mass) and ``"none"`` only
             fits the whole picture to ``size`` (see :func:`stablecnn.data.framing.to_mnist`).
-            A ``.npy`` array is never reframed.
+            A ``.npy`` array is never reframed. Colour images are never framed.
+        channels: 1 (grey, MNIST's convention) or 3 (RGB, the picture resized as a whole to
+            ``size``; see the module doc): the model's input channels.
 
     Raises:
         ImageError: the file is missing, a directory, unreadable, not an image or array, too big,
             holds an array of the wrong shape or range, or (framing ``"mnist"``) a picture with no
             ink ("no ink found"). The message starts with the path.
-        ValueError: ``framing`` is not one of :data:`FRAMINGS`.
+        ValueError: ``framing`` is not one of :data:`FRAMINGS`, or ``channels`` not 1 or 3.
     """
     if framing not in FRAMINGS:
         raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path}: is a directory, not an image (pass the files inside it)")
@@ -77,7 +92,9 @@ def load_images(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist"
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if head == NPY_MAGIC:
-        return _load_npy(path, size)
+        return _load_npy(path, size, channels)
+    if channels == 3:
+        return _decode(path, size, "RGB", lambda img: colour_pixels(img, size))[None]
     return _load_picture(path, size, framing)[None]  # (1, H, W)
 
 
@@ -93,7 +110,7 @@ def load_image(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist")
     return images[0]
 
 
-def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
+def _load_npy(path: Path, size: tuple[int, int], channels: int = 1) -> np.ndarray:
     try:
         # mmap: the header's shape is checked against the file's length before anything is read
         array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -102,15 +119,25 @@ def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
     except (OSError, EOFError) as exc:
         raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
     h, w = size
-    if array.ndim == 4 and array.shape[1] == 1:
-        array = array[:, 0]
-    elif array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (h, w):
-        raise ImageError(
-            f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
-            f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})"
-        )
+    if channels == 3:  # (3, H, W) or (N, 3, H, W), channels first as the dataset holds them
+        given = np.shape(array)
+        if array.ndim == 3:
+            array = array[None]
+        if array.ndim != 4 or array.shape[1:] != (3, h, w):
+            raise ImageError(
+                f"{path}: array of shape {given}; the model takes colour images: "
+                f"expected (3, {h}, {w}) or (N, 3, {h}, {w}) (channels first)"
+            )
+    else:
+        if array.ndim == 4 and array.shape[1] == 1:
+            array = array[:, 0]
+        elif array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3 or array.shape[1:] != (h, w):
+            raise ImageError(
+                f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
+                f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})"
+            )
     if len(array) == 0:
         raise ImageError(f"{path}: holds no images (shape {array.shape})")
     if array.dtype.kind not in "uif":
@@ -138,6 +165,16 @@ def _load_npy(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray:
     """Decode with Pillow into grey floats in [0, 1], then :func:`to_mnist` in ``framing``."""
+    gray = _decode(path, size, "L", grey_pixels)  # (H, W) floats in [0, 1]
+    try:
+        return to_mnist(gray, size, framing)
+    except NoInkError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+
+
+def _decode(path: Path, size: tuple[int, int], draft: str, convert):
+    """Open ``path`` with Pillow (size limits, JPEG drafts in mode ``draft``, EXIF rotation) and
+    return ``convert(image)``; every decoding fault becomes an :class:`ImageError`."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -148,9 +185,9 @@ def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray
                 if width * height > MAX_IMAGE_PIXELS:
                     raise ImageError(_too_big(path, width, height))
                 if img.format == "JPEG" and img.mode in ("RGB", "L", "YCbCr"):
-                    img.draft("L", (4 * size[1], 4 * size[0]))  # decode at a reduced scale
+                    img.draft(draft, (4 * size[1], 4 * size[0]))  # decode at a reduced scale
                 img = ImageOps.exif_transpose(img)
-                gray = grey_pixels(img)  # (H, W) floats in [0, 1]
+                return convert(img)
         except ImageError:
             raise
         except UnidentifiedImageError:
@@ -165,10 +202,6 @@ def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray
             raise ImageError(
                 f"{path}: cannot decode the image ({type(exc).__name__}: {exc})"
             ) from None
-    try:
-        return to_mnist(gray, size, framing)
-    except NoInkError as exc:
-        raise ImageError(f"{path}: {exc}") from None
 
 
 def _too_big(path, width, height) -> str:
@@ -223,3 +256,26 @@ def grey_pixels(img) -> np.ndarray:
         except ValueError:  # modes without a direct route to grey (LAB, ...)
             img = img.convert("RGB").convert("L")
     return np.asarray(img, dtype=np.float32) / 255
+
+
+def colour_pixels(img, size: tuple[int, int]) -> np.ndarray:
+    """A Pillow image as uint8 RGB ``(3, H, W)`` of ``size``, resized as a whole (Lanczos).
+
+    Transparency is composited on white; grey, palette and 16-bit images are repeated into the
+    three channels (16-bit and float greys scaled by :func:`unit_range`).
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = grey_pixels(img)  # (H, W) in [0, 1]
+        img = Image.fromarray(np.rint(grey * 255).astype(np.uint8)).convert("RGB")
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    elif mode != "RGB":
+        img = img.convert("RGB")
+    h, w = size
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()  # (H, W, 3) -> (3, H, W)

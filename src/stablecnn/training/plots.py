@@ -2,7 +2,9 @@
 
 ``plot_run(run_dir)`` reads ``metrics.csv`` and ``checkpoint.npz`` and writes ``curves.png``,
 ``confusion.png``, ``filters.png`` and ``mistakes.png`` beside them; each plot also has its own
-function that takes plain arrays. ``stablecnn plot RUN_DIR`` does the same from the shell.
+function that takes plain arrays. A colour model's first filters (3 input channels) and a colour
+dataset's mistakes (CIFAR-10) are drawn in colour. ``stablecnn plot RUN_DIR`` does the same from the
+shell.
 
 Figures are drawn on matplotlib's ``Figure`` with the Agg canvas, never through ``pyplot``: no
 backend is chosen and no global state is touched for a program that imports stablecnn, and
@@ -426,7 +428,8 @@ def plot_mistakes(
     """A grid of the first ``max_images`` misclassified images with true and predicted classes.
 
     Args:
-        images: uint8 (N, H, W), light on dark as in MNIST.
+        images: uint8 (N, H, W), light on dark as in MNIST, shown in grey; or (N, C, H, W):
+            C = 3 shown in colour (RGB, as CIFAR-10 holds them), C = 1 in grey.
         labels, predictions: (N,) true and predicted classes.
         path: the PNG to write.
         max_images: at most this many tiles.
@@ -436,10 +439,13 @@ def plot_mistakes(
     from matplotlib import colormaps
 
     images, labels, predictions = np.asarray(images), np.asarray(labels), np.asarray(predictions)
-    if images.ndim != 3 or not len(images) == len(labels) == len(predictions):
+    if images.ndim == 4 and images.shape[1] == 1:
+        images = images[:, 0]  # (N, H, W): one channel is grey
+    rgb = images.ndim == 4 and images.shape[1] == 3
+    if not (images.ndim == 3 or rgb) or not len(images) == len(labels) == len(predictions):
         raise ConfigError(
-            f"expected images (N, H, W) with N labels and predictions, got "
-            f"{images.shape}, {labels.shape}, {predictions.shape}"
+            f"expected images (N, H, W), (N, 1, H, W) or (N, 3, H, W) with N labels and "
+            f"predictions, got {images.shape}, {labels.shape}, {predictions.shape}"
         )
     wrong = np.flatnonzero(labels != predictions)
     shown = wrong[:max_images]
@@ -458,21 +464,27 @@ def plot_mistakes(
             fontsize=13,
         )
         return _save(fig, path)
-    _, h, w = images.shape
+    h, w = images.shape[-2:]
     cols = min(n, math.ceil(math.sqrt(n)))
     gap, band = max(2, w // 7), round(0.3 * h)  # the band above each image holds its label
-    image = mosaic(images[shown].astype(np.float64), cols, gap, band)
+    tiles = images[shown].astype(np.float64)  # (n, H, W) or (n, 3, H, W)
+    if rgb:
+        tiles = tiles.transpose(0, 2, 3, 1) / 255  # (n, H, W, 3) in [0, 1]
+    image = mosaic(tiles, cols, gap, band)
     inches = 1.3 / (w + gap)  # per image pixel: 1.3 inches per column
     fig = _figure(max(6.0, image.shape[1] * inches), image.shape[0] * inches + 0.5)
     ax = fig.subplots()
     ax.set_axis_off()
-    ax.imshow(
-        np.ma.masked_invalid(image),
-        cmap=colormaps["gray"].with_extremes(bad="white"),
-        vmin=0,
-        vmax=255,
-        interpolation="nearest",
-    )
+    if rgb:  # the gaps (NaN) drawn white
+        ax.imshow(np.nan_to_num(image, nan=1.0), interpolation="nearest")
+    else:
+        ax.imshow(
+            np.ma.masked_invalid(image),
+            cmap=colormaps["gray"].with_extremes(bad="white"),
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
     for k, i in enumerate(shown):
         x, y = _cell_origin(k, cols, h, w, gap, band)
         label = f"{names(int(labels[i]))} → {names(int(predictions[i]))}"
@@ -513,9 +525,10 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
     Args:
         run_dir: a run directory with ``checkpoint.npz`` and (ideally) ``metrics.csv``; without
             the metrics file the curves come from the checkpoint's history.
-        test_data: ``(images uint8 (N, H, W), labels (N,))`` for the confusion matrix and the
-            mistakes; default: the test split of the data the run was trained on, read from
-            where it came from (:func:`stablecnn.training.resume.run_data_source`).
+        test_data: ``(images uint8 (N, H, W) or (N, C, H, W), labels (N,))`` for the confusion
+            matrix and the mistakes (colour images are shown in colour); default: the test split
+            of the data the run was trained on, read from where it came from
+            (:func:`stablecnn.training.resume.run_data_source`).
         data_dir, no_verify: another folder of that dataset's IDX files, and whether they are
             the user's own (not checked against the canonical digests).
 
