@@ -88,6 +88,51 @@ def test_a_run_with_the_recipe_resumes_bit_identically_mid_epoch(tmp_path, data)
         assert not np.array_equal(params_of(tmp_path / f"other{k}")["0.weight"], recipe), other
 
 
+COLOUR_MODEL = """\
+input_shape = [3, 16, 16]
+[[layers]]
+type = "Conv2d"
+in_channels = 3
+out_channels = 4
+kernel_size = 3
+[[layers]]
+type = "ReLU"
+[[layers]]
+type = "GlobalAvgPool2d"
+[[layers]]
+type = "Linear"
+in_features = 4
+out_features = 10
+"""
+
+
+def colour_data(n, seed):
+    """Toy colour images (n, 3, 16, 16): class k lights one channel of row block k."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 3, 16, 16)).astype(np.uint8)
+    for k in range(10):
+        images[labels == k, k % 3, k : k + 4, 2:14] = 255
+    return images, labels
+
+
+def test_the_cifar_recipe_on_colour_images_resumes_bit_identically(tmp_path):
+    model = tmp_path / "colour.toml"
+    model.write_text(COLOUR_MODEL)
+    data = colour_data(60, 0), colour_data(20, 1)
+    augment = {"max_shift": 0, "max_degrees": 0, "random_crop": 2, "hflip": True}
+    cfg = dict(model=str(model), dataset="cifar10", normalization="unit", lr=0.05)
+    cfg = dict(cfg, augment={**augment, "random_erasing": 0.5}, label_smoothing=0.1)
+    trainer(tmp_path / "full", data, config(**cfg)).fit()
+    with pytest.raises(Interrupted):
+        trainer(tmp_path / "cut", data, config(**cfg), callbacks=[InterruptAt(4)]).fit()
+    resumed, ckpt = resume_checkpoint(tmp_path / "cut")
+    trainer(tmp_path / "cut", data, resumed, checkpoint=ckpt).fit()
+    full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")
+    for name in full:
+        np.testing.assert_array_equal(full[name], cut[name], err_msg=name)
+
+
 def test_the_training_loss_is_the_smoothed_one_and_the_test_loss_the_plain_one(tmp_path, data):
     run = trainer(tmp_path, data, config(epochs=1))
     x, y = next(iter(run.epoch_batches(0)))
