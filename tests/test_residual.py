@@ -329,3 +329,84 @@ def test_a_residual_model_fits_only_its_input():
     with pytest.raises(ShapeError, match=r"layer 0 .*Conv2d\(1, 16"):
         model.forward(np.zeros((1, 3, 32, 32), np.float32))
     assert isinstance(Residual([ReLU()]), Residual) and BatchNorm2d(2).num_params == 4
+
+
+# -- training ----------------------------------------------------------------------------------
+RESNET_TOY = """\
+input_shape = [1, 28, 28]
+
+[[layers]]
+type = "Conv2d"
+in_channels = 1
+out_channels = 4
+kernel_size = 3
+stride = 2
+padding = 1
+bias = false
+
+[[layers]]
+type = "BatchNorm2d"
+num_features = 4
+
+[[layers]]
+type = "Residual"
+repeat = 2
+activation = "ReLU"
+body = [
+    { type = "Conv2d", in_channels = 4, out_channels = 4, kernel_size = 3, padding = 1 },
+    { type = "BatchNorm2d", num_features = 4 },
+    { type = "ReLU" },
+    { type = "Dropout", p = 0.2 },
+]
+
+[[layers]]
+type = "Residual"
+body = [
+    { type = "Conv2d", in_channels = 4, out_channels = 8, kernel_size = 3, stride = 2, padding = 1 },
+]
+shortcut = [
+    { type = "AvgPool2d", kernel_size = 2 },
+    { type = "Conv2d", in_channels = 4, out_channels = 8, kernel_size = 1 },
+]
+
+[[layers]]
+type = "GlobalAvgPool2d"
+
+[[layers]]
+type = "Linear"
+in_features = 8
+out_features = 10
+"""
+
+
+def test_a_residual_model_with_augmentation_resumes_bit_identically(tmp_path):
+    """Blocks with batch norm and dropout inside, crops, erasing and label smoothing: a run cut
+    mid-epoch and resumed ends with the uninterrupted run's weights, buffers and optimizer
+    state, bit for bit."""
+    from support.fakes import make_data
+    from support.runs import assert_bit_exact, make_config, make_trainer, state_of
+
+    from stablecnn.training.callbacks import Callback
+    from stablecnn.training.trainer import Interrupted, resume_checkpoint
+
+    class InterruptAt(Callback):
+        def on_step(self, trainer, step):
+            if step["global_step"] == 4:
+                trainer._on_sigint(2, None)
+
+    path = write(tmp_path, RESNET_TOY, "resnet.toml")
+    augment = {"max_shift": 0, "max_degrees": 0, "random_crop": 2, "random_erasing": 0.5}
+    cfg = dict(model=str(path), optimizer="adam", lr=0.01, augment=augment, label_smoothing=0.1)
+    data = make_data(30, 0), make_data(10, 1)
+    make_trainer(tmp_path / "full", make_config(**cfg), data).fit()
+    with pytest.raises(Interrupted):
+        make_trainer(tmp_path / "cut", make_config(**cfg), data, callbacks=[InterruptAt()]).fit()
+    resumed, ckpt = resume_checkpoint(tmp_path / "cut")
+    assert ckpt.meta["progress"]["global_step"] == 4
+    make_trainer(tmp_path / "cut", resumed, data, checkpoint=ckpt).fit()
+    full = state_of(tmp_path / "full")
+    # the blocks' weights, batch norm statistics and dropout state are in the comparison
+    assert {"param/2.body.0.weight", "param/2.body.1.running_var", "param/1.running_mean"} <= set(
+        full
+    )
+    assert_bit_exact(state_of(tmp_path / "cut"), full)
