@@ -122,6 +122,9 @@ def cmd_info(args) -> int:
 def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> int:
     """``info`` for an archive dataset: reads the archive (or, in ``data_dir``, its unpacked
     folder) and prints each split's size and class counts; 1 when it cannot be read."""
+    print(f"  {spec.archive_name}: {spec.size:,d} bytes, SHA-256 {spec.sha256}")
+    if spec.md5:
+        print(f"    (MD5 {spec.md5} as {spec.homepage} publishes it)")
     archive = folder / spec.archive_name if data_dir is None else None
     if archive is not None and not archive.is_file():
         print(f"  not fetched (run: stablecnn data fetch {spec.name} --data-dir FOLDER)")
