@@ -362,7 +362,7 @@ body = [
 [[layers]]
 type = "Residual"
 body = [
-    { type = "Conv2d", in_channels = 4, out_channels = 8, kernel_size = 3, stride = 2, padding = 1 },
+  { type = "Conv2d", in_channels = 4, out_channels = 8, kernel_size = 3, stride = 2, padding = 1 },
 ]
 shortcut = [
     { type = "AvgPool2d", kernel_size = 2 },
