@@ -61,6 +61,30 @@ def test_conv2d_matches_torch(case, dtype):
     check_twin(layer, x, dout, "conv")
 
 
+# a residual network's convolutions: no bias (batch norm follows), 3x3 stride 2 padding 1 on odd
+# and even maps, the 1x1 stride-2 projection; (id, N, C, H, W, F, kernel, stride, padding)
+NO_BIAS_CASES = [
+    ("3x3-s2-p1-odd", 2, 3, 9, 7, 4, 3, 2, 1),
+    ("3x3-s2-p1-even", 2, 4, 8, 8, 6, 3, 2, 1),
+    ("3x3-p1-wide", 2, 16, 7, 7, 16, 3, 1, 1),
+    ("1x1-s2-projection", 2, 4, 9, 8, 8, 1, 2, 0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("case", NO_BIAS_CASES, ids=ids(NO_BIAS_CASES))
+def test_conv2d_without_bias_matches_torch(case, dtype):
+    _, n, c, h, w, f, kernel, stride, padding = case
+    layer = Conv2d(
+        c, f, kernel, stride, padding, bias=False, rng=np.random.default_rng(1), dtype=dtype
+    )
+    assert list(layer.params) == ["weight"] and list(layer.grads) == ["weight"]
+    x = normal((n, c, h, w), dtype, seed=3)
+    dout = normal((n, *layer.output_shape((c, h, w))), dtype, seed=4)
+    twin = check_twin(layer, x, dout, "conv without bias")
+    assert twin.bias is None
+
+
 # -- MaxPool2d ----------------------------------------------------------------------------------
 # (id, N, C, H, W, kernel, stride)
 POOL_CASES = [
