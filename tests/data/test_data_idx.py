@@ -171,6 +171,15 @@ def test_forged_huge_header_costs_no_memory(tmp_path):
         read_idx(path, image_shape=None)
 
 
+def test_zero_images_of_a_size_numpy_cannot_hold_are_an_idx_error(tmp_path):
+    # found by the parser property test: 0 images of 2801795072 x 3291950982 promise an empty
+    # payload, but NumPy cannot shape even an empty array so (its product overflows)
+    header = struct.pack(">IIII", IMAGE_MAGIC, 0, 2801795072, 3291950982)
+    path = write_bytes(tmp_path / "zero-huge", header)
+    with pytest.raises(IdxError, match="0 x 2801795072 x 3291950982 describe no array"):
+        read_idx(path, image_shape=None)
+
+
 def test_writer_rejects_what_idx_cannot_hold(tmp_path):
     with pytest.raises(DataError, match="uint8"):
         write_idx(tmp_path / "f", IMAGES.astype(np.float32))

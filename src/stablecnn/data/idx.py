@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import zlib
@@ -136,6 +137,9 @@ def _parse_stream(stream, path: Path, image_shape, num_classes) -> tuple[np.ndar
         raise IdxError(
             f"{path}: images are {dims[1]}x{dims[2]}, expected {image_shape[0]}x{image_shape[1]}"
         )
+    if math.prod(max(d, 1) for d in dims) > np.iinfo(np.intp).max:  # even with a zero count
+        shape = " x ".join(str(d) for d in dims)
+        raise IdxError(f"{path}: the header's dimensions {shape} describe no array NumPy can hold")
     expected = 1
     for d in dims:
         expected *= d
