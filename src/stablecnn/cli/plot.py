@@ -22,12 +22,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        help="a folder holding the IDX files (default: where the run's came from)",
+        help="a folder holding the dataset's IDX files or archive (default: where the run's "
+        "came from)",
     )
     parser.add_argument(
         "--no-verify",
         action="store_true",
-        help="with --data-dir: use your own IDX files there (structure checked, "
+        help="with --data-dir: use your own data there (structure checked, "
         "not the canonical SHA-256 digests)",
     )
     parser.set_defaults(func=cmd_plot)

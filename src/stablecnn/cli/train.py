@@ -109,11 +109,16 @@ def add_parsers(sub) -> None:
         help="'original': the original recipe exactly (first 20,000 images, "
         "int mean/std, 5 epochs of 100, Adagrad 0.01)",
     )
-    p.add_argument("--data-dir", type=Path, help="a folder holding the four IDX files")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="a folder holding the dataset: the four IDX files (raw or .gz), or for "
+        "cifar10 cifar-10-binary.tar.gz",
+    )
     p.add_argument(
         "--no-verify",
         action="store_true",
-        help="with --data-dir: use your own IDX files there (structure checked, "
+        help="with --data-dir: use your own data there (structure checked, "
         "not the canonical SHA-256 digests)",
     )
     p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<dataset>-<time>)")
@@ -144,12 +149,13 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--data-dir",
         type=Path,
-        help="a folder holding the IDX files (default: where the run's came from)",
+        help="a folder holding the dataset's IDX files or archive (default: where the run's "
+        "came from)",
     )
     p.add_argument(
         "--no-verify",
         action="store_true",
-        help="with --data-dir: use your own IDX files there (structure checked, "
+        help="with --data-dir: use your own data there (structure checked, "
         "not the canonical SHA-256 digests)",
     )
     p.set_defaults(func=cmd_evaluate)
@@ -315,7 +321,7 @@ def cmd_train(args) -> int:
             args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
     if not verify and data_dir is None:
-        raise ConfigError("--no-verify applies to --data-dir: name the folder of your IDX files")
+        raise ConfigError("--no-verify applies to --data-dir: name the folder of your data")
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
     trainer = Trainer(
         config,
