@@ -12,34 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from support.cifar import write_tiny_cifar
+from support.fakes import colour_model_file
 
 from stablecnn.cli import main
 from stablecnn.data import Normalizer, iterate_batches, specs
 from stablecnn.data.pictures import load_images
 from stablecnn.errors import DataError, ImageError, ShapeError
 from stablecnn.training import checkpoint, plots
-
-TINY_MODEL = """\
-name = "tiny"
-input_shape = [3, 32, 32]
-
-[[layers]]
-type = "Conv2d"
-in_channels = 3
-out_channels = 4
-kernel_size = 3
-
-[[layers]]
-type = "ReLU"
-
-[[layers]]
-type = "GlobalAvgPool2d"
-
-[[layers]]
-type = "Linear"
-in_features = 4
-out_features = 10
-"""
 
 RNG = np.random.default_rng(5)
 COLOUR = RNG.integers(0, 256, (20, 3, 8, 6)).astype(np.uint8)  # (N, C, H, W), non-square
@@ -206,8 +185,7 @@ def cifar(tmp_path, monkeypatch, cache_root):
 def test_train_evaluate_plot_and_predict_cifar10_from_the_command_line(
     cifar, tmp_path, capsys, monkeypatch
 ):
-    model = tmp_path / "tiny.toml"
-    model.write_text(TINY_MODEL)
+    model = colour_model_file(tmp_path / "tiny.toml", size=32)
     run = tmp_path / "run"
     argv = ["train", "--dataset", "cifar10", "--data-dir", str(cifar.data_dir), "--model"]
     argv += [str(model), "--epochs", "1", "--batch-size", "8", "--lr", "0.05", "--out", str(run)]

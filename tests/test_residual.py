@@ -384,15 +384,9 @@ def test_a_residual_model_with_augmentation_resumes_bit_identically(tmp_path):
     mid-epoch and resumed ends with the uninterrupted run's weights, buffers and optimizer
     state, bit for bit."""
     from support.fakes import make_data
-    from support.runs import assert_bit_exact, make_config, make_trainer, state_of
+    from support.runs import assert_bit_exact, interrupt_at, make_config, make_trainer, state_of
 
-    from stablecnn.training.callbacks import Callback
     from stablecnn.training.trainer import Interrupted, resume_checkpoint
-
-    class InterruptAt(Callback):
-        def on_step(self, trainer, step):
-            if step["global_step"] == 4:
-                trainer._on_sigint(2, None)
 
     path = write(tmp_path, RESNET_TOY, "resnet.toml")
     augment = {"max_shift": 0, "max_degrees": 0, "random_crop": 2, "random_erasing": 0.5}
@@ -400,7 +394,7 @@ def test_a_residual_model_with_augmentation_resumes_bit_identically(tmp_path):
     data = make_data(30, 0), make_data(10, 1)
     make_trainer(tmp_path / "full", make_config(**cfg), data).fit()
     with pytest.raises(Interrupted):
-        make_trainer(tmp_path / "cut", make_config(**cfg), data, callbacks=[InterruptAt()]).fit()
+        make_trainer(tmp_path / "cut", make_config(**cfg), data, callbacks=[interrupt_at(4)]).fit()
     resumed, ckpt = resume_checkpoint(tmp_path / "cut")
     assert ckpt.meta["progress"]["global_step"] == 4
     make_trainer(tmp_path / "cut", resumed, data, checkpoint=ckpt).fit()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from support.fakes import make_data, toy_loader
 from support.processes import cli_process
+from support.runs import interrupt_at, params_of
 
 from stablecnn.cli import main
 from stablecnn.errors import TrainingError
@@ -36,10 +37,6 @@ def config(**kw):
 def trainer(run_dir, data, cfg=None, **kw):
     train, test = data
     return Trainer(cfg or config(), run_dir, train, test, echo=False, progress=False, **kw)
-
-
-def params_of(run_dir):
-    return checkpoint.load(run_dir / "checkpoint.npz").params
 
 
 def test_training_learns_and_leaves_a_complete_run_directory(tmp_path, data):
@@ -80,21 +77,10 @@ def test_resume_after_an_epoch_is_bit_identical(tmp_path, data):
     np.testing.assert_array_equal(h_full["step_loss"], h_part["step_loss"])
 
 
-class InterruptAt(Callback):
-    """Simulates Ctrl-C arriving during global step ``n``."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def on_step(self, trainer, step):
-        if step["global_step"] == self.n:
-            trainer._on_sigint(signal.SIGINT, None)
-
-
 def test_interrupt_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(tmp_path, data):
     trainer(tmp_path / "full", data).fit()
     with pytest.raises(Interrupted, match="epoch 2, step 3.*--resume"):
-        trainer(tmp_path / "cut", data, callbacks=[InterruptAt(9)]).fit()
+        trainer(tmp_path / "cut", data, callbacks=[interrupt_at(9)]).fit()
     cfg, ckpt = resume_checkpoint(tmp_path / "cut")
     assert ckpt.meta["progress"] == {"epoch": 1, "step": 3, "global_step": 9}
     trainer(tmp_path / "cut", data, cfg, checkpoint=ckpt).fit()
@@ -242,7 +228,7 @@ def test_other_optimizers_schedules_and_clipping_train_and_resume_bit_identicall
     lrs = checkpoint.load(tmp_path / "full").history["step_lr"]
     assert lrs[0] < lrs[3] and lrs[-1] < lrs[3]  # warm-up, then the cosine decays
     with pytest.raises(Interrupted):
-        trainer(tmp_path / "cut", data, config(**cfg), callbacks=[InterruptAt(8)]).fit()
+        trainer(tmp_path / "cut", data, config(**cfg), callbacks=[interrupt_at(8)]).fit()
     cfg_r, ckpt = resume_checkpoint(tmp_path / "cut")
     assert cfg_r.optimizer == "sgd" and cfg_r.clip == 5.0
     trainer(tmp_path / "cut", data, cfg_r, checkpoint=ckpt).fit()

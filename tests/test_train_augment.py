@@ -4,16 +4,14 @@ rotations) and label smoothing: bit-exact resume, the loss each figure reports, 
 
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import pytest
-from support.fakes import make_data
+from support.fakes import colour_model_file, make_colour_data, make_data
+from support.runs import interrupt_at, params_of
 
 from stablecnn.errors import ConfigError
 from stablecnn.nn.losses import SoftmaxCrossEntropy
 from stablecnn.training import checkpoint
-from stablecnn.training.callbacks import Callback
 from stablecnn.training.metrics import evaluate
 from stablecnn.training.trainer import Interrupted, TrainConfig, Trainer, resume_checkpoint
 
@@ -44,25 +42,10 @@ def trainer(run_dir, data, cfg, **kw):
     return Trainer(cfg, run_dir, train, test, echo=False, progress=False, **kw)
 
 
-def params_of(run_dir):
-    return checkpoint.load(run_dir / "checkpoint.npz").params
-
-
-class InterruptAt(Callback):
-    """Ctrl-C arriving during global step ``n``."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def on_step(self, trainer, step):
-        if step["global_step"] == self.n:
-            trainer._on_sigint(signal.SIGINT, None)
-
-
 def test_a_run_with_the_recipe_resumes_bit_identically_mid_epoch(tmp_path, data):
     trainer(tmp_path / "full", data, config()).fit()
     with pytest.raises(Interrupted):
-        trainer(tmp_path / "cut", data, config(), callbacks=[InterruptAt(8)]).fit()
+        trainer(tmp_path / "cut", data, config(), callbacks=[interrupt_at(8)]).fit()
     cfg, ckpt = resume_checkpoint(tmp_path / "cut")
     assert ckpt.meta["progress"]["step"] == 2  # mid-epoch: step 8 of 6 per epoch
     assert cfg.augment == config().augment and cfg.label_smoothing == 0.1  # from the checkpoint
@@ -88,44 +71,15 @@ def test_a_run_with_the_recipe_resumes_bit_identically_mid_epoch(tmp_path, data)
         assert not np.array_equal(params_of(tmp_path / f"other{k}")["0.weight"], recipe), other
 
 
-COLOUR_MODEL = """\
-input_shape = [3, 16, 16]
-[[layers]]
-type = "Conv2d"
-in_channels = 3
-out_channels = 4
-kernel_size = 3
-[[layers]]
-type = "ReLU"
-[[layers]]
-type = "GlobalAvgPool2d"
-[[layers]]
-type = "Linear"
-in_features = 4
-out_features = 10
-"""
-
-
-def colour_data(n, seed):
-    """Toy colour images (n, 3, 16, 16): class k lights one channel of row block k."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.integers(0, 60, (n, 3, 16, 16)).astype(np.uint8)
-    for k in range(10):
-        images[labels == k, k % 3, k : k + 4, 2:14] = 255
-    return images, labels
-
-
 def test_the_cifar_recipe_on_colour_images_resumes_bit_identically(tmp_path):
-    model = tmp_path / "colour.toml"
-    model.write_text(COLOUR_MODEL)
-    data = colour_data(60, 0), colour_data(20, 1)
+    model = colour_model_file(tmp_path / "colour.toml", size=16)
+    data = make_colour_data(60, 0), make_colour_data(20, 1)
     augment = {"max_shift": 0, "max_degrees": 0, "random_crop": 2, "hflip": True}
     cfg = dict(model=str(model), dataset="cifar10", normalization="unit", lr=0.05)
     cfg = dict(cfg, augment={**augment, "random_erasing": 0.5}, label_smoothing=0.1)
     trainer(tmp_path / "full", data, config(**cfg)).fit()
     with pytest.raises(Interrupted):
-        trainer(tmp_path / "cut", data, config(**cfg), callbacks=[InterruptAt(4)]).fit()
+        trainer(tmp_path / "cut", data, config(**cfg), callbacks=[interrupt_at(4)]).fit()
     resumed, ckpt = resume_checkpoint(tmp_path / "cut")
     trainer(tmp_path / "cut", data, resumed, checkpoint=ckpt).fit()
     full, cut = params_of(tmp_path / "full"), params_of(tmp_path / "cut")

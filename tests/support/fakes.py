@@ -24,6 +24,30 @@ def make_data(n: int, seed: int, size: int = 28) -> tuple[np.ndarray, np.ndarray
     return images, labels
 
 
+def make_colour_data(n: int, seed: int, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` learnable toy colour images (uint8 ``(n, 3, size, size)``, uint8 labels): class k
+    lights channel ``k % 3`` of row block k."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 3, size, size)).astype(np.uint8)
+    for k in range(10):
+        images[labels == k, k % 3, k : k + 4, 2 : size - 2] = 255
+    return images, labels
+
+
+def colour_model_file(path, size: int = 32) -> Path:
+    """Write a tiny model for 3 x size x size images (conv 3x3 to 4 channels, ReLU, global
+    average pooling, a linear layer to 10 classes) to ``path``; return it."""
+    path = Path(path)
+    path.write_text(
+        f"input_shape = [3, {size}, {size}]\n\n"
+        '[[layers]]\ntype = "Conv2d"\nin_channels = 3\nout_channels = 4\nkernel_size = 3\n\n'
+        '[[layers]]\ntype = "ReLU"\n\n[[layers]]\ntype = "GlobalAvgPool2d"\n\n'
+        '[[layers]]\ntype = "Linear"\nin_features = 4\nout_features = 10\n'
+    )
+    return path
+
+
 def toy_loader(train, test):
     """A stand-in for :func:`stablecnn.cli.train.load_data` serving ``train`` and ``test`` (each
     ``(images, labels)``) in place of the real, digest-pinned datasets."""

@@ -56,6 +56,27 @@ def resume_to_end(run_dir) -> dict[str, np.ndarray]:
     return state_of(run_dir)
 
 
+def params_of(run_dir) -> dict[str, np.ndarray]:
+    """The weights (and buffers) of the run's checkpoint, by name."""
+    from stablecnn.training import checkpoint
+
+    return checkpoint.load(Path(run_dir) / "checkpoint.npz").params
+
+
+def interrupt_at(n: int):
+    """A callback that does what Ctrl-C does when it arrives during global step ``n``."""
+    import signal
+
+    from stablecnn.training.callbacks import Callback
+
+    class InterruptAt(Callback):
+        def on_step(self, trainer, step):
+            if step["global_step"] == n:
+                trainer._on_sigint(signal.SIGINT, None)
+
+    return InterruptAt()
+
+
 def assert_bit_exact(got: dict, reference: dict) -> None:
     """The same names, dtypes and values, bit for bit."""
     assert sorted(got) == sorted(reference)
