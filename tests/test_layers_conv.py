@@ -176,6 +176,8 @@ def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():
 
     assert use_rows_kernel(32, (5, 5), (1, 1))  # Model 1's second conv
     assert not use_rows_kernel(1, (10, 10), (1, 1))  # its first: too thin, im2col is faster
+    assert use_rows_kernel(16, (3, 3), (1, 1))  # md3's first stage: the backward is faster
+    assert not use_rows_kernel(3, (3, 3), (1, 1))  # a colour stem
     assert not use_rows_kernel(32, (5, 5), (2, 1))
 
 

@@ -164,11 +164,11 @@ def conv2d_input_grad(
 
     For each kernel offset (i, j), ``w[:, :, i, j].T @ dmat`` (C, Ho*Wo*N) is the gradient of the
     input pixels that offset touched; it is added onto that strided window of the input (kept
-    as (C, Hp, Wp, N), batch innermost, like every activation the kernels make). Working
-    per offset keeps each product small enough to stay in cache, instead of building the whole
-    (C*kH*kW, Ho*Wo*N) matrix of window gradients first. The channels are cut into a
-    :func:`~stablecnn.kernels.parallel.grid` of blocks fixed by the shapes (the products' rows), and
-    threads take runs of whole blocks.
+    as (C, Hp, Wp, N), batch innermost, like every activation the kernels make). The padded
+    input's rows are cut into a :func:`~stablecnn.kernels.parallel.grid` of bands fixed by the
+    shapes (:func:`_cache_grid`); each band is computed whole by one thread, every offset's
+    product over just the output rows that reach the band, so the band stays in cache while its
+    kH*kW products are added in, in the same (i, j) order for every pixel.
     """
     n, c, h, w_ = x_shape
     (pt, pb), (pl, pr) = padding
@@ -176,25 +176,34 @@ def conv2d_input_grad(
     sh, sw = stride
     hp, wp = h + pt + pb, w_ + pl + pr
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    w_offsets = w.transpose(1, 2, 3, 0)  # (C, kH, kW, F): w_offsets[:, i, j] is (C, F)
+    per = wo * n  # columns of dmat per output row
+    w_offsets = w.transpose(2, 3, 1, 0)  # (kH, kW, C, F): w_offsets[i, j] is (C, F)
     dxp = np.empty((c, hp, wp, n), dtype=dmat.dtype)
 
-    def accumulate(c0, c1):
-        w_span, dxp_span = w_offsets[c0:c1], dxp[c0:c1]
-        dxp_span[...] = 0
+    def band(r0, r1):  # padded input rows r0..r1
+        dxp_band = dxp[:, r0:r1]
+        dxp_band[...] = 0
         for i in range(kh):
+            h0, h1 = max(0, -(-(r0 - i) // sh)), min(ho, -(-(r1 - i) // sh))  # reach rows r0..r1
+            if h0 >= h1:
+                continue
+            first = h0 * sh + i - r0  # the band's row that output row h0 reaches
+            rows = slice(first, first + sh * (h1 - h0 - 1) + 1, sh)
             for j in range(kw):
-                window = dxp_span[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
-                window += (w_span[:, i, j] @ dmat).reshape(-1, ho, wo, n)
+                window = dxp_band[:, rows, j : j + sw * (wo - 1) + 1 : sw]
+                window += (w_offsets[i, j] @ dmat[:, h0 * per : h1 * per]).reshape(
+                    c, h1 - h0, wo, n
+                )
 
-    # blocks of at least ALIGN channels (the products' rows) and MIN_MACS multiply-adds
-    per_channel = kh * kw * f * ho * wo * n
-    least = max(parallel.ALIGN, -(-parallel.MIN_MACS // max(per_channel, 1)))
-    parallel.for_each_block(parallel.grid(c, least), accumulate)
+    _for_each_row_block(_cache_grid(hp, c * wp * n * 2, dmat.itemsize), band, c * wp * n)
     return dxp[:, pt : pt + h, pl : pl + w_].transpose(3, 0, 1, 2)
 
 
-ROWS_MIN_DEPTH = 64  # C*kW below this makes the rows kernel's products too thin to pay off
+# C*kW below this makes the rows kernel's products too thin to pay off. Measured on 2 threads,
+# batch 100, a 3x3 stride-1 convolution (fwd / fwd + bwd, ms): C = 8 at 28x28, im2col 1.34 / 4.28,
+# rows 1.24 / 3.57; C = 16 at 28x28, im2col 3.30 / 11.24, rows 3.49 / 9.32 (the rows kernel's
+# backward wins from C*kW = 24 on); Model 1's first conv (C*kW = 10) stays on im2col.
+ROWS_MIN_DEPTH = 24
 
 
 def use_rows_kernel(
