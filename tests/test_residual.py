@@ -404,3 +404,25 @@ def test_a_residual_model_with_augmentation_resumes_bit_identically(tmp_path):
         full
     )
     assert_bit_exact(state_of(tmp_path / "cut"), full)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_blocks_fused_sum_and_relu_are_the_step_by_step_definition_bit_for_bit(dtype):
+    """The fast path adds the paths and applies the ReLU in one threaded pass, and adds the two
+    input gradients in place; a block whose activation runs on the reference kernels takes the
+    step-by-step path (h + s, then ReLU): the same numbers, forward and backward."""
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(dtype)
+    results = []
+    for step_by_step in (False, True):
+        model = zoo.build("md3", seed=0, dtype=dtype)
+        for block in model.layers:
+            if isinstance(block, Residual) and step_by_step:
+                block.act.kernels = "reference"
+        out = model.forward(x)
+        dx = model.backward(np.cos(out))
+        results.append((out, dx, [grad.copy() for _, _, grad in model.parameters()]))
+    (out, dx, grads), (out2, dx2, grads2) = results
+    np.testing.assert_array_equal(out, out2)
+    np.testing.assert_array_equal(dx, dx2)
+    for a, b in zip(grads, grads2):
+        np.testing.assert_array_equal(a, b)

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.kernels import parallel
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
 
@@ -97,6 +98,7 @@ class Residual(Layer):
             )
         self.activation = activation
         self.act = ACTIVATIONS[activation]() if activation is not None else None
+        self._out = None  # the sum after the ReLU, kept for the backward pass
         dtypes = {layer.dtype for layer in self.children() if layer.dtype is not None}
         if len(dtypes) > 1:
             raise ConfigError(
@@ -232,16 +234,37 @@ class Residual(Layer):
             s = layer.forward(s, training)
         if h.shape != s.shape:
             self.output_shape(x.shape[1:])  # raises the ShapeError naming both shapes
-        out = h + s  # a new array: a child may keep its output for its backward
-        return self.act.forward(out, training) if self.act is not None else out
+        if self.kernels == "reference" or not isinstance(self.act, (ReLU, type(None))):
+            out = h + s  # the definition, step by step
+            return self.act.forward(out, training) if self.act is not None else out
+        # the same numbers in one threaded pass: each span summed, then (with a ReLU) clipped
+        # while in cache; a new array, since a child may keep its output for its backward
+        out = np.empty_like(h, order="K")
+        relu = self.act is not None
+        parallel.split(lambda a, b, o: _add(a, b, o, relu), h, s, out)
+        self._out = out if training and relu else None  # the ReLU's mask, as ReLU keeps it
+        return out
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        g = self.act.backward(dout) if self.act is not None else dout  # dL/d(h + s)
+        if self.act is None:
+            g = dout
+        elif self.kernels == "reference" or not isinstance(self.act, ReLU):
+            g = self.act.backward(dout)
+        else:  # dL/d(h + s) = dout where the sum was positive, as ReLU.backward computes it
+            if self._out is None:
+                raise RuntimeError("Residual: backward needs a forward(x, training=True) first")
+            out, self._out = self._out, None
+            g = np.empty_like(out, dtype=dout.dtype)
+            parallel.split(lambda d, o, gs: np.multiply(d, o > 0, out=gs), dout, out, g)
         dx_body = _back(self.body, g, need_input_grad)
         dx_short = _back(self.shortcut, g, need_input_grad) if self.shortcut else g
         if not need_input_grad:
             return None
-        return dx_body + dx_short  # x was used twice: its gradients add
+        # x was used twice: its gradients add (into the body's, when it is an array of its own)
+        fresh = not any(np.may_share_memory(dx_body, a) for a in (g, dout, dx_short))
+        dx = dx_body if fresh else np.empty_like(dx_body, order="K")
+        parallel.split(lambda a, b, o: np.add(a, b, out=o), dx_body, dx_short, dx)
+        return dx
 
     # -- description ----------------------------------------------------------------------------
     def config(self) -> dict:
@@ -268,6 +291,12 @@ class Residual(Layer):
         shortcut = "projection" if self.shortcut else "identity"
         act = f", activation={self.activation!r}" if self.activation else ""
         return f"Residual(shortcut={shortcut}{act})"
+
+
+def _add(a: np.ndarray, b: np.ndarray, out: np.ndarray, relu: bool) -> None:
+    np.add(a, b, out=out)
+    if relu:
+        np.maximum(out, 0, out=out)
 
 
 def _back(layers: list[Layer], dout: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
