@@ -1,22 +1,33 @@
 """The fusion pass: a model's layers rewritten into the steps its forward pass runs.
 
-A ReLU directly followed by a MaxPool2d computes ``maxpool(relu(x))``. Both functions are
-monotone, so this is ``relu(maxpool(x))``: the max-pool's passes can apply the ReLU to their own
-output, which is smaller than the input, and mask the gradient on the way back.
-:class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d` is that pair as one layer; it gives the same
-output and gradients bit for bit and saves one pass over the activations each way.
+Two pairs of layers run as one step, each giving the same output and gradients bit for bit and
+saving a pass over the activations (and the ReLU's array) each way:
 
-:func:`fuse` replaces each such pair in a list of layers by one ``ReLUMaxPool2d`` that runs
-those two layer objects; every other layer is kept as it is (the same object). Its result is an
+- A ReLU directly followed by a MaxPool2d computes ``maxpool(relu(x))``. Both functions are
+  monotone, so this is ``relu(maxpool(x))``: the max-pool's passes apply the ReLU to their own
+  output, which is smaller than the input, and mask the gradient on the way back
+  (:class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d`).
+- A BatchNorm2d directly followed by a ReLU: the batch norm's last pass writes ``max(y, 0)``
+  where it writes ``y``, and its backward pass masks the gradient where it first reads it
+  (:class:`~stablecnn.nn.layers.norm.BNReLU2d`).
+
+Where the two overlap (BatchNorm2d, ReLU, MaxPool2d) the ReLU joins the max-pool, whose output is
+the smaller. :func:`fuse` replaces each pair in a list of layers by one step that runs those two
+layer objects; every other layer is kept as it is (the same object). Its result is an
 *execution plan*, not an architecture: :class:`~stablecnn.nn.model.Sequential` keeps the list it
 was built from for parameter names (``"3.weight"``), config, ``repr``, summary and checkpoints,
 and runs ``fuse(layers)`` (see :attr:`~stablecnn.nn.model.Sequential.plan`), so a fused model saves,
 loads and prints exactly as the unfused one. Pairs on the reference kernels
 (``kernels="reference"``) are never fused: that path runs every layer's own definition.
 
+A block that runs its own layers (a residual block's body) gets the same steps from
+:func:`fuse`, or from a :class:`PlanCache` that makes them again only when the layers change.
+
 Example:
     >>> fuse([Conv2d(1, 4, 3), ReLU(), MaxPool2d(2), Flatten()])  # doctest: +SKIP
     [Conv2d(1, 4, kernel_size=(3, 3)), ReLUMaxPool2d(kernel_size=(2, 2), stride=(2, 2)), Flatten()]
+    >>> fuse([Conv2d(1, 4, 3, bias=False), BatchNorm2d(4), ReLU()])  # doctest: +SKIP
+    [Conv2d(1, 4, kernel_size=(3, 3), bias=False), BNReLU2d(4, eps=1e-05, momentum=0.1)]
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from collections.abc import Sequence
 
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
+from stablecnn.nn.layers.norm import BatchNorm2d, BNReLU2d
 from stablecnn.nn.layers.pool import MaxPool2d, ReLUMaxPool2d
 
 
@@ -42,9 +54,27 @@ def relu_pool_pairs(layers: Sequence[Layer]) -> frozenset[int]:
     )
 
 
+def bn_relu_pairs(layers: Sequence[Layer]) -> frozenset[int]:
+    """The indices ``i`` at which :func:`fuse` joins ``layers[i]`` and ``layers[i + 1]`` into a
+    :class:`~stablecnn.nn.layers.norm.BNReLU2d`: a
+    :class:`~stablecnn.nn.layers.norm.BatchNorm2d` directly followed by a
+    :class:`~stablecnn.nn.layers.activations.ReLU`, both on the fast kernels, where that ReLU
+    does not join a MaxPool2d (:func:`relu_pool_pairs`). Only these exact classes are joined."""
+    relu_pool = relu_pool_pairs(layers)
+    return frozenset(
+        i
+        for i in range(len(layers) - 1)
+        if type(layers[i]) is BatchNorm2d
+        and type(layers[i + 1]) is ReLU
+        and i + 1 not in relu_pool
+        and layers[i].kernels == layers[i + 1].kernels == "fast"
+    )
+
+
 def fuse(layers: Sequence[Layer]) -> list[Layer]:
     """``layers`` with each pair of :func:`relu_pool_pairs` replaced by one
-    :class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d` running those two layers.
+    :class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d` and each pair of :func:`bn_relu_pairs` by
+    one :class:`~stablecnn.nn.layers.norm.BNReLU2d`, each running those two layers.
 
     Running the result one layer after the other computes what running ``layers`` does, the
     same numbers bit for bit, forward and backward. Every other layer is the same object as in
@@ -53,19 +83,50 @@ def fuse(layers: Sequence[Layer]) -> list[Layer]:
     the same objects in the same order.
 
     Args:
-        layers: the layers of a model, first to last.
+        layers: the layers of a model (or of a block's body), first to last.
 
     Returns:
         A new list, shorter by one for each pair fused.
     """
-    pairs = relu_pool_pairs(layers)
+    relu_pool, bn_relu = relu_pool_pairs(layers), bn_relu_pairs(layers)
     plan: list[Layer] = []
     i = 0
     while i < len(layers):
-        if i in pairs:
+        if i in relu_pool:
             plan.append(ReLUMaxPool2d(layers[i], layers[i + 1]))
+            i += 2
+        elif i in bn_relu:
+            plan.append(BNReLU2d(layers[i], layers[i + 1]))
             i += 2
         else:
             plan.append(layers[i])
             i += 1
     return plan
+
+
+class PlanCache:
+    """The fused plan of a list of layers, kept while nothing it was made from changes.
+
+    ``cache(layers)`` returns ``tuple(fuse(layers))`` (or ``tuple(layers)`` with ``enabled``
+    false), made again only when the list holds other objects, a layer's kernels changed or
+    ``enabled`` did: what :attr:`stablecnn.nn.model.Sequential.plan` does for a model, for a
+    block that runs its own layers. The steps hold no state between batches that the layers
+    do not hold, so making them again is always safe; keeping them saves making them per batch.
+
+    Example:
+        >>> cache = PlanCache()
+        >>> body = [Conv2d(3, 3, 3, padding=1, bias=False), BatchNorm2d(3), ReLU()]
+        >>> cache(body) is cache(body)  # doctest: +SKIP
+        True
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._plan: tuple[Layer, ...] = ()
+
+    def __call__(self, layers: Sequence[Layer], enabled: bool = True) -> tuple[Layer, ...]:
+        key = (enabled, tuple(layers), tuple(layer.kernels for layer in layers))
+        if key != self._key:  # layers compare by identity
+            self._plan = tuple(fuse(layers) if enabled else layers)
+            self._key = key
+        return self._plan

@@ -26,9 +26,20 @@ Reference: :func:`stablecnn.reference.batchnorm_forward`,
 :func:`~stablecnn.reference.batchnorm_running_stats` and
 :func:`~stablecnn.reference.batchnorm_eval_forward` (``kernels = "reference"`` runs them).
 
-Precision: the per-channel sums are accumulated in float64 (then rounded to the input's dtype),
-and the variance is the two-pass ``mean((x - mu)^2)``, never ``E[x^2] - mu^2``, which cancels
-catastrophically in float32 for data far from zero.
+The fast kernels are in :mod:`stablecnn.kernels.norm`: a few passes over each channel's
+contiguous runs (for the convolutions' (C, H, W, N) outputs one run per channel), split across
+threads by channels, bit-identical at any thread count.
+
+Precision: the mean and variance are the corrected two-pass algorithm (Chan, Golub and LeVeque,
+1983): a first mean ``mu0``, then the sums of ``d = x - mu0`` and ``d^2`` give
+``mu = mu0 + mean(d)`` and ``var = mean(d^2) - mean(d)^2``, where ``mean(d)`` only corrects the
+rounding of ``mu0`` and cancels nothing: never ``E[x^2] - mu^2``, which cancels catastrophically
+in float32 for data far from zero. Sums are pairwise along each contiguous run and added across
+runs in float64 (see :mod:`stablecnn.kernels.norm` for the bounds and the test that holds them).
+
+:class:`BNReLU2d` is a BatchNorm2d and the ReLU that follows it run as one step (the ReLU applied
+in the batch norm's last pass, its mask applied in the backward pass's first): a step of a
+model's execution plan that :func:`stablecnn.nn.fuse.fuse` makes.
 """
 
 from __future__ import annotations
@@ -38,59 +49,10 @@ from numpy.typing import DTypeLike
 
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
+from stablecnn.kernels import norm as kernels
 from stablecnn.nn import init as initializers
+from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
-
-
-def _channel_mean(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Mean over ``axes`` kept as size-1 axes, accumulated in float64, in ``a``'s dtype."""
-    return a.mean(axis=axes, dtype=np.float64, keepdims=True).astype(a.dtype, copy=False)
-
-
-def batchnorm_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, axes: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Training-mode forward. Returns ``(y, x_hat, inv_std, mu, var)``; mu and var (biased) have
-    ``x``'s shape with size 1 on ``axes``.
-    Reference: :func:`stablecnn.reference.batchnorm_forward`."""
-    shape = [1] * x.ndim
-    shape[1] = x.shape[1]  # gamma, beta: (C,) -> broadcastable (1, C, 1, ...)
-    mu = _channel_mean(x, axes)
-    x_hat = x - mu
-    var = _channel_mean(np.square(x_hat), axes)
-    inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
-    x_hat *= inv_std
-    y = x_hat * gamma.reshape(shape)
-    y += beta.reshape(shape)
-    return y, x_hat, inv_std, mu, var
-
-
-def batchnorm_backward(
-    dout: np.ndarray,
-    x_hat: np.ndarray,
-    inv_std: np.ndarray,
-    gamma: np.ndarray,
-    axes: tuple[int, ...],
-    need_input_grad: bool = True,
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Returns ``(dx, dgamma, dbeta)`` by the formula in the module docstring (dx ``None`` when
-    ``need_input_grad`` is false). Reference: :func:`stablecnn.reference.batchnorm_backward`."""
-    m = x_hat.size // x_hat.shape[1]
-    shape = [1] * dout.ndim
-    shape[1] = dout.shape[1]
-    dbeta = dout.sum(axis=axes, dtype=np.float64)  # (C,)
-    n, c = dout.shape[:2]
-    dgamma = np.einsum(
-        "ncl,ncl->c", dout.reshape(n, c, -1), x_hat.reshape(n, c, -1), dtype=np.float64
-    )  # (C,) = sum g * x_hat, without an (N, C, ...) temporary
-    if not need_input_grad:
-        return None, dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
-    scale = gamma * inv_std.reshape(-1)  # (C,)
-    dx = x_hat * (dgamma / m).astype(dout.dtype).reshape(shape)
-    np.subtract(dout, dx, out=dx)
-    dx -= (dbeta / m).astype(dout.dtype).reshape(shape)
-    dx *= scale.reshape(shape)
-    return dx, dgamma.astype(dout.dtype), dbeta.astype(dout.dtype)
 
 
 class _BatchNorm(Layer):
@@ -153,29 +115,18 @@ class _BatchNorm(Layer):
             )
         return tuple(input_shape)
 
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = True, relu: bool = False) -> np.ndarray:
+        """Normalise ``x`` (see the class doc); ``relu=True`` also applies ``max(y, 0)`` in the
+        same pass and masks the gradient in :meth:`backward` (the :class:`BNReLU2d` step)."""
         self._check_input(x, x.ndim if x.ndim in self._ndims else self._ndims[0])
-        axes = (0, *range(2, x.ndim))  # every axis but the channels
-        shape = [1] * x.ndim
-        shape[1] = self.num_features
+        gamma, beta = self.params["weight"], self.params["bias"]
+        run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
         if not training:
             self._cache = None
             if self.kernels == "reference":
-                return reference.batchnorm_eval_forward(
-                    x,
-                    self.params["weight"],
-                    self.params["bias"],
-                    self.buffers["running_mean"],
-                    self.buffers["running_var"],
-                    self.eps,
-                )
-            inv_std = 1 / np.sqrt(self.buffers["running_var"] + x.dtype.type(self.eps))
-            scale = self.params["weight"] * inv_std  # (C,)
-            # (x - mean) first: folding the mean into a shift would cancel when mean >> spread
-            out = x - self.buffers["running_mean"].reshape(shape)
-            out *= scale.reshape(shape)
-            out += self.params["bias"].reshape(shape)
-            return out
+                y = reference.batchnorm_eval_forward(x, gamma, beta, run_mean, run_var, self.eps)
+                return reference.relu_forward(y) if relu else y
+            return kernels.eval_forward(x, gamma, beta, run_mean, run_var, self.eps, relu)
         m = x.size // self.num_features
         if m < 2:
             raise ConfigError(
@@ -183,26 +134,22 @@ class _BatchNorm(Layer):
                 f"batch variance, got input shape {x.shape}"
             )
         if self.kernels == "reference":
-            run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
             run_mean[...], run_var[...] = reference.batchnorm_running_stats(
                 x, run_mean, run_var, self.momentum
             )
             self.buffers["num_batches_tracked"] += 1
-            self._cache = ("reference", x)
-            return reference.batchnorm_forward(
-                x, self.params["weight"], self.params["bias"], self.eps
-            )
-        y, x_hat, inv_std, mu, var = batchnorm_forward(
-            x, self.params["weight"], self.params["bias"], self.eps, axes
-        )
+            y = reference.batchnorm_forward(x, gamma, beta, self.eps)
+            y = reference.relu_forward(y) if relu else y
+            self._cache = ("reference", x, y if relu else None)
+            return y
+        y, mean, var, cache = kernels.train_forward(x, gamma, beta, self.eps, relu)
         mom = x.dtype.type(self.momentum)
-        run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
         run_mean *= 1 - mom
-        run_mean += mom * mu.reshape(-1)
+        run_mean += mom * mean.astype(x.dtype)
         run_var *= 1 - mom
-        run_var += (mom * m / (m - 1)) * var.reshape(-1)  # unbiased, as PyTorch keeps it
+        run_var += (mom * m / (m - 1)) * var.astype(x.dtype)  # unbiased, as PyTorch keeps it
         self.buffers["num_batches_tracked"] += 1
-        self._cache = ("fast", x_hat, inv_std, axes)
+        self._cache = ("fast", cache)
         return y
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -210,14 +157,13 @@ class _BatchNorm(Layer):
             raise RuntimeError(f"{self!r}: backward needs a forward(x, training=True) first")
         cache, self._cache = self._cache, None
         if cache[0] == "reference":
-            dx, dgamma, dbeta = reference.batchnorm_backward(
-                dout, cache[1], self.params["weight"], self.eps
-            )
+            _, x, out = cache
+            g = dout if out is None else reference.relu_backward(dout, out)
+            dx, dgamma, dbeta = reference.batchnorm_backward(g, x, self.params["weight"], self.eps)
             dx = dx if need_input_grad else None
         else:
-            _, x_hat, inv_std, axes = cache
-            dx, dgamma, dbeta = batchnorm_backward(
-                dout, x_hat, inv_std, self.params["weight"], axes, need_input_grad
+            dx, dgamma, dbeta = kernels.backward(
+                dout, cache[1], self.params["weight"], need_input_grad
             )
         self.grads["weight"][...] = dgamma
         self.grads["bias"][...] = dbeta
@@ -313,3 +259,90 @@ class BatchNorm1d(_BatchNorm):
 
     _ndims = (2, 3)
     _layout = "(N, C) or (N, C, L)"
+
+
+class BNReLU2d(Layer):
+    r"""A BatchNorm2d and the ReLU that follows it, run as one layer: ``relu(bn(x))``.
+
+    The batch norm's last pass writes ``max(y, 0)`` where it writes ``y``, and its backward pass
+    masks the gradient by ``y > 0`` in the block loop that sums it, so the pair's output and
+    gradients are those of the two layers run one after the other, bit for bit, in one pass less
+    each way and without the ReLU's array (PyTorch's fused module of the same name is
+    ``torch.ao.nn.intrinsic.BNReLU2d``). Reference: :func:`stablecnn.reference.batchnorm_forward`
+    then :func:`~stablecnn.reference.relu_forward`, and their backward functions in reverse.
+
+    It is a step of a model's execution plan, not of its architecture:
+    :func:`stablecnn.nn.fuse.fuse` makes one for each ReLU that a BatchNorm2d is followed by, and
+    :class:`~stablecnn.nn.model.Sequential` runs it while its ``layers``, parameter names, config
+    and checkpoints keep the two layers. It runs ``bn`` itself (``bn.forward(x, training,
+    relu=True)``) and shares its ``params``, ``grads`` and ``buffers`` (the same dicts), so
+    training the step trains ``bn`` and moves its running statistics; it has no :meth:`config`
+    of its own.
+
+    Args:
+        bn: the :class:`BatchNorm2d`.
+        relu: the :class:`~stablecnn.nn.layers.activations.ReLU` that follows it.
+
+    Shape:
+        input (N, C, H, W) -> output (N, C, H, W), as ``bn``.
+
+    Raises:
+        TypeError: when built, ``bn`` is not a BatchNorm2d or ``relu`` not a ReLU; and
+            :meth:`config` always (a step of a plan is not saved; its two layers are).
+        ConfigError, ShapeError, RuntimeError: as ``bn``'s ``forward`` and ``backward``.
+
+    Example:
+        >>> step = BNReLU2d(BatchNorm2d(1), ReLU())
+        >>> step.forward(np.array([[[[-1.0, 1.0]]]], np.float32)).tolist()
+        [[[[0.0, 0.9999949932098389]]]]
+    """
+
+    def __init__(self, bn: BatchNorm2d, relu: ReLU) -> None:
+        super().__init__()
+        if type(bn) is not BatchNorm2d or type(relu) is not ReLU:
+            raise TypeError(
+                f"BNReLU2d takes a BatchNorm2d and a ReLU, got "
+                f"{type(bn).__name__} and {type(relu).__name__}"
+            )
+        self.bn, self.relu = bn, relu
+        self.params, self.grads, self.buffers = bn.params, bn.grads, bn.buffers
+        self.param_shapes, self.has_weights = bn.param_shapes, bn.has_weights
+
+    @property
+    def kernels(self) -> str:
+        """The batch norm's kernels (it runs the ReLU); setting it sets both layers'."""
+        return self.bn.kernels
+
+    @kernels.setter
+    def kernels(self, value: str) -> None:
+        self.bn.kernels = value
+        self.relu.kernels = value
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        return self.bn.dtype
+
+    def astype(self, dtype: DTypeLike) -> BNReLU2d:
+        """Cast the batch norm's parameters and buffers (see :meth:`Layer.astype`)."""
+        self.bn.astype(dtype)
+        return self
+
+    def config(self) -> dict:
+        raise TypeError(
+            "BNReLU2d is a step of a model's execution plan made by stablecnn.nn.fuse.fuse, "
+            "not a layer of an architecture: save the BatchNorm2d and the ReLU it runs "
+            "(Sequential.config does)"
+        )
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.bn.output_shape(input_shape)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        return self.bn.forward(x, training, relu=True)
+
+    def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        return self.bn.backward(dout, need_input_grad)
+
+    def __repr__(self):
+        bn = self.bn
+        return f"BNReLU2d({bn.num_features}, eps={bn.eps}, momentum={bn.momentum})"

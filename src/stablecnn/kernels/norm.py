@@ -1,0 +1,292 @@
+r"""The fast kernels of batch normalisation, used by :class:`stablecnn.nn.BatchNorm2d` and
+:class:`~stablecnn.nn.BatchNorm1d`.
+
+Their definitions are :func:`stablecnn.reference.batchnorm_forward`,
+:func:`~stablecnn.reference.batchnorm_backward` and
+:func:`~stablecnn.reference.batchnorm_eval_forward`; the tests hold these kernels to them.
+
+**Layout.** Each channel's statistics run over every axis but the channels. An input in any
+layout is seen as ``(C, R, L)`` *rows*: the axes other than the channels, in the input's memory
+order, merged into ``R`` runs of ``L`` contiguous values (:func:`channel_rows`). The
+convolutions' outputs, NCHW views of ``(C, H, W, N)`` buffers, are one run per channel
+(``R = 1``, ``L = H*W*N``); a plain NCHW array is ``R = N`` runs of ``L = H*W``; an (N, C) batch
+for BatchNorm1d is ``R = N`` runs of one value. A layout that cannot be seen so without a copy (a
+strided slice) is copied once. Outputs and input gradients are written channel-major, NCHW views
+of ``(C, R, L)`` buffers (for the convolutions' layout, the same layout again).
+
+**Passes.** Channels are split across threads (:func:`stablecnn.kernels.parallel.for_each_span`),
+and each thread works a block of whole channels of about :data:`BLOCK` bytes at a time, so the
+passes over a block after the first find it in cache. Training forward: a sum for a first mean
+``mu0``; ``d = x - mu0`` written where ``y`` goes; the sums of ``d`` and ``d^2``; then
+``y = d * scale + shift`` in place (and ``max(y, 0)`` when a ReLU follows). Backward: the sums of
+``g`` and ``g * d`` (``d`` computed again from the input kept by reference, not kept from the
+forward pass), then ``dx = a g + b d + k`` with per-channel ``a, b, k``. The ReLU that may follow
+masks ``g`` by ``y > 0`` inside the same block loop.
+
+**Precision.** The mean and variance are the *corrected two-pass* algorithm (Chan, Golub and
+LeVeque, "Algorithms for computing the sample variance", The American Statistician 37 (1983),
+eq. 1.7): with ``d = x - mu0``,
+
+.. math::
+    c = \frac{1}{M}\sum d, \qquad \mu = \mu_0 + c, \qquad
+    \sigma^2 = \frac{1}{M}\sum d^2 - c^2 .
+
+``c`` only corrects the rounding of the first mean (``|c|`` is far below the spread), so nothing
+cancels: never ``E[x^2] - mu^2``. Each sum is a pairwise sum along each run in the input's dtype
+(NumPy's ``add.reduce`` over a contiguous axis, error ``O(eps log L)`` relative to the sum of
+magnitudes), and the runs' sums are added in float64. The first mean's own rounding never reaches
+the result: ``d`` and its sums are relative to the spread. Data far from zero (mean 1e4, spread 1)
+in float32 gives the float64 mean within float32's resolution of 1e4 and the variance within 1e-5
+relative (``tests/test_kernels_norm.py``). Per-channel scalars (the scale, the shift, the
+gradient's coefficients) are formed in float64 and rounded to the input's dtype.
+
+**Threads.** Every channel is computed by the same operations whatever block or thread it falls
+in: each sum is along one channel's own runs, each element-wise step per element. So the results
+are bit-identical at any thread count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from stablecnn.kernels import parallel
+
+BLOCK = 1 << 18  # values of one array that a block of channels covers at most (or one channel)
+MIN_BLOCK = 1 << 15  # values a block covers at least, where the batch allows
+RUN = 4096  # values per run at most (unless the innermost axis alone is longer): see the doc
+
+
+@dataclass
+class Rows:
+    """How an activation's channels are seen as rows: ``perm`` puts the channels first and the
+    other axes in memory order; ``shape`` is ``(C, R, L)``; ``nchw`` is the input's shape."""
+
+    perm: tuple[int, ...]
+    shape: tuple[int, int, int]
+    nchw: tuple[int, ...]
+
+    def view(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (the input's shape) as ``(C, R, L)``: a view when its layout allows, else a
+        copy."""
+        return a.transpose(self.perm).reshape(self.shape)
+
+    def empty(self, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """A new channel-major ``(C, R, L)`` buffer and its view in the input's shape."""
+        buf = np.empty(self.shape, dtype)
+        permuted = tuple(self.nchw[i] for i in self.perm)
+        return buf, buf.reshape(permuted).transpose(np.argsort(self.perm))
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """Consecutive blocks of whole channels, a :func:`~stablecnn.kernels.parallel.grid`
+        fixed by the shape alone, never by the thread count: at most :data:`BLOCK` values each
+        (or one channel), at least :data:`MIN_BLOCK` where there are enough, and 4 or more
+        blocks where that allows (equal shares for 2 or 4 threads)."""
+        c, r, ln = self.shape
+        per_channel = max(r * ln, 1)
+        return parallel.grid(
+            c,
+            min_items=-(-MIN_BLOCK // per_channel),
+            max_items=max(1, BLOCK // per_channel),
+            parts=4,
+        )
+
+
+def channel_rows(x: np.ndarray) -> Rows:
+    """The :class:`Rows` of ``x`` (N, C, ...): the axes other than the channels (1) in order of
+    decreasing stride; the innermost of them that are contiguous in memory merged into runs of
+    ``L`` values (at most :data:`RUN`, or the innermost axis if it alone is longer), the rest
+    into ``R`` runs."""
+    others = sorted((i for i in range(x.ndim) if i != 1), key=lambda i: -abs(x.strides[i]))
+    perm = (1, *others)
+    run, expected = 1, x.itemsize
+    for i in reversed(others):
+        if x.shape[i] == 1:
+            continue
+        if x.strides[i] != expected or (run > 1 and run * x.shape[i] > RUN):
+            break
+        run *= x.shape[i]
+        expected *= x.shape[i]
+    c = x.shape[1]
+    m = x.size // c if c else 0
+    return Rows(perm, (c, m // run if run else 0, run), tuple(x.shape))
+
+
+_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+
+def _ones(n: int, dtype) -> np.ndarray:
+    key = (n, np.dtype(dtype))
+    ones = _ONES.get(key)
+    if ones is None:
+        ones = _ONES[key] = np.ones(n, dtype)
+    return ones
+
+
+def _relu(block: np.ndarray) -> None:
+    """``max(block, 0)`` in place: ``np.maximum`` against a row of zeros along the runs, which
+    NumPy runs 2-3x faster than against the scalar 0 and which gives the same bits (ReLU's
+    ``np.maximum(x, 0)``: ``-0.0`` and negatives to ``+0.0``, NaN kept), as the tests check."""
+    key = (-block.shape[2], block.dtype)  # negative: apart from the ones
+    zeros = _ONES.get(key)
+    if zeros is None:
+        zeros = _ONES[key] = np.zeros(block.shape[2], block.dtype)
+    np.maximum(block, zeros, out=block)
+
+
+def _for_each_block(rows: Rows, fn: Callable[[int, int], object]) -> None:
+    """``fn(c0, c1)`` over :meth:`Rows.blocks`, runs of whole blocks split across threads."""
+    per_channel = max(rows.shape[1] * rows.shape[2], 1)
+    parallel.for_each_block(rows.blocks(), fn, min_run=parallel.MIN_SPAN / per_channel)
+
+
+def _channel_sums(parts: np.ndarray) -> np.ndarray:
+    """(..., C, R) run sums -> (..., C) float64 channel sums, the runs added in float64."""
+    return np.add.reduce(parts.astype(np.float64), axis=-1)
+
+
+def _columns(dtype, *vectors: np.ndarray) -> list[np.ndarray]:
+    """(C,) float64 vectors as (C, 1, 1) columns in ``dtype``, to broadcast over a block."""
+    return [v.astype(dtype).reshape(-1, 1, 1) for v in vectors]
+
+
+@dataclass
+class TrainCache:
+    """What the training forward pass keeps for the backward pass: the input by reference (as
+    rows), the first mean ``mu0`` ((C, 1, 1), input dtype), the correction ``c`` and ``inv_std``
+    ((C,) float64), and, when a ReLU followed, the output rows for its mask."""
+
+    rows: Rows
+    x: np.ndarray
+    mu0: np.ndarray
+    correction: np.ndarray
+    inv_std: np.ndarray
+    out: np.ndarray | None
+
+
+def train_forward(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, relu: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, TrainCache]:
+    """Training-mode batch norm of ``x`` (N, C, ...): ``y = gamma (x - mu) / sqrt(var + eps) +
+    beta`` with the batch's mean and biased variance per channel, then ``max(y, 0)`` if ``relu``.
+
+    Returns ``(y, mean, var, cache)``: ``y`` x's shape and dtype (a channel-major view, see the
+    module doc), ``mean`` and ``var`` (C,) float64, and what :func:`backward` needs.
+    Definition: :func:`stablecnn.reference.batchnorm_forward` (and
+    :func:`~stablecnn.reference.relu_forward`).
+    """
+    rows = channel_rows(x)
+    xr = rows.view(x)
+    yr, y = rows.empty(x.dtype)
+    c, r, ln = rows.shape
+    m, dtype, ones = r * ln, x.dtype, _ones(ln, x.dtype)
+    parts = np.empty((3, c, r), dtype)  # run sums of x, d and d^2
+    mu0 = np.empty((c, 1, 1), dtype)
+
+    def stats(c0: int, c1: int) -> None:  # mu0, then d = x - mu0 where y goes, and its sums
+        xb = xr[c0:c1]
+        np.matmul(xb, ones, out=parts[0, c0:c1])
+        mu0[c0:c1, 0, 0] = _channel_sums(parts[0, c0:c1]) / m
+        d = np.subtract(xb, mu0[c0:c1], out=yr[c0:c1])
+        np.matmul(d, ones, out=parts[1, c0:c1])
+        np.matmul(np.square(d), ones, out=parts[2, c0:c1])
+
+    _for_each_block(rows, stats)
+    sums = _channel_sums(parts[1:])
+    correction = sums[0] / m
+    var = np.maximum(sums[1] / m - correction * correction, 0.0)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    scale = gamma * inv_std  # float64
+    scale_c, shift_c = _columns(dtype, scale, beta - correction * scale)
+
+    def normalise(c0: int, c1: int) -> None:  # y = d * scale + shift (= (d - c) * scale + beta)
+        yb = np.multiply(yr[c0:c1], scale_c[c0:c1], out=yr[c0:c1])
+        np.add(yb, shift_c[c0:c1], out=yb)
+        if relu:
+            _relu(yb)
+
+    _for_each_block(rows, normalise)
+    mean = mu0.reshape(-1).astype(np.float64) + correction
+    return y, mean, var, TrainCache(rows, xr, mu0, correction, inv_std, yr if relu else None)
+
+
+def backward(
+    dout: np.ndarray, cache: TrainCache, gamma: np.ndarray, need_input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of :func:`train_forward`: ``(dx, dgamma, dbeta)``, dx x's shape (``None``
+    unless ``need_input_grad``), dgamma and dbeta (C,) float64. With ``g`` = ``dout`` (masked by
+    ``y > 0`` when the forward pass applied a ReLU), ``x_hat = (d - c) inv_std``:
+
+    ``dbeta = sum g``, ``dgamma = inv_std (sum g d - c dbeta)`` and ``dx = a g + b d + k``,
+    where ``a = gamma inv_std``, ``b = -a inv_std dgamma / M`` and ``k = -a dbeta / M - b c``,
+    which is ``a (g - dbeta / M - x_hat dgamma / M)`` (the module doc of
+    :mod:`stablecnn.nn.layers.norm`). ``dout`` is not changed. Definition:
+    :func:`stablecnn.reference.batchnorm_backward` (after
+    :func:`~stablecnn.reference.relu_backward`).
+    """
+    rows, xr = cache.rows, cache.x
+    gr = rows.view(dout)
+    c, r, ln = rows.shape
+    m, dtype, ones = r * ln, xr.dtype, _ones(ln, xr.dtype)
+    dxr, dx = rows.empty(dtype)  # holds d = x - mu0 until the last pass
+    masked = None if cache.out is None else np.empty(rows.shape, dtype)
+    parts = np.empty((2, c, r), dtype)  # run sums of g and g * d
+
+    def sums(c0: int, c1: int) -> None:
+        g = gr[c0:c1]
+        if masked is not None:  # the ReLU's backward pass, as ReLU.backward computes it
+            g = np.multiply(g, cache.out[c0:c1] > 0, out=masked[c0:c1])
+        d = np.subtract(xr[c0:c1], cache.mu0[c0:c1], out=dxr[c0:c1])
+        np.matmul(g, ones, out=parts[0, c0:c1])
+        np.matmul(np.multiply(g, d), ones, out=parts[1, c0:c1])
+
+    _for_each_block(rows, sums)
+    sum_g, sum_gd = _channel_sums(parts)
+    inv, corr = cache.inv_std, cache.correction
+    dgamma = inv * (sum_gd - corr * sum_g)
+    if not need_input_grad:
+        return None, dgamma, sum_g
+    a = gamma * inv
+    b = -a * inv * dgamma / m
+    a_c, b_c, k_c = _columns(dtype, a, b, -a * sum_g / m - b * corr)
+    g_all = gr if masked is None else masked
+
+    def input_grad(c0: int, c1: int) -> None:  # dx = a g + b d + k, over d
+        d = np.multiply(dxr[c0:c1], b_c[c0:c1], out=dxr[c0:c1])
+        np.add(d, k_c[c0:c1], out=d)
+        np.add(d, np.multiply(g_all[c0:c1], a_c[c0:c1]), out=d)
+
+    _for_each_block(rows, input_grad)
+    return dx, dgamma, sum_g
+
+
+def eval_forward(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float,
+    relu: bool = False,
+) -> np.ndarray:
+    """Evaluation-mode batch norm: ``y = (x - running_mean) * scale + beta`` with ``scale =
+    gamma / sqrt(running_var + eps)`` (in the input's dtype), then ``max(y, 0)`` if ``relu``.
+    ``x - running_mean`` comes first: folding the mean into the shift would cancel when the mean
+    is far above the spread. Definition: :func:`stablecnn.reference.batchnorm_eval_forward`."""
+    rows = channel_rows(x)
+    xr = rows.view(x)
+    yr, y = rows.empty(x.dtype)
+    scale = gamma * (1 / np.sqrt(running_var + x.dtype.type(eps)))  # (C,)
+    mean_c, scale_c, beta_c = (v.reshape(-1, 1, 1) for v in (running_mean, scale, beta))
+
+    def block(c0: int, c1: int) -> None:
+        yb = np.subtract(xr[c0:c1], mean_c[c0:c1], out=yr[c0:c1])
+        np.multiply(yb, scale_c[c0:c1], out=yb)
+        np.add(yb, beta_c[c0:c1], out=yb)
+        if relu:
+            _relu(yb)
+
+    _for_each_block(rows, block)
+    return y
