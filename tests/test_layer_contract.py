@@ -1,7 +1,7 @@
 """The layer contract (:mod:`stablecnn.nn.layers.base`), checked on every registered layer.
 
-Every layer of :data:`stablecnn.nn.layers.LAYERS`, and the fused :class:`ReLUMaxPool2d` step that
-:func:`stablecnn.nn.fuse.fuse` puts in a model's plan, must:
+Every layer of :data:`stablecnn.nn.layers.LAYERS`, and the fused steps (:class:`ReLUMaxPool2d`,
+:class:`BNReLU2d`) that :func:`stablecnn.nn.fuse.fuse` puts in a model's plan, must:
 
 - have input and parameter gradients that match float64 centered finite differences (relative
   error < 1e-7, cs231n's gradient check);
@@ -50,6 +50,7 @@ from stablecnn.nn.layers import (
     ReLU,
     from_config,
 )
+from stablecnn.nn.layers.norm import BNReLU2d
 from stablecnn.nn.layers.pool import ReLUMaxPool2d
 
 # layer name -> examples: (constructor arguments, input shape with the batch axis). Non-square
@@ -155,7 +156,11 @@ PLAN_STEPS = {
     "ReLUMaxPool2d": [
         (lambda: ReLUMaxPool2d(ReLU(), MaxPool2d(2, 1)), (2, 3, 5, 4)),
         (lambda: ReLUMaxPool2d(ReLU(), MaxPool2d((3, 2), (2, 1))), (2, 3, 7, 6)),
-    ]
+    ],
+    "BNReLU2d": [
+        (lambda: BNReLU2d(BatchNorm2d(3, eps=1e-3, momentum=0.2), ReLU()), (3, 3, 4, 5)),
+        (lambda: BNReLU2d(BatchNorm2d(2), ReLU()), (1, 2, 3, 2)),  # a batch of one
+    ],
 }
 
 CASES = [
@@ -196,7 +201,7 @@ def build(name: str, index: int, dtype=np.float64, seed: int = 0):
     """Example ``index`` of layer ``name`` with non-trivial parameters, and its input shape."""
     if name in PLAN_STEPS:
         make, shape = PLAN_STEPS[name][index]
-        layer = make()
+        layer = make().astype(dtype)  # a step with parameters holds its layer's, in this dtype
     else:
         layer, shape = LAYERS[name](**arguments(name, index, dtype, seed)), EXAMPLES[name][index][1]
     rng = np.random.default_rng(seed + 100)
@@ -337,9 +342,12 @@ def test_the_repr_names_the_type_and_builds_the_same_layer(name, index):
     text = repr(layer)
     block = type(layer) in CONTAINERS  # its layers one to a line, indented
     assert text.startswith(f"{name}(") and text.endswith(")") and ("\n" in text) == block, text
-    if name in PLAN_STEPS:  # no config, no constructor of plain values: the pool's arguments
-        pool = layer.pool
-        assert f"kernel_size={pool.kernel_size}" in text and f"stride={pool.stride}" in text, text
+    if name in PLAN_STEPS:  # no config, no constructor of plain values: its layer's arguments
+        if hasattr(layer, "pool"):
+            pool = layer.pool
+            assert f"kernel_size={pool.kernel_size}" in text and f"stride={pool.stride}" in text
+        else:  # BNReLU2d: the batch norm's repr, under the step's name
+            assert text == repr(layer.bn).replace("BatchNorm2d", name, 1), text
         with pytest.raises(TypeError, match="not a layer of an architecture"):
             layer.config()
         return

@@ -34,8 +34,9 @@ Precision: the mean and variance are the corrected two-pass algorithm (Chan, Gol
 1983): a first mean ``mu0``, then the sums of ``d = x - mu0`` and ``d^2`` give
 ``mu = mu0 + mean(d)`` and ``var = mean(d^2) - mean(d)^2``, where ``mean(d)`` only corrects the
 rounding of ``mu0`` and cancels nothing: never ``E[x^2] - mu^2``, which cancels catastrophically
-in float32 for data far from zero. Sums are pairwise along each contiguous run and added across
-runs in float64 (see :mod:`stablecnn.kernels.norm` for the bounds and the test that holds them).
+in float32 for data far from zero. Sums run in the input's dtype over runs of at most 4096 values
+and are added across runs in float64 (see :mod:`stablecnn.kernels.norm` for the bounds and the
+test that holds them).
 
 :class:`BNReLU2d` is a BatchNorm2d and the ReLU that follows it run as one step (the ReLU applied
 in the batch norm's last pass, its mask applied in the backward pass's first): a step of a
