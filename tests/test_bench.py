@@ -1,22 +1,39 @@
-"""benchmarks/bench.py: its arithmetic and its report (no timings are asserted here)."""
+"""benchmarks/bench.py: its arithmetic, its report and its competing process (no timings are
+asserted here)."""
 
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCH = BENCHMARKS / "bench.py"
+TINY = ["--batches", "1", "--repeats", "1", "--warmup", "0", "--threads", "1"]
+TINY += ["--train-batch", "2", "--infer-batch", "3", "--latency-calls", "2"]
 
 
 @pytest.fixture(scope="module")
 def bench():
     spec = importlib.util.spec_from_file_location("bench", BENCH)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    spec.loader.exec_module(module)  # puts benchmarks/ on sys.path: load, report, workers
     return module
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def test_model1_flops(bench):
@@ -30,85 +47,178 @@ def test_model1_flops(bench):
     assert bench.training_flops(model) == 3 * sum(per_layer) - per_layer[0]
 
 
-def test_rounds_pool_every_repetition_and_keep_the_largest_peak(bench):
+def test_md3_flops_count_the_layers_inside_residual_blocks(bench):
+    """ResNet-20 for 28x28: the stem, 6 convs 16->16 at 28x28, a stride-2 conv 16->32 and five
+    32->32 at 14x14 with a 1x1 projection, the same again to 64 channels at 7x7, the head."""
+    from stablecnn.nn import zoo
+
+    model = zoo.build("md3", seed=0)
+    macs = (
+        16 * 1 * 9 * 28 * 28
+        + 6 * 16 * 16 * 9 * 28 * 28
+        + (32 * 16 * 9 + 5 * 32 * 32 * 9 + 32 * 16) * 14 * 14
+        + (64 * 32 * 9 + 5 * 64 * 64 * 9 + 64 * 32) * 7 * 7
+        + 64 * 10
+    )
+    assert macs == 31_021_952
+    per_layer = bench.forward_flops(model)
+    assert len(per_layer) == len(model.layers) and sum(per_layer) == 2 * macs
+    assert per_layer[3] == 2 * 2 * 16 * 16 * 9 * 28 * 28  # one basic block of stage 1
+    assert per_layer[6] == 2 * (32 * 16 * 9 + 32 * 32 * 9 + 32 * 16) * 14 * 14  # with projection
+
+
+def test_rounds_pool_every_repetition_and_latency_and_keep_the_largest_peak(bench):
     runs = [
-        {
-            "framework": "stablecnn",
-            "train": [1.0, 2.0],
-            "infer": {"100": [5.0]},
-            "peak_rss_train_mb": 120.0,
-            "rss_before_train_mb": 90.0,
-        },
-        {
-            "framework": "stablecnn",
-            "train": [3.0],
-            "infer": {"100": [6.0, 7.0]},
-            "peak_rss_train_mb": 110.0,
-            "rss_before_train_mb": 95.0,
-        },
+        {"train": [1.0, 2.0], "infer": [5.0], "latency": [0.1], "peak_rss_train_mb": 120.0},
+        {"train": [3.0], "infer": [6.0, 7.0], "latency": [0.2, 0.3], "peak_rss_train_mb": 110.0},
     ]
     merged = bench.merge_rounds(runs)
-    assert merged["train"] == [1.0, 2.0, 3.0]
-    assert merged["infer"] == {"100": [5.0, 6.0, 7.0]}
-    assert merged["peak_rss_train_mb"] == 120.0 and merged["rss_before_train_mb"] == 95.0
+    assert merged["train"] == [1.0, 2.0, 3.0] and merged["infer"] == [5.0, 6.0, 7.0]
+    assert merged["latency"] == [0.1, 0.2, 0.3] and merged["peak_rss_train_mb"] == 120.0
 
 
-def test_a_tiny_run_prints_the_table_and_the_targets():
+def test_ratios_read_higher_is_better_for_rates_and_latencies(bench):
+    import report
+
+    ours = {"train": [200.0, 100.0, 300.0], "latency": [0.002] * 19 + [0.010]}
+    theirs = {"train": [100.0], "latency": [0.004] * 20}
+    assert report.value(ours, "train") == 200.0
+    assert report.ratio(ours, theirs, "train") == 2.0
+    assert report.value(ours, "latency median") == pytest.approx(2.0)  # ms
+    assert report.value(ours, "latency p95") == pytest.approx(2.4)  # numpy's linear percentile
+    assert report.ratio(ours, theirs, "latency median") == pytest.approx(2.0)  # 4 ms / 2 ms
+    assert report.ratio(ours, None, "train") is None and report.ratio({}, theirs, "infer") is None
+
+
+def test_the_report_gives_busy_over_idle_for_each_model_and_path(bench):
+    import report
+
+    def answer(train, infer, latency_s):
+        return {"train": [train], "infer": [infer], "latency": [latency_s], "peak_rss_train_mb": 1}
+
+    results = {
+        "md1": {
+            "idle": {
+                "stablecnn-cli": answer(100, 400, 0.001),
+                "stablecnn-library": answer(80, 400, 0.001),
+                "torch": answer(100, 200, 0.001),
+            },
+            "busy": {
+                "stablecnn-cli": answer(45, 200, 0.002),
+                "stablecnn-library": answer(20, 100, 0.004),
+                "torch": answer(50, 100, 0.002),
+            },
+        }
+    }
+    args = SimpleNamespace(
+        busy=True, have_torch=True, no_torch=False, train_batch=100, infer_batch=500,
+        busy_cpu=1, rounds=1, warmup=0, repeats=1, batches=1, latency_calls=1, seed=0, threads=2,
+    )  # fmt: skip
+    from stablecnn.nn import zoo
+
+    models = {"md1": zoo.build("md1", seed=0)}
+    text, summary = report.report(args, results, models, {"md1": (1, 3)}, (0.0, 0.0))
+    q = summary["busy_over_idle"]
+    assert q[("md1", "train", "stablecnn-cli")] == pytest.approx(0.9)  # 0.9x busy / 1.0x idle
+    assert q[("md1", "train", "stablecnn-library")] == pytest.approx(0.5)  # 0.4x / 0.8x
+    assert q[("md1", "latency median", "stablecnn-library")] == pytest.approx(0.5)
+    assert summary["train_ratio"] == {"md1": 1.0}
+    assert "| md1 | busy | training, batch 100 (img/s) | 50 | 45 | 0.90x | 20 | 0.40x |" in text
+    assert "| 1.00x | 0.90x | 0.90 | met | 0.45 | 0.50 |" in text  # CLI training
+    assert "| 0.80x | 0.40x | 0.50 | not met |" in text  # library training
+    assert "Adagrad(lr=0.01, eps=1e-06)" in text and "pinned to CPU 1" in text
+
+
+def test_a_tiny_run_prints_every_model_and_both_paths():
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--no-torch",
-            "--batch-sizes",
-            "2",
-            "--infer-batch",
-            "3",
-            "--batches",
-            "1",
-            "--repeats",
-            "1",
-            "--warmup",
-            "0",
-            "--rounds",
-            "2",
-            "--threads",
-            "1",
-        ],
+        [sys.executable, str(BENCH), "--no-torch", "--model", "md1,md3", "--rounds", "2", *TINY],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "| 2 | train |" in out and "| 3 | infer |" in out
-    assert "2 round(s) of fresh workers" in out
+    for model in ("md1", "md3"):
+        assert f"| {model} | idle | training, batch 2 (img/s) |" in out
+        assert f"| {model} | idle | latency, 1 image, 95th pct (ms) |" in out
+    assert "stablecnn, CLI path | ratio | stablecnn, library path | ratio |" in out
+    assert "2 round(s) of fresh workers" in out and "Adam(lr=0.001)" in out
     assert "CPUs in the second before the run:" in out
     assert "PyTorch skipped (--no-torch): stablecnn figures only." in out
 
 
-def test_bad_arguments_are_refused():
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--rounds", "0"], capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 2 and "--rounds must be at least 1" in proc.stderr
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--paths", "cli,gui"], "--paths must name cli and/or library"),
+        (["--model", "md1,md9"], "unknown model(s) ['md9']"),
+        (["--busy-cpu", "x"], "--busy-cpu must be a CPU number or 'none'"),
+        (["--latency-calls", "-1"], "--latency-calls must be >= 0"),
+    ],
+)
+def test_bad_arguments_are_refused(argv, message):
+    proc = subprocess.run([sys.executable, str(BENCH), *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr
 
 
 def test_the_pytorch_worker_times_the_tests_twin_of_the_model():
-    """The PyTorch side is :func:`support.twins.torch_twin` (the twin the tests hold to ours, in
-    test_twins_loss_model.py), not a copy of its own; a worker trains and infers on it (no timing
-    is asserted)."""
-    source = BENCH.read_text()
+    """The PyTorch side is :func:`support.twins.torch_twin` (the twin the tests hold to ours), not
+    a copy of its own; a worker trains, infers and answers single images on it (no timing is
+    asserted)."""
+    source = (BENCHMARKS / "workers.py").read_text()
     assert "from support.twins import torch_twin" in source
     assert "torch.nn.Conv2d" not in source and "torch.nn.Linear" not in source
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--worker", "torch", "--train-batch", "2"]
-        + ["--infer-batches", "3", "--batches", "1", "--repeats", "1", "--warmup", "0"]
-        + ["--threads", "1"],
+        [sys.executable, str(BENCH), "--worker", "torch", "--model", "md2", *TINY],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["framework"] == "torch" and result["torch_threads"] == 1
-    assert len(result["train"]) == 1 and list(result["infer"]) == ["3"]
+    assert result["worker"] == "torch" and result["torch_threads"] == 1
+    assert len(result["train"]) == 1 and len(result["infer"]) == 1 and len(result["latency"]) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
+def test_the_competing_process_runs_pinned_and_dies_with_the_block(bench):
+    import load
+
+    cpu = load.default_cpu()
+    with pytest.raises(KeyboardInterrupt):
+        with load.competing_load(cpu) as proc:
+            pid = proc.pid
+            assert alive(pid)
+            assert os.sched_getaffinity(pid) == {cpu}
+            raise KeyboardInterrupt  # Ctrl-C in the middle of a measurement
+    assert not alive(pid) and proc.returncode is not None
+    with load.competing_load(cpu, enabled=False) as nothing:
+        assert nothing is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_competing_process_dies_when_the_benchmark_is_killed_outright():
+    """SIGKILL runs no code in the benchmark: the competitor notices on its own."""
+    parent = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(BENCHMARKS)!r})
+        import load
+        with load.competing_load(None) as proc:
+            print(proc.pid, flush=True)
+            time.sleep(60)
+    """)
+    driver = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(driver.stdout.readline())
+        assert alive(pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(pid), "the competing process outlived a killed benchmark"
+    finally:
+        driver.kill()
+        driver.wait()
+        driver.stdout.close()
