@@ -63,7 +63,7 @@ def test_nested_spans_run_inline(threads):
         seen.append(len(parallel.spans(10**6, 1)))  # inside a span: one span, no deadlock
 
     parallel.for_each_span(4, outer, min_span=1)
-    assert seen == [1, 1]  # one span per thread, each with no nested split
+    assert seen == [1] * 4  # four pieces of one item, each with no nested split
 
 
 @pytest.mark.parametrize("total, min_span", [(1, 1), (7, 1), (100, 3), (10**5, 1000)])
@@ -267,38 +267,98 @@ def test_grid_is_fixed_by_its_arguments(threads, total, least, most, align, part
 
 @pytest.mark.parametrize("sizes", [[1] * 12, [3, 1, 1, 1, 1, 1, 4], [5], [2] * 8 + [3]])
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_for_each_block_gives_each_thread_a_run_of_whole_blocks(threads, monkeypatch, sizes, n):
+def test_for_each_block_computes_every_block_whole_once_on_at_most_n_threads(
+    threads, monkeypatch, sizes, n
+):
     threads(n)
     blocks = [(i, sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))]
     hits = [0] * len(sizes)
+    owners = set()
 
     def visit(i, a, z):
         hits[i] += 1
+        owners.add(threading.get_ident())
 
     parallel.for_each_block(blocks, visit, sizes)  # on the pool
-    assert hits == [1] * len(sizes)
-    # again, noting which task (one per thread) ran each block
-    owner, current = {}, [0]  # one thread: no tasks, all in the caller
+    assert hits == [1] * len(sizes) and len(owners) <= min(n, len(sizes))
+    # with the tasks run one after the other, the first claims every block, in order
+    order, tasks = [], []
 
-    def tasks_in_turn(tasks):
-        for t, task in enumerate(tasks):
-            current[:] = [t]
+    def tasks_in_turn(given):
+        tasks.append(len(given))
+        for task in given:
             task()
 
     monkeypatch.setattr(parallel, "run", tasks_in_turn)
-    parallel.for_each_block(blocks, lambda i, a, z: owner.setdefault(i, current[0]), sizes)
-    runs = [owner[i] for i in range(len(sizes))]
-    assert runs == sorted(runs) and max(runs) < n  # each task a run of consecutive blocks
-    if sizes == [1] * 12:  # equal blocks: equal runs
-        assert [runs.count(t) for t in range(n)] == [12 // n] * n
-    if sizes == [2] * 8 + [3] and n == 2:  # split by size: 10 | 9, not 8 | 11
-        assert runs == [0] * 5 + [1] * 4
-    owner.clear()
-    current[:] = [0]
+    parallel.for_each_block(blocks, lambda i, a, z: order.append(i), sizes)
+    assert order == list(range(len(sizes)))
+    assert tasks == ([min(n, len(sizes))] if min(n, len(sizes)) > 1 else [])
+    order.clear()
     parallel.for_each_block(
-        blocks, lambda i, a, z: owner.setdefault(i, current[0]), sizes, min_run=sum(sizes) / 2 + 1
-    )  # too little work for two threads
-    assert set(owner.values()) == {0} and len(owner) == len(sizes)
+        blocks, lambda i, a, z: order.append(i), sizes, min_run=sum(sizes) / 2 + 1
+    )  # too little work for two threads: all in the caller, no task handed out
+    assert order == list(range(len(sizes))) and len(tasks) <= 1
+
+
+def stuck_until_the_others_finish(total_pieces):
+    """A piece function for 2 threads: the first piece waits until every other piece is done.
+    Pieces claimed in turn finish (the other thread takes the rest); pieces fixed per thread
+    would wait out the timeout, the stuck thread's own run undone."""
+    done, released = [], threading.Event()
+    lock = threading.Lock()
+
+    def piece(i):
+        if i == 0:
+            assert released.wait(timeout=30), "the other thread did not take the stuck one's work"
+            return
+        with lock:
+            done.append(i)
+            if len(done) == total_pieces - 1:
+                released.set()
+
+    return piece, done
+
+
+def test_a_thread_held_up_does_not_hold_up_the_blocks_of_the_others(threads):
+    """The load work (issue 16): a thread whose core is taken by another process does fewer
+    blocks; here one is held up for good on block 0 and the other does blocks 1 to 11."""
+    threads(2)
+    piece, done = stuck_until_the_others_finish(12)
+    parallel.for_each_block([(i, i + 1) for i in range(12)], lambda a, z: piece(a))
+    assert sorted(done) == list(range(1, 12))
+
+
+def test_a_thread_held_up_does_not_hold_up_the_spans_of_the_others(threads):
+    threads(2)
+    total = 2 * parallel.PIECES
+    piece, done = stuck_until_the_others_finish(total)
+    parallel.for_each_span(total, lambda a, z: piece(a), min_span=parallel.PIECES)
+    assert sorted(done) == list(range(1, total))
+
+
+def test_after_an_error_no_new_piece_is_claimed(threads, monkeypatch):
+    threads(2)
+    calls = []
+
+    def piece(a, z):
+        calls.append(a)
+        if a == 0:
+            raise KeyError("boom")
+
+    def each_task_then_the_first_error(tasks):  # what run does, one task after the other
+        errors = []
+        for task in tasks:
+            try:
+                task()
+            except KeyError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    monkeypatch.setattr(parallel, "run", each_task_then_the_first_error)
+    with pytest.raises(KeyError, match="boom"):
+        parallel.for_each_block([(i, i + 1) for i in range(12)], piece)
+    assert calls == [0]  # the second task found the failure and claimed nothing
 
 
 def conv_case(make, shape, need_input_grad=True):

@@ -10,11 +10,18 @@ cores our spans need (a max-pool span ran at half speed beside them). So stablec
 one thread and splits each large product into column (or row) blocks itself, handed out to its
 own threads: measured on 2 cores, as fast as two BLAS threads on every Model 1 product.
 
-Until :func:`set_num_threads` is called everything runs in the calling thread and NumPy's BLAS
-keeps its own setting, so importing stablecnn changes nothing.
-:class:`~stablecnn.training.trainer.Trainer`, the command line and the benchmark call
-``set_num_threads(default_num_threads())``; the default is the CPUs this process may use, or
-``STABLECNN_NUM_THREADS``.
+Importing stablecnn changes nothing. :class:`~stablecnn.training.trainer.Trainer`, the command
+line and the benchmark call ``set_num_threads(default_num_threads())``; the default is the CPUs
+this process may use, or ``STABLECNN_NUM_THREADS``. A program that calls neither gets
+:func:`stablecnn.kernels.runtime.apply_defaults` the first time a kernel splits work here (the
+first :func:`spans` or :func:`for_each_block`): the same threads as the command line's unless
+the user set BLAS's threads themselves (see :mod:`stablecnn.kernels.runtime`).
+
+Work is handed out in more pieces than threads, and each thread claims the next piece when it
+finishes one: on a machine where another process takes a core, the thread that shares that core
+does fewer pieces instead of holding the others up. Where each piece falls is fixed by the
+shapes (the blocks of a product, :func:`grid`) or does not matter (element-wise spans), so
+which thread claims which piece never changes a result.
 
 Results are bit-identical for any thread count (once :func:`set_num_threads` has put BLAS on one
 thread), for two reasons:
@@ -40,8 +47,6 @@ are fixed and added in a fixed order whatever the thread count.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -83,12 +88,20 @@ _state = threading.local()  # .busy: this thread is running a span, so nested ca
 _lock = threading.Lock()
 _threads = 1
 _configured = False  # set_num_threads was called
+_defaults_applied = False  # runtime.apply_defaults ran (on first use) or was not needed
 _pool: ThreadPoolExecutor | None = None
+PIECES = 4  # element-wise work: pieces per thread, claimed in turn (see the module doc)
 
 
-def default_num_threads() -> int:
-    """``STABLECNN_NUM_THREADS`` if set, else the number of CPUs this process may run on."""
-    value = os.environ.get("STABLECNN_NUM_THREADS", "").strip()
+def default_num_threads(environ=None) -> int:
+    """``STABLECNN_NUM_THREADS`` if set (in ``environ``, default ``os.environ``), else the number
+    of CPUs this process may run on.
+
+    Raises:
+        ConfigError: ``STABLECNN_NUM_THREADS`` is not a positive integer.
+    """
+    environ = os.environ if environ is None else environ
+    value = environ.get("STABLECNN_NUM_THREADS", "").strip()
     if value:
         if not value.isdigit() or int(value) < 1:
             raise ConfigError(f"STABLECNN_NUM_THREADS must be a positive integer, got {value!r}")
@@ -100,7 +113,8 @@ def default_num_threads() -> int:
 
 
 def get_num_threads() -> int:
-    """The number of threads stablecnn runs on (1 until :func:`set_num_threads`)."""
+    """The number of threads stablecnn runs on (1 until :func:`set_num_threads`, or until the
+    first kernel applies the defaults of :func:`stablecnn.kernels.runtime.apply_defaults`)."""
     return _threads
 
 
@@ -108,22 +122,43 @@ def set_num_threads(n: int) -> None:
     """Run stablecnn on exactly ``n`` threads: NumPy's BLAS is set to one thread (through
     threadpoolctl, for the whole process) and stablecnn splits products and element-wise work
     across its own ``n`` (see the module doc)."""
-    global _threads, _pool, _configured
+    global _configured
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"the number of threads must be a positive int, got {n!r}")
-    with _lock:
-        _threads, _configured = n, True
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool = None
+    _set_pool(n)
+    _configured = True
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1, user_api="blas")
 
 
+def _set_pool(n: int) -> None:
+    """Run stablecnn's own work on ``n`` threads; BLAS untouched."""
+    global _threads, _pool
+    with _lock:
+        _threads = n
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+
+
 def configured() -> bool:
     """Whether :func:`set_num_threads` has been called in this process."""
     return _configured
+
+
+def _first_use() -> None:
+    """Apply :func:`stablecnn.kernels.runtime.apply_defaults` once, the first time a kernel
+    splits work, unless the program set the threads itself."""
+    global _defaults_applied
+    with _lock:
+        if _defaults_applied:
+            return
+        _defaults_applied = True
+    if not _configured:
+        from stablecnn.kernels import runtime
+
+        runtime.apply_defaults()
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -139,6 +174,8 @@ def _executor() -> ThreadPoolExecutor:
 def spans(total: int, min_span: int = MIN_SPAN) -> list[tuple[int, int]]:
     """Split ``range(total)`` into at most :func:`get_num_threads` near-equal ``(start, stop)``
     spans of at least ``min_span`` items each (one span when the work is small)."""
+    if not _defaults_applied:
+        _first_use()
     parts = max(1, min(get_num_threads(), total // max(min_span, 1)))
     if getattr(_state, "busy", False):
         parts = 1
@@ -187,8 +224,39 @@ def blocks(start: int, stop: int, item_bytes: int, block_bytes: int) -> list[tup
 
 
 def for_each_span(total: int, fn: Callable[[int, int], object], min_span: int = MIN_SPAN) -> None:
-    """``fn(start, stop)`` over the :func:`spans` of ``range(total)``, in parallel."""
-    run([lambda a=a, b=b: fn(a, b) for a, b in spans(total, min_span)])
+    """``fn(start, stop)`` over consecutive pieces of ``range(total)``, in parallel: as many
+    threads as :func:`spans` gives, each claiming the next of :data:`PIECES` pieces per thread
+    (of at least ``min_span // PIECES`` items) as it finishes one. For work whose result does not
+    depend on where the pieces fall."""
+    parts = len(spans(total, min_span))
+    if parts <= 1 or getattr(_state, "busy", False):
+        fn(0, total)
+        return
+    count = min(parts * PIECES, total // max(1, min_span // PIECES))
+    bounds = [total * i // count for i in range(count + 1)]
+    _claim(count, lambda i: fn(bounds[i], bounds[i + 1]), parts)
+
+
+def _claim(count: int, call: Callable[[int], object], parts: int) -> None:
+    """``call(i)`` for i in ``range(count)``, each once, on ``parts`` threads that claim the next
+    ``i`` in turn as they finish one; after an exception no new ``i`` is claimed."""
+    lock = threading.Lock()
+    state = {"next": 0, "failed": False}
+
+    def worker():
+        while True:
+            with lock:
+                i = state["next"]
+                if i >= count or state["failed"]:
+                    return
+                state["next"] = i + 1
+            try:
+                call(i)
+            except BaseException:
+                state["failed"] = True
+                raise
+
+    run([worker] * parts)
 
 
 def outer_axis(x: np.ndarray) -> int:
@@ -270,11 +338,14 @@ def for_each_block(
     sizes: list[float] | None = None,
     min_run: float = 0,
 ) -> None:
-    """``fn(*block)`` for every block, in parallel: each thread takes a run of consecutive
-    blocks of about equal total size (``sizes``, default ``z - a`` of each ``(a, z)``), at
-    least ``min_run`` of it (less work stays in fewer threads: a hand-off costs 80-130 us).
-    Every block is computed whole by one call whichever thread takes it, so a :func:`grid` of
-    blocks gives the same results at any thread count."""
+    """``fn(*block)`` for every block, in parallel: on as many threads as the work allows (at
+    least ``min_run`` of the total ``sizes`` each, default ``z - a`` of each ``(a, z)``: a
+    hand-off costs 80-130 us), each claiming the next block in order as it finishes one, so a
+    thread slowed by another process does fewer blocks. Every block is computed whole by one
+    call whichever thread takes it, so a :func:`grid` of blocks gives the same results at any
+    thread count."""
+    if not _defaults_applied:
+        _first_use()
     if sizes is None:
         sizes = [block[1] - block[0] for block in blocks]
     parts = min(get_num_threads(), len(blocks))
@@ -284,19 +355,7 @@ def for_each_block(
         for block in blocks:
             fn(*block)
         return
-    ends = list(itertools.accumulate(sizes))
-    cuts = [0]
-    for t in range(1, parts):  # thread t's run ends at the block end nearest t/parts of the work
-        target = ends[-1] * t / parts
-        i = bisect.bisect_left(ends, target)  # ends[i] is the first end at or past the target
-        cuts.append(i if i > 0 and target - ends[i - 1] <= ends[i] - target else i + 1)
-    cuts.append(len(blocks))
-
-    def some(i, j):
-        for block in blocks[i:j]:
-            fn(*block)
-
-    run([lambda i=i, j=j: some(i, j) for i, j in zip(cuts, cuts[1:]) if i < j])
+    _claim(len(blocks), lambda i: fn(*blocks[i]), parts)
 
 
 def product_grid(lines: int, macs_per_line: int, shared_bytes: int) -> list[tuple[int, int]]:

@@ -5,6 +5,35 @@ benchmark call: :func:`keep_freed_memory` below, and
 :func:`stablecnn.kernels.parallel.set_num_threads` with the default thread count unless the program
 chose one already.
 
+Defaults for a program that calls neither
+-----------------------------------------
+Importing stablecnn changes nothing. The first time one of its kernels splits work (the first
+forward pass, in practice), :func:`apply_defaults` runs once and sets what :func:`decide`
+returns for the process's environment and its BLAS's current thread count:
+
+- Nothing set by the user (none of :data:`BLAS_THREAD_VARS`, and BLAS at its own default of one
+  thread per CPU): what :func:`configure` does. stablecnn's pool runs on
+  :func:`~stablecnn.kernels.parallel.default_num_threads` threads and BLAS on one thread per
+  block (through threadpoolctl, for the whole process), and freed memory is kept for reuse.
+- The user set BLAS's threads (one of :data:`BLAS_THREAD_VARS` such as
+  ``OPENBLAS_NUM_THREADS``, or a count other than one per CPU: threadpoolctl,
+  ``openblas_set_num_threads``): BLAS is left as it is. stablecnn's pool takes the default
+  threads only if BLAS is at one thread; otherwise it stays at one thread, so BLAS's threads
+  have the cores.
+- The allocator is left as it is if the user set glibc's malloc thresholds
+  (:data:`MALLOC_VARS`, or ``glibc.malloc.`` in ``GLIBC_TUNABLES``) or
+  ``STABLECNN_KEEP_FREED_MEMORY=0``.
+- A program that calls :func:`configure` or ``parallel.set_num_threads`` before the first
+  forward pass gets what it asked for; :func:`apply_defaults` then does nothing.
+
+Why, measured with ``benchmarks/bench.py --busy`` (2 CPUs, one of them taken by a competing
+NumPy loop; the README gives the tables): a library user on NumPy's default BLAS (two spinning
+OpenBLAS threads) kept 35% of Model 1's idle training speed and 33-42% of md2's under load, the
+command line's setting 55-61%; idle, the library path trained Model 1 at 0.80x PyTorch against
+the command line's 0.98x. The cost: NumPy products the program makes itself run on one BLAS
+thread too once a stablecnn model has run; a program that wants its own products threaded sets
+``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) and stablecnn leaves BLAS alone.
+
 A training step of Model 1 allocates and frees about a hundred arrays of 0.1 to 20 MB. glibc's
 ``malloc`` serves every block above its mmap threshold (128 KiB at start, raised only by what it
 has seen freed) with a fresh ``mmap`` and unmaps it on ``free``, so the next step touches new
@@ -27,8 +56,33 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-__all__ = ["configure", "keep_freed_memory", "MMAP_THRESHOLD"]
+__all__ = [
+    "configure",
+    "keep_freed_memory",
+    "decide",
+    "apply_defaults",
+    "Defaults",
+    "MMAP_THRESHOLD",
+    "BLAS_THREAD_VARS",
+    "MALLOC_VARS",
+]
+
+# Variables through which a user sets the BLAS's threads (OpenBLAS reads the first three, MKL,
+# BLIS and Accelerate theirs): any of them set, stablecnn leaves BLAS alone.
+BLAS_THREAD_VARS = (
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+)
+# glibc's own settings of what keep_freed_memory sets: any of them set, the allocator is left alone
+MALLOC_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_OFF = ("0", "false", "no", "off")
 
 # mallopt parameter numbers from glibc's <malloc.h>
 _M_TRIM_THRESHOLD = -1
@@ -58,7 +112,7 @@ def keep_freed_memory() -> bool:
     global _applied
     if _applied is not None:
         return _applied
-    if os.environ.get("STABLECNN_KEEP_FREED_MEMORY", "1").strip() in ("0", "false", "no", "off"):
+    if os.environ.get("STABLECNN_KEEP_FREED_MEMORY", "1").strip().lower() in _OFF:
         _applied = False
         return False
     libc = _glibc()
@@ -83,3 +137,73 @@ def configure(threads: int | None = None) -> None:
     keep_freed_memory()
     if threads is not None or not parallel.configured():
         parallel.set_num_threads(parallel.default_num_threads() if threads is None else threads)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What :func:`apply_defaults` sets: stablecnn's pool of ``threads``, BLAS to one thread
+    (``blas_to_one``), freed memory kept (``keep_freed_memory``); ``reason`` says why."""
+
+    threads: int
+    blas_to_one: bool
+    keep_freed_memory: bool
+    reason: str
+
+
+def decide(environ: Mapping[str, str], blas_threads: list[int], cpus: set[int]) -> Defaults:
+    """The defaults for a program that configured nothing (the rules of the module doc).
+
+    Args:
+        environ: the process environment (``os.environ``).
+        blas_threads: the current thread count of each BLAS loaded (threadpoolctl's
+            ``num_threads``), empty when none is found.
+        cpus: the counts a BLAS starts with when nobody sets it: the CPUs of the machine and
+            those this process may run on.
+
+    Raises:
+        ConfigError: ``STABLECNN_NUM_THREADS`` is not a positive integer.
+    """
+    from stablecnn.kernels import parallel
+
+    user_vars = [name for name in BLAS_THREAD_VARS if environ.get(name, "").strip()]
+    changed = [n for n in blas_threads if n not in cpus]
+    if user_vars:
+        blas_to_one, reason = False, f"BLAS threads set by the user ({', '.join(user_vars)})"
+    elif changed:
+        blas_to_one, reason = False, f"BLAS threads set by the program ({changed[0]})"
+    elif not blas_threads:
+        blas_to_one, reason = False, "no BLAS found to set"
+    else:
+        blas_to_one, reason = True, "nothing set: the command line's threads"
+    single = blas_to_one or all(n == 1 for n in blas_threads)
+    threads = parallel.default_num_threads(environ) if single else 1
+    tunables = environ.get("GLIBC_TUNABLES", "")
+    keep = not (
+        any(environ.get(name, "").strip() for name in MALLOC_VARS)
+        or "glibc.malloc." in tunables
+        or environ.get("STABLECNN_KEEP_FREED_MEMORY", "1").strip().lower() in _OFF
+    )
+    return Defaults(threads, blas_to_one, keep, reason)
+
+
+def apply_defaults() -> Defaults:
+    """Set :func:`decide`'s defaults for this process (see the module doc); returns them.
+
+    Called once by :mod:`stablecnn.kernels.parallel` the first time a kernel splits work, when
+    the program has not set stablecnn's threads.
+    """
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from stablecnn.kernels import parallel
+
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    cpus = {os.cpu_count() or 1}
+    if hasattr(os, "sched_getaffinity"):
+        cpus.add(len(os.sched_getaffinity(0)))
+    defaults = decide(os.environ, blas, cpus)
+    if defaults.keep_freed_memory:
+        keep_freed_memory()
+    parallel._set_pool(defaults.threads)
+    if defaults.blas_to_one:
+        threadpool_limits(limits=1, user_api="blas")
+    return defaults
