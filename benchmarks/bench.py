@@ -120,6 +120,7 @@ def merge_rounds(runs: list[dict]) -> dict:
     merged = dict(runs[0])
     for key in ("train", "infer", "latency"):
         merged[key] = [value for r in runs for value in r.get(key, [])]
+    merged["others_cores"] = [r.get("others_cores") for r in runs]
     for key in ("peak_rss_train_mb", "rss_before_train_mb"):
         if key in runs[0]:
             merged[key] = max(r[key] for r in runs)

@@ -23,6 +23,7 @@ reading it cannot change what is measured.
 from __future__ import annotations
 
 import gc
+import os
 import resource
 import sys
 import time
@@ -91,6 +92,28 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (ru_maxrss is KiB on Linux)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """(wall clock, CPU seconds all processes spent busy, CPU seconds this process spent), or
+    None without /proc/stat: their differences over a timed section tell how much of the
+    machine other processes took meanwhile (the competitor of ``--busy``, or anyone else)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    busy = (sum(fields) - fields[3] - fields[4]) / hz  # all but idle and iowait
+    return time.perf_counter(), busy, usage.ru_utime + usage.ru_stime
+
+
+def others_cores(start, end) -> float | None:
+    """Cores other processes kept busy on average between two :func:`cpu_seconds`."""
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    return max(0.0, ((end[1] - start[1]) - (end[2] - start[2])) / (end[0] - start[0]))
 
 
 def blas_threads() -> list[int]:
@@ -184,6 +207,7 @@ def run_worker(
     then time ``args.latency_calls`` single-image inferences; a size of 0 skips that part."""
     result = {"worker": args.worker, "model": args.model, "train": [], "infer": [], "latency": []}
     result["rss_before_train_mb"] = peak_rss_mb()
+    start = cpu_seconds()
     if args.train_batch:
         data = convert(synthetic_batches(args.train_batch, 4, args.seed, input_shape))
         mode(True)
@@ -198,6 +222,7 @@ def run_worker(
     if args.latency_calls:
         data = convert(synthetic_batches(1, 8, args.seed + 2, input_shape))
         result["latency"] = latencies(infer_step, data, max(args.warmup, 3), args.latency_calls)
+    result["others_cores"] = others_cores(start, cpu_seconds())
     return result
 
 
