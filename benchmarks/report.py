@@ -199,12 +199,14 @@ def report(args, results, models, flops, machine_load) -> tuple[str, dict]:
                 )
     out.append("")
     out.append(
-        "Other processes' CPU during each worker's measurements (cores, one figure per round; "
-        "busy: the competitor's 1.0 included): "
+        "Other processes' CPU during each worker's measurements (cores, one figure per worker; "
+        "busy: the competitor's share included): "
         + "; ".join(
             f"{name} {condition} "
             + "/".join(
-                fmt(c, "{:.2f}") for r in per_kind.values() for c in r.get("others_cores", [])
+                "n/a" if c is None else f"{c:.2f}"
+                for r in per_kind.values()
+                for c in r.get("others_cores", [])
             )
             for name, per_condition in results.items()
             for condition, per_kind in per_condition.items()
