@@ -20,7 +20,7 @@ from stablecnn import (
     reference,
 )
 from stablecnn.kernels import norm as kernels
-from stablecnn.nn.fuse import PlanCache, bn_relu_pairs, fuse
+from stablecnn.nn.fuse import PlanCache, bn_relu_pairs, fuse, relu_pool_pairs
 from stablecnn.nn.layers.norm import BNReLU2d
 from stablecnn.nn.layers.pool import ReLUMaxPool2d
 
@@ -266,6 +266,27 @@ def test_plan_cache_keeps_the_plan_while_nothing_changes():
     body[1].kernels = "fast"
     assert cache(body, enabled=False) == tuple(body)
     assert type(cache(body)[1]) is BNReLU2d
+
+
+def test_a_layer_whose_forward_was_replaced_runs_as_itself():
+    """A hook or wrapper set on a layer instance (a profiler, a fault injected by a test) must
+    run: such a layer is never joined, and a PlanCache notices the replacement."""
+    bn, relu, pool = BatchNorm2d(2), ReLU(), MaxPool2d(2)
+    layers = [bn, relu, BatchNorm2d(2), ReLU(), pool]
+    cache = PlanCache()
+    assert [type(s).__name__ for s in cache(layers)] == ["BNReLU2d", "BatchNorm2d", "ReLUMaxPool2d"]
+    calls = []
+    real = relu.forward
+    relu.forward = lambda x, training=True: calls.append(1) or real(x, training)
+    pool.backward = pool.backward  # an instance attribute all the same
+    assert bn_relu_pairs(layers) == {2} and relu_pool_pairs(layers) == frozenset()
+    plan = cache(layers)
+    assert [type(s).__name__ for s in plan] == ["BatchNorm2d", "ReLU", "BNReLU2d", "MaxPool2d"]
+    assert plan[0] is bn and plan[1] is relu and plan[3] is pool
+    x = np.random.default_rng(11).standard_normal((2, 2, 4, 4)).astype(np.float32)
+    for step in plan:
+        x = step.forward(x)
+    assert calls == [1]
 
 
 def _md2_like(fuse_on, dtype):

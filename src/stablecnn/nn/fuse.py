@@ -40,17 +40,27 @@ from stablecnn.nn.layers.norm import BatchNorm2d, BNReLU2d
 from stablecnn.nn.layers.pool import MaxPool2d, ReLUMaxPool2d
 
 
+def _joinable(layer: Layer, kind: type) -> bool:
+    """``layer`` is exactly a ``kind`` (a subclass may compute something else), on the fast
+    kernels, and runs its class's own ``forward`` and ``backward``: one replaced on the instance
+    (a hook, a profiler's or a test's wrapper) must run, so its layer runs as itself."""
+    return (
+        type(layer) is kind
+        and layer.kernels == "fast"
+        and "forward" not in vars(layer)
+        and "backward" not in vars(layer)
+    )
+
+
 def relu_pool_pairs(layers: Sequence[Layer]) -> frozenset[int]:
     """The indices ``i`` at which :func:`fuse` joins ``layers[i]`` and ``layers[i + 1]``: a
     :class:`~stablecnn.nn.layers.activations.ReLU` directly followed by a
     :class:`~stablecnn.nn.layers.pool.MaxPool2d`, both on the fast kernels. Only these exact
-    classes are joined (a subclass may compute something else)."""
+    classes are joined, and only layers whose ``forward`` and ``backward`` are their class's."""
     return frozenset(
         i
         for i in range(len(layers) - 1)
-        if type(layers[i]) is ReLU
-        and type(layers[i + 1]) is MaxPool2d
-        and layers[i].kernels == layers[i + 1].kernels == "fast"
+        if _joinable(layers[i], ReLU) and _joinable(layers[i + 1], MaxPool2d)
     )
 
 
@@ -59,15 +69,15 @@ def bn_relu_pairs(layers: Sequence[Layer]) -> frozenset[int]:
     :class:`~stablecnn.nn.layers.norm.BNReLU2d`: a
     :class:`~stablecnn.nn.layers.norm.BatchNorm2d` directly followed by a
     :class:`~stablecnn.nn.layers.activations.ReLU`, both on the fast kernels, where that ReLU
-    does not join a MaxPool2d (:func:`relu_pool_pairs`). Only these exact classes are joined."""
+    does not join a MaxPool2d (:func:`relu_pool_pairs`). Only these exact classes are joined,
+    and only layers whose ``forward`` and ``backward`` are their class's."""
     relu_pool = relu_pool_pairs(layers)
     return frozenset(
         i
         for i in range(len(layers) - 1)
-        if type(layers[i]) is BatchNorm2d
-        and type(layers[i + 1]) is ReLU
+        if _joinable(layers[i], BatchNorm2d)
+        and _joinable(layers[i + 1], ReLU)
         and i + 1 not in relu_pool
-        and layers[i].kernels == layers[i + 1].kernels == "fast"
     )
 
 
@@ -108,9 +118,10 @@ class PlanCache:
     """The fused plan of a list of layers, kept while nothing it was made from changes.
 
     ``cache(layers)`` returns ``tuple(fuse(layers))`` (or ``tuple(layers)`` with ``enabled``
-    false), made again only when the list holds other objects, a layer's kernels changed or
-    ``enabled`` did: what :attr:`stablecnn.nn.model.Sequential.plan` does for a model, for a
-    block that runs its own layers. The steps hold no state between batches that the layers
+    false), made again only when the list holds other objects, a layer's kernels changed, a
+    layer's ``forward`` or ``backward`` was replaced on the instance, or ``enabled`` changed:
+    what :attr:`stablecnn.nn.model.Sequential.plan` does for a model, for a block that runs its
+    own layers. The steps hold no state between batches that the layers
     do not hold, so making them again is always safe; keeping them saves making them per batch.
 
     Example:
@@ -125,7 +136,14 @@ class PlanCache:
         self._plan: tuple[Layer, ...] = ()
 
     def __call__(self, layers: Sequence[Layer], enabled: bool = True) -> tuple[Layer, ...]:
-        key = (enabled, tuple(layers), tuple(layer.kernels for layer in layers))
+        key = (
+            enabled,
+            tuple(layers),
+            tuple(
+                (layer.kernels, "forward" in vars(layer), "backward" in vars(layer))
+                for layer in layers
+            ),
+        )
         if key != self._key:  # layers compare by identity
             self._plan = tuple(fuse(layers) if enabled else layers)
             self._key = key
