@@ -6,22 +6,24 @@ Their definitions are :func:`stablecnn.reference.batchnorm_forward`,
 :func:`~stablecnn.reference.batchnorm_eval_forward`; the tests hold these kernels to them.
 
 **Layout.** Each channel's statistics run over every axis but the channels. An input in any
-layout is seen as ``(C, R, L)`` *rows*: the axes other than the channels, in the input's memory
-order, merged into ``R`` runs of ``L`` contiguous values (:func:`channel_rows`). The
-convolutions' outputs, NCHW views of ``(C, H, W, N)`` buffers, are one run per channel
-(``R = 1``, ``L = H*W*N``); a plain NCHW array is ``R = N`` runs of ``L = H*W``; an (N, C) batch
-for BatchNorm1d is ``R = N`` runs of one value. A layout that cannot be seen so without a copy (a
-strided slice) is copied once. Outputs and input gradients are written channel-major, NCHW views
-of ``(C, R, L)`` buffers (for the convolutions' layout, the same layout again).
+layout is seen as ``(C, R, L)``: the axes other than the channels, in the input's memory order,
+merged into ``R`` runs of ``L`` contiguous values, ``L`` at most :data:`RUN` where the axes allow
+(:func:`channel_rows`). The convolutions' outputs, NCHW views of ``(C, H, W, N)`` buffers, are
+``R = H`` runs of ``L = W*N`` per channel; a plain NCHW array is ``R = N`` runs of ``L = H*W``; an
+(N, C) batch for BatchNorm1d is ``R = N`` runs of one value. A layout that cannot be seen so
+without a copy (a strided slice) is copied once. Outputs and input gradients are written
+channel-major, NCHW views of ``(C, R, L)`` buffers (for the convolutions' layout, that layout).
 
-**Passes.** Channels are split across threads (:func:`stablecnn.kernels.parallel.for_each_span`),
-and each thread works a block of whole channels of about :data:`BLOCK` bytes at a time, so the
-passes over a block after the first find it in cache. Training forward: a sum for a first mean
-``mu0``; ``d = x - mu0`` written where ``y`` goes; the sums of ``d`` and ``d^2``; then
-``y = d * scale + shift`` in place (and ``max(y, 0)`` when a ReLU follows). Backward: the sums of
-``g`` and ``g * d`` (``d`` computed again from the input kept by reference, not kept from the
-forward pass), then ``dx = a g + b d + k`` with per-channel ``a, b, k``. The ReLU that may follow
-masks ``g`` by ``y > 0`` inside the same block loop.
+**Passes.** The channels are cut into blocks of whole channels (:meth:`Rows.blocks`: a
+:func:`~stablecnn.kernels.parallel.grid` fixed by the shape, at most :data:`BLOCK` values each),
+and threads take runs of whole blocks (:func:`~stablecnn.kernels.parallel.for_each_block`), so
+the passes over a block after the first find it in cache. Training forward, block by block: the
+run sums of ``x`` give a first mean ``mu0``; ``d = x - mu0`` is written where ``y`` goes and its
+run sums and those of ``d^2`` taken; then, with the per-channel scale and shift, ``y = d * scale +
+shift`` in place (and ``max(y, 0)`` when a ReLU follows). Backward: the run sums of ``g`` and of
+``g * d`` (``d = x - mu0`` again, written where ``dx`` goes: the input is kept by reference, not an
+``x_hat`` array), then ``dx = a g + b d + k`` in place with per-channel ``a, b, k``. The ReLU
+that may follow masks ``g`` by ``y > 0`` where the backward pass first reads it.
 
 **Precision.** The mean and variance are the *corrected two-pass* algorithm (Chan, Golub and
 LeVeque, "Algorithms for computing the sample variance", The American Statistician 37 (1983),
@@ -42,9 +44,9 @@ float64 result and ``y`` within 6e-7, better than float64 sums of ``x`` whose me
 to float32 (``tests/test_kernels_norm.py`` holds it). Per-channel scalars (the scale, the shift,
 the gradient's coefficients) are formed in float64 and rounded to the input's dtype.
 
-**Threads.** Every channel is computed by the same operations whatever block or thread it falls
-in: each sum is along one channel's own runs, each element-wise step per element. So the results
-are bit-identical at any thread count.
+**Threads.** Each sum is one BLAS call over a block fixed by the shape, whichever thread runs
+it, and every other step is per element or per channel, so the results are bit-identical at any
+thread count (``tests/test_kernels_norm.py`` runs 1, 2 and 3 threads).
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ def channel_rows(x: np.ndarray) -> Rows:
     return Rows(perm, (c, m // run if run else 0, run), tuple(x.shape))
 
 
-_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}
+_ONES: dict[tuple[int, np.dtype], np.ndarray] = {}  # (length, dtype) -> the vector, made once
+_ZEROS: dict[tuple[int, np.dtype], np.ndarray] = {}
 
 
 def _ones(n: int, dtype) -> np.ndarray:
@@ -131,10 +134,10 @@ def _relu(block: np.ndarray) -> None:
     """``max(block, 0)`` in place: ``np.maximum`` against a row of zeros along the runs, which
     NumPy runs 2-3x faster than against the scalar 0 and which gives the same bits (ReLU's
     ``np.maximum(x, 0)``: ``-0.0`` and negatives to ``+0.0``, NaN kept), as the tests check."""
-    key = (-block.shape[2], block.dtype)  # negative: apart from the ones
-    zeros = _ONES.get(key)
+    key = (block.shape[2], block.dtype)
+    zeros = _ZEROS.get(key)
     if zeros is None:
-        zeros = _ONES[key] = np.zeros(block.shape[2], block.dtype)
+        zeros = _ZEROS[key] = np.zeros(block.shape[2], block.dtype)
     np.maximum(block, zeros, out=block)
 
 
