@@ -27,12 +27,19 @@ returns for the process's environment and its BLAS's current thread count:
   forward pass gets what it asked for; :func:`apply_defaults` then does nothing.
 
 Why, measured with ``benchmarks/bench.py --busy`` (2 CPUs, one of them taken by a competing
-NumPy loop; the README gives the tables): a library user on NumPy's default BLAS (two spinning
-OpenBLAS threads) kept 35% of Model 1's idle training speed and 33-42% of md2's under load, the
-command line's setting 55-61%; idle, the library path trained Model 1 at 0.80x PyTorch against
-the command line's 0.98x. The cost: NumPy products the program makes itself run on one BLAS
+NumPy loop; the figures are each framework's busy speed over its idle speed): on NumPy's
+default BLAS (two spinning OpenBLAS threads, stablecnn on one) a library user kept 0.35 of
+Model 1's training speed and 0.33-0.42 of md2's (training, inference, latency), and a single
+image's 95th-percentile latency rose from 0.49 to 4.6 ms; with these defaults 0.55-0.96
+(Model 1 0.72 training and 0.69 inference, md2 0.63, 0.55 and 0.96 latency), as on the command
+line's path, and Model 1's p95 latency 0.69 ms busy. Idle, the library path had trained Model 1
+at 0.80x PyTorch, the command line's at 0.98x.
+
+The cost: NumPy products the program makes itself run on one BLAS
 thread too once a stablecnn model has run; a program that wants its own products threaded sets
-``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) and stablecnn leaves BLAS alone.
+``OPENBLAS_NUM_THREADS`` (or ``OMP_NUM_THREADS``) and stablecnn leaves BLAS alone. Under load,
+stablecnn's own pool hands out its work in more pieces than threads, claimed in turn, so the
+thread that shares its core does fewer (:mod:`stablecnn.kernels.parallel`).
 
 A training step of Model 1 allocates and frees about a hundred arrays of 0.1 to 20 MB. glibc's
 ``malloc`` serves every block above its mmap threshold (128 KiB at start, raised only by what it
