@@ -26,7 +26,8 @@ from support.twins import (
     torch_layer,
 )
 
-from stablecnn import BatchNorm1d, BatchNorm2d, Dropout
+from stablecnn import BatchNorm1d, BatchNorm2d, Dropout, ReLU
+from stablecnn.nn.layers.norm import BNReLU2d
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -127,6 +128,41 @@ def test_batchnorm_other_momentum_and_eps_match_torch(dtype):
     ref.eval()
     with torch.no_grad():
         assert_close(ours.forward(x, training=False), ref(tensor(x)), "eval output")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_fused_bnrelu2d_on_the_convolutions_layout_matches_torch(dtype):
+    """BNReLU2d (a BatchNorm2d and its ReLU as one step) on an NCHW view of a (C, H, W, N)
+    buffer, as the convolutions hand it over, against torch's BatchNorm2d then ReLU: output, dx,
+    both parameter gradients and the running statistics, in training and evaluation."""
+    ours, ref = _twins(BatchNorm2d, 6, dtype)
+    ours.params["weight"][:3] *= -1  # negative scales: the ReLU masks both ways
+    with torch.no_grad():
+        ref.weight.copy_(tensor(ours.params["weight"]))
+    step = BNReLU2d(ours, ReLU())
+    for k in range(2):
+        x = normal((6, 9, 7, 5), dtype, seed=50 + k, scale=2.0).transpose(3, 0, 1, 2)
+        x = x + dtype(k)  # (5, 6, 9, 7), still the (C, H, W, N) layout
+        dout = normal(x.shape, dtype, seed=60 + k)
+        out = step.forward(x)
+        dx = step.backward(dout)
+        xt = tensor(np.ascontiguousarray(x), True)
+        ref.zero_grad()
+        ref_out = torch.relu(ref(xt))
+        ref_out.backward(tensor(dout))
+        tag = f"BNReLU2d step {k}"
+        assert_dtype(out, dtype, f"{tag} output")
+        assert_dtype(dx, dtype, f"{tag} dx")
+        assert_close(out, ref_out, f"{tag} output")
+        masked = dout * (out > 0)
+        slack = _dx_slack(x, masked, ours.params["weight"], ours.eps)
+        assert_close(dx, xt.grad, f"{tag} dx", slack=slack)
+        assert_close(ours.grads["weight"], ref.weight.grad, f"{tag} dweight")
+        assert_close(ours.grads["bias"], ref.bias.grad, f"{tag} dbias")
+        assert_close(ours.buffers["running_var"], ref.running_var, f"{tag} running_var")
+    ref.eval()
+    with torch.no_grad():
+        assert_close(step.forward(x, training=False), torch.relu(ref(tensor(x))), "eval output")
 
 
 def test_batchnorm1d_refuses_a_batch_of_one_in_training_like_torch():
