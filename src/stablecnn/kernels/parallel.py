@@ -90,6 +90,10 @@ _threads = 1
 _configured = False  # set_num_threads was called
 _defaults_applied = False  # runtime.apply_defaults ran (on first use) or was not needed
 _pool: ThreadPoolExecutor | None = None
+# Called once, the first time a kernel splits work, if the program set no threads: stablecnn's
+# runtime module puts its apply_defaults here when it is imported (stablecnn's __init__ imports
+# it), so that this module, which runtime builds on, does not import it back.
+on_first_use: Callable[[], object] | None = None
 PIECES = 4  # element-wise work: pieces per thread, claimed in turn (see the module doc)
 
 
@@ -148,17 +152,15 @@ def configured() -> bool:
 
 
 def _first_use() -> None:
-    """Apply :func:`stablecnn.kernels.runtime.apply_defaults` once, the first time a kernel
-    splits work, unless the program set the threads itself."""
+    """Call :data:`on_first_use` (:func:`stablecnn.kernels.runtime.apply_defaults`) once, the
+    first time a kernel splits work, unless the program set the threads itself."""
     global _defaults_applied
     with _lock:
         if _defaults_applied:
             return
         _defaults_applied = True
-    if not _configured:
-        from stablecnn.kernels import runtime
-
-        runtime.apply_defaults()
+    if not _configured and on_first_use is not None:
+        on_first_use()
 
 
 def _executor() -> ThreadPoolExecutor:

@@ -66,6 +66,8 @@ import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from stablecnn.kernels import parallel
+
 __all__ = [
     "configure",
     "keep_freed_memory",
@@ -139,8 +141,6 @@ def configure(threads: int | None = None) -> None:
     """Keep freed memory for reuse and run stablecnn on ``threads`` threads (default: the
     number already set by :func:`stablecnn.kernels.parallel.set_num_threads`, else
     :func:`stablecnn.kernels.parallel.default_num_threads`)."""
-    from stablecnn.kernels import parallel
-
     keep_freed_memory()
     if threads is not None or not parallel.configured():
         parallel.set_num_threads(parallel.default_num_threads() if threads is None else threads)
@@ -170,8 +170,6 @@ def decide(environ: Mapping[str, str], blas_threads: list[int], cpus: set[int]) 
     Raises:
         ConfigError: ``STABLECNN_NUM_THREADS`` is not a positive integer.
     """
-    from stablecnn.kernels import parallel
-
     user_vars = [name for name in BLAS_THREAD_VARS if environ.get(name, "").strip()]
     changed = [n for n in blas_threads if n not in cpus]
     if user_vars:
@@ -201,8 +199,6 @@ def apply_defaults() -> Defaults:
     """
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from stablecnn.kernels import parallel
-
     blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     cpus = {os.cpu_count() or 1}
     if hasattr(os, "sched_getaffinity"):
@@ -214,3 +210,6 @@ def apply_defaults() -> Defaults:
     if defaults.blas_to_one:
         threadpool_limits(limits=1, user_api="blas")
     return defaults
+
+
+parallel.on_first_use = apply_defaults  # see stablecnn.kernels.parallel._first_use
