@@ -1,28 +1,14 @@
 """The batch-norm kernels (stablecnn.kernels.norm) and the fused BNReLU2d step: any input layout
 against the reference, the same bits at any thread count, float32 far from zero against float64,
-and BatchNorm2d -> ReLU run as one step with the two layers' numbers bit for bit."""
+and BatchNorm2d -> ReLU run as one step with the two layers' numbers bit for bit (its place in a
+model's plan: tests/test_fuse.py)."""
 
 import numpy as np
 import pytest
 
-from stablecnn import (
-    Adam,
-    BatchNorm1d,
-    BatchNorm2d,
-    Conv2d,
-    Flatten,
-    GlobalAvgPool2d,
-    Linear,
-    MaxPool2d,
-    ReLU,
-    Sequential,
-    SoftmaxCrossEntropy,
-    reference,
-)
+from stablecnn import BatchNorm1d, BatchNorm2d, ReLU, reference
 from stablecnn.kernels import norm as kernels
-from stablecnn.nn.fuse import PlanCache, bn_relu_pairs, fuse, relu_pool_pairs
 from stablecnn.nn.layers.norm import BNReLU2d
-from stablecnn.nn.layers.pool import ReLUMaxPool2d
 
 
 def _chwn(shape, rng, dtype=np.float64, loc=0.0):
@@ -233,108 +219,3 @@ def test_bnrelu2d_shares_the_batch_norm_and_is_no_architecture_layer():
         BNReLU2d(ReLU(), BatchNorm2d(3))
     with pytest.raises(TypeError, match="got BatchNorm1d and ReLU"):
         BNReLU2d(BatchNorm1d(3), ReLU())
-
-
-def test_fuse_joins_batch_norm_and_relu_and_leaves_relu_pool_to_the_pool():
-    conv, bn, relu, pool = Conv2d(1, 4, 3, bias=False), BatchNorm2d(4), ReLU(), MaxPool2d(2)
-    bn2, relu2 = BatchNorm2d(4), ReLU()
-    layers = [conv, bn, relu, pool, bn2, relu2, Flatten()]
-    assert bn_relu_pairs(layers) == {4}  # the first ReLU goes with the pool
-    plan = fuse(layers)
-    assert [type(s).__name__ for s in plan] == [
-        "Conv2d",
-        "BatchNorm2d",
-        "ReLUMaxPool2d",
-        "BNReLU2d",
-        "Flatten",
-    ]
-    assert plan[1] is bn and plan[3].bn is bn2 and plan[3].relu is relu2
-    assert all(a is b for a, b in zip(fuse(plan), plan))  # idempotent
-    bn2.kernels = "reference"
-    assert bn_relu_pairs(layers) == frozenset()  # reference kernels are never fused
-    assert not bn_relu_pairs([BatchNorm1d(4), ReLU()]) and not bn_relu_pairs([bn, ReLU])
-
-
-def test_plan_cache_keeps_the_plan_while_nothing_changes():
-    body = [Conv2d(3, 3, 3, padding=1, bias=False), BatchNorm2d(3), ReLU(), BatchNorm2d(3)]
-    cache = PlanCache()
-    plan = cache(body)
-    assert [type(s).__name__ for s in plan] == ["Conv2d", "BNReLU2d", "BatchNorm2d"]
-    assert cache(body) is plan and cache(list(body)) is plan
-    body[1].kernels = "reference"
-    assert cache(body) == tuple(body)
-    body[1].kernels = "fast"
-    assert cache(body, enabled=False) == tuple(body)
-    assert type(cache(body)[1]) is BNReLU2d
-
-
-def test_a_layer_whose_forward_was_replaced_runs_as_itself():
-    """A hook or wrapper set on a layer instance (a profiler, a fault injected by a test) must
-    run: such a layer is never joined, and a PlanCache notices the replacement."""
-    bn, relu, pool = BatchNorm2d(2), ReLU(), MaxPool2d(2)
-    layers = [bn, relu, BatchNorm2d(2), ReLU(), pool]
-    cache = PlanCache()
-    assert [type(s).__name__ for s in cache(layers)] == ["BNReLU2d", "BatchNorm2d", "ReLUMaxPool2d"]
-    calls = []
-    real = relu.forward
-    relu.forward = lambda x, training=True: calls.append(1) or real(x, training)
-    pool.backward = pool.backward  # an instance attribute all the same
-    assert bn_relu_pairs(layers) == {2} and relu_pool_pairs(layers) == frozenset()
-    plan = cache(layers)
-    assert [type(s).__name__ for s in plan] == ["BatchNorm2d", "ReLU", "BNReLU2d", "MaxPool2d"]
-    assert plan[0] is bn and plan[1] is relu and plan[3] is pool
-    x = np.random.default_rng(11).standard_normal((2, 2, 4, 4)).astype(np.float32)
-    for step in plan:
-        x = step.forward(x)
-    assert calls == [1]
-
-
-def _md2_like(fuse_on, dtype):
-    rng = np.random.default_rng(9)
-    layers = []
-    for cin, cout in ((1, 4), (4, 4)):
-        layers += [
-            Conv2d(cin, cout, 3, padding=1, rng=rng, dtype=dtype),
-            BatchNorm2d(cout, dtype=dtype),
-            ReLU(),
-        ]
-    layers += [MaxPool2d(2), Conv2d(4, 6, 3, padding=1, rng=rng, dtype=dtype)]
-    layers += [BatchNorm2d(6, dtype=dtype), ReLU(), MaxPool2d(2)]
-    layers += [
-        Conv2d(6, 6, 3, padding=1, rng=rng, dtype=dtype),
-        BatchNorm2d(6, dtype=dtype),
-        ReLU(),
-    ]
-    layers += [GlobalAvgPool2d(), Linear(6, 5, rng=rng, dtype=dtype)]
-    return Sequential(*layers, fuse=fuse_on)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_model_with_fused_batch_norms_trains_bit_identically(dtype):
-    """Three Adam steps of a small md2-like model fused and unfused: the same losses, gradients,
-    weights, running statistics and evaluation outputs, bit for bit."""
-    rng = np.random.default_rng(10)
-    x = rng.standard_normal((6, 1, 12, 12)).astype(dtype)
-    y = np.arange(6) % 5
-    runs = []
-    for fused in (True, False):
-        model = _md2_like(fused, dtype)
-        opt, loss, record = Adam(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
-        for _ in range(3):
-            record.append(np.asarray(loss.forward(model.forward(x), y)))
-            record.append(model.backward(loss.backward()))
-            record += [g.copy() for _, _, g in model.parameters()]
-            opt.step()
-        record += [p.copy() for _, p, _ in model.parameters()]
-        record += [b.copy() for layer in model.layers for b in layer.buffers.values()]
-        record.append(model.forward(x, training=False))
-        runs.append((model, record))
-    (fused, got), (plain, want) = runs
-    kinds = [type(s).__name__ for s in fused.plan]
-    assert kinds.count("BNReLU2d") == 2 and kinds.count("ReLUMaxPool2d") == 2
-    assert sum(isinstance(s, ReLUMaxPool2d) for s in fused.plan) == 2
-    assert len(plain.plan) == len(plain.layers)
-    assert [n for n, _, _ in fused.parameters()] == [n for n, _, _ in plain.parameters()]
-    assert len(got) == len(want)
-    for k, (a, b) in enumerate(zip(got, want)):
-        np.testing.assert_array_equal(a, b, err_msg=f"array {k}")
