@@ -99,9 +99,19 @@ def test_channel_rows_follow_memory_order():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("relu", [False, True])
-def test_results_are_the_same_bits_at_any_thread_count(threads, dtype, relu):
-    """Large enough to split (two spans of MIN_SPAN values and more); the convolutions' layout
-    and plain NCHW."""
+def test_results_are_the_same_bits_at_any_thread_count(threads, monkeypatch, dtype, relu):
+    """The convolutions' layout and plain NCHW, split across threads: MIN_THREAD_RUN lowered so
+    that these small batches go to the threads (every pass offers 4 blocks and enough values for
+    3 threads; which thread claims which block varies from run to run, the results do not)."""
+    monkeypatch.setattr(kernels, "MIN_THREAD_RUN", 1 << 14)
+    offered = []
+    real = kernels.parallel.for_each_block
+
+    def spy(blocks, fn, sizes=None, min_run=0):
+        offered.append(min(len(blocks), int(sum(b - a for a, b in blocks) // min_run)))
+        return real(blocks, fn, sizes, min_run)
+
+    monkeypatch.setattr(kernels.parallel, "for_each_block", spy)
     rng = np.random.default_rng(4)
     inputs = [_chwn((60, 16, 20, 20), rng, dtype), rng.standard_normal((80, 24, 13, 13))]
     for x in inputs:
@@ -120,6 +130,7 @@ def test_results_are_the_same_bits_at_any_thread_count(threads, dtype, relu):
             for k, (a, b) in enumerate(zip(results[0], other)):
                 assert a.dtype == b.dtype
                 np.testing.assert_array_equal(a, b, err_msg=f"array {k}")
+    assert len(offered) == 2 * 3 * 5 and min(offered) >= 3, offered  # 5 passes a run
 
 
 def test_float32_far_from_zero_is_as_good_as_float64():

@@ -44,9 +44,10 @@ float64 result and ``y`` within 6e-7, better than float64 sums of ``x`` whose me
 to float32 (``tests/test_kernels_norm.py`` holds it). Per-channel scalars (the scale, the shift,
 the gradient's coefficients) are formed in float64 and rounded to the input's dtype.
 
-**Threads.** Each sum is one BLAS call over a block fixed by the shape, whichever thread runs
-it, and every other step is per element or per channel, so the results are bit-identical at any
-thread count (``tests/test_kernels_norm.py`` runs 1, 2 and 3 threads).
+**Threads.** Only large batches are split across threads (:data:`MIN_THREAD_RUN`). Each sum is
+one BLAS call over a block fixed by the shape, whichever thread runs it, and every other step is
+per element or per channel, so the results are bit-identical at any thread count
+(``tests/test_kernels_norm.py`` runs 1, 2 and 3 threads).
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ from stablecnn.kernels import parallel
 BLOCK = 1 << 18  # values of one array that a block of channels covers at most (or one channel)
 MIN_BLOCK = 1 << 15  # values a block covers at least, where the batch allows
 RUN = 4096  # values per run at most (unless the innermost axis alone is longer): see the doc
+# Values per thread below which the blocks stay in one thread. These passes are bound by memory
+# and the run sums are BLAS calls: measured on the 2-core machine here, two threads made a batch
+# norm of (100, 16, 28, 28) no faster (1.46 ms forward and backward against 1.53 on one) and one
+# of (100, 64, 7, 7) slower (0.53 ms against 0.41): a pass over 5 MB ran 80 us on one thread and
+# on two, and two concurrent BLAS sums of ones took 0.12 ms where one thread took 0.055.
+MIN_THREAD_RUN = 1 << 21
 
 
 @dataclass
@@ -142,9 +149,10 @@ def _relu(block: np.ndarray) -> None:
 
 
 def _for_each_block(rows: Rows, fn: Callable[[int, int], object]) -> None:
-    """``fn(c0, c1)`` over :meth:`Rows.blocks`, runs of whole blocks split across threads."""
+    """``fn(c0, c1)`` over :meth:`Rows.blocks`, runs of whole blocks split across threads when
+    each thread gets :data:`MIN_THREAD_RUN` values or more."""
     per_channel = max(rows.shape[1] * rows.shape[2], 1)
-    parallel.for_each_block(rows.blocks(), fn, min_run=parallel.MIN_SPAN / per_channel)
+    parallel.for_each_block(rows.blocks(), fn, min_run=MIN_THREAD_RUN / per_channel)
 
 
 def _channel_sums(parts: np.ndarray) -> np.ndarray:
