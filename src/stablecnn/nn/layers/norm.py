@@ -26,9 +26,10 @@ Reference: :func:`stablecnn.reference.batchnorm_forward`,
 :func:`~stablecnn.reference.batchnorm_running_stats` and
 :func:`~stablecnn.reference.batchnorm_eval_forward` (``kernels = "reference"`` runs them).
 
-The fast kernels are in :mod:`stablecnn.kernels.norm`: a few passes over each channel's
-contiguous runs (for the convolutions' (C, H, W, N) outputs one run per channel), split across
-threads by channels, bit-identical at any thread count.
+The fast kernels are in :mod:`stablecnn.kernels.norm`: a few passes over blocks of whole
+channels, each channel seen as contiguous runs in memory (for the convolutions' (C, H, W, N)
+outputs, H runs of W*N values), no ``x_hat`` array kept (the input is, by reference), large
+batches split across threads, bit-identical at any thread count.
 
 Precision: the mean and variance are the corrected two-pass algorithm (Chan, Golub and LeVeque,
 1983): a first mean ``mu0``, then the sums of ``d = x - mu0`` and ``d^2`` give
