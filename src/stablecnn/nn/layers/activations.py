@@ -7,6 +7,7 @@ import numpy as np
 from stablecnn import reference
 from stablecnn.errors import ConfigError
 from stablecnn.kernels import parallel
+from stablecnn.kernels.relu import relu_into
 from stablecnn.nn.layers.base import Layer
 
 
@@ -33,7 +34,7 @@ class ReLU(Layer):
             out = reference.relu_forward(x)
         else:
             out = np.empty_like(x, order="K")
-            parallel.split(lambda x_span, out_span: np.maximum(x_span, 0, out=out_span), x, out)
+            parallel.split(relu_into, x, out)  # max(x, 0), against a row of zeros
         self._out = out if training else None
         return out
 

@@ -34,6 +34,7 @@ from numpy.typing import DTypeLike
 
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels import parallel
+from stablecnn.kernels.relu import relu_into
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
 
@@ -296,7 +297,7 @@ class Residual(Layer):
 def _add(a: np.ndarray, b: np.ndarray, out: np.ndarray, relu: bool) -> None:
     np.add(a, b, out=out)
     if relu:
-        np.maximum(out, 0, out=out)
+        relu_into(out, out)
 
 
 def _back(layers: list[Layer], dout: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
