@@ -386,7 +386,7 @@ INFERENCE_BLOCK = 1 << 24  # bytes of work arrays per thread in inference
 
 
 def _blocks(
-    ho: int, n: int, row_items: int, itemsize: int, halo: int = 0
+    ho: int, n: int, row_items: int, itemsize: int, halo: int = 0, row_macs: int = 0
 ) -> list[tuple[int, int, int, int]]:
     """Blocks ``(h0, h1, n0, n1)`` of output rows and images, fixed by the shapes, whose work
     arrays take at most about :data:`INFERENCE_BLOCK` bytes, ``row_items`` elements being one
@@ -397,7 +397,11 @@ def _blocks(
     bands of 7 rows over 100 images ran faster on 1 and 2 threads than blocks of images)."""
     row_bytes = row_items * itemsize
     fit = max(1, INFERENCE_BLOCK // row_bytes - halo)  # output rows of one image that fit
-    bands = parallel.grid(ho, max(halo, 1), fit)
+    # a band is one call's worth of work or more (``row_macs``: multiply-adds of an output row
+    # of all n images): a small batch (one image: the latency of a web page's request) is not
+    # cut into a dozen bands whose calls cost more than their products
+    least = max(halo, 1, -(-parallel.MIN_MACS // max(row_macs * n, 1)) if row_macs else 1)
+    bands = parallel.grid(ho, least, max(fit, least))
     tallest = max(h1 - h0 for h0, h1 in bands)
     images = parallel.grid(n, 1, max(1, INFERENCE_BLOCK // ((tallest + halo) * row_bytes)), parts=1)
     return [(h0, h1, n0, n1) for n0, n1 in images for h0, h1 in bands]
@@ -441,7 +445,9 @@ def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
     f, kh = b.shape[0], stacked.shape[0] // b.shape[0]
     out = np.empty((f, ho, wo, n), dtype=stacked.dtype)
 
-    blocks = _blocks(ho, n, (c * kw + kh * f) * wo, stacked.itemsize, halo=kh - 1)
+    blocks = _blocks(
+        ho, n, (c * kw + kh * f) * wo, stacked.itemsize, halo=kh - 1, row_macs=kh * f * c * kw * wo
+    )
 
     def one_block(h0, h1, n0, n1):
         rows, cols = h1 - h0 + kh - 1, wo * (n1 - n0)  # input rows h0 .. h1+kH-2
