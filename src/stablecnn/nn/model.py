@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from stablecnn.errors import ConfigError, ShapeError
-from stablecnn.nn.fuse import fuse, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
+from stablecnn.nn.fuse import PlanCache, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
 from stablecnn.nn.layers.base import Layer
 from stablecnn.nn.losses import softmax
 
@@ -82,8 +82,7 @@ class Sequential:
         self.dtype = np.dtype(dtypes.pop() if dtypes else np.float32)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.fuse = fuse
-        self._plan_key: tuple | None = None  # what the cached plan was made from
-        self._plan: tuple[Layer, ...] = ()
+        self._plan = PlanCache()  # the fused steps, made again when what they come from changes
         self._last_plan: tuple[Layer, ...] | None = None  # the steps the last forward ran
         if kernels is not None:
             self.kernels = kernels
@@ -108,13 +107,10 @@ class Sequential:
     def plan(self) -> tuple[Layer, ...]:
         """The steps :meth:`forward` runs, first to last: :attr:`layers` as they are, or with
         :attr:`fuse` on, ``stablecnn.nn.fuse.fuse(layers)``. Made again whenever ``layers`` (the
-        list may be edited), a layer's kernels or ``fuse`` change, so it always follows them;
-        pairs on the reference kernels are never fused."""
-        key = (self.fuse, tuple(self.layers), tuple(layer.kernels for layer in self.layers))
-        if key != self._plan_key:  # layers compare by identity
-            self._plan = tuple(fuse(self.layers) if self.fuse else self.layers)
-            self._plan_key = key
-        return self._plan
+        list may be edited), a layer's kernels, a layer's replaced ``forward`` or ``backward`` or
+        ``fuse`` change (:class:`stablecnn.nn.fuse.PlanCache`), so it always follows them; pairs
+        on the reference kernels are never fused."""
+        return self._plan(self.layers, enabled=self.fuse)
 
     # -- shapes ---------------------------------------------------------------------------------
     def shapes(self, input_shape) -> list[tuple[int, ...]]:
