@@ -67,9 +67,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stablecnn.errors import ModelFileError, ShapeError
+from stablecnn.errors import ConfigError, ModelFileError, ShapeError
 from stablecnn.nn import init as initializers
-from stablecnn.nn.layers import CONTAINERS, LAYERS, MAX_REPEAT, Conv2d
+from stablecnn.nn.layers import CONTAINERS, LAYERS, Conv2d, repeat_count
 from stablecnn.nn.layers import from_config as layer_from_config
 from stablecnn.nn.model import Sequential
 from stablecnn.nn.modelfile_text import (  # the two reading limits are documented here too
@@ -281,13 +281,10 @@ def _expand(layers: list, at: _At, fail, key=None) -> list[tuple[_At, object]]:
     copies (see :func:`stablecnn.nn.layers.expand_repeats`)."""
     out = []
     for i, layer in enumerate(layers):
-        count = layer.get("repeat", 1) if isinstance(layer, dict) else 1
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPEAT:
-            fail(
-                f"repeat must be an int from 1 to {MAX_REPEAT} (the number of copies of this "
-                f"layer), got {count!r:.40}",
-                at.child(key, i, len(out), layer),
-            )
+        try:
+            count = repeat_count(layer)
+        except ConfigError as exc:
+            fail(str(exc), at.child(key, i, len(out), layer))
         if isinstance(layer, dict):
             layer = {k: v for k, v in layer.items() if k != "repeat"}
         out += [(at.child(key, i, len(out) + r, layer), layer) for r in range(count)]
@@ -304,10 +301,10 @@ def _check_layer(layer, shape: tuple, at: _At, rng, count: dict, config: dict, f
             continue
         if not isinstance(layer[key], list):
             fail(f"{key} must be a list of layers, got {layer[key]!r:.80}", at)
-        inner = shape
-        for child_at, child in _expand(layer[key], at, fail, key):
+        inner, children = shape, _expand(layer[key], at, fail, key)
+        for child_at, child in children:
             _, inner = _check_layer(child, inner, child_at, rng, count, config, fail)
-        layer = {**layer, key: [c for _, c in _expand(layer[key], at, fail, key)]}
+        layer = {**layer, key: [child for _, child in children]}
     try:
         made = layer_from_config(layer, rng=rng, dtype=np.float32, weights=False)
     except (ValueError, TypeError, ArithmeticError) as exc:

@@ -43,24 +43,38 @@ CONTAINERS: dict[type[Layer], tuple[str, ...]] = {
 MAX_REPEAT = 1000  # a "repeat" count above this is a typo (ResNet-1202 repeats a block 200 times)
 
 
+def repeat_count(config) -> int:
+    """How many copies of the layer ``config`` stands for: its ``"repeat"`` (1 without one).
+
+    Raises:
+        ConfigError: ``repeat`` not an int in [1, :data:`MAX_REPEAT`].
+    """
+    count = config.get("repeat", 1) if isinstance(config, Mapping) else 1
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPEAT:
+        raise ConfigError(
+            f"repeat must be an int from 1 to {MAX_REPEAT} (the number of copies of this "
+            f"layer), got {count!r:.40}"
+        )
+    return count
+
+
 def expand_repeats(configs: list) -> list:
     """Layer configs with each ``{"repeat": k, ...}`` written out as ``k`` copies (without the
     key), so a model file describes a block once and repeats it. Configs without ``repeat`` are
     kept as they are (the same objects).
 
     Raises:
-        ConfigError: ``repeat`` not an int in [1, :data:`MAX_REPEAT`] (naming the layer index).
+        ConfigError: a bad ``repeat`` (:func:`repeat_count`), naming the layer index.
     """
     out = []
     for i, config in enumerate(configs):
         if not (isinstance(config, Mapping) and "repeat" in config):
             out.append(config)
             continue
-        count = config["repeat"]
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPEAT:
-            raise ConfigError(
-                f"layer {i}: repeat must be an int from 1 to {MAX_REPEAT}, got {count!r:.40}"
-            )
+        try:
+            count = repeat_count(config)
+        except ConfigError as exc:
+            raise ConfigError(f"layer {i}: {exc}") from None
         one = {k: v for k, v in config.items() if k != "repeat"}
         out.extend(dict(one) for _ in range(count))
     return out
