@@ -235,7 +235,7 @@ class Residual(Layer):
             s = layer.forward(s, training)
         if h.shape != s.shape:
             self.output_shape(x.shape[1:])  # raises the ShapeError naming both shapes
-        if self.kernels == "reference" or not isinstance(self.act, (ReLU, type(None))):
+        if self.kernels == "reference":
             out = h + s  # the definition, step by step
             return self.act.forward(out, training) if self.act is not None else out
         # the same numbers in one threaded pass: each span summed, then (with a ReLU) clipped
@@ -249,9 +249,10 @@ class Residual(Layer):
     def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self.act is None:
             g = dout
-        elif self.kernels == "reference" or not isinstance(self.act, ReLU):
+        elif self.kernels == "reference":
             g = self.act.backward(dout)
         else:  # dL/d(h + s) = dout where the sum was positive, as ReLU.backward computes it
+            # (the activation is a ReLU: ACTIVATIONS holds no other)
             if self._out is None:
                 raise RuntimeError("Residual: backward needs a forward(x, training=True) first")
             out, self._out = self._out, None
