@@ -235,7 +235,7 @@ class Residual(Layer):
             s = layer.forward(s, training)
         if h.shape != s.shape:
             self.output_shape(x.shape[1:])  # raises the ShapeError naming both shapes
-        if self.kernels == "reference":
+        if self._step_by_step():
             out = h + s  # the definition, step by step
             return self.act.forward(out, training) if self.act is not None else out
         # the same numbers in one threaded pass: each span summed, then (with a ReLU) clipped
@@ -246,10 +246,15 @@ class Residual(Layer):
         self._out = out if training and relu else None  # the ReLU's mask, as ReLU keeps it
         return out
 
+    def _step_by_step(self) -> bool:
+        """Whether the sum runs as its definition (``h + s``, then the activation's own layer):
+        when the activation (with none, the whole block) is on the reference kernels."""
+        return (self.act.kernels if self.act is not None else self.kernels) == "reference"
+
     def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         if self.act is None:
             g = dout
-        elif self.kernels == "reference":
+        elif self._step_by_step():
             g = self.act.backward(dout)
         else:  # dL/d(h + s) = dout where the sum was positive, as ReLU.backward computes it
             # (the activation is a ReLU: ACTIVATIONS holds no other)
