@@ -188,15 +188,10 @@ def fetch_from_mirrors(
                 _store_array(dest, fspec, read_verified(Path(tmp), fspec, spec), url)
                 served[key] = f"mirror {mirror}"
                 break
-            except urllib.error.HTTPError as exc:
-                failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-            except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
-                dead_hosts.add(host)
-                reason = getattr(exc, "reason", exc)
-                failures.append(f"{host}: unreachable ({reason})")
-            except (OSError, DataError) as exc:
-                text = str(exc)
-                failures.append(text if text.startswith(url) else f"{url}: {text}")
+            except (OSError, DataError) as exc:  # HTTP and connection errors are OSErrors
+                if _unreachable(exc):
+                    dead_hosts.add(host)
+                failures.append(_mirror_failure(url, exc, unreachable_name=host))
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
@@ -204,6 +199,25 @@ def fetch_from_mirrors(
         shown = "; ".join(failures) if failures else "no mirrors configured"
         raise SourceError(f"download mirrors failed: {shown}")
     return served
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the host could not be reached at all (not an HTTP answer)."""
+    return not isinstance(exc, urllib.error.HTTPError) and isinstance(
+        exc, (TimeoutError, urllib.error.URLError, ConnectionError)
+    )
+
+
+def _mirror_failure(url: str, exc: BaseException, unreachable_name: str | None = None) -> str:
+    """One line saying why the mirror at ``url`` served nothing: its HTTP status, that it could
+    not be reached (naming ``unreachable_name``, default the URL), or the error, prefixed with
+    the URL unless it names it already."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"{url}: HTTP {exc.code} {exc.reason}"
+    if _unreachable(exc):
+        return f"{unreachable_name or url}: unreachable ({getattr(exc, 'reason', exc)})"
+    text = str(exc)
+    return text if text.startswith(url) else f"{url}: {text}"
 
 
 def _split_of(key: str) -> str:
@@ -353,13 +367,8 @@ def fetch_archive_from_mirrors(
                 )
             os.replace(tmp, dest / spec.archive_name)
             return f"mirror {mirror}"
-        except urllib.error.HTTPError as exc:
-            failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
-            failures.append(f"{url}: unreachable ({getattr(exc, 'reason', exc)})")
-        except (OSError, DataError) as exc:
-            text = str(exc)
-            failures.append(text if text.startswith(url) else f"{url}: {text}")
+        except (OSError, DataError) as exc:  # HTTP and connection errors are OSErrors
+            failures.append(_mirror_failure(url, exc))
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
