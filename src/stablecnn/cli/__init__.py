@@ -43,7 +43,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stablecnn.cli import data, legacy, plot, predict, train
+    from stablecnn.cli import data, legacy, plot, predict, serve, train
 
     parser = argparse.ArgumentParser(
         prog="stablecnn",
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_parser(sub)
     legacy.add_parser(sub)  # export-pickle, import-pickle
     data.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -110,6 +110,44 @@ def load_image(path, size: tuple[int, int] = IMAGE_SIZE, framing: str = "mnist")
     return images[0]
 
 
+def picture_from_bytes(
+    data: bytes,
+    size: tuple[int, int] = IMAGE_SIZE,
+    framing: str = "mnist",
+    channels: int = 1,
+    name: str = "the picture",
+) -> np.ndarray:
+    """A picture held in memory (an upload to the web page; never written to disk) as
+    :func:`load_images` reads a picture file: uint8 ``(1, H, W)``, or ``(1, 3, H, W)`` with
+    ``channels=3``, under the same rules (decoding guards, framing, colour).
+
+    Raises:
+        ImageError: not a picture Pillow reads, or too big; the message starts with ``name``.
+        NoInkError: (framing ``"mnist"``) the picture is blank or uniform: "<name>: no ink
+            found: ...".
+        ValueError: ``framing`` is not one of :data:`FRAMINGS`, or ``channels`` not 1 or 3.
+    """
+    import io
+
+    if framing not in FRAMINGS:
+        raise ConfigError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
+    if channels not in (1, 3):
+        raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}")
+
+    class Named(io.BytesIO):  # the messages name the picture as ``name``, not a BytesIO
+        def __str__(self) -> str:
+            return name
+
+    source = Named(data)
+    if channels == 3:
+        return _decode(source, size, "RGB", lambda img: colour_pixels(img, size))[None]
+    grey = _decode(source, size, "L", grey_pixels)  # (H, W) floats in [0, 1]
+    try:
+        return to_mnist(grey, size, framing)[None]  # (1, H, W)
+    except NoInkError as exc:  # kept apart from ImageError: nothing drawn is not a broken file
+        raise NoInkError(f"{name}: {exc}") from None
+
+
 def _load_npy(path: Path, size: tuple[int, int], channels: int = 1) -> np.ndarray:
     try:
         # mmap: the header's shape is checked against the file's length before anything is read
