@@ -44,6 +44,15 @@ float64 result and ``y`` within 6e-7, better than float64 sums of ``x`` whose me
 to float32 (``tests/test_kernels_norm.py`` holds it). Per-channel scalars (the scale, the shift,
 the gradient's coefficients) are formed in float64 and rounded to the input's dtype.
 
+**Across processes.** ``reduce``, given to :func:`train_forward` and :func:`backward`, makes the
+statistics those of a larger batch that this one is a part of (synchronised batch norm, as data
+parallel training over MPI needs: :mod:`stablecnn.training.microbatch`). The kernel hands it
+float64 vectors of its part's channel sums (``[M, sum x]``, then ``[sum d, sum d^2]`` with ``d =
+x - mu0`` for the whole batch's ``mu0``, then backward ``[sum g, sum g d]``) and computes with
+the whole batch's sums it returns, in the same formulas; the first two need a pass each (the
+second cannot start before every part's first mean is known). ``reduce`` that returns its input
+gives this batch's own statistics, the same bits as without it.
+
 **Threads.** Only large batches are split across threads (:data:`MIN_THREAD_RUN`). Each sum is
 one BLAS call over a block fixed by the shape, whichever thread runs it, and every other step is
 per element or per channel, so the results are bit-identical at any thread count
@@ -164,7 +173,9 @@ def _columns(dtype, *vectors: np.ndarray) -> list[np.ndarray]:
 class TrainCache:
     """What the training forward pass keeps for the backward pass: the input by reference (as
     rows), the first mean ``mu0`` ((C, 1, 1), input dtype), the correction ``c`` and ``inv_std``
-    ((C,) float64), and, when a ReLU followed, the output rows for its mask."""
+    ((C,) float64), when a ReLU followed, the output rows for its mask, and ``count``, the values
+    per channel the statistics are over (``M``; the whole batch's with a ``reduce``) and
+    ``reduce`` itself."""
 
     rows: Rows
     x: np.ndarray
@@ -172,16 +183,25 @@ class TrainCache:
     correction: np.ndarray
     inv_std: np.ndarray
     out: np.ndarray | None
+    count: int | float = 0
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def train_forward(
-    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, relu: bool = False
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float,
+    relu: bool = False,
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, TrainCache]:
     """Training-mode batch norm of ``x`` (N, C, ...): ``y = gamma (x - mu) / sqrt(var + eps) +
     beta`` with the batch's mean and biased variance per channel, then ``max(y, 0)`` if ``relu``.
 
     Returns ``(y, mean, var, cache)``: ``y`` x's shape and dtype (a channel-major view, see the
     module doc), ``mean`` and ``var`` (C,) float64, and what :func:`backward` needs.
+    ``reduce(v)``: the sums ``v`` (float64, 1-D) of this part of a larger batch -> the whole
+    batch's; the statistics are then the whole batch's (see the module doc).
     Definition: :func:`stablecnn.reference.batchnorm_forward` (and
     :func:`~stablecnn.reference.relu_forward`).
     """
@@ -201,8 +221,25 @@ def train_forward(
         np.matmul(d, ones, out=parts[1, c0:c1])
         np.matmul(np.square(d), ones, out=parts[2, c0:c1])
 
-    _for_each_block(rows, stats)
-    sums = _channel_sums(parts[1:])
+    if reduce is None:
+        _for_each_block(rows, stats)
+        sums = _channel_sums(parts[1:])
+    else:  # the whole batch's first mean before any d: two passes
+
+        def sum_x(c0: int, c1: int) -> None:
+            np.matmul(xr[c0:c1], ones, out=parts[0, c0:c1])
+
+        def centred(c0: int, c1: int) -> None:
+            d = np.subtract(xr[c0:c1], mu0[c0:c1], out=yr[c0:c1])
+            np.matmul(d, ones, out=parts[1, c0:c1])
+            np.matmul(np.square(d), ones, out=parts[2, c0:c1])
+
+        _for_each_block(rows, sum_x)
+        total = reduce(np.concatenate(([float(m)], _channel_sums(parts[0]))))
+        m = total[0]  # the whole batch's values per channel
+        mu0[:, 0, 0] = total[1:] / m
+        _for_each_block(rows, centred)
+        sums = reduce(_channel_sums(parts[1:]).reshape(-1)).reshape(2, c)
     correction = sums[0] / m
     var = np.maximum(sums[1] / m - correction * correction, 0.0)
     inv_std = 1.0 / np.sqrt(var + eps)
@@ -217,7 +254,8 @@ def train_forward(
 
     _for_each_block(rows, normalise)
     mean = mu0.reshape(-1).astype(np.float64) + correction
-    return y, mean, var, TrainCache(rows, xr, mu0, correction, inv_std, yr if relu else None)
+    cache = TrainCache(rows, xr, mu0, correction, inv_std, yr if relu else None, m, reduce)
+    return y, mean, var, cache
 
 
 def backward(
@@ -230,14 +268,16 @@ def backward(
     ``dbeta = sum g``, ``dgamma = inv_std (sum g d - c dbeta)`` and ``dx = a g + b d + k``,
     where ``a = gamma inv_std``, ``b = -a inv_std dgamma / M`` and ``k = -a dbeta / M - b c``,
     which is ``a (g - dbeta / M - x_hat dgamma / M)`` (the module doc of
-    :mod:`stablecnn.nn.layers.norm`). ``dout`` is not changed. Definition:
+    :mod:`stablecnn.nn.layers.norm`). ``dout`` is not changed. After a forward pass with a
+    ``reduce``, the sums are the whole batch's through the same ``reduce``, and so are dgamma and
+    dbeta. Definition:
     :func:`stablecnn.reference.batchnorm_backward` (after
     :func:`~stablecnn.reference.relu_backward`).
     """
     rows, xr = cache.rows, cache.x
     gr = rows.view(dout)
     c, r, ln = rows.shape
-    m, dtype, ones = r * ln, xr.dtype, _ones(ln, xr.dtype)
+    m, dtype, ones = cache.count or r * ln, xr.dtype, _ones(ln, xr.dtype)
     dxr, dx = rows.empty(dtype)  # holds d = x - mu0 until the last pass
     masked = None if cache.out is None else np.empty(rows.shape, dtype)
     parts = np.empty((2, c, r), dtype)  # run sums of g and g * d
@@ -252,6 +292,8 @@ def backward(
 
     _for_each_block(rows, sums)
     sum_g, sum_gd = _channel_sums(parts)
+    if cache.reduce is not None:
+        sum_g, sum_gd = cache.reduce(np.concatenate((sum_g, sum_gd))).reshape(2, c)
     inv, corr = cache.inv_std, cache.correction
     dgamma = inv * (sum_gd - corr * sum_g)
     if not need_input_grad:

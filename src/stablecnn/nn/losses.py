@@ -161,7 +161,10 @@ class SoftmaxCrossEntropy:
 
     __call__ = forward
 
-    def backward(self) -> np.ndarray:
+    def backward(self, batch_size: int | None = None) -> np.ndarray:
+        """dL/dlogits of the last :meth:`forward`, ``(softmax(z) - q) / N``. ``batch_size``: the
+        N to divide by when these logits are one micro-batch of a batch of that size (whose mean
+        loss is the one to differentiate); default the logits' own N."""
         if self._cache is None:
             raise RuntimeError("SoftmaxCrossEntropy: backward needs a forward first")
         logp, labels = self._cache
@@ -171,7 +174,7 @@ class SoftmaxCrossEntropy:
         if eps:
             grad -= grad.dtype.type(eps / k)  # the uniform part of the target
         grad[np.arange(n), labels] -= grad.dtype.type(1 - eps) if eps else 1
-        grad /= n
+        grad /= n if batch_size is None else batch_size
         # Flush subnormal entries (|g| < 1.2e-38 in float32) to zero: they change nothing a float
         # can hold, but every matrix product they flow through runs 10-30x slower on x86.
         grad[np.abs(grad) < np.finfo(grad.dtype).tiny] = 0

@@ -34,6 +34,11 @@ class TrainConfig:
     log, metrics file and plots) is then the smoothed loss, while the test loss stays the plain
     cross-entropy, so the two are not the same measure.
 
+    ``micro_batches`` (P, default 1, at most ``batch_size``) computes each batch's gradient as
+    the sum of P contiguous micro-batches' gradients added in a fixed order
+    (:mod:`stablecnn.training.microbatch`): P is part of the run's arithmetic, and a run with a
+    given P gives bit-identical weights on one process or on any K <= P MPI ranks.
+
     Raises:
         ConfigError: a value out of its range, naming the field and the value.
     """
@@ -59,15 +64,21 @@ class TrainConfig:
     eval_batch_size: int = 1000
     augment: dict | None = None  # Augment.to_dict(): max_shift, max_degrees, random_crop, ...
     label_smoothing: float = 0.0  # eps of the training loss's targets (1 - eps) one_hot + eps / K
+    # micro-batches a batch's gradient is summed from, in a fixed order (1: the whole batch at
+    # once); what makes a run on K MPI ranks bit-identical to one process, see
+    # stablecnn.training.microbatch
+    micro_batches: int = 1
 
     def __post_init__(self):
         def bad(what, value, rule):
             raise ConfigError(f"{what} must be {rule}, got {value!r}")
 
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "micro_batches"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 bad(name, value, "a positive integer")
+        if self.micro_batches > self.batch_size:
+            bad("micro_batches", self.micro_batches, f"at most batch_size ({self.batch_size})")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
             bad("lr", self.lr, "a positive finite number")
         if self.train_size is not None and (

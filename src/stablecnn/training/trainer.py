@@ -44,6 +44,7 @@ from stablecnn.training import preflight
 from stablecnn.training.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
 from stablecnn.training.config import TrainConfig
 from stablecnn.training.metrics import evaluate
+from stablecnn.training.microbatch import MicroBatchStep
 from stablecnn.training.runlock import RunLock  # noqa: F401  (part of this module's interface)
 
 # errors a step can meet that say something about the data, the settings or the system, not a bug:
@@ -142,6 +143,20 @@ class Trainer:
         self.data_source = data_source
         self.augment = Augment.from_dict(config.augment) if config.augment else None
         preflight.check_run(self.model, (images, labels), test_data, config.batch_size)
+        last_batch = self.num_train - (self.steps_per_epoch - 1) * config.batch_size
+        if last_batch < config.micro_batches:
+            raise ConfigError(
+                f"the last batch of each epoch holds {last_batch} of the {self.num_train} "
+                f"training images, fewer than the {config.micro_batches} micro-batches it "
+                f"would be cut into; choose a train size or batch size that leaves at least "
+                f"{config.micro_batches} images in it"
+            )
+        # a batch as micro-batches (stablecnn.training.microbatch); None: the whole batch at once
+        self.micro_step = (
+            MicroBatchStep(self.model, config.micro_batches, None, config.label_smoothing)
+            if config.micro_batches > 1
+            else None
+        )
         self.num_classes = preflight.num_classes(self.model, preflight.example_shape(images))
         bar = Progress() if progress else None
         log = TextLog(
@@ -243,11 +258,7 @@ class Trainer:
             start=start,
         )
 
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """One forward, backward and optimizer step; returns (loss, batch accuracy)."""
-        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below
-            logits = self.model.forward(x, training=True)
-            loss = float(self.loss_fn.forward(logits, y))
+    def _check_loss(self, loss: float) -> None:
         if not math.isfinite(loss):
             raise Diverged(
                 f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
@@ -255,9 +266,27 @@ class Trainer:
                 f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
                 f"try a lower learning rate"
             )
+
+    def forward_backward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """The batch's forward and backward pass, its gradient left in the model's ``grads``;
+        returns (loss, batch accuracy). With ``config.micro_batches`` > 1, as that many
+        micro-batches (:class:`~stablecnn.training.microbatch.MicroBatchStep`)."""
+        if self.micro_step is not None:
+            loss, acc, _ = self.micro_step(x, y)
+            self._check_loss(loss)
+            return loss, acc
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below
+            logits = self.model.forward(x, training=True)
+            loss = float(self.loss_fn.forward(logits, y))
+        self._check_loss(loss)
         acc = float(np.mean(logits.argmax(axis=1) == y))
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow shows in the next loss
             self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        return loss, acc
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """One forward, backward and optimizer step; returns (loss, batch accuracy)."""
+        loss, acc = self.forward_backward(x, y)
         if self.config.clip is not None:
             norm = clip_grad_norm(self.model.parameters(), self.config.clip)
             if not math.isfinite(norm):
@@ -273,6 +302,16 @@ class Trainer:
             self.optimizer.step()
         self._updating = False
         return loss, acc
+
+    def evaluate_test(self):
+        """The model on the test set (:func:`~stablecnn.training.metrics.evaluate`)."""
+        return evaluate(
+            self.model,
+            self.test_images,
+            self.test_labels,
+            self.normalizer,
+            self.config.eval_batch_size,
+        )
 
     def _stop_on_error(self, exc: BaseException, what: str, restore) -> NoReturn:
         """Save a checkpoint at the last completed step (see the module doc), then raise.
@@ -361,7 +400,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
 
     def _run_epoch(self) -> dict:
-        config, epoch = self.config, self.epoch
+        epoch = self.epoch
         t_epoch = time.perf_counter()
         batches = self.epoch_batches(epoch, start=self.step_in_epoch)
         for s in range(self.step_in_epoch, self.steps_per_epoch):
@@ -403,13 +442,7 @@ class Trainer:
                     f"{self.checkpoint_path}. Resume with: stablecnn train --resume {self.run_dir}"
                 )
         try:
-            result = evaluate(
-                self.model,
-                self.test_images,
-                self.test_labels,
-                self.normalizer,
-                config.eval_batch_size,
-            )
+            result = self.evaluate_test()
         except BaseException as exc:
             self._stop_on_error(exc, f"in the evaluation after epoch {epoch + 1}", restore=None)
         self.epoch, self.step_in_epoch = epoch + 1, 0

@@ -5,6 +5,11 @@ it takes a ``seed`` from the model's generator; the mask of its ``k``-th trainin
 ``numpy.random.default_rng([seed, k])``. Both ``seed`` and the call counter are int64 buffers, so
 they are saved in checkpoints and restored by ``load_state_dict``: a resumed run draws exactly the
 masks the uninterrupted run would have drawn.
+
+A batch split into micro-batches (:mod:`stablecnn.training.microbatch`, also across MPI ranks)
+sets :attr:`Dropout.batch_rows` to ``(start, stop, total)``: the mask is then rows ``start:stop``
+of the whole batch's mask, the one an unsplit batch of ``total`` draws, so each example's mask
+depends on its place in the batch, not on which process or micro-batch computes it.
 """
 
 from __future__ import annotations
@@ -79,6 +84,8 @@ class Dropout(Layer):
         self.buffers["seed"] = np.array(rng.integers(0, 2**63 - 1), dtype=np.int64)
         self.buffers["counter"] = np.array(0, dtype=np.int64)
         self._cache = None
+        # (start, stop, total): the input is rows start:stop of a batch of total (module doc)
+        self.batch_rows: tuple[int, int, int] | None = None
 
     def config(self) -> dict:
         return {"type": "Dropout", "p": self.p}
@@ -91,7 +98,13 @@ class Dropout(Layer):
             self._cache = (None,)
             return x
         counter = self.buffers["counter"]
-        mask = dropout_mask(x.shape, self.p, int(self.buffers["seed"]), int(counter), x.dtype)
+        shape, rows = x.shape, slice(None)
+        if self.batch_rows is not None:  # part of a larger batch: its rows of that batch's mask
+            start, stop, total = self.batch_rows
+            if stop - start != len(x):
+                raise ValueError(f"{self!r}: batch_rows {self.batch_rows} for {len(x)} rows")
+            shape, rows = (total, *x.shape[1:]), slice(start, stop)
+        mask = dropout_mask(shape, self.p, int(self.buffers["seed"]), int(counter), x.dtype)[rows]
         counter += 1  # in place: the array in state_dict() stays the same object
         self._cache = (mask,)
         return x * mask

@@ -39,6 +39,14 @@ in float32 for data far from zero. Sums run in the input's dtype over runs of at
 and are added across runs in float64 (see :mod:`stablecnn.kernels.norm` for the bounds and the
 test that holds them).
 
+Synchronised statistics: a layer whose :attr:`_BatchNorm.reducer` is set computes, while
+training, the mean and variance (and the backward pass's sums) of a larger batch that its input is
+a part of: the kernel hands the reducer its part's float64 channel sums and uses the whole
+batch's it returns (:mod:`stablecnn.kernels.norm`). No communication happens in the layer: the
+reducer is a function given to it, by :mod:`stablecnn.training.microbatch` for data-parallel
+training (where it adds the micro-batches' sums in a fixed order, across MPI ranks or in one
+process). ``None`` (the default) is the batch's own statistics.
+
 :class:`BNReLU2d` is a BatchNorm2d and the ReLU that follows it run as one step (the ReLU applied
 in the batch norm's last pass, its mask applied in the backward pass's first): a step of a
 model's execution plan that :func:`stablecnn.nn.fuse.fuse` makes.
@@ -105,6 +113,9 @@ class _BatchNorm(Layer):
             self.buffers["running_var"] = np.ones(c, dtype=dtype)
         self.buffers["num_batches_tracked"] = np.array(0, dtype=np.int64)
         self._cache = None
+        # sums of this batch (float64, 1-D) -> those of the whole batch it is part of; see the
+        # module doc. Not part of the config: set by whoever splits the batch, for a step.
+        self.reducer = None
 
     def config(self) -> dict:
         return {
@@ -135,12 +146,16 @@ class _BatchNorm(Layer):
                 return reference.relu_forward(y) if relu else y
             return batchnorm_eval_forward(x, gamma, beta, run_mean, run_var, self.eps, relu)
         m = x.size // self.num_features
-        if m < 2:
+        if m < 2 and self.reducer is None:
             raise ConfigError(
                 f"{self!r}: training needs more than 1 value per channel to take a "
                 f"batch variance, got input shape {x.shape}"
             )
         if self.kernels == "reference":
+            if self.reducer is not None:
+                raise ConfigError(
+                    f"{self!r}: synchronised statistics (a reducer) run on the fast kernels only"
+                )
             run_mean[...], run_var[...] = reference.batchnorm_running_stats(
                 x, run_mean, run_var, self.momentum
             )
@@ -149,7 +164,18 @@ class _BatchNorm(Layer):
             y = reference.relu_forward(y) if relu else y
             self._cache = ("reference", x, y if relu else None)
             return y
-        y, mean, var, cache = batchnorm_forward(x, gamma, beta, self.eps, relu)
+        if self.reducer is None:
+            y, mean, var, cache = batchnorm_forward(x, gamma, beta, self.eps, relu)
+        else:
+            y, mean, var, cache = batchnorm_forward(
+                x, gamma, beta, self.eps, relu, reduce=self.reducer
+            )
+            m = int(cache.count)  # the whole batch's values per channel
+            if m < 2:
+                raise ConfigError(
+                    f"{self!r}: training needs more than 1 value per channel to take a "
+                    f"batch variance, got {m:g} in the whole batch"
+                )
         mom = x.dtype.type(self.momentum)
         run_mean *= 1 - mom
         run_mean += mom * mean.astype(x.dtype)

@@ -1,0 +1,210 @@
+"""The communication a data-parallel run needs: one process (:class:`LocalComm`) or MPI ranks
+(:class:`MPIComm`).
+
+The training step (:mod:`stablecnn.training.microbatch`) needs one collective, an all-gather of
+byte buffers whose sizes every rank knows in advance (``MPI_Allgatherv``); the distributed trainer
+(:mod:`stablecnn.training.distributed`) adds a barrier, a broadcast and the agreement on an error.
+Messages are plain bytes and NumPy arrays, never pickles.
+
+A collective that one rank never joins would wait for ever, so every collective of a step runs
+under a watchdog: a thread that, when the collective has not completed after ``timeout`` seconds,
+prints which rank waited for what and stops every rank with ``MPI_Abort`` (a killed rank is
+noticed sooner: ``mpiexec`` stops the others when one dies). ``MPI_Abort`` from the watchdog's
+thread needs MPI's ``MPI_THREAD_MULTIPLE``, which mpi4py asks for by default.
+
+mpi4py and an MPI runtime are optional (``pip install "stablecnn[mpi]"``: mpi4py and MPICH's
+wheel); :func:`mpi_world` says so when either is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from stablecnn.errors import ConfigError
+
+INSTALL = 'pip install "stablecnn[mpi]"'
+DEFAULT_TIMEOUT = 300.0  # seconds a step's collective may wait before the run is stopped
+ABORT_CODE = 70  # the exit status of every rank of a run stopped by MPI_Abort
+
+
+class CommStats:
+    """What a rank's collectives cost: calls, seconds spent in them (waiting included), bytes
+    this rank contributed and bytes it received."""
+
+    def __init__(self) -> None:
+        self.calls, self.seconds, self.bytes_sent, self.bytes_received = 0, 0.0, 0, 0
+
+    def reset(self) -> None:
+        self.__init__()
+
+
+class LocalComm:
+    """One process: rank 0 of 1, every collective the identity."""
+
+    rank, size = 0, 1
+    local_size = 1  # ranks on this machine
+
+    def __init__(self) -> None:
+        self.stats = CommStats()
+
+    def allgather(self, send: np.ndarray, counts: list[int], what: str = "") -> np.ndarray:
+        """The concatenation, in rank order, of every rank's ``send`` (uint8, ``counts[r]``
+        bytes from rank ``r``): here ``send`` itself."""
+        return send
+
+    def barrier(self, what: str = "", watch: bool = True) -> None:
+        pass
+
+    def bcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+        return array
+
+    def agree_on_error(self, seconds: float) -> bool:
+        return True
+
+    def abort(self, code: int = ABORT_CODE) -> None:
+        os._exit(code)
+
+    def describe(self) -> str:
+        return "1 process"
+
+
+def mpi_world(timeout: float = DEFAULT_TIMEOUT) -> MPIComm:
+    """:class:`MPIComm` over ``MPI_COMM_WORLD``.
+
+    Raises:
+        ConfigError: mpi4py is not installed or finds no MPI library, naming the install
+            command.
+    """
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise ConfigError(
+            f"--distributed needs mpi4py and an MPI runtime ({type(exc).__name__}: {exc}); "
+            f"install both with: {INSTALL} (mpi4py and MPICH from PyPI, no compiler needed), "
+            f"then start the run with: mpiexec -n K stablecnn train --distributed ..."
+        ) from None
+    return MPIComm(MPI.COMM_WORLD, timeout)
+
+
+class MPIComm:
+    """MPI ranks of a communicator (``MPI_COMM_WORLD`` for a run), with a watchdog on every
+    collective.
+
+    Args:
+        comm: an ``mpi4py.MPI.Comm``.
+        timeout: seconds a watched collective may wait before the watchdog stops the run.
+
+    Raises:
+        ConfigError: ``timeout`` not a positive number.
+    """
+
+    def __init__(self, comm, timeout: float = DEFAULT_TIMEOUT) -> None:
+        from mpi4py import MPI
+
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigError(f"the MPI timeout must be a positive number of seconds: {timeout!r}")
+        self.MPI, self.comm = MPI, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.local_size = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+        self._errors = comm.Dup()  # the agreement on an error never meets a step's collective
+        self.timeout = float(timeout)
+        self.stats = CommStats()
+        self._deadline: float | None = None
+        self._what = ""
+        self._lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+
+    def describe(self) -> str:
+        return f"rank {self.rank} of {self.size} (pid {os.getpid()} on {socket.gethostname()})"
+
+    # -- the watchdog -------------------------------------------------------------------------
+    @contextmanager
+    def _watch(self, what: str, watch: bool = True):
+        if watch and self.size > 1:
+            with self._lock:
+                self._deadline, self._what = time.monotonic() + self.timeout, what
+                if self._watchdog is None:
+                    self._watchdog = threading.Thread(
+                        target=self._watch_loop, name="stablecnn-mpi-watchdog", daemon=True
+                    )
+                    self._watchdog.start()
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stats.calls += 1
+            self.stats.seconds += time.perf_counter() - t
+            with self._lock:
+                self._deadline = None
+
+    def _watch_loop(self) -> None:
+        tick = min(1.0, self.timeout / 4)
+        while True:
+            time.sleep(tick)
+            with self._lock:
+                late = self._deadline is not None and time.monotonic() > self._deadline
+                what = self._what
+            if late:
+                print(
+                    f"stablecnn: {self.describe()} waited {self.timeout:g} s for the other ranks "
+                    f"in {what}; one of them is stuck or gone. Stopping every rank (MPI_Abort); "
+                    f"the last checkpoint is intact. (--mpi-timeout sets this limit)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                self.abort()
+
+    # -- collectives --------------------------------------------------------------------------
+    def allgather(self, send: np.ndarray, counts: list[int], what: str = "") -> np.ndarray:
+        """The concatenation, in rank order, of every rank's ``send`` (uint8; rank ``r`` sends
+        ``counts[r]`` bytes, which every rank must know), by ``MPI_Allgatherv``."""
+        MPI = self.MPI
+        counts = [int(c) for c in counts]
+        if len(send) != counts[self.rank]:
+            raise ValueError(f"rank {self.rank} sends {len(send)} bytes, {counts[self.rank]} due")
+        recv = np.empty(sum(counts), np.uint8)
+        displs = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
+        with self._watch(what or "a step's all-gather"):
+            self.comm.Allgatherv(
+                [np.ascontiguousarray(send), MPI.BYTE], [recv, counts, displs, MPI.BYTE]
+            )
+        self.stats.bytes_sent += len(send)
+        self.stats.bytes_received += len(recv) - len(send)
+        return recv
+
+    def barrier(self, what: str = "", watch: bool = True) -> None:
+        """Wait for every rank (watched unless ``watch=False``: rank 0 fetching the data may
+        take minutes)."""
+        with self._watch(what or "a barrier", watch):
+            self.comm.Barrier()
+
+    def bcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+        """``array`` of rank ``root`` on every rank (the same shape and dtype everywhere)."""
+        with self._watch("a broadcast"):
+            self.comm.Bcast(array, root=root)
+        return array
+
+    def agree_on_error(self, seconds: float) -> bool:
+        """Whether every rank reaches this call within ``seconds``: True when an error was raised
+        on every rank alike (they agree to stop), False when the others are still computing or
+        waiting in a collective (the error is this rank's own)."""
+        request = self._errors.Ibarrier()
+        end = time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def abort(self, code: int = ABORT_CODE) -> None:
+        """Stop every rank of the run now (``MPI_Abort``)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.comm.Abort(code)
