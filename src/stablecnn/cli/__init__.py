@@ -43,7 +43,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stablecnn.cli import data, legacy, plot, predict, serve, train
+    from stablecnn.cli import data, interop, legacy, plot, predict, serve, train
 
     parser = argparse.ArgumentParser(
         prog="stablecnn",
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_parser(sub)  # export-pickle, import-pickle
     data.add_parser(sub)
     serve.add_parser(sub)
+    interop.add_parser(sub)  # export-onnx, import-onnx
     return parser
 
 
