@@ -326,6 +326,23 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """The standard library's own refusals (a malformed request line, a header too long, an
+        unknown method) as JSON too, and the connection closed."""
+        short, long = self.responses.get(code, ("error", ""))
+        text = f"{message or short}: {explain or long}".rstrip(": ")
+        body = json.dumps({"error": text, "status": code}).encode()
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # a request line unread: answer in HTTP/1.0,
+            self.request_version = "HTTP/1.0"  # with a status line (HTTP/0.9 has none)
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         if self.server.log_requests:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
