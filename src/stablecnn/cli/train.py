@@ -131,6 +131,29 @@ def add_parsers(sub) -> None:
         "another value than the run's is refused)",
     )
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a data-parallel run over MPI: mpiexec -n K stablecnn train "
+        '--distributed ... (needs pip install "stablecnn[mpi]"); the weights are those of '
+        "one process with the same --micro-batches, bit for bit",
+    )
+    p.add_argument(
+        "--micro-batches",
+        type=positive_int,
+        metavar="P",
+        help="compute each batch's gradient as P micro-batches added in a fixed order (default "
+        "1; with --distributed 6, or K if more ranks): a run on up to P ranks gives the same "
+        "weights as one process with the same P",
+    )
+    p.add_argument(
+        "--mpi-timeout",
+        type=positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --distributed: stop every rank when a step waits this long for another "
+        "(a stuck or lost rank; default 300)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -187,6 +210,7 @@ OPTION_FIELDS = {
     "dtype": "--dtype",
     "augment": "--augment",  # with the options of AUGMENT_OPTIONS, which set parts of it
     "label_smoothing": "--label-smoothing",
+    "micro_batches": "--micro-batches",
 }
 # the options that each set part of TrainConfig.augment (Augment's fields): "augment" is --augment
 # SHIFT,DEGREES (max_shift, max_degrees), the others the Augment field of the same name
@@ -220,8 +244,8 @@ def _given(args) -> dict:
     return given
 
 
-def _config_from_args(args) -> TrainConfig:
-    given = _given(args)
+def _config_from_args(args, **defaults) -> TrainConfig:
+    given = {**defaults, **_given(args)}
     if args.recipe == "original":
         return TrainConfig.original_recipe(**given)
     return TrainConfig(**given)
@@ -303,25 +327,11 @@ def _label_smoothing(text: str) -> float:
 def cmd_train(args) -> int:
     """Train, or resume; every refusal (options, model file, data, a resume that cannot honour
     its options, a batch too small for a layer) comes before the run directory is created."""
-    data_dir, verify = args.data_dir, not args.no_verify
-    if args.resume is not None:
-        config, ckpt = resume_checkpoint(args.resume)
-        refuse_changes(args.resume, config, _resume_options(args), checkpoint=ckpt)
-        if args.epochs is not None:
-            config.epochs = args.epochs
-        stored = ckpt.meta.get("data")
-        if isinstance(stored, dict):  # the run's own data source (None: stablecnn's sources)
-            data_dir, verify = stored.get("data_dir"), bool(stored.get("verify", True))
-        run_dir = args.resume
-    else:
-        config, ckpt = _config_from_args(args), None
-        zoo.model_config(config.model, num_classes=10)  # a bad model file fails here
-        name = Path(config.model).stem if modelfile.is_model_path(config.model) else config.model
-        run_dir = (
-            args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
-    if not verify and data_dir is None:
-        raise ConfigError("--no-verify applies to --data-dir: name the folder of your data")
+    if getattr(args, "distributed", False):
+        from stablecnn.cli.distributed import cmd_train_distributed
+
+        return cmd_train_distributed(args)
+    config, ckpt, run_dir, data_dir, verify = prepare_run(args)
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
     trainer = Trainer(
         config,
@@ -340,17 +350,47 @@ def cmd_train(args) -> int:
         except Interrupted as exc:
             print(f"\n{exc}", file=sys.stderr)
             return 130
-        seconds = time.perf_counter() - t0
-        print(
-            f"test accuracy {100 * last['test_acc']:.2f}%, test loss {last['test_loss']:.4f} "
-            f"({seconds:.1f} s this session); checkpoint {trainer.checkpoint_path}"
-        )
-        if not args.no_plots:
-            from stablecnn.training import plots
-
-            paths = plots.plot_run(run_dir, (trainer.test_images, trainer.test_labels))
-            print("plots: " + ", ".join(str(p) for p in paths))
+        finish_run(args, trainer, run_dir, last, time.perf_counter() - t0)
     return 0
+
+
+def prepare_run(args, **defaults):
+    """``(config, checkpoint or None, run_dir, data_dir, verify)`` of the run the options ask
+    for: a new one (``defaults``: TrainConfig values the options may override) or the one
+    ``--resume`` names, its options checked (:func:`refuse_changes`)."""
+    data_dir, verify = args.data_dir, not args.no_verify
+    if args.resume is not None:
+        config, ckpt = resume_checkpoint(args.resume)
+        refuse_changes(args.resume, config, _resume_options(args), checkpoint=ckpt)
+        if args.epochs is not None:
+            config.epochs = args.epochs
+        stored = ckpt.meta.get("data")
+        if isinstance(stored, dict):  # the run's own data source (None: stablecnn's sources)
+            data_dir, verify = stored.get("data_dir"), bool(stored.get("verify", True))
+        run_dir = args.resume
+    else:
+        config, ckpt = _config_from_args(args, **defaults), None
+        zoo.model_config(config.model, num_classes=10)  # a bad model file fails here
+        name = Path(config.model).stem if modelfile.is_model_path(config.model) else config.model
+        run_dir = (
+            args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+    if not verify and data_dir is None:
+        raise ConfigError("--no-verify applies to --data-dir: name the folder of your data")
+    return config, ckpt, run_dir, data_dir, verify
+
+
+def finish_run(args, trainer, run_dir, last, seconds) -> None:
+    """Print the result and draw the plots (unless ``--no-plots``)."""
+    print(
+        f"test accuracy {100 * last['test_acc']:.2f}%, test loss {last['test_loss']:.4f} "
+        f"({seconds:.1f} s this session); checkpoint {trainer.checkpoint_path}"
+    )
+    if not args.no_plots:
+        from stablecnn.training import plots
+
+        paths = plots.plot_run(run_dir, (trainer.test_images, trainer.test_labels))
+        print("plots: " + ", ".join(str(p) for p in paths))
 
 
 def cmd_evaluate(args) -> int:

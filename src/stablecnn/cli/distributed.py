@@ -1,0 +1,68 @@
+"""``mpiexec -n K stablecnn train --distributed ...``: one rank of a data-parallel run.
+
+The same options as ``stablecnn train`` (the run's settings, ``--resume``, ``--out``), plus
+``--micro-batches`` (default :func:`~stablecnn.training.distributed.default_micro_batches`) and
+``--mpi-timeout``. Rank 0 prints, writes and plots; see :mod:`stablecnn.training.distributed` for
+who does what and what happens when a rank fails.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from stablecnn.errors import Interrupted
+from stablecnn.training import distributed as dist
+from stablecnn.training.comm import mpi_world
+from stablecnn.training.resume import data_record
+from stablecnn.training.runlock import RunLock
+from stablecnn.training.trainer import load_data
+
+
+def cmd_train_distributed(args) -> int:
+    from stablecnn.cli.train import finish_run, prepare_run
+
+    comm = mpi_world(args.mpi_timeout)
+    lead = comm.rank == 0
+    try:
+        config, ckpt, run_dir, data_dir, verify = prepare_run(
+            args, micro_batches=dist.default_micro_batches(comm.size)
+        )
+        dist.check_ranks(comm, config)
+        run_dir = Path(dist.share_text(comm, str(run_dir)))  # rank 0's clock names it
+        train, test = dist.load_data_in_turn(
+            comm,
+            lambda: load_data(config.dataset, data_dir=data_dir, verify=verify, quiet=not lead),
+        )
+        trainer = dist.DistributedTrainer(
+            config,
+            run_dir,
+            train,
+            test,
+            comm,
+            checkpoint=ckpt,
+            data_source=data_record(config.dataset, data_dir, verify),
+        )
+        table = dist.rank_table(comm)
+        if not lead:
+            trainer.fit()
+            return 0
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(run_dir):
+            print(f"run directory: {run_dir}")
+            log = trainer.callbacks[0]  # the TextLog
+            for line in [dist.describe_run(comm, config), *table]:
+                log.write(line)
+            t0 = time.perf_counter()
+            try:
+                last = trainer.fit()
+            except Interrupted as exc:
+                dist.guard(comm, exc)
+                print(f"\n{exc}", file=sys.stderr)
+                return 130
+            finish_run(args, trainer, run_dir, last, time.perf_counter() - t0)
+        return 0
+    except BaseException as exc:
+        dist.guard(comm, exc)  # stops every rank, or (rank > 0) exits quietly, or returns
+        raise
