@@ -103,10 +103,11 @@ class Graph:
         if not name:
             self.fail(i, f"has no {what} (input {position})")
         if name not in self.constants:
+            how = "is computed by the graph" if name in self.producer else "is made nowhere"
             self.fail(
                 i,
-                f"its {what} {name!r} (input {position}) is computed by the graph; stablecnn "
-                f"imports it only as a constant (an initializer)",
+                f"its {what} {name!r} (input {position}) {how}; stablecnn takes it only as a "
+                f"constant (an initializer)",
             )
         if name not in self._arrays:
             self._arrays[name] = self.tensors.array(self.constants[name], f"tensor {name!r}")
