@@ -70,6 +70,8 @@ def read_model(path):
         raise ModelFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ModelFileError(f"{path}: is a directory, not an ONNX file")
         if not stat.S_ISREG(info.st_mode):
             raise ModelFileError(f"{path}: not a regular file (a device, FIFO or socket)")
         if info.st_size > MAX_FILE_BYTES:
