@@ -186,6 +186,7 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds for the load")
     args = parser.parse_args(argv)
     payloads = bodies()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.model.split(","):
@@ -205,7 +206,8 @@ def main(argv=None) -> int:
             rows.append(row)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"`stablecnn serve`, {platform.processor() or platform.machine()}, {cpus} CPUs, ", end="")
-    print(f"Python {platform.python_version()}, NumPy {np.__version__}\n")
+    print(f"Python {platform.python_version()}, NumPy {np.__version__}, ", end="")
+    print(f"load average {load_before:.1f} before the run (other processes' work)\n")
     print(
         f"| model | latency, pixels: median / p95 | latency, page's drawing + feature maps: "
         f"median / p95 | {args.clients} clients x {args.per_client}: requests/s | errors |"

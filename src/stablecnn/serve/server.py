@@ -17,18 +17,23 @@ says what was expected); 500 a bug, whose traceback goes to stderr and whose con
 closed, the server going on. Every error body is JSON ``{"error": message, "status": code}``.
 
 Nothing is written to disk: bodies are read into memory (at most ``max_body_bytes``) and decoded
-there. Static files are read from the package once, when the server starts, into a table keyed
-by URL path; a request's path is looked up in that table and never joined to a folder, so no
-path (``/../``, ``%2e%2e%2f``, ``//etc/passwd``) can reach another file.
+there, at most as many at once as there are CPUs (each picture may take up to
+:data:`stablecnn.data.pictures.MAX_IMAGE_PIXELS` float32 values while it is framed).
+
+Static files are read from the package once, when the server starts, into a table keyed by URL
+path; a request's path is looked up in that table and never joined to a folder, so no path
+(``/../``, ``%2e%2e%2f``, ``//etc/passwd``) can reach another file.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import socket
 import socketserver
 import sys
+import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,6 +123,9 @@ class ModelServer(ThreadingHTTPServer):
         self.max_body_bytes = int(max_body_bytes)
         self.log_requests = log_requests
         self.static = static_files()
+        # pictures decoded at once: each may hold up to MAX_IMAGE_PIXELS of float32 while it is
+        # framed, so this bounds the memory of many large uploads; more than the cores is no faster
+        self.decoding = threading.BoundedSemaphore(max(2, os.cpu_count() or 1))
         self.card = {**predictor.card, "max_body_bytes": self.max_body_bytes}
         infos = socket.getaddrinfo(address[0] or None, address[1], type=socket.SOCK_STREAM)
         self.address_family = infos[0][0]  # IPv6 hosts ("::1") too
@@ -201,13 +209,14 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self, path: str) -> None:
         if path == "/api/predict":
             body = self._body()
-            image, maps = read_request(
-                body,
-                self.headers.get("Content-Type", ""),
-                urlsplit(self.path).query,
-                self.server.predictor.channels,
-                self.server.predictor.size,
-            )
+            with self.server.decoding:
+                image, maps = read_request(
+                    body,
+                    self.headers.get("Content-Type", ""),
+                    urlsplit(self.path).query,
+                    self.server.predictor.channels,
+                    self.server.predictor.size,
+                )
             self._json(200, self.server.predictor.predict(image, feature_maps=maps))
         elif path == "/api/model" or path in self.server.static:
             self._not_allowed("GET")
