@@ -269,8 +269,9 @@ def backward(
     where ``a = gamma inv_std``, ``b = -a inv_std dgamma / M`` and ``k = -a dbeta / M - b c``,
     which is ``a (g - dbeta / M - x_hat dgamma / M)`` (the module doc of
     :mod:`stablecnn.nn.layers.norm`). ``dout`` is not changed. After a forward pass with a
-    ``reduce``, the sums are the whole batch's through the same ``reduce``, and so are dgamma and
-    dbeta. Definition:
+    ``reduce``, dx takes the whole batch's sums (through the same ``reduce``), while dgamma and
+    dbeta stay this part's share, for the caller to add up with the other parts' as it adds the
+    other parameters' gradients. Definition:
     :func:`stablecnn.reference.batchnorm_backward` (after
     :func:`~stablecnn.reference.relu_backward`).
     """
@@ -292,15 +293,17 @@ def backward(
 
     _for_each_block(rows, sums)
     sum_g, sum_gd = _channel_sums(parts)
-    if cache.reduce is not None:
-        sum_g, sum_gd = cache.reduce(np.concatenate((sum_g, sum_gd))).reshape(2, c)
     inv, corr = cache.inv_std, cache.correction
     dgamma = inv * (sum_gd - corr * sum_g)
     if not need_input_grad:
         return None, dgamma, sum_g
+    all_g, all_dgamma = sum_g, dgamma
+    if cache.reduce is not None:  # the whole batch's, for dx
+        all_g, all_gd = cache.reduce(np.concatenate((sum_g, sum_gd))).reshape(2, c)
+        all_dgamma = inv * (all_gd - corr * all_g)
     a = gamma * inv
-    b = -a * inv * dgamma / m
-    a_c, b_c, k_c = _columns(dtype, a, b, -a * sum_g / m - b * corr)
+    b = -a * inv * all_dgamma / m
+    a_c, b_c, k_c = _columns(dtype, a, b, -a * all_g / m - b * corr)
     g_all = gr if masked is None else masked
 
     def input_grad(c0: int, c1: int) -> None:  # dx = a g + b d + k, over d
