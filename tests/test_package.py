@@ -85,7 +85,8 @@ ALLOWED = {
     "optim": {"errors", "kernels"},
     "training": {"errors", "files", "kernels", "nn", "optim", "data"},
     "legacy": {"errors", "files", "nn", "optim", "data", "training"},
-    "cli": {"errors", "files", "kernels", "nn", "optim", "data", "training", "legacy"},
+    "serve": {"errors", "files", "kernels", "nn", "optim", "data", "training"},
+    "cli": {"errors", "files", "kernels", "nn", "optim", "data", "training", "legacy", "serve"},
 }
 
 
