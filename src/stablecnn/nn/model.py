@@ -8,6 +8,7 @@ import numpy as np
 
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.nn.fuse import PlanCache, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
+from stablecnn.nn.inference import SMALL_BATCH, InferencePlan
 from stablecnn.nn.layers.base import Layer
 from stablecnn.nn.losses import softmax
 
@@ -84,6 +85,9 @@ class Sequential:
         self.fuse = fuse
         self._plan = PlanCache()  # the fused steps, made again when what they come from changes
         self._last_plan: tuple[Layer, ...] | None = None  # the steps the last forward ran
+        self._evaluated = False  # a plan ran the last evaluation: the layers did not drop
+        # what an earlier training forward kept, so backward must refuse it
+        self._inference: tuple[tuple, InferencePlan] | None = None  # key, small-batch plan
         if kernels is not None:
             self.kernels = kernels
         if self.input_shape is not None:
@@ -136,7 +140,9 @@ class Sequential:
     def forward(self, x, training: bool = True) -> np.ndarray:
         """Run ``x`` (N, *input_shape) through each step of :attr:`plan` in turn (every layer,
         a ReLU and its max-pool as one step when fused); ``training`` keeps what backward needs.
-        ``x`` is cast to the model's dtype first.
+        ``x`` is cast to the model's dtype first. In evaluation a batch of at most
+        :data:`~stablecnn.nn.inference.SMALL_BATCH` examples runs the same function compiled
+        for its shape (:class:`~stablecnn.nn.inference.InferencePlan`, equal to rounding).
 
         Raises:
             ShapeError: ``x`` is not a batch (fewer than 2 dimensions), or a layer does not fit
@@ -153,10 +159,33 @@ class Sequential:
         if shape != getattr(self, "_checked_shape", None):
             self.shapes(shape)  # raise a ShapeError naming the layer before any work is done
             self._checked_shape = shape
+        if not training and len(x) <= SMALL_BATCH:
+            out = self._small_batch(x)
+            if out is not None:
+                self._evaluated = True
+                return out
         plan = self._last_plan = self.plan  # backward runs these same steps back
+        self._evaluated = False  # the layers' own passes keep or drop what backward needs
         for layer in plan:
             x = layer.forward(x, training)
         return x
+
+    def _small_batch(self, x: np.ndarray) -> np.ndarray | None:
+        """The evaluation pass of a batch of at most :data:`~stablecnn.nn.inference.SMALL_BATCH`
+        through an :class:`~stablecnn.nn.inference.InferencePlan` for its shape, made again
+        when the shape, the layers, their kernels or their hooks change; ``None`` when the
+        layers are not on the fast kernels or another thread is running the plan."""
+        key = (
+            x.shape,
+            x.dtype,
+            tuple(self.layers),
+            tuple((layer.kernels, "forward" in vars(layer)) for layer in self.layers),
+        )
+        if self._inference is None or self._inference[0] != key:
+            if self.kernels != "fast":
+                return None
+            self._inference = (key, InferencePlan(self.layers, x.shape, x.dtype))
+        return self._inference[1](x)
 
     __call__ = forward
 
@@ -170,8 +199,14 @@ class Sequential:
         Raises:
             RuntimeError: no ``forward(x, training=True)`` is pending: none yet, its backward
                 already run, or an evaluation forward since (raised by the layer, from the
-                last, that finds nothing kept).
+                last, that finds nothing kept; by the model after a small batch's evaluation,
+                which runs a compiled plan instead of the layers).
         """
+        if self._evaluated:  # the layers may still hold an older batch's arrays
+            raise RuntimeError(
+                "Sequential: backward needs a forward(x, training=True) first (an evaluation "
+                "forward ran since)"
+            )
         plan = self._last_plan or self.plan  # before any forward, the layers say what is missing
         for layer in reversed(plan[1:]):
             dout = layer.backward(dout)
