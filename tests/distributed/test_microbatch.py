@@ -129,3 +129,23 @@ def test_distributed_without_mpi4py_says_how_to_install_it(monkeypatch):
     with pytest.raises(ConfigError, match="--distributed needs mpi4py") as info:
         mpi_world()
     assert INSTALL in str(info.value) and "mpiexec -n K" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["md1", "md2"])
+def test_a_micro_batch_gives_the_same_bits_on_one_thread_and_on_three(name, threads):
+    """Micro-batches of 20 are large enough for the kernels to split their products and passes
+    across threads (parallel.MIN_MACS); the gradients, loss and buffers do not change."""
+    x, y = make_data(60, 2)
+    x = (x[:, None] / 255.0).astype(np.float32)
+    results = []
+    for n in (1, 3):
+        threads(n)
+        model = resolve_model(name, seed=1)
+        loss, acc, _ = MicroBatchStep(model, 3)(x, y)
+        results.append((loss, acc, _grads(model), model.state_dict()))
+    (loss1, acc1, grads1, state1), (loss3, acc3, grads3, state3) = results
+    assert (loss1, acc1) == (loss3, acc3)
+    for a, b in zip(grads1, grads3, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for key in state1:
+        np.testing.assert_array_equal(state1[key], state3[key], err_msg=key)

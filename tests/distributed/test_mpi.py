@@ -171,3 +171,44 @@ def _progress(path: Path) -> dict:
     from stablecnn.training import checkpoint
 
     return checkpoint.load(path).meta["progress"]
+
+
+def test_the_train_command_on_two_ranks_is_one_process_with_its_micro_batches(tmp_path):
+    """``mpiexec -n 2 stablecnn train --distributed`` (default 6 micro-batches) and
+    ``stablecnn train --micro-batches 6`` write the same checkpoint; rank 0 alone prints and
+    writes, and its log names every rank's process."""
+    from support.fakes import make_data
+
+    from stablecnn.data import specs
+    from stablecnn.data.idx import write_idx
+
+    data = tmp_path / "idx"
+    data.mkdir()
+    (train_x, train_y), (test_x, test_y) = make_data(40, 1), make_data(20, 2)
+    arrays = {"train-images": train_x, "train-labels": train_y}
+    arrays |= {"t10k-images": test_x, "t10k-labels": test_y}
+    for key, fspec in specs.MNIST.files.items():
+        write_idx(data / fspec.raw_name, arrays[key])
+    options = ["--model", "md2", "--epochs", "1", "--batch-size", "10", "--no-plots"]
+    options += ["--data-dir", str(data), "--no-verify", "--optimizer", "adam", "--lr", "0.001"]
+    env = {**os.environ, "STABLECNN_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "stablecnn", "train", *options]
+    one = subprocess.run(
+        [*command, "--micro-batches", "6", "--out", str(tmp_path / "one")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [MPIEXEC, "-n", "2", *command, "--distributed", "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    assert_same_run(tmp_path / "one" / "checkpoint.npz", tmp_path / "two" / "checkpoint.npz")
+    for line in ("run directory:", "test accuracy", "epoch 1/1"):  # printed once, by rank 0
+        assert two.stdout.count(line) == one.stdout.count(line) > 0, line
+    log = (tmp_path / "two" / "train_log.txt").read_text()
+    assert "distributed: 2 ranks, 6 micro-batches of each batch of 10" in log
+    assert "rank 0: " in log and "rank 1: " in log
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
