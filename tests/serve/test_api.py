@@ -337,6 +337,12 @@ def test_a_body_over_the_limit_sent_in_full_still_gets_its_answer(client, digit_
         ),
         (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", 400),
         (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+        (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n", 400),
+        (
+            b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Content-Length: 20\r\n\r\n{}",
+            400,
+        ),
         # the body ends before its Content-Length: the client went away
         (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{}", 400),
         (b"GET / HTTP/x.y\r\n\r\n", 400),  # the standard library's refusals, as JSON too
@@ -348,6 +354,8 @@ def test_a_body_over_the_limit_sent_in_full_still_gets_its_answer(client, digit_
         "chunked",
         "length not a number",
         "negative length",
+        "length with an underscore",
+        "two lengths",
         "short body",
         "bad version",
         "unknown method",
@@ -360,6 +368,19 @@ def test_malformed_http_requests(client, digit_pixels, request_bytes, status):
     answer = json.loads(reply.partition(b"\r\n\r\n")[2])
     assert answer["status"] == status and answer["error"]
     assert_serving(client, digit_pixels)
+
+
+def test_a_body_left_unread_is_never_read_as_the_next_request(client):
+    """A refused request's body (a POST to a GET path) would be the start of the next request on
+    a kept-alive connection: the server closes the connection instead."""
+    body = b"GET /api/model HTTP/1.1\r\nHost: x\r\n\r\n"  # a body that reads as a request
+    reply = client.raw(
+        b"POST /api/model HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    assert reply.startswith(b"HTTP/1.1 405 ") and reply.count(b"HTTP/1.1 ") == 1, reply
+    assert b"Connection: close" in reply
 
 
 def test_a_bug_is_a_500_and_the_server_goes_on(

@@ -237,17 +237,15 @@ class Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             raise RequestError(411, "chunked bodies are not accepted; send a Content-Length")
-        length = self.headers.get("Content-Length")
-        if length is None:
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
             self.close_connection = True
             raise RequestError(411, "a POST needs a Content-Length header")
-        try:
-            size = int(length)
-            if size < 0:
-                raise ValueError
-        except ValueError:
+        length = lengths[0].strip()
+        if not (length.isascii() and length.isdigit()) or any(v.strip() != length for v in lengths):
             self.close_connection = True
-            raise RequestError(400, f"bad Content-Length {length[:40]!r}") from None
+            raise RequestError(400, f"bad Content-Length {', '.join(lengths)[:40]!r}")
+        size = int(length)
         limit = self.server.max_body_bytes
         if size > limit:
             self._drain_after = size
@@ -257,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
                 f"({limit / 2**20:g} MiB)",
             )
         body = self.rfile.read(size)
+        self._consumed = True
         if len(body) < size:
             self.close_connection = True
             raise RequestError(400, f"the body ended after {len(body):,} of {size:,} bytes")
@@ -266,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
     def _guard(self, route) -> None:
         """Run ``route(path)``; turn a :class:`RequestError` into its JSON answer and anything
         else into a 500, so that no request stops the server."""
-        self._drain_after = 0
+        self._drain_after, self._consumed = 0, False
         try:
             route(urlsplit(self.path).path)
         except RequestError as exc:
@@ -304,8 +303,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/json", cache="no-store", headers=headers)
 
     def _send(self, status, body: bytes, content_type: str, cache: str, headers=None) -> None:
-        if self._drain_after:
-            self.close_connection = True
+        has_body = self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        if (
+            self._drain_after
+            or (has_body and not self._consumed)
+            or "Transfer-Encoding" in self.headers
+        ):
+            self.close_connection = True  # a body left unread would be read as the next request
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
