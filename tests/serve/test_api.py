@@ -427,7 +427,7 @@ def test_the_page_and_its_files(client):
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Content-Security-Policy"].startswith("default-src 'self';")
     assert headers["X-Content-Type-Options"] == "nosniff"
-    assert b'<canvas id="pad"' in page and b'src="/static/app.js"' in page
+    assert b'<canvas id="pad"' in page and b'src="static/app.js"' in page
     for path, content_type in [
         ("/static/app.js", "text/javascript; charset=utf-8"),
         ("/static/style.css", "text/css; charset=utf-8"),

@@ -156,7 +156,7 @@ async function ask(body, type, query) {
   const mine = ++seq;
   setStatus("");
   try {
-    const response = await fetch("/api/predict" + query, {
+    const response = await fetch("api/predict" + query, {
       method: "POST",
       headers: { "Content-Type": type },
       body,
@@ -409,7 +409,7 @@ async function start() {
   paper();
   updateTools();
   try {
-    const response = await fetch("/api/model");
+    const response = await fetch("api/model");
     model = await response.json();
     describe(model);
     document.body.dataset.ready = "true";
