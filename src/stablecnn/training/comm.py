@@ -32,6 +32,8 @@ from stablecnn.errors import ConfigError
 INSTALL = 'pip install "stablecnn[mpi]"'
 DEFAULT_TIMEOUT = 300.0  # seconds a step's collective may wait before the run is stopped
 ABORT_CODE = 70  # the exit status of every rank of a run stopped by MPI_Abort
+SPIN_POLLS = 200  # polls of a collective before waiting with sleeps (see MPIComm._wait)
+POLL_SLEEP = 1e-4  # seconds between two polls after those
 
 
 class CommStats:
@@ -172,12 +174,26 @@ class MPIComm:
         recv = np.empty(sum(counts), np.uint8)
         displs = np.concatenate(([0], np.cumsum(counts)[:-1])).tolist()
         with self._watch(what or "a step's all-gather"):
-            self.comm.Allgatherv(
+            request = self.comm.Iallgatherv(
                 [np.ascontiguousarray(send), MPI.BYTE], [recv, counts, displs, MPI.BYTE]
             )
+            self._wait(request)
         self.stats.bytes_sent += len(send)
         self.stats.bytes_received += len(recv) - len(send)
         return recv
+
+    def _wait(self, request) -> None:
+        """Wait for ``request``: polled, and after a while with sleeps between the polls, so
+        that a rank waiting for a slower one leaves the core to it (MPI's own wait spins, which
+        on a machine with more ranks than cores takes the time the others need)."""
+        if os.environ.get("STABLECNN_MPI_SPIN"):
+            request.Wait()
+            return
+        for _ in range(SPIN_POLLS):
+            if request.Test():
+                return
+        while not request.Test():
+            time.sleep(POLL_SLEEP)
 
     def barrier(self, what: str = "", watch: bool = True) -> None:
         """Wait for every rank (watched unless ``watch=False``: rank 0 fetching the data may
