@@ -206,6 +206,21 @@ REFUSED = {
         [],
         "op 'Fancy' of domain 'com.example' is not supported",
     ),
+    "front constant": (
+        [helper.make_node("Sub", ["x", "m"], ["c"], name="sub")],
+        [("m", [1.0, 2.0, 3.0])],
+        "node 0 'sub' (Sub): its constant of shape (3,) (float32) is not one value or one per "
+        "channel",
+    ),
+    "a loop back to the input": (
+        [
+            helper.make_node("Identity", ["r"], ["x"], name="back"),
+            helper.make_node("Relu", ["x"], ["r"]),
+            helper.make_node("Flatten", ["r"], ["y"]),
+        ],
+        [],
+        "node 0 'back' (Identity): makes the graph's input 'x'",
+    ),
     "reshape": (
         [helper.make_node("Reshape", ["x", "shape"], ["y"])],
         [("shape", [-1, 4, 4])],

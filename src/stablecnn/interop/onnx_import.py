@@ -194,6 +194,8 @@ def _ends(g: Graph, model):
             f"input {value.name!r} has shape {shown}; stablecnn models take images (N, C, H, W) "
             f"with C, H and W fixed",
         )
+    if value.name in g.producer:
+        g.fail(g.producer[value.name], f"makes the graph's input {value.name!r}")
     if dims[0].WhichOneof("value") == "dim_value":
         g.batch = int(dims[0].dim_value)
     shape = tuple(int(d.dim_value) for d in dims[1:])
@@ -333,12 +335,7 @@ def _front(g: Graph, t: str, channels: int, notes: list):
         if other == 0 and node.op_type in ("Sub", "Div"):
             g.fail(j, f"computes constant {node.op_type.lower()} input: not a normalisation")
         c = g.const(j, other, "constant")
-        if c.dtype.kind != "f" or np.broadcast_shapes(c.shape, (1, channels, 1, 1)) != (
-            1,
-            channels,
-            1,
-            1,
-        ):
+        if c.dtype.kind != "f" or not _per_channel(c.shape, channels):
             g.fail(
                 j,
                 f"its constant of shape {c.shape} ({c.dtype}) is not one value or one per "
@@ -380,6 +377,14 @@ def _front(g: Graph, t: str, channels: int, notes: list):
         return t, Normalizer(mean, std, kind)
     except DataError as exc:
         g.fail(j, f"its normalisation cannot be a stablecnn Normalizer: {exc}")
+
+
+def _per_channel(shape: tuple, channels: int) -> bool:
+    """Whether a constant of ``shape`` holds one value, or one per channel, of (N, C, H, W)."""
+    try:
+        return np.broadcast_shapes(shape, (1, channels, 1, 1)) == (1, channels, 1, 1)
+    except ValueError:  # shapes that do not broadcast at all
+        return False
 
 
 def _check_dtypes(g: Graph, weights: dict, dtype: np.dtype) -> None:

@@ -261,6 +261,7 @@ def _flattens(g: Graph, j: int | None, shape: tuple) -> bool:
         )
     if op == "Squeeze" and all(s == 1 for s in shape[1:]):
         if g.opset is not None and g.opset >= 13:
+            g.attrs(j, {})
             axes = g.optional_const(j, 1, "axes", 1)
             axes = None if axes is None else axes.tolist()
         else:
