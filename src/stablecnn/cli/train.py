@@ -17,7 +17,14 @@ from stablecnn.errors import ConfigError
 from stablecnn.nn import modelfile, zoo
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.training import checkpoint as ckpt_io
-from stablecnn.training.resume import data_record, refuse_changes, run_data_source
+from stablecnn.training import recipes
+from stablecnn.training.resume import (
+    CHANGEABLE,
+    augment_part,
+    data_record,
+    refuse_changes,
+    run_data_source,
+)
 from stablecnn.training.trainer import (
     Interrupted,
     RunLock,
@@ -105,9 +112,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
     p.add_argument(
         "--recipe",
-        choices=["original"],
-        help="'original': the original recipe exactly (first 20,000 images, "
-        "int mean/std, 5 epochs of 100, Adagrad 0.01)",
+        metavar="NAME|FILE",
+        help=f"start from a recipe's settings, each option given overriding its value: a "
+        f"shipped recipe ({', '.join(recipes.names())}; 'original': the original recipe "
+        f"exactly, the first 20,000 images, int mean/std, 5 epochs of 100, Adagrad 0.01) or a "
+        f"recipe .toml file",
     )
     p.add_argument(
         "--data-dir",
@@ -238,16 +247,19 @@ def _given(args) -> dict:
         if field != "augment" and getattr(args, field) is not None
     }
     parts = _augment_parts(args)
-    if parts:
-        shift, degrees = parts.pop("augment", (0, 0.0))
-        given["augment"] = Augment(shift, degrees, **parts).to_dict()
+    if parts:  # only the Augment fields given: a recipe's augmentation keeps the others
+        if "augment" in parts:
+            parts["max_shift"], parts["max_degrees"] = parts.pop("augment")
+        given["augment"] = parts
     return given
 
 
 def _config_from_args(args, **defaults) -> TrainConfig:
     given = {**defaults, **_given(args)}
-    if args.recipe == "original":
-        return TrainConfig.original_recipe(**given)
+    if args.recipe is not None:
+        return recipes.load(args.recipe).config(**given)
+    if "augment" in given:
+        given["augment"] = {**Augment().to_dict(), **given["augment"]}
     return TrainConfig(**given)
 
 
@@ -271,19 +283,17 @@ def _resume_options(args) -> dict:
         elif part != "hflip":
             option += f" {value:g}" if isinstance(value, float) else f" {value}"
         given[f"augment.{part}"] = (option, value)
-    if args.recipe == "original":  # the recipe's settings, where no option overrides them
-        recipe = TrainConfig.original_recipe()
-        for field in (
-            "model",
-            "dataset",
-            "batch_size",
-            "lr",
-            "optimizer",
-            "train_size",
-            "normalization",
-        ):
-            value = getattr(recipe, field)
-            given.setdefault(field, (f"--recipe original ({typed(field, value)})", value))
+    if args.recipe is not None:  # the recipe's settings, where no option overrides them
+        recipe = recipes.load(args.recipe)
+        for field, value in recipe.settings.items():
+            if field == "augment":
+                for part in AUGMENT_OPTIONS:
+                    value = augment_part(recipe.config().augment, part)
+                    label = f"--recipe {args.recipe} ({AUGMENT_OPTIONS[part]})"
+                    given.setdefault(f"augment.{part}", (label, value))
+            elif field not in CHANGEABLE:
+                label = f"--recipe {args.recipe} ({typed(field, value)})"
+                given.setdefault(field, (label, value))
     if args.data_dir is not None:
         given["data_dir"] = (f"--data-dir {args.data_dir}", args.data_dir)
     if args.no_verify:

@@ -17,6 +17,17 @@ SCHEDULES = ("constant", "step", "cosine")
 # datasets whose classes a horizontal flip does not keep: a mirrored 2, 3, 4, 5, 6, 7 or 9 is no
 # longer that digit, so flipping would train on pictures that are wrong for their labels
 NO_HFLIP = frozenset({"mnist"})
+# the original Model 1 recipe (stablecnn.training.recipes names it "original")
+ORIGINAL_RECIPE = {
+    "model": "md1",
+    "dataset": "mnist",
+    "epochs": 5,
+    "batch_size": 100,
+    "lr": 0.01,
+    "optimizer": "adagrad",
+    "train_size": 20_000,
+    "normalization": "original",
+}
 
 
 @dataclass
@@ -137,17 +148,7 @@ class TrainConfig:
     @classmethod
     def original_recipe(cls, **overrides) -> TrainConfig:
         """The original Model 1 recipe: first 20,000 images, int mean/std, 5 x 100, Adagrad 0.01."""
-        base = dict(
-            model="md1",
-            dataset="mnist",
-            epochs=5,
-            batch_size=100,
-            lr=0.01,
-            optimizer="adagrad",
-            train_size=20_000,
-            normalization="original",
-        )
-        return cls(**{**base, **overrides})
+        return cls(**{**ORIGINAL_RECIPE, **overrides})
 
     # 2: weight_decay holds the decay the run uses. Version 1 stored 0.0 for "the optimizer's
     # default", so its AdamW runs, whatever they stored, trained with AdamW's default 0.01.
