@@ -111,10 +111,20 @@ class DistributedTrainer(Trainer):
         )
         if not lead:
             self.callbacks = []  # no log, metrics file or bar: rank 0 writes them
-        self.micro_step = MicroBatchStep(
-            self.model, config.micro_batches, comm, config.label_smoothing
-        )
         self._sigint = False  # this rank's Ctrl-C, sent with the next gradients
+
+    def _micro_batch_step(self) -> MicroBatchStep:
+        c = self.config
+        return MicroBatchStep(self.model, c.micro_batches, self.comm, c.label_smoothing)
+
+    def fit(self) -> dict:
+        """:meth:`Trainer.fit <stablecnn.training.trainer.Trainer.fit>` on every rank; an error
+        that only this rank met stops every rank (:func:`guard`)."""
+        try:
+            return super().fit()
+        except BaseException as exc:
+            guard(self.comm, exc)
+            raise
 
     # -- one rank's part ------------------------------------------------------------------------
     def forward_backward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -195,25 +205,27 @@ class DistributedTrainer(Trainer):
 
 def guard(comm, exc: BaseException) -> None:
     """What a rank does with an error that ends its run (call it from ``except``, then
-    re-raise): nothing when every rank met it (they agree within :data:`ERROR_GRACE` s, or
-    did already in the step; rank 0 reports it) — except that ranks other than 0 exit quietly
-    with the same status; else print this rank, its host and process id and the error, and stop
+    re-raise): nothing when every rank met it (they agree within :data:`ERROR_GRACE` s, or did
+    already in the step); else print this rank, its host and process id and the error, and stop
     every rank (``MPI_Abort``)."""
     if comm.size == 1:
         return
     agreed = getattr(exc, "stablecnn_agreed", None)
     if agreed is None:
         agreed = comm.agree_on_error(ERROR_GRACE)
+        try:
+            exc.stablecnn_agreed = agreed
+        except AttributeError:  # an exception type without a __dict__
+            pass
     if agreed:
-        if comm.rank != 0:  # rank 0 prints it once
-            raise SystemExit(exit_status(exc)) from None
         return
     detail = str(exc) if isinstance(exc, StableCNNError) else f"{type(exc).__name__}: {exc}"
     notes = "".join(f"\n{note}" for note in getattr(exc, "__notes__", ()))
-    if not isinstance(exc, (StableCNNError, OSError, KeyboardInterrupt)):
+    if not isinstance(exc, (StableCNNError, OSError, KeyboardInterrupt)):  # a bug: where
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
+        notes = ""  # printed with it
     print(
         f"stablecnn: {comm.describe()} failed: {detail}{notes}\n"
         f"stablecnn: stopping every rank of the run (MPI_Abort)",

@@ -152,11 +152,7 @@ class Trainer:
                 f"{config.micro_batches} images in it"
             )
         # a batch as micro-batches (stablecnn.training.microbatch); None: the whole batch at once
-        self.micro_step = (
-            MicroBatchStep(self.model, config.micro_batches, None, config.label_smoothing)
-            if config.micro_batches > 1
-            else None
-        )
+        self.micro_step = self._micro_batch_step()
         self.num_classes = preflight.num_classes(self.model, preflight.example_shape(images))
         bar = Progress() if progress else None
         log = TextLog(
@@ -173,6 +169,12 @@ class Trainer:
         self._updating = False  # the optimizer is writing the weights (see train_step)
         self._t0 = time.perf_counter()
         self._steps_this_session = 0
+
+    def _micro_batch_step(self) -> MicroBatchStep | None:
+        c = self.config
+        if c.micro_batches == 1:
+            return None
+        return MicroBatchStep(self.model, c.micro_batches, None, c.label_smoothing)
 
     def _build_optimizer(self):
         c = self.config
