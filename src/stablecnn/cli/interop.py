@@ -42,8 +42,8 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--float64",
         action="store_true",
-        help="keep a float64 model's weights in float64 (onnxruntime's CPU provider runs float32 "
-        "only)",
+        help="keep a float64 model's weights in float64 (default: float32, what runtimes run; "
+        "onnxruntime's CPU provider has no float64 Conv)",
     )
     p.add_argument(
         "--verify",
