@@ -20,9 +20,9 @@ from stablecnn.training.runlock import RunLock
 from stablecnn.training.trainer import load_data
 
 
-def cmd_train_distributed(args) -> int:
-    from stablecnn.cli.train import finish_run, prepare_run
-
+def cmd_train_distributed(args, prepare_run, finish_run) -> int:
+    """``stablecnn train --distributed``: ``prepare_run`` and ``finish_run`` are those of
+    :mod:`stablecnn.cli.train` (passed, so the two modules do not import each other)."""
     comm = mpi_world(args.mpi_timeout)
     lead = comm.rank == 0
     try:
@@ -58,11 +58,12 @@ def cmd_train_distributed(args) -> int:
             try:
                 last = trainer.fit()
             except Interrupted as exc:
-                dist.guard(comm, exc)
                 print(f"\n{exc}", file=sys.stderr)
                 return 130
             finish_run(args, trainer, run_dir, last, time.perf_counter() - t0)
         return 0
     except BaseException as exc:
-        dist.guard(comm, exc)  # stops every rank, or (rank > 0) exits quietly, or returns
+        dist.guard(comm, exc)  # an error of this rank only stops every rank here
+        if not lead:  # every rank met it: rank 0 reports it
+            raise SystemExit(dist.exit_status(exc)) from None
         raise

@@ -340,7 +340,7 @@ def cmd_train(args) -> int:
     if getattr(args, "distributed", False):
         from stablecnn.cli.distributed import cmd_train_distributed
 
-        return cmd_train_distributed(args)
+        return cmd_train_distributed(args, prepare_run, finish_run)
     config, ckpt, run_dir, data_dir, verify = prepare_run(args)
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
     trainer = Trainer(

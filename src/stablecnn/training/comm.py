@@ -12,6 +12,10 @@ prints which rank waited for what and stops every rank with ``MPI_Abort`` (a kil
 noticed sooner: ``mpiexec`` stops the others when one dies). ``MPI_Abort`` from the watchdog's
 thread needs MPI's ``MPI_THREAD_MULTIPLE``, which mpi4py asks for by default.
 
+A rank waiting in a step's all-gather polls it, sleeping 0.1 ms between polls once 200 polls
+have failed, where MPI's own wait spins: with more ranks than cores, a spinning rank takes the
+core that the rank it waits for needs (``STABLECNN_MPI_SPIN=1`` keeps MPI's wait, for comparison).
+
 mpi4py and an MPI runtime are optional (``pip install "stablecnn[mpi]"``: mpi4py and MPICH's
 wheel); :func:`mpi_world` says so when either is missing.
 """

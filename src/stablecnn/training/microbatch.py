@@ -278,14 +278,14 @@ class MicroBatchStep:
         known, headers = self._gather(body, "the gradient all-gather", np.array([float(flag)]))
         grad_bytes = packed[0].nbytes
 
-        def unpack(raw: np.ndarray) -> list[np.ndarray]:
+        def unpack(raw: np.ndarray) -> list[np.ndarray]:  # views of the received bytes
             grads = raw[:grad_bytes].view(dtype)
             out, offset = [], 0
             for shape in shapes:
                 size = math.prod(shape)
-                out.append(grads[offset : offset + size].reshape(shape).copy())
+                out.append(grads[offset : offset + size].reshape(shape))
                 offset += size
-            out.append(raw[grad_bytes:].view(np.float64).copy())
+            out.append(raw[grad_bytes:].view(np.float64))
             return out
 
         total = tree_sum(0, self.parts, {k: unpack(v) for k, v in known.items()}, _add_in_place)
