@@ -86,7 +86,19 @@ ALLOWED = {
     "training": {"errors", "files", "kernels", "nn", "optim", "data"},
     "legacy": {"errors", "files", "nn", "optim", "data", "training"},
     "serve": {"errors", "files", "kernels", "nn", "optim", "data", "training"},
-    "cli": {"errors", "files", "kernels", "nn", "optim", "data", "training", "legacy", "serve"},
+    "interop": {"errors", "files", "nn", "data", "training"},
+    "cli": {
+        "errors",
+        "files",
+        "kernels",
+        "nn",
+        "optim",
+        "data",
+        "training",
+        "legacy",
+        "serve",
+        "interop",
+    },
 }
 
 

@@ -35,6 +35,7 @@ Every file written passes ``onnx.checker.check_model(full_check=True)`` first.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,9 +242,11 @@ def _resolve(source) -> tuple[Sequential, dict, float | None]:
 
 
 def _version() -> str:
-    import stablecnn
-
-    return stablecnn.__version__
+    """The installed distribution's version (pyproject's, as ``stablecnn.__version__``)."""
+    try:
+        return importlib.metadata.version("stablecnn")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
 
 
 def _class_names(dataset, out_shape) -> list[str] | None:
