@@ -201,16 +201,22 @@ _POOL = {
 }
 
 
-def max_pool(g: Graph, i: int, shape: tuple) -> Step:
-    a = g.attrs(i, {**_POOL, "storage_order": ("int", 0)})
+def _pool_window(g: Graph, i: int, a: dict, shape: tuple, layer: str) -> tuple:
+    """``(kernel, stride, pads)`` of pooling node ``i`` with attributes ``a``, refusing what
+    neither of stablecnn's pools does (no kernel_shape, dilations)."""
     _image(g, i, shape)
     if a["kernel_shape"] is None:
         g.fail(i, "has no kernel_shape")
     kernel = _pair(g, i, "kernel_shape", a["kernel_shape"])
     stride = _pair(g, i, "strides", a["strides"])
     if a["dilations"] != [1, 1]:
-        g.refuse(i, "dilations", a["dilations"], "stablecnn's MaxPool2d does not dilate")
-    pads = _pads(g, i, a, kernel, stride)
+        g.refuse(i, "dilations", a["dilations"], f"stablecnn's {layer} does not dilate")
+    return kernel, stride, _pads(g, i, a, kernel, stride)
+
+
+def max_pool(g: Graph, i: int, shape: tuple) -> Step:
+    a = g.attrs(i, {**_POOL, "storage_order": ("int", 0)})
+    kernel, stride, pads = _pool_window(g, i, a, shape, "MaxPool2d")
     if any(pads):
         g.refuse(i, "pads", pads, "stablecnn's MaxPool2d does not pad")
     _floor_mode(g, i, a, shape, kernel, stride, pads)
@@ -220,14 +226,7 @@ def max_pool(g: Graph, i: int, shape: tuple) -> Step:
 
 def average_pool(g: Graph, i: int, shape: tuple) -> Step:
     a = g.attrs(i, {**_POOL, "count_include_pad": ("int", 0)})
-    _image(g, i, shape)
-    if a["kernel_shape"] is None:
-        g.fail(i, "has no kernel_shape")
-    kernel = _pair(g, i, "kernel_shape", a["kernel_shape"])
-    stride = _pair(g, i, "strides", a["strides"])
-    if a["dilations"] != [1, 1]:
-        g.refuse(i, "dilations", a["dilations"], "stablecnn's AvgPool2d does not dilate")
-    pads = _pads(g, i, a, kernel, stride)
+    kernel, stride, pads = _pool_window(g, i, a, shape, "AvgPool2d")
     if pads[:2] != pads[2:]:
         g.refuse(i, "pads", pads, "stablecnn's AvgPool2d pads both sides alike")
     if any(pads) and a["count_include_pad"] == 0:
