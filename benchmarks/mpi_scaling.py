@@ -12,12 +12,15 @@ batch; a few milliseconds). Each configuration runs in its own ``mpiexec`` (or p
 The model (the README's "Several processes (MPI)" section)::
 
     T(K) = ceil(P / K) * t_mb / min(1, cores / (K * threads)) + t_opt + t_comm(K)
-    t_comm(K) = c * alpha + (bytes received a step) / beta
+    t_comm(K) = t_exchange(gradient) + 3 * (batch norm layers) * t_exchange(small)
 
 ``t_mb`` is one micro-batch's forward and backward pass, ``t_opt`` the optimizer's update, both
-measured on one rank (K = 1); ``c`` is the number of collectives a step makes (1 + 3 per batch
-norm layer), ``alpha`` the latency of one and ``beta`` the bandwidth, both measured here by an
-all-gather of the gradient's size (``transfer`` below) on K ranks.
+measured on one rank (K = 1); ``t_exchange`` is the time of the step's exchange
+(:meth:`~stablecnn.training.microbatch.MicroBatchStep._combine`) measured alone on K ranks, of
+the gradient and of 65 float64 sums, a batch norm's. Between machines, with latency ``alpha``
+and bandwidth ``beta`` and ``L = ceil(log2 K)`` levels of the tree that cross ranks, an
+exchange of G bytes takes about ``2 L alpha + (L + 2) G / beta`` (the sends up the tree, then
+MPICH's broadcast of a large message, a scatter and an all-gather).
 
 Usage::
 
@@ -102,13 +105,13 @@ def worker(args) -> None:
         "grad_bytes": step.grad_bytes,
         "local": args.local,
     }
-    if comm.size > 1:  # the network alone: all-gathers of one gradient per rank, and of 8 bytes
-        for name, size in (("transfer_ms", step.grad_bytes), ("latency_ms", 8)):
-            send = np.zeros(size, np.uint8)
+    if comm.size > 1:  # the exchange alone: a gradient's (and loss), and a batch norm's sums
+        grads = [g for _, _, g in model.parameters()]
+        for name, value in (("exchange_ms", [*grads, np.zeros(3)]), ("small_ms", [np.zeros(65)])):
             comm.barrier()
             t = time.perf_counter()
             for _ in range(args.steps):
-                comm.allgather(send, [size] * comm.size, "the benchmark")
+                step._combine({(i, i + 1): [a.copy() for a in value] for i in step.mine}, "")
             result[name] = 1e3 * (time.perf_counter() - t) / args.steps
     if comm.rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
@@ -141,15 +144,13 @@ def predict(base: dict, run: dict, cores: int) -> float:
     compute = math.ceil(micro / k) * t_mb / share + base["opt_ms"] / share
     if k == 1:
         return compute
-    alpha = run["latency_ms"]
-    beta = run["grad_bytes"] * (k - 1) / max(run["transfer_ms"] - alpha, 1e-9)  # bytes / ms
-    return compute + run["collectives"] * alpha + run["received"] / beta
+    return compute + run["exchange_ms"] + 3 * run["batch_norms"] * run["small_ms"]
 
 
 def table(args, runs: list[tuple[str, dict]], cores: int) -> str:
     base = next(r for name, r in runs if name.startswith("1 rank"))
     rows = [
-        "| configuration | images/s | step ms | model ms | in collectives ms | collectives "
+        "| configuration | images/s | step ms | model ms | communicating ms | messages "
         "| sent KB | received KB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -161,10 +162,10 @@ def table(args, runs: list[tuple[str, dict]], cores: int) -> str:
             f"| {r['received'] / 1e3:.0f} |"
         )
     transfers = [
-        f"{r['ranks']} ranks: all-gather of {r['grad_bytes'] / 1e6:.2f} MB a rank "
-        f"{r['transfer_ms']:.2f} ms, of 8 bytes {1e3 * r['latency_ms']:.0f} us"
+        f"{r['ranks']} ranks: the gradient's {r['exchange_ms']:.2f} ms, a batch norm's sums "
+        f"{1e3 * r['small_ms']:.0f} us"
         for _, r in runs
-        if "transfer_ms" in r
+        if "exchange_ms" in r
     ]
     return "\n".join(
         [
@@ -175,7 +176,7 @@ def table(args, runs: list[tuple[str, dict]], cores: int) -> str:
             "",
             *rows,
             "",
-            "Network alone: " + "; ".join(transfers) + ".",
+            "Exchanges alone: " + "; ".join(transfers) + ".",
         ]
     )
 

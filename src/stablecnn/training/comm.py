@@ -1,10 +1,10 @@
 """The communication a data-parallel run needs: one process (:class:`LocalComm`) or MPI ranks
 (:class:`MPIComm`).
 
-The training step (:mod:`stablecnn.training.microbatch`) needs one collective, an all-gather of
-byte buffers whose sizes every rank knows in advance (``MPI_Allgatherv``); the distributed trainer
-(:mod:`stablecnn.training.distributed`) adds a barrier, a broadcast and the agreement on an error.
-Messages are plain bytes and NumPy arrays, never pickles.
+The training step (:mod:`stablecnn.training.microbatch`) sends byte buffers of sizes both ranks
+know from one rank to another and broadcasts one; the distributed trainer
+(:mod:`stablecnn.training.distributed`) adds an all-gather (``MPI_Allgatherv``), a barrier and the
+agreement on an error. Messages are plain bytes and NumPy arrays, never pickles.
 
 A collective that one rank never joins would wait for ever, so every collective of a step runs
 under a watchdog: a thread that, when the collective has not completed after ``timeout`` seconds,
@@ -12,9 +12,10 @@ prints which rank waited for what and stops every rank with ``MPI_Abort`` (a kil
 noticed sooner: ``mpiexec`` stops the others when one dies). ``MPI_Abort`` from the watchdog's
 thread needs MPI's ``MPI_THREAD_MULTIPLE``, which mpi4py asks for by default.
 
-A rank waiting in a step's all-gather polls it, sleeping 0.1 ms between polls once 200 polls
-have failed, where MPI's own wait spins: with more ranks than cores, a spinning rank takes the
-core that the rank it waits for needs (``STABLECNN_MPI_SPIN=1`` keeps MPI's wait, for comparison).
+A rank waiting for a step's message or broadcast polls it, sleeping 0.1 ms between polls once
+200 polls have failed, where MPI's own wait spins: with more ranks than cores, a spinning rank
+takes the core that the rank it waits for needs (``STABLECNN_MPI_SPIN=1`` keeps MPI's wait, for
+comparison).
 
 mpi4py and an MPI runtime are optional (``pip install "stablecnn[mpi]"``: mpi4py and MPICH's
 wheel); :func:`mpi_world` says so when either is missing.
@@ -68,8 +69,14 @@ class LocalComm:
     def barrier(self, what: str = "", watch: bool = True) -> None:
         pass
 
-    def bcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
+    def bcast(self, array: np.ndarray, root: int = 0, what: str = "") -> np.ndarray:
         return array
+
+    def send(self, data: np.ndarray, dest: int, what: str = "") -> None:
+        raise RuntimeError("one process has no other rank to send to")
+
+    def recv(self, nbytes: int, source: int, what: str = "") -> np.ndarray:
+        raise RuntimeError("one process has no other rank to receive from")
 
     def agree_on_error(self, seconds: float) -> bool:
         return True
@@ -205,11 +212,31 @@ class MPIComm:
         with self._watch(what or "a barrier", watch):
             self.comm.Barrier()
 
-    def bcast(self, array: np.ndarray, root: int = 0) -> np.ndarray:
-        """``array`` of rank ``root`` on every rank (the same shape and dtype everywhere)."""
-        with self._watch("a broadcast"):
-            self.comm.Bcast(array, root=root)
+    def bcast(self, array: np.ndarray, root: int = 0, what: str = "") -> np.ndarray:
+        """``array`` of rank ``root`` on every rank (the same shape and dtype everywhere), in
+        place."""
+        with self._watch(what or "a broadcast"):
+            self._wait(self.comm.Ibcast(array, root=root))
+        if self.rank == root:
+            self.stats.bytes_sent += array.nbytes
+        else:
+            self.stats.bytes_received += array.nbytes
         return array
+
+    def send(self, data: np.ndarray, dest: int, what: str = "") -> None:
+        """Send the bytes ``data`` (uint8) to rank ``dest``, which receives them with
+        :meth:`recv` (messages between two ranks arrive in the order sent)."""
+        with self._watch(what or "a send"):
+            self._wait(self.comm.Isend([np.ascontiguousarray(data), self.MPI.BYTE], dest=dest))
+        self.stats.bytes_sent += data.nbytes
+
+    def recv(self, nbytes: int, source: int, what: str = "") -> np.ndarray:
+        """The next ``nbytes`` bytes rank ``source`` sends this one (uint8)."""
+        buf = np.empty(nbytes, np.uint8)
+        with self._watch(what or "a receive"):
+            self._wait(self.comm.Irecv([buf, self.MPI.BYTE], source=source))
+        self.stats.bytes_received += nbytes
+        return buf
 
     def agree_on_error(self, seconds: float) -> bool:
         """Whether every rank reaches this call within ``seconds``: True when an error was raised

@@ -15,10 +15,12 @@ processes share it:
    whichever process runs it.
 3. The gradients are added over a binary tree fixed by ``P`` alone (:func:`tree_sum`: a node
    ``[lo, hi)`` is the sum of its halves ``[lo, mid) + [mid, hi)``, ``mid = (lo + hi) // 2``).
-   Each rank adds the largest nodes that lie inside its micro-batches (:func:`tree_nodes`), the
-   ranks exchange those partial sums (one ``MPI_Allgatherv``) and every rank adds the rest of
-   the tree itself, in the same order: every rank holds the same gradient, bit for bit, and it is
-   the gradient one process computes with the same ``P``.
+   Each rank adds the largest nodes that lie inside its micro-batches (:func:`tree_nodes`); where
+   a node's halves lie on two ranks, the right half's rank sends it to the left half's, which
+   adds them; rank 0 ends with the root and broadcasts it (:meth:`MicroBatchStep._combine`). Every
+   rank holds the same gradient, bit for bit, and it is the gradient one process computes with
+   the same ``P``. A rank receives at most one node per level of the tree and the broadcast, so
+   the bytes a rank receives do not grow with the number of ranks.
 4. Batch normalisation takes the statistics of the whole batch: its layers call a reducer
    (:attr:`stablecnn.nn.layers.norm.BatchNorm2d.reducer`) with their micro-batch's float64
    channel sums, combined by the same tree, twice in the forward pass and once in the backward
@@ -136,9 +138,8 @@ class MicroBatchStep:
         self.model, self.parts, self.comm = model, micro_batches, comm
         self.mine = rank_range(micro_batches, comm.size, comm.rank)
         self.nodes = tree_nodes(0, micro_batches, self.mine.start, self.mine.stop)
-        self.node_counts = [
-            len(tree_nodes(0, micro_batches, r.start, r.stop))
-            for r in (rank_range(micro_batches, comm.size, k) for k in range(comm.size))
+        self.owner = [  # the rank of each micro-batch
+            k for k in range(comm.size) for _ in rank_range(micro_batches, comm.size, k)
         ]
         self.losses = [SoftmaxCrossEntropy(label_smoothing) for _ in self.mine]
         params = model.parameters()
@@ -199,7 +200,7 @@ class MicroBatchStep:
                 loss = loss_fn.forward(logits, y[a:b])
                 correct = np.count_nonzero(logits.argmax(axis=1) == y[a:b])
                 replica.backward(loss_fn.backward(batch_size=n), need_input_grad=False)
-            stats[i] = np.array([float(loss) * (b - a), correct], np.float64)
+            stats[i] = np.array([float(loss) * (b - a), correct, float(flag)], np.float64)
 
         relay = _Relay(len(self.mine), self._reduce)
         for j, layers in enumerate(self.synced):
@@ -220,76 +221,77 @@ class MicroBatchStep:
                     drop.batch_rows = None
         # (the replicas' buffers now equal the model's: each took the whole batch's statistics)
         leaves = {(i, i + 1): [*self._grads[j], stats[i]] for j, i in enumerate(self.mine)}
-        total, flags = self._exchange(leaves, flag)
+        total = self._combine(leaves, "the gradients")
         for g, t in zip(self._grads[0], total[:-1], strict=True):
             if g is not t:
                 g[...] = t
-        loss_sum, correct = total[-1]
-        return loss_sum / n, correct / n, flags
+        loss_sum, correct, flags = total[-1]
+        return loss_sum / n, correct / n, bool(flags)
 
     # -- the sums -------------------------------------------------------------------------------
-    def _local_nodes(self, leaves: dict[Node, list[np.ndarray]]) -> list[list[np.ndarray]]:
-        return [tree_sum(lo, hi, leaves, _add_in_place) for lo, hi in self.nodes]
+    def _combine(self, leaves: dict[Node, list[np.ndarray]], what: str) -> list[np.ndarray]:
+        """The root of the tree, the whole batch's sum, on every rank, from this rank's
+        ``leaves`` (``{(i, i + 1): value}``, a value a list of arrays, added in place).
 
-    def _gather(self, mine: list[np.ndarray], what: str, header: np.ndarray | None = None):
-        """Every rank's node values (each a flat array of this rank's dtype and length), as
-        ``{node: flat array}``, and the ranks' headers (one float64 each, or None)."""
-        flat = np.concatenate([v.reshape(-1) for v in mine]) if mine else np.zeros(0)
-        item = flat.nbytes // max(len(mine), 1)
-        send = flat.view(np.uint8)
-        if header is not None:
-            send = np.concatenate((header.view(np.uint8), send))
-        extra = 0 if header is None else header.nbytes
-        counts = [extra + c * item for c in self.node_counts]
-        recv = self.comm.allgather(send, counts, what)
-        known, headers, offset = {}, [], 0
-        for k in range(self.comm.size):
-            r = rank_range(self.parts, self.comm.size, k)
-            if header is not None:
-                headers.append(recv[offset : offset + extra].view(np.float64)[0])
-                offset += extra
-            for node in tree_nodes(0, self.parts, r.start, r.stop):
-                known[node] = recv[offset : offset + item].view(flat.dtype)
-                offset += item
-        return known, headers
+        In one process, the tree is added here. Over ranks, each adds the largest nodes inside
+        its share; then, walking down from the root (:meth:`_part`), the rank holding a node's
+        right child sends it to the rank holding its left child, which adds the two, so a node
+        is always its left child plus its right child, whoever computes it; rank 0 ends with the
+        root and broadcasts it. A rank receives at most one node per level of the tree, and the
+        broadcast: bytes that do not grow with the number of ranks.
+        """
+        local = {node: tree_sum(*node, leaves, _add_in_place) for node in self.nodes}
+        if self.comm.size == 1:
+            return local[(0, self.parts)]
+        first = next(iter(local.values()))
+        layout = [(a.shape, a.dtype) for a in first]
+        size = sum(a.nbytes for a in first)
+        root = self._part(0, self.parts, local, layout, size, what)
+        buf = _pack(root) if self.comm.rank == 0 else np.empty(size, np.uint8)
+        self.comm.bcast(buf, root=0, what=what)
+        return root if self.comm.rank == 0 else _unpack(buf, layout)
+
+    def _part(self, lo: int, hi: int, local: dict, layout: list, size: int, what: str):
+        """This rank's part in node ``[lo, hi)``: the node's value when this rank holds
+        micro-batch ``lo`` (receiving the right child from its holder), else None (after
+        sending the right child to the left child's holder when this rank holds it)."""
+        share = self.mine
+        if hi <= share.start or share.stop <= lo:
+            return None
+        if (lo, hi) in local:
+            return local[(lo, hi)]
+        mid = (lo + hi) // 2
+        left = self._part(lo, mid, local, layout, size, what)
+        right = self._part(mid, hi, local, layout, size, what)
+        rank, lead, second = self.comm.rank, self.owner[lo], self.owner[mid]
+        if lead == rank:
+            if second != rank:
+                right = _unpack(self.comm.recv(size, second, what), layout)
+            return _add_in_place(left, right)
+        if second == rank:
+            self.comm.send(_pack(right), lead, what)
+        return None
 
     def _reduce(self, partials: list[np.ndarray]) -> np.ndarray:
         """The whole batch's sums from this rank's micro-batches' ``partials`` (float64 vectors,
-        in order), over the tree and the ranks."""
+        in order), over the tree and the ranks: a batch norm's reducer."""
         leaves = {(i, i + 1): [p] for i, p in zip(self.mine, partials, strict=True)}
-        mine = [v[0] for v in self._local_nodes(leaves)]
-        if self.comm.size == 1:
-            return mine[0]
-        known, _ = self._gather(mine, "a batch norm's sums")
-        return tree_sum(0, self.parts, known, np.add)
+        return self._combine(leaves, "a batch norm's sums")[0]
 
-    def _exchange(self, leaves: dict, flag: bool) -> tuple[list[np.ndarray], bool]:
-        """The whole batch's gradients and statistics, and whether any rank flagged."""
-        mine = self._local_nodes(leaves)
-        if self.comm.size == 1:
-            return mine[0], flag
-        shapes = [v.shape for v in mine[0][:-1]]  # the gradients'
-        dtype = mine[0][0].dtype
-        packed = [np.concatenate([v.reshape(-1) for v in node[:-1]]) for node in mine]
-        body = [  # per node: the gradients (the parameters' dtype), then loss and count
-            np.concatenate((g.view(np.uint8), node[-1].view(np.uint8)))
-            for g, node in zip(packed, mine, strict=True)
-        ]
-        known, headers = self._gather(body, "the gradient all-gather", np.array([float(flag)]))
-        grad_bytes = packed[0].nbytes
 
-        def unpack(raw: np.ndarray) -> list[np.ndarray]:  # views of the received bytes
-            grads = raw[:grad_bytes].view(dtype)
-            out, offset = [], 0
-            for shape in shapes:
-                size = math.prod(shape)
-                out.append(grads[offset : offset + size].reshape(shape))
-                offset += size
-            out.append(raw[grad_bytes:].view(np.float64))
-            return out
+def _pack(value: list[np.ndarray]) -> np.ndarray:
+    """A node's arrays as one byte buffer."""
+    return np.concatenate([np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in value])
 
-        total = tree_sum(0, self.parts, {k: unpack(v) for k, v in known.items()}, _add_in_place)
-        return total, any(h != 0 for h in headers)
+
+def _unpack(buf: np.ndarray, layout: list) -> list[np.ndarray]:
+    """Views of ``buf`` as arrays of ``layout`` (``[(shape, dtype)]``)."""
+    out, offset = [], 0
+    for shape, dtype in layout:
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        out.append(buf[offset : offset + nbytes].view(dtype).reshape(shape))
+        offset += nbytes
+    return out
 
 
 class _Cancelled(BaseException):
