@@ -449,34 +449,3 @@ def test_products_are_bit_identical_at_1_2_and_3_threads(threads, monkeypatch, n
         for got, expected in zip(many, results[0]):
             assert got.dtype == np.float32
             np.testing.assert_array_equal(got, expected)
-
-
-class _FakeBlas:
-    """A BLAS library as threadpoolctl controls it, recording the thread counts it is set to."""
-
-    def __init__(self, threads=1):
-        self.threads, self.calls = threads, []
-
-    def get_num_threads(self):
-        return self.threads
-
-    def set_num_threads(self, n):
-        self.calls.append(n)
-        self.threads = n
-
-
-def test_blas_matmul_lends_blas_the_threads_for_one_product_and_takes_them_back(monkeypatch):
-    lib = _FakeBlas()
-    monkeypatch.setattr(parallel, "_blas", [lib])
-    monkeypatch.setattr(parallel, "_threads", 2)
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((5, 7)), rng.standard_normal((7, 3))
-    np.testing.assert_array_equal(parallel.blas_matmul(a, b), a @ b)
-    assert lib.calls == [2, 1] and lib.threads == 1
-    lib.threads, lib.calls = 3, []  # the program set BLAS since: left alone
-    parallel.blas_matmul(a, b)
-    assert lib.calls == [] and lib.threads == 3
-    lib.threads = 1
-    monkeypatch.setattr(parallel, "_threads", 1)  # stablecnn on one thread: nothing to lend
-    parallel.blas_matmul(a, b)
-    assert lib.calls == []

@@ -184,22 +184,6 @@ def test_a_users_blas_setting_and_configure_are_kept():
     assert out["after_forward"] == {"threads": 1, "blas": [1]}
 
 
-SMALL = "model.forward(x[:1], training=False); out['after_small'] = state()"
-
-
-def test_one_images_products_borrow_blas_threads_and_give_them_back():
-    """A batch-1 evaluation runs its products on BLAS's threads (parallel.blas_matmul) and
-    leaves BLAS as it found it: at one thread, or at the count the program set since."""
-    out = first_use(after=SMALL)
-    if out["after_forward"]["blas"] != [1]:
-        pytest.skip("this BLAS does not start with one thread per CPU: the defaults leave it")
-    assert out["after_small"]["blas"] == [1]
-    out = first_use(after="threadpool_limits(limits=2, user_api='blas'); " + SMALL)
-    assert out["after_small"]["blas"] == [2]
-    out = first_use(after=SMALL, OPENBLAS_NUM_THREADS="2")
-    assert out["after_small"]["blas"] == [2]
-
-
 def test_the_defaults_give_the_same_bits_as_one_thread():
     """Whatever thread count the defaults pick, a training step's gradients are bit-identical
     to those of one thread (STABLECNN_NUM_THREADS=1) and of three."""

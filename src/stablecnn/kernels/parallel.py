@@ -66,8 +66,6 @@ __all__ = [
     "split",
     "outer_axis",
     "matmul",
-    "blas_matmul",
-    "blas_to_one",
     "sum_in_order",
     "blocks",
     "grid",
@@ -92,7 +90,6 @@ _threads = 1
 _configured = False  # set_num_threads was called
 _defaults_applied = False  # runtime.apply_defaults ran (on first use) or was not needed
 _pool: ThreadPoolExecutor | None = None
-_blas: list = []  # threadpoolctl's controllers of the BLAS libraries stablecnn set to one thread
 # Called once, the first time a kernel splits work, if the program set no threads: stablecnn's
 # runtime module puts its apply_defaults here when it is imported (stablecnn's __init__ imports
 # it), so that this module, which runtime builds on, does not import it back.
@@ -134,43 +131,9 @@ def set_num_threads(n: int) -> None:
         raise ConfigError(f"the number of threads must be a positive int, got {n!r}")
     _set_pool(n)
     _configured = True
-    blas_to_one()
+    from threadpoolctl import threadpool_limits
 
-
-def blas_to_one() -> None:
-    """Set NumPy's BLAS to one thread (through threadpoolctl, for the whole process): products
-    run on stablecnn's own threads, a block each (see the module doc). Only BLAS libraries set
-    here are ever given more threads, by :func:`blas_matmul`."""
-    from threadpoolctl import ThreadpoolController
-
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    for lib in libs:
-        lib.set_num_threads(1)
-    _blas[:] = libs
-
-
-def blas_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``a @ b`` as one BLAS call on stablecnn's threads, for a product too small to cut into
-    blocks for the pool: a single image's convolution (:mod:`stablecnn.nn.inference`). BLAS's
-    own threads take up work in microseconds where the pool's hand-off costs tens (md2's 3x3
-    convolutions at one image: 131 us on one thread, 74 us on two). Only when stablecnn set BLAS
-    to one thread (:func:`blas_to_one`) and it is still at one (a count the program set since is
-    left alone), never from a pool thread, and BLAS is back at one thread when this returns;
-    otherwise a plain product."""
-    if (
-        not _blas
-        or _threads <= 1
-        or getattr(_state, "busy", False)
-        or any(lib.get_num_threads() != 1 for lib in _blas)  # the program set BLAS since
-    ):
-        return np.matmul(a, b, out=out)
-    for lib in _blas:
-        lib.set_num_threads(_threads)
-    try:
-        return np.matmul(a, b, out=out)
-    finally:
-        for lib in _blas:
-            lib.set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def _set_pool(n: int) -> None:

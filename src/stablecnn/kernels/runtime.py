@@ -197,7 +197,7 @@ def apply_defaults() -> Defaults:
     Called once by :mod:`stablecnn.kernels.parallel` the first time a kernel splits work, when
     the program has not set stablecnn's threads.
     """
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     blas = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     cpus = {os.cpu_count() or 1}
@@ -208,7 +208,7 @@ def apply_defaults() -> Defaults:
         keep_freed_memory()
     parallel._set_pool(defaults.threads)
     if defaults.blas_to_one:
-        parallel.blas_to_one()
+        threadpool_limits(limits=1, user_api="blas")
     return defaults
 
 

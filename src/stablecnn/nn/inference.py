@@ -60,6 +60,11 @@ from stablecnn.nn.layers.residual import Residual
 # few images on, the layers' kernels, built for batches and threads, are as fast or faster.
 SMALL_BATCH = 2
 
+# Multiply-adds of one image's convolution worth a thread of its own. Measured: a product of
+# 7 million multiply-adds (md2's 3x3 convolutions at one image) took 130 us on one thread and
+# as long cut in two halves on two (the hand-off to a waking thread costs about as much as
+# half the product); 28 million: 530 us against 360.
+SPLIT_MACS = 1 << 23
 
 Step = Callable[[np.ndarray], np.ndarray]
 
@@ -73,8 +78,9 @@ class _Conv:
     """A convolution with what follows it folded in: an evaluation-mode BatchNorm2d, then an
     activation (its negative slope: ``0.0`` for a ReLU, ``None`` for none).
 
-    Each image copies its windows into its window matrix and multiplies it whole, one BLAS call
-    on stablecnn's threads (:func:`stablecnn.kernels.parallel.blas_matmul`)."""
+    Each image copies its windows into its own window matrix and multiplies it whole, so
+    threads may take the images in any order (from two images of :data:`SPLIT_MACS`
+    multiply-adds on) and the numbers do not depend on the thread count."""
 
     def __init__(self, conv: Conv2d, bn: BatchNorm2d | None, slope, shape, dtype) -> None:
         c, n, h, w = shape
@@ -87,6 +93,7 @@ class _Conv:
         self.interior = self.padded[:, :, pt : pt + h, pl : pl + w]
         windows = sliding_window_view(self.padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
         self.windows = windows.transpose(0, 4, 5, 1, 2, 3)  # (C, kH, kW, N, Ho, Wo)
+        self.macs = conv.out_channels * c * kh * kw * ho * wo  # of one image
         self.cols = [np.empty((c, kh, kw, ho, wo), dtype) for _ in range(n)]
 
     def weights(self) -> tuple[np.ndarray, np.ndarray]:
@@ -107,13 +114,16 @@ class _Conv:
         f, n, ho, wo = self.out_shape
         out = np.empty((f, n, ho, wo), w.dtype)
 
-        for i in range(n):  # one product an image, on BLAS's threads
+        def image(i: int, _) -> None:
             cols = self.cols[i]
             np.copyto(cols, self.windows[:, :, :, i])
             part = out[:, i].reshape(f, -1)  # a view: image i's maps
-            parallel.blas_matmul(w, cols.reshape(-1, ho * wo), out=part)
+            np.matmul(w, cols.reshape(-1, ho * wo), out=part)
             part += b[:, None]
             activate(part, self.slope)
+
+        images = [(i, i + 1) for i in range(n)]
+        parallel.for_each_block(images, image, [self.macs] * n, min_run=SPLIT_MACS)
         return out
 
 
@@ -193,7 +203,7 @@ def _affine(bn, slope) -> Step:
 
 def _linear(layer: Linear, slope) -> Step:
     def linear(x):
-        out = parallel.blas_matmul(x, layer.params["weight"].T)
+        out = parallel.matmul(x, layer.params["weight"].T)
         out += layer.params["bias"]
         activate(out, slope)
         return out
