@@ -225,3 +225,13 @@ def test_the_train_command_on_two_ranks_is_one_process_with_its_micro_batches(tm
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir()
     )
+
+
+def test_more_ranks_than_micro_batches_are_refused_once_before_anything_is_written(tmp_path):
+    command = [MPIEXEC, "-n", "3", sys.executable, "-m", "stablecnn", "train", "--distributed"]
+    command += ["--micro-batches", "2", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("3 ranks but the run has 2 micro-batches") == 1  # rank 0 says it
+    assert "--micro-batches 3 or more" in done.stderr
+    assert not (tmp_path / "run").exists()
