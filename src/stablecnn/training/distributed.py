@@ -174,7 +174,7 @@ class DistributedTrainer(Trainer):
             accuracy=float(np.mean(predictions == labels)),
             loss=total_loss / n,
             predictions=predictions,
-            confusion=confusion_matrix(labels, predictions, 10),
+            confusion=confusion_matrix(labels, predictions, self.num_classes),
         )
 
     def _stop_on_error(self, exc, what, restore):
