@@ -22,6 +22,7 @@ from stablecnn import (
     ReLU,
     Sequential,
 )
+from stablecnn.kernels import parallel
 from stablecnn.nn import inference, zoo
 from stablecnn.nn.inference import InferencePlan
 from stablecnn.nn.layers import Residual
@@ -236,3 +237,23 @@ def test_global_average_pooling_ends_a_compiled_pass():
     got = InferencePlan(model.layers, x.shape, np.float64)(x)
     assert got.shape == (2, 3) and got.flags.c_contiguous
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["md2", "md3"])
+def test_the_same_bits_at_any_thread_count_and_from_any_thread(name):
+    """As every kernel: a product is one single-threaded BLAS call whichever thread runs it."""
+    model = _random_statistics(zoo.build(name))
+    x = np.random.default_rng(15).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    before = parallel.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            parallel.set_num_threads(n)
+            outs.append(model.forward(x, training=False))
+            thread = threading.Thread(target=lambda: outs.append(model.forward(x, False)))
+            thread.start()
+            thread.join(timeout=60)
+    finally:
+        parallel.set_num_threads(before)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
