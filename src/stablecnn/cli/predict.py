@@ -141,17 +141,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_predict(args) -> int:
-    from stablecnn.data import Normalizer
-    from stablecnn.errors import CheckpointError
-    from stablecnn.training.checkpoint import load_model
+    from stablecnn.training.checkpoint import load_predictor
 
-    model, ckpt = load_model(args.checkpoint)
-    if "normalizer" not in ckpt.meta:
-        raise CheckpointError(
-            f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
-            f"cannot be prepared as in training"
-        )
-    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
+    model, normalizer, ckpt = load_predictor(args.checkpoint)
     results = predict_files(model, normalizer, args.files, framing=args.framing)
     dataset = (ckpt.meta.get("train") or {}).get("dataset")
     failed = 0

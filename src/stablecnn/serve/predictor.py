@@ -25,7 +25,6 @@ import numpy as np
 
 from stablecnn.data import Normalizer
 from stablecnn.data.specs import class_names
-from stablecnn.errors import CheckpointError
 from stablecnn.nn.layers import Conv2d
 
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # a model built without an input shape is taken to be MNIST's
@@ -73,15 +72,10 @@ class Predictor:
             CheckpointError: the file cannot be loaded safely (see
                 :func:`stablecnn.training.checkpoint.load`) or has no normalizer record.
         """
-        from stablecnn.training.checkpoint import load_model
+        from stablecnn.training.checkpoint import load_predictor
 
-        model, ckpt = load_model(path)
-        if "normalizer" not in ckpt.meta:
-            raise CheckpointError(
-                f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
-                f"cannot be prepared as in training"
-            )
-        return cls(model, Normalizer.from_dict(ckpt.meta["normalizer"]), ckpt.meta, ckpt.history)
+        model, normalizer, ckpt = load_predictor(path)
+        return cls(model, normalizer, ckpt.meta, ckpt.history)
 
     # -- the model card -------------------------------------------------------------------------
     def describe(self, meta: dict, history: dict) -> dict:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stablecnn.data import Normalizer
 from stablecnn.errors import CheckpointError
 from stablecnn.files import atomic_write
 from stablecnn.nn.model import Sequential
@@ -205,3 +206,21 @@ def load_model(path) -> tuple[Sequential, Checkpoint]:
     """The model stored in a checkpoint, and the checkpoint itself."""
     ckpt = load(path)
     return ckpt.build_model(), ckpt
+
+
+def load_predictor(path) -> tuple[Sequential, Normalizer, Checkpoint]:
+    """What predicting needs from a checkpoint: its model, the
+    :class:`~stablecnn.data.Normalizer` its inputs were prepared with in training, and the
+    checkpoint (``stablecnn predict`` and ``stablecnn serve`` load through this).
+
+    Raises:
+        CheckpointError: the file cannot be loaded safely (:func:`load`) or has no normalizer
+            record.
+    """
+    model, ckpt = load_model(path)
+    if "normalizer" not in ckpt.meta:
+        raise CheckpointError(
+            f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
+            f"cannot be prepared as in training"
+        )
+    return model, Normalizer.from_dict(ckpt.meta["normalizer"]), ckpt
