@@ -22,6 +22,12 @@ are two more passes. An :class:`InferencePlan` does that work once per input sha
 - Any other layer, or one whose ``forward`` was replaced on the instance (a hook), runs its own
   ``forward(x, training=False)``.
 
+Each image's product is one single-threaded BLAS call (two images of a large product go to
+stablecnn's two threads), so a plan gives the same bits at any thread count and from any thread,
+as every kernel does. OpenBLAS's own threads would take md2's convolutions at one image from 131
+to 74 us, but they add in another order than its single thread and, measured, gave other bits
+when called from another Python thread: a served answer differed from ``predict``'s.
+
 The plan reads the parameters and running statistics at every call, so it follows training,
 ``load_state_dict`` and in-place edits. It holds work arrays, so one call runs at a time; a
 second thread that finds it busy gets ``None`` and runs the layers (see
