@@ -11,6 +11,10 @@ evaluation, the checks made before the first step, resuming, and the plots of a 
 - :mod:`~stablecnn.training.resume`: what a resumed run may change; where a run's data came from.
 - :mod:`~stablecnn.training.metrics`: accuracy, loss, per-class accuracy, confusion matrix.
 - :mod:`~stablecnn.training.plots`: curves, confusion matrix, filters, mistakes.
+- :mod:`~stablecnn.training.microbatch`: a batch's gradient as micro-batches added in a fixed
+  order, in one process or over MPI ranks; :mod:`~stablecnn.training.comm`: the communication
+  (one process, or MPI with a watchdog); :mod:`~stablecnn.training.distributed`: a rank of a
+  data-parallel run (``mpiexec -n K stablecnn train --distributed``).
 """
 
 from stablecnn.training.config import TrainConfig
