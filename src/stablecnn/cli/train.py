@@ -18,6 +18,7 @@ from stablecnn.nn import modelfile, zoo
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.training import checkpoint as ckpt_io
 from stablecnn.training import recipes
+from stablecnn.training.config import NO_HFLIP
 from stablecnn.training.resume import (
     CHANGEABLE,
     augment_part,
@@ -189,6 +190,13 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="with --data-dir: use your own data there (structure checked, "
         "not the canonical SHA-256 digests)",
+    )
+    p.add_argument(
+        "--tta",
+        choices=["hflip"],
+        help="test-time augmentation: 'hflip' averages the class probabilities of each image "
+        "and its mirror image (twice the forward passes; for fashion-mnist and cifar10, "
+        "refused on mnist)",
     )
     p.set_defaults(func=cmd_evaluate)
 
@@ -417,10 +425,15 @@ def cmd_evaluate(args) -> int:
         if "normalizer" in ckpt.meta
         else Normalizer.original(images)
     )
-    result = evaluate(model, images, labels, normalizer)
+    if args.tta == "hflip" and dataset in NO_HFLIP:
+        raise ConfigError(
+            f"--tta hflip is not for {dataset}: a mirrored digit is not that digit, so the "
+            f"mirror images' probabilities would be wrong for their labels"
+        )
+    result = evaluate(model, images, labels, normalizer, tta=args.tta)
     print(
         f"{dataset} test set, {len(labels)} images: accuracy {100 * result.accuracy:.2f}%, "
-        f"loss {result.loss:.4f}"
+        f"loss {result.loss:.4f}" + (f" (test-time augmentation: {args.tta})" if args.tta else "")
     )
     print(
         "per-class accuracy: "

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablecnn.errors import DataError
+from stablecnn.errors import ConfigError, DataError
 from stablecnn.nn.losses import log_softmax
+
+TTA = (None, "hflip")  # test-time augmentations evaluate() knows
 
 
 @dataclass
@@ -45,6 +47,7 @@ def evaluate(
     normalizer,
     batch_size: int = 1000,
     num_classes: int = 10,
+    tta: str | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` on uint8 ``images`` (N, H, W) or (N, C, H, W), normalising one batch at
     a time.
@@ -60,6 +63,12 @@ def evaluate(
         normalizer: the run's :class:`~stablecnn.data.Normalizer`.
         batch_size: images per forward pass.
         num_classes: K, the size of the confusion matrix.
+        tta: test-time augmentation. ``"hflip"``: each image and its mirror image (left to
+            right) both go through the model, and their class probabilities are averaged,
+            ``p = (softmax(z) + softmax(z_mirror)) / 2``; predictions and loss are those of
+            ``p`` (``log p = logaddexp(log_softmax(z), log_softmax(z_mirror)) - log 2``, finite
+            for any finite logits). Twice the forward passes. For classes a mirror keeps
+            (clothes, objects), not digits. ``None``: the model's output alone.
 
     Raises:
         DataError: no images, or images whose channels the normalizer's statistics do not fit.
@@ -69,11 +78,16 @@ def evaluate(
     n = len(images)
     if n == 0:
         raise DataError("cannot evaluate on an empty set")
+    if tta not in TTA:
+        raise ConfigError(f"tta must be one of {[t for t in TTA if t]} or None, got {tta!r}")
     predictions = np.empty(n, dtype=np.int64)
     total_loss = 0.0
+    mirrored = model.forward_batches(images[..., ::-1], batch_size, normalizer) if tta else None
     for start, logits in model.forward_batches(images, batch_size, normalizer):
         y = labels[start : start + len(logits)].astype(np.intp)
         logp = log_softmax(logits)
+        if mirrored is not None:  # the mean of the two probabilities, in logs
+            logp = np.logaddexp(logp, log_softmax(next(mirrored)[1])) - np.log(2)
         predictions[start : start + len(y)] = logp.argmax(axis=1)
         total_loss -= float(logp[np.arange(len(y)), y].sum(dtype=np.float64))
     return Evaluation(

@@ -1,0 +1,71 @@
+"""Test-time augmentation (metrics.evaluate(tta="hflip"), stablecnn evaluate --tta hflip): the
+mean of the class probabilities of each image and its mirror image, as its definition says."""
+
+import numpy as np
+import pytest
+from support.fakes import make_data, toy_loader
+
+from stablecnn import cli
+from stablecnn.data import Normalizer
+from stablecnn.errors import ConfigError
+from stablecnn.nn import zoo
+from stablecnn.training.metrics import evaluate
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(24, 28, 28), (24, 3, 32, 32)])  # grey, colour
+def test_hflip_averages_the_probabilities_of_each_image_and_its_mirror(shape):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    labels = rng.integers(0, 10, len(images))
+    model = zoo.build("md3" if len(shape) == 3 else "md3cifar", dtype=np.float64)
+    normalizer = Normalizer.original(images)
+    x = normalizer(images, dtype=np.float64)
+    p = (
+        _softmax(model.forward(x, training=False))
+        + _softmax(model.forward(x[..., ::-1], training=False))
+    ) / 2
+    got = evaluate(model, images, labels, normalizer, batch_size=10, tta="hflip")
+    np.testing.assert_array_equal(got.predictions, p.argmax(1))
+    want_loss = -np.mean(np.log(p[np.arange(len(labels)), labels]))
+    assert got.loss == pytest.approx(want_loss, rel=1e-12)
+    plain = evaluate(model, images, labels, normalizer, batch_size=10)
+    assert plain.loss != pytest.approx(got.loss, rel=1e-9)  # the mirror images count
+
+
+def test_the_loss_stays_finite_for_a_confident_wrong_answer():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    model = zoo.build("md1", dtype=np.float64)
+    model.layers[-1].params["bias"][...] = [1e4] + [0] * 9  # class 0 by a margin of 1e4
+    got = evaluate(model, images, np.full(4, 3), Normalizer.original(images), tta="hflip")
+    assert np.isfinite(got.loss) and got.loss > 1e3 and (got.predictions == 0).all()
+
+
+def test_an_unknown_augmentation_is_named():
+    images = np.arange(2 * 28 * 28).reshape(2, 28, 28).astype(np.uint8)
+    with pytest.raises(ConfigError, match="tta must be one of \\['hflip'\\]"):
+        evaluate(zoo.build("md1"), images, np.zeros(2, int), Normalizer.original(images), tta="x")
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_the_command_mirrors_clothes_and_refuses_to_mirror_digits(
+    tmp_path, capsys, monkeypatch, dataset
+):
+    monkeypatch.setattr(
+        "stablecnn.cli.train.load_data", toy_loader(make_data(30, 0), make_data(10, 1))
+    )
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", dataset, "--epochs", "1", "--batch-size", "10"]
+    assert cli.main([*argv, "--out", str(run), "--no-plots"]) == 0
+    capsys.readouterr()
+    code = cli.main(["evaluate", str(run), "--tta", "hflip"])
+    out, err = capsys.readouterr()
+    if dataset == "mnist":
+        assert code == 2 and "--tta hflip is not for mnist" in err
+    else:
+        assert code == 0 and "(test-time augmentation: hflip)" in out
