@@ -9,6 +9,7 @@ from stablecnn import cli
 from stablecnn.data import Normalizer
 from stablecnn.errors import ConfigError
 from stablecnn.nn import zoo
+from stablecnn.training.config import TrainConfig
 from stablecnn.training.metrics import evaluate
 
 
@@ -69,3 +70,21 @@ def test_the_command_mirrors_clothes_and_refuses_to_mirror_digits(
         assert code == 2 and "--tta hflip is not for mnist" in err
     else:
         assert code == 0 and "(test-time augmentation: hflip)" in out
+
+
+def test_a_run_with_tta_evaluates_with_it_and_refuses_it_on_digits(tmp_path, monkeypatch):
+    from stablecnn.training import checkpoint
+
+    train, test = make_data(30, 0), make_data(10, 1)
+    monkeypatch.setattr("stablecnn.cli.train.load_data", toy_loader(train, test))
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "fashion-mnist", "--epochs", "1", "--batch-size", "10"]
+    assert cli.main([*argv, "--tta", "hflip", "--out", str(run), "--no-plots"]) == 0
+    model, normalizer, ckpt = checkpoint.load_predictor(run)
+    want = evaluate(model, *test, normalizer, tta="hflip")
+    assert ckpt.meta["train"]["tta"] == "hflip"
+    assert ckpt.history["epoch_test_loss"][-1] == pytest.approx(want.loss, rel=1e-12)
+    with pytest.raises(ConfigError, match="tta hflip\\) are not for mnist"):
+        TrainConfig(dataset="mnist", tta="hflip")
+    with pytest.raises(ConfigError, match="tta must be None or 'hflip', got 'vflip'"):
+        TrainConfig(dataset="fashion-mnist", tta="vflip")

@@ -109,6 +109,13 @@ def add_parsers(sub) -> None:
         help="train on the targets (1 - EPS) one-hot + EPS / classes (default 0). The training "
         "loss reported is then the smoothed loss; the test loss stays the plain cross-entropy",
     )
+    p.add_argument(
+        "--tta",
+        choices=["hflip"],
+        help="test-time augmentation of the evaluations: 'hflip' averages the class "
+        "probabilities of each test image and its mirror image (for fashion-mnist and cifar10, "
+        "refused on mnist); off when absent",
+    )
     p.add_argument("--seed", type=int, help="seed for the weights and the shuffles (default 0)")
     p.add_argument("--dtype", choices=["float32", "float64"], help="default float32")
     p.add_argument(
@@ -227,6 +234,7 @@ OPTION_FIELDS = {
     "dtype": "--dtype",
     "augment": "--augment",  # with the options of AUGMENT_OPTIONS, which set parts of it
     "label_smoothing": "--label-smoothing",
+    "tta": "--tta",
     "micro_batches": "--micro-batches",
 }
 # the options that each set part of TrainConfig.augment (Augment's fields): "augment" is --augment

@@ -45,6 +45,10 @@ class TrainConfig:
     log, metrics file and plots) is then the smoothed loss, while the test loss stays the plain
     cross-entropy, so the two are not the same measure.
 
+    ``tta="hflip"`` evaluates the test set (after each epoch and at the end) on the mean of each
+    image's and its mirror image's class probabilities
+    (:func:`~stablecnn.training.metrics.evaluate`); refused where flips are.
+
     ``micro_batches`` (P, default 1, at most ``batch_size``) computes each batch's gradient as
     the sum of P contiguous micro-batches' gradients added in a fixed order
     (:mod:`stablecnn.training.microbatch`): P is part of the run's arithmetic, and a run with a
@@ -75,6 +79,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     augment: dict | None = None  # Augment.to_dict(): max_shift, max_degrees, random_crop, ...
     label_smoothing: float = 0.0  # eps of the training loss's targets (1 - eps) one_hot + eps / K
+    tta: str | None = None  # test-time augmentation of the evaluations: None or "hflip"
     # micro-batches a batch's gradient is summed from, in a fixed order (1: the whole batch at
     # once); what makes a run on K MPI ranks bit-identical to one process, see
     # stablecnn.training.microbatch
@@ -134,6 +139,14 @@ class TrainConfig:
                 "a number in [0, 1) (1 would make every target uniform and the labels unused)",
             )
         self.label_smoothing = float(self.label_smoothing)
+        if self.tta not in (None, "hflip"):
+            bad("tta", self.tta, "None or 'hflip'")
+        if self.tta == "hflip" and self.dataset in NO_HFLIP:
+            raise ConfigError(
+                f"test-time flips (tta hflip) are not for {self.dataset}: a mirrored digit is not "
+                f"that digit; use them on datasets whose classes a mirror keeps (fashion-mnist, "
+                f"cifar10)"
+            )
         # the optimizer's own checks (momentum, weight decay, ...), before any data is read
         resolved = check_optimizer(
             self.optimizer,

@@ -43,9 +43,8 @@ import numpy as np
 
 from stablecnn.errors import ConfigError, Interrupted, StableCNNError
 from stablecnn.kernels import parallel, runtime
-from stablecnn.nn.losses import log_softmax
 from stablecnn.training.comm import LocalComm, MPIComm
-from stablecnn.training.metrics import Evaluation, confusion_matrix
+from stablecnn.training.metrics import Evaluation, confusion_matrix, log_probabilities
 from stablecnn.training.microbatch import MicroBatchStep, rank_range
 from stablecnn.training.trainer import Trainer
 
@@ -155,11 +154,10 @@ class DistributedTrainer(Trainer):
         predictions = np.empty(hi - lo, np.int64)
         sums = np.empty(len(ranges[comm.rank]), np.float64)
         if hi > lo:
-            for i, (start, logits) in enumerate(
-                self.model.forward_batches(images[lo:hi], size, self.normalizer)
+            for i, (start, logp) in enumerate(
+                log_probabilities(self.model, images[lo:hi], self.normalizer, size, self.config.tta)
             ):
-                y = labels[lo + start : lo + start + len(logits)].astype(np.intp)
-                logp = log_softmax(logits)
+                y = labels[lo + start : lo + start + len(logp)].astype(np.intp)
                 predictions[start : start + len(y)] = logp.argmax(axis=1)
                 sums[i] = float(logp[np.arange(len(y)), y].sum(dtype=np.float64))
         what = "the evaluation's all-gather"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,31 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     """(K, K) counts: entry [t, p] counts examples of true class t predicted as p."""
     flat = labels.astype(np.int64) * num_classes + predictions.astype(np.int64)
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def log_probabilities(
+    model, images: np.ndarray, normalizer, batch_size: int = 1000, tta: str | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(start, log p)`` for each batch of ``images``, ``log p`` (B, K) the log class
+    probabilities of examples ``start .. start + B - 1``: ``log_softmax`` of the logits of
+    :meth:`~stablecnn.nn.model.Sequential.forward_batches`, or with ``tta="hflip"`` the log of
+    the mean of an image's and its mirror image's probabilities (see :func:`evaluate`).
+
+    Raises:
+        ConfigError: ``tta`` is not one of :data:`TTA` (when called, before any work).
+    """
+    if tta not in TTA:
+        raise ConfigError(f"tta must be one of {[t for t in TTA if t]} or None, got {tta!r}")
+    mirrored = model.forward_batches(images[..., ::-1], batch_size, normalizer) if tta else None
+
+    def batches():
+        for start, logits in model.forward_batches(images, batch_size, normalizer):
+            logp = log_softmax(logits)
+            if mirrored is not None:  # the mean of the two probabilities, in logs
+                logp = np.logaddexp(logp, log_softmax(next(mirrored)[1])) - np.log(2)
+            yield start, logp
+
+    return batches()
 
 
 def evaluate(
@@ -78,16 +104,10 @@ def evaluate(
     n = len(images)
     if n == 0:
         raise DataError("cannot evaluate on an empty set")
-    if tta not in TTA:
-        raise ConfigError(f"tta must be one of {[t for t in TTA if t]} or None, got {tta!r}")
     predictions = np.empty(n, dtype=np.int64)
     total_loss = 0.0
-    mirrored = model.forward_batches(images[..., ::-1], batch_size, normalizer) if tta else None
-    for start, logits in model.forward_batches(images, batch_size, normalizer):
-        y = labels[start : start + len(logits)].astype(np.intp)
-        logp = log_softmax(logits)
-        if mirrored is not None:  # the mean of the two probabilities, in logs
-            logp = np.logaddexp(logp, log_softmax(next(mirrored)[1])) - np.log(2)
+    for start, logp in log_probabilities(model, images, normalizer, batch_size, tta):
+        y = labels[start : start + len(logp)].astype(np.intp)
         predictions[start : start + len(y)] = logp.argmax(axis=1)
         total_loss -= float(logp[np.arange(len(y)), y].sum(dtype=np.float64))
     return Evaluation(

@@ -313,6 +313,7 @@ class Trainer:
             self.test_labels,
             self.normalizer,
             self.config.eval_batch_size,
+            tta=self.config.tta,
         )
 
     def _stop_on_error(self, exc: BaseException, what: str, restore) -> NoReturn:
