@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
+from support.processes import default_sigint
 from support.runs import snapshot
 
 from stablecnn import cli
@@ -56,6 +57,7 @@ def test_serve_in_its_own_process_writes_nothing(toy_run, tmp_path, digit_pixels
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # a test run in the background has SIGINT ignored
     )
     try:
         line = child.stdout.readline()
