@@ -11,11 +11,14 @@ batch; a few milliseconds). Each configuration runs in its own ``mpiexec`` (or p
 
 The model (the README's "Several processes (MPI)" section)::
 
-    T(K) = ceil(P / K) * t_mb / min(1, cores / (K * threads)) + t_opt + t_comm(K)
+    T(K) = ceil(P / K) * t_mb * c(K) + t_opt + t_comm(K)
     t_comm(K) = t_exchange(gradient) + 3 * (batch norm layers) * t_exchange(small)
 
 ``t_mb`` is one micro-batch's forward and backward pass, ``t_opt`` the optimizer's update, both
-measured on one rank (K = 1); ``t_exchange`` is the time of the step's exchange
+measured on one rank (K = 1); ``c(K)`` is how much slower a process computes when K of them run
+at once on this machine (shared caches and memory, and more processes than cores for K = 3),
+measured by running K plain processes of ``ceil(P / K)`` micro-batches each at the same time
+(``c = 1`` for ranks on separate machines); ``t_exchange`` is the time of the step's exchange
 (:meth:`~stablecnn.training.microbatch.MicroBatchStep._combine`) measured alone on K ranks, of
 the gradient and of 65 float64 sums, a batch norm's. Between machines, with latency ``alpha``
 and bandwidth ``beta`` and ``L = ceil(log2 K)`` levels of the tree that cross ranks, an
@@ -108,10 +111,11 @@ def worker(args) -> None:
     if comm.size > 1:  # the exchange alone: a gradient's (and loss), and a batch norm's sums
         grads = [g for _, _, g in model.parameters()]
         for name, value in (("exchange_ms", [*grads, np.zeros(3)]), ("small_ms", [np.zeros(65)])):
+            leaves = {(i, i + 1): [a.copy() for a in value] for i in step.mine}  # added in place
             comm.barrier()
             t = time.perf_counter()
             for _ in range(args.steps):
-                step._combine({(i, i + 1): [a.copy() for a in value] for i in step.mine}, "")
+                step._combine(leaves, "")
             result[name] = 1e3 * (time.perf_counter() - t) / args.steps
     if comm.rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
@@ -136,18 +140,39 @@ def launch(args, ranks: int | None, threads: int, micro: int) -> dict:
 
 
 # -- the model ----------------------------------------------------------------------------------
-def predict(base: dict, run: dict, cores: int) -> float:
+def corun(args, k: int) -> float:
+    """c(K): the step time of ``k`` plain one-thread processes of ceil(P / k) micro-batches each
+    (of the size of the runs' micro-batches), run at the same time, over one alone's."""
+    micro = math.ceil(args.micro / k)
+    batch = round(args.batch * micro / args.micro)
+    command = [sys.executable, __file__, "--worker", "--local", "--model", args.model]
+    command += ["--batch", str(batch), "--micro", str(micro), "--threads", "1"]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    env = {**os.environ, "STABLECNN_NUM_THREADS": "1"}
+
+    def times(n: int) -> list[float]:
+        procs = [
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in range(n)
+        ]
+        outs = [p.communicate()[0] for p in procs]
+        lines = [next(s for s in o.splitlines() if s.startswith("RESULT ")) for o in outs]
+        return [json.loads(line[len("RESULT ") :])["fb_ms"] for line in lines]
+
+    print(f"running: {k} plain processes at once", file=sys.stderr, flush=True)
+    return float(np.mean(times(k)) / np.mean(times(1)))
+
+
+def predict(base: dict, run: dict) -> float:
     """Step time in ms the README's model predicts for ``run`` from the one-rank figures."""
     k, micro = run["ranks"], run["micro"]
     t_mb = base["fb_ms"] / micro  # one micro-batch, one thread
-    share = min(1.0, cores / (k * run["threads"]))  # a rank's part of a core
-    compute = math.ceil(micro / k) * t_mb / share + base["opt_ms"] / share
+    compute = math.ceil(micro / k) * t_mb * run.get("corun", 1.0) + base["opt_ms"]
     if k == 1:
         return compute
     return compute + run["exchange_ms"] + 3 * run["batch_norms"] * run["small_ms"]
 
 
-def table(args, runs: list[tuple[str, dict]], cores: int) -> str:
+def table(args, runs: list[tuple[str, dict]]) -> str:
     base = next(r for name, r in runs if name.startswith("1 rank"))
     rows = [
         "| configuration | images/s | step ms | model ms | communicating ms | messages "
@@ -155,7 +180,7 @@ def table(args, runs: list[tuple[str, dict]], cores: int) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in runs:
-        model = "" if r["local"] else f"{predict(base, r, cores):.1f}"
+        model = "" if r["local"] else f"{predict(base, r):.1f}"
         rows.append(
             f"| {name} | {r['images_per_s']:.0f} | {r['step_ms']:.1f} | {model} "
             f"| {r['comm_ms']:.2f} | {r['collectives']:.0f} | {r['sent'] / 1e3:.0f} "
@@ -163,7 +188,7 @@ def table(args, runs: list[tuple[str, dict]], cores: int) -> str:
         )
     transfers = [
         f"{r['ranks']} ranks: the gradient's {r['exchange_ms']:.2f} ms, a batch norm's sums "
-        f"{1e3 * r['small_ms']:.0f} us"
+        f"{1e3 * r['small_ms']:.0f} us, c(K) {r['corun']:.2f}"
         for _, r in runs
         if "exchange_ms" in r
     ]
@@ -209,8 +234,11 @@ def main(argv=None) -> int:
              launch(args, k, 1, args.micro))
             for k in (1, 2, 3)
         ]  # fmt: skip
+        for _, r in runs[3:]:
+            if r["ranks"] > 1:
+                r["corun"] = corun(args, r["ranks"])
         print()
-        print(table(args, runs[2:3] + runs[:2] + runs[3:], cores))
+        print(table(args, runs[2:3] + runs[:2] + runs[3:]))
         print(flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f} (1-minute average)")
     return 0
