@@ -291,7 +291,9 @@ def build_schedule(
         total_steps = _int("build_schedule", "total_steps", total_steps, 1)
         if total_steps <= warmup_steps:
             raise ConfigError(
-                f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps})"
+                f"total_steps ({total_steps}) must exceed warmup_steps ({warmup_steps}): "
+                f"lower the warm-up (--warmup-steps) or train for more steps (a run's steps are "
+                f"its epochs times its batches per epoch)"
             )
         inner = CosineLR(total_steps - warmup_steps, min_lr)
     else:
