@@ -156,11 +156,14 @@ def test_augment_config_round_trips_and_checks_its_values():
         "random_erasing": 0.0,
         "erasing_scale": [0.02, 0.33],
         "erasing_ratio": [0.3, 3.3],
+        "max_scale": 0.0,
     }
     # an old checkpoint's description: the new steps off
     assert Augment.from_dict({"max_shift": np.int64(3), "max_degrees": np.float64(15)}) == aug
     assert Augment.parse("3,15") == aug
-    full = Augment(1, 5.0, random_crop=4, hflip=True, random_erasing=0.25, erasing_ratio=(0.5, 2))
+    full = Augment(
+        1, 5.0, random_crop=4, hflip=True, random_erasing=0.25, erasing_ratio=(0.5, 2), max_scale=0.1
+    )
     loaded = {  # as a .npz's JSON and NumPy scalars give it back
         k: (np.bool_(v) if isinstance(v, bool) else v) for k, v in full.to_dict().items()
     }
@@ -188,6 +191,10 @@ def test_augment_config_round_trips_and_checks_its_values():
         (dict(erasing_scale=0.3), "erasing_scale"),
         (dict(erasing_ratio=(0.3, float("inf"))), "erasing_ratio"),
         (dict(erasing_ratio=("a", 2)), "erasing_ratio"),
+        (dict(max_scale=1.0), "max_scale"),
+        (dict(max_scale=-0.1), "max_scale"),
+        (dict(max_scale=float("nan")), "max_scale"),
+        (dict(max_scale="0.1"), "max_scale"),
     ):
         with pytest.raises(ValueError, match=name):
             Augment(**bad)
@@ -210,3 +217,89 @@ def test_all_off_is_the_identity_and_draws_nothing():
     np.testing.assert_array_equal(out, images)
     assert out is not images  # a new array, as every step gives
     assert rng.random() == np.random.default_rng(0).random()  # the generator untouched
+
+
+def naive_affine(image, dy, dx, degrees, scale):
+    """The definition of shift_rotate for one grey image, pixel by pixel in plain Python: the
+    source of output pixel p is R(-theta) (p - c - t) / s + c, read bilinearly, 0 outside."""
+    h, w = image.shape
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    th = np.deg2rad(degrees)
+    out = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            oy, ox = y - cy - dy, x - cx - dx
+            sy = (np.cos(th) * oy + np.sin(th) * ox) / scale + cy
+            sx = (-np.sin(th) * oy + np.cos(th) * ox) / scale + cx
+            y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+            for yy, wy in ((y0, 1 - (sy - y0)), (y0 + 1, sy - y0)):
+                for xx, wx in ((x0, 1 - (sx - x0)), (x0 + 1, sx - x0)):
+                    if 0 <= yy < h and 0 <= xx < w:
+                        out[y, x] += wy * wx * float(image[yy, xx])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def test_shift_rotate_scale_matches_its_pixel_by_pixel_definition():
+    images = batch(5, 11, 8, seed=6)
+    shifts = np.array([[0, 0], [1, -2], [0, 0], [-1, 1], [2, 0]])
+    degrees = np.array([0.0, 7.0, 0.0, -12.0, 30.0])
+    scales = np.array([1.0, 1.1, 0.8, 0.93, 1.25])
+    out = shift_rotate(images, shifts, degrees, scales)
+    for k in range(5):
+        np.testing.assert_array_equal(
+            out[k], naive_affine(images[k], *shifts[k], degrees[k], scales[k])
+        )
+    # a scale of 1 is the shift and rotation alone, bit for bit
+    np.testing.assert_array_equal(
+        shift_rotate(images, shifts, degrees, np.ones(5)), shift_rotate(images, shifts, degrees)
+    )
+
+
+def test_a_scale_enlarges_or_shrinks_a_square_about_the_centre():
+    image = np.zeros((1, 21, 21), np.uint8)
+    image[0, 8:13, 8:13] = 255  # 5 x 5 at the centre (pixel 10)
+    big = shift_rotate(image, np.zeros((1, 2)), np.zeros(1), np.array([2.0]))[0]
+    small = shift_rotate(image, np.zeros((1, 2)), np.zeros(1), np.array([0.5]))[0]
+    assert big[10, 10] == 255 and small[10, 10] == 255  # the centre stays
+    # rows 8-12 at scale 2: output row y reads source row (y - 10) / 2 + 10, so rows 6-14 read
+    # inside the square, rows 5 and 15 half inside (bilinear edges); at 1/2, rows 9-11
+    any_ink = np.nonzero(big.max(axis=1))[0]
+    full = np.nonzero(big[:, 10] == 255)[0]
+    assert (full.min(), full.max(), any_ink.min(), any_ink.max()) == (6, 14, 5, 15)
+    assert big[5, 10] == big[15, 10] == 128
+    np.testing.assert_array_equal(np.nonzero(small[:, 10])[0], [9, 10, 11])
+    ink = big.sum(dtype=np.int64) / image.sum(dtype=np.int64)
+    assert 3 < ink < 4.5  # the area grows by about s**2 = 4
+
+
+def test_scaling_draws_after_the_angles_and_only_when_on():
+    images = batch(16, 28, 28)
+    with_scale = Augment(2, 10.0, max_scale=0.2)(images, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    shifts = rng.integers(-2, 3, size=(16, 2))
+    degrees = rng.uniform(-10, 10, size=16)
+    scales = rng.uniform(0.8, 1.2, size=16)
+    np.testing.assert_array_equal(with_scale, shift_rotate(images, shifts, degrees, scales))
+    # without scaling, nothing more is drawn: the bytes a run drew before scaling existed
+    rng = np.random.default_rng(3)
+    Augment(2, 10.0)(images, rng)
+    probe = np.random.default_rng(3)
+    probe.integers(-2, 3, size=(16, 2)), probe.uniform(-10, 10, size=16)
+    assert rng.random() == probe.random()
+    # scaling alone (no shift or angle) still draws in the same order
+    only = Augment(max_scale=0.2)(images, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    shifts, degrees = rng.integers(0, 1, size=(16, 2)), rng.uniform(0, 0, size=16)
+    scales = rng.uniform(0.8, 1.2, size=16)
+    assert not shifts.any() and not degrees.any()
+    np.testing.assert_array_equal(only, shift_rotate(images, shifts, degrees, scales))
+    assert not np.array_equal(only, images)
+
+
+def test_bad_scales_are_refused():
+    images = batch(2, 6, 6)
+    for bad in ([1.0, 0.0], [1.0, -1.0], [np.inf, 1.0], [np.nan, 1.0]):
+        with pytest.raises(DataError, match="scales must be finite and above 0"):
+            shift_rotate(images, np.zeros((2, 2)), np.zeros(2), np.array(bad))
+    with pytest.raises(DataError, match="scales"):
+        shift_rotate(images, np.zeros((2, 2)), np.zeros(2), np.ones(3))

@@ -1,4 +1,4 @@
-"""The augmentation options (--augment, --random-crop, --hflip, --random-erasing) and
+"""The augmentation options (--augment, --max-scale, --random-crop, --hflip, --random-erasing) and
 --label-smoothing on the command line: what a run stores, and a resume that refuses a value other
 than the run's, naming it, before anything runs (as test_resume_options does for every option)."""
 
@@ -14,6 +14,8 @@ RECIPE = [
     "fashion-mnist",
     "--augment",
     "1,5",
+    "--max-scale",
+    "0.1",
     "--random-crop",
     "4",
     "--hflip",
@@ -50,11 +52,13 @@ def test_the_options_are_stored_in_the_runs_config(recipe_run):
         "random_erasing": 0.5,
         "erasing_scale": [0.02, 0.33],
         "erasing_ratio": [0.3, 3.3],
+        "max_scale": 0.1,
     }
 
 
 CASES = [  # option and value typed, what the message says the run has
     (["--augment", "2,10"], "1,5"),
+    (["--max-scale", "0.2"], "0.1"),
     (["--random-crop", "2"], "4"),
     (["--random-erasing", "0.25"], "0.5"),
     (["--label-smoothing", "0.2"], "0.1"),
@@ -77,6 +81,7 @@ def test_a_changed_augmentation_or_smoothing_is_refused(given, stored, recipe_ru
     "given",
     [
         ["--hflip"],
+        ["--max-scale", "0.1"],
         ["--random-crop", "3"],
         ["--random-erasing", "0.5"],
         ["--label-smoothing", "0.1"],
@@ -108,6 +113,9 @@ def test_bad_values_and_flips_on_digits_are_refused_before_a_run_starts(tmp_path
         (["--random-erasing", "x"], "probability of random erasing must be in (0, 1]"),
         (["--label-smoothing", "1"], "label smoothing must be in [0, 1)"),
         (["--random-crop", "-1"], "expected a positive integer"),
+        (["--max-scale", "1"], "largest zoom must be in (0, 1)"),
+        (["--max-scale", "0"], "largest zoom must be in (0, 1)"),
+        (["--max-scale", "ten"], "largest zoom must be in (0, 1)"),
     ):
         with pytest.raises(SystemExit) as exc:
             cli.main(["train", *args, "--out", str(tmp_path / "never")])

@@ -82,6 +82,14 @@ def add_parsers(sub) -> None:
         "rotations up to DEGREES (default when given: 2,10; off when absent)",
     )
     p.add_argument(
+        "--max-scale",
+        type=_max_scale,
+        metavar="M",
+        help="random zoom with the shifts and rotations: scale each training image about its "
+        "centre by a factor drawn uniformly from [1 - M, 1 + M], M in (0, 1) (0.1: 10%%); off "
+        "when absent",
+    )
+    p.add_argument(
         "--random-crop",
         type=positive_int,
         metavar="PAD",
@@ -241,6 +249,7 @@ OPTION_FIELDS = {
 # SHIFT,DEGREES (max_shift, max_degrees), the others the Augment field of the same name
 AUGMENT_OPTIONS = {
     "augment": "--augment",
+    "max_scale": "--max-scale",
     "random_crop": "--random-crop",
     "hflip": "--hflip",
     "random_erasing": "--random-erasing",
@@ -337,6 +346,16 @@ def _random_erasing(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"the probability of random erasing must be in (0, 1], got {text!r}"
         )
+    return value
+
+
+def _max_scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"the largest zoom must be in (0, 1), got {text!r}")
     return value
 
 

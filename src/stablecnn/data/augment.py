@@ -8,8 +8,9 @@ Works on the uint8 batch, before normalisation, so the rest of the data flow is 
 Four augmentations, each a pure function of the images and the parameters drawn for them (no
 Python loop over images or pixels), and a colour batch gets the same map on every channel:
 
-- :func:`shift_rotate`: a shift by whole pixels and a rotation about the centre (bilinear, 0
-  outside the image).
+- :func:`shift_rotate`: a shift by whole pixels, a rotation and a scaling (zoom) about the centre
+  (bilinear, 0 outside the image): torchvision's ``RandomAffine(degrees, scale=(1 - m, 1 + m))``
+  with whole-pixel translations, and the zoom of Keras' ``zoom_range``.
 - :func:`pad_crop`: random crops with padding, the CIFAR recipe (He et al. 2016, "Deep Residual
   Learning for Image Recognition", section 4.2: pad 4 zero pixels on each side, crop a random
   32x32 window; torchvision's ``RandomCrop(32, padding=4)``). A crop at offset ``(oy, ox)`` of
@@ -36,8 +37,9 @@ Python loop over images or pixels), and a colour batch gets the same map on ever
 is on, always in this order (so equal generators give equal batches, and a run stored before the
 later steps existed draws exactly what it drew then)::
 
-    1. shift, rotate (max_shift S, max_degrees D)  rng.integers(-S, S + 1, (B, 2)),
-                                                   rng.uniform(-D, D, B)
+    1. shift, rotate, scale (max_shift S,          rng.integers(-S, S + 1, (B, 2)),
+       max_degrees D, max_scale M)                 rng.uniform(-D, D, B),
+                                                   then only if M > 0: rng.uniform(1 - M, 1 + M, B)
     2. random crop (random_crop = P)               rng.integers(0, 2 P + 1, (B, 2))
     3. horizontal flip (hflip)                     rng.random(B) < 0.5
     4. random erasing (random_erasing = p)         the draws of erasing_boxes
@@ -46,14 +48,15 @@ Crop, then flip, then erase is torchvision's CIFAR recipe order. The trainer see
 per batch (``default_rng([seed, epoch, step, 1])``), so a resumed run sees the same augmented
 batches.
 
-The shift and rotation: for an output pixel ``p = (y, x)``, with ``c`` the image centre
-``((H - 1) / 2, (W - 1) / 2)``, shift ``t = (dy, dx)`` and angle ``theta``::
+The shift, rotation and scaling: for an output pixel ``p = (y, x)``, with ``c`` the image centre
+``((H - 1) / 2, (W - 1) / 2)``, shift ``t = (dy, dx)``, angle ``theta`` and scale ``s`` (above 1
+enlarges the content)::
 
-    source = R(-theta) (p - c - t) + c
+    source = R(-theta) (p - c - t) / s + c
 
 and the output is the bilinear interpolation of the input at ``source``, with 0 (black) outside
-the image, rounded back to uint8. With ``theta = 0`` the weights are exactly 0 and 1, so a pure
-shift moves pixels unchanged.
+the image, rounded back to uint8. With ``theta = 0`` and ``s = 1`` the weights are exactly 0 and
+1, so a pure shift moves pixels unchanged.
 """
 
 from __future__ import annotations
@@ -86,14 +89,16 @@ def _per_image(values, b: int, shape: tuple, what: str, dtype=None) -> np.ndarra
     return values.reshape(b, *shape)
 
 
-def shift_rotate(images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray) -> np.ndarray:
-    r"""Shift and rotate each image about its centre (bilinear, zero fill).
+def shift_rotate(
+    images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray, scales: np.ndarray | None = None
+) -> np.ndarray:
+    r"""Shift, rotate and scale each image about its centre (bilinear, zero fill).
 
     .. math::
-        \mathrm{source}(p) = R(-\theta)\,(p - c - t) + c
+        \mathrm{source}(p) = R(-\theta)\,(p - c - t) / s + c
 
-    for output pixel ``p = (y, x)``, centre ``c = ((H - 1) / 2, (W - 1) / 2)``, shift ``t`` and
-    angle ``theta``; the output is the bilinear interpolation of the input at the source, 0
+    for output pixel ``p = (y, x)``, centre ``c = ((H - 1) / 2, (W - 1) / 2)``, shift ``t``,
+    angle ``theta`` and scale ``s``; the output is the bilinear interpolation of the input at the source, 0
     outside the image, rounded to uint8. Every channel of a colour image moves the same way.
 
     Args:
@@ -101,19 +106,27 @@ def shift_rotate(images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray) ->
         shifts: (B, 2) pixels ``(dy, dx)``; positive moves the content down and right.
         degrees: (B,) angles; positive turns the content counter-clockwise as displayed (row 0
             at the top), like ``np.rot90``.
+        scales: (B,) factors > 0 (above 1 enlarges the content about the centre, below 1
+            shrinks it); ``None``: 1 for every image.
 
     Shape:
         the input's, uint8; a new array.
 
     Raises:
-        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, or ``shifts`` and
-            ``degrees`` not one per image.
+        DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, ``shifts``,
+            ``degrees`` or ``scales`` not one per image, or a scale not above 0.
     """
     x = _check_images(images)
     b, c, h, w = x.shape
     shifts = _per_image(shifts, b, (2,), "shifts", np.float64)
     theta = np.deg2rad(_per_image(degrees, b, (), "degrees", np.float64))
     cos, sin = np.cos(theta)[:, None, None, None], np.sin(theta)[:, None, None, None]  # (B,1,1,1)
+    if scales is not None:  # R(-theta) / s: the source moves 1 / s as far from the centre
+        s = _per_image(scales, b, (), "scales", np.float64)
+        bad = s[~((s > 0) & np.isfinite(s))]
+        if bad.size:
+            raise DataError(f"scales must be finite and above 0, got {bad[:3].tolist()}")
+        cos, sin = cos / s[:, None, None, None], sin / s[:, None, None, None]
     cy, cx = (h - 1) / 2, (w - 1) / 2
     oy = np.arange(h, dtype=np.float64)[None, None, :, None] - cy - shifts[:, 0, None, None, None]
     ox = np.arange(w, dtype=np.float64)[None, None, None, :] - cx - shifts[:, 1, None, None, None]
@@ -140,13 +153,20 @@ def shift_rotate(images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray) ->
 
 
 def augment_batch(
-    images: np.ndarray, rng: np.random.Generator, max_shift: int = 2, max_degrees: float = 10.0
+    images: np.ndarray,
+    rng: np.random.Generator,
+    max_shift: int = 2,
+    max_degrees: float = 10.0,
+    max_scale: float = 0.0,
 ) -> np.ndarray:
-    """A random shift (integer, up to ``max_shift`` pixels per axis) and rotation (uniform in
-    ``[-max_degrees, max_degrees]``) for each image of a uint8 batch (:func:`shift_rotate`).
+    """A random shift (integer, up to ``max_shift`` pixels per axis), rotation (uniform in
+    ``[-max_degrees, max_degrees]``) and, when ``max_scale > 0``, scaling (uniform in
+    ``[1 - max_scale, 1 + max_scale]``) for each image of a uint8 batch (:func:`shift_rotate`).
 
-    Draws ``rng.integers(-max_shift, max_shift + 1, (B, 2))`` then ``rng.uniform(..., B)``, always
-    in that order, so equal generators give equal batches.
+    Draws ``rng.integers(-max_shift, max_shift + 1, (B, 2))``, then ``rng.uniform(..., B)`` for
+    the angles, then (only when ``max_scale > 0``) ``rng.uniform(..., B)`` for the scales, always
+    in that order, so equal generators give equal batches, and a run without scaling draws what
+    it drew before scaling existed.
 
     Shape:
         (B, H, W) or (B, C, H, W) uint8 -> the same, a new array.
@@ -163,7 +183,8 @@ def augment_batch(
     b = images.shape[0]
     shifts = rng.integers(-max_shift, max_shift + 1, size=(b, 2))
     degrees = rng.uniform(-max_degrees, max_degrees, size=b)
-    return shift_rotate(images, shifts, degrees)
+    scales = rng.uniform(1 - max_scale, 1 + max_scale, size=b) if max_scale else None
+    return shift_rotate(images, shifts, degrees, scales)
 
 
 def pad_crop(images: np.ndarray, padding: int, offsets: np.ndarray) -> np.ndarray:
@@ -353,7 +374,7 @@ class Augment:
     """The augmentation of a training run (stored in its checkpoint), every step off by default.
 
     Applied in a fixed order, each step drawing from the generator only when on (the module doc
-    lists the draws): shift and rotate, random crop, horizontal flip, random erasing.
+    lists the draws): shift, rotate and scale, random crop, horizontal flip, random erasing.
 
     Args:
         max_shift: largest shift in pixels along each axis (an int >= 0).
@@ -366,6 +387,9 @@ class Augment:
         erasing_scale: (min, max) fraction of the area erased, default torchvision's
             (0.02, 0.33).
         erasing_ratio: (min, max) aspect ratio of the rectangle, default (0.3, 3.3).
+        max_scale: M, random zoom with the shift and rotation: each image scaled about its
+            centre by a factor uniform in ``[1 - M, 1 + M]``, M in [0, 1) (0.1 is the usual
+            digit recipe's 10%).
 
     Shape:
         ``aug(images, rng)``: uint8 (B, H, W) or (B, C, H, W) -> the same shape, a new array.
@@ -390,12 +414,15 @@ class Augment:
     random_erasing: float = 0.0
     erasing_scale: tuple[float, float] = (0.02, 0.33)
     erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    max_scale: float = 0.0
 
     def __post_init__(self) -> None:
         max_shift = _nonnegative_int("max_shift", self.max_shift)
         if not _number(self.max_degrees) or not 0 <= self.max_degrees <= 180:
             raise ConfigError(f"max_degrees must be a number in [0, 180], got {self.max_degrees!r}")
         random_crop = _nonnegative_int("random_crop", self.random_crop)
+        if not _number(self.max_scale) or not 0 <= self.max_scale < 1:
+            raise ConfigError(f"max_scale must be a number in [0, 1), got {self.max_scale!r}")
         if not isinstance(self.hflip, (bool, np.bool_)):
             raise ConfigError(f"hflip must be true or false, got {self.hflip!r}")
         p, scale, ratio = _check_erasing(
@@ -409,6 +436,7 @@ class Augment:
             ("random_erasing", p),
             ("erasing_scale", scale),
             ("erasing_ratio", ratio),
+            ("max_scale", float(self.max_scale)),
         ):
             object.__setattr__(self, name, value)
 
@@ -420,6 +448,7 @@ class Augment:
             ("random_erasing", 0.0),
             ("erasing_scale", (0.02, 0.33)),
             ("erasing_ratio", (0.3, 3.3)),
+            ("max_scale", 0.0),
         ):
             if getattr(self, name) != default:
                 shown.append(f"{name}={getattr(self, name)!r}")
@@ -430,8 +459,8 @@ class Augment:
         x = _check_images(images)
         b, _, h, w = x.shape
         out = images
-        if self.max_shift or self.max_degrees:  # off: the identity, and no draw
-            out = augment_batch(out, rng, self.max_shift, self.max_degrees)
+        if self.max_shift or self.max_degrees or self.max_scale:  # off: the identity, no draw
+            out = augment_batch(out, rng, self.max_shift, self.max_degrees, self.max_scale)
         if self.random_crop:
             p = self.random_crop
             out = pad_crop(out, p, rng.integers(0, 2 * p + 1, size=(b, 2)))
@@ -454,6 +483,7 @@ class Augment:
             "random_erasing": self.random_erasing,
             "erasing_scale": list(self.erasing_scale),
             "erasing_ratio": list(self.erasing_ratio),
+            "max_scale": self.max_scale,
         }
 
     @classmethod

@@ -12,8 +12,8 @@ A recipe is a TOML file of :class:`~stablecnn.training.config.TrainConfig` value
     optimizer = "adam"
     lr = 0.002
 
-    [train.augment]          # the Augment fields: max_shift, max_degrees, random_crop, hflip,
-    max_shift = 2            # random_erasing
+    [train.augment]          # the Augment fields: max_shift, max_degrees, max_scale,
+    max_shift = 2            # random_crop, hflip, random_erasing
     max_degrees = 10.0
 
 ``stablecnn train --recipe NAME`` starts from a shipped recipe (:func:`names`: the files in

@@ -47,8 +47,8 @@ def _shown(value) -> str:
 def augment_part(augment: dict | None, part: str):
     """The value of one augmentation option in a run's ``augment`` description (None: no
     augmentation, every step off): ``"augment"`` -> ``(max_shift, max_degrees)``, else the
-    :class:`~stablecnn.data.augment.Augment` field ``part`` (``random_crop``, ``hflip``,
-    ``random_erasing``)."""
+    :class:`~stablecnn.data.augment.Augment` field ``part`` (``max_scale``, ``random_crop``,
+    ``hflip``, ``random_erasing``)."""
     aug = Augment.from_dict(augment) if augment else Augment()
     if part == "augment":
         return aug.max_shift, aug.max_degrees
