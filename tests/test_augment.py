@@ -161,9 +161,7 @@ def test_augment_config_round_trips_and_checks_its_values():
     # an old checkpoint's description: the new steps off
     assert Augment.from_dict({"max_shift": np.int64(3), "max_degrees": np.float64(15)}) == aug
     assert Augment.parse("3,15") == aug
-    full = Augment(
-        1, 5.0, random_crop=4, hflip=True, random_erasing=0.25, erasing_ratio=(0.5, 2), max_scale=0.1
-    )
+    full = Augment(1, 5.0, 4, True, 0.25, erasing_ratio=(0.5, 2), max_scale=0.1)
     loaded = {  # as a .npz's JSON and NumPy scalars give it back
         k: (np.bool_(v) if isinstance(v, bool) else v) for k, v in full.to_dict().items()
     }

@@ -98,8 +98,9 @@ def shift_rotate(
         \mathrm{source}(p) = R(-\theta)\,(p - c - t) / s + c
 
     for output pixel ``p = (y, x)``, centre ``c = ((H - 1) / 2, (W - 1) / 2)``, shift ``t``,
-    angle ``theta`` and scale ``s``; the output is the bilinear interpolation of the input at the source, 0
-    outside the image, rounded to uint8. Every channel of a colour image moves the same way.
+    angle ``theta`` and scale ``s``; the output is the bilinear interpolation of the input at
+    the source, 0 outside the image, rounded to uint8. Every channel of a colour image moves the
+    same way.
 
     Args:
         images: uint8 (B, H, W) or (B, C, H, W).
