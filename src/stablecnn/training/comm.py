@@ -39,6 +39,10 @@ DEFAULT_TIMEOUT = 300.0  # seconds a step's collective may wait before the run i
 ABORT_CODE = 70  # the exit status of every rank of a run stopped by MPI_Abort
 SPIN_POLLS = 200  # polls of a collective before waiting with sleeps (see MPIComm._wait)
 POLL_SLEEP = 1e-4  # seconds between two polls after those
+# seconds between a rank's last words and MPI_Abort: mpiexec forwards a rank's stderr through
+# its proxy, and an abort at once can tear the job down before the message is forwarded (seen
+# under load: exit status 70 and an empty stderr, tests/distributed/test_mpi.py's watchdog test)
+ABORT_GRACE = 0.5
 
 
 class CommStats:
@@ -251,7 +255,9 @@ class MPIComm:
         return True
 
     def abort(self, code: int = ABORT_CODE) -> None:
-        """Stop every rank of the run now (``MPI_Abort``)."""
+        """Stop every rank of the run (``MPI_Abort``), :data:`ABORT_GRACE` seconds after flushing
+        this rank's output, so that mpiexec forwards the reason before it stops the job."""
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)
         self.comm.Abort(code)
