@@ -8,20 +8,16 @@ who does what and what happens when a rank fails.
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
-from stablecnn.errors import Interrupted
 from stablecnn.training import distributed as dist
 from stablecnn.training.comm import mpi_world
 from stablecnn.training.resume import data_record
-from stablecnn.training.runlock import RunLock
 from stablecnn.training.trainer import load_data
 
 
-def cmd_train_distributed(args, prepare_run, finish_run) -> int:
-    """``stablecnn train --distributed``: ``prepare_run`` and ``finish_run`` are those of
+def cmd_train_distributed(args, prepare_run, run_fit) -> int:
+    """``stablecnn train --distributed``: ``prepare_run`` and ``run_fit`` are those of
     :mod:`stablecnn.cli.train` (passed, so the two modules do not import each other)."""
     comm = mpi_world(args.mpi_timeout)
     lead = comm.rank == 0
@@ -48,20 +44,7 @@ def cmd_train_distributed(args, prepare_run, finish_run) -> int:
         if not lead:
             trainer.fit()
             return 0
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(run_dir):
-            print(f"run directory: {run_dir}")
-            log = trainer.callbacks[0]  # the TextLog
-            for line in [dist.describe_run(comm, config), *table]:
-                log.write(line)
-            t0 = time.perf_counter()
-            try:
-                last = trainer.fit()
-            except Interrupted as exc:
-                print(f"\n{exc}", file=sys.stderr)
-                return 130
-            finish_run(args, trainer, run_dir, last, time.perf_counter() - t0)
-        return 0
+        return run_fit(args, trainer, run_dir, [dist.describe_run(comm, config), *table])
     except BaseException as exc:
         dist.guard(comm, exc)  # an error of this rank only stops every rank here
         if not lead:  # every rank met it: rank 0 reports it

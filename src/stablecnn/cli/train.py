@@ -375,7 +375,7 @@ def cmd_train(args) -> int:
     if getattr(args, "distributed", False):
         from stablecnn.cli.distributed import cmd_train_distributed
 
-        return cmd_train_distributed(args, prepare_run, finish_run)
+        return cmd_train_distributed(args, prepare_run, run_fit)
     config, ckpt, run_dir, data_dir, verify = prepare_run(args)
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
     trainer = Trainer(
@@ -386,9 +386,19 @@ def cmd_train(args) -> int:
         checkpoint=ckpt,
         data_source=data_record(config.dataset, data_dir, verify),
     )
-    run_dir.mkdir(parents=True, exist_ok=True)  # only now: everything above may refuse the run
+    return run_fit(args, trainer, run_dir)
+
+
+def run_fit(args, trainer, run_dir, log_lines=()) -> int:
+    """Create ``run_dir`` (only now: everything before may refuse the run), hold its lock, write
+    ``log_lines`` to the run's log, train, and end the run (:func:`finish_run`); 130 when
+    interrupted (the checkpoint saved), else 0. The one-process and the distributed commands
+    (rank 0) both end here."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         print(f"run directory: {run_dir}")
+        for line in log_lines:
+            trainer.callbacks[0].write(line)  # the TextLog
         t0 = time.perf_counter()
         try:
             last = trainer.fit()
