@@ -222,3 +222,40 @@ def test_the_competing_process_dies_when_the_benchmark_is_killed_outright():
         driver.kill()
         driver.wait()
         driver.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def gemm_floor():
+    spec = importlib.util.spec_from_file_location("gemm_floor", BENCHMARKS / "gemm_floor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["md1", "md2", "md3"])
+def test_gemm_floor_times_the_products_of_every_training_flop(gemm_floor, bench, name):
+    """benchmarks/gemm_floor.py: its product shapes hold exactly the multiply-adds that bench.py
+    counts for a training step (the first layer without its input gradient), residual blocks'
+    convolutions and projections included."""
+    from stablecnn.nn import zoo
+
+    model = zoo.build(name, seed=0)
+    shapes = gemm_floor.product_shapes(model, batch=7)
+    macs = sum((2 if i == 0 else 3) * f * k * cols for i, (_, f, k, cols) in enumerate(shapes))
+    assert 2 * macs == 7 * bench.training_flops(model)
+    assert all(cols % 7 == 0 for *_, cols in shapes)
+
+
+def test_gemm_floor_prints_a_line_per_model_and_refuses_bad_arguments(gemm_floor, capsys):
+    argv = ["--model", "md1,md2", "--batch", "2", "--threads", "1", "--repeats", "1"]
+    assert gemm_floor.main([*argv, "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("G multiply-adds a step") == 2 and "img/s" in out
+    assert "Conv2d" in out and "GFLOP/s" in out
+    for bad, message in (
+        (["--model", "md9"], "unknown model 'md9'"),
+        (["--batch", "0"], "at least 1"),
+    ):
+        with pytest.raises(SystemExit):
+            gemm_floor.main(bad)
+        assert message in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""The products alone: how fast one training step would be if it were nothing but its im2col
+matrix products, on this machine's BLAS.
+
+A convolution written as im2col is three matrix products a training step: the forward pass
+``(F, C*kH*kW) @ (C*kH*kW, N*Ho*Wo)``, the weight gradient ``(F, N*Ho*Wo) @ (N*Ho*Wo,
+C*kH*kW)`` and the input gradient ``(C*kH*kW, F) @ (F, N*Ho*Wo)`` (a linear layer the same with
+``N`` columns). This script builds a model of the zoo, finds every convolution and linear layer
+(inside residual blocks too) and the shape each one sees at batch ``--batch``, and times those
+three products with NumPy's BLAS on ``--threads`` threads, on random float32 operands: no
+copies, no batch norm, no activations, no optimizer. The sum is what a step's multiply-adds
+cost as plain im2col products on this BLAS, to set beside the training steps that
+``benchmarks/bench.py`` measures: an engine that adds copies and passes to those products is
+slower than it, one that regroups them into wider products (stablecnn's rows kernel, see
+``stablecnn.kernels.conv``) or does fewer multiplications can be faster.
+
+Usage::
+
+    python benchmarks/gemm_floor.py --model md2,md3            # batch 100, 2 threads
+    python benchmarks/gemm_floor.py --model md3 --per-layer    # each product shape's rate
+
+The report goes to stdout: per model, the multiply-adds of a step, the products' time (the
+fastest of ``--repeats`` timings of each product, summed) and the images a second that time
+allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from stablecnn.nn import zoo
+from stablecnn.nn.layers import Conv2d, Linear, Residual
+
+
+def product_shapes(model, batch: int) -> list[tuple[str, int, int, int]]:
+    """``(layer, F, K, columns)`` for every convolution and linear layer of ``model`` in forward
+    order: its products are ``(F, K) @ (K, columns)`` and the two gradients of the same size."""
+    shapes = []
+
+    def visit(layers, shape):
+        for layer in layers:
+            if isinstance(layer, Residual):
+                out = visit(layer.body, shape)
+                visit(layer.shortcut, shape)
+                shape = out
+                continue
+            out = tuple(layer.output_shape(shape))
+            if isinstance(layer, Conv2d):
+                f, c, kh, kw = layer.params["weight"].shape
+                shapes.append((repr(layer), f, c * kh * kw, batch * out[1] * out[2]))
+            elif isinstance(layer, Linear):
+                f, k = layer.params["weight"].shape
+                shapes.append((repr(layer), f, k, batch))
+            shape = out
+        return shape
+
+    visit(model.layers, tuple(model.input_shape))
+    return shapes
+
+
+def fastest(fn, repeats: int) -> float:
+    fn()  # warm: the BLAS threads awake, the output allocated
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def time_products(f: int, k: int, cols: int, repeats: int, first: bool) -> float:
+    """Seconds of the forward, weight-gradient and (unless ``first``: training never needs the
+    first layer's) input-gradient products of one layer."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((f, k), dtype=np.float32)
+    x = rng.standard_normal((k, cols), dtype=np.float32)
+    d = rng.standard_normal((f, cols), dtype=np.float32)
+    seconds = fastest(lambda: w @ x, repeats) + fastest(lambda: d @ x.T, repeats)
+    if not first:
+        seconds += fastest(lambda: w.T @ d, repeats)
+    return seconds
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="md2,md3", help="comma-separated zoo models (md2,md3)")
+    p.add_argument("--batch", type=int, default=100, help="training batch size (100)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads")
+    p.add_argument("--repeats", type=int, default=5, help="timings of each product (5)")
+    p.add_argument("--per-layer", action="store_true", help="print each layer's products")
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.threads < 1 or args.repeats < 1:
+        p.error("--batch, --threads and --repeats must be at least 1")
+    for name in args.model.split(","):
+        if name not in zoo.names():
+            p.error(f"unknown model {name!r}; the zoo has {', '.join(zoo.names())}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    print(f"matrix products of one training step, batch {args.batch}, float32, "
+          f"{args.threads} BLAS threads, fastest of {args.repeats}")  # fmt: skip
+    with threadpool_limits(args.threads):
+        for name in args.model.split(","):
+            shapes = product_shapes(zoo.build(name, seed=0), args.batch)
+            total, macs = 0.0, 0
+            for i, (layer, f, k, cols) in enumerate(shapes):
+                seconds = time_products(f, k, cols, args.repeats, first=i == 0)
+                n_macs = (2 if i == 0 else 3) * f * k * cols
+                total, macs = total + seconds, macs + n_macs
+                if args.per_layer:
+                    print(f"  {layer}: ({f}, {k}) @ ({k}, {cols}): {seconds * 1e3:.2f} ms, "
+                          f"{2 * n_macs / seconds / 1e9:.0f} GFLOP/s")  # fmt: skip
+            print(f"{name}: {macs / 1e9:.2f} G multiply-adds a step, products {total * 1e3:.1f} ms "
+                  f"({2 * macs / total / 1e9:.0f} GFLOP/s): at most {args.batch / total:,.0f} "
+                  f"img/s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
