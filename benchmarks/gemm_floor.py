@@ -17,6 +17,15 @@ Usage::
 
     python benchmarks/gemm_floor.py --model md2,md3            # batch 100, 2 threads
     python benchmarks/gemm_floor.py --model md3 --per-layer    # each product shape's rate
+    python benchmarks/gemm_floor.py --winograd 2,4             # and Winograd's products
+
+``--winograd M`` also times, for every 3x3 stride-1 convolution (of more than one input
+channel), the products of Winograd's minimal filtering F(M x M, 3 x 3) (Lavin & Gray 2016,
+"Fast Algorithms for Convolutional Neural Networks"): with ``a = M + 2``, the a*a independent
+products ``(F, C) @ (C, T)`` over the ``T = N * ceil(Ho / M) * ceil(Wo / M)`` tiles, and their two
+gradients, against the same convolutions' im2col products. Only the products: the input,
+filter and output transforms, which Winograd adds, are not timed, so the difference is the most
+Winograd could save.
 
 The report goes to stdout: per model, the multiply-adds of a step, the products' time (the
 fastest of ``--repeats`` timings of each product, summed) and the images a second that time
@@ -86,6 +95,49 @@ def time_products(f: int, k: int, cols: int, repeats: int, first: bool) -> float
     return seconds
 
 
+def winograd_shapes(model, batch: int, m: int) -> list[tuple[int, int, int, int]]:
+    """``(F, C, T, im2col columns)`` of every 3x3 stride-1 convolution of more than one input
+    channel: its Winograd F(m x m, 3x3) products are (m+2)**2 of ``(F, C) @ (C, T)``."""
+    out = []
+
+    def visit(layers, shape):
+        for layer in layers:
+            if isinstance(layer, Residual):
+                after = visit(layer.body, shape)
+                visit(layer.shortcut, shape)
+                shape = after
+                continue
+            after = tuple(layer.output_shape(shape))
+            if (
+                isinstance(layer, Conv2d)
+                and layer.kernel_size == (3, 3)
+                and layer.stride == (1, 1)
+                and layer.in_channels > 1
+            ):
+                ho, wo = after[1], after[2]
+                tiles = batch * -(-ho // m) * -(-wo // m)
+                out.append((layer.out_channels, layer.in_channels, tiles, batch * ho * wo))
+            shape = after
+        return shape
+
+    visit(model.layers, tuple(model.input_shape))
+    return out
+
+
+def time_winograd(f: int, c: int, tiles: int, m: int, repeats: int) -> float:
+    """Seconds of the forward, weight-gradient and input-gradient products of F(m x m, 3x3)."""
+    a2 = (m + 2) ** 2
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((a2, f, c), dtype=np.float32)
+    v = rng.standard_normal((a2, c, tiles), dtype=np.float32)
+    d = rng.standard_normal((a2, f, tiles), dtype=np.float32)
+    return (
+        fastest(lambda: np.matmul(u, v), repeats)
+        + fastest(lambda: np.matmul(d, v.transpose(0, 2, 1)), repeats)
+        + fastest(lambda: np.matmul(u.transpose(0, 2, 1), d), repeats)
+    )
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="md2,md3", help="comma-separated zoo models (md2,md3)")
@@ -93,9 +145,21 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS threads")
     p.add_argument("--repeats", type=int, default=5, help="timings of each product (5)")
     p.add_argument("--per-layer", action="store_true", help="print each layer's products")
+    p.add_argument(
+        "--winograd",
+        default="",
+        metavar="M[,M]",
+        help="also time the products of Winograd F(M x M, 3x3) for the 3x3 convolutions",
+    )
     args = p.parse_args(argv)
     if args.batch < 1 or args.threads < 1 or args.repeats < 1:
         p.error("--batch, --threads and --repeats must be at least 1")
+    try:
+        args.winograd = [int(v) for v in args.winograd.split(",") if v.strip()]
+    except ValueError:
+        args.winograd = [0]
+    if any(not 1 <= m <= 6 for m in args.winograd):
+        p.error("--winograd takes tile sizes from 1 to 6, such as 2,4")
     for name in args.model.split(","):
         if name not in zoo.names():
             p.error(f"unknown model {name!r}; the zoo has {', '.join(zoo.names())}")
@@ -120,6 +184,16 @@ def main(argv=None) -> int:
             print(f"{name}: {macs / 1e9:.2f} G multiply-adds a step, products {total * 1e3:.1f} ms "
                   f"({2 * macs / total / 1e9:.0f} GFLOP/s): at most {args.batch / total:,.0f} "
                   f"img/s")  # fmt: skip
+            for m in args.winograd:
+                convs = winograd_shapes(zoo.build(name, seed=0), args.batch, m)
+                im2col = sum(
+                    time_products(f, 9 * c, cols, args.repeats, first=False)
+                    for f, c, _, cols in convs
+                )
+                wino = sum(time_winograd(f, c, t, m, args.repeats) for f, c, t, _ in convs)
+                print(f"  its {len(convs)} 3x3 stride-1 convolutions: im2col products "
+                      f"{im2col * 1e3:.1f} ms, Winograd F({m}x{m},3x3) products "
+                      f"{wino * 1e3:.1f} ms (transforms not counted)")  # fmt: skip
     return 0
 
 

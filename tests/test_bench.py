@@ -259,3 +259,19 @@ def test_gemm_floor_prints_a_line_per_model_and_refuses_bad_arguments(gemm_floor
         with pytest.raises(SystemExit):
             gemm_floor.main(bad)
         assert message in capsys.readouterr().err
+
+
+def test_gemm_floor_winograd_shapes_cover_the_3x3_stride_1_convolutions(gemm_floor):
+    """md3 on 28x28: six 16-channel convolutions at 28x28 and five each of 32 and 64 channels
+    at 14x14 and 7x7 (the stem, the stride-2 and the 1x1 convolutions are not Winograd's);
+    F(2x2, 3x3) covers a map with ceil(H / 2) * ceil(W / 2) tiles an image."""
+    from stablecnn.nn import zoo
+
+    shapes = gemm_floor.winograd_shapes(zoo.build("md3", seed=0), batch=3, m=2)
+    assert [(f, c) for f, c, _, _ in shapes] == [(16, 16)] * 6 + [(32, 32)] * 5 + [(64, 64)] * 5
+    assert [t for _, _, t, _ in shapes] == [3 * 14 * 14] * 6 + [3 * 7 * 7] * 5 + [3 * 4 * 4] * 5
+    assert [cols for *_, cols in shapes] == [3 * 784] * 6 + [3 * 196] * 5 + [3 * 49] * 5
+    assert gemm_floor.parse_args(["--winograd", "2,4"]).winograd == [2, 4]
+    for bad in ("0", "x", "2,9"):
+        with pytest.raises(SystemExit):
+            gemm_floor.parse_args(["--winograd", bad])
