@@ -46,29 +46,30 @@ from stablecnn.nn import zoo
 from stablecnn.nn.layers import Conv2d, Linear, Residual
 
 
+def layers_with_outputs(model):
+    """``(layer, output shape)`` for every layer of ``model`` in forward order, a residual
+    block's children (body, then shortcut) in its place (``Sequential.shapes`` and
+    ``Residual.child_shapes`` give the shapes)."""
+    shape = tuple(model.input_shape)
+    for layer, out in zip(model.layers, model.shapes(shape)):
+        if isinstance(layer, Residual):
+            yield from ((child, child_out) for _, child, child_out in layer.child_shapes(shape))
+        else:
+            yield layer, tuple(out)
+        shape = tuple(out)
+
+
 def product_shapes(model, batch: int) -> list[tuple[str, int, int, int]]:
     """``(layer, F, K, columns)`` for every convolution and linear layer of ``model`` in forward
     order: its products are ``(F, K) @ (K, columns)`` and the two gradients of the same size."""
     shapes = []
-
-    def visit(layers, shape):
-        for layer in layers:
-            if isinstance(layer, Residual):
-                out = visit(layer.body, shape)
-                visit(layer.shortcut, shape)
-                shape = out
-                continue
-            out = tuple(layer.output_shape(shape))
-            if isinstance(layer, Conv2d):
-                f, c, kh, kw = layer.params["weight"].shape
-                shapes.append((repr(layer), f, c * kh * kw, batch * out[1] * out[2]))
-            elif isinstance(layer, Linear):
-                f, k = layer.params["weight"].shape
-                shapes.append((repr(layer), f, k, batch))
-            shape = out
-        return shape
-
-    visit(model.layers, tuple(model.input_shape))
+    for layer, out in layers_with_outputs(model):
+        if isinstance(layer, Conv2d):
+            f, c, kh, kw = layer.params["weight"].shape
+            shapes.append((repr(layer), f, c * kh * kw, batch * out[1] * out[2]))
+        elif isinstance(layer, Linear):
+            f, k = layer.params["weight"].shape
+            shapes.append((repr(layer), f, k, batch))
     return shapes
 
 
@@ -99,28 +100,16 @@ def winograd_shapes(model, batch: int, m: int) -> list[tuple[int, int, int, int]
     """``(F, C, T, im2col columns)`` of every 3x3 stride-1 convolution of more than one input
     channel: its Winograd F(m x m, 3x3) products are (m+2)**2 of ``(F, C) @ (C, T)``."""
     out = []
-
-    def visit(layers, shape):
-        for layer in layers:
-            if isinstance(layer, Residual):
-                after = visit(layer.body, shape)
-                visit(layer.shortcut, shape)
-                shape = after
-                continue
-            after = tuple(layer.output_shape(shape))
-            if (
-                isinstance(layer, Conv2d)
-                and layer.kernel_size == (3, 3)
-                and layer.stride == (1, 1)
-                and layer.in_channels > 1
-            ):
-                ho, wo = after[1], after[2]
-                tiles = batch * -(-ho // m) * -(-wo // m)
-                out.append((layer.out_channels, layer.in_channels, tiles, batch * ho * wo))
-            shape = after
-        return shape
-
-    visit(model.layers, tuple(model.input_shape))
+    for layer, shape in layers_with_outputs(model):
+        if (
+            isinstance(layer, Conv2d)
+            and layer.kernel_size == (3, 3)
+            and layer.stride == (1, 1)
+            and layer.in_channels > 1
+        ):
+            _, ho, wo = shape
+            tiles = batch * -(-ho // m) * -(-wo // m)
+            out.append((layer.out_channels, layer.in_channels, tiles, batch * ho * wo))
     return out
 
 
