@@ -9,8 +9,14 @@ import hashlib
 import numpy as np
 import pytest
 
-from stablecnn.data.augment import Augment, augment_batch, shift_rotate
-from stablecnn.errors import DataError
+from stablecnn.data.augment import (
+    Augment,
+    augment_batch,
+    elastic_displacements,
+    gaussian_smoothing_matrix,
+    shift_rotate,
+)
+from stablecnn.errors import ConfigError, DataError
 
 
 def batch(b=5, h=9, w=9, seed=0):
@@ -157,11 +163,12 @@ def test_augment_config_round_trips_and_checks_its_values():
         "erasing_scale": [0.02, 0.33],
         "erasing_ratio": [0.3, 3.3],
         "max_scale": 0.0,
+        "elastic": [0.0, 0.0],
     }
     # an old checkpoint's description: the new steps off
     assert Augment.from_dict({"max_shift": np.int64(3), "max_degrees": np.float64(15)}) == aug
     assert Augment.parse("3,15") == aug
-    full = Augment(1, 5.0, 4, True, 0.25, erasing_ratio=(0.5, 2), max_scale=0.1)
+    full = Augment(1, 5.0, 4, True, 0.25, erasing_ratio=(0.5, 2), max_scale=0.1, elastic=(34, 4))
     loaded = {  # as a .npz's JSON and NumPy scalars give it back
         k: (np.bool_(v) if isinstance(v, bool) else v) for k, v in full.to_dict().items()
     }
@@ -193,6 +200,13 @@ def test_augment_config_round_trips_and_checks_its_values():
         (dict(max_scale=-0.1), "max_scale"),
         (dict(max_scale=float("nan")), "max_scale"),
         (dict(max_scale="0.1"), "max_scale"),
+        (dict(elastic=(34, 0)), "elastic"),
+        (dict(elastic=(0, 4)), "elastic"),
+        (dict(elastic=(-1, 4)), "elastic"),
+        (dict(elastic=(34, float("inf"))), "elastic"),
+        (dict(elastic=34), "elastic"),
+        (dict(elastic=(34, 4, 1)), "elastic"),
+        (dict(elastic=("34", 4)), "elastic"),
     ):
         with pytest.raises(ValueError, match=name):
             Augment(**bad)
@@ -217,9 +231,10 @@ def test_all_off_is_the_identity_and_draws_nothing():
     assert rng.random() == np.random.default_rng(0).random()  # the generator untouched
 
 
-def naive_affine(image, dy, dx, degrees, scale):
+def naive_affine(image, dy, dx, degrees, scale, field=None):
     """The definition of shift_rotate for one grey image, pixel by pixel in plain Python: the
-    source of output pixel p is R(-theta) (p - c - t) / s + c, read bilinearly, 0 outside."""
+    source of output pixel p is R(-theta) (p - c - t) / s + c + e(p), read bilinearly, 0
+    outside (``field``: the (2, H, W) displacements e, or None)."""
     h, w = image.shape
     cy, cx = (h - 1) / 2, (w - 1) / 2
     th = np.deg2rad(degrees)
@@ -229,6 +244,8 @@ def naive_affine(image, dy, dx, degrees, scale):
             oy, ox = y - cy - dy, x - cx - dx
             sy = (np.cos(th) * oy + np.sin(th) * ox) / scale + cy
             sx = (-np.sin(th) * oy + np.cos(th) * ox) / scale + cx
+            if field is not None:
+                sy, sx = sy + field[0, y, x], sx + field[1, y, x]
             y0, x0 = int(np.floor(sy)), int(np.floor(sx))
             for yy, wy in ((y0, 1 - (sy - y0)), (y0 + 1, sy - y0)):
                 for xx, wx in ((x0, 1 - (sx - x0)), (x0 + 1, sx - x0)):
@@ -301,3 +318,101 @@ def test_bad_scales_are_refused():
             shift_rotate(images, np.zeros((2, 2)), np.zeros(2), np.array(bad))
     with pytest.raises(DataError, match="scales"):
         shift_rotate(images, np.zeros((2, 2)), np.zeros(2), np.ones(3))
+
+
+def naive_smoothing(values, sigma):
+    """A Gaussian of std sigma, truncated at radius int(4 sigma + 0.5) and normalised to sum 1,
+    convolved with a 1-D signal, 0 outside it: a plain double loop."""
+    n, radius = len(values), int(4 * sigma + 0.5)
+    weights = [np.exp(-0.5 * (k / sigma) ** 2) for k in range(-radius, radius + 1)]
+    total = sum(weights)
+    out = np.zeros(n)
+    for i in range(n):
+        for k in range(-radius, radius + 1):
+            if 0 <= i - k < n:
+                out[i] += weights[k + radius] / total * values[i - k]
+    return out
+
+
+@pytest.mark.parametrize("n, sigma", [(28, 4.0), (9, 0.7), (5, 3.0)])
+def test_the_smoothing_matrix_is_a_truncated_gaussian_with_zero_outside(n, sigma):
+    values = np.random.default_rng(2).uniform(-1, 1, n)
+    smoothing = gaussian_smoothing_matrix(n, sigma)
+    expected = naive_smoothing(values, sigma)
+    np.testing.assert_allclose(smoothing @ values, expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(smoothing, smoothing.T)  # symmetric kernel
+    radius, middle = int(4 * sigma + 0.5), n // 2
+    whole = middle - radius >= 0 and middle + radius < n  # the whole kernel inside the signal
+    assert smoothing[middle].sum() == pytest.approx(1.0) if whole else smoothing[middle].sum() < 1
+
+
+def test_elastic_displacements_smooth_the_noise_along_both_axes():
+    noise = np.random.default_rng(4).uniform(-1, 1, (2, 2, 7, 10))
+    field = elastic_displacements(noise, 5.0, 1.5)
+    for b in range(2):
+        for axis in range(2):
+            rows = np.array([naive_smoothing(row, 1.5) for row in noise[b, axis].T]).T
+            both = np.array([naive_smoothing(row, 1.5) for row in rows])
+            np.testing.assert_allclose(field[b, axis], 5.0 * both, rtol=0, atol=1e-13)
+    # the paper's setting on 28 x 28: smooth moves of about 1.4 pixels
+    field = elastic_displacements(np.random.default_rng(5).uniform(-1, 1, (64, 2, 28, 28)), 34, 4)
+    centre = field[:, :, 8:20, 8:20]
+    assert 1.1 < centre.std() < 1.6
+    assert np.abs(np.diff(centre, axis=3)).mean() < 0.2 * np.abs(centre).mean()
+
+
+def test_elastic_distortion_matches_its_pixel_by_pixel_definition():
+    images = batch(4, 10, 9, seed=8)
+    shifts = np.array([[0, 0], [1, -1], [0, 2], [-1, 0]])
+    degrees = np.array([0.0, 6.0, -9.0, 0.0])
+    scales = np.array([1.0, 1.05, 0.9, 1.0])
+    field = elastic_displacements(np.random.default_rng(9).uniform(-1, 1, (4, 2, 10, 9)), 8, 1.2)
+    out = shift_rotate(images, shifts, degrees, scales, field)
+    for k in range(4):
+        np.testing.assert_array_equal(
+            out[k], naive_affine(images[k], *shifts[k], degrees[k], scales[k], field[k])
+        )
+    # a constant whole-pixel displacement e moves the content by -e, pixels unchanged
+    constant = np.zeros((4, 2, 10, 9))
+    constant[:, 0], constant[:, 1] = -1.0, 2.0
+    out = shift_rotate(images, np.zeros((4, 2)), np.zeros(4), None, constant)
+    for k in range(4):
+        np.testing.assert_array_equal(out[k], naive_shift(images[k], 1, -2))
+
+
+def test_elastic_noise_is_drawn_last_and_only_when_on():
+    images = batch(16, 28, 28)
+    out = Augment(2, 10.0, max_scale=0.1, elastic=(34, 4))(images, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    shifts = rng.integers(-2, 3, size=(16, 2))
+    degrees = rng.uniform(-10, 10, size=16)
+    scales = rng.uniform(0.9, 1.1, size=16)
+    field = elastic_displacements(rng.uniform(-1, 1, (16, 2, 28, 28)), 34, 4)
+    np.testing.assert_array_equal(out, shift_rotate(images, shifts, degrees, scales, field))
+    # without zoom: straight after the angles; and elastic alone still draws the empty steps
+    out = Augment(elastic=(34, 4))(images, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    shifts, degrees = rng.integers(0, 1, size=(16, 2)), rng.uniform(0, 0, size=16)
+    field = elastic_displacements(rng.uniform(-1, 1, (16, 2, 28, 28)), 34, 4)
+    np.testing.assert_array_equal(out, shift_rotate(images, shifts, degrees, None, field))
+    assert not np.array_equal(out, images)
+    # off: nothing drawn beyond the steps that are on
+    rng = np.random.default_rng(3)
+    Augment(2, 10.0, max_scale=0.1)(images, rng)
+    probe = np.random.default_rng(3)
+    probe.integers(-2, 3, size=(16, 2)), probe.uniform(-10, 10, 16), probe.uniform(0.9, 1.1, 16)
+    assert rng.random() == probe.random()
+
+
+def test_bad_displacements_and_smoothing_are_refused():
+    images = batch(2, 6, 6)
+    for bad in (np.zeros((2, 2, 6, 5)), np.zeros((2, 6, 6)), np.full((2, 2, 6, 6), np.nan)):
+        with pytest.raises(DataError, match=r"displacements must be finite \(B, 2, H, W\)"):
+            shift_rotate(images, np.zeros((2, 2)), np.zeros(2), None, bad)
+    with pytest.raises(DataError, match="elastic noise must be"):
+        elastic_displacements(np.zeros((2, 6, 6)), 34, 4)
+    for sigma in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="elastic sigma"):
+            gaussian_smoothing_matrix(6, sigma)
+    with pytest.raises(ConfigError, match="elastic alpha"):
+        elastic_displacements(np.zeros((1, 2, 6, 6)), -1, 4)

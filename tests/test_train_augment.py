@@ -136,5 +136,6 @@ def test_an_older_checkpoints_config_reads_with_the_new_settings_off():
         "erasing_scale": [0.02, 0.33],
         "erasing_ratio": [0.3, 3.3],
         "max_scale": 0.0,
+        "elastic": [0.0, 0.0],
     }
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # the round trip a checkpoint makes

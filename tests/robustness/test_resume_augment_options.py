@@ -1,6 +1,7 @@
-"""The augmentation options (--augment, --max-scale, --random-crop, --hflip, --random-erasing) and
---label-smoothing on the command line: what a run stores, and a resume that refuses a value other
-than the run's, naming it, before anything runs (as test_resume_options does for every option)."""
+"""The augmentation options (--augment, --max-scale, --elastic, --random-crop, --hflip,
+--random-erasing) and --label-smoothing on the command line: what a run stores, and a resume that
+refuses a value other than the run's, naming it, before anything runs (as test_resume_options
+does for every option)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ RECIPE = [
     "1,5",
     "--max-scale",
     "0.1",
+    "--elastic",
+    "30,5",
     "--random-crop",
     "4",
     "--hflip",
@@ -53,12 +56,14 @@ def test_the_options_are_stored_in_the_runs_config(recipe_run):
         "erasing_scale": [0.02, 0.33],
         "erasing_ratio": [0.3, 3.3],
         "max_scale": 0.1,
+        "elastic": [30.0, 5.0],
     }
 
 
 CASES = [  # option and value typed, what the message says the run has
     (["--augment", "2,10"], "1,5"),
     (["--max-scale", "0.2"], "0.1"),
+    (["--elastic", "34,4"], "30,5"),
     (["--random-crop", "2"], "4"),
     (["--random-erasing", "0.25"], "0.5"),
     (["--label-smoothing", "0.2"], "0.1"),
@@ -82,6 +87,7 @@ def test_a_changed_augmentation_or_smoothing_is_refused(given, stored, recipe_ru
     [
         ["--hflip"],
         ["--max-scale", "0.1"],
+        ["--elastic", "34,4"],
         ["--random-crop", "3"],
         ["--random-erasing", "0.5"],
         ["--label-smoothing", "0.1"],
@@ -116,6 +122,11 @@ def test_bad_values_and_flips_on_digits_are_refused_before_a_run_starts(tmp_path
         (["--max-scale", "1"], "largest zoom must be in (0, 1)"),
         (["--max-scale", "0"], "largest zoom must be in (0, 1)"),
         (["--max-scale", "ten"], "largest zoom must be in (0, 1)"),
+        (["--elastic", "34"], "elastic distortion must be ALPHA,SIGMA"),
+        (["--elastic", "0,4"], "elastic distortion must be ALPHA,SIGMA"),
+        (["--elastic", "34,-1"], "elastic distortion must be ALPHA,SIGMA"),
+        (["--elastic", "34,inf"], "elastic distortion must be ALPHA,SIGMA"),
+        (["--elastic", "a,b"], "elastic distortion must be ALPHA,SIGMA"),
     ):
         with pytest.raises(SystemExit) as exc:
             cli.main(["train", *args, "--out", str(tmp_path / "never")])

@@ -90,6 +90,16 @@ def add_parsers(sub) -> None:
         "when absent",
     )
     p.add_argument(
+        "--elastic",
+        nargs="?",
+        const="34,4",
+        type=_elastic,
+        metavar="ALPHA,SIGMA",
+        help="elastic distortion with the shifts and rotations (Simard et al. 2003): move each "
+        "pixel's source by ALPHA pixels times uniform noise smoothed by a Gaussian of SIGMA "
+        "pixels (default when given: 34,4, the paper's MNIST setting); off when absent",
+    )
+    p.add_argument(
         "--random-crop",
         type=positive_int,
         metavar="PAD",
@@ -250,6 +260,7 @@ OPTION_FIELDS = {
 AUGMENT_OPTIONS = {
     "augment": "--augment",
     "max_scale": "--max-scale",
+    "elastic": "--elastic",
     "random_crop": "--random-crop",
     "hflip": "--hflip",
     "random_erasing": "--random-erasing",
@@ -305,6 +316,8 @@ def _resume_options(args) -> dict:
         option = AUGMENT_OPTIONS[part]
         if part == "augment":
             option += f" {value[0]},{value[1]:g}"
+        elif part == "elastic":
+            option += f" {value[0]:g},{value[1]:g}"
         elif part != "hflip":
             option += f" {value:g}" if isinstance(value, float) else f" {value}"
         given[f"augment.{part}"] = (option, value)
@@ -347,6 +360,21 @@ def _random_erasing(text: str) -> float:
             f"the probability of random erasing must be in (0, 1], got {text!r}"
         )
     return value
+
+
+def _elastic(text: str) -> tuple[float, float]:
+    """``ALPHA,SIGMA`` -> ``(alpha, sigma)``, both finite and above 0."""
+    parts = text.split(",")
+    try:
+        alpha, sigma = (float(part) for part in parts) if len(parts) == 2 else (math.nan,) * 2
+    except ValueError:
+        alpha = sigma = math.nan
+    if not (0 < alpha < math.inf and 0 < sigma < math.inf):
+        raise argparse.ArgumentTypeError(
+            f"elastic distortion must be ALPHA,SIGMA, two numbers above 0 such as 34,4, "
+            f"got {text!r}"
+        )
+    return alpha, sigma
 
 
 def _max_scale(text: str) -> float:

@@ -5,12 +5,16 @@ Works on the uint8 batch, before normalisation, so the rest of the data flow is 
     images[idx] (B, H, W) or (B, C, H, W) uint8 -> Augment(...)(images, rng) (same shape, uint8)
     -> Normalizer -> model
 
-Four augmentations, each a pure function of the images and the parameters drawn for them (no
+Five augmentations, each a pure function of the images and the parameters drawn for them (no
 Python loop over images or pixels), and a colour batch gets the same map on every channel:
 
 - :func:`shift_rotate`: a shift by whole pixels, a rotation and a scaling (zoom) about the centre
   (bilinear, 0 outside the image): torchvision's ``RandomAffine(degrees, scale=(1 - m, 1 + m))``
-  with whole-pixel translations, and the zoom of Keras' ``zoom_range``.
+  with whole-pixel translations, and the zoom of Keras' ``zoom_range``; with an optional
+  **elastic distortion** in the same resampling (Simard, Steinkraus & Platt 2003, "Best Practices
+  for Convolutional Neural Networks Applied to Visual Document Analysis", section 2): every
+  pixel's source moves by ``alpha`` times a field of uniform noise in [-1, 1] smoothed by a
+  Gaussian of standard deviation ``sigma`` pixels (:func:`elastic_displacements`).
 - :func:`pad_crop`: random crops with padding, the CIFAR recipe (He et al. 2016, "Deep Residual
   Learning for Image Recognition", section 4.2: pad 4 zero pixels on each side, crop a random
   32x32 window; torchvision's ``RandomCrop(32, padding=4)``). A crop at offset ``(oy, ox)`` of
@@ -37,9 +41,11 @@ Python loop over images or pixels), and a colour batch gets the same map on ever
 is on, always in this order (so equal generators give equal batches, and a run stored before the
 later steps existed draws exactly what it drew then)::
 
-    1. shift, rotate, scale (max_shift S,          rng.integers(-S, S + 1, (B, 2)),
-       max_degrees D, max_scale M)                 rng.uniform(-D, D, B),
-                                                   then only if M > 0: rng.uniform(1 - M, 1 + M, B)
+    1. shift, rotate, scale, (max_shift S,         rng.integers(-S, S + 1, (B, 2)),
+       elastic (max_degrees D, max_scale M,        rng.uniform(-D, D, B),
+       elastic = (alpha, sigma))                   then only if M > 0: rng.uniform(1 - M, 1 + M, B),
+                                                   then only if alpha > 0:
+                                                   rng.uniform(-1, 1, (B, 2, H, W))
     2. random crop (random_crop = P)               rng.integers(0, 2 P + 1, (B, 2))
     3. horizontal flip (hflip)                     rng.random(B) < 0.5
     4. random erasing (random_erasing = p)         the draws of erasing_boxes
@@ -48,15 +54,15 @@ Crop, then flip, then erase is torchvision's CIFAR recipe order. The trainer see
 per batch (``default_rng([seed, epoch, step, 1])``), so a resumed run sees the same augmented
 batches.
 
-The shift, rotation and scaling: for an output pixel ``p = (y, x)``, with ``c`` the image centre
-``((H - 1) / 2, (W - 1) / 2)``, shift ``t = (dy, dx)``, angle ``theta`` and scale ``s`` (above 1
-enlarges the content)::
+The shift, rotation, scaling and elastic distortion: for an output pixel ``p = (y, x)``, with
+``c`` the image centre ``((H - 1) / 2, (W - 1) / 2)``, shift ``t = (dy, dx)``, angle ``theta``,
+scale ``s`` (above 1 enlarges the content) and elastic displacement ``e(p)`` (0 when off)::
 
-    source = R(-theta) (p - c - t) / s + c
+    source = R(-theta) (p - c - t) / s + c + e(p)
 
 and the output is the bilinear interpolation of the input at ``source``, with 0 (black) outside
-the image, rounded back to uint8. With ``theta = 0`` and ``s = 1`` the weights are exactly 0 and
-1, so a pure shift moves pixels unchanged.
+the image, rounded back to uint8. With ``theta = 0``, ``s = 1`` and no elastic
+displacement the weights are exactly 0 and 1, so a pure shift moves pixels unchanged.
 """
 
 from __future__ import annotations
@@ -89,18 +95,83 @@ def _per_image(values, b: int, shape: tuple, what: str, dtype=None) -> np.ndarra
     return values.reshape(b, *shape)
 
 
-def shift_rotate(
-    images: np.ndarray, shifts: np.ndarray, degrees: np.ndarray, scales: np.ndarray | None = None
-) -> np.ndarray:
-    r"""Shift, rotate and scale each image about its centre (bilinear, zero fill).
+def gaussian_smoothing_matrix(n: int, sigma: float) -> np.ndarray:
+    r"""The (n, n) matrix ``S`` of a 1-D Gaussian smoothing with zero outside ``0 .. n - 1``.
 
     .. math::
-        \mathrm{source}(p) = R(-\theta)\,(p - c - t) / s + c
+        S_{ij} = g(i - j), \qquad
+        g(k) = \frac{e^{-k^2 / (2 \sigma^2)}}{\sum_{|m| \le r} e^{-m^2 / (2 \sigma^2)}}
+        \ \text{for}\ |k| \le r = \lfloor 4 \sigma + 1/2 \rfloor, \text{ else } 0
+
+    so ``S @ v`` is ``scipy.ndimage.gaussian_filter1d(v, sigma, mode="constant")`` (the kernel
+    truncated at 4 standard deviations and summing to 1). ``S_h @ u @ S_w.T`` smooths an
+    (H, W) field along both axes.
+
+    Raises:
+        ConfigError: ``sigma`` not a finite number above 0.
+    """
+    if not _number(sigma) or not 0 < sigma < math.inf:
+        raise ConfigError(f"the elastic sigma must be a finite number above 0, got {sigma!r}")
+    radius = int(4 * sigma + 0.5)
+    k = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (k / sigma) ** 2)
+    g /= g.sum()
+    d = np.arange(n)[:, None] - np.arange(n)[None, :]  # i - j
+    return np.where(np.abs(d) <= radius, g[np.clip(d + radius, 0, 2 * radius)], 0.0)
+
+
+def elastic_displacements(noise: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
+    r"""Elastic distortion fields (Simard et al. 2003, section 2) from uniform noise.
+
+    .. math::
+        e_b = \alpha \, (G_\sigma * u_b)
+
+    for each image ``b`` and each of the two axes: the noise ``u`` (uniform in [-1, 1], one value
+    per pixel and axis) smoothed by a Gaussian of standard deviation ``sigma`` pixels with zero
+    outside the image (:func:`gaussian_smoothing_matrix` along the rows, then the columns), times
+    ``alpha`` pixels. Small ``sigma`` gives a random jitter, large ``sigma`` an almost rigid
+    shift; the paper's MNIST setting is ``sigma = 4``, ``alpha = 34``, which moves a pixel by about
+    1.4 pixels (the standard deviation of ``e``), smoothly, like a hand's unsteadiness.
+
+    Args:
+        noise: (B, 2, H, W) numbers in [-1, 1] (``rng.uniform(-1, 1, (B, 2, H, W))``).
+        alpha: the scale, in pixels, >= 0.
+        sigma: the smoothing's standard deviation, in pixels, > 0.
+
+    Returns:
+        (B, 2, H, W) float64 displacements ``(dy, dx)`` of each output pixel's source, in pixels.
+
+    Raises:
+        DataError: ``noise`` not a (B, 2, H, W) array.
+        ConfigError: ``alpha`` or ``sigma`` out of range.
+    """
+    noise = np.asarray(noise, dtype=np.float64)
+    if noise.ndim != 4 or noise.shape[1] != 2:
+        raise DataError(f"elastic noise must be (B, 2, H, W), got {noise.shape}")
+    if not _number(alpha) or not 0 <= alpha < math.inf:
+        raise ConfigError(f"the elastic alpha must be a finite number >= 0, got {alpha!r}")
+    _, _, h, w = noise.shape
+    rows, cols = gaussian_smoothing_matrix(h, sigma), gaussian_smoothing_matrix(w, sigma)
+    return alpha * (rows @ noise @ cols.T)
+
+
+def shift_rotate(
+    images: np.ndarray,
+    shifts: np.ndarray,
+    degrees: np.ndarray,
+    scales: np.ndarray | None = None,
+    displacements: np.ndarray | None = None,
+) -> np.ndarray:
+    r"""Shift, rotate and scale each image about its centre, and distort it elastically
+    (bilinear, zero fill).
+
+    .. math::
+        \mathrm{source}(p) = R(-\theta)\,(p - c - t) / s + c + e(p)
 
     for output pixel ``p = (y, x)``, centre ``c = ((H - 1) / 2, (W - 1) / 2)``, shift ``t``,
-    angle ``theta`` and scale ``s``; the output is the bilinear interpolation of the input at
-    the source, 0 outside the image, rounded to uint8. Every channel of a colour image moves the
-    same way.
+    angle ``theta``, scale ``s`` and displacement ``e(p)``; the output is the bilinear
+    interpolation of the input at the source, 0 outside the image, rounded to uint8. Every
+    channel of a colour image moves the same way.
 
     Args:
         images: uint8 (B, H, W) or (B, C, H, W).
@@ -109,13 +180,16 @@ def shift_rotate(
             at the top), like ``np.rot90``.
         scales: (B,) factors > 0 (above 1 enlarges the content about the centre, below 1
             shrinks it); ``None``: 1 for every image.
+        displacements: (B, 2, H, W) pixels ``(dy, dx)`` added to each output pixel's source
+            (:func:`elastic_displacements`); ``None``: none.
 
     Shape:
         the input's, uint8; a new array.
 
     Raises:
         DataError: ``images`` not a uint8 (B, H, W) or (B, C, H, W) array, ``shifts``,
-            ``degrees`` or ``scales`` not one per image, or a scale not above 0.
+            ``degrees`` or ``scales`` not one per image, a scale not above 0, or
+            ``displacements`` not finite (B, 2, H, W).
     """
     x = _check_images(images)
     b, c, h, w = x.shape
@@ -135,6 +209,13 @@ def shift_rotate(
     # screen is clockwise in (row, column) and its inverse has these signs
     sy = cos * oy + sin * ox + cy  # (B, 1, H, W) source row of each output pixel
     sx = -sin * oy + cos * ox + cx  # (B, 1, H, W) source column
+    if displacements is not None:
+        e = np.asarray(displacements, dtype=np.float64)
+        if e.shape != (b, 2, h, w) or not np.isfinite(e).all():
+            raise DataError(
+                f"displacements must be finite (B, 2, H, W) = {(b, 2, h, w)}, got {e.shape}"
+            )
+        sy, sx = sy + e[:, 0:1], sx + e[:, 1:2]
     y0, x0 = np.floor(sy), np.floor(sx)
     fy, fx = sy - y0, sx - x0  # (B, 1, H, W) bilinear weights of the lower neighbours' partners
     y0, x0 = y0.astype(np.intp), x0.astype(np.intp)
@@ -159,15 +240,19 @@ def augment_batch(
     max_shift: int = 2,
     max_degrees: float = 10.0,
     max_scale: float = 0.0,
+    elastic: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
     """A random shift (integer, up to ``max_shift`` pixels per axis), rotation (uniform in
-    ``[-max_degrees, max_degrees]``) and, when ``max_scale > 0``, scaling (uniform in
-    ``[1 - max_scale, 1 + max_scale]``) for each image of a uint8 batch (:func:`shift_rotate`).
+    ``[-max_degrees, max_degrees]``), when ``max_scale > 0`` scaling (uniform in
+    ``[1 - max_scale, 1 + max_scale]``) and when ``elastic = (alpha, sigma)`` has ``alpha > 0`` an
+    elastic distortion (:func:`elastic_displacements`) for each image of a uint8 batch, in one
+    resampling (:func:`shift_rotate`).
 
     Draws ``rng.integers(-max_shift, max_shift + 1, (B, 2))``, then ``rng.uniform(..., B)`` for
-    the angles, then (only when ``max_scale > 0``) ``rng.uniform(..., B)`` for the scales, always
-    in that order, so equal generators give equal batches, and a run without scaling draws what
-    it drew before scaling existed.
+    the angles, then (only when ``max_scale > 0``) ``rng.uniform(..., B)`` for the scales, then
+    (only when ``alpha > 0``) ``rng.uniform(-1, 1, (B, 2, H, W))`` for the elastic noise, always
+    in that order, so equal generators give equal batches, and a run without scaling or elastic
+    distortion draws what it drew before they existed.
 
     Shape:
         (B, H, W) or (B, C, H, W) uint8 -> the same, a new array.
@@ -185,7 +270,13 @@ def augment_batch(
     shifts = rng.integers(-max_shift, max_shift + 1, size=(b, 2))
     degrees = rng.uniform(-max_degrees, max_degrees, size=b)
     scales = rng.uniform(1 - max_scale, 1 + max_scale, size=b) if max_scale else None
-    return shift_rotate(images, shifts, degrees, scales)
+    alpha, sigma = elastic
+    displacements = None
+    if alpha:
+        _, _, h, w = _check_images(images).shape
+        noise = rng.uniform(-1.0, 1.0, size=(b, 2, h, w))
+        displacements = elastic_displacements(noise, alpha, sigma)
+    return shift_rotate(images, shifts, degrees, scales, displacements)
 
 
 def pad_crop(images: np.ndarray, padding: int, offsets: np.ndarray) -> np.ndarray:
@@ -370,12 +461,26 @@ def _check_erasing(p, scale, ratio) -> tuple[float, tuple[float, float], tuple[f
     return float(p), pairs[0], pairs[1]
 
 
+def _check_elastic(elastic) -> tuple[float, float]:
+    values = tuple(elastic) if isinstance(elastic, (tuple, list, np.ndarray)) else ()
+    if len(values) != 2 or not all(_number(v) for v in values):
+        raise ConfigError(f"elastic must be two numbers (alpha, sigma), got {elastic!r}")
+    alpha, sigma = float(values[0]), float(values[1])
+    if (alpha, sigma) != (0.0, 0.0) and not (0 < alpha < math.inf and 0 < sigma < math.inf):
+        raise ConfigError(
+            f"elastic (alpha, sigma) must be (0, 0) (off) or two finite numbers above 0, "
+            f"got {elastic!r}"
+        )
+    return alpha, sigma
+
+
 @dataclass(frozen=True)
 class Augment:
     """The augmentation of a training run (stored in its checkpoint), every step off by default.
 
     Applied in a fixed order, each step drawing from the generator only when on (the module doc
-    lists the draws): shift, rotate and scale, random crop, horizontal flip, random erasing.
+    lists the draws): shift, rotate, scale and elastic distortion, random crop, horizontal flip,
+    random erasing.
 
     Args:
         max_shift: largest shift in pixels along each axis (an int >= 0).
@@ -391,6 +496,10 @@ class Augment:
         max_scale: M, random zoom with the shift and rotation: each image scaled about its
             centre by a factor uniform in ``[1 - M, 1 + M]``, M in [0, 1) (0.1 is the usual
             digit recipe's 10%).
+        elastic: ``(alpha, sigma)``, elastic distortion with the shift and rotation
+            (:func:`elastic_displacements`): displacements of ``alpha`` pixels times uniform
+            noise smoothed by a Gaussian of ``sigma`` pixels. ``(0, 0)``: off; on, ``alpha > 0``
+            and ``sigma > 0`` (Simard et al. 2003 use ``(34, 4)`` on MNIST).
 
     Shape:
         ``aug(images, rng)``: uint8 (B, H, W) or (B, C, H, W) -> the same shape, a new array.
@@ -416,6 +525,7 @@ class Augment:
     erasing_scale: tuple[float, float] = (0.02, 0.33)
     erasing_ratio: tuple[float, float] = (0.3, 3.3)
     max_scale: float = 0.0
+    elastic: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         max_shift = _nonnegative_int("max_shift", self.max_shift)
@@ -429,6 +539,7 @@ class Augment:
         p, scale, ratio = _check_erasing(
             self.random_erasing, self.erasing_scale, self.erasing_ratio
         )
+        elastic = _check_elastic(self.elastic)
         for name, value in (
             ("max_shift", max_shift),
             ("max_degrees", float(self.max_degrees)),
@@ -438,6 +549,7 @@ class Augment:
             ("erasing_scale", scale),
             ("erasing_ratio", ratio),
             ("max_scale", float(self.max_scale)),
+            ("elastic", elastic),
         ):
             object.__setattr__(self, name, value)
 
@@ -450,6 +562,7 @@ class Augment:
             ("erasing_scale", (0.02, 0.33)),
             ("erasing_ratio", (0.3, 3.3)),
             ("max_scale", 0.0),
+            ("elastic", (0.0, 0.0)),
         ):
             if getattr(self, name) != default:
                 shown.append(f"{name}={getattr(self, name)!r}")
@@ -460,8 +573,10 @@ class Augment:
         x = _check_images(images)
         b, _, h, w = x.shape
         out = images
-        if self.max_shift or self.max_degrees or self.max_scale:  # off: the identity, no draw
-            out = augment_batch(out, rng, self.max_shift, self.max_degrees, self.max_scale)
+        if self.max_shift or self.max_degrees or self.max_scale or self.elastic[0]:
+            out = augment_batch(  # off: the identity, no draw
+                out, rng, self.max_shift, self.max_degrees, self.max_scale, self.elastic
+            )
         if self.random_crop:
             p = self.random_crop
             out = pad_crop(out, p, rng.integers(0, 2 * p + 1, size=(b, 2)))
@@ -485,6 +600,7 @@ class Augment:
             "erasing_scale": list(self.erasing_scale),
             "erasing_ratio": list(self.erasing_ratio),
             "max_scale": self.max_scale,
+            "elastic": list(self.elastic),
         }
 
     @classmethod
@@ -511,7 +627,7 @@ class Augment:
                 rest["random_crop"] = int(crop)
             if "hflip" in rest and isinstance(rest["hflip"], np.bool_):
                 rest["hflip"] = bool(rest["hflip"])
-            for pair in ("erasing_scale", "erasing_ratio"):
+            for pair in ("erasing_scale", "erasing_ratio", "elastic"):
                 if pair in rest:
                     rest[pair] = tuple(float(v) for v in rest[pair])
             return cls(int(shift), float(degrees), **rest)

@@ -12,7 +12,7 @@ A recipe is a TOML file of :class:`~stablecnn.training.config.TrainConfig` value
     optimizer = "adam"
     lr = 0.002
 
-    [train.augment]          # the Augment fields: max_shift, max_degrees, max_scale,
+    [train.augment]          # the Augment fields: max_shift, max_degrees, max_scale, elastic,
     max_shift = 2            # random_crop, hflip, random_erasing
     max_degrees = 10.0
 

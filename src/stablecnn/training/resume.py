@@ -47,8 +47,8 @@ def _shown(value) -> str:
 def augment_part(augment: dict | None, part: str):
     """The value of one augmentation option in a run's ``augment`` description (None: no
     augmentation, every step off): ``"augment"`` -> ``(max_shift, max_degrees)``, else the
-    :class:`~stablecnn.data.augment.Augment` field ``part`` (``max_scale``, ``random_crop``,
-    ``hflip``, ``random_erasing``)."""
+    :class:`~stablecnn.data.augment.Augment` field ``part`` (``max_scale``, ``elastic``,
+    ``random_crop``, ``hflip``, ``random_erasing``)."""
     aug = Augment.from_dict(augment) if augment else Augment()
     if part == "augment":
         return aug.max_shift, aug.max_degrees
@@ -56,10 +56,10 @@ def augment_part(augment: dict | None, part: str):
 
 
 def _shown_part(part: str, value) -> str:
-    if not value or value == (0, 0.0):
+    if not value or value in ((0, 0.0), (0.0, 0.0)):
         return "none"
-    if part == "augment":
-        return f"{value[0]},{value[1]:g}"
+    if part in ("augment", "elastic"):
+        return f"{value[0]:g},{value[1]:g}"
     if part == "hflip":
         return "--hflip"
     return f"{value:g}"
