@@ -18,7 +18,7 @@ from stablecnn.nn import modelfile, zoo
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.training import checkpoint as ckpt_io
 from stablecnn.training import recipes
-from stablecnn.training.config import NO_HFLIP
+from stablecnn.training.config import check_tta
 from stablecnn.training.resume import (
     CHANGEABLE,
     augment_part,
@@ -490,11 +490,7 @@ def cmd_evaluate(args) -> int:
         if "normalizer" in ckpt.meta
         else Normalizer.original(images)
     )
-    if args.tta == "hflip" and dataset in NO_HFLIP:
-        raise ConfigError(
-            f"--tta hflip is not for {dataset}: a mirrored digit is not that digit, so the "
-            f"mirror images' probabilities would be wrong for their labels"
-        )
+    check_tta(args.tta, dataset, named="--tta hflip is")
     result = evaluate(model, images, labels, normalizer, tta=args.tta)
     print(
         f"{dataset} test set, {len(labels)} images: accuracy {100 * result.accuracy:.2f}%, "

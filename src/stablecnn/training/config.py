@@ -17,6 +17,27 @@ SCHEDULES = ("constant", "step", "cosine")
 # datasets whose classes a horizontal flip does not keep: a mirrored 2, 3, 4, 5, 6, 7 or 9 is no
 # longer that digit, so flipping would train on pictures that are wrong for their labels
 NO_HFLIP = frozenset({"mnist"})
+
+
+def check_tta(
+    tta: str | None, dataset: str, named: str = "test-time flips (tta hflip) are"
+) -> None:
+    """Refuse test-time flips (``tta == "hflip"``) on a dataset of :data:`NO_HFLIP`.
+
+    ``named`` starts the message: how the caller's user asked for them (the command line says
+    ``--tta hflip is``).
+
+    Raises:
+        ConfigError: ``tta`` is ``"hflip"`` and ``dataset`` is in :data:`NO_HFLIP`.
+    """
+    if tta == "hflip" and dataset in NO_HFLIP:
+        raise ConfigError(
+            f"{named} not for {dataset}: a mirrored digit is not that digit, so the mirror "
+            f"images' probabilities would be wrong for their labels; use them on datasets whose "
+            f"classes a mirror keeps (fashion-mnist, cifar10)"
+        )
+
+
 # the original Model 1 recipe (stablecnn.training.recipes names it "original")
 ORIGINAL_RECIPE = {
     "model": "md1",
@@ -141,12 +162,7 @@ class TrainConfig:
         self.label_smoothing = float(self.label_smoothing)
         if self.tta not in (None, "hflip"):
             bad("tta", self.tta, "None or 'hflip'")
-        if self.tta == "hflip" and self.dataset in NO_HFLIP:
-            raise ConfigError(
-                f"test-time flips (tta hflip) are not for {self.dataset}: a mirrored digit is not "
-                f"that digit; use them on datasets whose classes a mirror keeps (fashion-mnist, "
-                f"cifar10)"
-            )
+        check_tta(self.tta, self.dataset)
         # the optimizer's own checks (momentum, weight decay, ...), before any data is read
         resolved = check_optimizer(
             self.optimizer,
