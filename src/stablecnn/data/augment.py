@@ -41,9 +41,9 @@ Python loop over images or pixels), and a colour batch gets the same map on ever
 is on, always in this order (so equal generators give equal batches, and a run stored before the
 later steps existed draws exactly what it drew then)::
 
-    1. shift, rotate, scale, (max_shift S,         rng.integers(-S, S + 1, (B, 2)),
-       elastic (max_degrees D, max_scale M,        rng.uniform(-D, D, B),
-       elastic = (alpha, sigma))                   then only if M > 0: rng.uniform(1 - M, 1 + M, B),
+    1. shift, rotate, scale and elastic            rng.integers(-S, S + 1, (B, 2)),
+       distortion (max_shift S, max_degrees D,     rng.uniform(-D, D, B),
+       max_scale M, elastic = (alpha, sigma))      then only if M > 0: rng.uniform(1 - M, 1 + M, B),
                                                    then only if alpha > 0:
                                                    rng.uniform(-1, 1, (B, 2, H, W))
     2. random crop (random_crop = P)               rng.integers(0, 2 P + 1, (B, 2))
@@ -131,7 +131,9 @@ def elastic_displacements(noise: np.ndarray, alpha: float, sigma: float) -> np.n
     outside the image (:func:`gaussian_smoothing_matrix` along the rows, then the columns), times
     ``alpha`` pixels. Small ``sigma`` gives a random jitter, large ``sigma`` an almost rigid
     shift; the paper's MNIST setting is ``sigma = 4``, ``alpha = 34``, which moves a pixel by about
-    1.4 pixels (the standard deviation of ``e``), smoothly, like a hand's unsteadiness.
+    1.3 pixels (the standard deviation of ``e`` on 28 x 28 images), smoothly. Measured on MNIST
+    with md2, shifts and rotations, it did not help (99.29% against 99.72% without it; README,
+    "Recipes").
 
     Args:
         noise: (B, 2, H, W) numbers in [-1, 1] (``rng.uniform(-1, 1, (B, 2, H, W))``).
