@@ -207,6 +207,7 @@ def test_augment_config_round_trips_and_checks_its_values():
         (dict(elastic=34), "elastic"),
         (dict(elastic=(34, 4, 1)), "elastic"),
         (dict(elastic=("34", 4)), "elastic"),
+        (dict(elastic=(34, 1001)), "elastic"),
     ):
         with pytest.raises(ValueError, match=name):
             Augment(**bad)
@@ -411,8 +412,19 @@ def test_bad_displacements_and_smoothing_are_refused():
             shift_rotate(images, np.zeros((2, 2)), np.zeros(2), None, bad)
     with pytest.raises(DataError, match="elastic noise must be"):
         elastic_displacements(np.zeros((2, 6, 6)), 34, 4)
-    for sigma in (0, -1, float("nan"), float("inf")):
+    for sigma in (0, -1, float("nan"), float("inf"), 1e9):
         with pytest.raises(ConfigError, match="elastic sigma"):
             gaussian_smoothing_matrix(6, sigma)
     with pytest.raises(ConfigError, match="elastic alpha"):
         elastic_displacements(np.zeros((1, 2, 6, 6)), -1, 4)
+
+
+def test_a_bad_elastic_value_in_a_stored_description_is_named_not_converted():
+    """from_dict turns NumPy scalars into floats but leaves strings and booleans for the check,
+    whose message names the field (not a dump of the whole description)."""
+    base = Augment().to_dict()
+    loaded = {**base, "elastic": [np.float32(20), np.int64(3)]}  # as a .npz gives them back
+    assert Augment.from_dict(loaded).elastic == (20.0, 3.0)
+    for bad in (["20", "3"], [True, 3], 20.0, "x", [20.0]):
+        with pytest.raises(ConfigError, match=r"^elastic must be two numbers \(alpha, sigma\)"):
+            Augment.from_dict({**base, "elastic": bad})

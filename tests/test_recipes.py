@@ -75,6 +75,11 @@ def test_a_recipe_file_of_ones_own_with_a_model_file_beside_it(tmp_path):
         ("[train.augment]\nshift = 2\n", r"\[train.augment\] has unknown key\(s\) \['shift'\]"),
         ("[train.augment]\nhflip = true\n", r"mine.toml: horizontal flips .* not for mnist"),
         ("[train]\nmicro_batches = 2\n", r"unknown key\(s\) \['micro_batches'\]"),
+        ('[train.augment]\nelastic = "x"\n', r"mine.toml: elastic must be two numbers .*'x'"),
+        ("[train.augment]\nelastic = 20.0\n", r"mine.toml: elastic must be two numbers"),
+        ('[train.augment]\nelastic = ["20", "3"]\n', r"mine.toml: elastic must be two numbers"),
+        ("[train.augment]\nelastic = [true, 3]\n", r"mine.toml: elastic must be two numbers"),
+        ("[train.augment]\nelastic = [20, 1e9]\n", r"mine.toml: elastic .* sigma in \(0, 1000\]"),
     ],
 )
 def test_a_bad_recipe_file_is_refused_naming_the_file_and_the_key(tmp_path, text, message):

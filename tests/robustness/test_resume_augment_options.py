@@ -127,6 +127,7 @@ def test_bad_values_and_flips_on_digits_are_refused_before_a_run_starts(tmp_path
         (["--elastic", "34,-1"], "elastic distortion must be ALPHA,SIGMA"),
         (["--elastic", "34,inf"], "elastic distortion must be ALPHA,SIGMA"),
         (["--elastic", "a,b"], "elastic distortion must be ALPHA,SIGMA"),
+        (["--elastic", "34,1e9"], "(SIGMA at most 1000)"),
     ):
         with pytest.raises(SystemExit) as exc:
             cli.main(["train", *args, "--out", str(tmp_path / "never")])

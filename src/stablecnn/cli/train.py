@@ -12,7 +12,7 @@ import numpy as np
 
 from stablecnn.cli.argtypes import positive_float, positive_int
 from stablecnn.data import DATASETS
-from stablecnn.data.augment import Augment
+from stablecnn.data.augment import MAX_ELASTIC_SIGMA, Augment
 from stablecnn.errors import ConfigError
 from stablecnn.nn import modelfile, zoo
 from stablecnn.optim import OPTIMIZERS
@@ -95,9 +95,10 @@ def add_parsers(sub) -> None:
         const="34,4",
         type=_elastic,
         metavar="ALPHA,SIGMA",
-        help="elastic distortion with the shifts and rotations (Simard et al. 2003): move each "
-        "pixel's source by ALPHA pixels times uniform noise smoothed by a Gaussian of SIGMA "
-        "pixels (default when given: 34,4, the paper's MNIST setting); off when absent",
+        help="elastic distortion (Simard et al. 2003), alone or in the same resampling as "
+        "--augment and --max-scale: move each pixel's source by ALPHA pixels times uniform noise "
+        "smoothed by a Gaussian of SIGMA pixels, SIGMA at most 1000 (default when given: 34,4, "
+        "the paper's MNIST setting); off when absent",
     )
     p.add_argument(
         "--random-crop",
@@ -363,16 +364,17 @@ def _random_erasing(text: str) -> float:
 
 
 def _elastic(text: str) -> tuple[float, float]:
-    """``ALPHA,SIGMA`` -> ``(alpha, sigma)``, both finite and above 0."""
+    """``ALPHA,SIGMA`` -> ``(alpha, sigma)``: alpha finite and above 0, sigma in
+    (0, MAX_ELASTIC_SIGMA]."""
     parts = text.split(",")
     try:
         alpha, sigma = (float(part) for part in parts) if len(parts) == 2 else (math.nan,) * 2
     except ValueError:
         alpha = sigma = math.nan
-    if not (0 < alpha < math.inf and 0 < sigma < math.inf):
+    if not (0 < alpha < math.inf and 0 < sigma <= MAX_ELASTIC_SIGMA):
         raise argparse.ArgumentTypeError(
-            f"elastic distortion must be ALPHA,SIGMA, two numbers above 0 such as 34,4, "
-            f"got {text!r}"
+            f"elastic distortion must be ALPHA,SIGMA, two numbers above 0 such as 34,4 (SIGMA "
+            f"at most {MAX_ELASTIC_SIGMA:g}), got {text!r}"
         )
     return alpha, sigma
 

@@ -75,6 +75,9 @@ import numpy as np
 from stablecnn.errors import ConfigError, DataError
 
 ERASING_ATTEMPTS = 10  # tries at a rectangle that fits, as torchvision's RandomErasing
+# the widest elastic smoothing, in pixels: its kernel has 8 sigma + 1 taps, and a sigma far
+# beyond the image's size smooths the noise into an almost rigid shift anyway
+MAX_ELASTIC_SIGMA = 1000.0
 
 
 def _check_images(images) -> np.ndarray:
@@ -108,10 +111,13 @@ def gaussian_smoothing_matrix(n: int, sigma: float) -> np.ndarray:
     (H, W) field along both axes.
 
     Raises:
-        ConfigError: ``sigma`` not a finite number above 0.
+        ConfigError: ``sigma`` not a number in (0, :data:`MAX_ELASTIC_SIGMA`].
     """
-    if not _number(sigma) or not 0 < sigma < math.inf:
-        raise ConfigError(f"the elastic sigma must be a finite number above 0, got {sigma!r}")
+    if not _number(sigma) or not 0 < sigma <= MAX_ELASTIC_SIGMA:
+        raise ConfigError(
+            f"the elastic sigma must be a number in (0, {MAX_ELASTIC_SIGMA:g}] pixels, "
+            f"got {sigma!r}"
+        )
     radius = int(4 * sigma + 0.5)
     k = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-0.5 * (k / sigma) ** 2)
@@ -468,10 +474,12 @@ def _check_elastic(elastic) -> tuple[float, float]:
     if len(values) != 2 or not all(_number(v) for v in values):
         raise ConfigError(f"elastic must be two numbers (alpha, sigma), got {elastic!r}")
     alpha, sigma = float(values[0]), float(values[1])
-    if (alpha, sigma) != (0.0, 0.0) and not (0 < alpha < math.inf and 0 < sigma < math.inf):
+    if (alpha, sigma) != (0.0, 0.0) and not (
+        0 < alpha < math.inf and 0 < sigma <= MAX_ELASTIC_SIGMA
+    ):
         raise ConfigError(
-            f"elastic (alpha, sigma) must be (0, 0) (off) or two finite numbers above 0, "
-            f"got {elastic!r}"
+            f"elastic (alpha, sigma) must be (0, 0) (off), or alpha finite and above 0 and sigma "
+            f"in (0, {MAX_ELASTIC_SIGMA:g}] pixels, got {elastic!r}"
         )
     return alpha, sigma
 
@@ -501,7 +509,8 @@ class Augment:
         elastic: ``(alpha, sigma)``, elastic distortion with the shift and rotation
             (:func:`elastic_displacements`): displacements of ``alpha`` pixels times uniform
             noise smoothed by a Gaussian of ``sigma`` pixels. ``(0, 0)``: off; on, ``alpha > 0``
-            and ``sigma > 0`` (Simard et al. 2003 use ``(34, 4)`` on MNIST).
+            and ``0 < sigma <=`` :data:`MAX_ELASTIC_SIGMA` (Simard et al. 2003 use ``(34, 4)`` on
+            MNIST).
 
     Shape:
         ``aug(images, rng)``: uint8 (B, H, W) or (B, C, H, W) -> the same shape, a new array.
@@ -630,11 +639,12 @@ class Augment:
             if "hflip" in rest and isinstance(rest["hflip"], np.bool_):
                 rest["hflip"] = bool(rest["hflip"])
             for pair in ("erasing_scale", "erasing_ratio", "elastic"):
-                if pair in rest:
-                    rest[pair] = tuple(float(v) for v in rest[pair])
-            return cls(int(shift), float(degrees), **rest)
+                if isinstance(rest.get(pair), (list, tuple, np.ndarray)):  # NumPy scalars to float
+                    rest[pair] = tuple(float(v) if _number(v) else v for v in rest[pair])
+            shift, degrees = int(shift), float(degrees)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"not an augmentation description: {data!r} ({exc})") from None
+        return cls(shift, degrees, **rest)  # a bad value: the field's own message, naming it
 
     @classmethod
     def parse(cls, text: str) -> Augment:
