@@ -15,6 +15,29 @@ from pathlib import Path
 
 import numpy as np
 
+from stablecnn.data.augment import Augment
+
+
+def settings_line(config) -> str:
+    """The run's settings beyond the first line's, as the log's second line: the schedule, any
+    weight decay, clipping, augmentation (its non-default fields), label smoothing and
+    test-time augmentation, so a log says how its run was trained."""
+    c = config
+    parts = [f"schedule {c.schedule}"]
+    if c.warmup_steps:
+        parts[0] += f" with {c.warmup_steps} warm-up steps"
+    if c.weight_decay:
+        parts.append(f"weight decay {c.weight_decay:g}")
+    if c.clip:
+        parts.append(f"gradient clipping at norm {c.clip:g}")
+    augment = Augment.from_dict(c.augment) if c.augment else Augment()
+    parts.append(f"augmentation {augment!r}" if augment != Augment() else "no augmentation")
+    if c.label_smoothing:
+        parts.append(f"label smoothing {c.label_smoothing:g}")
+    if c.tta:
+        parts.append(f"test-time augmentation {c.tta}")
+    return "settings: " + ", ".join(parts)
+
 
 class Callback:
     def on_train_begin(self, trainer) -> None: ...
@@ -54,9 +77,10 @@ class TextLog(Callback):
         what = "resuming" if trainer.global_step else "training"
         self.write(
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} {what} {c.model} on {c.dataset}: "
-            f"{trainer.num_train} images, {c.epochs} epochs, batch {c.batch_size}, "
-            f"{c.optimizer} lr {c.lr}, seed {c.seed}, {c.dtype}"
+            f"{trainer.num_train} images, {c.epochs} epoch{'s' if c.epochs != 1 else ''}, "
+            f"batch {c.batch_size}, {c.optimizer} lr {c.lr}, seed {c.seed}, {c.dtype}"
         )
+        self.write(settings_line(c))
 
     def on_step(self, trainer, step):
         every = max(1, trainer.steps_per_epoch // self.lines_per_epoch)
