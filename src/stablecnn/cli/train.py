@@ -23,6 +23,7 @@ from stablecnn.training.resume import (
     CHANGEABLE,
     augment_part,
     data_record,
+    format_part,
     refuse_changes,
     run_data_source,
 )
@@ -315,12 +316,8 @@ def _resume_options(args) -> dict:
     # each augmentation option against its part of the run's augmentation (resume.refuse_changes)
     for part, value in _augment_parts(args).items():
         option = AUGMENT_OPTIONS[part]
-        if part == "augment":
-            option += f" {value[0]},{value[1]:g}"
-        elif part == "elastic":
-            option += f" {value[0]:g},{value[1]:g}"
-        elif part != "hflip":
-            option += f" {value:g}" if isinstance(value, float) else f" {value}"
+        if part != "hflip":  # --hflip takes no value
+            option += f" {format_part(value)}"
         given[f"augment.{part}"] = (option, value)
     if args.recipe is not None:  # the recipe's settings, where no option overrides them
         recipe = recipes.load(args.recipe)

@@ -273,15 +273,13 @@ def augment_batch(
         >>> augment_batch(batch, np.random.default_rng(0)).shape
         (4, 28, 28)
     """
-    _check_images(images)
-    b = images.shape[0]
+    b, _, h, w = _check_images(images).shape
     shifts = rng.integers(-max_shift, max_shift + 1, size=(b, 2))
     degrees = rng.uniform(-max_degrees, max_degrees, size=b)
     scales = rng.uniform(1 - max_scale, 1 + max_scale, size=b) if max_scale else None
     alpha, sigma = elastic
     displacements = None
     if alpha:
-        _, _, h, w = _check_images(images).shape
         noise = rng.uniform(-1.0, 1.0, size=(b, 2, h, w))
         displacements = elastic_displacements(noise, alpha, sigma)
     return shift_rotate(images, shifts, degrees, scales, displacements)

@@ -18,10 +18,10 @@ import numpy as np
 from stablecnn.data.augment import Augment
 
 
-def settings_line(config) -> str:
+def settings_line(config, augment: Augment | None) -> str:
     """The run's settings beyond the first line's, as the log's second line: the schedule, any
-    weight decay, clipping, augmentation (its non-default fields), label smoothing and
-    test-time augmentation, so a log says how its run was trained."""
+    weight decay, clipping, augmentation (``augment``, the trainer's: its non-default fields),
+    label smoothing and test-time augmentation, so a log says how its run was trained."""
     c = config
     parts = [f"schedule {c.schedule}"]
     if c.warmup_steps:
@@ -30,8 +30,8 @@ def settings_line(config) -> str:
         parts.append(f"weight decay {c.weight_decay:g}")
     if c.clip:
         parts.append(f"gradient clipping at norm {c.clip:g}")
-    augment = Augment.from_dict(c.augment) if c.augment else Augment()
-    parts.append(f"augmentation {augment!r}" if augment != Augment() else "no augmentation")
+    on = augment is not None and augment != Augment()
+    parts.append(f"augmentation {augment!r}" if on else "no augmentation")
     if c.label_smoothing:
         parts.append(f"label smoothing {c.label_smoothing:g}")
     if c.tta:
@@ -80,7 +80,7 @@ class TextLog(Callback):
             f"{trainer.num_train} images, {c.epochs} epoch{'s' if c.epochs != 1 else ''}, "
             f"batch {c.batch_size}, {c.optimizer} lr {c.lr}, seed {c.seed}, {c.dtype}"
         )
-        self.write(settings_line(c))
+        self.write(settings_line(c, trainer.augment))
 
     def on_step(self, trainer, step):
         every = max(1, trainer.steps_per_epoch // self.lines_per_epoch)

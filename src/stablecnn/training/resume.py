@@ -55,14 +55,20 @@ def augment_part(augment: dict | None, part: str):
     return getattr(aug, part)
 
 
+def format_part(value) -> str:
+    """An augmentation option's value as it is typed: a pair as ``A,B``, a float with ``:g``,
+    an int as it is (``(2, 10.0)`` -> ``2,10``, ``0.1`` -> ``0.1``, ``4`` -> ``4``)."""
+    if isinstance(value, tuple):
+        return ",".join(format_part(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _shown_part(part: str, value) -> str:
-    if not value or value in ((0, 0.0), (0.0, 0.0)):
+    if not value or value == (0, 0.0):  # a step off (a pair of zeros too: 0 == 0.0)
         return "none"
-    if part in ("augment", "elastic"):
-        return f"{value[0]:g},{value[1]:g}"
     if part == "hflip":
         return "--hflip"
-    return f"{value:g}"
+    return format_part(value)
 
 
 def same_model(given: str, stored: str, checkpoint) -> bool:
