@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import workers
@@ -62,6 +64,50 @@ def blas_summary() -> str:
         f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture', '?')} kernels, "
         f"{lib.get('threading_layer', '?')})"
     )
+
+
+def openblas_own_choice() -> str | None:
+    """The kernels NumPy's OpenBLAS picks by its own CPU detection, read in a child process
+    started without ``OPENBLAS_CORETYPE`` (None when that variable is unset, or on failure)."""
+    if not os.environ.get("OPENBLAS_CORETYPE"):
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = (
+        "import numpy, threadpoolctl; print(next((lib.get('architecture') for lib in "
+        "threadpoolctl.threadpool_info() if lib['user_api'] == 'blas'), ''))"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def kernels_line(results) -> str:
+    """Which instruction sets the two engines' products ran on: numpy's OpenBLAS kernels (and,
+    when ``OPENBLAS_CORETYPE`` chose them, what OpenBLAS would pick by itself) and PyTorch's CPU
+    capability as its worker read it."""
+    torch_isa = next(
+        (
+            r["torch_cpu_capability"]
+            for per_kind in (r.get("idle", {}) for r in results.values())
+            for kind, r in per_kind.items()
+            if "torch_cpu_capability" in r
+        ),
+        None,
+    )
+    chosen = os.environ.get("OPENBLAS_CORETYPE")
+    own = openblas_own_choice()
+    text = f"- kernels: numpy's BLAS {blas_summary()}"
+    if chosen:
+        text += f", as OPENBLAS_CORETYPE={chosen!r} in the environment asks"
+        if own:
+            text += f" (without it, OpenBLAS picks its {own} kernels on this CPU)"
+    if torch_isa:
+        text += f"; PyTorch's CPU capability: {torch_isa}"
+    return text
 
 
 def value(result: dict | None, measure: str) -> float | None:
@@ -117,7 +163,7 @@ def header(args, results, models, flops, machine_load) -> list[str]:
     out.append(
         f"- python {platform.python_version()}, numpy {np.__version__}, "
         f"stablecnn {stablecnn.__version__}, torch {version('torch')}, "
-        f"threadpoolctl {version('threadpoolctl')}; numpy's BLAS: {blas_summary()}"
+        f"threadpoolctl {version('threadpoolctl')}"
     )
     threads = {}
     for per_kind in (r.get("idle", {}) for r in results.values()):
@@ -128,6 +174,7 @@ def header(args, results, models, flops, machine_load) -> list[str]:
         f"library path makes no setup call. What the workers ran with: "
         + "; ".join(f"{kind} {json.dumps(t)}" for kind, t in threads.items())
     )
+    out.append(kernels_line(results))
     env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} unset" for k in ENV_VARS)
     out.append(f"- environment (passed to the workers unchanged): {env}")
     busy, avg = machine_load

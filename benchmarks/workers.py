@@ -196,6 +196,7 @@ def torch_worker(args) -> dict:
         torch_threads=torch.get_num_threads(),
         blas_threads=blas_threads(),
         keep_freed_memory=keep_freed,
+        torch_cpu_capability=torch.backends.cpu.get_cpu_capability(),  # oneDNN's and ATen's ISA
     )
     return result
 

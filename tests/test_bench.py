@@ -179,6 +179,36 @@ def test_the_pytorch_worker_times_the_tests_twin_of_the_model():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["worker"] == "torch" and result["torch_threads"] == 1
     assert len(result["train"]) == 1 and len(result["infer"]) == 1 and len(result["latency"]) == 2
+    import torch
+
+    assert result["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_the_kernels_line_names_a_forced_openblas_core_and_openblas_own_choice(bench, monkeypatch):
+    """The header says which kernels numpy's OpenBLAS runs, that OPENBLAS_CORETYPE chose them
+    and what OpenBLAS picks without it (read in a child process), and PyTorch's ISA."""
+    report = sys.modules["report"]
+    from threadpoolctl import threadpool_info
+
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not blas or blas[0]["internal_api"] != "openblas":
+        pytest.skip("numpy's BLAS is not OpenBLAS")
+    results = {"md2": {"idle": {"torch": {"torch_cpu_capability": "AVX512"}}}}
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")  # the child must not see it
+    own = report.openblas_own_choice()
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    code = "import numpy, threadpoolctl; print(threadpoolctl.threadpool_info()[0]['architecture'])"
+    expected = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert own == expected and own != "Prescott"
+    line = report.kernels_line(results)
+    assert "as OPENBLAS_CORETYPE='Prescott' in the environment asks" in line
+    assert f"(without it, OpenBLAS picks its {own} kernels on this CPU)" in line
+    assert line.endswith("PyTorch's CPU capability: AVX512")
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert report.openblas_own_choice() is None
+    assert "OPENBLAS_CORETYPE" not in report.kernels_line(results)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
