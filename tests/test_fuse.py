@@ -348,3 +348,144 @@ def test_a_model_with_fused_batch_norms_trains_bit_identically(dtype):
     assert len(got) == len(want)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(a, b, err_msg=f"array {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_residual_network_trains_bit_identically_with_its_blocks_fused(dtype):
+    """md3-like blocks run each branch's fused plan (the body's BatchNorm2d and ReLU as one
+    BNReLU2d): three Adam steps fused and unfused give the same losses, input gradients,
+    parameter gradients, weights, running statistics and evaluation outputs, bit for bit; the
+    blocks keep their layers, names and config; Sequential.fuse = False reaches the blocks."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((5, 3, 10, 10)).astype(dtype)
+    y = np.arange(5) % 4
+    runs = []
+    for fused in (True, False):
+        model = Sequential.from_config(
+            {
+                "input_shape": [3, 10, 10],
+                "layers": [
+                    {
+                        "type": "Conv2d",
+                        "in_channels": 3,
+                        "out_channels": 4,
+                        "kernel_size": 3,
+                        "padding": 1,
+                        "bias": False,
+                    },
+                    {"type": "BatchNorm2d", "num_features": 4},
+                    {"type": "ReLU"},
+                    {
+                        "type": "Residual",
+                        "activation": "ReLU",
+                        "body": [
+                            {
+                                "type": "Conv2d",
+                                "in_channels": 4,
+                                "out_channels": 4,
+                                "kernel_size": 3,
+                                "padding": 1,
+                                "bias": False,
+                            },
+                            {"type": "BatchNorm2d", "num_features": 4},
+                            {"type": "ReLU"},
+                            {
+                                "type": "Conv2d",
+                                "in_channels": 4,
+                                "out_channels": 4,
+                                "kernel_size": 3,
+                                "padding": 1,
+                                "bias": False,
+                            },
+                            {"type": "BatchNorm2d", "num_features": 4},
+                        ],
+                    },
+                    {
+                        "type": "Residual",
+                        "activation": "ReLU",
+                        "body": [
+                            {
+                                "type": "Conv2d",
+                                "in_channels": 4,
+                                "out_channels": 6,
+                                "kernel_size": 3,
+                                "stride": 2,
+                                "padding": 1,
+                                "bias": False,
+                            },
+                            {"type": "BatchNorm2d", "num_features": 6},
+                            {"type": "ReLU"},
+                            {
+                                "type": "Conv2d",
+                                "in_channels": 6,
+                                "out_channels": 6,
+                                "kernel_size": 3,
+                                "padding": 1,
+                                "bias": False,
+                            },
+                            {"type": "BatchNorm2d", "num_features": 6},
+                        ],
+                        "shortcut": [
+                            {
+                                "type": "Conv2d",
+                                "in_channels": 4,
+                                "out_channels": 6,
+                                "kernel_size": 1,
+                                "stride": 2,
+                                "bias": False,
+                            },
+                            {"type": "BatchNorm2d", "num_features": 6},
+                        ],
+                    },
+                    {"type": "GlobalAvgPool2d"},
+                    {"type": "Linear", "in_features": 6, "out_features": 4},
+                ],
+            },
+            seed=3,
+            dtype=dtype,
+        )
+        model.fuse = fused
+        opt, loss, record = Adam(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
+        for _ in range(3):
+            record.append(np.asarray(loss.forward(model.forward(x), y)))
+            record.append(model.backward(loss.backward()))
+            record += [g.copy() for _, _, g in model.parameters()]
+            opt.step()
+        record += [p.copy() for _, p, _ in model.parameters()]
+        record += [b.copy() for layer in model.layers for b in layer.buffers.values()]
+        record.append(model.forward(x, training=False))
+        runs.append((model, record))
+    (fused, got), (plain, want) = runs
+    blocks = [layer for layer in fused.layers if type(layer).__name__ == "Residual"]
+    for block in blocks:
+        body, shortcut = block.plan()
+        assert _kinds(body) == ["Conv2d", "BNReLU2d", "Conv2d", "BatchNorm2d"]
+        assert shortcut == tuple(block.shortcut)  # nothing to fuse there
+        assert _kinds(block.body) == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d"]
+    for block in (layer for layer in plain.layers if type(layer).__name__ == "Residual"):
+        assert block.fuse is False and block.plan()[0] == tuple(block.body)
+    assert fused.config() == plain.config()
+    assert [n for n, _, _ in fused.parameters()] == [n for n, _, _ in plain.parameters()]
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b, err_msg=f"array {k}")
+
+
+def test_a_blocks_backward_runs_the_steps_its_last_forward_ran():
+    """A block whose fuse switch changes between forward and backward goes back through the
+    steps its forward went through (the fused BNReLU2d holds what backward needs)."""
+    from stablecnn import Residual
+
+    rng = np.random.default_rng(4)
+    block = Residual(
+        [Conv2d(3, 3, 3, padding=1, bias=False, rng=rng), BatchNorm2d(3), ReLU()],
+        activation="ReLU",
+    )
+    x = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    dout = rng.standard_normal((4, 3, 6, 6)).astype(np.float32)
+    block.forward(x)
+    want = block.backward(dout)
+    block.forward(x)
+    block.fuse = False
+    np.testing.assert_array_equal(block.backward(dout), want)

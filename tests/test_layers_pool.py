@@ -147,6 +147,43 @@ def test_separable_2x2_pool_equals_the_general_kernel(stride, layout):
     np.testing.assert_allclose(dx2, dx, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("hw", [(8, 6), (11, 9), (7, 10), (2, 3)])
+@pytest.mark.parametrize("layout", ["nchw", "batch-innermost"])
+@pytest.mark.parametrize("relu", [False, True])
+def test_separable_2x2_stride_2_backward_is_the_general_kernels_bit_for_bit(hw, layout, relu):
+    """With stride 2 the windows do not overlap: the separable kernel writes dx's four
+    interleaved quarters directly. It equals the general kernel's routing exactly (no sums to
+    reorder), zeros in an odd last row or column, the ReLU's mask included, in either layout of
+    the input and of the incoming gradient."""
+    from stablecnn.kernels.pool import (
+        maxpool2d_backward,
+        maxpool2d_forward,
+        maxpool2x2_backward,
+        maxpool2x2_forward,
+    )
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(-2, 3, (3, 4, *hw)).astype(np.float32)  # ties, zeros, negative windows
+    dout_layout = x
+    if layout == "batch-innermost":
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    out, argmax = maxpool2d_forward(x, (2, 2), (2, 2), relu=relu)
+    out2, choice = maxpool2x2_forward(x, (2, 2), relu=relu)
+    np.testing.assert_array_equal(out2, out)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    if layout == "batch-innermost":  # the gradient in the other layout than the input's
+        dout = np.ascontiguousarray(dout)
+    else:
+        dout = np.ascontiguousarray(dout.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    mask = out if relu else None
+    want = maxpool2d_backward(dout, argmax, x, (2, 2), (2, 2), out=mask)
+    got = maxpool2x2_backward(dout, choice, x, (2, 2), out=mask)
+    assert got.strides == want.strides and dout_layout.shape == got.shape
+    np.testing.assert_array_equal(got, want)
+    g = dout * (out > 0) if relu else dout
+    np.testing.assert_array_equal(got, reference.maxpool2d_backward(g, x, (2, 2), (2, 2)))
+
+
 POOLS = {"flat 2x2 stride 1": (2, 1), "2x2 stride 2": (2, 2), "3x3 stride 2": (3, 2)}
 
 

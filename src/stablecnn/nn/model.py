@@ -10,6 +10,7 @@ from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.nn.fuse import PlanCache, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
 from stablecnn.nn.inference import SMALL_BATCH, InferencePlan
 from stablecnn.nn.layers.base import Layer
+from stablecnn.nn.layers.residual import Residual
 from stablecnn.nn.losses import softmax
 
 
@@ -106,6 +107,20 @@ class Sequential:
     def kernels(self, value: str) -> None:
         for layer in self.layers:
             layer.kernels = value  # the layer refuses any value but "fast" and "reference"
+
+    @property
+    def fuse(self) -> bool:
+        """Whether :meth:`forward` runs the fused plan (see the class doc). Setting it sets
+        :attr:`~stablecnn.nn.layers.residual.Residual.fuse` of every residual block among the
+        layers too, so ``False`` runs every layer one by one, inside blocks as well."""
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, value: bool) -> None:
+        self._fuse = bool(value)
+        for layer in self.layers:
+            if isinstance(layer, Residual):
+                layer.fuse = self._fuse
 
     @property
     def plan(self) -> tuple[Layer, ...]:

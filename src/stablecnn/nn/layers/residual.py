@@ -20,6 +20,12 @@ Both are exact: an addition has derivative 1 on each side, so nothing is approxi
 The definition above is the code: this layer has no fast kernel of its own (its children run
 theirs), so ``kernels = "reference"`` only passes the choice to the children.
 
+Each branch runs as an execution plan, as a model does (:mod:`stablecnn.nn.fuse`): with
+:attr:`Residual.fuse` on (the default), a BatchNorm2d and the ReLU after it in the body run as one
+:class:`~stablecnn.nn.layers.norm.BNReLU2d` step, the same numbers bit for bit and one pass over
+the activations fewer each way. ``body`` and ``shortcut`` stay the layers as built, for names,
+config and files.
+
 Parameters and buffers are the children's under dotted names: ``"body.0.weight"``,
 ``"shortcut.1.running_mean"``; in a model, ``"3.body.0.weight"`` (the PyTorch naming). They are
 gathered from the children on every access, so they are always the children's own arrays.
@@ -27,7 +33,7 @@ gathered from the children on every access, so they are always the children's ow
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -35,6 +41,7 @@ from numpy.typing import DTypeLike
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels import parallel
 from stablecnn.kernels.relu import relu_into
+from stablecnn.nn.fuse import PlanCache
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
 
@@ -100,6 +107,11 @@ class Residual(Layer):
         self.activation = activation
         self.act = ACTIVATIONS[activation]() if activation is not None else None
         self._out = None  # the sum after the ReLU, kept for the backward pass
+        # run each branch's fused plan (stablecnn.nn.fuse) or its layers one by one; a model's
+        # Sequential.fuse sets it for its blocks
+        self.fuse = True
+        self._plans = (PlanCache(), PlanCache())  # the body's and the shortcut's steps
+        self._ran: tuple[tuple[Layer, ...], tuple[Layer, ...]] | None = None  # the last forward's
         dtypes = {layer.dtype for layer in self.children() if layer.dtype is not None}
         if len(dtypes) > 1:
             raise ConfigError(
@@ -226,12 +238,23 @@ class Residual(Layer):
         return shapes["body"]
 
     # -- the passes -----------------------------------------------------------------------------
+    def plan(self) -> tuple[tuple[Layer, ...], tuple[Layer, ...]]:
+        """The steps of the body and of the shortcut that :meth:`forward` runs: each branch's
+        layers as they are, or with :attr:`fuse` on, ``stablecnn.nn.fuse.fuse`` of them (made
+        again whenever the layers, their kernels or their hooks change)."""
+        body_plan, shortcut_plan = self._plans
+        return (
+            body_plan(self.body, enabled=self.fuse),
+            shortcut_plan(self.shortcut, enabled=self.fuse),
+        )
+
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        body, shortcut = self._ran = self.plan()  # backward runs these same steps back
         h = x
-        for layer in self.body:
+        for layer in body:
             h = layer.forward(h, training)
         s = x
-        for layer in self.shortcut:
+        for layer in shortcut:
             s = layer.forward(s, training)
         if h.shape != s.shape:
             self.output_shape(x.shape[1:])  # raises the ShapeError naming both shapes
@@ -263,8 +286,9 @@ class Residual(Layer):
             out, self._out = self._out, None
             g = np.empty_like(out, dtype=dout.dtype)
             parallel.split(lambda d, o, gs: np.multiply(d, o > 0, out=gs), dout, out, g)
-        dx_body = _back(self.body, g, need_input_grad)
-        dx_short = _back(self.shortcut, g, need_input_grad) if self.shortcut else g
+        body, shortcut = self._ran or self.plan()  # before any forward: what is missing
+        dx_body = _back(body, g, need_input_grad)
+        dx_short = _back(shortcut, g, need_input_grad) if shortcut else g
         if not need_input_grad:
             return None
         # x was used twice: its gradients add (into the body's, when it is an array of its own)
@@ -306,7 +330,7 @@ def _add(a: np.ndarray, b: np.ndarray, out: np.ndarray, relu: bool) -> None:
         relu_into(out, out)
 
 
-def _back(layers: list[Layer], dout: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
+def _back(layers: Sequence[Layer], dout: np.ndarray, need_input_grad: bool) -> np.ndarray | None:
     """Back-propagate ``dout`` through ``layers``, last to first (the first skips its input
     gradient when ``need_input_grad`` is false)."""
     for layer in reversed(layers[1:]):
