@@ -489,3 +489,24 @@ def test_a_blocks_backward_runs_the_steps_its_last_forward_ran():
     block.forward(x)
     block.fuse = False
     np.testing.assert_array_equal(block.backward(dout), want)
+
+
+def test_the_fuse_switch_reaches_blocks_nested_in_blocks():
+    """Sequential.fuse = False runs every layer one by one, in nested blocks too, and True
+    fuses them again; the outputs agree bit for bit."""
+    from stablecnn import Residual
+
+    rng = np.random.default_rng(5)
+    inner = Residual([Conv2d(2, 2, 3, padding=1, bias=False, rng=rng), BatchNorm2d(2), ReLU()])
+    outer = Residual([inner, BatchNorm2d(2), ReLU()], activation="ReLU")
+    model = Sequential(outer)
+    x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    fused_out = model.forward(x)
+    assert _kinds(inner.plan()[0]) == ["Conv2d", "BNReLU2d"]
+    assert _kinds(outer.plan()[0]) == ["Residual", "BNReLU2d"]
+    model.fuse = False
+    assert not outer.fuse and not inner.fuse
+    assert inner.plan()[0] == tuple(inner.body) and outer.plan()[0] == tuple(outer.body)
+    np.testing.assert_array_equal(model.forward(x), fused_out)
+    model.fuse = True
+    assert outer.fuse and inner.fuse and _kinds(inner.plan()[0]) == ["Conv2d", "BNReLU2d"]

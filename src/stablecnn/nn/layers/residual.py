@@ -107,9 +107,7 @@ class Residual(Layer):
         self.activation = activation
         self.act = ACTIVATIONS[activation]() if activation is not None else None
         self._out = None  # the sum after the ReLU, kept for the backward pass
-        # run each branch's fused plan (stablecnn.nn.fuse) or its layers one by one; a model's
-        # Sequential.fuse sets it for its blocks
-        self.fuse = True
+        self._fuse = True
         self._plans = (PlanCache(), PlanCache())  # the body's and the shortcut's steps
         self._ran: tuple[tuple[Layer, ...], tuple[Layer, ...]] | None = None  # the last forward's
         dtypes = {layer.dtype for layer in self.children() if layer.dtype is not None}
@@ -238,6 +236,20 @@ class Residual(Layer):
         return shapes["body"]
 
     # -- the passes -----------------------------------------------------------------------------
+    @property
+    def fuse(self) -> bool:
+        """Whether each branch runs its fused plan (default True) or its layers one by one;
+        setting it sets every block nested in the branches too. A model's
+        :attr:`~stablecnn.nn.model.Sequential.fuse` sets it for its blocks."""
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, value: bool) -> None:
+        self._fuse = bool(value)
+        for layer in self.children():
+            if isinstance(layer, Residual):
+                layer.fuse = self._fuse
+
     def plan(self) -> tuple[tuple[Layer, ...], tuple[Layer, ...]]:
         """The steps of the body and of the shortcut that :meth:`forward` runs: each branch's
         layers as they are, or with :attr:`fuse` on, ``stablecnn.nn.fuse.fuse`` of them (made
