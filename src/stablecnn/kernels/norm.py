@@ -280,13 +280,16 @@ def backward(
     c, r, ln = rows.shape
     m, dtype, ones = cache.count or r * ln, xr.dtype, _ones(ln, xr.dtype)
     dxr, dx = rows.empty(dtype)  # holds d = x - mu0 until the last pass
-    masked = None if cache.out is None else np.empty(rows.shape, dtype)
+    masked = None
+    if cache.out is not None:  # the ReLU's backward pass, as ReLU.backward computes it: on
+        # every thread, before the blocks (which stay on one thread below MIN_THREAD_RUN)
+        masked = np.empty(rows.shape, dtype)
+        parallel.split(lambda g, y, o: np.multiply(g, y > 0, out=o), gr, cache.out, masked)
+        gr = masked
     parts = np.empty((2, c, r), dtype)  # run sums of g and g * d
 
     def sums(c0: int, c1: int) -> None:
         g = gr[c0:c1]
-        if masked is not None:  # the ReLU's backward pass, as ReLU.backward computes it
-            g = np.multiply(g, cache.out[c0:c1] > 0, out=masked[c0:c1])
         d = np.subtract(xr[c0:c1], cache.mu0[c0:c1], out=dxr[c0:c1])
         np.matmul(g, ones, out=parts[0, c0:c1])
         np.matmul(np.multiply(g, d), ones, out=parts[1, c0:c1])
@@ -304,7 +307,7 @@ def backward(
     a = gamma * inv
     b = -a * inv * all_dgamma / m
     a_c, b_c, k_c = _columns(dtype, a, b, -a * all_g / m - b * corr)
-    g_all = gr if masked is None else masked
+    g_all = gr
 
     def input_grad(c0: int, c1: int) -> None:  # dx = a g + b d + k, over d
         d = np.multiply(dxr[c0:c1], b_c[c0:c1], out=dxr[c0:c1])
