@@ -22,8 +22,10 @@ run sums of ``x`` give a first mean ``mu0``; ``d = x - mu0`` is written where ``
 run sums and those of ``d^2`` taken; then, with the per-channel scale and shift, ``y = d * scale +
 shift`` in place (and ``max(y, 0)`` when a ReLU follows). Backward: the run sums of ``g`` and of
 ``g * d`` (``d = x - mu0`` again, written where ``dx`` goes: the input is kept by reference, not an
-``x_hat`` array), then ``dx = a g + b d + k`` in place with per-channel ``a, b, k``. The ReLU
-that may follow masks ``g`` by ``y > 0`` where the backward pass first reads it.
+``x_hat`` array), then ``dx = a g + b d + k`` in place with per-channel ``a, b, k``. When a ReLU
+followed, ``g`` is first masked by ``y > 0`` in one pass split across the threads (inside the
+blocks, which stay on one thread below :data:`MIN_THREAD_RUN`, it made md3's training slower than
+running the ReLU's own backward pass).
 
 **Precision.** The mean and variance are the *corrected two-pass* algorithm (Chan, Golub and
 LeVeque, "Algorithms for computing the sample variance", The American Statistician 37 (1983),

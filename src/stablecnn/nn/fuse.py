@@ -1,15 +1,15 @@
 """The fusion pass: a model's layers rewritten into the steps its forward pass runs.
 
 Two pairs of layers run as one step, each giving the same output and gradients bit for bit and
-saving a pass over the activations (and the ReLU's array) each way:
+saving a pass over the activations (and the ReLU's array):
 
 - A ReLU directly followed by a MaxPool2d computes ``maxpool(relu(x))``. Both functions are
   monotone, so this is ``relu(maxpool(x))``: the max-pool's passes apply the ReLU to their own
   output, which is smaller than the input, and mask the gradient on the way back
   (:class:`~stablecnn.nn.layers.pool.ReLUMaxPool2d`).
 - A BatchNorm2d directly followed by a ReLU: the batch norm's last pass writes ``max(y, 0)``
-  where it writes ``y``, and its backward pass masks the gradient where it first reads it
-  (:class:`~stablecnn.nn.layers.norm.BNReLU2d`).
+  where it writes ``y`` (one pass fewer forward), and its backward pass starts by masking the
+  gradient (:class:`~stablecnn.nn.layers.norm.BNReLU2d`).
 
 Where the two overlap (BatchNorm2d, ReLU, MaxPool2d) the ReLU joins the max-pool, whose output is
 the smaller. :func:`fuse` replaces each pair in a list of layers by one step that runs those two

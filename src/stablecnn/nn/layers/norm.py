@@ -298,9 +298,9 @@ class BNReLU2d(Layer):
     r"""A BatchNorm2d and the ReLU that follows it, run as one layer: ``relu(bn(x))``.
 
     The batch norm's last pass writes ``max(y, 0)`` where it writes ``y``, and its backward pass
-    masks the gradient by ``y > 0`` in the block loop that sums it, so the pair's output and
-    gradients are those of the two layers run one after the other, bit for bit, in one pass less
-    each way and without the ReLU's array (PyTorch's fused module of the same name is
+    starts by masking the gradient by ``y > 0``, so the pair's output and gradients are those of
+    the two layers run one after the other, bit for bit, with one pass less forward and without
+    the ReLU's array (PyTorch's fused module of the same name is
     ``torch.ao.nn.intrinsic.BNReLU2d``). Reference: :func:`stablecnn.reference.batchnorm_forward`
     then :func:`~stablecnn.reference.relu_forward`, and their backward functions in reverse.
 

@@ -22,8 +22,8 @@ theirs), so ``kernels = "reference"`` only passes the choice to the children.
 
 Each branch runs as an execution plan, as a model does (:mod:`stablecnn.nn.fuse`): with
 :attr:`Residual.fuse` on (the default), a BatchNorm2d and the ReLU after it in the body run as one
-:class:`~stablecnn.nn.layers.norm.BNReLU2d` step, the same numbers bit for bit and one pass over
-the activations fewer each way. ``body`` and ``shortcut`` stay the layers as built, for names,
+:class:`~stablecnn.nn.layers.norm.BNReLU2d` step, the same numbers bit for bit with one pass over
+the activations fewer forward. ``body`` and ``shortcut`` stay the layers as built, for names,
 config and files.
 
 Parameters and buffers are the children's under dotted names: ``"body.0.weight"``,
