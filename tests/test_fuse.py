@@ -21,6 +21,7 @@ from stablecnn import (
 )
 from stablecnn.nn import zoo
 from stablecnn.nn.fuse import PlanCache, bn_relu_pairs, fuse, relu_pool_pairs
+from stablecnn.nn.layers import Residual
 from stablecnn.nn.layers.norm import BNReLU2d
 from stablecnn.nn.layers.pool import ReLUMaxPool2d
 from stablecnn.training import checkpoint
@@ -319,6 +320,21 @@ def _md2_like(fuse_on, dtype):
     return Sequential(*layers, fuse=fuse_on)
 
 
+def _adam_record(model, x, y):
+    """Three Adam steps: each loss, input gradient and parameter gradient, then the weights, the
+    buffers and an evaluation output, as arrays to compare bit for bit."""
+    opt, loss, record = Adam(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
+    for _ in range(3):
+        record.append(np.asarray(loss.forward(model.forward(x), y)))
+        record.append(model.backward(loss.backward()))
+        record += [g.copy() for _, _, g in model.parameters()]
+        opt.step()
+    record += [p.copy() for _, p, _ in model.parameters()]
+    record += [b.copy() for layer in model.layers for b in layer.buffers.values()]
+    record.append(model.forward(x, training=False))
+    return record
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_model_with_fused_batch_norms_trains_bit_identically(dtype):
     """Three Adam steps of a small md2-like model fused and unfused: the same losses, gradients,
@@ -329,16 +345,7 @@ def test_a_model_with_fused_batch_norms_trains_bit_identically(dtype):
     runs = []
     for fused in (True, False):
         model = _md2_like(fused, dtype)
-        opt, loss, record = Adam(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
-        for _ in range(3):
-            record.append(np.asarray(loss.forward(model.forward(x), y)))
-            record.append(model.backward(loss.backward()))
-            record += [g.copy() for _, _, g in model.parameters()]
-            opt.step()
-        record += [p.copy() for _, p, _ in model.parameters()]
-        record += [b.copy() for layer in model.layers for b in layer.buffers.values()]
-        record.append(model.forward(x, training=False))
-        runs.append((model, record))
+        runs.append((model, _adam_record(model, x, y)))
     (fused, got), (plain, want) = runs
     kinds = [type(s).__name__ for s in fused.plan]
     assert kinds.count("BNReLU2d") == 2 and kinds.count("ReLUMaxPool2d") == 2
@@ -348,6 +355,31 @@ def test_a_model_with_fused_batch_norms_trains_bit_identically(dtype):
     assert len(got) == len(want)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(a, b, err_msg=f"array {k}")
+
+
+def _small_resnet(dtype):
+    """md3's shape in small: a stem, an identity block and a projection block with stride 2."""
+    rng = np.random.default_rng(3)
+
+    def conv(c, f, k=3, stride=1):
+        return Conv2d(c, f, k, stride=stride, padding=k // 2, bias=False, rng=rng, dtype=dtype)
+
+    def block(c, f, stride=1):
+        body = [conv(c, f, stride=stride), BatchNorm2d(f, dtype=dtype), ReLU()]
+        body += [conv(f, f), BatchNorm2d(f, dtype=dtype)]
+        shortcut = [conv(c, f, 1, stride), BatchNorm2d(f, dtype=dtype)] if stride > 1 else []
+        return Residual(body, shortcut, activation="ReLU")
+
+    return Sequential(
+        conv(3, 4),
+        BatchNorm2d(4, dtype=dtype),
+        ReLU(),
+        block(4, 4),
+        block(4, 6, stride=2),
+        GlobalAvgPool2d(),
+        Linear(6, 4, rng=rng, dtype=dtype),
+        input_shape=(3, 10, 10),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -361,100 +393,9 @@ def test_a_residual_network_trains_bit_identically_with_its_blocks_fused(dtype):
     y = np.arange(5) % 4
     runs = []
     for fused in (True, False):
-        model = Sequential.from_config(
-            {
-                "input_shape": [3, 10, 10],
-                "layers": [
-                    {
-                        "type": "Conv2d",
-                        "in_channels": 3,
-                        "out_channels": 4,
-                        "kernel_size": 3,
-                        "padding": 1,
-                        "bias": False,
-                    },
-                    {"type": "BatchNorm2d", "num_features": 4},
-                    {"type": "ReLU"},
-                    {
-                        "type": "Residual",
-                        "activation": "ReLU",
-                        "body": [
-                            {
-                                "type": "Conv2d",
-                                "in_channels": 4,
-                                "out_channels": 4,
-                                "kernel_size": 3,
-                                "padding": 1,
-                                "bias": False,
-                            },
-                            {"type": "BatchNorm2d", "num_features": 4},
-                            {"type": "ReLU"},
-                            {
-                                "type": "Conv2d",
-                                "in_channels": 4,
-                                "out_channels": 4,
-                                "kernel_size": 3,
-                                "padding": 1,
-                                "bias": False,
-                            },
-                            {"type": "BatchNorm2d", "num_features": 4},
-                        ],
-                    },
-                    {
-                        "type": "Residual",
-                        "activation": "ReLU",
-                        "body": [
-                            {
-                                "type": "Conv2d",
-                                "in_channels": 4,
-                                "out_channels": 6,
-                                "kernel_size": 3,
-                                "stride": 2,
-                                "padding": 1,
-                                "bias": False,
-                            },
-                            {"type": "BatchNorm2d", "num_features": 6},
-                            {"type": "ReLU"},
-                            {
-                                "type": "Conv2d",
-                                "in_channels": 6,
-                                "out_channels": 6,
-                                "kernel_size": 3,
-                                "padding": 1,
-                                "bias": False,
-                            },
-                            {"type": "BatchNorm2d", "num_features": 6},
-                        ],
-                        "shortcut": [
-                            {
-                                "type": "Conv2d",
-                                "in_channels": 4,
-                                "out_channels": 6,
-                                "kernel_size": 1,
-                                "stride": 2,
-                                "bias": False,
-                            },
-                            {"type": "BatchNorm2d", "num_features": 6},
-                        ],
-                    },
-                    {"type": "GlobalAvgPool2d"},
-                    {"type": "Linear", "in_features": 6, "out_features": 4},
-                ],
-            },
-            seed=3,
-            dtype=dtype,
-        )
+        model = _small_resnet(dtype)
         model.fuse = fused
-        opt, loss, record = Adam(model.parameters(), lr=0.01), SoftmaxCrossEntropy(), []
-        for _ in range(3):
-            record.append(np.asarray(loss.forward(model.forward(x), y)))
-            record.append(model.backward(loss.backward()))
-            record += [g.copy() for _, _, g in model.parameters()]
-            opt.step()
-        record += [p.copy() for _, p, _ in model.parameters()]
-        record += [b.copy() for layer in model.layers for b in layer.buffers.values()]
-        record.append(model.forward(x, training=False))
-        runs.append((model, record))
+        runs.append((model, _adam_record(model, x, y)))
     (fused, got), (plain, want) = runs
     blocks = [layer for layer in fused.layers if type(layer).__name__ == "Residual"]
     for block in blocks:
@@ -475,8 +416,6 @@ def test_a_residual_network_trains_bit_identically_with_its_blocks_fused(dtype):
 def test_a_blocks_backward_runs_the_steps_its_last_forward_ran():
     """A block whose fuse switch changes between forward and backward goes back through the
     steps its forward went through (the fused BNReLU2d holds what backward needs)."""
-    from stablecnn import Residual
-
     rng = np.random.default_rng(4)
     block = Residual(
         [Conv2d(3, 3, 3, padding=1, bias=False, rng=rng), BatchNorm2d(3), ReLU()],
@@ -494,8 +433,6 @@ def test_a_blocks_backward_runs_the_steps_its_last_forward_ran():
 def test_the_fuse_switch_reaches_blocks_nested_in_blocks():
     """Sequential.fuse = False runs every layer one by one, in nested blocks too, and True
     fuses them again; the outputs agree bit for bit."""
-    from stablecnn import Residual
-
     rng = np.random.default_rng(5)
     inner = Residual([Conv2d(2, 2, 3, padding=1, bias=False, rng=rng), BatchNorm2d(2), ReLU()])
     outer = Residual([inner, BatchNorm2d(2), ReLU()], activation="ReLU")
