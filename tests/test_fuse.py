@@ -399,12 +399,12 @@ def test_a_residual_network_trains_bit_identically_with_its_blocks_fused(dtype):
     (fused, got), (plain, want) = runs
     blocks = [layer for layer in fused.layers if type(layer).__name__ == "Residual"]
     for block in blocks:
-        body, shortcut = block.plan()
+        body, shortcut = block.plan
         assert _kinds(body) == ["Conv2d", "BNReLU2d", "Conv2d", "BatchNorm2d"]
         assert shortcut == tuple(block.shortcut)  # nothing to fuse there
         assert _kinds(block.body) == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d"]
     for block in (layer for layer in plain.layers if type(layer).__name__ == "Residual"):
-        assert block.fuse is False and block.plan()[0] == tuple(block.body)
+        assert block.fuse is False and block.plan[0] == tuple(block.body)
     assert fused.config() == plain.config()
     assert [n for n, _, _ in fused.parameters()] == [n for n, _, _ in plain.parameters()]
     assert len(got) == len(want)
@@ -439,11 +439,11 @@ def test_the_fuse_switch_reaches_blocks_nested_in_blocks():
     model = Sequential(outer)
     x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
     fused_out = model.forward(x)
-    assert _kinds(inner.plan()[0]) == ["Conv2d", "BNReLU2d"]
-    assert _kinds(outer.plan()[0]) == ["Residual", "BNReLU2d"]
+    assert _kinds(inner.plan[0]) == ["Conv2d", "BNReLU2d"]
+    assert _kinds(outer.plan[0]) == ["Residual", "BNReLU2d"]
     model.fuse = False
     assert not outer.fuse and not inner.fuse
-    assert inner.plan()[0] == tuple(inner.body) and outer.plan()[0] == tuple(outer.body)
+    assert inner.plan[0] == tuple(inner.body) and outer.plan[0] == tuple(outer.body)
     np.testing.assert_array_equal(model.forward(x), fused_out)
     model.fuse = True
-    assert outer.fuse and inner.fuse and _kinds(inner.plan()[0]) == ["Conv2d", "BNReLU2d"]
+    assert outer.fuse and inner.fuse and _kinds(inner.plan[0]) == ["Conv2d", "BNReLU2d"]

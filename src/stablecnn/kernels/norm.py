@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stablecnn.kernels import parallel
-from stablecnn.kernels.relu import relu_into
+from stablecnn.kernels.relu import relu_grad_into, relu_into
 
 BLOCK = 1 << 18  # values of one array that a block of channels covers at most (or one channel)
 MIN_BLOCK = 1 << 15  # values a block covers at least, where the batch allows
@@ -282,12 +282,9 @@ def backward(
     c, r, ln = rows.shape
     m, dtype, ones = cache.count or r * ln, xr.dtype, _ones(ln, xr.dtype)
     dxr, dx = rows.empty(dtype)  # holds d = x - mu0 until the last pass
-    masked = None
     if cache.out is not None:  # the ReLU's backward pass, as ReLU.backward computes it: on
         # every thread, before the blocks (which stay on one thread below MIN_THREAD_RUN)
-        masked = np.empty(rows.shape, dtype)
-        parallel.split(lambda g, y, o: np.multiply(g, y > 0, out=o), gr, cache.out, masked)
-        gr = masked
+        gr = relu_grad_into(gr, cache.out, np.empty(rows.shape, dtype))
     parts = np.empty((2, c, r), dtype)  # run sums of g and g * d
 
     def sums(c0: int, c1: int) -> None:
@@ -309,12 +306,11 @@ def backward(
     a = gamma * inv
     b = -a * inv * all_dgamma / m
     a_c, b_c, k_c = _columns(dtype, a, b, -a * all_g / m - b * corr)
-    g_all = gr
 
     def input_grad(c0: int, c1: int) -> None:  # dx = a g + b d + k, over d
         d = np.multiply(dxr[c0:c1], b_c[c0:c1], out=dxr[c0:c1])
         np.add(d, k_c[c0:c1], out=d)
-        np.add(d, np.multiply(g_all[c0:c1], a_c[c0:c1]), out=d)
+        np.add(d, np.multiply(gr[c0:c1], a_c[c0:c1]), out=d)
 
     _for_each_block(rows, input_grad)
     return dx, dgamma, sum_g

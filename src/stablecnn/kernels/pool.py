@@ -270,13 +270,18 @@ def maxpool2x2_backward(
     hr = right.shape[2]
     dx = np.empty_like(x_like, dtype=dout.dtype)
 
+    def to_rows(dout_span, below_span, out_span):
+        """Each window's gradient (masked by a fused ReLU) split between its top and bottom
+        row's winners: ``(to_top, to_bottom)``, exact (g * 1 or g * 0, and g - g = 0)."""
+        g = dout_span if out_span is None else dout_span * (out_span > 0)
+        to_bottom = g * below_span
+        return np.subtract(g, to_bottom, out=np.empty_like(g)), to_bottom
+
     def route_disjoint(dout_span, right_span, below_span, dx_span, out_span):
         # stride 2: the windows tile the input, so each input gets one window's gradient or 0,
         # written straight into dx's four interleaved quarters (4x faster than adding into a
         # zeroed dx: 1.4 against 5.9 ms for md2's (100, 32, 28, 28) pool, the same bits)
-        g = dout_span if out_span is None else dout_span * (out_span > 0)
-        to_bottom = g * below_span  # exact: g * 1 or g * 0
-        to_top = np.subtract(g, to_bottom, out=np.empty_like(g))  # g - g = 0 exactly
+        to_top, to_bottom = to_rows(dout_span, below_span, out_span)
         for row, to_row in ((0, to_top), (1, to_bottom)):
             quarter_right = dx_span[:, :, row : 2 * ho : 2, 1 : 2 * wo : 2]
             np.multiply(to_row, right_span[:, :, row : 2 * ho : 2], out=quarter_right)
@@ -285,10 +290,8 @@ def maxpool2x2_backward(
         dx_span[:, :, : 2 * ho, 2 * wo :] = 0
 
     def route(dout_span, right_span, below_span, dx_span, out_span):  # images or channels
-        g = dout_span if out_span is None else dout_span * (out_span > 0)
-        to_bottom = g * below_span  # exact: g * 1 or g * 0
-        to_top = np.subtract(g, to_bottom, out=np.empty_like(g))  # g - g = 0 exactly
-        dpairs = np.zeros(right_span.shape, dtype=g.dtype)  # the gradient each row's winner gets
+        to_top, to_bottom = to_rows(dout_span, below_span, out_span)
+        dpairs = np.zeros(right_span.shape, dtype=dx.dtype)  # the gradient each row's winner gets
         dpairs[:, :, 0 : sh * (ho - 1) + 1 : sh] += to_top
         dpairs[:, :, 1 : sh * (ho - 1) + 2 : sh] += to_bottom
         to_right = dpairs * right_span

@@ -7,7 +7,7 @@ import numpy as np
 from stablecnn import reference
 from stablecnn.errors import ConfigError
 from stablecnn.kernels import parallel
-from stablecnn.kernels.relu import relu_into
+from stablecnn.kernels.relu import relu_grad_into, relu_into
 from stablecnn.nn.layers.base import Layer
 
 
@@ -47,14 +47,7 @@ class ReLU(Layer):
         if self.kernels == "reference":
             return reference.relu_backward(dout, out)  # out > 0 exactly where x > 0
         dx = np.empty_like(out, dtype=dout.dtype)  # the layout of the forward output
-        parallel.split(
-            lambda dout_span, out_span, dx_span: np.multiply(dout_span, out_span > 0, out=dx_span),
-            dout,
-            out,
-            dx,
-            axis=parallel.outer_axis(dx),
-        )
-        return dx
+        return relu_grad_into(dout, out, dx)
 
     def __repr__(self):
         return "ReLU()"

@@ -40,7 +40,7 @@ from numpy.typing import DTypeLike
 
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels import parallel
-from stablecnn.kernels.relu import relu_into
+from stablecnn.kernels.relu import relu_grad_into, relu_into
 from stablecnn.nn.fuse import PlanCache
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
@@ -250,6 +250,7 @@ class Residual(Layer):
             if isinstance(layer, Residual):
                 layer.fuse = self._fuse
 
+    @property
     def plan(self) -> tuple[tuple[Layer, ...], tuple[Layer, ...]]:
         """The steps of the body and of the shortcut that :meth:`forward` runs: each branch's
         layers as they are, or with :attr:`fuse` on, ``stablecnn.nn.fuse.fuse`` of them (made
@@ -261,7 +262,7 @@ class Residual(Layer):
         )
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        body, shortcut = self._ran = self.plan()  # backward runs these same steps back
+        body, shortcut = self._ran = self.plan  # backward runs these same steps back
         h = x
         for layer in body:
             h = layer.forward(h, training)
@@ -296,9 +297,8 @@ class Residual(Layer):
             if self._out is None:
                 raise RuntimeError("Residual: backward needs a forward(x, training=True) first")
             out, self._out = self._out, None
-            g = np.empty_like(out, dtype=dout.dtype)
-            parallel.split(lambda d, o, gs: np.multiply(d, o > 0, out=gs), dout, out, g)
-        body, shortcut = self._ran or self.plan()  # before any forward: what is missing
+            g = relu_grad_into(dout, out, np.empty_like(out, dtype=dout.dtype))
+        body, shortcut = self._ran or self.plan  # before any forward: what is missing
         dx_body = _back(body, g, need_input_grad)
         dx_short = _back(shortcut, g, need_input_grad) if shortcut else g
         if not need_input_grad:
