@@ -23,13 +23,16 @@ import stablecnn
 
 BUSY_TARGET = 0.9  # busy ratio / idle ratio, for Model 1 and md2 (issue 16)
 SPEED_TARGET = 1.0  # every ratio, idle (issue 16)
-ENV_VARS = (
+ENV_VARS = (  # what chooses either engine's threads or instruction set
     "OPENBLAS_CORETYPE",
     "OPENBLAS_L2_SIZE",
     "OPENBLAS_NUM_THREADS",
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "STABLECNN_NUM_THREADS",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "MKL_ENABLE_INSTRUCTIONS",
 )
 MEASURES = ("train", "infer", "latency median", "latency p95")
 PATH_NAMES = {"stablecnn-cli": "CLI path", "stablecnn-library": "library path"}
@@ -147,6 +150,14 @@ def measure_label(measure: str, args) -> str:
     }[measure]
 
 
+def environment_line() -> str:
+    """The variables of :data:`ENV_VARS` as the workers inherit them: each engine's threads,
+    OpenBLAS's kernels, and the instruction-set caps of PyTorch's ATen, oneDNN and MKL (set to
+    compare the two engines on the same instructions; see benchmarks/README.md)."""
+    env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} unset" for k in ENV_VARS)
+    return f"- environment (passed to the workers unchanged): {env}"
+
+
 def header(args, results, models, flops, machine_load) -> list[str]:
     out = [
         f"## stablecnn vs PyTorch, {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
@@ -175,8 +186,7 @@ def header(args, results, models, flops, machine_load) -> list[str]:
         + "; ".join(f"{kind} {json.dumps(t)}" for kind, t in threads.items())
     )
     out.append(kernels_line(results))
-    env = ", ".join(f"{k}={os.environ[k]!r}" if k in os.environ else f"{k} unset" for k in ENV_VARS)
-    out.append(f"- environment (passed to the workers unchanged): {env}")
+    out.append(environment_line())
     busy, avg = machine_load
     busy_text = f"{100 * busy:.0f}% busy" if busy is not None else "unknown"
     warn = busy is not None and busy > 0.25

@@ -211,6 +211,17 @@ def test_the_kernels_line_names_a_forced_openblas_core_and_openblas_own_choice(b
     assert "OPENBLAS_CORETYPE" not in report.kernels_line(results)
 
 
+def test_the_environment_line_names_the_instruction_set_caps_of_both_engines(bench, monkeypatch):
+    """A run with PyTorch held to AVX2 says so, beside OpenBLAS's forced kernels."""
+    report = sys.modules["report"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    line = report.environment_line()
+    assert "ONEDNN_MAX_CPU_ISA='AVX2'" in line and "OPENBLAS_CORETYPE='Haswell'" in line
+    assert "ATEN_CPU_CAPABILITY unset" in line and "MKL_ENABLE_INSTRUCTIONS" in line
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux's")
 def test_the_competing_process_runs_pinned_and_dies_with_the_block(bench):
     import load

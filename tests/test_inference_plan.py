@@ -257,3 +257,78 @@ def test_the_same_bits_at_any_thread_count_and_from_any_thread(name):
         parallel.set_num_threads(before)
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
+
+
+def _conv_net(conv, dtype):
+    """``conv``, then a batch norm folded into it and a ReLU applied on its product, then a
+    second convolution reading the first one's output: a wide product's thrown-away columns
+    must reach neither."""
+    f = conv.out_channels
+    return Sequential(
+        conv,
+        BatchNorm2d(f, dtype=dtype),
+        ReLU(),
+        Conv2d(f, 3, 3, padding=1, dtype=dtype),
+        input_shape=(conv.in_channels, 16, 15),
+    )
+
+
+WIDE_CASES = [  # (Conv2d arguments, whether it takes the wide rows at 16 x 15)
+    (dict(in_channels=3, out_channels=5, kernel_size=3, padding=1), True),
+    (dict(in_channels=3, out_channels=5, kernel_size=3), False),  # valid: Wo 13 < 7 * 2
+    (dict(in_channels=1, out_channels=4, kernel_size=(3, 2), padding="same"), True),  # uneven pads
+    (dict(in_channels=2, out_channels=4, kernel_size=(2, 5), padding=(0, 2)), False),
+    (dict(in_channels=4, out_channels=6, kernel_size=1), True),  # nothing wasted: always wide
+    (dict(in_channels=3, out_channels=5, kernel_size=3, stride=2, padding=1), False),
+    (dict(in_channels=3, out_channels=5, kernel_size=3, stride=(1, 2), padding=1), False),
+    (dict(in_channels=3, out_channels=5, kernel_size=5, padding=2), False),  # 4 wasted in 19
+]
+
+
+@pytest.mark.parametrize("case, wide", WIDE_CASES)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_wide_and_narrow_rows_compute_the_layers_evaluation_pass(
+    case, wide, dtype, tol, batch, monkeypatch
+):
+    model = _random_statistics(_conv_net(Conv2d(**case, dtype=dtype), dtype), seed=16)
+    x = np.random.default_rng(17).standard_normal((batch, case["in_channels"], 16, 15))
+    x = x.astype(dtype)
+    want = _layer_by_layer(model.layers, x)
+    plan = InferencePlan(model.layers, x.shape, dtype)
+    assert plan.steps[0].wide is wide  # the rule of inference.wide_rows
+    outs = {}
+    conv = model.layers[0]
+    for least in (0, 10**6):  # every stride-1 convolution wide, then only those of one column
+        monkeypatch.setattr(inference, "WIDE_ROWS_MIN", least)
+        plan = InferencePlan(model.layers, x.shape, dtype)
+        expected = conv.stride == (1, 1) and (least == 0 or conv.kernel_size[1] == 1)
+        assert plan.steps[0].wide is expected
+        outs[least] = plan(x)
+        np.testing.assert_allclose(outs[least], want, rtol=0, atol=tol * np.abs(want).max())
+    assert outs[0].shape == want.shape and outs[0].flags.c_contiguous
+
+
+def _conv_steps(steps):
+    """The compiled convolutions among ``steps``, residual blocks' included, in order."""
+    convs = []
+    for step in steps:
+        if isinstance(step, inference._Conv):
+            convs.append(step)
+        elif isinstance(step, inference._Residual):
+            convs += _conv_steps(step.body) + _conv_steps(step.shortcut)
+    return convs
+
+
+def test_the_wide_rows_take_mds_stride_1_convolutions_on_maps_of_14_and_more():
+    """md2 and md3: the 3x3 stride-1 convolutions at 28x28 and 14x14 take the wide rows (2
+    columns in 30 or 16 thrown away), those at 7x7 (2 in 9) and the stride-2 ones do not."""
+    for name in ("md2", "md3"):
+        model = zoo.build(name)
+        plan = InferencePlan(model.layers, (1, *model.input_shape), np.float32)
+        convs = _conv_steps(plan.steps)
+        assert len(convs) == {"md2": 6, "md3": 21}[name]
+        for step in convs:
+            f, n, ho, wo = step.out_shape
+            expected = step.conv.stride == (1, 1) and wo >= 14
+            assert step.wide is expected, (name, step.conv, wo)
