@@ -282,6 +282,9 @@ WIDE_CASES = [  # (Conv2d arguments, whether it takes the wide rows at 16 x 15)
     (dict(in_channels=3, out_channels=5, kernel_size=3, stride=2, padding=1), False),
     (dict(in_channels=3, out_channels=5, kernel_size=3, stride=(1, 2), padding=1), False),
     (dict(in_channels=3, out_channels=5, kernel_size=5, padding=2), False),  # 4 wasted in 19
+    # weights larger than the output (32*9 > 16*15 values an image): the product takes the scale
+    (dict(in_channels=32, out_channels=8, kernel_size=3, padding=1), True),
+    (dict(in_channels=32, out_channels=8, kernel_size=3, stride=2, padding=1), False),
 ]
 
 
@@ -297,6 +300,8 @@ def test_wide_and_narrow_rows_compute_the_layers_evaluation_pass(
     want = _layer_by_layer(model.layers, x)
     plan = InferencePlan(model.layers, x.shape, dtype)
     assert plan.steps[0].wide is wide  # the rule of inference.wide_rows
+    (_, _, ho, wo), (kh, kw) = plan.steps[0].out_shape, model.layers[0].kernel_size
+    assert plan.steps[0].scale_product is (batch * ho * wo < case["in_channels"] * kh * kw)
     outs = {}
     conv = model.layers[0]
     for least in (0, 10**6):  # every stride-1 convolution wide, then only those of one column
