@@ -132,10 +132,12 @@ def test_rows_and_im2col_kernels_agree_with_the_reference(shape, f, kernel, stri
 def test_inference_in_row_blocks_matches_the_reference(
     monkeypatch, shape, f, kernel, stride, padding, block
 ):
-    """Without keep (inference) the kernels hold a block of rows at a time; same outputs."""
+    """Without keep (inference) the kernels hold a block of rows at a time (im2col) or a band
+    of rows of a chunk of images (rows: one row of one image at the smallest); same outputs."""
     from stablecnn.kernels import conv as conv_module
 
     monkeypatch.setattr(conv_module, "INFERENCE_BLOCK", block)
+    monkeypatch.setattr(conv_module, "INFERENCE_BAND", block)
     rng = np.random.default_rng(10)
     conv = Conv2d(shape[1], f, kernel, stride, padding, rng=rng, dtype=np.float64)
     w, b = conv.params["weight"], rng.standard_normal(f)
@@ -150,8 +152,10 @@ def test_inference_in_row_blocks_matches_the_reference(
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_inference_memory_does_not_grow_with_the_batch():
-    """The rows kernel's work arrays in inference are one block of rows, not the whole batch."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inference_memory_does_not_grow_with_the_batch(threads):
+    """The rows kernel's work arrays in inference are one band of rows (of a chunk of images),
+    not the whole batch, on one thread as on two."""
     import tracemalloc
 
     from stablecnn.kernels import conv as conv_module
@@ -159,16 +163,22 @@ def test_inference_memory_does_not_grow_with_the_batch():
 
     conv = Conv2d(32, 32, 3, padding="same", rng=np.random.default_rng(0))
     x = np.random.default_rng(1).random((1000, 32, 28, 28), dtype=np.float32)  # 100 MB
-    conv.forward(x[:2], training=False)
-    tracemalloc.start()
-    out = conv.forward(x, training=False)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    before = parallel.get_num_threads()
+    parallel.set_num_threads(threads)
+    try:
+        conv.forward(x[:2], training=False)
+        tracemalloc.start()
+        out = conv.forward(x, training=False)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    finally:
+        parallel.set_num_threads(before)
     # the padded input copy and the output are 100-115 MB each; whole-batch taps and partial
     # products would add 3 x 100 MB each
-    assert peak < out.nbytes * 2.2 + 2 * parallel.get_num_threads() * conv_module.INFERENCE_BLOCK, (
-        peak
-    )
+    # a band's partial products, and each thread's cache block of taps (one row here)
+    taps_row = 32 * 3 * 28 * 1000 * 4
+    work = conv_module.INFERENCE_BAND + threads * taps_row
+    assert peak < out.nbytes * 2.2 + work, (peak, work)
 
 
 def test_the_layer_picks_the_rows_kernel_for_deep_stride_1_convolutions():

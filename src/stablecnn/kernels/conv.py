@@ -243,14 +243,16 @@ def window_rows(
 CACHE_GRID = 6
 
 
-def _cache_grid(total: int, per_item: int, itemsize: int) -> list[tuple[int, int]]:
+def _cache_grid(
+    total: int, per_item: int, itemsize: int, parts: int = CACHE_GRID
+) -> list[tuple[int, int]]:
     """Rows ``range(total)`` as a :func:`~stablecnn.kernels.parallel.grid` fixed by the shapes:
-    about :data:`CACHE_GRID` blocks, more where a block would hold over :data:`CACHE_BLOCK` bytes
-    of window matrix (``per_item`` elements a row), each at least 1/8 of :func:`_min_items` rows
+    about ``parts`` blocks, more where a block would hold over :data:`CACHE_BLOCK` bytes of
+    window matrix (``per_item`` elements a row), each at least 1/8 of :func:`_min_items` rows
     (a call's worth). Each block is copied and multiplied at once; threads take runs of whole
     blocks (:func:`_for_each_row_block`)."""
     least, most = -(-_min_items(per_item) // 8), max(1, CACHE_BLOCK // (per_item * itemsize))
-    return parallel.grid(total, least, most, parts=CACHE_GRID)
+    return parallel.grid(total, least, most, parts=parts)
 
 
 def _for_each_row_block(blocks, fn, per_item: int) -> None:
@@ -323,9 +325,9 @@ def conv2d_forward(
     a grid of cache blocks fixed by the shapes (:func:`_cache_grid`), each copied and multiplied
     at once, and each thread takes a run of whole blocks: every column of the window matrix
     belongs to one row, so the blocks never meet. Without ``keep`` (inference) nothing is kept
-    for a backward pass, so the window matrix and the partial products exist only for a block
-    of images at a time (about :data:`INFERENCE_BLOCK` bytes per thread): memory stays flat at
-    any batch size.
+    for a backward pass: the rows kernel runs the same steps a band of output rows at a time,
+    whose partial products take at most about :data:`INFERENCE_BAND` bytes, and im2col a block
+    of output rows per thread (:data:`INFERENCE_BLOCK`), so memory stays flat at any batch size.
     """
     n = x.shape[0]
     f, c, kh, kw = w.shape
@@ -358,53 +360,74 @@ def conv2d_forward(
     # middle keep the product wide), and output row h sums kernel row i's products on input
     # row h + i.
     taps_view = row_view(xp, kw, stride[1])  # (C, kW, Hp, Wo, N)
-    per = wo * n  # columns per input row
     stacked = stacked_rows(w)
-    if not keep:
-        return _rows_inference(taps_view, stacked, b, ho), None
-    partial = scratch("partial", (kh * f, hp * per), x.dtype)
-    groups = row_groups(0, ho, kh)
+    out = np.empty((f, ho, wo, n), dtype=x.dtype)
+    if keep:
+        partial = scratch("partial", (kh * f, hp * wo * n), x.dtype)
+        _rows_forward(taps_view, stacked, b, out, partial)
+        # backward copies the taps again from the input, kW times smaller than they are
+        return out.transpose(3, 0, 1, 2), ("rows", taps_view)
+    # inference keeps nothing: the partial products of a band of output rows at a time (with
+    # the kH - 1 input rows more it reads), of a chunk of images where even one row of the
+    # whole batch would not fit, so memory stays flat at any batch size
+    row_bytes = kh * f * wo * x.itemsize  # partial products of one input row of one image
+    images = parallel.grid(n, 1, max(1, INFERENCE_BAND // (kh * row_bytes)), parts=1)
+    for n0, n1 in images:
+        fit = max(1, INFERENCE_BAND // (row_bytes * (n1 - n0)) - (kh - 1))
+        bands = parallel.grid(ho, 1, fit, parts=1)
+        tallest = max(h1 - h0 for h0, h1 in bands)
+        partial = np.empty((kh * f, (tallest + kh - 1) * wo * (n1 - n0)), dtype=x.dtype)
+        for h0, h1 in bands:  # the fewest cache blocks (a small batch: a few wide products)
+            band = partial[:, : (h1 - h0 + kh - 1) * wo * (n1 - n0)]
+            _rows_forward(taps_view, stacked, b, out, band, h0, h1, n0, n1, parts=1)
+    return out.transpose(3, 0, 1, 2), None
+
+
+def _rows_forward(
+    taps_view,
+    stacked,
+    b,
+    out,
+    partial,
+    h0: int = 0,
+    h1: int | None = None,
+    n0: int = 0,
+    n1: int | None = None,
+    parts: int = CACHE_GRID,
+) -> None:
+    """The rows kernel's forward pass for output rows h0..h1 of images n0..n1 into ``out`` (F, Ho,
+    Wo, N): the taps of each cache block of the input rows they read (h0 .. h1+kH-2; ``parts``
+    blocks or more, see :func:`_cache_grid`) copied and multiplied at once (threads take runs of
+    whole blocks, a grid fixed by the shapes) into ``partial`` (kH*F, rows*Wo*n), then output row
+    h = b + the sum over kernel rows i of their products on input row h + i, split by filters."""
+    c, kw, _, wo, n = taps_view.shape
+    f, ho = out.shape[:2]
+    h1, n1 = ho if h1 is None else h1, n if n1 is None else n1
+    kh, per = stacked.shape[0] // f, wo * (n1 - n0)  # per: columns per row
+    rows = h1 - h0 + kh - 1
+    groups = row_groups(h0, h1, kh)
 
     def input_rows(a, z):  # the taps exist only a cache block at a time
-        _stacked_products(
-            stacked, taps_rows(taps_view, a, z), partial, _runs(groups, a, z), f, per, taps_row0=a
-        )
+        taps2d = taps_rows(taps_view, h0 + a, h0 + z, n0, n1)
+        runs = _runs(groups, h0 + a, h0 + z)
+        _stacked_products(stacked, taps2d, partial, runs, f, per, h0 + a, h0)
 
-    _for_each_row_block(_cache_grid(hp, c * kw * per, x.itemsize), input_rows, c * kw * per)
-    out = np.empty((f, ho, per), dtype=x.dtype)
-    rows_of = partial.reshape(kh, f, hp, per)
+    blocks = _cache_grid(rows, c * kw * per, partial.itemsize, parts)
+    _for_each_row_block(blocks, input_rows, c * kw * per)
+    rows_of = partial.reshape(kh, f, rows, wo, n1 - n0)
 
     def filters(a, z):
-        _add_kernel_rows(rows_of[:, a:z], b[a:z], out[a:z])
+        _add_kernel_rows(rows_of[:, a:z], b[a:z], out[a:z, h0:h1, :, n0:n1])
 
-    parallel.for_each_span(f, filters, _min_items(ho * per))
-    # backward copies the taps again from the input, kW times smaller than they are
-    return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2), ("rows", taps_view)
+    parallel.for_each_span(f, filters, _min_items((h1 - h0) * per))
 
 
-INFERENCE_BLOCK = 1 << 24  # bytes of work arrays per thread in inference
-
-
-def _blocks(
-    ho: int, n: int, row_items: int, itemsize: int, halo: int = 0, row_macs: int = 0
-) -> list[tuple[int, int, int, int]]:
-    """Blocks ``(h0, h1, n0, n1)`` of output rows and images, fixed by the shapes, whose work
-    arrays take at most about :data:`INFERENCE_BLOCK` bytes, ``row_items`` elements being one
-    input row of one image and each block reading ``halo`` input rows more than it has output
-    rows. Bands of output rows at least ``halo`` tall (each input row copied at most twice) over
-    as many images as fit: the batch is innermost, so whole-batch bands keep every copy and add
-    running over long stretches and the products wide (measured on Model 1's second conv: two
-    bands of 7 rows over 100 images ran faster on 1 and 2 threads than blocks of images)."""
-    row_bytes = row_items * itemsize
-    fit = max(1, INFERENCE_BLOCK // row_bytes - halo)  # output rows of one image that fit
-    # a band is one call's worth of work or more (``row_macs``: multiply-adds of an output row
-    # of all n images): a small batch (one image: the latency of a web page's request) is not
-    # cut into a dozen bands whose calls cost more than their products
-    least = max(halo, 1, -(-parallel.MIN_MACS // max(row_macs * n, 1)) if row_macs else 1)
-    bands = parallel.grid(ho, least, max(fit, least))
-    tallest = max(h1 - h0 for h0, h1 in bands)
-    images = parallel.grid(n, 1, max(1, INFERENCE_BLOCK // ((tallest + halo) * row_bytes)), parts=1)
-    return [(h0, h1, n0, n1) for n0, n1 in images for h0, h1 in bands]
+INFERENCE_BLOCK = 1 << 24  # bytes of window matrix per thread in im2col inference
+# Bytes of partial products of a band of output rows in rows-kernel inference. Each band also
+# copies the kH - 1 input rows below it again: at batch 500 a smaller budget meant bands of one
+# or two rows. Measured, batch 500, img/s (3 fresh processes each), 16 / 24 / 32 MiB: md2
+# 2,111-2,132 / 2,489-2,553 / 2,762-2,843; md3 1,913-1,942 / 2,021-2,137 / 2,046-2,092.
+INFERENCE_BAND = 1 << 25
 
 
 def _im2col_inference(windows, w2d) -> np.ndarray:
@@ -436,29 +459,6 @@ def _im2col_inference(windows, w2d) -> np.ndarray:
     sizes = [(h1 - h0) * (n1 - n0) for h0, h1, n0, n1 in blocks]  # rows of one image
     parallel.for_each_block(blocks, one_block, sizes, min_run=_min_items(row_items // n))
     return out.reshape(f, ho, wo, n).transpose(3, 0, 1, 2)
-
-
-def _rows_inference(taps_view, stacked, b, ho: int) -> np.ndarray:
-    """The rows kernel a block of output rows and images at a time: each block copies the input
-    rows it reads (kH - 1 more than it has), multiplies them and sums its rows."""
-    c, kw, _, wo, n = taps_view.shape
-    f, kh = b.shape[0], stacked.shape[0] // b.shape[0]
-    out = np.empty((f, ho, wo, n), dtype=stacked.dtype)
-
-    blocks = _blocks(
-        ho, n, (c * kw + kh * f) * wo, stacked.itemsize, halo=kh - 1, row_macs=kh * f * c * kw * wo
-    )
-
-    def one_block(h0, h1, n0, n1):
-        rows, cols = h1 - h0 + kh - 1, wo * (n1 - n0)  # input rows h0 .. h1+kH-2
-        taps2d = taps_rows(taps_view, h0, h0 + rows, n0, n1)
-        partial = np.empty((kh * f, rows * cols), dtype=stacked.dtype)
-        _stacked_products(stacked, taps2d, partial, row_groups(h0, h1, kh), f, cols, h0, h0)
-        _add_kernel_rows(partial.reshape(kh, f, rows, wo, n1 - n0), b, out[:, h0:h1, :, n0:n1])
-
-    sizes = [(h1 - h0) * (n1 - n0) for h0, h1, n0, n1 in blocks]  # rows of one image
-    parallel.for_each_block(blocks, one_block, sizes, min_run=_min_items((c * kw + kh * f) * wo))
-    return out.transpose(3, 0, 1, 2)
 
 
 def _im2col_weight_grad(windows, dmat) -> np.ndarray:
