@@ -4,6 +4,7 @@ block's, through PlanCache), with the numbers, names and files of the two layers
 
 import numpy as np
 import pytest
+from support.models import random_statistics
 
 from stablecnn import (
     Adagrad,
@@ -447,3 +448,91 @@ def test_the_fuse_switch_reaches_blocks_nested_in_blocks():
     np.testing.assert_array_equal(model.forward(x), fused_out)
     model.fuse = True
     assert outer.fuse and inner.fuse and _kinds(inner.plan[0]) == ["Conv2d", "BNReLU2d"]
+
+
+@pytest.mark.parametrize("name", ["md2", "md3"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [7, 40])
+def test_evaluation_joins_each_convolution_and_its_batch_norm_bit_for_bit(
+    name, dtype, batch, monkeypatch
+):
+    """In evaluation (batches above the compiled plan's), fuse.run has each rows-kernel
+    convolution apply the batch norm after it to its own output: the same bits as the two run
+    one after the other (fuse off), and the batch norm's own pass never runs for those pairs."""
+    model = random_statistics(zoo.build(name, dtype=dtype), seed=21)
+    x = np.random.default_rng(22).standard_normal((batch, *model.input_shape)).astype(dtype)
+    model.fuse = False
+    want = model.forward(x, training=False)
+    model.fuse = True
+    calls = []
+    forward = BatchNorm2d.forward
+
+    def counted(self, x, training=True, relu=False):
+        calls.append(self.num_features)
+        return forward(self, x, training, relu)
+
+    monkeypatch.setattr(BatchNorm2d, "forward", counted)
+    got = model.forward(x, training=False)
+    np.testing.assert_array_equal(got, want)
+    # the batch norms left to their own pass: those after an im2col convolution (a stem of one
+    # input channel, md3's stride-2 and 1x1 convolutions)
+    left = {"md2": [32], "md3": [16, 32, 32, 64, 64]}[name]
+    assert sorted(calls) == left
+
+
+def test_a_joined_batch_norm_with_other_channels_raises_its_own_shape_error():
+    """fuse.run joins only where the channels agree: otherwise the batch norm's own pass runs
+    and names the shapes."""
+    from stablecnn.errors import ShapeError
+    from stablecnn.nn.fuse import run
+
+    steps = [Conv2d(8, 6, 3, padding=1), BatchNorm2d(5)]
+    x = np.random.default_rng(23).random((4, 8, 6, 6), dtype=np.float32)
+    with pytest.raises(ShapeError, match="BatchNorm2d"):
+        run(steps, x, training=False)
+
+
+def test_a_hooked_batch_norm_runs_as_itself_in_evaluation():
+    from stablecnn.nn.fuse import run
+
+    rng = np.random.default_rng(24)
+    conv, bn = Conv2d(8, 8, 3, padding=1, rng=rng), BatchNorm2d(8)
+    seen = []
+    own = bn.forward
+    bn.forward = lambda x, training=True: seen.append(x.shape) or own(x, training)
+    x = rng.random((3, 8, 5, 5), dtype=np.float32)
+    out = run([conv, bn], x, training=False)
+    assert seen == [(3, 8, 5, 5)]
+    np.testing.assert_array_equal(out, own(conv.forward(x, False), False))
+
+
+def test_an_epilogue_is_for_evaluation_only():
+    from stablecnn.kernels.conv import conv2d_forward
+
+    conv = Conv2d(8, 8, 3, padding=1)
+    x = np.zeros((2, 8, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="evaluation only"):
+        conv.forward(x, training=True, epilogue=lambda y, a, z: None)
+    with pytest.raises(ValueError, match="inference only"):
+        conv2d_forward(x, conv.params["weight"], conv._bias(), epilogue=lambda y, a, z: None)
+
+
+@pytest.mark.parametrize("rows", [False, True])
+def test_an_epilogue_sees_every_output_channel_once_in_either_kernel(rows):
+    """conv2d_forward's epilogue: applied to each block of filters (the rows kernel) or in a pass
+    of its own (im2col), every output value once, with the block's channel range."""
+    from stablecnn.kernels.conv import conv2d_forward
+
+    rng = np.random.default_rng(25)
+    x = rng.standard_normal((5, 9, 8, 7)).astype(np.float32)
+    w = rng.standard_normal((12, 9, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    pad = ((1, 1), (1, 1))
+    plain, _ = conv2d_forward(x, w, b, padding=pad, rows=rows, keep=False)
+    shift = np.arange(12, dtype=np.float32) * 10
+
+    def add_channel(y, a, z):  # y: filters a..z on axis 0
+        y += shift[a:z].reshape(-1, *(1,) * (y.ndim - 1))
+
+    got, _ = conv2d_forward(x, w, b, padding=pad, rows=rows, keep=False, epilogue=add_channel)
+    np.testing.assert_array_equal(got, plain + shift.reshape(1, -1, 1, 1))

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from support.models import random_statistics
 
 from stablecnn import (
     AvgPool2d,
@@ -33,20 +34,6 @@ def _layer_by_layer(layers, x):
     for layer in layers:
         x = layer.forward(x, training=False)
     return x
-
-
-def _random_statistics(model, seed=0):
-    """Running statistics and affine parameters away from their initial 0/1, so folding a batch
-    norm into a convolution is tested on numbers that move."""
-    rng = np.random.default_rng(seed)
-    for name, array in model.state_dict().items():
-        if name.endswith("running_var"):
-            array[...] = rng.uniform(0.3, 2.0, array.shape)
-        elif name.endswith("running_mean") or name.endswith("bias"):
-            array[...] = rng.normal(0, 0.3, array.shape)
-        elif array.ndim == 1 and not name.endswith("num_batches_tracked"):
-            array[...] = rng.uniform(0.5, 1.5, array.shape)  # batch norm's gamma
-    return model
 
 
 def _every_kind(dtype):
@@ -84,7 +71,7 @@ def _every_kind(dtype):
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 @pytest.mark.parametrize("batch", [1, 2, 5])
 def test_every_layer_kind_computes_the_layers_evaluation_pass(dtype, tol, batch):
-    model = _random_statistics(_every_kind(dtype))
+    model = random_statistics(_every_kind(dtype))
     x = np.random.default_rng(1).standard_normal((batch, 2, 13, 13)).astype(dtype)
     want = _layer_by_layer(model.layers, x)
     plan = InferencePlan(model.layers, x.shape, dtype)
@@ -97,7 +84,7 @@ def test_every_layer_kind_computes_the_layers_evaluation_pass(dtype, tol, batch)
 @pytest.mark.parametrize("name", ["md1", "md2", "md3", "md3cifar"])
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_every_shipped_model_compiles_whole_and_agrees(name, dtype, tol):
-    model = _random_statistics(zoo.build(name, dtype=dtype))
+    model = random_statistics(zoo.build(name, dtype=dtype))
     x = np.random.default_rng(2).standard_normal((2, *model.input_shape)).astype(dtype)
     want = _layer_by_layer(model.layers, x)
     plan = InferencePlan(model.layers, x.shape, dtype)
@@ -108,7 +95,7 @@ def test_every_shipped_model_compiles_whole_and_agrees(name, dtype, tol):
 
 
 def test_a_small_batch_takes_the_plan_and_a_larger_one_the_layers(monkeypatch):
-    model = _random_statistics(zoo.build("md3"))
+    model = random_statistics(zoo.build("md3"))
     calls = []
     monkeypatch.setattr(InferencePlan, "__call__", lambda self, x: calls.append(len(x)))
     rng = np.random.default_rng(3)
@@ -121,7 +108,7 @@ def test_the_plan_follows_the_weights_and_statistics_between_calls():
     model = zoo.build("md2")
     x = np.random.default_rng(4).standard_normal((1, 1, 28, 28)).astype(np.float32)
     first = model.forward(x, training=False)
-    _random_statistics(model, seed=5)  # in place, as an optimizer step or load_state_dict does
+    random_statistics(model, seed=5)  # in place, as an optimizer step or load_state_dict does
     second = model.forward(x, training=False)
     want = _layer_by_layer(model.layers, x)
     assert np.abs(second - first).max() > 1e-3
@@ -129,7 +116,7 @@ def test_the_plan_follows_the_weights_and_statistics_between_calls():
 
 
 def test_outputs_are_new_arrays_and_the_input_is_never_written():
-    model = _random_statistics(_every_kind(np.float64))
+    model = random_statistics(_every_kind(np.float64))
     x = np.random.default_rng(6).standard_normal((1, 2, 13, 13))
     kept = x.copy()
     first = model.forward(x, training=False)
@@ -188,7 +175,7 @@ def test_an_evaluation_forward_forbids_the_pending_backward(batch):
 
 
 def test_a_busy_plan_sends_a_second_thread_to_the_layers():
-    model = _random_statistics(zoo.build("md3"))
+    model = random_statistics(zoo.build("md3"))
     x = np.random.default_rng(11).standard_normal((1, 1, 28, 28)).astype(np.float32)
     want = model.forward(x, training=False)
     plan = model._inference[1]
@@ -200,7 +187,7 @@ def test_a_busy_plan_sends_a_second_thread_to_the_layers():
 
 
 def test_threads_sharing_a_model_get_their_own_answers():
-    model = _random_statistics(zoo.build("md3"))
+    model = random_statistics(zoo.build("md3"))
     rng = np.random.default_rng(12)
     images = rng.standard_normal((8, 1, 1, 28, 28)).astype(np.float32)
     want = [_layer_by_layer(model.layers, x) for x in images]
@@ -220,7 +207,7 @@ def test_threads_sharing_a_model_get_their_own_answers():
 
 
 def test_a_dense_model_compiles_too():
-    model = _random_statistics(
+    model = random_statistics(
         Sequential(Linear(6, 5), BatchNorm1d(5), LeakyReLU(), Dropout(), Linear(5, 3))
     )
     x = np.random.default_rng(13).standard_normal((2, 6)).astype(np.float32)
@@ -242,7 +229,7 @@ def test_global_average_pooling_ends_a_compiled_pass():
 @pytest.mark.parametrize("name", ["md2", "md3"])
 def test_the_same_bits_at_any_thread_count_and_from_any_thread(name):
     """As every kernel: a product is one single-threaded BLAS call whichever thread runs it."""
-    model = _random_statistics(zoo.build(name))
+    model = random_statistics(zoo.build(name))
     x = np.random.default_rng(15).standard_normal((2, 1, 28, 28)).astype(np.float32)
     before = parallel.get_num_threads()
     outs = []
@@ -294,7 +281,7 @@ WIDE_CASES = [  # (Conv2d arguments, whether it takes the wide rows at 16 x 15)
 def test_wide_and_narrow_rows_compute_the_layers_evaluation_pass(
     case, wide, dtype, tol, batch, monkeypatch
 ):
-    model = _random_statistics(_conv_net(Conv2d(**case, dtype=dtype), dtype), seed=16)
+    model = random_statistics(_conv_net(Conv2d(**case, dtype=dtype), dtype), seed=16)
     x = np.random.default_rng(17).standard_normal((batch, case["in_channels"], 16, 15))
     x = x.astype(dtype)
     want = _layer_by_layer(model.layers, x)

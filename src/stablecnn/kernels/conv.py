@@ -313,6 +313,7 @@ def conv2d_forward(
     rows: bool | None = None,
     scratch: Callable[[str, tuple[int, ...], np.dtype], np.ndarray] = fresh,
     keep: bool = True,
+    epilogue: Callable[[np.ndarray, int, int], object] | None = None,
 ) -> tuple[np.ndarray, ConvCache | None]:
     """Convolution of ``x`` (N, C, H, W) with ``w`` (F, C, kH, kW) plus ``b`` (F,).
 
@@ -328,7 +329,12 @@ def conv2d_forward(
     for a backward pass: the rows kernel runs the same steps a band of output rows at a time,
     whose partial products take at most about :data:`INFERENCE_BAND` bytes, and im2col a block
     of output rows per thread (:data:`INFERENCE_BLOCK`), so memory stays flat at any batch size.
+    ``epilogue(y, f0, f1)`` (inference only) is applied in place to the output of filters f0..f1,
+    ``y`` with the filters on axis 0: by the rows kernel to each block as soon as its rows are
+    summed (while in cache), by im2col in a pass of its own after the product.
     """
+    if epilogue is not None and keep:
+        raise ValueError("an epilogue runs in inference only (keep=False)")
     n = x.shape[0]
     f, c, kh, kw = w.shape
     xp = padded_chwn(x, padding)  # (C, Hp, Wp, N)
@@ -345,7 +351,13 @@ def conv2d_forward(
         depth = c * kh * kw
         w2d = np.concatenate([w.reshape(f, depth), b[:, None]], axis=1)
         if not keep:
-            return _im2col_inference(windows, w2d), None
+            out = _im2col_inference(windows, w2d)
+            if epilogue is not None:  # a pass of its own, filters split across the threads
+                by_filter = out.transpose(1, 2, 3, 0)
+                parallel.for_each_span(
+                    f, lambda a, z: epilogue(by_filter[a:z], a, z), _min_items(ho * per)
+                )
+            return out, None
         out = np.empty((f, ho * per), dtype=x.dtype)
 
         def output_rows(a, z):  # the window matrix exists only a cache block at a time
@@ -379,7 +391,7 @@ def conv2d_forward(
         partial = np.empty((kh * f, (tallest + kh - 1) * wo * (n1 - n0)), dtype=x.dtype)
         for h0, h1 in bands:  # the fewest cache blocks (a small batch: a few wide products)
             band = partial[:, : (h1 - h0 + kh - 1) * wo * (n1 - n0)]
-            _rows_forward(taps_view, stacked, b, out, band, h0, h1, n0, n1, parts=1)
+            _rows_forward(taps_view, stacked, b, out, band, h0, h1, n0, n1, 1, epilogue)
     return out.transpose(3, 0, 1, 2), None
 
 
@@ -394,12 +406,14 @@ def _rows_forward(
     n0: int = 0,
     n1: int | None = None,
     parts: int = CACHE_GRID,
+    epilogue: Callable[[np.ndarray, int, int], object] | None = None,
 ) -> None:
     """The rows kernel's forward pass for output rows h0..h1 of images n0..n1 into ``out`` (F, Ho,
     Wo, N): the taps of each cache block of the input rows they read (h0 .. h1+kH-2; ``parts``
     blocks or more, see :func:`_cache_grid`) copied and multiplied at once (threads take runs of
     whole blocks, a grid fixed by the shapes) into ``partial`` (kH*F, rows*Wo*n), then output row
-    h = b + the sum over kernel rows i of their products on input row h + i, split by filters."""
+    h = b + the sum over kernel rows i of their products on input row h + i, split by filters,
+    each block of filters then given to ``epilogue`` (see :func:`conv2d_forward`)."""
     c, kw, _, wo, n = taps_view.shape
     f, ho = out.shape[:2]
     h1, n1 = ho if h1 is None else h1, n if n1 is None else n1
@@ -417,7 +431,10 @@ def _rows_forward(
     rows_of = partial.reshape(kh, f, rows, wo, n1 - n0)
 
     def filters(a, z):
-        _add_kernel_rows(rows_of[:, a:z], b[a:z], out[a:z, h0:h1, :, n0:n1])
+        block = out[a:z, h0:h1, :, n0:n1]
+        _add_kernel_rows(rows_of[:, a:z], b[a:z], block)
+        if epilogue is not None:
+            epilogue(block, a, z)
 
     parallel.for_each_span(f, filters, _min_items((h1 - h0) * per))
 

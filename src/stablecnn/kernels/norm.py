@@ -316,6 +316,36 @@ def backward(
     return dx, dgamma, sum_g
 
 
+def eval_affine(
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float,
+    dtype,
+    relu: bool = False,
+) -> Callable[..., np.ndarray]:
+    """The per-channel pass of :func:`eval_forward` as a function ``affine(x, c0, c1, out=x)``:
+    ``out = (x - running_mean) * scale + beta`` (then ``max(out, 0)`` if ``relu``) for the
+    channels c0..c1 on axis 0 of ``x`` (any trailing axes), the constants formed once in
+    ``dtype``. The same operations in the same order wherever it runs, so a convolution can
+    apply it to its output while each block of channels is in cache (the evaluation pass of a
+    convolution followed by a batch norm, :func:`stablecnn.nn.fuse.run`) and give
+    :func:`eval_forward`'s bits."""
+    scale = gamma * (1 / np.sqrt(running_var + np.dtype(dtype).type(eps)))  # (C,)
+
+    def affine(x: np.ndarray, c0: int, c1: int, out: np.ndarray | None = None) -> np.ndarray:
+        column = (-1, *(1,) * (x.ndim - 1))
+        y = np.subtract(x, running_mean[c0:c1].reshape(column), out=x if out is None else out)
+        np.multiply(y, scale[c0:c1].reshape(column), out=y)
+        np.add(y, beta[c0:c1].reshape(column), out=y)
+        if relu:
+            _relu(y)
+        return y
+
+    return affine
+
+
 def eval_forward(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -326,21 +356,13 @@ def eval_forward(
     relu: bool = False,
 ) -> np.ndarray:
     """Evaluation-mode batch norm: ``y = (x - running_mean) * scale + beta`` with ``scale =
-    gamma / sqrt(running_var + eps)`` (in the input's dtype), then ``max(y, 0)`` if ``relu``.
-    ``x - running_mean`` comes first: folding the mean into the shift would cancel when the mean
-    is far above the spread. Definition: :func:`stablecnn.reference.batchnorm_eval_forward`."""
+    gamma / sqrt(running_var + eps)`` (in the input's dtype), then ``max(y, 0)`` if ``relu``
+    (:func:`eval_affine`, a block of channels at a time). ``x - running_mean`` comes first:
+    folding the mean into the shift would cancel when the mean is far above the spread.
+    Definition: :func:`stablecnn.reference.batchnorm_eval_forward`."""
     rows = channel_rows(x)
     xr = rows.view(x)
     yr, y = rows.empty(x.dtype)
-    scale = gamma * (1 / np.sqrt(running_var + x.dtype.type(eps)))  # (C,)
-    mean_c, scale_c, beta_c = (v.reshape(-1, 1, 1) for v in (running_mean, scale, beta))
-
-    def block(c0: int, c1: int) -> None:
-        yb = np.subtract(xr[c0:c1], mean_c[c0:c1], out=yr[c0:c1])
-        np.multiply(yb, scale_c[c0:c1], out=yb)
-        np.add(yb, beta_c[c0:c1], out=yb)
-        if relu:
-            _relu(yb)
-
-    _for_each_block(rows, block)
+    affine = eval_affine(gamma, beta, running_mean, running_var, eps, x.dtype, relu)
+    _for_each_block(rows, lambda c0, c1: affine(xr[c0:c1], c0, c1, out=yr[c0:c1]))
     return y

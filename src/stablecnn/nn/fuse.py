@@ -23,6 +23,16 @@ loads and prints exactly as the unfused one. Pairs on the reference kernels
 A block that runs its own layers (a residual block's body) gets the same steps from
 :func:`fuse`, or from a :class:`PlanCache` that makes them again only when the layers change.
 
+In evaluation, :func:`run` also joins a Conv2d and the batch norm step after it (BatchNorm2d or
+BNReLU2d): the convolution applies the batch norm's evaluation pass to each block of its output
+channels as soon as the block is summed, while it is in cache
+(:meth:`~stablecnn.nn.layers.norm.BatchNorm2d.eval_affine`), instead of a pass of its own over
+the whole output; the same operations on the same numbers, so the same bits. Only the fast
+kernels of a convolution on the rows kernel gain (see :mod:`stablecnn.kernels.conv`), so only
+they are joined. md3's evaluation at batch 500 spent 23 of its 248 ms in batch norm passes;
+joined, batch 500 ran at 2,116-2,227 img/s against 2,068-2,155 (md3) and 2,780-2,837 against
+2,704-2,764 (md2), 4 alternating fresh processes each.
+
 Example:
     >>> fuse([Conv2d(1, 4, 3), ReLU(), MaxPool2d(2), Flatten()])  # doctest: +SKIP
     [Conv2d(1, 4, kernel_size=(3, 3)), ReLUMaxPool2d(kernel_size=(2, 2), stride=(2, 2)), Flatten()]
@@ -34,8 +44,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from stablecnn.kernels.conv import use_rows_kernel
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
+from stablecnn.nn.layers.conv import Conv2d
 from stablecnn.nn.layers.norm import BatchNorm2d, BNReLU2d
 from stablecnn.nn.layers.pool import MaxPool2d, ReLUMaxPool2d
 
@@ -148,3 +162,44 @@ class PlanCache:
             self._plan = tuple(fuse(layers) if enabled else layers)
             self._key = key
         return self._plan
+
+
+def _eval_norm(step: Layer) -> tuple[BatchNorm2d, bool] | None:
+    """``(batch norm, relu)`` when ``step`` is a plain BatchNorm2d or a BNReLU2d step of one, on
+    the fast kernels and running its class's own ``forward``; else None."""
+    if _joinable(step, BatchNorm2d):
+        return step, False
+    if type(step) is BNReLU2d and "forward" not in vars(step) and _joinable(step.bn, BatchNorm2d):
+        return step.bn, True
+    return None
+
+
+def run(steps: Sequence[Layer], x: np.ndarray, training: bool, join: bool = True) -> np.ndarray:
+    """``x`` through ``steps`` (an execution plan), first to last: ``step.forward(x, training)``
+    each. In evaluation with ``join``, a Conv2d followed by a batch norm step runs as one call,
+    the convolution applying the batch norm's pass to its output blocks (see the module doc):
+    the same bits as running the two in turn."""
+    if training or not join:
+        for step in steps:
+            x = step.forward(x, training)
+        return x
+    i = 0
+    while i < len(steps):
+        step = steps[i]
+        norm = _eval_norm(steps[i + 1]) if i + 1 < len(steps) else None
+        # joined where the convolution runs the rows kernel (im2col's output is not summed a
+        # block of channels at a time) and the channels agree (else the batch norm raises)
+        fits = (
+            norm is not None
+            and _joinable(step, Conv2d)
+            and use_rows_kernel(step.in_channels, step.kernel_size, step.stride)
+            and step.out_channels == norm[0].num_features
+        )
+        if fits:
+            bn, relu = norm
+            x = step.forward(x, False, epilogue=bn.eval_affine(x.dtype, relu))
+            i += 2
+        else:
+            x = step.forward(x, False)
+            i += 1
+    return x

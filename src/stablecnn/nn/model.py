@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from stablecnn.errors import ConfigError, ShapeError
-from stablecnn.nn.fuse import PlanCache, relu_pool_pairs  # noqa: F401 (relu_pool_pairs: public here too)
+from stablecnn.nn.fuse import PlanCache, relu_pool_pairs, run  # noqa: F401 (relu_pool_pairs: public here too)
 from stablecnn.nn.inference import SMALL_BATCH, InferencePlan
 from stablecnn.nn.layers.base import Layer
 from stablecnn.nn.layers.residual import Residual
@@ -154,7 +154,9 @@ class Sequential:
     # -- the passes -----------------------------------------------------------------------------
     def forward(self, x, training: bool = True) -> np.ndarray:
         """Run ``x`` (N, *input_shape) through each step of :attr:`plan` in turn (every layer,
-        a ReLU and its max-pool as one step when fused); ``training`` keeps what backward needs.
+        a ReLU and its max-pool as one step when fused; in evaluation a convolution and the
+        batch norm after it as one call, :func:`stablecnn.nn.fuse.run`); ``training`` keeps what
+        backward needs.
         ``x`` is cast to the model's dtype first. In evaluation a batch of at most
         :data:`~stablecnn.nn.inference.SMALL_BATCH` examples runs the same function compiled
         for its shape (:class:`~stablecnn.nn.inference.InferencePlan`, equal to rounding).
@@ -181,9 +183,7 @@ class Sequential:
                 return out
         plan = self._last_plan = self.plan  # backward runs these same steps back
         self._evaluated = False  # the layers' own passes keep or drop what backward needs
-        for layer in plan:
-            x = layer.forward(x, training)
-        return x
+        return run(plan, x, training, join=self.fuse)
 
     def _small_batch(self, x: np.ndarray) -> np.ndarray | None:
         """The evaluation pass of a batch of at most :data:`~stablecnn.nn.inference.SMALL_BATCH`

@@ -143,13 +143,21 @@ class Conv2d(Layer):
         c, h, w = input_shape
         return (c, h + sum(self.padding[0]), w + sum(self.padding[1]))
 
-    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+    def forward(self, x: np.ndarray, training: bool = True, epilogue=None) -> np.ndarray:
+        """The convolution of ``x``; in evaluation, ``epilogue(y, f0, f1)`` is applied in place
+        to each block of output channels f0..f1 as it is finished (a batch norm's evaluation
+        pass, :func:`stablecnn.nn.fuse.run`). Raises ValueError for an epilogue in training."""
         self._check_input(x, 4)
+        if epilogue is not None and training:
+            raise ValueError(f"{self!r}: an epilogue runs in evaluation only (training=False)")
         if self.kernels == "reference":
             self._cache = (("reference", x), x.shape) if training else None
-            return reference.conv2d_forward(
+            y = reference.conv2d_forward(
                 x, self.params["weight"], self._bias(), self.stride, self.padding
             )
+            if epilogue is not None:
+                epilogue(y.transpose(1, 0, 2, 3), 0, self.out_channels)
+            return y
         # inference keeps no window matrix and, like every layer, drops a pending training
         # cache: a backward after it would pair the gradient of this output with an older
         # batch's input, so it raises instead (inference's work arrays are never self.scratch)
@@ -161,6 +169,7 @@ class Conv2d(Layer):
             self.padding,
             scratch=self.scratch,
             keep=training,
+            epilogue=epilogue,
         )
         self._cache = (cache, x.shape) if training else None
         return out

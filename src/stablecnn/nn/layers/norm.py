@@ -60,6 +60,7 @@ from numpy.typing import DTypeLike
 from stablecnn import reference
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels.norm import backward as batchnorm_backward
+from stablecnn.kernels.norm import eval_affine as batchnorm_eval_affine
 from stablecnn.kernels.norm import eval_forward as batchnorm_eval_forward
 from stablecnn.kernels.norm import train_forward as batchnorm_forward
 from stablecnn.nn import init as initializers
@@ -132,6 +133,17 @@ class _BatchNorm(Layer):
                 f"{self.num_features}, got (N, {', '.join(map(str, input_shape))})"
             )
         return tuple(input_shape)
+
+    def eval_affine(self, dtype, relu: bool = False):
+        """The evaluation pass as a function another kernel applies to its own output in place,
+        ``affine(y, c0, c1)`` for the channels c0..c1 on axis 0 of ``y`` (the same operations as
+        :meth:`forward` with ``training=False``, so the same bits: see
+        :func:`stablecnn.kernels.norm.eval_affine`); like that pass, drops a pending training
+        cache. For the fast kernels only (:func:`stablecnn.nn.fuse.run` checks)."""
+        self._cache = None
+        gamma, beta = self.params["weight"], self.params["bias"]
+        run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
+        return batchnorm_eval_affine(gamma, beta, run_mean, run_var, self.eps, dtype, relu)
 
     def forward(self, x: np.ndarray, training: bool = True, relu: bool = False) -> np.ndarray:
         """Normalise ``x`` (see the class doc); ``relu=True`` also applies ``max(y, 0)`` in the

@@ -41,7 +41,7 @@ from numpy.typing import DTypeLike
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.kernels import parallel
 from stablecnn.kernels.relu import relu_grad_into, relu_into
-from stablecnn.nn.fuse import PlanCache
+from stablecnn.nn.fuse import PlanCache, run
 from stablecnn.nn.layers.activations import ReLU
 from stablecnn.nn.layers.base import Layer
 
@@ -263,12 +263,8 @@ class Residual(Layer):
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         body, shortcut = self._ran = self.plan  # backward runs these same steps back
-        h = x
-        for layer in body:
-            h = layer.forward(h, training)
-        s = x
-        for layer in shortcut:
-            s = layer.forward(s, training)
+        h = run(body, x, training, join=self.fuse)
+        s = run(shortcut, x, training, join=self.fuse)
         if h.shape != s.shape:
             self.output_shape(x.shape[1:])  # raises the ShapeError naming both shapes
         if self._step_by_step():
