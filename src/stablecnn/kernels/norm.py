@@ -316,6 +316,13 @@ def backward(
     return dx, dgamma, sum_g
 
 
+def eval_scale(gamma: np.ndarray, running_var: np.ndarray, eps: float, dtype) -> np.ndarray:
+    """Evaluation-mode batch norm's per-channel scale, ``gamma / sqrt(running_var + eps)``, as
+    every evaluation pass forms it (in ``dtype``; the compiled plan of
+    :mod:`stablecnn.nn.inference` folds this same scale into its convolutions)."""
+    return gamma * (1 / np.sqrt(running_var + np.dtype(dtype).type(eps)))
+
+
 def eval_affine(
     gamma: np.ndarray,
     beta: np.ndarray,
@@ -332,7 +339,7 @@ def eval_affine(
     apply it to its output while each block of channels is in cache (the evaluation pass of a
     convolution followed by a batch norm, :func:`stablecnn.nn.fuse.run`) and give
     :func:`eval_forward`'s bits."""
-    scale = gamma * (1 / np.sqrt(running_var + np.dtype(dtype).type(eps)))  # (C,)
+    scale = eval_scale(gamma, running_var, eps, dtype)  # (C,)
 
     def affine(x: np.ndarray, c0: int, c1: int, out: np.ndarray | None = None) -> np.ndarray:
         column = (-1, *(1,) * (x.ndim - 1))

@@ -55,6 +55,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from stablecnn.kernels import parallel
+from stablecnn.kernels.norm import eval_scale
 from stablecnn.nn.layers.activations import LeakyReLU, ReLU
 from stablecnn.nn.layers.avgpool import AvgPool2d, GlobalAvgPool2d
 from stablecnn.nn.layers.base import Layer
@@ -128,7 +129,8 @@ class _Conv:
         self.macs = conv.out_channels * c * kh * kw * ho * (wp if self.wide else wo)  # 1 image
         self.cols = [np.empty(self.windows[:, :, :, 0].shape, dtype) for _ in range(n)]
         # a wide product's rows, Wp columns each, whose first Wo the bias pass writes out
-        self.products = [np.empty((conv.out_channels, ho, wp), dtype) for _ in range(n * self.wide)]
+        f = conv.out_channels
+        self.products = [np.empty((f, ho, wp), dtype) for _ in range(n)] if self.wide else []
         # the batch norm's scale multiplies whichever is smaller: the product or the weights
         self.scale_product = bn is not None and n * ho * wo < c * kh * kw
 
@@ -141,7 +143,7 @@ class _Conv:
         if bn is None:
             return w, None, (np.zeros(len(w), w.dtype) if b is None else b)
         mean, var = bn.buffers["running_mean"], bn.buffers["running_var"]
-        scale = bn.params["weight"] * (1 / np.sqrt(var + w.dtype.type(bn.eps)))
+        scale = eval_scale(bn.params["weight"], var, bn.eps, w.dtype)
         shift = bn.params["bias"] - (mean if b is None else mean - b) * scale
         if self.scale_product:
             return w, scale, shift
@@ -248,7 +250,7 @@ def _affine(bn, slope) -> Step:
         shape = (-1, 1, 1, 1) if x.ndim == 4 else (1, -1)
         gamma, beta = bn.params["weight"], bn.params["bias"]
         mean, var = bn.buffers["running_mean"], bn.buffers["running_var"]
-        scale = gamma * (1 / np.sqrt(var + x.dtype.type(bn.eps)))
+        scale = eval_scale(gamma, var, bn.eps, x.dtype)
         y = x - mean.reshape(shape)
         y *= scale.reshape(shape)
         y += beta.reshape(shape)
