@@ -160,3 +160,18 @@ def test_a_submodule_of_a_moved_package_is_not_loaded_twice():
     import stablecnn.nn.layers.conv as new
 
     assert old is new and old.Conv2d is stablecnn.Conv2d
+
+
+def test_the_top_level_names_are_the_package_s_own():
+    """``dir(stablecnn)`` offers the public API and stablecnn's own modules, not the standard
+    library modules the package happens to import."""
+    import types
+
+    foreign = [
+        name
+        for name, value in vars(stablecnn).items()
+        if not name.startswith("_")
+        and isinstance(value, types.ModuleType)
+        and not value.__name__.startswith("stablecnn")
+    ]
+    assert foreign == []
