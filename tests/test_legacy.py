@@ -437,6 +437,8 @@ def test_train_cnn_md1_script_trains_and_predicts(tmp_path):
     done = run("1", "--resume", "--images", "200", "--seed", "0", "--epochs", "2", "--quiet")
     assert done.returncode == 0, done.stderr  # the run's own values: epoch 2 trains
     assert ckpt_io.load(ckpt).meta["progress"] == {"epoch": 2, "step": 0, "global_step": 4}
+    items = legacy.load_original(tmp_path / "output_cnn_md1.pickle")  # rewritten, as the original
+    assert len(items[8]) == 4
 
 
 def test_predict_matches_evaluate(tmp_path):
@@ -505,8 +507,72 @@ def test_export_and_import_pickle_commands_round_trip(tmp_path, capsys):
 
     evil = dump(tmp_path / "evil.pickle", Payload(os.mkdir, str(tmp_path / "pwned")))
     with pytest.raises(CheckpointError, match="refused"):
-        cli_legacy.cmd_import_pickle(argparse.Namespace(pickle=evil, out=None, dtype=None))
+        cli_legacy.cmd_import_pickle(
+            argparse.Namespace(pickle=evil, out=None, dtype=None, overwrite=False)
+        )
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "evil.npz").exists()
+
+
+def md1_checkpoint(path: Path, seed: int) -> Path:
+    model, opt, history = trained_md1(seed=seed)
+    meta = {"normalizer": {"kind": "original", "mean": 33.0, "std": 78.0}}
+    ckpt_io.save(
+        path, model, meta, opt.state_dict(), {k: np.asarray(v) for k, v in history.items()}
+    )
+    return path
+
+
+def assert_same_weights(model, other):
+    for name, value in other.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], value, err_msg=name)
+
+
+def test_export_and_import_pickle_replace_an_existing_file_only_with_overwrite(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the default outputs, as a user of train_cnn_md1.py has them
+    ckpt = md1_checkpoint(tmp_path / "checkpoint.npz", seed=7)
+    theirs = legacy.to_original(zoo.build("md1", seed=8))  # `train_cnn_md1.py 1`'s model
+    legacy.save_original("output_cnn_md1.pickle", theirs)
+    (tmp_path / "output_cnn_md1.npz").write_bytes(b"an earlier import")
+    files = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    for command, out in [
+        (["export-pickle", str(ckpt)], "output_cnn_md1.pickle"),
+        (["import-pickle", "output_cnn_md1.pickle"], "output_cnn_md1.npz"),
+    ]:
+        assert cli_main(command) == 2, command
+        assert capsys.readouterr().err == (
+            f"stablecnn: error: {out} exists; name another with -o or add --overwrite\n"
+        )
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+    model, _ = ckpt_io.load_model(ckpt)
+    assert cli_main(["export-pickle", str(ckpt), "--overwrite"]) == 0
+    back = legacy.model_from_original(legacy.load_original("output_cnn_md1.pickle"))[0]
+    assert_same_weights(back, model)
+    assert cli_main(["import-pickle", "output_cnn_md1.pickle", "--overwrite"]) == 0
+    assert_same_weights(ckpt_io.load_model("output_cnn_md1.npz")[0], model)
+    assert sorted(tmp_path.iterdir()) == sorted(files)  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        ("missing/out", "the folder {tmp}/missing does not exist"),
+        ("checkpoint.npz/out", "{tmp}/checkpoint.npz is not a folder"),
+        (".", "it is a directory"),
+    ],
+)
+def test_export_and_import_pickle_name_an_output_they_cannot_write(tmp_path, capsys, out, problem):
+    ckpt = md1_checkpoint(tmp_path / "checkpoint.npz", seed=7)
+    pickle_path = tmp_path / "p.pickle"
+    legacy.save_original(pickle_path, legacy.to_original(zoo.build("md1", seed=8)))
+    listing = sorted(tmp_path.iterdir())
+    out, problem = tmp_path / out, problem.format(tmp=tmp_path)
+    for command in (["export-pickle", str(ckpt)], ["import-pickle", str(pickle_path)]):
+        assert cli_main([*command, "-o", str(out), "--overwrite"]) == 2, command
+        assert capsys.readouterr().err == f"stablecnn: error: cannot write {out}: {problem}\n"
+    assert sorted(tmp_path.iterdir()) == listing
 
 
 def test_original_train_stats_are_those_of_mnist():

@@ -1,5 +1,5 @@
-"""``stablecnn export-onnx`` and ``import-onnx``: what they write and print, and what a user
-without the onnx package is told."""
+"""``stablecnn export-onnx`` and ``import-onnx``: what they write and print, what they refuse
+to replace or cannot write, and what a user without the onnx package is told."""
 
 from __future__ import annotations
 
@@ -45,6 +45,55 @@ def test_export_onnx_refuses_a_bad_opset(tmp_path, exported, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
+def test_export_onnx_replaces_an_existing_file_only_with_overwrite(tmp_path, exported, capsys):
+    ckpt, path, _ = exported
+    out = tmp_path / "other.onnx"
+    export_onnx(shipped("md1")[0], out)  # another model's export
+    before = out.read_bytes()
+    assert cli.main(["export-onnx", str(ckpt), str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: {out} exists; name another MODEL.onnx or add --overwrite\n"
+    )
+    assert out.read_bytes() == before
+    assert cli.main(["export-onnx", str(ckpt), str(out), "--overwrite"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert out.read_bytes() == path.read_bytes()  # the md3 checkpoint's export, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz", "md3.onnx", "other.onnx"]
+
+
+@pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        ("missing/x.onnx", "the folder {tmp}/missing does not exist"),
+        ("ckpt.npz/x.onnx", "{tmp}/ckpt.npz is not a folder"),
+        (".", "it is a directory"),
+    ],
+)
+def test_export_onnx_names_an_output_it_cannot_write(tmp_path, exported, capsys, out, problem):
+    ckpt, _, _ = exported
+    out = tmp_path / out
+    listing = sorted(tmp_path.iterdir())
+    assert cli.main(["export-onnx", str(ckpt), str(out), "--overwrite"]) == 2
+    problem = problem.format(tmp=tmp_path)
+    assert capsys.readouterr().err == f"stablecnn: error: cannot write {out}: {problem}\n"
+    assert sorted(tmp_path.iterdir()) == listing
+
+
+def test_export_onnx_names_the_file_when_the_write_fails(tmp_path, exported, capsys, monkeypatch):
+    import tempfile
+
+    ckpt, _, _ = exported
+
+    def refused(prefix, suffix, dir):
+        raise PermissionError(13, "Permission denied", f"{dir}/{prefix}abc123{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)  # a folder the user may not write in
+    assert cli.main(["export-onnx", str(ckpt), str(tmp_path / "x.onnx")]) == 2
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: {tmp_path / 'x.onnx'}: Permission denied\n"
+    )
+
+
 def test_verify_compares_with_onnxruntime_on_the_runs_test_set(
     tmp_path, exported, capsys, monkeypatch
 ):
@@ -67,7 +116,8 @@ def test_verify_compares_with_onnxruntime_on_the_runs_test_set(
 
     bad = Agreement(30, 2e-3, 0.5, 29, [7], 7)
     monkeypatch.setattr("stablecnn.interop.compare_onnxruntime", lambda *a, **k: bad)
-    assert cli.main(["export-onnx", str(ckpt), str(tmp_path / "v.onnx"), "--verify"]) == 1
+    args = ["export-onnx", str(ckpt), str(tmp_path / "v.onnx"), "--verify", "--overwrite"]
+    assert cli.main(args) == 1
     printed = capsys.readouterr().out
     assert "onnxruntime DISAGREES" in printed and "images whose class differs: [7]" in printed
 
@@ -97,9 +147,46 @@ def test_import_onnx_writes_a_model_file_and_checkpoint_that_the_commands_read(
     assert lines[0]["name"] in ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                                 "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
 
+    before = (out / "checkpoint.npz").read_bytes()
     assert cli.main(["import-onnx", str(path)]) == 2  # nothing overwritten unasked
     assert "exists; name another OUT or add --overwrite" in capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == before
     assert cli.main(["import-onnx", str(path), str(out), "--overwrite"]) == 0
+
+
+def test_import_onnx_refuses_a_model_file_it_would_replace(tmp_path, exported, capsys):
+    _, path, model = exported
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "model.json").write_text('{"name": "the user\'s own"}\n')
+    assert cli.main(["import-onnx", str(path), str(mine)]) == 2
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: {mine / 'model.json'} exists; name another OUT or add --overwrite\n"
+    )
+    assert (mine / "model.json").read_text() == '{"name": "the user\'s own"}\n'
+    assert sorted(p.name for p in mine.iterdir()) == ["model.json"]
+    assert cli.main(["import-onnx", str(path), str(mine), "--overwrite"]) == 0
+    assert json.loads((mine / "model.json").read_text())["layers"] == model.config()["layers"]
+
+
+@pytest.mark.parametrize(
+    ("out", "problem"),
+    [
+        ("md3.onnx/o", "{tmp}/md3.onnx is not a folder"),  # OUT is made, but not under a file
+        ("o", "it is a directory"),
+    ],
+)
+def test_import_onnx_names_an_output_it_cannot_write(tmp_path, exported, capsys, out, problem):
+    _, path, _ = exported
+    (tmp_path / "o" / "checkpoint.npz").mkdir(parents=True)
+    listing = sorted(tmp_path.rglob("*"))
+    out = tmp_path / out
+    assert cli.main(["import-onnx", str(path), str(out), "--overwrite"]) == 2
+    problem = problem.format(tmp=tmp_path)
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: cannot write {out / 'checkpoint.npz'}: {problem}\n"
+    )
+    assert sorted(tmp_path.rglob("*")) == listing
 
 
 def test_import_onnx_takes_a_mean_and_std_for_a_graph_that_has_none(tmp_path, capsys):
@@ -160,3 +247,23 @@ def test_verify_without_onnxruntime_says_how_to_install_it(tmp_path, exported, c
     assert "needs onnxruntime, which is not installed: pip install onnxruntime" in (
         capsys.readouterr().err
     )
+    assert not (tmp_path / "v.onnx").exists()  # checked before anything is written
+    _, old, _ = exported
+    before = old.read_bytes()
+    assert cli.main(["export-onnx", str(ckpt), str(old), "--verify", "--overwrite"]) == 2
+    assert "needs onnxruntime" in capsys.readouterr().err
+    assert old.read_bytes() == before
+
+
+def test_verify_refuses_a_checkpoint_without_normalizer_before_writing(
+    tmp_path, checkpoint_of, capsys
+):
+    from stablecnn.nn.layers import Flatten, Linear
+    from stablecnn.nn.model import Sequential
+    from stablecnn.training import checkpoint as ckpt_io
+
+    bare = tmp_path / "bare.npz"
+    ckpt_io.save(bare, Sequential(Flatten(), Linear(16, 3), input_shape=(1, 4, 4)), {})
+    assert cli.main(["export-onnx", str(bare), str(tmp_path / "v.onnx"), "--verify"]) == 2
+    assert "--verify needs the checkpoint's normalizer, and it has none" in capsys.readouterr().err
+    assert not (tmp_path / "v.onnx").exists()

@@ -59,6 +59,10 @@ def test_round_trip_through_the_saved_files(tmp_path):
     assert ckpt.meta["imported"]["class_names"][0] == "T-shirt/top"
     with pytest.raises(ConfigError, match="exists"):
         import_onnx(tmp_path / "m.onnx").save(tmp_path / "out")
+    ckpt_path.unlink()  # a model file alone is not replaced unasked either
+    with pytest.raises(ConfigError, match=f"{model_path} exists"):
+        import_onnx(tmp_path / "m.onnx").save(tmp_path / "out")
+    assert not ckpt_path.exists()
 
 
 def test_without_its_records_the_graph_alone_gives_the_same_outputs(tmp_path):

@@ -2,10 +2,15 @@
 
 Both need the optional onnx package (``pip install "stablecnn[onnx]"``); without it they stop
 with that command as the error. ``export-onnx --verify`` also needs onnxruntime.
+
+Every conversion command (these two, ``export-pickle`` and ``import-pickle``) checks its output
+with :func:`check_output` before any work: a file that exists is replaced only with
+``--overwrite``, and a path that cannot be written is refused naming it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from stablecnn.cli.argtypes import positive_int
@@ -25,10 +30,14 @@ def add_parser(subparsers) -> None:
         "float32 pixels in [0, 255] shaped (N, C, H, W), any batch size N, and normalises them "
         "itself as in training; it outputs the logits (the probabilities with --softmax). The "
         "class names, the dataset and stablecnn's version are in its metadata. Needs the onnx "
-        'package: pip install "stablecnn[onnx]".',
+        'package: pip install "stablecnn[onnx]". An existing MODEL.onnx is refused unless '
+        "--overwrite; so is a missing folder, before anything is read.",
     )
     p.add_argument("checkpoint", type=Path, help="a checkpoint .npz or a run directory")
     p.add_argument("out", type=Path, metavar="MODEL.onnx", help="the ONNX file to write")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace MODEL.onnx if it exists (atomically)"
+    )
     p.add_argument(
         "--opset",
         type=positive_int,
@@ -50,7 +59,8 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="run the export in onnxruntime on the test set the checkpoint was trained on and "
         f"compare with stablecnn: exit status 1 unless every class agrees and the largest "
-        f"difference is within {TOLERANCE:g} relative (needs onnxruntime)",
+        f"difference is within {TOLERANCE:g} relative (needs onnxruntime, checked before "
+        "anything is written)",
     )
     p.add_argument(
         "--data-dir",
@@ -68,7 +78,8 @@ def add_parser(subparsers) -> None:
         "GlobalAveragePool, Gemm, MatMul, Relu, LeakyRelu, Flatten, BatchNormalization, "
         "Dropout, Add joining a residual block); anything else is refused, naming the node, "
         "the op and the attribute. Nothing in the file is executed; external data is read only "
-        'from the file\'s own folder. Needs the onnx package: pip install "stablecnn[onnx]".',
+        'from the file\'s own folder. Needs the onnx package: pip install "stablecnn[onnx]". '
+        "An existing OUT/model.json or OUT/checkpoint.npz is refused unless --overwrite.",
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX file to import")
     p.add_argument(
@@ -89,15 +100,52 @@ def add_parser(subparsers) -> None:
         metavar="S[,S,S]",
         help="with --mean: the std (in pixel units) to divide by (e.g. 78.5655 = 0.3081 * 255)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT's checkpoint if any")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT's model.json and checkpoint.npz if they exist (atomically)",
+    )
     p.set_defaults(func=cmd_import_onnx)
+
+
+def check_output(path: Path, overwrite: bool, other: str, make_folder: bool = False) -> None:
+    """Refuse, before a command does any work, an output file it could not write or would
+    replace unasked. ``other`` is how the user names another output (``"MODEL.onnx"``, ``"with
+    -o"``); with ``make_folder`` the command makes the missing folders itself.
+
+    Raises:
+        ConfigError: ``path`` is a directory; its folder does not exist (without ``make_folder``)
+            or is a file; ``path`` exists and ``overwrite`` is false.
+    """
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a directory")
+    problem = _folder_problem(path.parent, make_folder)
+    if problem:
+        raise ConfigError(f"cannot write {path}: {problem}")
+    if os.path.lexists(path) and not overwrite:
+        raise ConfigError(f"{path} exists; name another {other} or add --overwrite")
+
+
+def _folder_problem(folder: Path, make_folder: bool) -> str | None:
+    if folder.is_dir() or folder.parent == folder:
+        return None
+    if folder.exists():
+        return f"{folder} is not a folder"
+    if not make_folder:
+        return f"the folder {folder} does not exist"
+    return _folder_problem(folder.parent, make_folder)
 
 
 def cmd_export_onnx(args) -> int:
     from stablecnn.interop import export_onnx
+    from stablecnn.interop.common import require_onnxruntime
     from stablecnn.training import checkpoint
 
+    check_output(args.out, args.overwrite, "MODEL.onnx")
+    if args.verify:
+        require_onnxruntime()
     ckpt = checkpoint.load(args.checkpoint)
+    test_set = _test_set(args, ckpt) if args.verify else None
     dtype = "float64" if args.float64 else "float32"
     done = export_onnx(ckpt, args.out, opset=args.opset, softmax=args.softmax, dtype=dtype)
     shape = ", ".join(map(str, done.input_shape[1:]))
@@ -113,18 +161,25 @@ def cmd_export_onnx(args) -> int:
     )
     if not args.verify:
         return 0
-    return _verify(args, ckpt, done)
+    return _verify(args, ckpt, done, *test_set)
 
 
-def _verify(args, ckpt, done) -> int:
-    from stablecnn.data import Normalizer, load_dataset
-    from stablecnn.interop import compare_onnxruntime
+def _test_set(args, ckpt) -> tuple[str, object]:
+    """``--verify``'s dataset name and test images, read before the export is written."""
+    from stablecnn.data import load_dataset
     from stablecnn.training.resume import run_data_source
 
-    if done.normalizer is None:
+    if ckpt.meta.get("normalizer") is None:
         raise ConfigError("--verify needs the checkpoint's normalizer, and it has none")
     dataset, data_dir, verify = run_data_source(ckpt.meta, None, args.data_dir)
     images, _ = load_dataset(dataset, "test", data_dir=data_dir, verify=verify, quiet=True)
+    return dataset, images
+
+
+def _verify(args, ckpt, done, dataset, images) -> int:
+    from stablecnn.data import Normalizer
+    from stablecnn.interop import compare_onnxruntime
+
     model = ckpt.build_model()
     agreement = compare_onnxruntime(
         model, Normalizer.from_dict(done.normalizer), done.path, images, softmax=args.softmax
@@ -162,8 +217,8 @@ def cmd_import_onnx(args) -> int:
         raise ConfigError("--mean and --std go together: give both or neither")
     normalizer = Normalizer(mean, std, "original") if mean is not None else None
     out = args.out or Path(f"{args.model.stem}-imported")
-    if (out / "checkpoint.npz").exists() and not args.overwrite:
-        raise ConfigError(f"{out / 'checkpoint.npz'} exists; name another OUT or add --overwrite")
+    for name in ("checkpoint.npz", "model.json"):
+        check_output(out / name, args.overwrite, "OUT", make_folder=True)
     imported = import_onnx(args.model, normalizer=normalizer)
     model_path, ckpt_path = imported.save(out, overwrite=args.overwrite)
     model = imported.model

@@ -115,7 +115,8 @@ def export_onnx(
             or dtype out of range; a model without an ``input_shape``; a normaliser whose
             channels are not the model's.
         CheckpointError: ``source`` is a path that is not a readable checkpoint.
-        OSError: ``path`` cannot be written (nothing is left behind).
+        OSError: ``path`` cannot be written (its ``filename`` is ``path``; nothing is left
+            behind).
     """
     onnx = common.require_onnx()
     proto, exported = build_onnx(
@@ -130,7 +131,10 @@ def export_onnx(
     data = proto.SerializeToString()
     onnx.checker.check_model(onnx.load_model_from_string(data), full_check=True)
     path = Path(path)
-    atomic_write(path, lambda f: f.write(data))
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as exc:  # name the user's file, not the temporary one beside it
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     exported.path, exported.nbytes = path, len(data)
     return exported
 

@@ -77,15 +77,17 @@ class Imported:
         needed), each atomically; returns their paths.
 
         Raises:
-            ConfigError: ``folder`` already holds a checkpoint and ``overwrite`` is false.
+            ConfigError: ``folder`` already holds a checkpoint or a model file and ``overwrite``
+                is false.
             CheckpointError, OSError: a file cannot be written.
         """
         from stablecnn.training import checkpoint
 
         folder = Path(folder)
         model_path, ckpt_path = folder / "model.json", folder / "checkpoint.npz"
-        if ckpt_path.exists() and not overwrite:
-            raise ConfigError(f"{ckpt_path} exists; choose another folder (or overwrite it)")
+        for path in (ckpt_path, model_path):
+            if path.exists() and not overwrite:
+                raise ConfigError(f"{path} exists; choose another folder (or overwrite it)")
         folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.config, indent=2) + "\n"
         atomic_write(model_path, lambda f: f.write(text.encode()))
