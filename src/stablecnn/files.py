@@ -43,22 +43,35 @@ def atomic_writer(path: str | os.PathLike) -> Iterator:
         A binary file object to write to.
 
     Raises:
-        OSError: the folder is missing, read-only or full (nothing is left behind).
+        OSError: the folder is missing, read-only or full, or ``path`` is a directory (nothing
+            is left behind); its ``filename`` is ``path``, never the temporary file's name.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     try:
         os.fchmod(fd, default_file_mode())  # mkstemp makes 0600
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _naming(exc, path) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` as an error about ``path``, the file the user asked for (the temporary file
+    beside it is ours)."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable) -> None:

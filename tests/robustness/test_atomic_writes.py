@@ -49,6 +49,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ["file"]
 
 
+@pytest.mark.parametrize("where", ["missing folder", "directory"])
+def test_a_path_that_cannot_be_written_is_named_not_the_temporary(tmp_path, where):
+    """The error names the file asked for: a user never heard of ``.name.xyz.tmp``."""
+    path = tmp_path / "missing" / "out.npz" if where == "missing folder" else tmp_path / "out.npz"
+    if where == "directory":
+        path.mkdir()
+    with pytest.raises(OSError) as caught:
+        atomic_write(path, lambda f: f.write(b"x"))
+    assert caught.value.filename == str(path)
+    assert ".tmp" not in str(caught.value)
+    expected = ["out.npz"] if where == "directory" else []
+    assert [p.name for p in tmp_path.iterdir()] == expected  # no temporary file left behind
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o077])
 def test_every_file_of_a_run_has_one_mode(tmp_path, mask):
     """Checkpoint, plots, metrics and log: one documented choice, the umask's."""

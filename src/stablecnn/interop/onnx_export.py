@@ -131,10 +131,7 @@ def export_onnx(
     data = proto.SerializeToString()
     onnx.checker.check_model(onnx.load_model_from_string(data), full_check=True)
     path = Path(path)
-    try:
-        atomic_write(path, lambda f: f.write(data))
-    except OSError as exc:  # name the user's file, not the temporary one beside it
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    atomic_write(path, lambda f: f.write(data))  # an OSError names ``path``
     exported.path, exported.nbytes = path, len(data)
     return exported
 
