@@ -8,6 +8,8 @@ import base64
 import http.client
 import io
 import json
+import socket
+import struct
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from stablecnn.cli.predict import predict_files
 from stablecnn.data import Normalizer
 from stablecnn.data.pictures import load_image
 from stablecnn.serve import MAX_BODY_BYTES, static_files
+from stablecnn.serve.server import Handler
 from stablecnn.training.checkpoint import load, load_model
 
 
@@ -148,8 +151,15 @@ BAD_REQUESTS = [
     ("malformed JSON", "application/json", b'{"pixels": [', 400, "malformed JSON"),
     ("not UTF-8", "application/json", b"\xff\xfe{}", 400, "malformed JSON"),
     ("nested too deep", "application/json", b"[" * 100_000, 400, "malformed JSON"),
-    ("a 5000-digit number", "application/json", b"1" * 5000, 400, "malformed JSON"),
-    ("a JSON list", "application/json", b"[1, 2]", 422, "got a JSON list"),
+    (
+        "a 5000-digit number",
+        "application/json",
+        b"1" * 5000,
+        422,
+        "a number of 5,000 digits (111111111111...) is too large",
+    ),
+    ("a JSON array", "application/json", b"[1, 2]", 422, "got an array of 2 items"),
+    ("JSON null", "application/json", b"null", 422, "got null"),
     ("no image or pixels", "application/json", b"{}", 422, 'expected a JSON object with "image"'),
     (
         "both image and pixels",
@@ -229,8 +239,10 @@ BAD_REQUESTS = [
         "application/json",
         json.dumps({"image": data_url(b"hello, world", "text/plain")}).encode(),
         400,
-        'the picture in "image": not an image or .npy array (Pillow cannot identify it)',
+        'the picture in "image": not a PNG, JPEG, GIF, BMP, WebP or other image (Pillow cannot '
+        "identify it)",
     ),
+    ("a bad PNG", "image/png", b"hello", 400, "the picture sent: not a PNG image (Pillow cannot"),
     ("a truncated PNG", "image/png", png_bytes(drawing())[:200], 400, "the picture sent: "),
     ("an empty picture", "image/png", b"", 400, "Pillow cannot identify it"),
     ("image is a number", "application/json", b'{"image": 5}', 422, "must be a data URL string"),
@@ -246,7 +258,7 @@ BAD_REQUESTS = [
         "application/json",
         json.dumps({"image": data_url(BLANK), "framing": "centre"}).encode(),
         422,
-        "\"framing\" must be one of 'mnist', 'none', got 'centre'",
+        '"framing" must be one of "mnist", "none", got "centre"',
     ),
     (
         "framing with pixels",
@@ -277,7 +289,15 @@ def test_bad_requests_get_their_status_and_a_message(
 def test_a_json_nan_is_refused(client, digit_pixels):
     body = json.dumps({"pixels": ones(28, 28, 0)}).replace("0", "NaN", 1).encode()
     status, answer = client.post(body)
-    assert status == 422 and "values lie in [nan, nan]" in answer["error"]
+    assert status == 422 and answer["error"] == '"pixels"[0][0] is NaN; expected numbers 0-255'
+    assert_serving(client, digit_pixels)
+
+
+def test_no_content_type_is_a_415_naming_the_missing_header(client, digit_pixels):
+    status, headers, body = client.request("POST", "/api/predict", b"{}")  # no Content-Type
+    answer = json.loads(body)
+    assert status == answer["status"] == 415
+    assert answer["error"].startswith("the request has no Content-Type header; send application/")
     assert_serving(client, digit_pixels)
 
 
@@ -395,6 +415,83 @@ def test_a_bug_is_a_500_and_the_server_goes_on(
     assert "RuntimeError: a bug in the model" in capsys.readouterr().err  # the traceback
     monkeypatch.undo()
     assert_serving(client, digit_pixels)
+
+
+# -- clients that go away: one line on stderr each, no traceback ----------------------------------
+HEAD_OF_100 = (
+    b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n"
+)
+
+
+def server_log(serving, predictor, capsys, client_of, digit_pixels, act) -> str:
+    """What a server of its own writes on stderr around ``act(host, port)`` and a good request
+    after it, read once every connection's thread has ended."""
+    capsys.readouterr()
+    with serving(predictor) as server:
+        server.daemon_threads = False  # so that closing the server joins its connections' threads
+        act(*server.server_address[:2])
+        assert_serving(client_of(server), digit_pixels)
+    return capsys.readouterr().err
+
+
+def test_a_client_gone_mid_body_is_one_line(
+    serving, toy_predictor, capsys, client_of, digit_pixels
+):
+    """Content-Length 100, 1 byte, then the socket closed: said in one line, and the 400 the
+    server still tries (for a client that only closed its sending half) fails quietly."""
+
+    def act(host, port):
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(HEAD_OF_100 + b"{")
+
+    err = server_log(serving, toy_predictor, capsys, client_of, digit_pixels, act)
+    assert "Traceback" not in err
+    assert err.splitlines() == [
+        "127.0.0.1 - POST /api/predict: the client went away while reading the request (the "
+        "body ended after 1 of 100 bytes)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"POST /api/predict HTTP/1.1\r\nHost: x\r\n", HEAD_OF_100 + b"{"],
+    ids=["mid-headers", "mid-body"],
+)
+def test_a_connection_reset_is_one_line(
+    serving, toy_predictor, capsys, client_of, digit_pixels, sent
+):
+    """A reset reaches the standard library (reading the headers) or our handler (reading the
+    body), whichever reads first: either way one line naming the client and the reset."""
+
+    def act(host, port):
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(sent)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # closed with a zero linger: a reset, not a FIN
+
+    err = server_log(serving, toy_predictor, capsys, client_of, digit_pixels, act)
+    assert "Traceback" not in err
+    (line,) = err.splitlines()
+    assert line.startswith("127.0.0.1 - ") and "the client went away" in line
+    assert "(ConnectionResetError: " in line and line.endswith(")"), line
+
+
+def test_a_client_stalled_mid_body_is_one_line(
+    serving, toy_predictor, capsys, client_of, digit_pixels, monkeypatch
+):
+    monkeypatch.setattr(Handler, "timeout", 0.2)  # seconds a body may take (30 s in use)
+
+    def act(host, port):
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(HEAD_OF_100 + b"{")
+            assert sock.recv(1024) == b""  # the server closes the connection, answering nothing
+
+    err = server_log(serving, toy_predictor, capsys, client_of, digit_pixels, act)
+    assert err.splitlines() == [
+        "127.0.0.1 - POST /api/predict: the client went away while reading the request "
+        "(TimeoutError: timed out)"
+    ]
 
 
 def test_a_kept_alive_connection_serves_many_requests(toy_server, digit_pixels):

@@ -116,13 +116,15 @@ def picture_from_bytes(
     framing: str = "mnist",
     channels: int = 1,
     name: str = "the picture",
+    expected: str = "an image",
 ) -> np.ndarray:
     """A picture held in memory (an upload to the web page; never written to disk) as
     :func:`load_images` reads a picture file: uint8 ``(1, H, W)``, or ``(1, 3, H, W)`` with
     ``channels=3``, under the same rules (decoding guards, framing, colour).
 
     Raises:
-        ImageError: not a picture Pillow reads, or too big; the message starts with ``name``.
+        ImageError: not a picture Pillow reads ("<name>: not <expected> (Pillow cannot identify
+            it)"), or too big; the message starts with ``name``.
         NoInkError: (framing ``"mnist"``) the picture is blank or uniform: "<name>: no ink
             found: ...".
         ValueError: ``framing`` is not one of :data:`FRAMINGS`, or ``channels`` not 1 or 3.
@@ -140,8 +142,8 @@ def picture_from_bytes(
 
     source = Named(data)
     if channels == 3:
-        return _decode(source, size, "RGB", lambda img: colour_pixels(img, size))[None]
-    grey = _decode(source, size, "L", grey_pixels)  # (H, W) floats in [0, 1]
+        return _decode(source, size, "RGB", lambda img: colour_pixels(img, size), expected)[None]
+    grey = _decode(source, size, "L", grey_pixels, expected)  # (H, W) floats in [0, 1]
     try:
         return to_mnist(grey, size, framing)[None]  # (1, H, W)
     except NoInkError as exc:  # kept apart from ImageError: nothing drawn is not a broken file
@@ -210,9 +212,12 @@ def _load_picture(path: Path, size: tuple[int, int], framing: str) -> np.ndarray
         raise ImageError(f"{path}: {exc}") from None
 
 
-def _decode(path: Path, size: tuple[int, int], draft: str, convert):
+def _decode(
+    path: Path, size: tuple[int, int], draft: str, convert, expected: str = "an image or .npy array"
+):
     """Open ``path`` with Pillow (size limits, JPEG drafts in mode ``draft``, EXIF rotation) and
-    return ``convert(image)``; every decoding fault becomes an :class:`ImageError`."""
+    return ``convert(image)``; every decoding fault becomes an :class:`ImageError` (one Pillow
+    cannot identify says ``path`` is not ``expected``)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -229,9 +234,7 @@ def _decode(path: Path, size: tuple[int, int], draft: str, convert):
         except ImageError:
             raise
         except UnidentifiedImageError:
-            raise ImageError(
-                f"{path}: not an image or .npy array (Pillow cannot identify it)"
-            ) from None
+            raise ImageError(f"{path}: not {expected} (Pillow cannot identify it)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from None
         except MemoryError:

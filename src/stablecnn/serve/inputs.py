@@ -15,9 +15,11 @@ Three kinds of body (the public contract of the API):
 
 Either JSON body may add ``"feature_maps": true`` (the first convolution's output) and, with
 ``"image"``, ``"framing"``. Any fault is a :class:`RequestError` carrying its HTTP status and a
-message that says what was expected: 400 for what cannot be read at all (malformed JSON, base64
-or picture), 415 for another content type, 422 for a readable request that does not fit (unknown
-keys, a wrong shape, values out of range, a blank picture).
+message that says what was expected, in the API's words (JSON's ``null``, ``array``, ...; the
+format the content type names): 400 for what cannot be read at all (malformed JSON, base64 or
+picture), 415 for another content type or none, 422 for a readable request that does not fit
+(unknown keys, a wrong shape, values out of range, NaN or Infinity, an integer too long to read,
+a blank picture).
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ from stablecnn.errors import ImageError, NoInkError
 MAX_BODY_BYTES = 2 * 1024 * 1024  # 2 MiB: a phone photo's JPEG as a data URL, with room to spare
 JSON_KEYS = ("image", "pixels", "feature_maps", "framing")
 RAW_TYPES = ("application/octet-stream",)  # besides every image/... type
+ACCEPTED_TYPES = (
+    'application/json ({"image": a data URL} or {"pixels": rows of values}) or the picture\'s '
+    "bytes as image/png, image/jpeg, ... (any image/ type) or application/octet-stream"
+)
+# what a picture sent as one of these types is said to be when Pillow cannot identify it
+IMAGE_FORMATS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/bmp": "BMP",
+    "image/webp": "WebP",
+    "image/tiff": "TIFF",
+}
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
@@ -76,27 +91,26 @@ def read_request(
                 422, f"unknown query option {unknown[0]!r}; expected feature_maps or framing"
             )
         framing = _framing(options.get("framing", ["mnist"])[-1])
-        image = _picture(body, channels, size, framing, "the picture sent")
+        image = _picture(body, channels, size, framing, "the picture sent", kind)
         return image, _flag(options.get("feature_maps", ["0"])[-1])
-    shown = kind or "none"
-    raise RequestError(
-        415,
-        f'unsupported content type {shown!r}: send application/json ({{"image": a data URL}} '
-        f'or {{"pixels": rows of values}}) or the picture\'s bytes as image/png, image/jpeg, ...',
-    )
+    if not kind:
+        raise RequestError(415, f"the request has no Content-Type header; send {ACCEPTED_TYPES}")
+    raise RequestError(415, f"unsupported content type {kind!r}: send {ACCEPTED_TYPES}")
 
 
 def _from_json(body: bytes, channels: int, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, 4300+ digit ints
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise RequestError(400, f"malformed JSON: {exc}") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        payload = json.loads(body, parse_int=_json_int)  # raises the API's message for it
     expected = (
         'a JSON object with "image" (a data URL such as "data:image/png;base64,...") or '
         f'"pixels" ({_pixels_shape_text(channels, size)})'
     )
     if not isinstance(payload, dict):
-        raise RequestError(422, f"expected {expected}, got a JSON {type(payload).__name__}")
+        raise RequestError(422, f"expected {expected}, got {_json_kind(payload)}")
     unknown = sorted(set(payload) - set(JSON_KEYS))
     if unknown:
         raise RequestError(
@@ -107,14 +121,31 @@ def _from_json(body: bytes, channels: int, size: tuple[int, int]) -> tuple[np.nd
         raise RequestError(422, f"expected {expected}; got {which}")
     feature_maps = payload.get("feature_maps", False)
     if not isinstance(feature_maps, bool):
-        raise RequestError(422, f'"feature_maps" must be true or false, got {feature_maps!r}')
+        raise RequestError(
+            422, f'"feature_maps" must be true or false, got {_json_text(feature_maps)}'
+        )
     if "pixels" in payload:
         if "framing" in payload:
             raise RequestError(422, '"framing" applies to "image" only; "pixels" are not framed')
         return pixels_image(payload["pixels"], channels, size), feature_maps
     framing = _framing(payload.get("framing", "mnist"))
     data = data_url_bytes(payload["image"])
-    return _picture(data, channels, size, framing, 'the picture in "image"'), feature_maps
+    media = payload["image"].partition(",")[0][5:].split(";")[0].strip().lower()  # data:<type>;
+    return _picture(data, channels, size, framing, 'the picture in "image"', media), feature_maps
+
+
+def _json_int(text: str) -> int:
+    """An integer of the JSON body; one longer than Python converts is refused in the API's
+    words (Python's own advice would be to raise its digit limit)."""
+    try:
+        return int(text)
+    except ValueError:
+        digits = len(text.lstrip("-"))
+        raise RequestError(
+            422,
+            f"a number of {digits:,} digits ({text[:12]}...) is too large: the API takes "
+            f'"pixels" values 0-255',
+        ) from None
 
 
 def data_url_bytes(url) -> bytes:
@@ -125,9 +156,7 @@ def data_url_bytes(url) -> bytes:
             its data is not valid base64.
     """
     if not isinstance(url, str):
-        raise RequestError(
-            422, f'"image" must be a data URL string, got a JSON {type(url).__name__}'
-        )
+        raise RequestError(422, f'"image" must be a data URL string, got {_json_kind(url)}')
     head, comma, data = url.partition(",")
     if not (head[:5].lower() == "data:" and comma and head.lower().endswith(";base64")):
         raise RequestError(
@@ -146,7 +175,8 @@ def pixels_image(value, channels: int, size: tuple[int, int]) -> np.ndarray:
 
     Raises:
         RequestError: 422 for anything but a rectangular array of that shape holding finite
-            numbers in [0, 255], or a grey image that is uniform (a blank canvas).
+            numbers in [0, 255] (NaN or Infinity named with its index, or their count), or a
+            grey image that is uniform (a blank canvas).
     """
     expected = _pixels_shape_text(channels, size)
     shape = (3, *size) if channels == 3 else tuple(size)
@@ -157,15 +187,18 @@ def pixels_image(value, channels: int, size: tuple[int, int]) -> np.ndarray:
     if array is None or array.dtype.kind not in "iuf" or array.ndim == 0:
         raise RequestError(
             422,
-            f'"pixels" must be {expected}; got {_describe(value)}, not a rectangular '
+            f'"pixels" must be {expected}; got {_json_kind(value)}, not a rectangular '
             f"array of numbers",
         )
     if array.shape != shape:
         raise RequestError(
             422, f'"pixels" has shape {array.shape}; expected {expected}, shape {shape}'
         )
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise RequestError(422, _not_finite(array, finite))
     lo, hi = float(array.min()), float(array.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 255:
+    if lo < 0 or hi > 255:
         raise RequestError(422, f'"pixels" values lie in [{lo:g}, {hi:g}]; expected 0-255')
     if channels == 1 and lo == hi:
         raise RequestError(
@@ -176,9 +209,27 @@ def pixels_image(value, channels: int, size: tuple[int, int]) -> np.ndarray:
     return np.rint(array).astype(np.uint8)
 
 
-def _picture(data: bytes, channels: int, size, framing: str, name: str) -> np.ndarray:
+def _not_finite(array: np.ndarray, finite: np.ndarray) -> str:
+    """What the NaN and Infinity values of ``"pixels"`` are, and where (JSON indices)."""
+    where = np.argwhere(~finite)
+    first = tuple(where[0])
+    value = array[first]
+    name = "NaN" if np.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    at = '"pixels"' + "".join(f"[{i}]" for i in first)
+    if len(where) == 1:
+        return f"{at} is {name}; expected numbers 0-255"
+    return (
+        f'"pixels" holds {len(where):,} values that are NaN or Infinity, the first at {at} '
+        f"({name}); expected numbers 0-255"
+    )
+
+
+def _picture(data: bytes, channels: int, size, framing: str, name: str, media: str) -> np.ndarray:
+    """The picture in ``data`` (said to be of type ``media``), framed (see the module doc)."""
+    fmt = IMAGE_FORMATS.get(media)
+    expected = f"a {fmt} image" if fmt else "a PNG, JPEG, GIF, BMP, WebP or other image"
     try:
-        return picture_from_bytes(data, size, framing, channels, name)[0]
+        return picture_from_bytes(data, size, framing, channels, name, expected)[0]
     except NoInkError as exc:  # a blank canvas: readable, but nothing to predict
         raise RequestError(422, f"{exc}; draw something or send a picture with ink on it") from None
     except ImageError as exc:
@@ -188,7 +239,9 @@ def _picture(data: bytes, channels: int, size, framing: str, name: str) -> np.nd
 def _framing(value) -> str:
     if value not in FRAMINGS:
         raise RequestError(
-            422, f'"framing" must be one of {", ".join(map(repr, FRAMINGS))}, got {value!r}'
+            422,
+            f'"framing" must be one of {", ".join(map(_json_text, FRAMINGS))}, '
+            f"got {_json_text(value)}",
         )
     return value
 
@@ -206,7 +259,21 @@ def _pixels_shape_text(channels: int, size: tuple[int, int]) -> str:
     return f"3 channels of {rows}" if channels == 3 else rows
 
 
-def _describe(value) -> str:
+def _json_kind(value) -> str:
+    """What a JSON value is, in JSON's words: null, true, false, a number, a string, an array
+    (of how many items), an object."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
     if isinstance(value, list):
-        return f"a list of {len(value)} items"
-    return f"a JSON {type(value).__name__}"
+        return f"an array of {len(value)} item{'' if len(value) == 1 else 's'}"
+    return "an object"
+
+
+def _json_text(value) -> str:
+    """``value`` as JSON (``null``, ``"yes"``, ``1``), cut to 40 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -12,9 +12,12 @@ Routes (the public contract; see :mod:`stablecnn.serve.inputs` for the bodies):
 Statuses: 200; 400 malformed JSON, base64 or picture, or a bad ``Content-Length``; 404 an
 unknown path; 405 a known path with another method (with ``Allow``); 411 no ``Content-Length``;
 413 a body over ``max_body_bytes`` (2 MiB by default: :data:`MAX_BODY_BYTES`), refused from its
-header before it is read; 415 another content type; 422 a request that does not fit (the message
-says what was expected); 500 a bug, whose traceback goes to stderr and whose connection is
-closed, the server going on. Every error body is JSON ``{"error": message, "status": code}``.
+header before it is read; 415 another content type or none; 422 a request that does not fit
+(the message says what was expected); 500 a bug, whose traceback goes to stderr and whose
+connection is closed, the server going on. Every error body is JSON ``{"error": message,
+"status": code}``. A client that goes away or stalls (its body ends early, the connection is reset
+or broken, a read or write times out) is one line on stderr, its address and what happened, with
+no traceback (printed with or without ``log_requests``).
 
 Nothing is written to disk: bodies are read into memory (at most ``max_body_bytes``) and decoded
 there, at most as many at once as there are CPUs (each picture may take up to
@@ -27,6 +30,7 @@ path; a request's path is looked up in that table and never joined to a folder, 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -46,6 +50,8 @@ from stablecnn.serve.predictor import Predictor
 
 IDLE_TIMEOUT = 30.0  # seconds a kept-alive connection may sit idle, or a body take to arrive
 LINGER_SECONDS = 2.0  # after refusing a body unread, how long its bytes are drained (see _linger)
+# a client gone or stalled (BrokenPipeError, ConnectionResetError, ...; a read or write timed out)
+CLIENT_GONE = (ConnectionError, TimeoutError)
 STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -72,6 +78,11 @@ def static_files() -> dict[str, tuple[bytes, str]]:
             table[f"/static/{entry.name}"] = (entry.read_bytes(), STATIC_TYPES[suffix])
     table["/"] = table["/index.html"] = table.pop("/static/index.html")
     return table
+
+
+def log_line(address: str, text: str) -> None:
+    """Print ``text`` about the client at ``address`` as one line on stderr."""
+    sys.stderr.write(f"{address} - {text}\n")
 
 
 def is_local(host: str) -> bool:
@@ -142,6 +153,15 @@ class ModelServer(ThreadingHTTPServer):
         """``http://host:port/`` of the bound socket (IPv6 hosts in brackets)."""
         host, port = self.server_address[:2]
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+    def handle_error(self, request, client_address) -> None:
+        """A client gone while the standard library read its request line and headers (or wrote
+        its own refusal) is one line on stderr; anything else keeps the traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, CLIENT_GONE):
+            log_line(client_address[0], f"the client went away ({type(exc).__name__}: {exc})")
+        else:
+            super().handle_error(request, client_address)
 
 
 def make_server(
@@ -256,31 +276,52 @@ class Handler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(size)
         self._consumed = True
-        if len(body) < size:
-            self.close_connection = True
-            raise RequestError(400, f"the body ended after {len(body):,} of {size:,} bytes")
+        if len(body) < size:  # the client closed its end: said here, then answered if it listens
+            message = f"the body ended after {len(body):,} of {size:,} bytes"
+            self._client_gone(message)
+            raise RequestError(400, message)
         return body
 
     # -- answers --------------------------------------------------------------------------------
     def _guard(self, route) -> None:
+        """Run ``route(path)`` (see :meth:`_answer`); a client that goes away or stalls, reading
+        the request or writing the answer, is one line on stderr (:meth:`_client_gone`)."""
+        self._drain_after, self._consumed, self._sending, self._gone = 0, False, False, False
+        try:
+            self._answer(route)
+        except CLIENT_GONE as exc:
+            self._client_gone(f"{type(exc).__name__}: {exc}")
+        if self._drain_after:
+            self._linger(self._drain_after)
+
+    def _answer(self, route) -> None:
         """Run ``route(path)``; turn a :class:`RequestError` into its JSON answer and anything
-        else into a 500, so that no request stops the server."""
-        self._drain_after, self._consumed = 0, False
+        else but a client gone (:data:`CLIENT_GONE`) into a 500, so that no request stops the
+        server."""
         try:
             route(urlsplit(self.path).path)
         except RequestError as exc:
             self._error(exc.status, str(exc))
-        except (TimeoutError, ConnectionError):  # the client went away or stalled mid-body
-            self.close_connection = True
+        except CLIENT_GONE:
+            raise
         except Exception:  # noqa: BLE001 - a bug: reported, and the server goes on
             traceback.print_exc()
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):  # the traceback says it all
                 self._error(500, "internal error in stablecnn serve (see the server's output)")
-            except OSError:
-                pass
-        if self._drain_after:
-            self._linger(self._drain_after)
+
+    def _client_gone(self, what: str) -> None:
+        """Close the connection and say once, in one line on stderr, that the client went away
+        while its request was read or the answer sent, and ``what`` happened."""
+        self.close_connection = True
+        if not self._gone:
+            self._gone = True
+            doing = "sending the answer" if self._sending else "reading the request"
+            path = repr(urlsplit(self.path).path[:80])[1:-1]  # control characters escaped
+            log_line(
+                self.address_string(),
+                f"{self.command} {path}: the client went away while {doing} ({what})",
+            )
 
     def _error(self, status: int, message: str) -> None:
         headers = {}
@@ -303,6 +344,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/json", cache="no-store", headers=headers)
 
     def _send(self, status, body: bytes, content_type: str, cache: str, headers=None) -> None:
+        self._sending = True
         has_body = self.headers.get("Content-Length", "0").strip() not in ("", "0")
         if (
             self._drain_after
@@ -362,4 +404,4 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         if self.server.log_requests:
-            sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+            log_line(self.address_string(), format % args)
