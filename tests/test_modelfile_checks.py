@@ -263,9 +263,150 @@ def test_json_keys_given_twice_are_refused_with_their_line(tmp_path):
     assert ", layer 2 (Linear): the key 'weight_init.type' is given twice" in message, message
 
 
-def test_toml_keys_given_twice_are_refused_as_before(tmp_path):
-    path = write(tmp_path, SMALL.replace("p = 0.5", "p = 0.5\np = 0.9"))
-    assert error(path).startswith(f"{path}, line 25, column 8: not valid TOML: Cannot overwrite")
+BLOCK = """\
+input_shape = [2, 6, 6]
+
+[[layers]]
+type = "ReLU"
+repeat = 2
+
+[[layers]]
+type = "Residual"
+body = [
+    { type = "Conv2d", in_channels = 2, out_channels = 2, kernel_size = 3, padding = 1 },
+    { type = "Conv2d", in_channels = 2, out_channels = 2, kernel_size = 3, padding = 1 },
+]
+shortcut = [{ type = "Conv2d", in_channels = 2, out_channels = 2, kernel_size = 1 }]
+
+[[layers]]
+type = "Flatten"
+"""
+BLOCK_AS_TABLES = BLOCK.replace(  # the shortcut as a [[layers.shortcut]] table (its line a comment)
+    "shortcut = [", "activation = 'ReLU'\n\n[[layers.shortcut]]\ntype = 'ReLU'\n\n# ["
+)
+
+TWICE = "a TOML table holds each key once"
+
+
+@pytest.mark.parametrize(
+    "text, old, new, where, first",
+    [
+        (SMALL, "p = 0.5", "p = 0.5\n^p = 0.9", ", layer 4 (Dropout): the key 'p'", 24),
+        (SMALL, "input_shape", "name = 'a'\n^name = 'b'\ninput_shape", ": the key 'name'", 1),
+        (SMALL, "[1, 8, 8]", "[1, 8, 8]\n^input_shape = [1, 8, 8]", ": the key 'input_shape'", 1),
+        (
+            SMALL,
+            "std = 0.1}",
+            "std = 0.1, ^std = 0.2}",
+            ", layer 0 (Conv2d): the key 'weight_init.std'",
+            8,
+        ),
+        (
+            SMALL,
+            "num_features = 4",
+            "num_features = 4\neps = 0.1\n^'num_features' = 4",
+            ", layer 1 (BatchNorm2d): the key 'num_features'",
+            13,
+        ),
+        (
+            BLOCK,
+            "kernel_size = 3, padding = 1 },\n]",
+            "kernel_size = 3, padding = 1, ^kernel_size = 5 },\n]",
+            ", layer 2 (Residual), body.1 (Conv2d): the key 'kernel_size'",
+            11,
+        ),
+        (
+            BLOCK,
+            "kernel_size = 1 }",
+            "kernel_size = 1, weight_init = {type = 'HeNormal', ^type = 'HeUniform'} }",
+            ", layer 2 (Residual), shortcut.0 (Conv2d): the key 'weight_init.type'",
+            13,
+        ),
+        (
+            BLOCK,
+            '\n\n[[layers]]\ntype = "Flatten"',
+            "\n^body = [\n    { type = 'ReLU' },\n]\n\n[[layers]]\ntype = \"Flatten\"",
+            ", layer 2 (Residual): the key 'body'",
+            9,
+        ),
+        (
+            SMALL,
+            "out_features = 10\n",
+            "out_features = 10\n^out_features = 10",
+            ", layer 5 (Linear): the key 'out_features'",
+            29,
+        ),
+        (
+            BLOCK_AS_TABLES,
+            "type = 'ReLU'\n",
+            "type = 'ReLU'\n^type = 'ReLU'\n",
+            ", layer 2 (Residual), shortcut.0 (ReLU): the key 'type'",
+            16,
+        ),
+    ],
+    ids=[
+        "layer",
+        "name",
+        "input_shape",
+        "initialiser",
+        "quoted",
+        "block",
+        "nested",
+        "list",
+        "at-the-end",
+        "table",
+    ],
+)
+def test_toml_keys_given_twice_name_the_layer_and_the_first(tmp_path, text, old, new, where, first):
+    """tomllib says only where it stopped, after the second value; the message names the second
+    key (``^`` in ``new``), the layer by its path and the model's index (the ReLU is repeated
+    twice, so the block is layer 2), as every other error of a model file, and the first key."""
+    assert old in text
+    text = text.replace(old, new)
+    offset, text = text.index("^"), text.replace("^", "")
+    line, column = text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+    path = write(tmp_path, text)
+    assert error(path) == (
+        f"{path}, line {line}, column {column}{where} is given twice (first on line {first}); "
+        f"{TWICE}"
+    )
+    modelfile.load_model_file(write(tmp_path, text.replace(new.replace("^", ""), old), "ok.toml"))
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        (
+            'weight_init = {type = "TruncatedNormal", std = 0.1}',
+            'weight_init = {type = "TruncatedNormal"}\nweight_init.std = 0.1',
+            "line 9, column 22: not valid TOML: Cannot mutate immutable namespace",
+        ),
+        (
+            "kernel_size = 3",
+            "kernel_size = 3 padding = 1",
+            "line 7, column 17: not valid TOML: Expected",
+        ),
+        (
+            '\n\n[[layers]]\ntype = "Flatten"',
+            "\n[x]\n[x]",
+            "line 19, column 3: not valid TOML: Cannot declare",
+        ),
+    ],
+)
+def test_other_toml_errors_keep_tomllib_s_words(tmp_path, old, new, expected):
+    """Not a key given twice (a table extended, a missing newline, a table header twice)."""
+    path = write(tmp_path, SMALL.replace(old, new))
+    assert error(path).startswith(f"{path}, {expected}")
+
+
+def test_json_names_a_block_s_layer_as_toml_does(tmp_path):
+    conv = {"type": "Conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding": 1}
+    block = {"type": "Residual", "body": [conv, {"type": "ReLU"}, conv]}
+    config = {"input_shape": [2, 6, 6], "layers": [{"type": "ReLU", "repeat": 2}, block]}
+    text = json.dumps(config)
+    text = text[: text.rindex("}]}]}")] + ', "padding": 0}]}]}'
+    message = error(write(tmp_path, text, "block.json"))
+    assert ", layer 2 (Residual), body.2 (Conv2d): the key 'padding' is given twice" in message
 
 
 # -- types, ranges and finiteness ------------------------------------------------------------------

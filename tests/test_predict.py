@@ -300,6 +300,30 @@ def test_npy_refused(tmp_path, array, message):
     assert message in str(info.value)
 
 
+ACCEPTED = "expected (28, 28), (1, 28, 28), (N, 28, 28) or (N, 1, 28, 28)"
+
+
+@pytest.mark.parametrize("shape", [(27, 28), (1, 27, 28), (5, 1, 27, 28), (2, 3, 28, 28)])
+def test_npy_of_a_wrong_shape_is_named_by_the_file_s_own_shape(tmp_path, shape):
+    """Not the shape the array was turned into before the check ((1, 27, 28) for (27, 28))."""
+    path = tmp_path / "wrong_shape.npy"
+    np.save(path, np.zeros(shape, np.uint8))
+    with pytest.raises(DataError) as info:
+        load_images(path)
+    assert str(info.value) == f"{path}: array of shape {shape}; {ACCEPTED}"
+    np.save(path, np.zeros((0, 1, 28, 28), np.uint8))
+    with pytest.raises(DataError, match=r"holds no images \(shape \(0, 1, 28, 28\)\)"):
+        load_images(path)
+
+
+def test_cli_predict_names_a_wrong_npy_shape_as_the_file_has_it(tmp_path, ckpt_path, capsys):
+    path = tmp_path / "wrong_shape.npy"
+    np.save(path, np.zeros((27, 28), np.uint8))
+    assert cli.main(["predict", str(ckpt_path), str(path)]) == 1
+    _, err = capsys.readouterr()
+    assert f"stablecnn: error: {path}: array of shape (27, 28); {ACCEPTED}\n" in err
+
+
 def test_npy_with_pickled_objects_is_refused_not_unpickled(tmp_path):
     path = tmp_path / "evil.npy"
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)

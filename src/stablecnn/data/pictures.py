@@ -159,8 +159,8 @@ def _load_npy(path: Path, size: tuple[int, int], channels: int = 1) -> np.ndarra
     except (OSError, EOFError) as exc:
         raise ImageError(f"{path}: not a readable .npy array ({exc})") from None
     h, w = size
+    given = np.shape(array)  # the file's own shape, for the messages (array is reshaped below)
     if channels == 3:  # (3, H, W) or (N, 3, H, W), channels first as the dataset holds them
-        given = np.shape(array)
         if array.ndim == 3:
             array = array[None]
         if array.ndim != 4 or array.shape[1:] != (3, h, w):
@@ -175,11 +175,11 @@ def _load_npy(path: Path, size: tuple[int, int], channels: int = 1) -> np.ndarra
             array = array[None]
         if array.ndim != 3 or array.shape[1:] != (h, w):
             raise ImageError(
-                f"{path}: array of shape {np.shape(array)}; expected ({h}, {w}), "
+                f"{path}: array of shape {given}; expected ({h}, {w}), "
                 f"(1, {h}, {w}), (N, {h}, {w}) or (N, 1, {h}, {w})"
             )
     if len(array) == 0:
-        raise ImageError(f"{path}: holds no images (shape {array.shape})")
+        raise ImageError(f"{path}: holds no images (shape {given})")
     if array.dtype.kind not in "uif":
         raise ImageError(
             f"{path}: array of dtype {array.dtype}; expected uint8, integers or floats"
@@ -189,7 +189,7 @@ def _load_npy(path: Path, size: tuple[int, int], channels: int = 1) -> np.ndarra
             return np.array(array)  # read from the file into memory
         values = np.array(array, dtype=np.float64)
     except MemoryError:
-        raise ImageError(f"{path}: array too large to read ({array.shape})") from None
+        raise ImageError(f"{path}: array too large to read ({given})") from None
     lo, hi = float(values.min()), float(values.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ImageError(f"{path}: array holds NaN or infinite values")

@@ -28,11 +28,12 @@ example and the layers, first to last, each with its constructor arguments::
 The JSON form is ``{"input_shape": [...], "layers": [{"type": "Conv2d", ...}, ...]}``. Arguments
 are written out in full (``in_channels`` is not inferred), so a file reads as the model it builds.
 
-What is checked, all of it before any array is allocated: the syntax (TOML refuses a key given
-twice; JSON's own reader keeps the last silently, so stablecnn refuses it too, naming the line,
-the column and the first one), the top-level keys, every layer's type and arguments (types,
-ranges, and every number finite, initialiser values included), that each initialiser can fill
-its parameter, that the shapes fit from ``input_shape`` to the last layer, and the sizes below.
+What is checked, all of it before any array is allocated: the syntax (a key given twice is
+refused in both formats, as TOML requires; JSON's own reader would keep the last silently;
+either way the message names the line and column, the layer and where the key was first given),
+the top-level keys, every layer's type and arguments (types, ranges, and every number finite,
+initialiser values included), that each initialiser can fill its parameter, that the shapes fit
+from ``input_shape`` to the last layer, and the sizes below.
 Every problem is a :class:`~stablecnn.errors.ModelFileError` naming the file, the line and the
 layer (index and type). Layers are made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`
 (arguments checked, shapes known, no arrays), so ``stablecnn summary`` describes a model of any
@@ -75,9 +76,9 @@ from stablecnn.nn.model import Sequential
 from stablecnn.nn.modelfile_text import (  # the two reading limits are documented here too
     MAX_DEPTH,
     MAX_FILE_BYTES,
+    layer_name,
     parse_json,
     parse_toml,
-    printable_kind,
     read_text,
 )
 
@@ -269,9 +270,7 @@ class _At:
         self.label, self.file_path, self.model_path = label, file_path, model_path
 
     def child(self, key, file_index: int, model_index: int, layer) -> _At:
-        kind = layer.get("type") if isinstance(layer, dict) else None
-        name = f"layer {model_index}" if key is None else f"{key}.{model_index}"
-        name += f" ({kind})" if printable_kind(kind) else ""
+        name = layer_name(key, model_index, layer)
         file_path = (*self.file_path, *(() if key is None else (key,)), file_index)
         return _At(f"{self.label}, {name}" if self.label else name, file_path)
 
