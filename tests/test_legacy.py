@@ -602,3 +602,27 @@ def test_a_refused_legacy_run_leaves_no_run_directory(tmp_path):
             pickle_path=tmp_path / "out.pickle",
         )
     assert not run.exists() and not (tmp_path / "out.pickle").exists()
+
+
+def test_the_original_interface_trains_again_over_its_own_run_directory(tmp_path):
+    """``train_cnn_md1.py 1`` rewrites its pickle and its run directory on every run, as it always
+    has: the refusal of a directory that holds a run is ``stablecnn train --out``'s."""
+    from support.fakes import make_data
+
+    from stablecnn.training.trainer import TrainConfig
+
+    run, pickle_path = tmp_path / "train_cnn_md1_run", tmp_path / "out.pickle"
+    pickles = []
+    for seed in (0, 1):
+        legacy.train_mode(
+            TrainConfig.original_recipe(epochs=1, train_size=30, batch_size=10, seed=seed),
+            make_data(30, 0),
+            make_data(10, 1),
+            run,
+            log_path=tmp_path / "log.txt",
+            pickle_path=pickle_path,
+            echo=False,
+        )
+        pickles.append(pickle_path.read_bytes())
+    assert pickles[0] != pickles[1]
+    assert ckpt_io.load(run).meta["train"]["seed"] == 1

@@ -46,3 +46,14 @@ def toy_cli(monkeypatch):
     import stablecnn.cli.train
 
     monkeypatch.setattr(stablecnn.cli.train, "load_data", toy_loader(TRAIN, TEST))
+
+
+@pytest.fixture
+def no_data_read(monkeypatch):
+    """Fail the test if a command reads any data (a refusal must come first)."""
+    import stablecnn.cli.train
+
+    def load_data(*args, **kwargs):
+        raise AssertionError("the data were read before the refusal")
+
+    monkeypatch.setattr(stablecnn.cli.train, "load_data", load_data)

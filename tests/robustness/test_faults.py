@@ -230,7 +230,11 @@ def test_disk_full(tmp_path, reference, monkeypatch, capsys, toy_cli):
 def test_two_runs_on_the_same_run_directory(epoch1_run):
     before = snapshot(epoch1_run)
     with RunLock(epoch1_run):
-        for args in ([*TRAIN_ARGS, "--out", epoch1_run], [*TRAIN_ARGS, "--resume", epoch1_run]):
+        for args in (
+            [*TRAIN_ARGS, "--out", epoch1_run],
+            [*TRAIN_ARGS, "--out", epoch1_run, "--overwrite"],  # a run in progress is not replaced
+            [*TRAIN_ARGS, "--resume", epoch1_run],
+        ):
             proc = cli_process(*args)
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 2, err

@@ -48,17 +48,6 @@ def run(epoch1_run):
     return with_data_record(epoch1_run, data_record("mnist", None, True))
 
 
-@pytest.fixture
-def no_data_read(monkeypatch):
-    """Fail the test if a command reads any data (a refusal must come first)."""
-    import stablecnn.cli.train
-
-    def load_data(*args, **kwargs):
-        raise AssertionError("the data were read before the refusal")
-
-    monkeypatch.setattr(stablecnn.cli.train, "load_data", load_data)
-
-
 def state(folder):
     """Every file's bytes and modification time (ns) under ``folder``."""
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
@@ -260,7 +249,7 @@ def test_a_resumed_run_reads_its_own_data_source(run, tmp_path, monkeypatch, cap
                 str(folder),
                 "--no-verify",
                 "--epochs",
-                "2",
+                "3",
                 "--no-plots",
             ]
         )

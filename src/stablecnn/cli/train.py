@@ -25,8 +25,10 @@ from stablecnn.training.resume import (
     data_record,
     format_part,
     refuse_changes,
+    refuse_nothing_to_train,
     run_data_source,
 )
+from stablecnn.training.rundir import check_new_run_dir, clear_run
 from stablecnn.training.trainer import (
     Interrupted,
     RunLock,
@@ -158,14 +160,28 @@ def add_parsers(sub) -> None:
         help="with --data-dir: use your own data there (structure checked, "
         "not the canonical SHA-256 digests)",
     )
-    p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<dataset>-<time>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run directory (default runs/<model>-<dataset>-<time>); one that already holds a "
+        "run (its checkpoint, log, metrics or plots) is refused unless --overwrite, and a file "
+        "is refused",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out: its checkpoint, log, metrics and plots are "
+        "removed once the new run has passed its checks (other files are left); refused with "
+        "--resume",
+    )
     p.add_argument(
         "--resume",
         type=Path,
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR from its checkpoint with the settings it "
         "started with (--epochs may extend it; any other option given with "
-        "another value than the run's is refused)",
+        "another value than the run's is refused, and so is a run that has already trained "
+        "the epochs asked for)",
     )
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.add_argument(
@@ -398,7 +414,9 @@ def _label_smoothing(text: str) -> float:
 
 def cmd_train(args) -> int:
     """Train, or resume; every refusal (options, model file, data, a resume that cannot honour
-    its options, a batch too small for a layer) comes before the run directory is created."""
+    its options or has nothing to train, an ``--out`` that is a file or already holds a run
+    without ``--overwrite``, a batch too small for a layer) comes before the run directory is
+    created or changed."""
     if getattr(args, "distributed", False):
         from stablecnn.cli.distributed import cmd_train_distributed
 
@@ -417,13 +435,18 @@ def cmd_train(args) -> int:
 
 
 def run_fit(args, trainer, run_dir, log_lines=()) -> int:
-    """Create ``run_dir`` (only now: everything before may refuse the run), hold its lock, write
-    ``log_lines`` to the run's log, train, and end the run (:func:`finish_run`); 130 when
+    """Create ``run_dir`` (only now: everything before may refuse the run), hold its lock, remove
+    the run there before with ``--overwrite`` (:func:`~stablecnn.training.rundir.clear_run`),
+    write ``log_lines`` to the run's log, train, and end the run (:func:`finish_run`); 130 when
     interrupted (the checkpoint saved), else 0. The one-process and the distributed commands
     (rank 0) both end here."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         print(f"run directory: {run_dir}")
+        if args.overwrite:  # the new run passed its checks and holds the lock: the old one goes
+            removed = clear_run(run_dir)
+            if removed:
+                print(f"--overwrite: removed the previous run's {', '.join(removed)}")
         for line in log_lines:
             trainer.callbacks[0].write(line)  # the TextLog
         t0 = time.perf_counter()
@@ -439,13 +462,23 @@ def run_fit(args, trainer, run_dir, log_lines=()) -> int:
 def prepare_run(args, **defaults):
     """``(config, checkpoint or None, run_dir, data_dir, verify)`` of the run the options ask
     for: a new one (``defaults``: TrainConfig values the options may override) or the one
-    ``--resume`` names, its options checked (:func:`refuse_changes`)."""
+    ``--resume`` names, its options checked (:func:`refuse_changes`,
+    :func:`refuse_nothing_to_train`). A new run's directory is checked too
+    (:func:`~stablecnn.training.rundir.check_new_run_dir`: not a file, and not holding a run
+    unless ``--overwrite``). Raises before any data is read or anything is written."""
     data_dir, verify = args.data_dir, not args.no_verify
     if args.resume is not None:
+        if args.overwrite:
+            raise ConfigError(
+                "--overwrite replaces the run in --out with a new one and --resume continues "
+                "a run: give one or the other"
+            )
         config, ckpt = resume_checkpoint(args.resume)
         refuse_changes(args.resume, config, _resume_options(args), checkpoint=ckpt)
         if args.epochs is not None:
             config.epochs = args.epochs
+        progress = ckpt.meta["progress"]
+        refuse_nothing_to_train(args.resume, progress, config.epochs, args.epochs is not None)
         stored = ckpt.meta.get("data")
         if isinstance(stored, dict):  # the run's own data source (None: stablecnn's sources)
             data_dir, verify = stored.get("data_dir"), bool(stored.get("verify", True))
@@ -457,6 +490,7 @@ def prepare_run(args, **defaults):
         run_dir = (
             args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
+        check_new_run_dir(run_dir, overwrite=args.overwrite)
     if not verify and data_dir is None:
         raise ConfigError("--no-verify applies to --data-dir: name the folder of your data")
     return config, ckpt, run_dir, data_dir, verify

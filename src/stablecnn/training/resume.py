@@ -8,8 +8,10 @@ resumed run goes on with exactly those; an option given with another value canno
 :func:`refuse_changes` refuses the resume before anything runs (nothing is read beyond the
 checkpoint, nothing is written), naming every option that differs and the value the run has. An
 option given with the run's own value is accepted. What may change on resume: ``--epochs`` (to
-extend or shorten the run) and where plots go (``--no-plots``). Later commands read the data of a
-run from where it came from (:func:`run_data_source`).
+extend or shorten the run) and where plots go (``--no-plots``); a resume with nothing left to
+train (the run has already trained the epochs asked for) is refused too
+(:func:`refuse_nothing_to_train`). Later commands read the data of a run from where it came from
+(:func:`run_data_source`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stablecnn.data.augment import Augment
-from stablecnn.errors import ResumeMismatch
+from stablecnn.errors import ConfigError, ResumeMismatch
 
 CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
 
@@ -212,3 +214,29 @@ def refuse_changes(
             f"change): drop these options to resume it, or start a new run with them; nothing "
             f"was changed"
         )
+
+
+def refuse_nothing_to_train(run_dir, progress: dict, epochs: int, asked: bool) -> None:
+    """Raise :class:`~stablecnn.errors.ConfigError` if the run has nothing left to train.
+
+    A resume trains epochs ``progress["epoch"] + 1`` to ``epochs``; when the run has already
+    trained ``epochs`` (or more), it would train nothing, so it is refused before anything is read
+    or written.
+
+    Args:
+        run_dir: the run being resumed (named in the message).
+        progress: the checkpoint's ``progress`` record (``epoch``: the epochs completed, ``step``:
+            the steps of the next one).
+        epochs: the epochs the resumed run is to reach (``--epochs``, else the run's own).
+        asked: whether ``--epochs`` was given.
+    """
+    done, steps = progress["epoch"], progress["step"]
+    if epochs > done:
+        return
+    partial = f" (and {steps} step{'s' if steps != 1 else ''} of epoch {done + 1})" if steps else ""
+    target = f" and --epochs {epochs} asks for {epochs}" if asked else ", all it was started for"
+    raise ConfigError(
+        f"nothing to train: {run_dir} has already trained {done} epoch{'s' if done != 1 else ''}"
+        f"{partial}{target}; to train it further, ask for more with --epochs N, N above {done}; "
+        f"nothing was changed"
+    )

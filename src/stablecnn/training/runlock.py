@@ -41,6 +41,11 @@ class RunLock:
         raise TrainingError(f"could not lock run directory {self.path.parent}")
 
     def _clear_stale(self) -> None:
+        self.check_free()
+        self.path.unlink(missing_ok=True)  # a stale lock from a dead run
+
+    def check_free(self) -> None:
+        """Raise :class:`TrainingError` if another live process holds the lock; takes nothing."""
         try:
             pid = int(self.path.read_text().strip() or 0)
         except (OSError, ValueError):
@@ -50,7 +55,6 @@ class RunLock:
                 f"run directory {self.path.parent} is in use by process "
                 f"{pid}; use another --out directory"
             )
-        self.path.unlink(missing_ok=True)  # a stale lock from a dead run
 
     def release(self) -> None:
         if self.held:
