@@ -89,6 +89,28 @@ def test_a_bad_recipe_file_is_refused_naming_the_file_and_the_key(tmp_path, text
         recipes.load(path)
 
 
+@pytest.mark.parametrize(
+    "text, line, column, key, first",
+    [
+        ("[train]\nepochs = 2\nlr = 0.1\nepochs = 3\n", 4, 1, "train.epochs", 2),
+        ('description = "a"\n\ndescription = "b"\n[train]\nlr = 0.1\n', 3, 1, "description", 1),
+        ("[train.augment]\nmax_shift = 1\n  max_shift = 2\n", 3, 3, "train.augment.max_shift", 2),
+        ("[train]\naugment = { hflip = 0.5, hflip = 0 }\n", 2, 26, "train.augment.hflip", 2),
+    ],
+)
+def test_a_key_given_twice_is_named_with_its_line_as_in_a_model_file(
+    tmp_path, text, line, column, key, first
+):
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        recipes.load(path)
+    assert str(info.value) == (
+        f"recipe file {path}, line {line}, column {column}: the key {key!r} is given twice "
+        f"(first on line {first}); a TOML table holds each key once"
+    )
+
+
 def test_no_such_recipe_lists_the_shipped_ones(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"no such recipe; shipped recipes: original, "):
         recipes.load("mnist-best-ever")

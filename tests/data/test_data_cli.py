@@ -9,6 +9,13 @@ import pytest
 from stablecnn.cli import main
 from stablecnn.data import specs
 
+NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
 
 def run(capsys, *argv):
     code = main(["data", *argv])
@@ -46,6 +53,34 @@ def test_verify_fails_on_a_corrupt_file(tiny, cache_root, capsys):
     code, out, _ = run(capsys, "verify", "mnist")
     assert code == 1
     assert "t10k-images-idx3-ubyte     FAILED:" in out and "1 trailing byte" in out
+
+
+def test_verify_fails_on_a_gz_in_the_cache_which_loading_does_not_read(tiny, cache_root, capsys):
+    import gzip
+    import shutil
+
+    from stablecnn.data import load_dataset
+
+    folder = cache_root / "mnist"
+    folder.mkdir(parents=True)
+    for path in tiny.gz_dir.iterdir():
+        shutil.copy(path, folder)
+    code, out, _ = run(capsys, "verify", "mnist")
+    assert code == 1
+    for name in NAMES:
+        assert (
+            f"  {name:<26} FAILED: only {name}.gz is there, which loading does not read: the "
+            f"cache holds its files uncompressed; run gunzip {folder / name}.gz\n"
+        ) in out
+    for name in NAMES[2:]:  # gunzip the test split's, as it says
+        (folder / name).write_bytes(gzip.decompress((folder / f"{name}.gz").read_bytes()))
+        (folder / f"{name}.gz").unlink()
+    code, out, _ = run(capsys, "verify", "mnist")
+    assert code == 1 and out.count(" ok\n") == 2 and out.count("run gunzip") == 2
+    images, _ = load_dataset("mnist", "test", quiet=True)
+    assert (images == tiny.arrays["t10k-images"]).all()
+    raw = sorted(p.name for p in folder.iterdir() if not p.name.endswith(".gz"))
+    assert raw == sorted(NAMES[2:])  # read from the cache: nothing fetched (a fetch brings all)
 
 
 def test_verify_and_info_without_data(tiny, cache_root, capsys):

@@ -267,3 +267,30 @@ def test_verify_refuses_a_checkpoint_without_normalizer_before_writing(
     assert cli.main(["export-onnx", str(bare), str(tmp_path / "v.onnx"), "--verify"]) == 2
     assert "--verify needs the checkpoint's normalizer, and it has none" in capsys.readouterr().err
     assert not (tmp_path / "v.onnx").exists()
+
+
+def test_verify_of_a_float64_export_is_refused_before_anything_is_read(tmp_path, exported, capsys):
+    """onnxruntime's CPU provider has no float64 Conv: --verify could only fail after writing."""
+    import onnxruntime
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as NotInOnnxruntime
+
+    from stablecnn.nn.layers import Conv2d, Flatten
+    from stablecnn.nn.model import Sequential
+
+    conv = Conv2d(1, 2, 3, dtype=np.float64)
+    export_onnx(
+        Sequential(conv, Flatten(), input_shape=(1, 4, 4)), tmp_path / "f64.onnx", dtype="float64"
+    )
+    with pytest.raises(NotInOnnxruntime, match="Conv"):  # the reason for the refusal holds
+        onnxruntime.InferenceSession(str(tmp_path / "f64.onnx"), providers=["CPUExecutionProvider"])
+    ckpt, old, _ = exported
+    before = old.read_bytes()
+    for source, out in ((ckpt, old), (tmp_path / "none.npz", tmp_path / "v.onnx")):
+        args = ["export-onnx", str(source), str(out), "--float64", "--verify", "--overwrite"]
+        assert cli.main(args) == 2
+        assert capsys.readouterr().err == (
+            "stablecnn: error: --verify runs the export in onnxruntime, whose CPU provider has "
+            "no float64 Conv: verify a float32 export (without --float64), or export in float64 "
+            "without --verify; nothing was written\n"
+        )
+    assert old.read_bytes() == before and not (tmp_path / "v.onnx").exists()

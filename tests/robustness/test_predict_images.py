@@ -73,7 +73,7 @@ def test_predict_not_an_image(ckpt, capsys, tmp_path):
     cut = tmp_path / "cut.png"
     digit(size=(300, 300)).save(cut)
     cut.write_bytes(cut.read_bytes()[:120])
-    assert_bad_file_reported(ckpt, capsys, tmp_path, cut, "cannot decode the image")
+    assert_bad_file_reported(ckpt, capsys, tmp_path, cut, "a damaged or truncated PNG (")
 
 
 def png_declaring(width, height) -> bytes:

@@ -1,6 +1,7 @@
 """``stablecnn train``'s run directory: a new run is refused a directory that already holds one
 unless ``--overwrite`` (which then leaves none of the old run's files beside the new run's), an
-``--out`` that is a file is refused naming it, and a resume with nothing left to train is refused.
+``--out`` that is a file is refused naming it, and so is a ``--resume`` that is a file or
+nothing; a resume with nothing left to train is refused.
 
 Every refusal comes before any data is read or any file written: exit 2, one line, the directory
 byte-identical (:func:`support.runs.snapshot`).
@@ -124,6 +125,31 @@ def test_out_that_is_a_file_is_refused_naming_it(tmp_path, capsys, no_data_read)
         f"a directory; nothing was written\n"
     )
     assert snapshot(tmp_path) == {"make.py": b"print('mine')\n"}
+
+
+def test_resume_of_a_file_or_of_nothing_is_refused_naming_it(
+    epoch1_run, tmp_path, capsys, no_data_read
+):
+    a_file, missing = tmp_path / "notes.txt", tmp_path / "no-run"
+    a_file.write_text("mine\n")
+    ckpt = epoch1_run / "checkpoint.npz"
+    before = snapshot(epoch1_run)
+    for path, message in (
+        (a_file, "a file, not a run directory (a run directory holds checkpoint.npz)"),
+        (
+            ckpt,
+            f"a file, not a run directory (a run directory holds checkpoint.npz); give its "
+            f"folder: --resume {epoch1_run}",
+        ),
+        (
+            missing,
+            "no such directory; give the run directory a training wrote (it holds checkpoint.npz)",
+        ),
+    ):
+        assert cli.main(["train", "--resume", str(path)]) == 2
+        assert capsys.readouterr().err == f"stablecnn: error: --resume {path}: {message}\n"
+    assert snapshot(epoch1_run) == before and not missing.exists()
+    assert a_file.read_text() == "mine\n"
 
 
 def test_a_resume_with_nothing_left_to_train_is_refused(epoch1_run, capsys, no_data_read):

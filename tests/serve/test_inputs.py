@@ -168,3 +168,75 @@ def test_a_data_url_that_is_no_picture_names_the_format_of_its_type():
         'the picture in "image": not a PNG, JPEG, GIF, BMP, WebP or other image (Pillow cannot '
         "identify it)",
     )
+
+
+def png_with_two_idat_chunks() -> tuple[bytes, int]:
+    """A noisy 40 x 40 PNG whose image data is split into two IDAT chunks, and the offset of the
+    second chunk's header (Pillow reads it mid-decoding: a fault there is a ``SyntaxError``)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    png = buffer.getvalue()
+    (length,) = struct.unpack(">I", png[33:37])  # the one IDAT, right after the IHDR
+    data = png[41 : 41 + length]
+    head, first = png[:33], chunk(b"IDAT", data[:500])
+    return head + first + chunk(b"IDAT", data[500:]) + chunk(b"IEND", b""), len(head + first)
+
+
+@pytest.mark.parametrize(
+    "damage", ["cut after 200 bytes", "cut in a chunk's header", "a chunk's type garbled"]
+)
+def test_a_damaged_picture_is_named_by_its_format_not_by_python_s_exception(damage):
+    png, second = png_with_two_idat_chunks()
+    assert read_request(png, "image/png", "framing=none", 1, SIZE)[0].shape == SIZE  # whole: read
+    damaged = {
+        "cut after 200 bytes": png[:200],
+        "cut in a chunk's header": png[: second + 6],
+        "a chunk's type garbled": png[: second + 4] + b"\0\1\2\3" + png[second + 8 :],
+    }[damage]
+    for body, content_type, name in (
+        (damaged, "image/png", "the picture sent"),
+        (data_url(damaged, "image/png"), "application/json", 'the picture in "image"'),
+    ):
+        status, message = refusal(body, content_type)
+        assert status == 400 and message.startswith(f"{name}: a damaged or truncated PNG ("), (
+            message
+        )
+        assert "Error" not in message, message  # not OSError, SyntaxError, ...
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"a": ' * 100_000, b'["]]]]}}}", ' * 1000 + b"[" * 100_000],
+    ids=["arrays", "objects", "brackets in strings before"],
+)
+def test_json_too_deep_to_read_says_so_not_python_s_recursion(body):
+    assert refusal(body) == (
+        400,
+        "JSON nested more than 256 levels deep, too deep to read (a request nests 4 at most)",
+    )
+
+
+def test_json_nested_deeply_but_readable_is_judged_as_any_json():
+    assert refusal(b"[" * 300 + b"]" * 300) == (422, EXPECTED + "an array of 1 item")
+
+
+def test_json_too_deep_for_python_below_the_depth_named_is_malformed(monkeypatch):
+    import stablecnn.serve.inputs
+
+    monkeypatch.setattr(stablecnn.serve.inputs, "MAX_JSON_DEPTH", 1_000_000)
+    assert refusal(b"[" * 100_000) == (
+        400,
+        "malformed JSON: nested too deeply to read (a request nests 4 at most)",
+    )

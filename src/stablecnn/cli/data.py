@@ -2,7 +2,8 @@
 
 - fetch: put the canonical files in the cache, showing progress and which source served each.
 - info: sizes, class counts and where the files are (nothing is fetched).
-- verify: re-check the SHA-256 of every file; exit status 1 if any fails.
+- verify: re-check the SHA-256 of every file; exit status 1 if any fails (or is in the cache only
+  as ``.gz``, which loading does not read there).
 
 Without a dataset name each action covers every dataset. CIFAR-10 is one archive
 (``cifar-10-binary.tar.gz``), cached and verified as a whole; see :mod:`stablecnn.data.cifar`.
@@ -45,7 +46,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             " does, the error lists each failure and says which files to put in which folder)",
         ),
         ("info", cmd_info, "print sizes, class counts and where the files are"),
-        ("verify", cmd_verify, "re-check the SHA-256 digest of every file"),
+        (
+            "verify",
+            cmd_verify,
+            "re-check the SHA-256 digest of every file, where loading reads it (a .gz in the "
+            "cache fails: the cache is read uncompressed)",
+        ),
     ):
         sub = actions.add_parser(name, help=text, description=text)
         sub.add_argument("dataset", nargs="?", choices=list(SPECS), help="default: every dataset")
@@ -145,7 +151,8 @@ def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> int:
 
 
 def cmd_verify(args) -> int:
-    """``stablecnn data verify``: 1 when a file fails its digest or a named dataset is missing.
+    """``stablecnn data verify``: 1 when a file fails its digest or a named dataset is missing
+    (a file the cache holds only as ``.gz`` is missing: loading reads the cache uncompressed).
 
     Without a dataset name, datasets of which no file is present are reported as not fetched and
     do not fail the check.

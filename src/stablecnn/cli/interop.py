@@ -52,7 +52,8 @@ def add_parser(subparsers) -> None:
         "--float64",
         action="store_true",
         help="keep a float64 model's weights in float64 (default: float32, what runtimes run; "
-        "onnxruntime's CPU provider has no float64 Conv)",
+        "onnxruntime's CPU provider has no float64 Conv, so --verify with it is refused before "
+        "anything is read or written)",
     )
     p.add_argument(
         "--verify",
@@ -141,6 +142,12 @@ def cmd_export_onnx(args) -> int:
     from stablecnn.interop.common import require_onnxruntime
     from stablecnn.training import checkpoint
 
+    if args.verify and args.float64:
+        raise ConfigError(
+            "--verify runs the export in onnxruntime, whose CPU provider has no float64 Conv: "
+            "verify a float32 export (without --float64), or export in float64 without "
+            "--verify; nothing was written"
+        )
     check_output(args.out, args.overwrite, "MODEL.onnx")
     if args.verify:
         require_onnxruntime()

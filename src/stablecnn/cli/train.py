@@ -28,7 +28,7 @@ from stablecnn.training.resume import (
     refuse_nothing_to_train,
     run_data_source,
 )
-from stablecnn.training.rundir import check_new_run_dir, clear_run
+from stablecnn.training.rundir import check_new_run_dir, check_resume_dir, clear_run
 from stablecnn.training.trainer import (
     Interrupted,
     RunLock,
@@ -178,10 +178,10 @@ def add_parsers(sub) -> None:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its checkpoint with the settings it "
-        "started with (--epochs may extend it; any other option given with "
-        "another value than the run's is refused, and so is a run that has already trained "
-        "the epochs asked for)",
+        help="continue the run in RUN_DIR (the folder holding its checkpoint.npz; a file is "
+        "refused) from its checkpoint with the settings it started with (--epochs may extend "
+        "it; any other option given with another value than the run's is refused, and so is "
+        "a run that has already trained the epochs asked for)",
     )
     p.add_argument("--no-plots", action="store_true", help="do not draw the plots at the end")
     p.add_argument(
@@ -462,10 +462,11 @@ def run_fit(args, trainer, run_dir, log_lines=()) -> int:
 def prepare_run(args, **defaults):
     """``(config, checkpoint or None, run_dir, data_dir, verify)`` of the run the options ask
     for: a new one (``defaults``: TrainConfig values the options may override) or the one
-    ``--resume`` names, its options checked (:func:`refuse_changes`,
-    :func:`refuse_nothing_to_train`). A new run's directory is checked too
-    (:func:`~stablecnn.training.rundir.check_new_run_dir`: not a file, and not holding a run
-    unless ``--overwrite``). Raises before any data is read or anything is written."""
+    ``--resume`` names (a directory: :func:`~stablecnn.training.rundir.check_resume_dir`), its
+    options checked (:func:`refuse_changes`, :func:`refuse_nothing_to_train`). A new run's
+    directory is checked too (:func:`~stablecnn.training.rundir.check_new_run_dir`: not a file,
+    and not holding a run unless ``--overwrite``). Raises before any data is read or anything
+    is written."""
     data_dir, verify = args.data_dir, not args.no_verify
     if args.resume is not None:
         if args.overwrite:
@@ -473,6 +474,7 @@ def prepare_run(args, **defaults):
                 "--overwrite replaces the run in --out with a new one and --resume continues "
                 "a run: give one or the other"
             )
+        check_resume_dir(args.resume)
         config, ckpt = resume_checkpoint(args.resume)
         refuse_changes(args.resume, config, _resume_options(args), checkpoint=ckpt)
         if args.epochs is not None:

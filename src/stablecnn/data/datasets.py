@@ -307,11 +307,13 @@ class FileStatus:
 def verify_dataset(
     name: str, data_dir: PathLike | None = None, cache_dir: PathLike | None = None
 ) -> list[FileStatus]:
-    """Re-check every file of a dataset (in ``data_dir`` if given, else in the cache).
+    """Re-check every file of a dataset (in ``data_dir`` if given, else in the cache), as
+    :func:`load_dataset` would read it: raw or ``.gz`` in ``data_dir``, raw only in the cache.
 
     Returns:
         One :class:`FileStatus` per file, in the order train-images, train-labels, t10k-images,
-        t10k-labels; for CIFAR-10 one, the archive's. Nothing is fetched.
+        t10k-labels; for CIFAR-10 one, the archive's. Nothing is fetched. A file that the cache
+        holds only as ``.gz`` fails: loading would not read it, and the detail says to gunzip it.
     """
     spec = get_spec(name)
     folder = Path(data_dir) if data_dir is not None else dataset_cache_dir(spec.name, cache_dir)
@@ -324,12 +326,22 @@ def verify_dataset(
         if path is None:
             result.append(FileStatus(fspec.raw_name, None, False, "missing"))
             continue
+        if data_dir is None and path.name == fspec.gz_name:
+            result.append(FileStatus(fspec.raw_name, path, False, _compressed_in_cache(path)))
+            continue
         try:
             read_verified(path, fspec, spec)
             result.append(FileStatus(fspec.raw_name, path, True, "ok"))
         except DataError as exc:
             result.append(FileStatus(fspec.raw_name, path, False, str(exc)))
     return result
+
+
+def _compressed_in_cache(path: Path) -> str:
+    return (
+        f"only {path.name} is there, which loading does not read: the cache holds its files "
+        f"uncompressed; run gunzip {path}"
+    )
 
 
 # -- datasets published as one archive (CIFAR-10) -------------------------------------------------

@@ -42,7 +42,9 @@ into an error for the call, without changing Pillow's global settings).
 
 from __future__ import annotations
 
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +74,8 @@ def load_images(
             ``size``; see the module doc): the model's input channels.
 
     Raises:
-        ImageError: the file is missing, a directory, unreadable, not an image or array, too big,
+        ImageError: the file is missing, a directory, unreadable, not an image or array, a
+            damaged or truncated image ("a damaged or truncated PNG (...)"), too big,
             holds an array of the wrong shape or range, or (framing ``"mnist"``) a picture with no
             ink ("no ink found"). The message starts with the path.
         ValueError: ``framing`` is not one of :data:`FRAMINGS`, or ``channels`` not 1 or 3.
@@ -124,7 +127,8 @@ def picture_from_bytes(
 
     Raises:
         ImageError: not a picture Pillow reads ("<name>: not <expected> (Pillow cannot identify
-            it)"), or too big; the message starts with ``name``.
+            it)"), a damaged one ("<name>: a damaged or truncated PNG (...)"), or too big; the
+            message starts with ``name``.
         NoInkError: (framing ``"mnist"``) the picture is blank or uniform: "<name>: no ink
             found: ...".
         ValueError: ``framing`` is not one of :data:`FRAMINGS`, or ``channels`` not 1 or 3.
@@ -217,13 +221,16 @@ def _decode(
 ):
     """Open ``path`` with Pillow (size limits, JPEG drafts in mode ``draft``, EXIF rotation) and
     return ``convert(image)``; every decoding fault becomes an :class:`ImageError` (one Pillow
-    cannot identify says ``path`` is not ``expected``)."""
+    cannot identify says ``path`` is not ``expected``; one it identifies but cannot decode is
+    named by its format, see :func:`_undecodable`)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    fmt = None  # the format Pillow identified, once it has
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(path) as img:
+                fmt = img.format
                 width, height = img.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise ImageError(_too_big(path, width, height))
@@ -240,9 +247,19 @@ def _decode(
         except MemoryError:
             raise ImageError(f"{path}: image too large to decode") from None
         except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many kinds on bad input
-            raise ImageError(
-                f"{path}: cannot decode the image ({type(exc).__name__}: {exc})"
-            ) from None
+            raise ImageError(_undecodable(path, fmt, exc)) from None
+
+
+def _undecodable(path, fmt: str | None, exc: Exception) -> str:
+    """What a picture Pillow could not decode is, in words rather than Python's exception class:
+    ``<path>: a damaged or truncated PNG (<Pillow's detail>)`` for the faults of bytes cut short
+    or corrupt (``OSError``, ``SyntaxError``, ``EOFError``, ``struct.error``, ``zlib.error``),
+    ``<path>: cannot decode this PNG (<detail>)`` for anything else."""
+    what = fmt or "image"
+    detail = f" ({exc})" if str(exc) else ""
+    if isinstance(exc, (OSError, SyntaxError, EOFError, struct.error, zlib.error)):
+        return f"{path}: a damaged or truncated {what}{detail}"
+    return f"{path}: cannot decode this {what}{detail}"
 
 
 def _too_big(path, width, height) -> str:

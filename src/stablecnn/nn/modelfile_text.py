@@ -6,9 +6,8 @@ gives none (the ``[[layers]]`` headers and the top-level keys are found by scann
 walks the text once more to find each value's line and refuses a key given twice, as TOML does.
 A key given twice is reported alike in both formats: the file, the line and column of the second
 key, the layer (index and type, a block's layer by its path) and where the key was first given.
-``tomllib`` says only where it stopped (just after the second key's value), so
-:func:`_toml_twice` finds that key and its table by giving it another name and reading the text
-again (see there).
+``tomllib`` says only where it stopped (just after the second key's value):
+:func:`stablecnn.tomlkeys.key_given_twice`, shared with recipes, finds that key and its table.
 The file is read no further than :data:`MAX_FILE_BYTES` and nesting is bounded by
 :data:`MAX_DEPTH`, so neither a huge file nor a deeply nested one costs memory or a
 ``RecursionError``. Every problem is a :class:`~stablecnn.errors.ModelFileError` naming the file.
@@ -16,21 +15,20 @@ The file is read no further than :data:`MAX_FILE_BYTES` and nesting is bounded b
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 from pathlib import Path
 
 from stablecnn.errors import ConfigError, ModelFileError
 from stablecnn.nn.layers import repeat_count
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the tomli backport has the same interface
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:
-        tomllib = None
+from stablecnn.tomlkeys import (
+    TOML_POSITION,
+    describe_twice,
+    key_given_twice,
+    line_of,
+    tomllib,
+    value_at,
+)
 
 MAX_FILE_BYTES = 1 << 20  # a model file is at most 1 MiB (md2's is about 2 KB)
 MAX_DEPTH = 16  # containers nest at most this deep (a model file needs 4)
@@ -41,14 +39,6 @@ _TOML_HEADER = re.compile(
 )
 _TOML_TABLE = re.compile(r"^[ \t]*\[", re.MULTILINE)
 _TOML_KEY = re.compile(r"^[ \t]*([A-Za-z0-9_-]+)[ \t]*=", re.MULTILINE)
-_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)$")
-_TOML_KEY_PART = r"""[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'"""
-# a key and its '=' where a pair may start: a line's start, or after an inline table's '{' or ','
-_TOML_PAIR = re.compile(
-    rf"(?:^|[{{,])[ \t]*((?:{_TOML_KEY_PART})(?:[ \t]*\.[ \t]*(?:{_TOML_KEY_PART}))*)[ \t]*=",
-    re.MULTILINE,
-)
-_RENAMED = "stablecnn-renamed-key"  # a bare key no model file has
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
@@ -84,17 +74,6 @@ def read_text(path: Path) -> str:
         ) from None
 
 
-def _line_of(text: str):
-    """A function from an offset in ``text`` to its ``(line, column)``, both from 1."""
-    newlines = [m.start() for m in re.finditer("\n", text)]
-
-    def line_of(pos: int) -> tuple[int, int]:
-        line = bisect.bisect_left(newlines, pos)  # newlines before pos
-        return line + 1, pos - (newlines[line - 1] if line else -1)
-
-    return line_of
-
-
 def parse_toml(text: str, path: Path) -> tuple[dict, dict]:
     if tomllib is None:
         raise ModelFileError(
@@ -110,131 +89,29 @@ def parse_toml(text: str, path: Path) -> tuple[dict, dict]:
     except ValueError as exc:  # an integer of more than 4300 digits
         raise ModelFileError(f"{path}: not valid TOML: {exc}") from None
     _check_depth(config, path)
-    line_of = _line_of(text)
+    position = line_of(text)
     lines = {}
-    lines.update(_header_lines(text, config, line_of))
+    lines.update(_header_lines(text, config, position))
     first_table = _TOML_TABLE.search(text)
     for m in _TOML_KEY.finditer(text, 0, first_table.start() if first_table else len(text)):
-        lines.setdefault((m[1],), line_of(m.start())[0])  # top-level keys come before any table
+        lines.setdefault((m[1],), position(m.start())[0])  # top-level keys come before any table
     return config, lines
 
 
 def _toml_error(text: str, path: Path, message: str) -> ModelFileError:
     """The error for ``tomllib``'s ``message``: a key given twice as :func:`_given_twice` says,
     anything else as ``tomllib`` says it, at its line and column."""
-    at = _TOML_POSITION.search(message)
-    if at is None:
-        return ModelFileError(f"{path}: not valid TOML: {message}")
-    line_starts = [0, *(m.end() for m in re.finditer("\n", text))]
-    end = len(text) if at[1] is None else line_starts[int(at[1]) - 1] + int(at[2]) - 1
-    twice = _toml_twice(text, end)
+    twice = key_given_twice(text, message)
     if twice is not None:
         config, key_path, second, first = twice
         why = "a TOML table holds each key once"
         return _given_twice(path, text, config, key_path, (second, first), why)
-    if at[1] is None:
+    at = TOML_POSITION.search(message)
+    if at is None or at[1] is None:
         return ModelFileError(f"{path}: not valid TOML: {message}")
     return ModelFileError(
         f"{path}, line {at[1]}, column {at[2]}: not valid TOML: {message[: at.start()]}"
     )
-
-
-def _toml_twice(text: str, end: int) -> tuple[dict, tuple, int, int | None] | None:
-    """Where ``tomllib`` stopped at ``end`` because a key was given twice: ``(config, key_path,
-    second, first)``, the config read up to that statement, the full path of the key
-    (``("layers", 3, "body", 1, "kernel_size")``) and the offsets of its second and first
-    occurrences (``first`` None when not found); None when the error at ``end`` is another.
-
-    ``tomllib`` stops just after the second key's value (for every way of giving a key twice,
-    whatever its message), so the nearest key before ``end`` whose pair alone is valid TOML
-    ending at ``end`` is that key. Renamed to :data:`_RENAMED`, the text up to the end of its
-    statement reads, and the renamed key sits in its table beside the first one."""
-    second = _pair_ending_at(text, end)
-    keys = _key_parts(second[1]) if second is not None else None
-    if keys is None:
-        return None
-    renamed = text[: second.start(1)] + _RENAMED + text[second.end(1) :]
-    read = _read_statement(renamed, second.start(1))
-    table = _path_to_key(read[0], _RENAMED) if read is not None else None
-    if table is None or _value_at(read[0], (*table, *keys)) is None:
-        return None  # not a key given twice (a key added to a table already closed, say)
-    first = _first_key(renamed[: read[1]], second.start(1), keys, table)
-    return read[0], (*table, *keys), second.start(1), first
-
-
-def _first_key(text: str, before: int, keys: tuple, table: tuple) -> int | None:
-    """The offset of the key ``keys`` before ``before`` that is in the table at path ``table``:
-    renamed in turn, nearest first, each earlier key of that name until one lands there."""
-    pairs = [  # the `in` spares reading every key of a large file
-        pair
-        for pair in _TOML_PAIR.finditer(text, 0, before)
-        if keys[-1] in pair[1] and _key_parts(pair[1]) == keys
-    ]
-    for pair in reversed(pairs[-_probes(text) :]):
-        probe = text[: pair.start(1)] + _RENAMED + "-first" + text[pair.end(1) :]
-        try:
-            if _path_to_key(tomllib.loads(probe), _RENAMED + "-first") == table:
-                return pair.start(1)
-        except (ValueError, RecursionError):
-            continue
-    return None
-
-
-def _probes(text: str) -> int:
-    """How many times a search reads ``text`` before it gives up: 64 for a model file of up to
-    16 KB (md3's is 4 KB), 3 for the largest (each reading of 1 MiB takes up to a second)."""
-    return min(64, 2 + MAX_FILE_BYTES // (len(text) + 1))
-
-
-def _pair_ending_at(text: str, end: int):
-    """The match of :data:`_TOML_PAIR` nearest before ``end`` whose pair, from its key to
-    ``end``, is a valid TOML document on its own; None if none of the nearest few is."""
-    for pair in reversed(list(_TOML_PAIR.finditer(text, 0, end))[-_probes(text) :]):
-        try:
-            tomllib.loads(text[pair.start(1) : end])
-        except (ValueError, RecursionError):
-            continue
-        return pair
-    return None
-
-
-def _read_statement(text: str, start: int) -> tuple[dict, int] | None:
-    """``text`` read up to the end of the statement holding offset ``start``, and that end: the
-    first line end from there at which it is valid TOML; None if none of the next few is."""
-    ends = [m.start() for m in re.finditer("\n", text[start:])][: _probes(text)]
-    for end in [start + e for e in ends] + [len(text)]:
-        try:
-            return tomllib.loads(text[:end]), end
-        except (ValueError, RecursionError):
-            continue
-    return None
-
-
-def _key_parts(key: str) -> tuple[str, ...] | None:
-    """The parts of a TOML key as written (``weight_init."type"`` is ``("weight_init", "type")``),
-    None if it is not one."""
-    try:
-        value, parts = tomllib.loads(f"{key} = 0"), ()
-    except (ValueError, RecursionError):
-        return None
-    while isinstance(value, dict):  # one key at each level, down to the 0
-        ((part, value),) = value.items()
-        parts += (part,)
-    return parts
-
-
-def _path_to_key(config: dict, key: str) -> tuple | None:
-    """The path of the table in ``config`` that has ``key``, None if none has."""
-    stack = [((), config)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, dict):
-            if key in value:
-                return path
-            stack.extend(((*path, k), v) for k, v in value.items())
-        elif isinstance(value, list):
-            stack.extend(((*path, i), v) for i, v in enumerate(value))
-    return None
 
 
 def _header_lines(text: str, config: dict, line_of) -> dict[tuple, int]:
@@ -259,20 +136,7 @@ def _header_lines(text: str, config: dict, line_of) -> dict[tuple, int]:
 
 
 def _table_at(config, path: tuple) -> bool:
-    return isinstance(_value_at(config, path), dict)
-
-
-def _value_at(config, path: tuple):
-    """The value at ``path`` (keys and list indices) in ``config``, None if there is none."""
-    value = config
-    for key in path:
-        if isinstance(key, int):
-            if not (isinstance(value, list) and 0 <= key < len(value)):
-                return None
-        elif not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
+    return isinstance(value_at(config, path), dict)
 
 
 def parse_json(text: str, path: Path) -> tuple[dict, dict]:
@@ -298,8 +162,8 @@ def parse_json(text: str, path: Path) -> tuple[dict, dict]:
             (dup.offset, dup.first),
             "JSON readers keep only the last, so the file is refused (TOML refuses it too)",
         ) from None
-    line_of = _line_of(text)
-    return config, {key: line_of(offset)[0] for key, offset in offsets.items()}
+    position = line_of(text)
+    return config, {key: position(offset)[0] for key, offset in offsets.items()}
 
 
 def _given_twice(
@@ -308,16 +172,14 @@ def _given_twice(
     """The error for the key at ``key_path`` given twice, ``at`` the offsets of its second and
     first occurrences (the first None when not known): the line and column of the second, the
     layer it is in, as :func:`stablecnn.nn.modelfile.validate` names it, and the key below it."""
-    line_of = _line_of(text)
-    (line, column), where = line_of(at[0]), ""
+    (line, column), where = line_of(text)(at[0]), ""
     layers = config.get("layers") if isinstance(config, dict) else None
     if len(key_path) > 2 and key_path[0] == "layers" and isinstance(layers, list):
         label, key_path = _layer_label(layers, key_path[1:])
         where = f", {label}"
-    first = "" if at[1] is None else f" (first on line {line_of(at[1])[0]})"
     return ModelFileError(
-        f"{path}, line {line}, column {column}{where}: the key {'.'.join(map(str, key_path))!r} "
-        f"is given twice{first}; {why}"
+        f"{path}, line {line}, column {column}{where}: {describe_twice(text, key_path, at[1])}; "
+        f"{why}"
     )
 
 

@@ -16,10 +16,10 @@ Three kinds of body (the public contract of the API):
 Either JSON body may add ``"feature_maps": true`` (the first convolution's output) and, with
 ``"image"``, ``"framing"``. Any fault is a :class:`RequestError` carrying its HTTP status and a
 message that says what was expected, in the API's words (JSON's ``null``, ``array``, ...; the
-format the content type names): 400 for what cannot be read at all (malformed JSON, base64 or
-picture), 415 for another content type or none, 422 for a readable request that does not fit
-(unknown keys, a wrong shape, values out of range, NaN or Infinity, an integer too long to read,
-a blank picture).
+format the content type names): 400 for what cannot be read at all (malformed JSON or JSON
+nested too deeply to read, base64, or a picture that is not one or is damaged or truncated), 415
+for another content type or none, 422 for a readable request that does not fit (unknown keys, a
+wrong shape, values out of range, NaN or Infinity, an integer too long to read, a blank picture).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from urllib.parse import parse_qs
 
 import numpy as np
@@ -52,6 +53,10 @@ IMAGE_FORMATS = {
     "image/tiff": "TIFF",
 }
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
+# JSON nested deeper than this is refused as too deep to read when Python's reader gives up (at
+# about 1,000 levels; a request nests 4 at most: {"pixels": channels of rows of values})
+MAX_JSON_DEPTH = 256
+_JSON_NESTING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a bracket
 
 
 class RequestError(Exception):
@@ -101,8 +106,10 @@ def read_request(
 def _from_json(body: bytes, channels: int, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:  # Python's reader goes about 1,000 levels deep, then gives up
+        raise RequestError(400, _too_deep(body)) from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
         payload = json.loads(body, parse_int=_json_int)  # raises the API's message for it
     expected = (
@@ -132,6 +139,20 @@ def _from_json(body: bytes, channels: int, size: tuple[int, int]) -> tuple[np.nd
     data = data_url_bytes(payload["image"])
     media = payload["image"].partition(",")[0][5:].split(";")[0].strip().lower()  # data:<type>;
     return _picture(data, channels, size, framing, 'the picture in "image"', media), feature_maps
+
+
+def _too_deep(body: bytes) -> str:
+    """The message for JSON too deeply nested to read: more than :data:`MAX_JSON_DEPTH` levels,
+    counted in ``body`` (its strings skipped) no further than that depth."""
+    level = 0
+    for token in _JSON_NESTING.finditer(body):
+        level += 1 if token[0] in (b"[", b"{") else -1 if token[0] in (b"]", b"}") else 0
+        if level > MAX_JSON_DEPTH:
+            return (
+                f"JSON nested more than {MAX_JSON_DEPTH} levels deep, too deep to read (a "
+                f"request nests 4 at most)"
+            )
+    return "malformed JSON: nested too deeply to read (a request nests 4 at most)"
 
 
 def _json_int(text: str) -> int:

@@ -29,15 +29,12 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from stablecnn import tomlkeys
 from stablecnn.data.augment import Augment
 from stablecnn.errors import ConfigError
 from stablecnn.nn import modelfile
+from stablecnn.tomlkeys import tomllib
 from stablecnn.training.config import ORIGINAL_RECIPE, TrainConfig
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
 
 SHIPPED = Path(__file__).parent / "recipes"
 MAX_BYTES = 1 << 20  # a recipe is a few lines; anything larger is not one
@@ -76,7 +73,8 @@ def load(name_or_path: str | Path) -> Recipe:
 
     Raises:
         ConfigError: no such recipe or file (naming it and the shipped recipes), a file too
-            large or not TOML (with the parser's line and column), a key that is not a recipe's
+            large or not TOML (with the parser's line and column; a key given twice named with
+            its line and column and where it was first given), a key that is not a recipe's
             or not a TrainConfig field (naming the key, the file and the keys allowed), or a
             value TrainConfig refuses (its message, after the file's name).
     """
@@ -105,15 +103,17 @@ def _read(path: Path) -> Recipe:
     try:
         if path.stat().st_size > MAX_BYTES:
             raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is too large for a recipe")
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"recipe file {path} does not exist; shipped recipes: {', '.join(names())}"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"recipe file {path} cannot be read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"recipe file {path} is not valid TOML: {exc}") from None
+        raise _not_toml(path, text, str(exc)) from None
     _only(data, TOP_LEVEL, path, "a recipe")
     train = data.get("train")
     if not isinstance(train, dict) or not train:
@@ -142,6 +142,20 @@ def _read(path: Path) -> Recipe:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return recipe
+
+
+def _not_toml(path: Path, text: str, message: str) -> ConfigError:
+    """The error for ``tomllib``'s ``message``: a key given twice named with its line and
+    column and where it was first given, anything else in ``tomllib``'s words."""
+    twice = tomlkeys.key_given_twice(text, message)
+    if twice is None:
+        return ConfigError(f"recipe file {path} is not valid TOML: {message}")
+    _, key_path, second, first = twice
+    line, column = tomlkeys.line_of(text)(second)
+    return ConfigError(
+        f"recipe file {path}, line {line}, column {column}: "
+        f"{tomlkeys.describe_twice(text, key_path, first)}; a TOML table holds each key once"
+    )
 
 
 def _only(table: dict, allowed: set[str], path: Path, where: str) -> None:

@@ -9,6 +9,7 @@ The old run's files are then removed (:func:`clear_run`) only once the new run h
 checks and holds the directory's lock, so a refused command loses nothing and no file of the
 old run is left to be taken for the new run's. Other files in the directory are not the run's
 and are left alone: an empty directory, or one without run files, takes a new run as it is.
+``stablecnn train --resume DIR`` takes a run directory too, never a file (:func:`check_resume_dir`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,29 @@ def check_new_run_dir(run_dir, overwrite: bool = False) -> None:
             f"{run_dir} already holds a run ({', '.join(found)}): continue it with --resume "
             f"{run_dir}, or replace it with --overwrite (or name another --out); nothing was "
             f"changed"
+        )
+
+
+def check_resume_dir(run_dir) -> None:
+    """Refuse a ``--resume`` path that is not a directory, naming what it is; checks only.
+
+    Raises:
+        ConfigError: ``run_dir`` does not exist, or is a file (a run's ``checkpoint.npz``
+            included: the message names its folder, the run directory to give).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(
+            f"--resume {run_dir}: no such directory; give the run directory a training wrote "
+            f"(it holds checkpoint.npz)"
+        )
+    if not run_dir.is_dir():
+        hint = (
+            f"; give its folder: --resume {run_dir.parent}" if run_dir.name == RUN_FILES[0] else ""
+        )
+        raise ConfigError(
+            f"--resume {run_dir}: a file, not a run directory (a run directory holds "
+            f"checkpoint.npz){hint}"
         )
 
 
