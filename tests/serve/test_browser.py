@@ -5,8 +5,9 @@ model trained here by ``stablecnn train`` (a small CNN, 12,000 MNIST images, one
 A person's strokes are pointer actions (W3C actions: the browser receives real pointerdown,
 pointermove and pointerup events) with a mouse, a finger (touch) and a pen. The tests check the
 class the page shows, the 28 x 28 picture it shows against the API's, the feature maps, undo and
-clear, a chosen picture file, the layout on a phone's screen, and that the console holds no error
-(a script error, a Content-Security-Policy violation, a missing file).
+clear, the heading of an MNIST and a Fashion-MNIST model, a chosen picture file, the layout on a
+phone's screen, and that the console holds no error (a script error, a Content-Security-Policy
+violation, a missing file).
 
 Skipped, with the reason, where selenium, chromium or chromedriver is missing (``apt-get install
 chromium chromium-driver``; ``.ci/run`` installs them). The screenshot of the page after the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,8 +97,6 @@ def page_server(mnist_run):
     from stablecnn.serve import Predictor, make_server
 
     server = make_server(Predictor.load(mnist_run), "127.0.0.1", 0)
-    import threading
-
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     yield server
@@ -241,6 +241,34 @@ def test_a_finger_and_a_pen_on_a_phone_screen(browser, page_server):
     wait_for_class(browser, "")
     stroke(browser, pad, zero(0.8), interaction.POINTER_PEN)
     wait_for_class(browser, "0")
+    assert console_errors(browser) == []
+
+
+def test_the_heading_follows_the_model(browser, page_server, mnist_run):
+    """MNIST asks for a digit; the same network as a Fashion-MNIST model (its checkpoint's
+    dataset changed) for a piece of clothing, in the title and the h1."""
+    from stablecnn.data import Normalizer
+    from stablecnn.serve import Predictor, make_server
+    from stablecnn.training import checkpoint
+
+    open_page(browser, page_server)
+    assert browser.title == "Draw a digit · stablecnn"
+    assert browser.find_element("css selector", "h1").text == "Draw a digit"
+    model, ckpt = checkpoint.load_model(mnist_run)
+    meta = {**ckpt.meta, "train": {**ckpt.meta["train"], "dataset": "fashion-mnist"}}
+    fashion = Predictor(model, Normalizer.from_dict(ckpt.meta["normalizer"]), meta)
+    server = make_server(fashion, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        open_page(browser, server)
+        assert browser.title == "Draw a piece of clothing · stablecnn"
+        assert browser.find_element("css selector", "h1").text == "Draw a piece of clothing"
+        assert "T-shirt/top" in browser.find_element("id", "bars").text
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
     assert console_errors(browser) == []
 
 

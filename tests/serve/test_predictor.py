@@ -22,6 +22,11 @@ from stablecnn.serve import read_request as read
 from stablecnn.training import checkpoint
 
 
+def test_an_mnist_model_asks_for_a_digit(toy_predictor):
+    assert toy_predictor.card["dataset"] == "mnist"
+    assert toy_predictor.card["heading"] == "Draw a digit"
+
+
 def test_fashion_mnist_answers_with_its_class_names(toy_run, digit_pixels):
     model, ckpt = checkpoint.load_model(toy_run)
     meta = {**ckpt.meta, "train": {**ckpt.meta["train"], "dataset": "fashion-mnist"}}
@@ -29,6 +34,7 @@ def test_fashion_mnist_answers_with_its_class_names(toy_run, digit_pixels):
     names = list(specs.FASHION_MNIST.classes)
     assert predictor.card["classes"] == names and names[0] == "T-shirt/top"
     assert predictor.card["test_accuracy"] is None  # no history given
+    assert predictor.card["heading"] == "Draw a piece of clothing"
     answer = predictor.predict(digit_pixels)
     assert answer["name"] == names[answer["class"]]
 
@@ -48,6 +54,7 @@ def test_a_colour_model_keeps_pictures_in_colour(colour_predictor, tmp_path):
     card = predictor.card
     assert (card["name"], card["channels"], card["input_shape"]) == ("c", 3, [3, 32, 32])
     assert card["preprocessing"] == "resize" and card["classes"][0] == "airplane"
+    assert card["heading"] == "Draw or drop a picture"  # colour photographs: nothing to draw
     picture = np.random.default_rng(0).integers(0, 256, (40, 50, 3)).astype(np.uint8)
     Image.fromarray(picture).save(tmp_path / "p.png")
     image, maps = read(
@@ -76,6 +83,9 @@ def test_a_colour_model_keeps_pictures_in_colour(colour_predictor, tmp_path):
 def test_a_model_without_a_convolution(tmp_path):
     predictor = Predictor.load(save_small_checkpoint(tmp_path / "small.npz"))
     assert predictor.card["feature_maps"] is None and predictor.card["input_shape"] == [1, 2, 2]
+    assert (
+        predictor.card["dataset"] is None and predictor.card["heading"] == "Draw or drop a picture"
+    )
     answer = predictor.predict(np.array([[0, 255], [255, 0]], np.uint8), feature_maps=True)
     assert answer["feature_maps"] is None and len(answer["probabilities"]) == 3
     with pytest.raises(RequestError, match=r"expected 2 rows of 2 values 0-255"):

@@ -1,4 +1,5 @@
-"""``stablecnn serve``: a page to draw a digit on, and the JSON API behind it.
+"""``stablecnn serve``: a page to draw a digit on (a piece of clothing for a Fashion-MNIST model),
+and the JSON API behind it.
 
 The page (``static/``: HTML, CSS and JavaScript shipped in the package, nothing loaded from
 elsewhere, so it works offline) sends what is drawn to ``POST /api/predict`` as it changes and

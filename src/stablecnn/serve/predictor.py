@@ -28,6 +28,9 @@ from stablecnn.data.specs import class_names
 from stablecnn.nn.layers import Conv2d
 
 DEFAULT_INPUT_SHAPE = (1, 28, 28)  # a model built without an input shape is taken to be MNIST's
+# the page's heading (its title and h1) for datasets whose pictures one draws; others get neutral
+HEADINGS = {"mnist": "Draw a digit", "fashion-mnist": "Draw a piece of clothing"}
+NEUTRAL_HEADING = "Draw or drop a picture"
 
 
 class Predictor:
@@ -81,7 +84,8 @@ class Predictor:
     def describe(self, meta: dict, history: dict) -> dict:
         """The model card: what ``GET /api/model`` returns (JSON-ready).
 
-        Keys: ``name`` (the model's name or model file's stem), ``dataset``, ``classes``,
+        Keys: ``name`` (the model's name or model file's stem), ``dataset``, ``heading`` (the
+        page's title: :data:`HEADINGS` of the dataset, else :data:`NEUTRAL_HEADING`), ``classes``,
         ``input_shape`` (C, H, W), ``channels``, ``dtype``, ``parameters``, ``layers`` (one row per
         layer: ``index``, ``layer``, ``output_shape``, ``parameters``), ``summary`` (the text of
         ``stablecnn summary``), ``test_accuracy`` and ``test_loss`` (the last evaluation in the
@@ -118,6 +122,7 @@ class Predictor:
         return {
             "name": model_name,
             "dataset": self.dataset,
+            "heading": HEADINGS.get(self.dataset, NEUTRAL_HEADING),
             "classes": list(self.names),
             "input_shape": list(self.input_shape),
             "channels": self.channels,

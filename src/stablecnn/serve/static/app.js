@@ -1,4 +1,5 @@
-// stablecnn serve: draw a digit and see what the model makes of it.
+// stablecnn serve: draw a digit (or what the model knows) and see what the model makes of it.
+// The heading follows the model card's (neutral until the card is read, or if it has none).
 //
 // The pad keeps the strokes (lists of points in the canvas's own 280 x 280 pixels) so that undo
 // can draw the others again. A change asks for a prediction after DEBOUNCE_MS of calm, or at
@@ -344,6 +345,9 @@ function buildMaps(count, h, w) {
 
 // -- the model card ----------------------------------------------------------------------------
 function describe(card) {
+  const heading = card.heading || "Draw or drop a picture";
+  $("heading").textContent = heading;
+  document.title = `${heading} · stablecnn`;
   const rows = [
     ["Model", card.name],
     ["Dataset", card.dataset || "unknown"],
