@@ -25,7 +25,8 @@ Training on this code: ``Sequential(..., kernels="reference")``, ``model.kernels
 "reference"`` or ``layer.kernels = "reference"`` runs each layer's forward and backward through
 these functions instead of the fast kernels. It is slow (a Model 1 step of 100 float32 images
 takes some 20 to 25 times as long as on the fast kernels; the README's "Reading the code" has a
-measurement) but gives the same numbers within float rounding, which ``tests/test_reference.py`` checks on Model 1 for two Adagrad steps.
+measurement) but gives the same numbers within float rounding, which
+``tests/test_reference.py`` checks on Model 1 for two Adagrad steps.
 
 Functions, and the fast code each one defines:
 
