@@ -1,4 +1,4 @@
-"""``stablecnn serve RUN_DIR_OR_CHECKPOINT``: a page to draw a digit on, served with its JSON API.
+"""``stablecnn serve RUN_DIR_OR_CHECKPOINT``: a page to draw or drop a picture on, and the JSON API.
 
 Loads the model once (:class:`stablecnn.serve.Predictor`), binds ``--host`` (127.0.0.1 by
 default, this machine only; any other address prints a warning) and ``--port`` (8000; 0 picks a
@@ -30,10 +30,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     parser = subparsers.add_parser(
         "serve",
-        help="serve a page to draw a digit on and the model's JSON API",
-        description="Serve a web page where you draw a digit (mouse, touch or pen) or drop a "
-        "picture and the model names it as you draw: a bar per class, the 28 x 28 input the "
-        "model sees after the MNIST framing (as `stablecnn predict` frames pictures), the first "
+        help="serve a page to draw or drop a picture on and the model's JSON API",
+        description="Serve a web page where you draw (mouse, touch or pen) or drop a picture and "
+        "the model names it as you draw: a bar per class, the 28 x 28 input a grey model "
+        "sees after the MNIST framing (as `stablecnn predict` frames pictures), the first "
         "convolution's feature maps and a model card. The page and its script ship with "
         "stablecnn and load nothing from elsewhere. The JSON API: GET /api/model, and POST "
         '/api/predict with {"image": "data:image/png;base64,..."}, {"pixels": [[28 rows of '
