@@ -11,7 +11,8 @@ from PIL import Image
 
 from stablecnn import cli
 from stablecnn.errors import CheckpointError, DataError
-from stablecnn.training import plots
+from stablecnn.nn import zoo
+from stablecnn.training import checkpoint, plots
 from stablecnn.training.trainer import TrainConfig, Trainer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -289,6 +290,29 @@ def test_cli_plot(run_dir, monkeypatch, capsys):
     assert capsys.readouterr().out.split() == [str(run_dir / n) for n in NAMES]
     assert cli.main(["plot", str(run_dir / "nowhere")]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_cli_plot_takes_a_runs_checkpoint_as_its_run(run_dir, monkeypatch, capsys):
+    import stablecnn.data
+
+    monkeypatch.setattr(stablecnn.data, "load_dataset", lambda *a, **k: random_data(30, 3))
+    assert cli.main(["plot", str(run_dir / "checkpoint.npz")]) == 0
+    assert capsys.readouterr().out.split() == [str(run_dir / n) for n in NAMES]
+    assert cli.main(["plot", str(run_dir / "metrics.csv")]) == 2  # another file: named as one
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: {run_dir / 'metrics.csv'}: is a file; give the run directory (the "
+        f"folder holding checkpoint.npz)\n"
+    )
+
+
+def test_plot_run_refuses_a_checkpoint_without_a_normalizer(tmp_path, monkeypatch):
+    import stablecnn.data
+
+    monkeypatch.setattr(stablecnn.data, "load_dataset", lambda *a, **k: random_data(30, 3))
+    checkpoint.save(tmp_path / "checkpoint.npz", zoo.build("md1"), meta={})
+    with pytest.raises(CheckpointError, match="has no normalizer record.*save it with meta="):
+        plots.plot_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz"]  # nothing drawn
 
 
 @pytest.mark.parametrize("with_epoch", [False, True])

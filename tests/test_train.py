@@ -322,3 +322,74 @@ def test_optimizer_settings_are_checked_with_the_config(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "summary", "plot"])
+def test_every_command_has_a_description_line(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    description = capsys.readouterr().out.split("\n\n")[1]
+    assert not description.startswith(("positional arguments", "options")), description
+
+
+def test_summary_names_what_it_takes(tmp_path, toy_data, capsys):
+    assert main(["summary", str(tmp_path / "nonexist")]) == 2
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: unknown model '{tmp_path / 'nonexist'}': not a built-in (md1, md1he, "
+        f"md2, md3, md3cifar), and no such .toml or .json model file, checkpoint .npz or run "
+        f"directory\n"
+    )
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--epochs", "1", "--batch-size", "60", "--out", str(run), "--no-plots"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["summary", str(run)]) == 0  # a run directory: its checkpoint's model
+    assert "2,796,218" in capsys.readouterr().out
+
+
+def test_evaluate_and_predict_refuse_a_checkpoint_without_a_normalizer_alike(
+    tmp_path, toy_data, capsys
+):
+    from PIL import Image
+
+    from stablecnn.nn import zoo
+
+    path = tmp_path / "api.npz"
+    checkpoint.save(path, zoo.build("md1"), meta={})
+    picture = Image.new("L", (28, 28))
+    picture.paste(255, (10, 4, 16, 24))  # a stroke of ink
+    picture.save(tmp_path / "x.png")
+    assert main(["evaluate", str(path)]) == 2
+    refused = capsys.readouterr().err
+    assert refused == (
+        f"stablecnn: error: {path}: has no normalizer record, so its inputs cannot be prepared "
+        f"as in training; save it with meta={{'normalizer': Normalizer.original(train_images)"
+        f".to_dict()}} (or Normalizer.unit() for pixels scaled to [0, 1]), the normalisation "
+        f"the model was trained with\n"
+    )
+    assert main(["predict", str(path), str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err == refused
+    # with the meta the message asks for, both take it
+    meta = {"normalizer": {"kind": "original", "mean": 33.0, "std": 78.0}}
+    checkpoint.save(path, zoo.build("md1"), meta=meta)
+    assert main(["evaluate", str(path)]) == 0
+    assert main(["predict", str(path), str(tmp_path / "x.png")]) == 0
+
+
+def test_resuming_a_checkpoint_that_is_not_a_training_runs_says_so(tmp_path, capsys):
+    from stablecnn.nn import zoo
+
+    folder = tmp_path / "imported"
+    folder.mkdir()
+    meta = {"normalizer": {"kind": "unit", "mean": 0.0, "std": 255.0}}
+    checkpoint.save(folder / "checkpoint.npz", zoo.build("md1"), meta=meta)
+    assert main(["train", "--resume", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: {folder / 'checkpoint.npz'}: not a training run's checkpoint (saved "
+        f"from Python or imported, it holds no training progress), so it cannot be resumed\n"
+    )
+    meta["imported"] = {"from": "/x/model.onnx"}
+    checkpoint.save(folder / "checkpoint.npz", zoo.build("md1"), meta=meta)
+    assert main(["train", "--resume", str(folder)]) == 2
+    assert "checkpoint (imported from /x/model.onnx, it holds" in capsys.readouterr().err

@@ -88,3 +88,43 @@ def test_a_run_with_tta_evaluates_with_it_and_refuses_it_on_digits(tmp_path, mon
         TrainConfig(dataset="mnist", tta="hflip")
     with pytest.raises(ConfigError, match="tta must be None or 'hflip', got 'vflip'"):
         TrainConfig(dataset="fashion-mnist", tta="vflip")
+
+
+def test_evaluate_uses_the_runs_own_tta_unless_told_none(tmp_path, capsys, monkeypatch):
+    from stablecnn.training import checkpoint
+
+    train, test = make_data(30, 0), make_data(10, 1)
+    monkeypatch.setattr("stablecnn.cli.train.load_data", toy_loader(train, test))
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "fashion-mnist", "--epochs", "1", "--batch-size", "10"]
+    assert cli.main([*argv, "--tta", "hflip", "--out", str(run), "--no-plots"]) == 0
+    model, normalizer, ckpt = checkpoint.load_predictor(run)
+    reported = 100 * ckpt.history["epoch_test_acc"][-1]
+    plain = evaluate(model, *test, normalizer)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(
+        f"accuracy {reported:.2f}%, loss {ckpt.history['epoch_test_loss'][-1]:.4f}, with "
+        f"test-time augmentation hflip, as the run was trained (--tta none for without)"
+    )
+    assert cli.main(["evaluate", str(run), "--tta", "none"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(f"accuracy {100 * plain.accuracy:.2f}%, loss {plain.loss:.4f}")
+    assert cli.main(["evaluate", str(run), "--dataset", "mnist"]) == 2  # the run's flips: named
+    assert "the run's test-time augmentation (hflip) is not for mnist" in capsys.readouterr().err
+
+
+def test_evaluate_names_the_classes_of_the_dataset(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(
+        "stablecnn.cli.train.load_data", toy_loader(make_data(30, 0), make_data(10, 1))
+    )
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "fashion-mnist", "--epochs", "1", "--batch-size", "10"]
+    assert cli.main([*argv, "--out", str(run), "--no-plots"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("per-class accuracy: 0 T-shirt/top: ")
+    assert "9 Ankle boot: " in lines[1]
+    assert lines[-2].split()[:2] == ["8", "Bag"] and lines[-1].split()[:3] == ["9", "Ankle", "boot"]

@@ -48,7 +48,15 @@ def test_any_file_a_run_writes_marks_a_run(name, tmp_path, capsys, no_data_read)
     run.mkdir()
     (run / name).write_bytes(b"old")
     assert cli.main([*NEW_RUN, "--out", str(run)]) == 2
-    assert f"error: {run} already holds a run ({name}): " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    if name == "checkpoint.npz":
+        assert f"error: {run} already holds a run ({name}): continue it with --resume" in err
+    else:  # no checkpoint: nothing to resume, so --resume is not offered
+        assert err == (
+            f"stablecnn: error: {run} holds the files of a run that saved no checkpoint ({name}), "
+            f"so there is nothing to resume: replace them with --overwrite, or name another "
+            f"--out; nothing was changed\n"
+        )
     assert snapshot(run) == {name: b"old"}
 
 

@@ -153,8 +153,17 @@ def test_learning_rate_so_large_the_loss_diverges(epoch1_run, reference, tmp_pat
     )
     err = capsys.readouterr().err
     assert "stablecnn: error: loss became nan at epoch 1, step 2 (global step 2)" in err, err
-    assert "(none yet)" in err and not (run / "checkpoint.npz").exists()
-    assert not (run / ".lock").exists()
+    assert (
+        f"training stopped. No checkpoint was saved, so there is nothing to resume: start "
+        f"again with a lower --lr, adding --overwrite to reuse --out {run}\n"
+    ) in err
+    assert not (run / "checkpoint.npz").exists() and not (run / ".lock").exists()
+    # the directory holds the failed run's log and metrics: a new run there is offered
+    # --overwrite, not a --resume that cannot work
+    capsys.readouterr()
+    assert cli.main(["train", "--epochs", "1", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "saved no checkpoint" in err and "--overwrite" in err and "--resume" not in err
 
 
 # -- issue 12.7: a run that collapses to chance is warned about ------------------------------------

@@ -148,3 +148,11 @@ def test_a_picture_bomb_is_refused_from_its_header(toy_predictor, monkeypatch):
     ) as info:
         read(buffer.getvalue(), "image/png", "", 1, (28, 28))
     assert info.value.status == 400
+
+
+def test_the_card_says_its_accuracy_was_measured_with_test_time_augmentation(toy_run):
+    model, ckpt = checkpoint.load_model(toy_run)
+    normalizer = Normalizer.from_dict(ckpt.meta["normalizer"])
+    assert Predictor(model, normalizer, ckpt.meta).card["test_tta"] is None
+    meta = {**ckpt.meta, "train": {**ckpt.meta["train"], "tta": "hflip"}}
+    assert Predictor(model, normalizer, meta).card["test_tta"] == "hflip"

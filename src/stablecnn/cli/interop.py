@@ -73,8 +73,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "import-onnx",
         help="convert an ONNX model (e.g. from PyTorch) into a model file and checkpoint",
-        description="Import an ONNX model into stablecnn: OUT/model.json (its model file) and "
-        "OUT/checkpoint.npz, which predict, evaluate, summary and train's fine-tuning read. The "
+        description="Import an ONNX model into stablecnn: OUT/model.json (its model file, "
+        "which train --model trains afresh from new weights) and OUT/checkpoint.npz (its "
+        "weights, which predict, evaluate, serve, summary and export-onnx read; not a training "
+        "run, so train --resume refuses it). The "
         "supported ops are those stablecnn's layers compute (Conv, MaxPool, AveragePool, "
         "GlobalAveragePool, Gemm, MatMul, Relu, LeakyRelu, Flatten, BatchNormalization, "
         "Dropout, Add joining a residual block); anything else is refused, naming the node, "

@@ -18,7 +18,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "directory, from its metrics.csv and checkpoint.npz (evaluated on the test set of the "
         "data it was trained on, read from where it came from).",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory")
+    parser.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a run directory (or its checkpoint.npz; another file is refused)",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,

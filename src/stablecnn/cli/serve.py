@@ -75,7 +75,8 @@ def cmd_serve(args) -> int:
     if card["dataset"]:
         about.append(card["dataset"])
     if card["test_accuracy"] is not None:
-        about.append(f"test accuracy {100 * card['test_accuracy']:.2f}%")
+        tta = f" with test-time augmentation {card['test_tta']}" if card["test_tta"] else ""
+        about.append(f"test accuracy {100 * card['test_accuracy']:.2f}%{tta}")
     name = f"{card['name']} ({', '.join(about)})" if about else card["name"]
     print(f"serving {name} from {args.checkpoint} at {server.url}  (Ctrl-C to stop)", flush=True)
     try:

@@ -89,7 +89,9 @@ class Predictor:
         ``input_shape`` (C, H, W), ``channels``, ``dtype``, ``parameters``, ``layers`` (one row per
         layer: ``index``, ``layer``, ``output_shape``, ``parameters``), ``summary`` (the text of
         ``stablecnn summary``), ``test_accuracy`` and ``test_loss`` (the last evaluation in the
-        history, a fraction; ``None`` when the checkpoint holds none), ``epochs`` (completed),
+        history, a fraction; ``None`` when the checkpoint holds none), ``test_tta`` (the
+        test-time augmentation those were measured with, e.g. ``"hflip"``, which serving does not
+        apply; ``None`` for none), ``epochs`` (completed),
         ``normalization``, ``preprocessing`` (``"mnist-framing"`` for a grey model,
         ``"resize"`` for a colour one), ``checkpoint`` (the file's name and its folder's, not the
         full path) and ``feature_maps`` (the first convolution's ``layer`` index, ``description``
@@ -132,6 +134,7 @@ class Predictor:
             "summary": self.model.summary(self.input_shape),
             "test_accuracy": _last(history, "epoch_test_acc"),
             "test_loss": _last(history, "epoch_test_loss"),
+            "test_tta": train.get("tta") or None,
             "epochs": (meta.get("progress") or {}).get("epoch"),
             "normalization": self.normalizer.kind,
             "preprocessing": "mnist-framing" if self.channels == 1 else "resize",

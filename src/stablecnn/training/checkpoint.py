@@ -100,7 +100,15 @@ def save(
     optim_state: dict | None = None,
     history: dict | None = None,
 ) -> None:
-    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable."""
+    """Write a checkpoint atomically. ``meta`` must be JSON-serialisable.
+
+    For ``stablecnn predict``, ``evaluate`` and ``serve`` (:func:`load_predictor`), ``meta`` needs
+    ``"normalizer"``: the :meth:`~stablecnn.data.Normalizer.to_dict` of the normalisation the
+    model was trained with; ``{"train": {"dataset": name}}`` names its dataset (default mnist).
+
+    Raises:
+        CheckpointError: the file cannot be written (nothing is left half-written).
+    """
     meta = {**meta, "format": FORMAT_VERSION, "model": model.config(), "dtype": str(model.dtype)}
     arrays = {"meta": np.array(json.dumps(meta))}
     arrays.update({f"param/{k}": v for k, v in model.state_dict().items()})
@@ -211,7 +219,8 @@ def load_model(path) -> tuple[Sequential, Checkpoint]:
 def load_predictor(path) -> tuple[Sequential, Normalizer, Checkpoint]:
     """What predicting needs from a checkpoint: its model, the
     :class:`~stablecnn.data.Normalizer` its inputs were prepared with in training, and the
-    checkpoint (``stablecnn predict`` and ``stablecnn serve`` load through this).
+    checkpoint (``stablecnn predict``, ``evaluate`` and ``serve`` load through this). A checkpoint
+    saved from Python needs ``meta={"normalizer": normalizer.to_dict()}`` in :func:`save`.
 
     Raises:
         CheckpointError: the file cannot be loaded safely (:func:`load`) or has no normalizer
@@ -221,6 +230,8 @@ def load_predictor(path) -> tuple[Sequential, Normalizer, Checkpoint]:
     if "normalizer" not in ckpt.meta:
         raise CheckpointError(
             f"{ckpt.meta['path']}: has no normalizer record, so its inputs "
-            f"cannot be prepared as in training"
+            f"cannot be prepared as in training; save it with meta={{'normalizer': "
+            f"Normalizer.original(train_images).to_dict()}} (or Normalizer.unit() for pixels "
+            f"scaled to [0, 1]), the normalisation the model was trained with"
         )
     return model, Normalizer.from_dict(ckpt.meta["normalizer"]), ckpt

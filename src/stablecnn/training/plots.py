@@ -524,7 +524,8 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
 
     Args:
         run_dir: a run directory with ``checkpoint.npz`` and (ideally) ``metrics.csv``; without
-            the metrics file the curves come from the checkpoint's history.
+            the metrics file the curves come from the checkpoint's history. A run's
+            ``checkpoint.npz`` stands for its run directory.
         test_data: ``(images uint8 (N, H, W) or (N, C, H, W), labels (N,))`` for the confusion
             matrix and the mistakes (colour images are shown in colour); default: the test split
             of the data the run was trained on, read from where it came from
@@ -533,19 +534,28 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
             the user's own (not checked against the canonical digests).
 
     Raises:
-        DataError: the run's data cannot be read from its source. Nothing is drawn from
-            another dataset instead: the plots already in ``run_dir`` are left as they are.
+        DataError: ``run_dir`` is not a directory (nor a run's checkpoint.npz), or the run's
+            data cannot be read from its source. Nothing is drawn from another dataset
+            instead: the plots already in ``run_dir`` are left as they are.
+        CheckpointError: the checkpoint cannot be read or has no normalizer record
+            (:func:`~stablecnn.training.checkpoint.load_predictor`).
     """
-    from stablecnn.data import Normalizer, load_dataset
+    from stablecnn.data import load_dataset
     from stablecnn.data.specs import class_names
-    from stablecnn.training.checkpoint import load_model
+    from stablecnn.training.checkpoint import load_predictor
     from stablecnn.training.metrics import evaluate
     from stablecnn.training.resume import run_data_source
 
     run_dir = Path(run_dir)
+    if run_dir.name == "checkpoint.npz" and run_dir.is_file():
+        run_dir = run_dir.parent  # a run's checkpoint: its run
     if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: no such run directory")
-    model, ckpt = load_model(run_dir / "checkpoint.npz")
+        raise DataError(
+            f"{run_dir}: is a file; give the run directory (the folder holding checkpoint.npz)"
+            if run_dir.exists()
+            else f"{run_dir}: no such run directory"
+        )
+    model, normalizer, ckpt = load_predictor(run_dir / "checkpoint.npz")
     metrics = run_dir / "metrics.csv"
     rows = read_metrics(metrics) if metrics.exists() else rows_from_history(ckpt.history)
     train = ckpt.meta.get("train") or {}
@@ -554,11 +564,6 @@ def plot_run(run_dir, test_data=None, data_dir=None, no_verify: bool = False) ->
         test_data = load_dataset(dataset, "test", data_dir=folder, quiet=True, verify=verify)
     written = [plot_curves(rows, run_dir / "curves.png")]
     images, labels = test_data
-    normalizer = (
-        Normalizer.from_dict(ckpt.meta["normalizer"])
-        if "normalizer" in ckpt.meta
-        else Normalizer.original(images)
-    )
     num_classes = model.shapes(model.input_shape)[-1][0] if model.input_shape else 10
     result = evaluate(
         model,

@@ -41,7 +41,8 @@ def check_new_run_dir(run_dir, overwrite: bool = False) -> None:
 
     Raises:
         ConfigError: ``run_dir`` (or a folder above it) is a file, or ``run_dir`` holds a run's
-            files (:data:`RUN_FILES`) and ``overwrite`` is false.
+            files (:data:`RUN_FILES`) and ``overwrite`` is false (without a checkpoint, the
+            message offers only ``--overwrite`` or another ``--out``: there is nothing to resume).
         TrainingError: another live process holds the directory's lock (as
             :class:`~stablecnn.training.runlock.RunLock` refuses it).
     """
@@ -59,6 +60,12 @@ def check_new_run_dir(run_dir, overwrite: bool = False) -> None:
         )
     RunLock(run_dir).check_free()  # a run in progress there: the lock's refusal says so
     found = run_files(run_dir)
+    if found and not overwrite and RUN_FILES[0] not in found:  # a run that failed before saving
+        raise ConfigError(
+            f"{run_dir} holds the files of a run that saved no checkpoint ({', '.join(found)}), "
+            f"so there is nothing to resume: replace them with --overwrite, or name another "
+            f"--out; nothing was changed"
+        )
     if found and not overwrite:
         raise ConfigError(
             f"{run_dir} already holds a run ({', '.join(found)}): continue it with --resume "

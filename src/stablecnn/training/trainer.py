@@ -264,10 +264,18 @@ class Trainer:
         if not math.isfinite(loss):
             raise Diverged(
                 f"loss became {loss} at epoch {self.epoch + 1}, step {self.step_in_epoch + 1} "
-                f"(global step {self.global_step + 1}); training stopped. The last good checkpoint "
-                f"is {self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}; "
-                f"try a lower learning rate"
+                f"(global step {self.global_step + 1}); training stopped. {self._restart_hint()}"
             )
+
+    def _restart_hint(self) -> str:
+        """How to go on after a divergence: from the last good checkpoint, or, when none was
+        saved yet, by starting again in place of the run's files."""
+        if self.checkpoint_path.exists():
+            return f"The last good checkpoint is {self.checkpoint_path}; try a lower learning rate"
+        return (
+            f"No checkpoint was saved, so there is nothing to resume: start again with a lower "
+            f"--lr, adding --overwrite to reuse --out {self.run_dir}"
+        )
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """The batch's forward and backward pass, its gradient left in the model's ``grads``;
@@ -295,8 +303,7 @@ class Trainer:
                 raise Diverged(
                     f"gradient norm became {norm} at epoch {self.epoch + 1}, step "
                     f"{self.step_in_epoch + 1} (global step {self.global_step + 1}); training "
-                    f"stopped before the update. The last good checkpoint is "
-                    f"{self.checkpoint_path if self.checkpoint_path.exists() else '(none yet)'}"
+                    f"stopped before the update. {self._restart_hint()}"
                 )
         self.schedule.apply(self.optimizer, self.config.lr)
         self._updating = True  # an error from here on leaves the weights half updated
@@ -485,10 +492,26 @@ def load_data(dataset: str, data_dir=None, splits=("train", "test"), quiet=False
 
 
 def resume_checkpoint(run_dir) -> tuple[TrainConfig, ckpt_io.Checkpoint]:
-    """The config and checkpoint to resume the run in ``run_dir`` from."""
+    """The config and checkpoint to resume the run in ``run_dir`` from.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read, is not a training run's (no ``train``
+            or ``progress`` record: imported, or saved from Python), or its records are invalid.
+    """
     from stablecnn.data import Normalizer
 
     ckpt = ckpt_io.load(Path(run_dir) / "checkpoint.npz")
+    if "train" not in ckpt.meta or "progress" not in ckpt.meta:
+        imported = ckpt.meta.get("imported")
+        origin = (
+            f"imported from {imported.get('from')}"
+            if isinstance(imported, dict)
+            else "saved from Python or imported"
+        )
+        raise ckpt_io.CheckpointError(
+            f"{ckpt.meta['path']}: not a training run's checkpoint ({origin}, it holds no "
+            f"training progress), so it cannot be resumed"
+        )
     try:
         train, progress = ckpt.meta["train"], ckpt.meta["progress"]
         if not isinstance(train, dict) or not isinstance(progress, dict):

@@ -352,7 +352,8 @@ function describe(card) {
     ["Model", card.name],
     ["Dataset", card.dataset || "unknown"],
     ["Test accuracy", card.test_accuracy == null ? "not recorded" :
-      `${(100 * card.test_accuracy).toFixed(2)}%`],
+      `${(100 * card.test_accuracy).toFixed(2)}%` + (card.test_tta ?
+        ` with test-time augmentation ${card.test_tta} (not applied here)` : "")],
     ["Epochs", card.epochs == null ? "unknown" : String(card.epochs)],
     ["Parameters", card.parameters.toLocaleString()],
     ["Input", `${card.input_shape.join(" × ")} (${card.channels === 1 ? "grey" : "colour"})`],
@@ -373,7 +374,8 @@ function describe(card) {
   }
   $("summary").textContent = card.summary;
   $("model-line").textContent = `${card.name} on ${card.dataset || "unknown data"}` +
-    (card.test_accuracy == null ? "" : `, ${(100 * card.test_accuracy).toFixed(2)}% on its test set`);
+    (card.test_accuracy == null ? "" : `, ${(100 * card.test_accuracy).toFixed(2)}% on its test set` +
+      (card.test_tta ? ` with test-time augmentation ${card.test_tta}` : ""));
   const [h, w] = card.input_shape.slice(-2);
   $("seen-note").textContent = card.channels === 1 ?
     `The ${h} × ${w} input after the MNIST framing: light ink on black, as in training.` :
