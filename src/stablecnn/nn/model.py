@@ -198,7 +198,7 @@ class Sequential:
         if array is None or array.dtype.kind not in "biuf":
             raise TypeError(
                 f"Sequential.forward takes a NumPy array (N, ...) of numbers (cast to the "
-                f"model's {self.dtype}), got {type(x).__name__} {str(x)[:40]}"
+                f"model's {self.dtype}), got {type(x).__name__} {x!r:.40}"
             )
         if array.dtype != self.dtype:
             array = array.astype(self.dtype)
@@ -250,11 +250,12 @@ class Sequential:
                 "Sequential: backward needs a forward(x, training=True) first (an evaluation "
                 "forward ran since)"
             )
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        pending = self._pending
+        if pending is not None:  # a refused gradient leaves the forward pending
             if isinstance(dout, np.ndarray) and dout.dtype.kind == "f" and dout.dtype != self.dtype:
                 dout = dout.astype(self.dtype)  # as forward casts its input
             check_gradient("Sequential.backward", dout, *pending)
+            self._pending = None
         plan = self._last_plan or self.plan  # before any forward, the layers say what is missing
         for layer in reversed(plan[1:]):
             dout = layer.backward(dout)

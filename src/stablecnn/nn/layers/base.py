@@ -222,7 +222,7 @@ def _checked_forward(forward: Callable) -> Callable:
             dtype = "floating" if self.dtype is None else self.dtype
             raise TypeError(
                 f"{type(self).__name__}.forward takes a NumPy array {self._layout} of {dtype} "
-                f"values, got {type(x).__name__} {str(x)[:40]}"
+                f"values, got {type(x).__name__} {x!r:.40}"
             )
         if x.ndim and not len(x):
             raise ShapeError(
@@ -241,9 +241,10 @@ def _checked_backward(backward: Callable) -> Callable:
 
     @functools.wraps(backward)
     def checked(self: Layer, dout, *args, **kwargs):
-        pending, self._pending = self._pending, None
-        if pending is not None:
+        pending = self._pending
+        if pending is not None:  # a refused gradient leaves the forward pending, for the right one
             check_gradient(f"{type(self).__name__}.backward", dout, *pending)
+            self._pending = None
         return backward(self, dout, *args, **kwargs)
 
     return checked
