@@ -15,6 +15,9 @@ Every layer of :data:`stablecnn.nn.layers.LAYERS`, and the fused steps (:class:`
 - have a readable ``repr``: the type and the arguments that differ from the defaults, written so
   that evaluating it builds the same layer (one line; a block's repr shows its layers one to a
   line, as PyTorch prints a module of modules);
+- refuse a backward gradient whose shape or dtype is not the pending output's (ShapeError naming
+  both shapes, TypeError), and still take the right one after refusing; refuse a forward of what
+  is not a NumPy array (TypeError) and of an empty batch (ShapeError);
 - have a ``without_weights`` counterpart that knows the parameter shapes, count, dtype, config,
   repr and output shape but holds no array (and refuses to run, when it has parameters).
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 
 import numpy as np
 import pytest
@@ -303,6 +307,54 @@ def test_backward_leaves_its_gradient_argument_unchanged(name, index):
     before = dout.copy()
     layer.backward(dout)
     np.testing.assert_array_equal(dout, before, err_msg=f"{layer!r} changed its dout")
+
+
+def misfits(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Gradient shapes that are not ``shape``: another batch, another last axis, the axes
+    reversed, one axis fewer and one more (each holds a different number of values or the same
+    number in another arrangement: a reshape or a broadcast would take several of them)."""
+    wrong = [(shape[0] + 3, *shape[1:]), (*shape[:-1], shape[-1] + 2), shape[:-1], (*shape, 1)]
+    if shape[::-1] != shape:
+        wrong.append(shape[::-1])
+    return wrong
+
+
+@pytest.mark.parametrize("name,index", CASES, ids=CASE_IDS)
+def test_backward_refuses_a_gradient_that_is_not_shaped_as_the_output(name, index):
+    layer, shape = build(name, index, np.float32)
+    x = distinct_input(shape, np.float32)
+    rewind = rewinder(layer)
+    out = layer.forward(x)
+    dout = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+    for wrong in misfits(out.shape):
+        message = (
+            f"{type(layer).__name__}.backward: the gradient has shape {wrong} but the "
+            f"forward's output had {out.shape}"
+        )
+        with pytest.raises(ShapeError, match=re.escape(message)):
+            layer.backward(np.ones(wrong, np.float32))
+    with pytest.raises(TypeError, match=r"\.backward: the gradient is float64 .* was float32"):
+        layer.backward(dout.astype(np.float64))
+    with pytest.raises(TypeError, match=r"\.backward: the gradient must be a NumPy array"):
+        layer.backward(dout.tolist())
+    dx = layer.backward(dout)  # the forward is still pending: the right gradient is taken
+    grads = {key: grad.copy() for key, grad in layer.grads.items()}
+    _, expected_dx, expected_grads = run(layer, x, dout, rewind)  # as if none had been refused
+    np.testing.assert_array_equal(dx, expected_dx, err_msg=repr(layer))
+    for key, grad in expected_grads.items():
+        np.testing.assert_array_equal(grads[key], grad, err_msg=f"{layer!r} d{key}")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name,index", CASES, ids=CASE_IDS)
+def test_forward_refuses_what_is_not_an_array_and_an_empty_batch(name, index, training):
+    layer, shape = build(name, index, np.float32)
+    x = distinct_input(shape, np.float32)
+    with pytest.raises(TypeError, match=rf"{type(layer).__name__}\.forward takes a NumPy array"):
+        layer.forward(x.tolist(), training)
+    with pytest.raises(ShapeError, match=r"the batch is empty \(input shape \(0, "):
+        layer.forward(x[:0], training)
+    assert layer.forward(x, training).shape == (shape[0], *layer.output_shape(shape[1:]))
 
 
 @pytest.mark.parametrize("name,index", LAYER_CASES, ids=LAYER_IDS)

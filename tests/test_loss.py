@@ -165,8 +165,9 @@ def test_smoothed_loss_is_exact_at_extreme_logits(eps, dtype, scale):
 
 def test_label_smoothing_is_checked():
     for bad in (-0.1, 1.5, float("nan"), True, "0.1", None):
-        with pytest.raises(ConfigError, match="label_smoothing must be a number in"):
+        with pytest.raises(ConfigError, match=r"label_smoothing must be a number in \[0, 1\] \(1:"):
             SoftmaxCrossEntropy(label_smoothing=bad)
+    assert SoftmaxCrossEntropy(label_smoothing=1).label_smoothing == 1.0  # as PyTorch allows
     assert repr(SoftmaxCrossEntropy(label_smoothing=0.1)) == (
         "SoftmaxCrossEntropy(label_smoothing=0.1)"
     )

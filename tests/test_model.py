@@ -15,6 +15,7 @@ from stablecnn import (
     Sequential,
     SoftmaxCrossEntropy,
 )
+from stablecnn.errors import ShapeError
 from stablecnn.nn import zoo
 
 
@@ -168,3 +169,36 @@ def test_predict_runs_in_batches_without_caching():
     np.testing.assert_array_equal(model.predict(x, batch_size=3), probs.argmax(axis=1))
     with pytest.raises(RuntimeError, match="backward needs"):
         model.backward(np.ones((5, 10), np.float32))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_an_empty_batch_is_refused_by_name(training):
+    model = zoo.build("md1")
+    with pytest.raises(ShapeError, match=r"the batch is empty \(input shape \(0, 1, 28, 28\)\)"):
+        model.forward(np.zeros((0, 1, 28, 28), np.float32), training=training)
+
+
+def test_backward_checks_the_gradient_against_the_forward_output():
+    model = _small_model(np.random.default_rng(2))
+    x = np.random.default_rng(3).standard_normal((3, 1, 8, 7))
+    out = model.forward(x)
+    for wrong in [(4, 4), (3, 5), (3, 4, 1), (12,)]:
+        message = rf"the gradient has shape \({wrong[0]},.*but the forward's output had \(3, 4\)"
+        with pytest.raises(ShapeError, match=message):
+            model.backward(np.ones(wrong))
+    dout = np.random.default_rng(4).standard_normal(out.shape)
+    dx = model.backward(dout.astype(np.float32))  # cast to the model's float64, as inputs are
+    grads = {name: g.copy() for name, _, g in model.parameters()}
+    model.forward(x)
+    np.testing.assert_array_equal(dx, model.backward(dout.astype(np.float32).astype(np.float64)))
+    for name, _, g in model.parameters():
+        np.testing.assert_array_equal(grads[name], g, err_msg=name)
+
+
+def test_forward_takes_lists_of_numbers_and_refuses_other_things():
+    model = _small_model(np.random.default_rng(2))
+    x = np.random.default_rng(3).standard_normal((2, 1, 8, 7))
+    np.testing.assert_array_equal(model.forward(x.tolist()), model.forward(x))
+    for bad, given in [(None, "NoneType"), ([[1, 2], [3]], "list"), ("8", "str")]:
+        with pytest.raises(TypeError, match=rf"takes a NumPy array .* got {given}"):
+            model.forward(bad)

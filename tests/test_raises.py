@@ -276,7 +276,23 @@ MODEL_ERRORS = {
         RuntimeError,
         "without weights",
     ),
+    "forward of an empty batch": (
+        lambda: tiny_model().forward(x4(0, 1, 5, 5)),
+        ShapeError,
+        "the batch is empty",
+    ),
+    "forward of text": (lambda: tiny_model().forward("digits"), TypeError, "got str 'digits'"),
     "backward first": (lambda: tiny_model().backward(x4(2, 4)), RuntimeError, "backward needs"),
+    "backward of a misfit gradient": (
+        lambda: (lambda m: (m.forward(x4(2, 1, 5, 5)), m.backward(x4(4, 2))))(tiny_model()),
+        ShapeError,
+        r"gradient has shape \(4, 2\) but the forward's output had \(2, 4\)",
+    ),
+    "backward of a list": (
+        lambda: (lambda m: (m.forward(x4(2, 1, 5, 5)), m.backward([[0.0] * 4] * 2)))(tiny_model()),
+        TypeError,
+        "must be a NumPy array, got list",
+    ),
     "backward after eval": (
         lambda: (lambda m: (m.forward(x4(2, 1, 5, 5), training=False), m.backward(x4(2, 4))))(
             tiny_model()

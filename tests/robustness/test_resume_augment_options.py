@@ -124,7 +124,11 @@ def test_bad_values_and_flips_on_digits_are_refused_before_a_run_starts(tmp_path
     for args, message in (
         (["--random-erasing", "0"], "probability of random erasing must be in (0, 1]"),
         (["--random-erasing", "x"], "probability of random erasing must be in (0, 1]"),
-        (["--label-smoothing", "1"], "label smoothing must be in [0, 1)"),
+        (
+            ["--label-smoothing", "1"],
+            "label smoothing must be in [0, 1) (1 would make every target uniform and the labels "
+            "unused), got '1'",
+        ),
         (["--random-crop", "-1"], "expected a positive integer"),
         (["--max-scale", "1"], "largest zoom must be in (0, 1)"),
         (["--max-scale", "0"], "largest zoom must be in (0, 1)"),

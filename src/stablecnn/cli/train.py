@@ -128,7 +128,8 @@ def add_parsers(sub) -> None:
         "--label-smoothing",
         type=_label_smoothing,
         metavar="EPS",
-        help="train on the targets (1 - EPS) one-hot + EPS / classes (default 0). The training "
+        help="train on the targets (1 - EPS) one-hot + EPS / classes, EPS in [0, 1) (default "
+        "0; 1 would leave the labels unused). The training "
         "loss reported is then the smoothed loss; the test loss stays the plain cross-entropy",
     )
     p.add_argument(
@@ -415,7 +416,10 @@ def _label_smoothing(text: str) -> float:
     except ValueError:
         value = math.nan
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"label smoothing must be in [0, 1), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"label smoothing must be in [0, 1) (1 would make every target uniform and the labels "
+            f"unused), got {text!r}"
+        )
     return value
 
 

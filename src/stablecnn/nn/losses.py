@@ -93,7 +93,10 @@ def _check_label_smoothing(value) -> float:
         or isinstance(value, bool)
         or not 0 <= value <= 1
     ):
-        raise ConfigError(f"label_smoothing must be a number in [0, 1], got {value!r}")
+        raise ConfigError(
+            f"label_smoothing must be a number in [0, 1] (1: every target uniform, the labels "
+            f"unused, as PyTorch allows), got {value!r}"
+        )
     return float(value)
 
 
@@ -115,7 +118,9 @@ class SoftmaxCrossEntropy:
 
     Args:
         label_smoothing: ``eps`` in [0, 1], the weight of the uniform distribution in the target
-            (default 0: none; 1: the uniform target, which ignores the labels).
+            (default 0: none; 1: the uniform target, which ignores the labels, as PyTorch
+            allows; a training run, :class:`~stablecnn.training.config.TrainConfig` and
+            ``stablecnn train --label-smoothing``, refuses 1 for that reason).
 
     Shape:
         logits (N, K) float, labels (N,) int in [0, K) -> a scalar of the logits' dtype;

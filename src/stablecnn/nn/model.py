@@ -9,7 +9,7 @@ import numpy as np
 from stablecnn.errors import ConfigError, ShapeError
 from stablecnn.nn.fuse import PlanCache, relu_pool_pairs, run  # noqa: F401 (relu_pool_pairs: public here too)
 from stablecnn.nn.inference import SMALL_BATCH, InferencePlan
-from stablecnn.nn.layers.base import Layer
+from stablecnn.nn.layers.base import Layer, check_gradient
 from stablecnn.nn.layers.residual import Residual
 from stablecnn.nn.losses import softmax
 
@@ -64,6 +64,8 @@ class Sequential:
         >>> model.forward(np.zeros((2, 1, 28, 28), np.float32)).shape
         (2, 10)
     """
+
+    _pending: tuple | None = None  # the pending training output's (shape, dtype)
 
     def __init__(
         self,
@@ -162,20 +164,19 @@ class Sequential:
         for its shape (:class:`~stablecnn.nn.inference.InferencePlan`, equal to rounding).
 
         Raises:
-            ShapeError: ``x`` is not a batch (fewer than 2 dimensions), or a layer does not fit
-                the shape it would get (naming the layer), before any work is done.
+            TypeError: ``x`` is not an array of numbers (nor a list NumPy makes one of).
+            ShapeError: ``x`` is not a batch (fewer than 2 dimensions) or is an empty one
+                (N = 0), or a layer does not fit the shape it would get (naming the layer),
+                before any work is done.
             RuntimeError: the model was built without weights
                 (``from_config(..., weights=False)``).
         """
-        x = np.asarray(x)
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
-        if x.ndim < 2:
-            raise ShapeError(f"the model expects a batch (N, ...), got shape {x.shape}")
+        x = self._as_batch(x)
         shape = x.shape[1:]
         if shape != getattr(self, "_checked_shape", None):
             self.shapes(shape)  # raise a ShapeError naming the layer before any work is done
             self._checked_shape = shape
+        self._pending = None
         if not training and len(x) <= SMALL_BATCH:
             out = self._small_batch(x)
             if out is not None:
@@ -183,7 +184,29 @@ class Sequential:
                 return out
         plan = self._last_plan = self.plan  # backward runs these same steps back
         self._evaluated = False  # the layers' own passes keep or drop what backward needs
-        return run(plan, x, training, join=self.fuse)
+        out = run(plan, x, training, join=self.fuse)
+        self._pending = (out.shape, out.dtype) if training else None
+        return out
+
+    def _as_batch(self, x) -> np.ndarray:
+        """``x`` as an array of the model's dtype with a batch axis, or raise as
+        :meth:`forward` says."""
+        try:
+            array = np.asarray(x)
+        except ValueError:  # a ragged list
+            array = None
+        if array is None or array.dtype.kind not in "biuf":
+            raise TypeError(
+                f"Sequential.forward takes a NumPy array (N, ...) of numbers (cast to the "
+                f"model's {self.dtype}), got {type(x).__name__} {x!r:.40}"
+            )
+        if array.dtype != self.dtype:
+            array = array.astype(self.dtype)
+        if array.ndim < 2:
+            raise ShapeError(f"the model expects a batch (N, ...), got shape {array.shape}")
+        if not len(array):
+            raise ShapeError(f"Sequential.forward: the batch is empty (input shape {array.shape})")
+        return array
 
     def _small_batch(self, x: np.ndarray) -> np.ndarray | None:
         """The evaluation pass of a batch of at most :data:`~stablecnn.nn.inference.SMALL_BATCH`
@@ -211,7 +234,12 @@ class Sequential:
         ``need_input_grad=False`` skips the first layer's input gradient, which training never
         reads (for Model 1 that saves the first conv's whole input gradient), and returns ``None``.
 
+        ``dout`` of another floating dtype is cast to the model's, as :meth:`forward` casts
+        its input.
+
         Raises:
+            ShapeError: ``dout``'s shape is not the pending forward output's (naming both).
+            TypeError: ``dout`` is not a NumPy array of floating values.
             RuntimeError: no ``forward(x, training=True)`` is pending: none yet, its backward
                 already run, or an evaluation forward since (raised by the layer, from the
                 last, that finds nothing kept; by the model after a small batch's evaluation,
@@ -222,6 +250,12 @@ class Sequential:
                 "Sequential: backward needs a forward(x, training=True) first (an evaluation "
                 "forward ran since)"
             )
+        pending = self._pending
+        if pending is not None:  # a refused gradient leaves the forward pending
+            if isinstance(dout, np.ndarray) and dout.dtype.kind == "f" and dout.dtype != self.dtype:
+                dout = dout.astype(self.dtype)  # as forward casts its input
+            check_gradient("Sequential.backward", dout, *pending)
+            self._pending = None
         plan = self._last_plan or self.plan  # before any forward, the layers say what is missing
         for layer in reversed(plan[1:]):
             dout = layer.backward(dout)

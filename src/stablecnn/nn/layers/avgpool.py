@@ -107,11 +107,17 @@ class AvgPool2d(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> AvgPool2d(3, stride=2, padding=1).forward(np.zeros((2, 8, 7, 6), np.float32)).shape
         (2, 8, 4, 3)
     """
+
+    _layout = "(N, C, H, W)"
 
     def __init__(
         self,
@@ -194,11 +200,17 @@ class GlobalAvgPool2d(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> GlobalAvgPool2d().forward(np.ones((2, 16, 7, 5), np.float32)).shape
         (2, 16)
     """
+
+    _layout = "(N, C, H, W)"
 
     def __init__(self) -> None:
         super().__init__()

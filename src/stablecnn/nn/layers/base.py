@@ -8,6 +8,14 @@ Non-trainable state (BatchNorm's running statistics, Dropout's mask counter) liv
 ``forward(x, training)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient for
 the input. Public shapes are PyTorch's: NCHW activations.
 
+Every subclass's ``forward`` and ``backward`` are wrapped once, when the class is made
+(:meth:`Layer.__init_subclass__`), by the checks all layers share, so no layer repeats them and no
+path skips them (a fused step, a block's children, a hook that calls the method it replaces):
+``forward`` refuses what is not a NumPy array (``TypeError``) and an empty batch (``ShapeError``),
+and a training ``forward`` notes its output's shape and dtype; ``backward`` refuses a gradient of
+another shape (``ShapeError``, naming both) or dtype (``TypeError``) than that output's. The
+checks read shapes and dtypes only, never the values.
+
 A layer made by :meth:`Layer.without_weights` checks its arguments and knows its parameter
 shapes (``param_shapes``), output shapes and parameter count, but holds no arrays, like a PyTorch
 module on the ``meta`` device: :mod:`stablecnn.nn.modelfile` checks a model file's sizes and prints
@@ -16,6 +24,7 @@ its summary that way before (or without) allocating any weight.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -31,6 +40,18 @@ Initializer = Callable[[tuple[int, ...], np.random.Generator | None, DTypeLike],
 
 class Layer:
     """Base class: parameter bookkeeping, shape inference and dtype checks."""
+
+    _layout = "(N, ...)"  # the input a forward takes, for its error messages
+    _pending: tuple[tuple[int, ...], np.dtype] | None = None  # the training output's shape, dtype
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Wrap the ``forward`` and ``backward`` the subclass defines in the shared checks (see
+        the module doc)."""
+        super().__init_subclass__(**kwargs)
+        if "forward" in vars(cls):
+            cls.forward = _checked_forward(vars(cls)["forward"])
+        if "backward" in vars(cls):
+            cls.backward = _checked_backward(vars(cls)["backward"])
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
@@ -63,6 +84,12 @@ class Layer:
 
     # -- the contract -------------------------------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """The output for the batch ``x`` (N, ...); ``training`` keeps what backward needs.
+
+        Raises (in every layer, before its own checks):
+            TypeError: ``x`` is not a NumPy array.
+            ShapeError: the batch is empty (N = 0).
+        """
         raise NotImplementedError
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -70,6 +97,13 @@ class Layer:
 
         ``need_input_grad=False`` lets the first layer of a model skip the input gradient, which
         nobody reads (PyTorch skips it the same way); it then returns ``None``.
+
+        Raises (in every layer, before any work):
+            ShapeError: ``dout``'s shape is not the pending forward output's (naming both).
+            TypeError: ``dout`` is not a NumPy array, or its dtype is not the output's (a
+                layer never computes in a dtype it was not given; :meth:`Sequential.backward
+                <stablecnn.nn.model.Sequential.backward>` casts, as its forward does).
+            RuntimeError: no ``forward(x, training=True)`` is pending (the layer's own check).
         """
         raise NotImplementedError
 
@@ -177,6 +211,63 @@ class Layer:
         if self.has_weights:
             return sum(p.size for p in self.params.values())
         return sum(math.prod(shape) for shape in self.param_shapes.values())
+
+
+def _checked_forward(forward: Callable) -> Callable:
+    """``forward`` after the input checks; notes a training output for the backward check."""
+
+    @functools.wraps(forward)
+    def checked(self: Layer, x, training: bool = True, *args, **kwargs):
+        if not isinstance(x, np.ndarray):
+            dtype = "floating" if self.dtype is None else self.dtype
+            raise TypeError(
+                f"{type(self).__name__}.forward takes a NumPy array {self._layout} of {dtype} "
+                f"values, got {type(x).__name__} {x!r:.40}"
+            )
+        if x.ndim and not len(x):
+            raise ShapeError(
+                f"{type(self).__name__}.forward: the batch is empty (input shape {x.shape})"
+            )
+        out = forward(self, x, training, *args, **kwargs)
+        self._pending = (out.shape, out.dtype) if training else None
+        return out
+
+    return checked
+
+
+def _checked_backward(backward: Callable) -> Callable:
+    """``backward`` after checking that ``dout`` is shaped and typed as the pending output (with
+    none pending, the layer's own backward raises its RuntimeError)."""
+
+    @functools.wraps(backward)
+    def checked(self: Layer, dout, *args, **kwargs):
+        pending = self._pending
+        if pending is not None:  # a refused gradient leaves the forward pending, for the right one
+            check_gradient(f"{type(self).__name__}.backward", dout, *pending)
+            self._pending = None
+        return backward(self, dout, *args, **kwargs)
+
+    return checked
+
+
+def check_gradient(where: str, dout, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Raise unless ``dout`` is an array of ``shape`` and ``dtype``, the forward's output's.
+
+    Raises:
+        TypeError: ``dout`` is not a NumPy array, or not of ``dtype``.
+        ShapeError: ``dout`` is not of ``shape`` (naming both shapes).
+    """
+    if not isinstance(dout, np.ndarray):
+        raise TypeError(f"{where}: the gradient must be a NumPy array, got {type(dout).__name__}")
+    if dout.shape != shape:
+        raise ShapeError(
+            f"{where}: the gradient has shape {dout.shape} but the forward's output had {shape}"
+        )
+    if dout.dtype != dtype:
+        raise TypeError(
+            f"{where}: the gradient is {dout.dtype} but the forward's output was {dtype}; "
+            f"cast it (dtypes are never mixed silently)"
+        )
 
 
 def positive_int(value: int, name: str) -> int:

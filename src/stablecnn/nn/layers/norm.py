@@ -140,7 +140,7 @@ class _BatchNorm(Layer):
         :meth:`forward` with ``training=False``, so the same bits: see
         :func:`stablecnn.kernels.norm.eval_affine`); like that pass, drops a pending training
         cache. For the fast kernels only (:func:`stablecnn.nn.fuse.run` checks)."""
-        self._cache = None
+        self._cache = self._pending = None
         gamma, beta = self.params["weight"], self.params["bias"]
         run_mean, run_var = self.buffers["running_mean"], self.buffers["running_var"]
         return batchnorm_eval_affine(gamma, beta, run_mean, run_var, self.eps, dtype, relu)
@@ -250,6 +250,10 @@ class BatchNorm2d(_BatchNorm):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> bn = BatchNorm2d(3)
@@ -295,6 +299,10 @@ class BatchNorm1d(_BatchNorm):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> bn = BatchNorm1d(10)
@@ -335,12 +343,18 @@ class BNReLU2d(Layer):
         TypeError: when built, ``bn`` is not a BatchNorm2d or ``relu`` not a ReLU; and
             :meth:`config` always (a step of a plan is not saved; its two layers are).
         ConfigError, ShapeError, RuntimeError: as ``bn``'s ``forward`` and ``backward``.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> step = BNReLU2d(BatchNorm2d(1), ReLU())
         >>> step.forward(np.array([[[[-1.0, 1.0]]]], np.float32)).tolist()
         [[[[0.0, 0.9999949932098389]]]]
     """
+
+    _layout = "(N, C, H, W)"
 
     def __init__(self, bn: BatchNorm2d, relu: ReLU) -> None:
         super().__init__()

@@ -47,11 +47,17 @@ class MaxPool2d(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> MaxPool2d(2, stride=1).forward(np.zeros((1, 32, 19, 19), np.float32)).shape
         (1, 32, 18, 18)
     """
+
+    _layout = "(N, C, H, W)"
 
     def __init__(
         self, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None
@@ -164,12 +170,18 @@ class ReLUMaxPool2d(Layer):
             :meth:`config` always (a step of a plan is not saved; its two layers are).
         ShapeError, RuntimeError: as ``pool``'s :meth:`MaxPool2d.forward` and
             :meth:`MaxPool2d.backward`.
+        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
+            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
+            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
+            dtype (TypeError) is not that of the pending forward's output.
 
     Example:
         >>> fused = ReLUMaxPool2d(ReLU(), MaxPool2d(2))
         >>> fused.forward(np.array([[[[-1.0, -2.0], [-3.0, -4.0]]]])).tolist()
         [[[[0.0]]]]
     """
+
+    _layout = "(N, C, H, W)"
 
     def __init__(self, relu: ReLU, pool: MaxPool2d) -> None:
         super().__init__()
