@@ -22,7 +22,7 @@ from stablecnn.nn import modelfile, zoo
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.training import checkpoint as ckpt_io
 from stablecnn.training import recipes
-from stablecnn.training.config import check_tta, check_warmup, max_random_crop
+from stablecnn.training.config import check_tta, check_warmup
 from stablecnn.training.resume import (
     CHANGEABLE,
     augment_part,
@@ -41,7 +41,6 @@ from stablecnn.training.trainer import (
     load_data,
     resume_checkpoint,
 )
-
 
 MPI_TIMEOUT = 300.0  # seconds, --mpi-timeout's default
 # the environment variables an MPI launcher sets to the number of processes it started: MPICH's
@@ -95,7 +94,9 @@ def add_parsers(sub) -> None:
         "the run's steps (epochs times batches per epoch)",
     )
     p.add_argument(
-        "--clip", type=positive_float, help="clip gradients to this global L2 norm (off when absent)"
+        "--clip",
+        type=positive_float,
+        help="clip gradients to this global L2 norm (off when absent)",
     )
     p.add_argument(
         "--train-size", type=positive_int, help="use the first N training images (default: all)"
