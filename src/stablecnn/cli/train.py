@@ -498,7 +498,9 @@ def check_settings(args, config) -> None:
 
 def _warmup_named(args, config) -> str:
     """How the run's warm-up was set, for :func:`check_warmup`'s message."""
-    if args.warmup_steps is None and args.resume is None and args.recipe is not None:
+    if args.resume is not None:
+        return f"the warm-up of {config.warmup_steps} steps the run in {args.resume} started with"
+    if args.warmup_steps is None and args.recipe is not None:
         return f"the warm-up of {config.warmup_steps} steps that --recipe {args.recipe} sets"
     return f"--warmup-steps {config.warmup_steps}"
 
