@@ -46,6 +46,20 @@ def test_fetch_all_then_verify_and_info(tiny, cache_root, capsys):
     assert f"0: {(train_labels == 0).sum()}, 1: {(train_labels == 1).sum()}," in out
 
 
+def test_info_says_on_stderr_why_it_fails(tiny, cache_root, capsys):
+    code, out, err = run(capsys, "info")  # nothing fetched: each said so, none an error
+    assert code == 0 and err == ""
+    assert out.count("not fetched") == 5  # mnist and fashion-mnist's 2 splits each, cifar10
+    code, out, err = run(capsys, "info", "cifar10")  # a dataset named must be there
+    assert code == 1 and "not fetched" in out
+    assert err == "stablecnn: data info: cifar10 is not fetched (see above)\n"
+    run(capsys, "fetch", "mnist", "--quiet")
+    (cache_root / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(b"\x00")
+    code, out, err = run(capsys, "info")
+    assert code == 1 and "train: 12 images 28x28" in out
+    assert err == "stablecnn: data info: mnist is not readable (see above)\n"
+
+
 def test_verify_fails_on_a_corrupt_file(tiny, cache_root, capsys):
     run(capsys, "fetch", "mnist", "--quiet")
     path = cache_root / "mnist" / "t10k-images-idx3-ubyte"

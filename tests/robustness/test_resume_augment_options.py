@@ -48,9 +48,8 @@ def test_the_options_are_stored_in_the_runs_config(recipe_run):
     first, settings = (recipe_run / "train_log.txt").read_text().splitlines()[:2]
     assert ": 30 images, 1 epoch, batch 10, " in first  # the toy data's 30 images
     assert settings == (
-        "settings: schedule constant, augmentation Augment(max_shift=1, max_degrees=5.0, "
-        "random_crop=4, hflip=True, random_erasing=0.5, max_scale=0.1, elastic=(30.0, 5.0)), "
-        "label smoothing 0.1"
+        "settings: --schedule constant --normalization original --augment 1,5 --max-scale 0.1 "
+        "--elastic 30,5 --random-crop 4 --hflip --random-erasing 0.5 --label-smoothing 0.1"
     )
     config = checkpoint.load(recipe_run).meta["train"]
     assert config["label_smoothing"] == 0.1

@@ -43,12 +43,15 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     from stablecnn.cli import data, interop, legacy, plot, predict, serve, train
 
     parser = argparse.ArgumentParser(
         prog="stablecnn",
         description="A numerically stable CNN library in NumPy: train, predict, evaluate.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('stablecnn')}")
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -1,7 +1,9 @@
 """``stablecnn data fetch | info | verify [mnist|fashion-mnist|cifar10]``.
 
 - fetch: put the canonical files in the cache, showing progress and which source served each.
-- info: sizes, class counts and where the files are (nothing is fetched).
+- info: sizes, class counts and where the files are (nothing is fetched); exit status 1 if a
+  dataset named is not fetched or one present cannot be read (without a name, a dataset not
+  fetched is reported so and does not fail).
 - verify: re-check the SHA-256 of every file; exit status 1 if any fails (or is in the cache only
   as ``.gz``, which loading does not read there).
 
@@ -45,7 +47,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "put the canonical files in the cache, from the first source that works (when none"
             " does, the error lists each failure and says which files to put in which folder)",
         ),
-        ("info", cmd_info, "print sizes, class counts and where the files are"),
+        (
+            "info",
+            cmd_info,
+            "print sizes, class counts and where the files are; exit status 1 when a dataset "
+            "named is not fetched or one present cannot be read (without a name, a dataset not "
+            "fetched is reported so and does not fail)",
+        ),
         (
             "verify",
             cmd_verify,
@@ -92,62 +100,85 @@ def cmd_fetch(args) -> int:
     return status
 
 
+NOT_FETCHED, UNREADABLE = "not fetched", "not readable"
+
+
 def cmd_info(args) -> int:
-    """``stablecnn data info``: returns 1 when a dataset asked for is not available."""
-    status = EXIT_OK
+    """``stablecnn data info``: describes each dataset asked for; returns 1, saying why on
+    stderr, when a dataset named is not fetched or one present cannot be read.
+
+    Without a dataset name, as with ``verify``, a dataset not fetched is reported so and does not
+    fail: ``info`` describes what is there, and an unused dataset (CIFAR-10 cannot be fetched
+    without internet) is not an error.
+    """
+    failed = []
     for name in _names(args):
-        spec = get_spec(name)
-        folder = args.data_dir or dataset_cache_dir(name, args.cache_dir)
-        print(f"{name}: {spec.description}")
-        print(f"  files in: {folder}")
-        if isinstance(spec, ArchiveSpec):
-            status = max(status, _info_archive(spec, folder, args.data_dir, args.cache_dir))
+        problem = _info_dataset(name, args)
+        if problem == UNREADABLE or (problem == NOT_FETCHED and args.dataset):
+            failed.append(f"{name} is {problem}")
+    if failed:
+        print(f"stablecnn: data info: {'; '.join(failed)} (see above)", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _info_dataset(name: str, args) -> str | None:
+    """Print ``info`` for one dataset; :data:`NOT_FETCHED` or :data:`UNREADABLE` when it is not
+    wholly there, else None."""
+    spec = get_spec(name)
+    folder = args.data_dir or dataset_cache_dir(name, args.cache_dir)
+    print(f"{name}: {spec.description}")
+    print(f"  files in: {folder}")
+    if isinstance(spec, ArchiveSpec):
+        return _info_archive(spec, folder, args.data_dir, args.cache_dir)
+    problems = []
+    for split in SPLITS:
+        im_spec, lb_spec = spec.split_files(split)
+        im_path, lb_path = locate(folder, im_spec), locate(folder, lb_spec)
+        if im_path is None or lb_path is None:
+            print(f"  {split}: not fetched (run: stablecnn data fetch {name})")
+            problems.append(NOT_FETCHED)
             continue
-        for split in SPLITS:
-            im_spec, lb_spec = spec.split_files(split)
-            im_path, lb_path = locate(folder, im_spec), locate(folder, lb_spec)
-            if im_path is None or lb_path is None:
-                print(f"  {split}: not fetched (run: stablecnn data fetch {name})")
-                status = EXIT_FAILED
-                continue
-            try:
-                labels = read_verified(lb_path, lb_spec, spec)
-            except DataError as exc:
-                print(f"  {split}: {exc}")
-                status = EXIT_FAILED
-                continue
-            rows, cols = spec.image_shape
-            im_size, lb_size = im_path.stat().st_size, lb_path.stat().st_size
-            print(f"  {split}: {labels.size} images {rows}x{cols}, uint8")
-            print(f"    {im_path.name} ({im_size:,d} bytes), {lb_path.name} ({lb_size:,d} bytes)")
-            counts = np.bincount(labels, minlength=len(spec.classes))
-            per_class = ", ".join(f"{c}: {n}" for c, n in zip(spec.classes, counts, strict=False))
-            print(f"    classes: {per_class}")
-    return status
+        try:
+            labels = read_verified(lb_path, lb_spec, spec)
+        except DataError as exc:
+            print(f"  {split}: {exc}")
+            problems.append(UNREADABLE)
+            continue
+        rows, cols = spec.image_shape
+        im_size, lb_size = im_path.stat().st_size, lb_path.stat().st_size
+        print(f"  {split}: {labels.size} images {rows}x{cols}, uint8")
+        print(f"    {im_path.name} ({im_size:,d} bytes), {lb_path.name} ({lb_size:,d} bytes)")
+        counts = np.bincount(labels, minlength=len(spec.classes))
+        per_class = ", ".join(f"{c}: {n}" for c, n in zip(spec.classes, counts, strict=False))
+        print(f"    classes: {per_class}")
+    if problems == [NOT_FETCHED] * len(SPLITS):
+        return NOT_FETCHED
+    return UNREADABLE if problems else None  # a split missing beside one present: incomplete
 
 
-def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> int:
+def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> str | None:
     """``info`` for an archive dataset: reads the archive (or, in ``data_dir``, its unpacked
-    folder) and prints each split's size and class counts; 1 when it cannot be read."""
+    folder) and prints each split's size and class counts; :data:`NOT_FETCHED` or
+    :data:`UNREADABLE` when it cannot be read."""
     print(f"  {spec.archive_name}: {spec.size:,d} bytes, SHA-256 {spec.sha256}")
     if spec.md5:
         print(f"    (MD5 {spec.md5} as {spec.homepage} publishes it)")
     archive = folder / spec.archive_name if data_dir is None else None
     if archive is not None and not archive.is_file():
         print(f"  not fetched (run: stablecnn data fetch {spec.name} --data-dir FOLDER)")
-        return EXIT_FAILED
+        return NOT_FETCHED
     for split in SPLITS:
         try:
             _, labels = load_dataset(spec.name, split, data_dir, cache_dir, quiet=True)
         except DataError as exc:
             print(f"  {split}: {exc}")
-            return EXIT_FAILED
+            return UNREADABLE
         c, h, w = spec.image_shape
         print(f"  {split}: {labels.size} images {c}x{h}x{w}, uint8")
         counts = np.bincount(labels, minlength=len(spec.classes))
         per_class = zip(spec.classes, counts, strict=True)
         print("    classes: " + ", ".join(f"{k}: {n}" for k, n in per_class))
-    return EXIT_OK
+    return None
 
 
 def cmd_verify(args) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ from stablecnn.nn import modelfile, zoo
 from stablecnn.optim import OPTIMIZERS
 from stablecnn.training import checkpoint as ckpt_io
 from stablecnn.training import recipes
-from stablecnn.training.config import check_tta
+from stablecnn.training.config import check_tta, check_warmup
 from stablecnn.training.resume import (
     CHANGEABLE,
     augment_part,
@@ -38,6 +42,14 @@ from stablecnn.training.trainer import (
     resume_checkpoint,
 )
 
+MPI_TIMEOUT = 300.0  # seconds, --mpi-timeout's default
+# the environment variables an MPI launcher sets to the number of processes it started: MPICH's
+# and Intel MPI's (PMI_SIZE, MPI_LOCALNRANKS), Open MPI's (OMPI_COMM_WORLD_SIZE), PMIx's
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+# a value that starts with "-" and a digit (-1,10 or -0.5): argparse takes only -1 and -0.5 for a
+# value, and "-1,10" for an unknown option; so --augment -1,10 reaches the option's own check
+NEGATIVE_VALUE = re.compile(r"^-\d[\d.,eE+-]*$|^-\.\d")
+
 
 def add_parsers(sub) -> None:
     p = sub.add_parser(
@@ -56,16 +68,36 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default 100)")
     p.add_argument("--lr", type=positive_float, help="learning rate (default 0.01)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), help="default adagrad")
-    p.add_argument("--momentum", type=float, help="momentum (sgd, rmsprop)")
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay (decoupled for adamw)")
+    p.add_argument(
+        "--momentum", type=float, help="momentum (sgd, rmsprop; default 0; refused by the others)"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        help="L2 weight decay (decoupled for adamw; default: adamw 0.01, the others 0)",
+    )
     p.add_argument(
         "--schedule",
         choices=["constant", "step", "cosine"],
         help="learning rate per step (default constant); step: x0.1 every --step-epochs epochs",
     )
-    p.add_argument("--step-epochs", type=positive_int, help="epochs between step decays")
-    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default 0)")
-    p.add_argument("--clip", type=positive_float, help="clip gradients to this global L2 norm")
+    p.add_argument(
+        "--step-epochs",
+        type=positive_int,
+        help="with --schedule step: epochs between step decays (default 1; refused with the "
+        "other schedules)",
+    )
+    p.add_argument(
+        "--warmup-steps",
+        type=int,
+        help="linear warm-up steps (default 0), with any schedule; refused unless fewer than "
+        "the run's steps (epochs times batches per epoch)",
+    )
+    p.add_argument(
+        "--clip",
+        type=positive_float,
+        help="clip gradients to this global L2 norm (off when absent)",
+    )
     p.add_argument(
         "--train-size", type=positive_int, help="use the first N training images (default: all)"
     )
@@ -108,7 +140,9 @@ def add_parsers(sub) -> None:
         type=positive_int,
         metavar="PAD",
         help="random crops with padding: pad PAD zero pixels on every side and take a random "
-        "window of the image's size (the CIFAR recipe: 4 for 32x32); off when absent",
+        "window of the image's size (the CIFAR recipe: 4 for 32x32); PAD at most half the "
+        "image's side (14 for 28x28, 16 for 32x32), so every crop keeps at least half of the "
+        "image's rows and columns; off when absent",
     )
     p.add_argument(
         "--hflip",
@@ -153,7 +187,7 @@ def add_parsers(sub) -> None:
         "--data-dir",
         type=Path,
         help="a folder holding the dataset: the four IDX files (raw or .gz), or for "
-        "cifar10 cifar-10-binary.tar.gz",
+        "cifar10 cifar-10-binary.tar.gz (default: the cache, see stablecnn data)",
     )
     p.add_argument(
         "--no-verify",
@@ -190,7 +224,8 @@ def add_parsers(sub) -> None:
         action="store_true",
         help="one rank of a data-parallel run over MPI: mpiexec -n K stablecnn train "
         '--distributed ... (needs pip install "stablecnn[mpi]"); the weights are those of '
-        "one process with the same --micro-batches, bit for bit",
+        "one process with the same --micro-batches, bit for bit. Without it, a train started "
+        "by mpiexec with more than one process is refused",
     )
     p.add_argument(
         "--micro-batches",
@@ -203,11 +238,11 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--mpi-timeout",
         type=positive_float,
-        default=300.0,
         metavar="SECONDS",
-        help="with --distributed: stop every rank when a step waits this long for another "
-        "(a stuck or lost rank; default 300)",
+        help="with --distributed (refused without it): stop every rank when a step waits this "
+        f"long for another (a stuck or lost rank; default {MPI_TIMEOUT:g})",
     )
+    p._negative_number_matcher = NEGATIVE_VALUE  # noqa: SLF001 - see NEGATIVE_VALUE
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -423,17 +458,93 @@ def _label_smoothing(text: str) -> float:
     return value
 
 
+def mpi_processes(environ=os.environ) -> int:
+    """How many processes the MPI launcher that started this one started (1: none), from
+    :data:`MPI_SIZE_VARIABLES`."""
+    sizes = [environ.get(name, "") for name in MPI_SIZE_VARIABLES]
+    return max([int(size) for size in sizes if size.strip().isdigit()] or [1])
+
+
+def check_train_options(args) -> None:
+    """Refuse, before anything is read or written, what ``train`` would otherwise ignore or
+    get wrong: several MPI processes or ``--mpi-timeout`` without ``--distributed`` (each
+    process would train a run of its own), a ``--data-dir`` that is not a folder.
+
+    Raises:
+        ConfigError: naming the option and the value at fault.
+    """
+    if not args.distributed:
+        processes = mpi_processes()
+        if processes > 1:
+            raise ConfigError(
+                f"this train was started by an MPI launcher with {processes} processes, which "
+                f"would each train a run of their own: add --distributed (mpiexec -n "
+                f"{processes} stablecnn train --distributed ...) for one data-parallel run"
+            )
+        if args.mpi_timeout is not None:
+            raise ConfigError(
+                "--mpi-timeout applies to --distributed (mpiexec -n K stablecnn train "
+                "--distributed ...): drop it or add --distributed"
+            )
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        what = "is not a folder" if args.data_dir.exists() else "does not exist"
+        raise ConfigError(f"--data-dir {args.data_dir} {what}: name the folder of the data")
+    if args.mpi_timeout is None:
+        args.mpi_timeout = MPI_TIMEOUT
+
+
+def check_settings(args, config) -> None:
+    """Refuse an option that a new run's settings (its options and recipe) would ignore:
+    ``--step-epochs`` without the step schedule.
+
+    Raises:
+        ConfigError: naming the option and the setting that makes it unused.
+    """
+    if args.step_epochs is not None and config.schedule != "step":
+        raise ConfigError(
+            f"--step-epochs applies to --schedule step (this run's schedule is "
+            f"{config.schedule}): drop it or add --schedule step"
+        )
+
+
+def _warmup_named(args, config) -> str:
+    """How the run's warm-up was set, for :func:`check_warmup`'s message."""
+    if args.resume is not None:
+        return f"the warm-up of {config.warmup_steps} steps the run in {args.resume} started with"
+    if args.warmup_steps is None and args.recipe is not None:
+        return f"the warm-up of {config.warmup_steps} steps that --recipe {args.recipe} sets"
+    return f"--warmup-steps {config.warmup_steps}"
+
+
+@contextlib.contextmanager
+def quiet_float_warnings():
+    """No NumPy floating-point warning (overflow, invalid value, ...) on stderr: a run that
+    diverges is stopped and reported by the trainer in one line. ``np.errstate`` does not
+    reach the kernels' worker threads, so the warnings are filtered by their message; only
+    the command line does this, a library user still sees them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message=r"(overflow|underflow|invalid value|divide by zero) encountered",
+            category=RuntimeWarning,
+        )
+        yield
+
+
 def cmd_train(args) -> int:
     """Train, or resume; every refusal (options, model file, data, a resume that cannot honour
     its options or has nothing to train, an ``--out`` that is a file or already holds a run
-    without ``--overwrite``, a batch too small for a layer) comes before the run directory is
-    created or changed."""
+    without ``--overwrite``, a batch too small for a layer, a warm-up as long as the run) comes
+    before the run directory is created or changed."""
+    check_train_options(args)
     if getattr(args, "distributed", False):
         from stablecnn.cli.distributed import cmd_train_distributed
 
         return cmd_train_distributed(args, prepare_run, run_fit)
     config, ckpt, run_dir, data_dir, verify = prepare_run(args)
     train, test = load_data(config.dataset, data_dir=data_dir, verify=verify)
+    num_train = min(len(train[0]), config.train_size or len(train[0]))
+    check_warmup(config, num_train, named=_warmup_named(args, config))
     trainer = Trainer(
         config,
         run_dir,
@@ -462,7 +573,8 @@ def run_fit(args, trainer, run_dir, log_lines=()) -> int:
             trainer.callbacks[0].write(line)  # the TextLog
         t0 = time.perf_counter()
         try:
-            last = trainer.fit()
+            with quiet_float_warnings():
+                last = trainer.fit()
         except Interrupted as exc:
             print(f"\n{exc}", file=sys.stderr)
             return 130
@@ -503,6 +615,7 @@ def prepare_run(args, **defaults):
         run_dir = (
             args.out or Path("runs") / f"{name}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
+        check_settings(args, config)  # a resume's own values are its settings: not refused
         check_new_run_dir(run_dir, overwrite=args.overwrite)
     if not verify and data_dir is None:
         raise ConfigError("--no-verify applies to --data-dir: name the folder of your data")

@@ -18,25 +18,60 @@ import numpy as np
 from stablecnn.data.augment import Augment
 
 
+def option(field: str, value=True) -> str:
+    """A setting as ``stablecnn train``'s option: ``("step_epochs", 2)`` -> ``--step-epochs 2``
+    (a float with ``:g``, a pair as ``A,B``, ``True`` as the bare flag)."""
+    name = "--" + field.replace("_", "-")
+    if value is True:
+        return name
+    if isinstance(value, (tuple, list)):
+        return f"{name} {','.join(f'{v:g}' for v in value)}"
+    return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+
+
+# the Augment fields as options, in the order they are applied; max_shift and max_degrees are
+# --augment SHIFT,DEGREES
+AUGMENT_FIELDS = ("max_scale", "elastic", "random_crop", "hflip", "random_erasing")
+
+
+def augment_options(augment: Augment | None) -> list[str]:
+    """The options that ask for ``augment``'s steps, those on (none when it is None)."""
+    if augment is None:
+        return []
+    values = {"augment": (augment.max_shift, augment.max_degrees)}
+    values.update((field, getattr(augment, field)) for field in AUGMENT_FIELDS)
+    on = {k: v for k, v in values.items() if (any(v) if isinstance(v, tuple) else v)}
+    return [option(field, value) for field, value in on.items()]
+
+
 def settings_line(config, augment: Augment | None) -> str:
-    """The run's settings beyond the first line's, as the log's second line: the schedule, any
-    weight decay, clipping, augmentation (``augment``, the trainer's: its non-default fields),
-    label smoothing and test-time augmentation, so a log says how its run was trained."""
+    """The run's settings beyond the first line's, as the log's second line, in the words of
+    ``stablecnn train``'s options: the schedule (and its step, warm-up), the optimizer's
+    momentum and weight decay, clipping, the normalization, the micro-batches, the augmentation
+    (``augment``, the trainer's: its steps on), label smoothing and test-time augmentation, so a
+    log says how its run was trained; e.g. ``settings: --schedule step --step-epochs 2
+    --momentum 0.9 --normalization unit --augment 2,10 --hflip``."""
     c = config
-    parts = [f"schedule {c.schedule}"]
+    parts = [option("schedule", c.schedule)]
+    if c.schedule == "step":
+        parts.append(option("step_epochs", c.step_epochs))
     if c.warmup_steps:
-        parts[0] += f" with {c.warmup_steps} warm-up steps"
+        parts.append(option("warmup_steps", c.warmup_steps))
+    if c.momentum is not None:
+        parts.append(option("momentum", float(c.momentum)))
     if c.weight_decay:
-        parts.append(f"weight decay {c.weight_decay:g}")
+        parts.append(option("weight_decay", float(c.weight_decay)))
     if c.clip:
-        parts.append(f"gradient clipping at norm {c.clip:g}")
-    on = augment is not None and augment != Augment()
-    parts.append(f"augmentation {augment!r}" if on else "no augmentation")
+        parts.append(option("clip", float(c.clip)))
+    parts.append(option("normalization", c.normalization))
+    if c.micro_batches != 1:
+        parts.append(option("micro_batches", c.micro_batches))
+    parts += augment_options(augment) or ["(no augmentation)"]
     if c.label_smoothing:
-        parts.append(f"label smoothing {c.label_smoothing:g}")
+        parts.append(option("label_smoothing", float(c.label_smoothing)))
     if c.tta:
-        parts.append(f"test-time augmentation {c.tta}")
-    return "settings: " + ", ".join(parts)
+        parts.append(option("tta", c.tta))
+    return "settings: " + " ".join(parts)
 
 
 class Callback:

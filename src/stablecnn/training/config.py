@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stablecnn.data.augment import Augment
+from stablecnn.data.specs import get_spec
 from stablecnn.errors import ConfigError
 from stablecnn.optim import OPTIMIZERS, check_optimizer
 
@@ -36,6 +37,40 @@ def check_tta(
             f"images' probabilities would be wrong for their labels; use them on datasets whose "
             f"classes a mirror keeps (fashion-mnist, cifar10)"
         )
+
+
+def max_random_crop(dataset: str) -> int:
+    """The largest padding of random crops on ``dataset``'s images: half their shorter side (14
+    for 28x28, 16 for 32x32), so every crop keeps at least half of the image's rows and columns.
+    More would train on crops that are mostly (and, from the side on, wholly) padding."""
+    return min(get_spec(dataset).image_shape[-2:]) // 2
+
+
+def check_warmup(config: TrainConfig, num_train: int, named: str | None = None) -> None:
+    """Refuse a warm-up at least as long as the run, on every schedule: its learning rate would
+    never reach ``config.lr``.
+
+    ``num_train`` is the number of training images the run trains on; ``named`` starts the
+    message: how the caller's user set the warm-up (default ``warmup_steps W``).
+
+    Raises:
+        ConfigError: ``config.warmup_steps`` is at least the run's steps (its epochs times
+            ``ceil(num_train / batch_size)``), naming both.
+    """
+    per_epoch = math.ceil(num_train / config.batch_size)
+    steps = config.epochs * per_epoch
+    if config.warmup_steps >= steps:
+        raise ConfigError(
+            f"{named or f'warmup_steps {config.warmup_steps}'} is not shorter than the run's "
+            f"{_count(steps, 'step')} ({_count(config.epochs, 'epoch')} of "
+            f"{_count(per_epoch, 'batch')}): the learning rate would still be warming up when "
+            f"the run ends; give --warmup-steps N below {steps} (0: no warm-up), or train for "
+            f"more steps"
+        )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('h') else 's'}"
 
 
 # the original Model 1 recipe (stablecnn.training.recipes names it "original")
@@ -69,6 +104,9 @@ class TrainConfig:
     ``tta="hflip"`` evaluates the test set (after each epoch and at the end) on the mean of each
     image's and its mirror image's class probabilities
     (:func:`~stablecnn.training.metrics.evaluate`); refused where flips are.
+
+    ``augment``'s ``random_crop`` is at most :func:`max_random_crop` of the dataset (half its
+    images' side).
 
     ``micro_batches`` (P, default 1, at most ``batch_size``) computes each batch's gradient as
     the sum of P contiguous micro-batches' gradients added in a fixed order
@@ -147,6 +185,14 @@ class TrainConfig:
                     f"5, 6, 7 or 9 is not that digit, so the flipped pictures would be wrong for "
                     f"their labels; use them on datasets whose classes a mirror keeps "
                     f"(fashion-mnist, cifar10)"
+                )
+            if augment.random_crop > max_random_crop(self.dataset):
+                side = "x".join(str(n) for n in get_spec(self.dataset).image_shape[-2:])
+                raise ConfigError(
+                    f"random crops with padding of {augment.random_crop} pixels (random_crop, "
+                    f"--random-crop) are too large for {self.dataset}'s {side} images: at most "
+                    f"{max_random_crop(self.dataset)} (half the side), so that every crop keeps "
+                    f"at least half of the image's rows and columns"
                 )
             self.augment = augment.to_dict()  # stored with every field
         if (

@@ -42,7 +42,7 @@ from stablecnn.optim.schedules import build_schedule
 from stablecnn.training import checkpoint as ckpt_io
 from stablecnn.training import preflight
 from stablecnn.training.callbacks import Callback, CollapseWarning, MetricsCSV, Progress, TextLog
-from stablecnn.training.config import TrainConfig
+from stablecnn.training.config import TrainConfig, check_warmup
 from stablecnn.training.metrics import evaluate
 from stablecnn.training.microbatch import MicroBatchStep
 from stablecnn.training.runlock import RunLock  # noqa: F401  (part of this module's interface)
@@ -109,6 +109,7 @@ class Trainer:
         self.images, self.labels = images, labels
         self.num_train = len(images)
         self.steps_per_epoch = math.ceil(self.num_train / config.batch_size)
+        check_warmup(config, self.num_train)  # on every schedule, before anything is built
         self.loss_fn = SoftmaxCrossEntropy(label_smoothing=config.label_smoothing)
         self.history = {
             **{f"step_{k}": [] for k in STEP_SERIES},
