@@ -72,14 +72,20 @@ def test_the_command_mirrors_clothes_and_refuses_to_mirror_digits(
         assert code == 0 and "(test-time augmentation: hflip)" in out
 
 
-def test_a_run_with_tta_evaluates_with_it_and_refuses_it_on_digits(tmp_path, monkeypatch):
-    from stablecnn.training import checkpoint
-
+def trained_with_tta(tmp_path, monkeypatch):
+    """A one-epoch Fashion-MNIST-like run trained with ``--tta hflip``: its folder, test set."""
     train, test = make_data(30, 0), make_data(10, 1)
     monkeypatch.setattr("stablecnn.cli.train.load_data", toy_loader(train, test))
     run = tmp_path / "run"
     argv = ["train", "--dataset", "fashion-mnist", "--epochs", "1", "--batch-size", "10"]
     assert cli.main([*argv, "--tta", "hflip", "--out", str(run), "--no-plots"]) == 0
+    return run, test
+
+
+def test_a_run_with_tta_evaluates_with_it_and_refuses_it_on_digits(tmp_path, monkeypatch):
+    from stablecnn.training import checkpoint
+
+    run, test = trained_with_tta(tmp_path, monkeypatch)
     model, normalizer, ckpt = checkpoint.load_predictor(run)
     want = evaluate(model, *test, normalizer, tta="hflip")
     assert ckpt.meta["train"]["tta"] == "hflip"
@@ -93,11 +99,7 @@ def test_a_run_with_tta_evaluates_with_it_and_refuses_it_on_digits(tmp_path, mon
 def test_evaluate_uses_the_runs_own_tta_unless_told_none(tmp_path, capsys, monkeypatch):
     from stablecnn.training import checkpoint
 
-    train, test = make_data(30, 0), make_data(10, 1)
-    monkeypatch.setattr("stablecnn.cli.train.load_data", toy_loader(train, test))
-    run = tmp_path / "run"
-    argv = ["train", "--dataset", "fashion-mnist", "--epochs", "1", "--batch-size", "10"]
-    assert cli.main([*argv, "--tta", "hflip", "--out", str(run), "--no-plots"]) == 0
+    run, test = trained_with_tta(tmp_path, monkeypatch)
     model, normalizer, ckpt = checkpoint.load_predictor(run)
     reported = 100 * ckpt.history["epoch_test_acc"][-1]
     plain = evaluate(model, *test, normalizer)

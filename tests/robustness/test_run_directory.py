@@ -14,19 +14,10 @@ from support.runs import interrupt_at, make_trainer, snapshot
 
 from stablecnn import cli
 from stablecnn.training import checkpoint
+from stablecnn.training.rundir import RUN_FILES  # a real run writes each: see the overwrite test
 from stablecnn.training.trainer import Interrupted
 
 NEW_RUN = ("train", "--epochs", "1", "--batch-size", "10", "--no-plots")
-# what a run writes into its directory (stablecnn.training.rundir.RUN_FILES)
-RUN_FILES = (
-    "checkpoint.npz",
-    "train_log.txt",
-    "metrics.csv",
-    "curves.png",
-    "confusion.png",
-    "filters.png",
-    "mistakes.png",
-)
 
 
 def test_out_holding_a_run_is_refused_before_anything_is_read_or_written(
