@@ -53,9 +53,6 @@ IMAGE_FORMATS = {
     "image/tiff": "TIFF",
 }
 TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
-# JSON nested deeper than this is refused as too deep to read when Python's reader gives up (at
-# about 1,000 levels; a request nests 4 at most: {"pixels": channels of rows of values})
-MAX_JSON_DEPTH = 256
 _JSON_NESTING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')  # a string, or a bracket
 
 
@@ -142,17 +139,16 @@ def _from_json(body: bytes, channels: int, size: tuple[int, int]) -> tuple[np.nd
 
 
 def _too_deep(body: bytes) -> str:
-    """The message for JSON too deeply nested to read: more than :data:`MAX_JSON_DEPTH` levels,
-    counted in ``body`` (its strings skipped) no further than that depth."""
-    level = 0
+    """The message for JSON nested deeper than Python's reader goes (about 1,000 levels, its
+    recursion limit): the depth ``body`` reaches, counted with its strings skipped."""
+    level = deepest = 0
     for token in _JSON_NESTING.finditer(body):
         level += 1 if token[0] in (b"[", b"{") else -1 if token[0] in (b"]", b"}") else 0
-        if level > MAX_JSON_DEPTH:
-            return (
-                f"JSON nested more than {MAX_JSON_DEPTH} levels deep, too deep to read (a "
-                f"request nests 4 at most)"
-            )
-    return "malformed JSON: nested too deeply to read (a request nests 4 at most)"
+        deepest = max(deepest, level)
+    return (
+        f"JSON nested {deepest:,} levels deep, deeper than the server reads (a request nests 4 "
+        f"at most)"
+    )
 
 
 def _json_int(text: str) -> int:
