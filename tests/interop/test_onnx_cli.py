@@ -294,3 +294,17 @@ def test_verify_of_a_float64_export_is_refused_before_anything_is_read(tmp_path,
             "without --verify; nothing was written\n"
         )
     assert old.read_bytes() == before and not (tmp_path / "v.onnx").exists()
+
+
+def test_float64_of_a_float32_checkpoint_is_refused_before_writing(tmp_path, exported, capsys):
+    """--float64 keeps float64 weights as they are; on float32 weights it would only widen
+    them (a model twice the size, computing nothing more exactly)."""
+    ckpt, _, _ = exported
+    out = tmp_path / "wide.onnx"
+    assert cli.main(["export-onnx", str(ckpt), str(out), "--float64"]) == 2
+    assert capsys.readouterr().err == (
+        f"stablecnn: error: --float64 keeps a float64 model's weights in float64, and {ckpt} "
+        f"holds float32 weights, which it would only widen: export without --float64; nothing "
+        f"was written\n"
+    )
+    assert not out.exists()

@@ -52,8 +52,9 @@ def add_parser(subparsers) -> None:
         "--float64",
         action="store_true",
         help="keep a float64 model's weights in float64 (default: float32, what runtimes run; "
-        "onnxruntime's CPU provider has no float64 Conv, so --verify with it is refused before "
-        "anything is read or written)",
+        "refused for a float32 checkpoint, which it would only widen; onnxruntime's CPU "
+        "provider has no float64 Conv, so --verify with it is refused before anything is read "
+        "or written)",
     )
     p.add_argument(
         "--verify",
@@ -154,6 +155,12 @@ def cmd_export_onnx(args) -> int:
     if args.verify:
         require_onnxruntime()
     ckpt = checkpoint.load(args.checkpoint)
+    if args.float64 and ckpt.meta["dtype"] != "float64":
+        raise ConfigError(
+            f"--float64 keeps a float64 model's weights in float64, and {args.checkpoint} holds "
+            f"{ckpt.meta['dtype']} weights, which it would only widen: export without --float64; "
+            f"nothing was written"
+        )
     test_set = _test_set(args, ckpt) if args.verify else None
     dtype = "float64" if args.float64 else "float32"
     done = export_onnx(ckpt, args.out, opset=args.opset, softmax=args.softmax, dtype=dtype)
