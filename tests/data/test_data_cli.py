@@ -60,6 +60,25 @@ def test_info_says_on_stderr_why_it_fails(tiny, cache_root, capsys):
     assert err == "stablecnn: data info: mnist is not readable (see above)\n"
 
 
+def test_info_of_a_data_dir_reports_what_it_holds(tiny, tmp_path, capsys):
+    """A folder named with --data-dir is described like the cache: a dataset not in it is
+    reported so (no failure unless named), and a folder that does not exist is refused."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run(capsys, "info", "--data-dir", str(empty))
+    assert (code, err) == (0, ""), out + err
+    assert out.count(f"not fetched (not in {empty})") == 4  # mnist and fashion-mnist, 2 splits
+    assert f"not fetched (not in {empty}: neither cifar-10-binary.tar.gz nor" in out
+    code, out, err = run(capsys, "info", "--data-dir", str(tiny.raw_dir))
+    assert code == 0 and "train: 12 images 28x28" in out
+    code, out, err = run(capsys, "info", "--data-dir", str(tmp_path / "nonexist"))
+    assert code == 2 and out == ""
+    assert err == (
+        f"stablecnn: error: --data-dir {tmp_path / 'nonexist'} is not a folder: name the folder "
+        f"of the data\n"
+    )
+
+
 def test_verify_fails_on_a_corrupt_file(tiny, cache_root, capsys):
     run(capsys, "fetch", "mnist", "--quiet")
     path = cache_root / "mnist" / "t10k-images-idx3-ubyte"

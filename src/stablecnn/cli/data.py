@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from stablecnn.data.cache import dataset_cache_dir
 from stablecnn.data.datasets import fetch_dataset, load_dataset, verify_dataset
 from stablecnn.data.sources import locate, read_verified
 from stablecnn.data.specs import SPECS, SPLITS, ArchiveSpec, get_spec
-from stablecnn.errors import DataError
+from stablecnn.errors import ConfigError, DataError
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -109,8 +110,15 @@ def cmd_info(args) -> int:
 
     Without a dataset name, as with ``verify``, a dataset not fetched is reported so and does not
     fail: ``info`` describes what is there, and an unused dataset (CIFAR-10 cannot be fetched
-    without internet) is not an error.
+    without internet) is not an error. A ``--data-dir`` is described the same way.
+
+    Raises:
+        ConfigError: ``--data-dir`` is not a folder.
     """
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise ConfigError(
+            f"--data-dir {args.data_dir} is not a folder: name the folder of the data"
+        )
     failed = []
     for name in _names(args):
         problem = _info_dataset(name, args)
@@ -135,7 +143,8 @@ def _info_dataset(name: str, args) -> str | None:
         im_spec, lb_spec = spec.split_files(split)
         im_path, lb_path = locate(folder, im_spec), locate(folder, lb_spec)
         if im_path is None or lb_path is None:
-            print(f"  {split}: not fetched (run: stablecnn data fetch {name})")
+            hint = f"not in {folder}" if args.data_dir else f"run: stablecnn data fetch {name}"
+            print(f"  {split}: not fetched ({hint})")
             problems.append(NOT_FETCHED)
             continue
         try:
@@ -166,6 +175,11 @@ def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> str | None:
     archive = folder / spec.archive_name if data_dir is None else None
     if archive is not None and not archive.is_file():
         print(f"  not fetched (run: stablecnn data fetch {spec.name} --data-dir FOLDER)")
+        return NOT_FETCHED
+    if data_dir is not None and not (
+        (Path(data_dir) / spec.archive_name).is_file() or (Path(data_dir) / spec.folder).is_dir()
+    ):
+        print(f"  not fetched (not in {data_dir}: neither {spec.archive_name} nor {spec.folder}/)")
         return NOT_FETCHED
     for split in SPLITS:
         try:
