@@ -219,8 +219,17 @@ def test_augment_config_round_trips_and_checks_its_values():
     ):
         with pytest.raises(ValueError, match="not an augmentation"):
             Augment.from_dict(bad)
-    with pytest.raises(ValueError, match="SHIFT,DEGREES"):
-        Augment.parse("2")
+    for text, why in (
+        ("2", "(two numbers, separated by a comma)"),
+        ("1.5,10", "(SHIFT '1.5' is not a whole number of pixels)"),
+        ("2,x", "(DEGREES 'x' is not a number)"),
+        ("-1,10", "(max_shift must be an int >= 0, got -1)"),
+    ):
+        with pytest.raises(ValueError) as caught:
+            Augment.parse(text)
+        assert str(caught.value) == (
+            f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r} {why}"
+        )
 
 
 def test_all_off_is_the_identity_and_draws_nothing():

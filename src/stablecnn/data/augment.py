@@ -68,6 +68,7 @@ displacement the weights are exactly 0 and 1, so a pure shift moves pixels uncha
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -647,12 +648,17 @@ class Augment:
     @classmethod
     def parse(cls, text: str) -> Augment:
         """``"SHIFT,DEGREES"`` (e.g. ``"2,10"``), as a command line gives it."""
-        parts = text.split(",")
+        form = f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r}"
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) != 2:
+            raise ConfigError(f"{form} (two numbers, separated by a comma)")
+        if not re.fullmatch(r"[+-]?\d+", parts[0]):
+            raise ConfigError(f"{form} (SHIFT {parts[0]!r} is not a whole number of pixels)")
         try:
-            if len(parts) != 2:
-                raise ConfigError("expected two numbers")
-            return cls(int(parts[0]), float(parts[1]))
-        except ValueError as exc:
-            raise ConfigError(
-                f"augmentation must be SHIFT,DEGREES such as 2,10, got {text!r} ({exc})"
-            ) from None
+            degrees = float(parts[1])
+        except ValueError:
+            raise ConfigError(f"{form} (DEGREES {parts[1]!r} is not a number)") from None
+        try:
+            return cls(int(parts[0]), degrees)
+        except ValueError as exc:  # out of range: the field's own message
+            raise ConfigError(f"{form} ({exc})") from None
