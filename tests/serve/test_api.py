@@ -150,7 +150,7 @@ BAD_REQUESTS = [
     # (id, content type, body, status, what the message says)
     ("malformed JSON", "application/json", b'{"pixels": [', 400, "malformed JSON"),
     ("not UTF-8", "application/json", b"\xff\xfe{}", 400, "malformed JSON"),
-    ("nested too deep", "application/json", b"[" * 100_000, 400, "JSON nested more than 256"),
+    ("nested too deep", "application/json", b"[" * 100_000, 400, "JSON nested 100,000 levels deep"),
     (
         "a 5000-digit number",
         "application/json",
