@@ -13,7 +13,7 @@ from stablecnn.training.config import TrainConfig
 
 def _config(argv):
     args = cli.build_parser().parse_args(["train", *argv])
-    from stablecnn.cli.train import _config_from_args
+    from stablecnn.cli.train_options import _config_from_args
 
     return _config_from_args(args)
 

@@ -45,7 +45,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
-    from stablecnn.cli import data, interop, legacy, plot, predict, serve, train
+    from stablecnn.cli import data, evaluate, interop, legacy, plot, predict, serve, train
 
     parser = argparse.ArgumentParser(
         prog="stablecnn",
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    train.add_parsers(sub)  # train, evaluate, summary
+    train.add_parser(sub)
+    evaluate.add_parser(sub)  # evaluate, summary
     predict.add_parser(sub)
     plot.add_parser(sub)
     legacy.add_parser(sub)  # export-pickle, import-pickle
