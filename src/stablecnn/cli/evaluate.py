@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.cli import train as train_command  # its load_data: see cmd_evaluate
+from stablecnn.cli.argtypes import RUN_DATA_DIR_HELP, add_data_options
 from stablecnn.data import DATASETS
 from stablecnn.errors import ConfigError, ModelFileError
 from stablecnn.nn import modelfile, zoo
@@ -30,18 +31,7 @@ def add_parser(sub) -> None:
         choices=DATASETS,
         help="default: the dataset the checkpoint was trained on",
     )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="a folder holding the dataset's IDX files or archive (default: where the run's "
-        "came from)",
-    )
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="with --data-dir: use your own data there (structure checked, "
-        "not the canonical SHA-256 digests)",
-    )
+    add_data_options(p, RUN_DATA_DIR_HELP)
     p.add_argument(
         "--tta",
         choices=["hflip", "none"],

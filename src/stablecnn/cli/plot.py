@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stablecnn.cli.argtypes import RUN_DATA_DIR_HELP, add_data_options
 from stablecnn.training.plots import plot_run
 
 
@@ -24,18 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="a run directory (or its checkpoint.npz; another file is refused)",
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        help="a folder holding the dataset's IDX files or archive (default: where the run's "
-        "came from)",
-    )
-    parser.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="with --data-dir: use your own data there (structure checked, "
-        "not the canonical SHA-256 digests)",
-    )
+    add_data_options(parser, RUN_DATA_DIR_HELP)
     parser.set_defaults(func=cmd_plot)
     return parser
 

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from stablecnn.cli.argtypes import positive_float, positive_int
+from stablecnn.cli.argtypes import add_data_options, positive_float, positive_int
 from stablecnn.data import DATASETS
 from stablecnn.data.augment import MAX_ELASTIC_SIGMA, Augment
 from stablecnn.errors import ConfigError
@@ -165,17 +165,10 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
         f"exactly, the first 20,000 images, int mean/std, 5 epochs of 100, Adagrad 0.01) or a "
         f"recipe .toml file",
     )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="a folder holding the dataset: the four IDX files (raw or .gz), or for "
-        "cifar10 cifar-10-binary.tar.gz (default: the cache, see stablecnn data)",
-    )
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="with --data-dir: use your own data there (structure checked, "
-        "not the canonical SHA-256 digests)",
+    add_data_options(
+        p,
+        "a folder holding the dataset: the four IDX files (raw or .gz), or for cifar10 "
+        "cifar-10-binary.tar.gz (default: the cache, see stablecnn data)",
     )
     p.add_argument(
         "--out",

@@ -107,10 +107,8 @@ class AvgPool2d(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> AvgPool2d(3, stride=2, padding=1).forward(np.zeros((2, 8, 7, 6), np.float32)).shape
@@ -200,10 +198,8 @@ class GlobalAvgPool2d(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> GlobalAvgPool2d().forward(np.ones((2, 16, 7, 5), np.float32)).shape

@@ -39,10 +39,8 @@ class Linear(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> layer = Linear(2704, 1024, rng=np.random.default_rng(0))

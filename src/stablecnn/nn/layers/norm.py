@@ -250,10 +250,8 @@ class BatchNorm2d(_BatchNorm):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> bn = BatchNorm2d(3)
@@ -299,10 +297,8 @@ class BatchNorm1d(_BatchNorm):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> bn = BatchNorm1d(10)
@@ -343,10 +339,8 @@ class BNReLU2d(Layer):
         TypeError: when built, ``bn`` is not a BatchNorm2d or ``relu`` not a ReLU; and
             :meth:`config` always (a step of a plan is not saved; its two layers are).
         ConfigError, ShapeError, RuntimeError: as ``bn``'s ``forward`` and ``backward``.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> step = BNReLU2d(BatchNorm2d(1), ReLU())

@@ -47,10 +47,8 @@ class MaxPool2d(Layer):
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)`` (none yet,
             its ``backward`` already run, or an evaluation ``forward`` since); ``forward`` of a
             layer made by :meth:`~stablecnn.nn.layers.base.Layer.without_weights`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> MaxPool2d(2, stride=1).forward(np.zeros((1, 32, 19, 19), np.float32)).shape
@@ -170,10 +168,8 @@ class ReLUMaxPool2d(Layer):
             :meth:`config` always (a step of a plan is not saved; its two layers are).
         ShapeError, RuntimeError: as ``pool``'s :meth:`MaxPool2d.forward` and
             :meth:`MaxPool2d.backward`.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> fused = ReLUMaxPool2d(ReLU(), MaxPool2d(2))

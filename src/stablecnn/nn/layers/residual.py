@@ -75,10 +75,8 @@ class Residual(Layer):
         ShapeError: :meth:`output_shape` (and so ``forward``, or a model's check of its shapes)
             when the body and the shortcut give different shapes, naming both.
         RuntimeError: ``backward`` without a pending ``forward(x, training=True)``.
-        ShapeError, TypeError: as for every layer (:mod:`~stablecnn.nn.layers.base`):
-            ``forward`` of an empty batch (ShapeError) or of what is not a NumPy array
-            (TypeError); ``backward`` of a gradient whose shape (ShapeError, naming both) or
-            dtype (TypeError) is not that of the pending forward's output.
+        ShapeError, TypeError: the checks of every layer (an empty batch, not an array, a
+            gradient unlike the output): :mod:`~stablecnn.nn.layers.base`.
 
     Example:
         >>> block = Residual(
