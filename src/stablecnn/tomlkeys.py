@@ -83,9 +83,9 @@ def _find_twice(text: str, end: int) -> tuple[dict, tuple, int, int | None] | No
     ending at ``end`` is that key. Renamed to :data:`_RENAMED`, the text up to the end of its
     statement reads, and the renamed key sits in its table beside the first one."""
     second = _pair_ending_at(text, end)
-    keys = _key_parts(second[1]) if second is not None else None
-    if keys is None:
+    if second is None:
         return None
+    keys = _key_parts(second[1])  # a key: its pair parsed on its own
     renamed = text[: second.start(1)] + _RENAMED + text[second.end(1) :]
     read = _read_statement(renamed, second.start(1))
     table = _path_to_key(read[0], _RENAMED) if read is not None else None
@@ -115,8 +115,8 @@ def _first_key(text: str, before: int, keys: tuple, table: tuple) -> int | None:
 
 def _probes(text: str) -> int:
     """How many times a search reads ``text`` before it gives up: 64 for a text of up to 16 KB
-    (md3's model file is 4 KB), 3 for the largest (each reading of 1 MiB takes up to a
-    second)."""
+    (md3's model file is 4 KB), 2 or 3 near :data:`MAX_TEXT_BYTES` (each reading of 1 MiB takes
+    up to a second)."""
     return min(64, 2 + MAX_TEXT_BYTES // (len(text) + 1))
 
 

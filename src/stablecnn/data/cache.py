@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import sys
 import time
@@ -69,7 +70,8 @@ def made_folder(folder: Path) -> Iterator[Path]:
     Raises:
         OSError: ``folder`` cannot be created (a read-only or missing parent, a file in the way).
     """
-    new = [f for f in (folder, *folder.parents) if not f.exists()]  # deepest first
+    # deepest first, up to the first that exists (its parents exist too)
+    new = list(itertools.takewhile(lambda f: not f.exists(), (folder, *folder.parents)))
     folder.mkdir(parents=True, exist_ok=True)
     try:
         yield folder

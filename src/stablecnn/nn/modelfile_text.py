@@ -22,6 +22,7 @@ from pathlib import Path
 from stablecnn.errors import ConfigError, ModelFileError
 from stablecnn.nn.layers import repeat_count
 from stablecnn.tomlkeys import (
+    MAX_TEXT_BYTES,
     TOML_POSITION,
     describe_twice,
     key_given_twice,
@@ -30,7 +31,7 @@ from stablecnn.tomlkeys import (
     value_at,
 )
 
-MAX_FILE_BYTES = 1 << 20  # a model file is at most 1 MiB (md2's is about 2 KB)
+MAX_FILE_BYTES = MAX_TEXT_BYTES  # a model file is at most 1 MiB (md2's is about 2 KB)
 MAX_DEPTH = 16  # containers nest at most this deep (a model file needs 4)
 # an array-of-tables header: [[layers]], or [[layers.body]] for a layer of the last block
 _TOML_HEADER = re.compile(
@@ -114,7 +115,7 @@ def _toml_error(text: str, path: Path, message: str) -> ModelFileError:
     )
 
 
-def _header_lines(text: str, config: dict, line_of) -> dict[tuple, int]:
+def _header_lines(text: str, config: dict, position) -> dict[tuple, int]:
     """The line of each ``[[layers]]`` table by its path, ``("layers", 3)``, and of each table
     of a block's list, ``[[layers.body]]`` after the fourth ``[[layers]]``, by
     ``("layers", 3, "body", 0)``: a header appends to the list of the last table of its
@@ -131,7 +132,7 @@ def _header_lines(text: str, config: dict, line_of) -> dict[tuple, int]:
             del count[other]  # a new table: the lists inside the previous one are done
         path += (keys[-1], count[keys] - 1)
         if _table_at(config, path):
-            lines[path] = line_of(m.start())[0]
+            lines[path] = position(m.start())[0]
     return lines
 
 

@@ -133,8 +133,9 @@ def _from_json(body: bytes, channels: int, size: tuple[int, int]) -> tuple[np.nd
             raise RequestError(422, '"framing" applies to "image" only; "pixels" are not framed')
         return pixels_image(payload["pixels"], channels, size), feature_maps
     framing = _framing(payload.get("framing", "mnist"))
-    data = data_url_bytes(payload["image"])
-    media = payload["image"].partition(",")[0][5:].split(";")[0].strip().lower()  # data:<type>;
+    url = payload["image"]
+    data = data_url_bytes(url)  # checked: "data:<type>;...;base64," then the data
+    media = url[5 : url.find(",")].split(";")[0].strip().lower()  # no copy of the data
     return _picture(data, channels, size, framing, 'the picture in "image"', media), feature_maps
 
 

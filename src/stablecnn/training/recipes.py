@@ -33,11 +33,10 @@ from stablecnn import tomlkeys
 from stablecnn.data.augment import Augment
 from stablecnn.errors import ConfigError
 from stablecnn.nn import modelfile
-from stablecnn.tomlkeys import tomllib
 from stablecnn.training.config import ORIGINAL_RECIPE, TrainConfig
 
 SHIPPED = Path(__file__).parent / "recipes"
-MAX_BYTES = 1 << 20  # a recipe is a few lines; anything larger is not one
+MAX_BYTES = tomlkeys.MAX_TEXT_BYTES  # a recipe is a few lines; anything larger is not one
 TOP_LEVEL = {"description", "measured", "train"}
 FIELDS = {field.name for field in dataclasses.fields(TrainConfig)} - {"micro_batches"}
 AUGMENT_FIELDS = {field.name for field in dataclasses.fields(Augment)}
@@ -111,8 +110,8 @@ def _read(path: Path) -> Recipe:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"recipe file {path} cannot be read: {exc}") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomlkeys.tomllib.loads(text)
+    except tomlkeys.tomllib.TOMLDecodeError as exc:
         raise _not_toml(path, text, str(exc)) from None
     _only(data, TOP_LEVEL, path, "a recipe")
     train = data.get("train")
