@@ -206,3 +206,19 @@ def test_the_help_gives_each_options_default(option, capsys):
     end = next(later, len(lines))
     text = " ".join(" ".join(lines[start:end]).split())
     assert "default" in text or "off when absent" in text, text
+
+
+def test_every_command_runs_from_a_source_tree_not_installed(monkeypatch, capsys):
+    """The parser is built for every command: a checkout run with PYTHONPATH=src, where the
+    distribution's metadata is missing, still gets its commands (and says the version is
+    unknown) instead of a PackageNotFoundError."""
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out == "stablecnn unknown\n"
+    assert main(["summary", "md1"]) == 0

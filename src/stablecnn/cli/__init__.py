@@ -43,15 +43,14 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import version
-
     from stablecnn.cli import data, evaluate, interop, legacy, plot, predict, serve, train
+    from stablecnn.interop.common import installed_version
 
     parser = argparse.ArgumentParser(
         prog="stablecnn",
         description="A numerically stable CNN library in NumPy: train, predict, evaluate.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('stablecnn')}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -66,6 +66,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         sub.add_argument("dataset", nargs="?", choices=list(SPECS), help="default: every dataset")
         sub.add_argument(
             "--data-dir",
+            type=Path,
             help="a folder holding the four IDX files (raw or .gz), or cifar-10-binary.tar.gz",
         )
         sub.add_argument(
@@ -115,7 +116,7 @@ def cmd_info(args) -> int:
     Raises:
         ConfigError: ``--data-dir`` is not a folder.
     """
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+    if args.data_dir is not None and not args.data_dir.is_dir():
         raise ConfigError(
             f"--data-dir {args.data_dir} is not a folder: name the folder of the data"
         )
@@ -172,14 +173,16 @@ def _info_archive(spec: ArchiveSpec, folder, data_dir, cache_dir) -> str | None:
     print(f"  {spec.archive_name}: {spec.size:,d} bytes, SHA-256 {spec.sha256}")
     if spec.md5:
         print(f"    (MD5 {spec.md5} as {spec.homepage} publishes it)")
-    archive = folder / spec.archive_name if data_dir is None else None
-    if archive is not None and not archive.is_file():
-        print(f"  not fetched (run: stablecnn data fetch {spec.name} --data-dir FOLDER)")
-        return NOT_FETCHED
-    if data_dir is not None and not (
-        (Path(data_dir) / spec.archive_name).is_file() or (Path(data_dir) / spec.folder).is_dir()
-    ):
-        print(f"  not fetched (not in {data_dir}: neither {spec.archive_name} nor {spec.folder}/)")
+    # the cache holds the archive; a --data-dir (which ``folder`` then is) the archive or the
+    # folder it unpacks to
+    unpacked = data_dir is not None and (folder / spec.folder).is_dir()
+    if not ((folder / spec.archive_name).is_file() or unpacked):
+        where = (
+            f"run: stablecnn data fetch {spec.name} --data-dir FOLDER"
+            if data_dir is None
+            else f"not in {data_dir}: neither {spec.archive_name} nor {spec.folder}/"
+        )
+        print(f"  not fetched ({where})")
         return NOT_FETCHED
     for split in SPLITS:
         try:

@@ -135,18 +135,16 @@ def cmd_summary(args) -> int:
         CheckpointError: a checkpoint (or a run directory's) cannot be read.
     """
     path = Path(args.model)
-    if args.model not in zoo.names() and not (
-        modelfile.is_model_path(path) or path.exists() or path.suffix == ".npz"
-    ):
+    checkpoint = not modelfile.is_model_path(path) and (path.exists() or path.suffix == ".npz")
+    if args.model not in zoo.names() and not (checkpoint or modelfile.is_model_path(path)):
         raise ModelFileError(
             f"unknown model {args.model!r}: not a built-in ({', '.join(zoo.names())}), and no "
             f"such .toml or .json model file, checkpoint .npz or run directory"
         )
-    if modelfile.is_model_path(path) or not (path.exists() or path.suffix == ".npz"):
-        # a model file or a built-in name: shapes and counts only, no weight is allocated
-        model = zoo.resolve_model(args.model, weights=False)
-    else:
+    if checkpoint:
         model, _ = ckpt_io.load_model(args.model)
+    else:  # a model file or a built-in name: shapes and counts only, no weight is allocated
+        model = zoo.resolve_model(args.model, weights=False)
     print(repr(model))
     print(model.summary(model.input_shape))
     return 0

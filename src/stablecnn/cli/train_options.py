@@ -396,7 +396,8 @@ def mpi_processes(environ=os.environ) -> int:
 def check_train_options(args) -> None:
     """Refuse, before anything is read or written, what ``train`` would otherwise ignore or
     get wrong: several MPI processes or ``--mpi-timeout`` without ``--distributed`` (each
-    process would train a run of its own), a ``--data-dir`` that is not a folder.
+    process would train a run of its own), a ``--data-dir`` that is not a folder. Then fills in
+    ``--mpi-timeout``'s default (:data:`MPI_TIMEOUT`), which the check must see unset.
 
     Raises:
         ConfigError: naming the option and the value at fault.

@@ -9,6 +9,7 @@ export against it (:mod:`stablecnn.interop.verify`).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 
 import numpy as np
 
@@ -86,3 +87,12 @@ def float32_decimal(value: float) -> float:
         (1e-05, 0.01)
     """
     return float(np.format_float_scientific(np.float32(value), unique=True))
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject's, as ``stablecnn.__version__``);
+    ``"unknown"`` run from a source tree that is not installed."""
+    try:
+        return importlib.metadata.version("stablecnn")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

@@ -35,7 +35,6 @@ Every file written passes ``onnx.checker.check_model(full_check=True)`` first.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +202,7 @@ def build_onnx(
         proto_graph,
         opset_imports=opsets,
         producer_name="stablecnn",
-        producer_version=_version(),
+        producer_version=common.installed_version(),
         ir_version=onnx.helper.find_min_ir_version_for(opsets),
         doc_string=f"{name}: a stablecnn model, exported for inference",
     )
@@ -242,14 +241,6 @@ def _resolve(source) -> tuple[Sequential, dict, float | None]:
     )
 
 
-def _version() -> str:
-    """The installed distribution's version (pyproject's, as ``stablecnn.__version__``)."""
-    try:
-        return importlib.metadata.version("stablecnn")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        return "unknown"
-
-
 def _class_names(dataset, out_shape) -> list[str] | None:
     from stablecnn.data.specs import class_names
 
@@ -274,7 +265,7 @@ def _metadata(model, name, normalizer, dataset, names, accuracy, softmax, dtype)
     props = {
         common.KEY_INPUT: f"{dtype} {source}, shaped (N, {c}, {h}, {w})",
         common.KEY_OUTPUT: "class probabilities (softmax)" if softmax else "class scores (logits)",
-        common.KEY_VERSION: _version(),
+        common.KEY_VERSION: common.installed_version(),
         common.KEY_ARCHITECTURE: json.dumps({"name": name, **model.config()}),
     }
     if normalizer is not None:

@@ -16,17 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from stablecnn.data.augment import Augment
+from stablecnn.training.resume import format_part
 
 
 def option(field: str, value=True) -> str:
     """A setting as ``stablecnn train``'s option: ``("step_epochs", 2)`` -> ``--step-epochs 2``
     (a float with ``:g``, a pair as ``A,B``, ``True`` as the bare flag)."""
     name = "--" + field.replace("_", "-")
-    if value is True:
-        return name
-    if isinstance(value, (tuple, list)):
-        return f"{name} {','.join(f'{v:g}' for v in value)}"
-    return f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+    return name if value is True else f"{name} {format_part(value)}"
 
 
 # the Augment fields as options, in the order they are applied; max_shift and max_degrees are

@@ -62,14 +62,15 @@ def check_warmup(config: TrainConfig, num_train: int, named: str | None = None) 
     if config.warmup_steps >= steps:
         raise ConfigError(
             f"{named or f'warmup_steps {config.warmup_steps}'} is not shorter than the run's "
-            f"{_count(steps, 'step')} ({_count(config.epochs, 'epoch')} of "
-            f"{_count(per_epoch, 'batch')}): the learning rate would still be warming up when "
+            f"{count(steps, 'step')} ({count(config.epochs, 'epoch')} of "
+            f"{count(per_epoch, 'batch')}): the learning rate would still be warming up when "
             f"the run ends; give --warmup-steps N below {steps} (0: no warm-up), or train for "
             f"more steps"
         )
 
 
-def _count(n: int, noun: str) -> str:
+def count(n: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``, ``2 batches``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('h') else 's'}"
 
 
@@ -186,13 +187,14 @@ class TrainConfig:
                     f"their labels; use them on datasets whose classes a mirror keeps "
                     f"(fashion-mnist, cifar10)"
                 )
-            if augment.random_crop > max_random_crop(self.dataset):
+            most = max_random_crop(self.dataset)
+            if augment.random_crop > most:
                 side = "x".join(str(n) for n in get_spec(self.dataset).image_shape[-2:])
                 raise ConfigError(
                     f"random crops with padding of {augment.random_crop} pixels (random_crop, "
                     f"--random-crop) are too large for {self.dataset}'s {side} images: at most "
-                    f"{max_random_crop(self.dataset)} (half the side), so that every crop keeps "
-                    f"at least half of the image's rows and columns"
+                    f"{most} (half the side), so that every crop keeps at least half of the "
+                    f"image's rows and columns"
                 )
             self.augment = augment.to_dict()  # stored with every field
         if (

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stablecnn.data.augment import Augment
 from stablecnn.errors import ConfigError, ResumeMismatch
+from stablecnn.training.config import count
 
 CHANGEABLE = frozenset({"epochs"})  # config fields a resume may change
 
@@ -233,10 +234,10 @@ def refuse_nothing_to_train(run_dir, progress: dict, epochs: int, asked: bool) -
     done, steps = progress["epoch"], progress["step"]
     if epochs > done:
         return
-    partial = f" (and {steps} step{'s' if steps != 1 else ''} of epoch {done + 1})" if steps else ""
+    partial = f" (and {count(steps, 'step')} of epoch {done + 1})" if steps else ""
     target = f" and --epochs {epochs} asks for {epochs}" if asked else ", all it was started for"
     raise ConfigError(
-        f"nothing to train: {run_dir} has already trained {done} epoch{'s' if done != 1 else ''}"
+        f"nothing to train: {run_dir} has already trained {count(done, 'epoch')}"
         f"{partial}{target}; to train it further, ask for more with --epochs N, N above {done}; "
         f"nothing was changed"
     )

@@ -20,8 +20,9 @@ from stablecnn.errors import ConfigError
 from stablecnn.files import TMP_SUFFIX
 from stablecnn.training.runlock import RunLock
 
+CHECKPOINT = "checkpoint.npz"  # what a run resumes from
 RUN_FILES = (
-    "checkpoint.npz",
+    CHECKPOINT,
     "train_log.txt",
     "metrics.csv",
     "curves.png",
@@ -60,18 +61,18 @@ def check_new_run_dir(run_dir, overwrite: bool = False) -> None:
         )
     RunLock(run_dir).check_free()  # a run in progress there: the lock's refusal says so
     found = run_files(run_dir)
-    if found and not overwrite and RUN_FILES[0] not in found:  # a run that failed before saving
+    if not found or overwrite:
+        return
+    if CHECKPOINT not in found:  # a run that failed before saving one
         raise ConfigError(
             f"{run_dir} holds the files of a run that saved no checkpoint ({', '.join(found)}), "
             f"so there is nothing to resume: replace them with --overwrite, or name another "
             f"--out; nothing was changed"
         )
-    if found and not overwrite:
-        raise ConfigError(
-            f"{run_dir} already holds a run ({', '.join(found)}): continue it with --resume "
-            f"{run_dir}, or replace it with --overwrite (or name another --out); nothing was "
-            f"changed"
-        )
+    raise ConfigError(
+        f"{run_dir} already holds a run ({', '.join(found)}): continue it with --resume "
+        f"{run_dir}, or replace it with --overwrite (or name another --out); nothing was changed"
+    )
 
 
 def check_resume_dir(run_dir) -> None:
@@ -88,9 +89,7 @@ def check_resume_dir(run_dir) -> None:
             f"(it holds checkpoint.npz)"
         )
     if not run_dir.is_dir():
-        hint = (
-            f"; give its folder: --resume {run_dir.parent}" if run_dir.name == RUN_FILES[0] else ""
-        )
+        hint = f"; give its folder: --resume {run_dir.parent}" if run_dir.name == CHECKPOINT else ""
         raise ConfigError(
             f"--resume {run_dir}: a file, not a run directory (a run directory holds "
             f"checkpoint.npz){hint}"

@@ -9,8 +9,11 @@ Non-trainable state (BatchNorm's running statistics, Dropout's mask counter) liv
 the input. Public shapes are PyTorch's: NCHW activations.
 
 Every subclass's ``forward`` and ``backward`` are wrapped once, when the class is made
-(:meth:`Layer.__init_subclass__`), by the checks all layers share, so no layer repeats them and no
-path skips them (a fused step, a block's children, a hook that calls the method it replaces):
+(:meth:`Layer.__init_subclass__`), by the checks all layers share, so no layer repeats them and
+every call of a ``forward`` or ``backward`` makes them (a fused step, a block's children, a hook
+that calls the method it replaces; the one pass that runs without its layer's ``forward``, a batch
+norm applied inside a convolution in evaluation, drops the record itself:
+:meth:`~stablecnn.nn.layers.norm.BatchNorm2d.eval_affine`):
 ``forward`` refuses what is not a NumPy array (``TypeError``) and an empty batch (``ShapeError``),
 and a training ``forward`` notes its output's shape and dtype; ``backward`` refuses a gradient of
 another shape (``ShapeError``, naming both) or dtype (``TypeError``) than that output's. The
